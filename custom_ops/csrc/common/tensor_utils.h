@@ -1,0 +1,87 @@
+// Paddle-side glue shared by every *_op.cc: dtype tests, checks that raise before any kernel
+// runs, and the device/stream a kernel launches on. The Python wrappers validate first and give
+// the friendlier messages; these checks keep a direct call of the registered op memory-safe.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "fastattn/kv_cache.h"
+#include "paddle/extension.h"
+
+// Paddle 3.x has a float8_e4m3fn dtype; 2.6 has none (fp8 data travels as uint8 there).
+#if __has_include("paddle/phi/common/float8_e4m3fn.h")
+#define FASTATTN_HAS_FP8_DTYPE 1
+#endif
+
+namespace fastattn {
+
+inline bool is_half_dtype(const paddle::Tensor& t) {
+  return t.dtype() == paddle::DataType::BFLOAT16 || t.dtype() == paddle::DataType::FLOAT16;
+}
+
+inline bool is_byte_dtype(const paddle::Tensor& t) {
+#ifdef FASTATTN_HAS_FP8_DTYPE
+  if (t.dtype() == paddle::DataType::FLOAT8_E4M3FN) return true;
+#endif
+  return t.dtype() == paddle::DataType::UINT8 || t.dtype() == paddle::DataType::INT8;
+}
+
+inline std::string shape_str(const std::vector<int64_t>& dims) {
+  std::string s = "[";
+  for (size_t i = 0; i < dims.size(); ++i) s += (i ? ", " : "") + std::to_string(dims[i]);
+  return s + "]";
+}
+
+inline void check_shape(const paddle::Tensor& t, const std::vector<int64_t>& expected,
+                        const char* name) {
+  PD_CHECK(t.shape() == expected, name, ": expected shape ", shape_str(expected), ", got ",
+           shape_str(t.shape()));
+}
+
+inline void check_int32(const paddle::Tensor& t, const char* name) {
+  PD_CHECK(t.dtype() == paddle::DataType::INT32, name, ": expected int32");
+}
+
+inline void check_same_place(const paddle::Tensor& a, const paddle::Tensor& b, const char* name) {
+  PD_CHECK(a.is_gpu() == b.is_gpu(), name, ": must be on the same device as the other inputs");
+}
+
+// A float32 or bf16 scale tensor with `numel` elements.
+inline ScaleTensor scale_tensor(const paddle::Tensor& t, int64_t numel, const char* name) {
+  PD_CHECK(t.dtype() == paddle::DataType::FLOAT32 || t.dtype() == paddle::DataType::BFLOAT16, name,
+           ": expected float32 or bfloat16");
+  PD_CHECK(t.numel() == numel, name, ": expected ", numel, " elements, got ", t.numel());
+  return {const_cast<void*>(t.data()), t.dtype() == paddle::DataType::BFLOAT16};
+}
+
+inline void* stream_of(const paddle::Tensor& t) {
+#if defined(FASTATTN_WITH_CUDA)
+  if (t.is_gpu()) return static_cast<void*>(t.stream());
+#endif
+  (void)t;
+  return nullptr;
+}
+
+// The CUDA entry point of a kernel, or nullptr in a build without CUDA sources.
+#if defined(FASTATTN_WITH_CUDA)
+#define FASTATTN_CUDA_ENTRY(fn) (fn)
+#else
+#define FASTATTN_CUDA_ENTRY(fn) nullptr
+#endif
+
+// Runs the CPU or CUDA kernel by where `t` lives.
+template <typename Params>
+void run_on_place(const paddle::Tensor& t, const Params& p, void (*cpu)(const Params&),
+                  void (*cuda)(const Params&), const char* op) {
+  if (t.is_gpu()) {
+    PD_CHECK(cuda != nullptr, op,
+             ": this build of fastattn has no CUDA kernels (nvcc was not found at build time)");
+    cuda(p);
+    return;
+  }
+  PD_CHECK(t.is_cpu(), op, ": tensors must be on the CPU or a CUDA GPU");
+  cpu(p);
+}
+
+}  // namespace fastattn

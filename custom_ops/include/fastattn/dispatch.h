@@ -1,0 +1,41 @@
+// Host-side helpers that turn run-time choices (dtype, quant type) into template arguments.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+#include "fastattn/kv_cache.h"
+
+namespace fastattn {
+
+template <typename F>
+void dispatch_half_format(bool is_bf16, F&& f) {
+  if (is_bf16) f(Bf16Format{}); else f(Fp16Format{});
+}
+
+// Calls f(Fmt{}, Codec{}, std::bool_constant<dynamic_quant>{}) for the run-time element dtype and
+// cache quant type: block_wise_fp8 is the fp8 codec with dynamic_quant = true.
+template <typename F>
+void dispatch_cache_types(bool is_bf16, CacheQuant quant, F&& f) {
+  dispatch_half_format(is_bf16, [&](auto fmt) {
+    switch (quant) {
+      case CacheQuant::kNone: f(fmt, CacheCodec<CacheQuant::kNone>{}, std::false_type{}); return;
+      case CacheQuant::kInt8: f(fmt, CacheCodec<CacheQuant::kInt8>{}, std::false_type{}); return;
+      case CacheQuant::kFp8: f(fmt, CacheCodec<CacheQuant::kFp8>{}, std::false_type{}); return;
+      case CacheQuant::kBlockWiseFp8: f(fmt, CacheCodec<CacheQuant::kFp8>{}, std::true_type{}); return;
+    }
+    throw std::invalid_argument("fastattn: unknown cache quant type");
+  });
+}
+
+inline CacheQuant parse_cache_quant(const std::string& name) {
+  if (name == "none") return CacheQuant::kNone;
+  if (name == "cache_int8") return CacheQuant::kInt8;
+  if (name == "cache_fp8") return CacheQuant::kFp8;
+  if (name == "block_wise_fp8") return CacheQuant::kBlockWiseFp8;
+  throw std::invalid_argument("fastattn: unsupported cache_quant_type '" + name +
+                              "' (expected none, cache_int8, cache_fp8 or block_wise_fp8)");
+}
+
+}  // namespace fastattn

@@ -1,0 +1,88 @@
+"""Input validation for the op wrappers: every failure names the argument, what was expected
+and what was received, and is raised before any kernel runs."""
+import os
+
+import numpy as np
+import paddle
+
+HALF_DTYPES = ("bfloat16", "float16")
+SCALE_DTYPES = ("float32", "bfloat16")
+BYTE_DTYPES = ("uint8", "float8_e4m3fn")
+HEAD_DIMS = (64, 128, 256)
+BLOCK_SIZES = (16, 32, 64, 128)
+
+
+def dtype_name(t):
+    return str(t.dtype).replace("paddle.", "")
+
+
+def place_name(t):
+    return "gpu" if t.place.is_gpu_place() else "cpu" if t.place.is_cpu_place() else str(t.place)
+
+
+def tensor(name, t, dtypes=None, shape=None):
+    """Checks that `t` is a paddle.Tensor of one of `dtypes` and of `shape` (None = any size)."""
+    if not isinstance(t, paddle.Tensor):
+        raise TypeError(f"{name}: expected a paddle.Tensor, got {type(t).__name__}")
+    if dtypes is not None and dtype_name(t) not in dtypes:
+        raise TypeError(f"{name}: expected dtype {' or '.join(dtypes)}, got {dtype_name(t)}")
+    if shape is not None:
+        got = list(t.shape)
+        if len(got) != len(shape) or any(e is not None and e != g for e, g in zip(shape, got)):
+            want = "[" + ", ".join("*" if e is None else str(e) for e in shape) + "]"
+            raise ValueError(f"{name}: expected shape {want}, got {got}")
+    return t
+
+
+def same_place(**named):
+    places = {n: place_name(t) for n, t in named.items() if t is not None}
+    if len(set(places.values())) > 1:
+        listing = ", ".join(f"{n} on {p}" for n, p in places.items())
+        raise ValueError(f"all tensors must be on the same device, got {listing}")
+
+
+def choice(name, value, allowed):
+    if value not in allowed:
+        raise ValueError(f"{name}: expected one of {', '.join(map(str, allowed))}, got {value!r}")
+
+
+def absent(name, value, why):
+    if value is not None:
+        raise ValueError(f"{name}: must be None {why}")
+
+
+def validation_enabled(validate):
+    """`validate=None` follows the FASTATTN_VALIDATE environment variable."""
+    if validate is None:
+        return os.environ.get("FASTATTN_VALIDATE", "0") not in ("", "0")
+    return bool(validate)
+
+
+def host(t):
+    return np.asarray(t.numpy())
+
+
+def block_table_entries(block_tables, num_blocks, block_size, spans):
+    """Raises ValueError if a position in `spans` ({seq: (first, end)}) maps to no cache block.
+    Costs a device-to-host copy of the small batch tensors: a debug check, off by default."""
+    table = host(block_tables)
+    for seq, (first, end) in spans.items():
+        if end <= first:
+            continue
+        last_block = (end - 1) // block_size
+        if last_block >= table.shape[1]:
+            raise ValueError(
+                f"block_tables: sequence {seq} needs positions up to {end - 1}, i.e. "
+                f"{last_block + 1} blocks, but the table has {table.shape[1]} columns")
+        for logical in range(first // block_size, last_block + 1):
+            entry = int(table[seq, logical])
+            if not 0 <= entry < num_blocks:
+                raise ValueError(
+                    f"block_tables[{seq}, {logical}] = {entry} is outside [0, {num_blocks}) but "
+                    f"sequence {seq} uses positions {max(first, logical * block_size)}.."
+                    f"{min(end, (logical + 1) * block_size) - 1} in that block")
+
+
+def cu_seqlens(name, values, total):
+    if values[0] < 0 or np.any(np.diff(values) < 0) or values[-1] > total:
+        raise ValueError(f"{name}: expected non-decreasing offsets in [0, {total}], got {values.tolist()}")

@@ -1,0 +1,174 @@
+"""fastattn ops, called like paddle.incubate.nn.functional: tensors first, attributes as keywords.
+
+Every op runs on the CPU and on CUDA GPUs (where the extension was built with nvcc). Inputs are
+validated here, before any kernel runs: a bad dtype, shape or device raises TypeError/ValueError
+naming the argument, what was expected and what was received.
+
+Block tables: an entry outside [0, num_blocks) for a position an op must read or write is never
+dereferenced (that row is skipped). With `validate=True`, or the environment variable
+FASTATTN_VALIDATE=1, the ops also copy the small batch tensors to the host and raise ValueError
+for such entries; this costs a device-to-host sync per call, so it is off by default and must stay
+off inside CUDA-graph capture.
+"""
+from . import _checks
+from ._ext import ops_module
+from .cache import QUANT_TYPES
+
+
+def _check_cache_pair(key_cache, value_cache, cache_quant_type, rows_name, rows):
+    """Checks a layer's key/value cache against the 16-bit rows written to or read from it;
+    returns (num_blocks, kv_num_heads, block_size, head_dim)."""
+    _checks.choice("cache_quant_type", cache_quant_type, QUANT_TYPES)
+    _checks.tensor(rows_name, rows, _checks.HALF_DTYPES, [None, None, None])
+    cache_dtypes = (_checks.dtype_name(rows),) if cache_quant_type == "none" else _checks.BYTE_DTYPES
+    _checks.tensor("key_cache", key_cache, cache_dtypes, [None, None, None, None])
+    num_blocks, heads, block_size, head_dim = key_cache.shape
+    _checks.tensor("value_cache", value_cache, cache_dtypes, list(key_cache.shape))
+    if _checks.dtype_name(value_cache) != _checks.dtype_name(key_cache):
+        raise TypeError(f"value_cache: expected the dtype of key_cache ({_checks.dtype_name(key_cache)}), "
+                        f"got {_checks.dtype_name(value_cache)}")
+    _checks.choice("head_dim (key_cache.shape[3])", head_dim, _checks.HEAD_DIMS)
+    _checks.choice("block_size (key_cache.shape[2])", block_size, _checks.BLOCK_SIZES)
+    if rows.shape[1] != heads or rows.shape[2] != head_dim:
+        raise ValueError(f"{rows_name}: expected [tokens, {heads}, {head_dim}] to match key_cache "
+                         f"[num_blocks, kv_num_heads, block_size, head_dim] = {list(key_cache.shape)}, "
+                         f"got {list(rows.shape)}")
+    return num_blocks, heads, block_size, head_dim
+
+
+def _check_scales(cache_quant_type, heads, table_shape, static_names, static, table_names, tables):
+    """Static types need per-head scales, block_wise_fp8 needs scale tables, none needs neither."""
+    for kind, names, values, shape in (("static", static_names, static, [heads]),
+                                       ("table", table_names, tables, table_shape)):
+        needed = (cache_quant_type in ("cache_int8", "cache_fp8")) if kind == "static" else \
+            cache_quant_type == "block_wise_fp8"
+        for name, value in zip(names, values):
+            if not needed:
+                _checks.absent(name, value, f"for cache_quant_type {cache_quant_type!r}")
+            elif value is None:
+                raise ValueError(f"{name}: required for cache_quant_type {cache_quant_type!r}")
+            else:
+                _checks.tensor(name, value, _checks.SCALE_DTYPES, shape)
+
+
+def write_cache_kv(k, v, key_cache, value_cache, block_tables, cu_seqlens_q, seq_lens_decoder,
+                   cache_quant_type="none", k_quant_scale=None, v_quant_scale=None,
+                   k_scale_cache=None, v_scale_cache=None, validate=None):
+    """Writes this step's K/V into a layer's paged cache, quantizing on the way. In place.
+
+    Args:
+        k, v: [num_tokens, kv_num_heads, head_dim] bfloat16/float16, packed by cu_seqlens_q.
+        key_cache, value_cache: [num_blocks, kv_num_heads, block_size, head_dim]; k's dtype for
+            "none", uint8 or float8_e4m3fn for the quantized types. Mutated.
+        block_tables: int32 [batch, max_blocks_per_seq]; -1 marks unused entries.
+        cu_seqlens_q: int32 [batch + 1]; sequence b owns tokens cu_seqlens_q[b] .. [b+1] - 1.
+        seq_lens_decoder: int32 [batch]; tokens already cached for each sequence. Token i of
+            sequence b goes to position seq_lens_decoder[b] + i - cu_seqlens_q[b].
+        cache_quant_type: "none", "cache_int8", "cache_fp8" or "block_wise_fp8".
+        k_quant_scale, v_quant_scale: float32/bfloat16 [kv_num_heads]; the quant multipliers
+            (bound / absmax) of cache_int8 and cache_fp8: byte = round(x * scale).
+        k_scale_cache, v_scale_cache: float32/bfloat16 [num_blocks, kv_num_heads, block_size],
+            block_wise_fp8 only; each written row's dequant scale max(amax/448, 2^-64) is stored
+            at its (block, head, slot). Mutated.
+        validate: check block tables on the host first (see the module docstring).
+
+    Returns:
+        The mutated tensors: (key_cache, value_cache), plus (k_scale_cache, v_scale_cache) for
+        block_wise_fp8.
+
+    NaN policy: a NaN element is stored as the e4m3 NaN byte 0x7f, or 0 in an int8 cache. In a
+    block_wise_fp8 row, NaN does not count towards amax; an inf makes the row's scale inf.
+    """
+    num_blocks, heads, block_size, head_dim = _check_cache_pair(
+        key_cache, value_cache, cache_quant_type, "k", k)
+    _checks.tensor("v", v, (_checks.dtype_name(k),), list(k.shape))
+    _checks.tensor("block_tables", block_tables, ("int32",), [None, None])
+    batch = block_tables.shape[0]
+    _checks.tensor("cu_seqlens_q", cu_seqlens_q, ("int32",), [batch + 1])
+    _checks.tensor("seq_lens_decoder", seq_lens_decoder, ("int32",), [batch])
+    _check_scales(cache_quant_type, heads, [num_blocks, heads, block_size],
+                  ("k_quant_scale", "v_quant_scale"), (k_quant_scale, v_quant_scale),
+                  ("k_scale_cache", "v_scale_cache"), (k_scale_cache, v_scale_cache))
+    _checks.same_place(k=k, v=v, key_cache=key_cache, value_cache=value_cache,
+                       block_tables=block_tables, cu_seqlens_q=cu_seqlens_q,
+                       seq_lens_decoder=seq_lens_decoder, k_quant_scale=k_quant_scale,
+                       v_quant_scale=v_quant_scale, k_scale_cache=k_scale_cache,
+                       v_scale_cache=v_scale_cache)
+    if _checks.validation_enabled(validate):
+        cu = _checks.host(cu_seqlens_q)
+        _checks.cu_seqlens("cu_seqlens_q", cu, k.shape[0])
+        cached = _checks.host(seq_lens_decoder)
+        spans = {b: (int(cached[b]), int(cached[b]) + int(cu[b + 1] - cu[b])) for b in range(batch)}
+        _checks.block_table_entries(block_tables, num_blocks, block_size, spans)
+
+    ops = ops_module()
+    if cache_quant_type == "block_wise_fp8":
+        return tuple(ops.fastattn_write_cache_kv_dynamic(
+            k, v, key_cache, value_cache, k_scale_cache, v_scale_cache, block_tables, cu_seqlens_q,
+            seq_lens_decoder))
+    return tuple(ops.fastattn_write_cache_kv(
+        k, v, key_cache, value_cache, block_tables, cu_seqlens_q, seq_lens_decoder, k_quant_scale,
+        v_quant_scale, cache_quant_type))
+
+
+def append_cache_kv_c8(key_cache, value_cache, k_out, v_out, block_tables, seq_lens_this_time,
+                       seq_lens_decoder, cu_seqlens_k, cache_quant_type, k_dequant_scale=None,
+                       v_dequant_scale=None, k_scale_cache=None, v_scale_cache=None,
+                       validate=None):
+    """Dequantizes each active sequence's cached prefix into bf16/fp16 rows. In place.
+
+    For every sequence b with seq_lens_this_time[b] > 0, cached positions
+    0 .. seq_lens_decoder[b] - 1 are written to rows cu_seqlens_k[b] + t of k_out/v_out, so that
+    the prefix sits in front of this step's new tokens for a varlen attention. Other rows are
+    left untouched. Value: round-to-nearest-even of float(byte) * dequant scale.
+
+    Args:
+        key_cache, value_cache: [num_blocks, kv_num_heads, block_size, head_dim] as written by
+            write_cache_kv (uint8/float8_e4m3fn, or bfloat16/float16 for "none").
+        k_out, v_out: [total_k_tokens, kv_num_heads, head_dim] bfloat16/float16. Mutated.
+        block_tables: int32 [batch, max_blocks_per_seq].
+        seq_lens_this_time: int32 [batch]; 0 marks an idle sequence (nothing gathered).
+        seq_lens_decoder: int32 [batch]; cached prefix length of each sequence.
+        cu_seqlens_k: int32 [batch + 1]; row offsets of each sequence in k_out/v_out. Only rows
+            inside a sequence's own span are written.
+        cache_quant_type: "none", "cache_int8", "cache_fp8" or "block_wise_fp8".
+        k_dequant_scale, v_dequant_scale: float32/bfloat16 [kv_num_heads]; static types.
+        k_scale_cache, v_scale_cache: float32/bfloat16 [num_blocks, kv_num_heads, block_size];
+            block_wise_fp8.
+        validate: check block tables and spans on the host first (see the module docstring).
+
+    Returns:
+        (k_out, v_out), the mutated tensors.
+    """
+    num_blocks, heads, block_size, head_dim = _check_cache_pair(
+        key_cache, value_cache, cache_quant_type, "k_out", k_out)
+    _checks.tensor("v_out", v_out, (_checks.dtype_name(k_out),), list(k_out.shape))
+    _checks.tensor("block_tables", block_tables, ("int32",), [None, None])
+    batch = block_tables.shape[0]
+    _checks.tensor("seq_lens_this_time", seq_lens_this_time, ("int32",), [batch])
+    _checks.tensor("seq_lens_decoder", seq_lens_decoder, ("int32",), [batch])
+    _checks.tensor("cu_seqlens_k", cu_seqlens_k, ("int32",), [batch + 1])
+    _check_scales(cache_quant_type, heads, [num_blocks, heads, block_size],
+                  ("k_dequant_scale", "v_dequant_scale"), (k_dequant_scale, v_dequant_scale),
+                  ("k_scale_cache", "v_scale_cache"), (k_scale_cache, v_scale_cache))
+    _checks.same_place(key_cache=key_cache, value_cache=value_cache, k_out=k_out, v_out=v_out,
+                       block_tables=block_tables, seq_lens_this_time=seq_lens_this_time,
+                       seq_lens_decoder=seq_lens_decoder, cu_seqlens_k=cu_seqlens_k,
+                       k_dequant_scale=k_dequant_scale, v_dequant_scale=v_dequant_scale,
+                       k_scale_cache=k_scale_cache, v_scale_cache=v_scale_cache)
+    if _checks.validation_enabled(validate):
+        cu = _checks.host(cu_seqlens_k)
+        _checks.cu_seqlens("cu_seqlens_k", cu, k_out.shape[0])
+        active, cached = _checks.host(seq_lens_this_time), _checks.host(seq_lens_decoder)
+        for b in range(batch):
+            if active[b] > 0 and cached[b] > cu[b + 1] - cu[b]:
+                raise ValueError(f"cu_seqlens_k: sequence {b} has {cu[b + 1] - cu[b]} rows in k_out "
+                                 f"but seq_lens_decoder[{b}] = {cached[b]} cached tokens to gather")
+        spans = {b: (0, int(cached[b])) for b in range(batch) if active[b] > 0}
+        _checks.block_table_entries(block_tables, num_blocks, block_size, spans)
+
+    scale_k = k_scale_cache if cache_quant_type == "block_wise_fp8" else k_dequant_scale
+    scale_v = v_scale_cache if cache_quant_type == "block_wise_fp8" else v_dequant_scale
+    return tuple(ops_module().fastattn_append_cache_kv_c8(
+        key_cache, value_cache, k_out, v_out, block_tables, seq_lens_this_time, seq_lens_decoder,
+        cu_seqlens_k, scale_k, scale_v, cache_quant_type))

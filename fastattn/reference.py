@@ -33,6 +33,11 @@ def _bf16_round(x):
     # Candidates: the value truncated to bf16 and the next bf16 away from zero; pick the nearer,
     # ties to the even pattern. Infinity counts as 2^128 for this comparison.
     x = np.asarray(x, np.float32)
+    with np.errstate(invalid="ignore"):
+        return _bf16_round_impl(x)
+
+
+def _bf16_round_impl(x):
     lo = (x.view(np.uint32) >> 16).astype(np.uint32)
     hi = lo + 1
     mag = np.abs(x.astype(np.float64))

@@ -1,0 +1,229 @@
+"""Benchmarks of every fastattn op on the GPU, next to ceilings measured in the same run.
+
+    PYTHONPATH=... python scripts/bench.py [--out DIR] [--only NAME ...] [--reps N]
+
+Writes DIR/bench.json, DIR/bench.md and, where matplotlib imports, DIR/bench.png. Times are
+the median over --reps timed batches of back-to-back launches (CUDA events), each batch on
+freshly rotated inputs where the working set would fit in L2. Memory-bound ops are judged by
+the bytes they must move (each input read once, each output written once) over the
+device-to-device copy bandwidth measured at the start of the run.
+
+Inputs are built on the CPU and copied over; the ops are called through the registered op
+(no Python validation) so the numbers are the kernels'.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import paddle  # noqa: E402
+
+from fastattn import reference as ref  # noqa: E402
+from fastattn._ext import ops_module  # noqa: E402
+from fastattn.tensors import from_numpy  # noqa: E402
+
+CASES = {}
+
+
+def case(name):
+    def register(fn):
+        CASES[name] = fn
+        return fn
+    return register
+
+
+# ---------------------------------------------------------------------------------------------
+# timing and ceilings
+
+
+def time_gpu(fn, reps=30, inner=10, warmup=3):
+    """Median milliseconds of one call of fn(), over `reps` event-timed batches of `inner` calls."""
+    for _ in range(warmup):
+        fn()
+    paddle.device.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        start = paddle.device.cuda.Event(enable_timing=True)
+        end = paddle.device.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(inner):
+            fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / inner)
+    return float(np.median(times))
+
+
+CEILING_SCRIPT = r"""
+import json, torch
+x = torch.randn(2 * 1024**3 // 4, device="cuda")  # 2 GiB
+y = torch.empty_like(x)
+for _ in range(3): y.copy_(x)
+torch.cuda.synchronize()
+s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+ts = []
+for _ in range(20):
+    s.record(); y.copy_(x); e.record(); e.synchronize(); ts.append(s.elapsed_time(e))
+ts.sort(); ms = ts[len(ts) // 2]
+copy = 2 * x.numel() * 4 / (ms * 1e-3) / 1e9
+del x, y
+a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16); b = torch.randn_like(a)
+for _ in range(3): a @ b
+torch.cuda.synchronize(); ts = []
+for _ in range(10):
+    s.record(); a @ b; e.record(); e.synchronize(); ts.append(s.elapsed_time(e))
+ts.sort(); bf16 = 2 * 8192**3 / (ts[len(ts) // 2] * 1e-3) / 1e12
+print(json.dumps({"copy_GBps": copy, "bf16_matmul_TFLOPs": bf16, "device": torch.cuda.get_device_name()}))
+"""
+
+
+def measure_ceilings():
+    """Copy bandwidth and matmul rate through torch in a separate process (torch is only a
+    yardstick here, never a dependency of fastattn)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    try:
+        out = subprocess.run([sys.executable, "-c", CEILING_SCRIPT], capture_output=True, text=True,
+                             env=env, timeout=300)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    except (subprocess.SubprocessError, ValueError, IndexError, OSError) as err:
+        print(f"warning: no torch ceiling ({err}); copy bandwidth unknown", file=sys.stderr)
+        return {"copy_GBps": float("nan"), "bf16_matmul_TFLOPs": float("nan"), "device": "?"}
+
+
+# ---------------------------------------------------------------------------------------------
+# paged KV cache
+
+
+def paged_setup(rng, batch, tokens_per_seq, heads, head_dim, block_size, quant):
+    """Caches sized for `batch` x `tokens_per_seq`, blocks shuffled; all on the GPU."""
+    blocks_per_seq = -(-tokens_per_seq // block_size)
+    num_blocks = batch * blocks_per_seq
+    tables = rng.permutation(num_blocks).astype(np.int32).reshape(batch, blocks_per_seq)
+    shape = (num_blocks, heads, block_size, head_dim)
+    if quant == "none":
+        cache = [from_numpy(rng.integers(0, 1 << 14, shape, dtype=np.uint16), "bfloat16", "gpu") for _ in range(2)]
+    else:
+        cache = [from_numpy(rng.integers(0, 0x70, shape, dtype=np.uint8), "uint8", "gpu") for _ in range(2)]
+    scales = []
+    if quant == "block_wise_fp8":
+        scales = [from_numpy(rng.uniform(0.01, 0.02, shape[:3]).astype(np.float32), "float32", "gpu")
+                  for _ in range(2)]
+    elif quant != "none":
+        scales = [from_numpy(np.full(heads, 2.0, np.float32), "float32", "gpu") for _ in range(2)]
+    return from_numpy(tables, None, "gpu"), cache, scales
+
+
+def cache_row_bytes(quant, head_dim):
+    """Bytes of one cached (token, head) row of K or V, its scale included."""
+    return head_dim * (2 if quant == "none" else 1) + (4 if quant == "block_wise_fp8" else 0)
+
+
+@case("write_cache_kv")
+def bench_write(rng, args):
+    rows = []
+    batch, per_seq, heads, head_dim, block_size = 16, 2048, 8, 128, 64
+    tokens = batch * per_seq
+    for quant in ref.QUANT_TYPES:
+        tables, cache, scales = paged_setup(rng, batch, per_seq, heads, head_dim, block_size, quant)
+        k, v = (from_numpy(rng.standard_normal((tokens, heads, head_dim)).astype(np.float32), "bfloat16", "gpu")
+                for _ in range(2))
+        cu = from_numpy(np.arange(0, tokens + 1, per_seq, dtype=np.int32), None, "gpu")
+        dec = from_numpy(np.zeros(batch, np.int32), None, "gpu")
+        ops = ops_module()
+        if quant == "block_wise_fp8":
+            fn = lambda: ops.fastattn_write_cache_kv_dynamic(k, v, *cache, *scales, tables, cu, dec)
+        else:
+            ks, vs = scales or (None, None)
+            fn = lambda: ops.fastattn_write_cache_kv(k, v, *cache, tables, cu, dec, ks, vs, quant)
+        ms = time_gpu(fn, reps=args.reps)
+        moved = 2 * tokens * heads * (head_dim * 2 + cache_row_bytes(quant, head_dim))
+        rows.append(dict(op="write_cache_kv", shape=f"{tokens} tok x {heads} h x {head_dim}, bs {block_size}",
+                         variant=quant, us=ms * 1e3, bytes=moved))
+    return rows
+
+
+@case("append_cache_kv_c8")
+def bench_append(rng, args):
+    rows = []
+    batch, per_seq, heads, head_dim, block_size = 16, 2048, 8, 128, 64
+    tokens = batch * per_seq
+    for quant in ref.QUANT_TYPES:
+        tables, cache, scales = paged_setup(rng, batch, per_seq, heads, head_dim, block_size, quant)
+        out = [from_numpy(np.zeros((tokens, heads, head_dim), np.float32), "bfloat16", "gpu") for _ in range(2)]
+        this_time = from_numpy(np.ones(batch, np.int32), None, "gpu")
+        dec = from_numpy(np.full(batch, per_seq, np.int32), None, "gpu")
+        cu = from_numpy(np.arange(0, tokens + 1, per_seq, dtype=np.int32), None, "gpu")
+        ks, vs = scales or (None, None)
+        ops = ops_module()
+        fn = lambda: ops.fastattn_append_cache_kv_c8(*cache, *out, tables, this_time, dec, cu, ks, vs, quant)
+        ms = time_gpu(fn, reps=args.reps)
+        moved = 2 * tokens * heads * (head_dim * 2 + cache_row_bytes(quant, head_dim))
+        rows.append(dict(op="append_cache_kv_c8", shape=f"{tokens} tok x {heads} h x {head_dim}, bs {block_size}",
+                         variant=quant, us=ms * 1e3, bytes=moved))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def report(rows, ceilings, out_dir):
+    copy = ceilings["copy_GBps"]
+    for r in rows:
+        if "bytes" in r:
+            r["GBps"] = r["bytes"] / (r["us"] * 1e-6) / 1e9
+            r["pct_of_copy"] = 100.0 * r["GBps"] / copy
+    lines = [f"device: {ceilings['device']}; copy bandwidth {copy:.0f} GB/s, bf16 matmul "
+             f"{ceilings['bf16_matmul_TFLOPs']:.0f} TFLOP/s (measured in this run)", "",
+             "| op | shape | variant | µs | GB/s | % of copy |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['op']} | {r['shape']} | {r['variant']} | {r['us']:.1f} | "
+                     f"{r.get('GBps', float('nan')):.0f} | {r.get('pct_of_copy', float('nan')):.0f}% |")
+    table = "\n".join(lines)
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "bench.md"), "w") as f:
+        f.write(table + "\n")
+    with open(os.path.join(out_dir, "bench.json"), "w") as f:
+        json.dump({"ceilings": ceilings, "rows": rows, "time": time.strftime("%Y-%m-%d %H:%M:%S")}, f, indent=1)
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        labels = [f"{r['op']}\n{r['variant']}" for r in rows if "pct_of_copy" in r]
+        values = [r["pct_of_copy"] for r in rows if "pct_of_copy" in r]
+        fig, ax = plt.subplots(figsize=(max(6, len(values) * 0.9), 4))
+        ax.bar(range(len(values)), values)
+        ax.axhline(100, color="gray", lw=0.8)
+        ax.set_xticks(range(len(values)), labels, rotation=45, ha="right", fontsize=7)
+        ax.set_ylabel("% of copy bandwidth")
+        fig.tight_layout()
+        fig.savefig(os.path.join(out_dir, "bench.png"), dpi=120)
+    except Exception as err:  # the plot is a convenience; the table and JSON are the record
+        print(f"note: no plot ({type(err).__name__}: {err})")
+    print(table)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="bench_out")
+    parser.add_argument("--only", nargs="*", choices=sorted(CASES), help="cases to run (default: all)")
+    parser.add_argument("--reps", type=int, default=30)
+    args = parser.parse_args()
+    if not (paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0):
+        sys.exit("bench.py needs a CUDA GPU visible to Paddle")
+    paddle.set_device("gpu")
+    ceilings = measure_ceilings()
+    rng = np.random.default_rng(0)
+    rows = []
+    for name in args.only or sorted(CASES):
+        rows += CASES[name](rng, args)
+    report(rows, ceilings, args.out)
+
+
+if __name__ == "__main__":
+    main()

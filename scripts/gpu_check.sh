@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Build, test, sanitize and benchmark on a GPU machine, in one go.
+#
+#   bash scripts/gpu_check.sh OUT_DIR [STEP ...]     steps: build test memcheck racecheck bench
+#                                                    (default: build test memcheck bench)
+#
+# Expects Paddle GPU importable (PYTHONPATH) and nvcc. Logs and results land in OUT_DIR.
+set -uo pipefail
+out=${1:?usage: gpu_check.sh OUT_DIR [STEP ...]}
+shift
+steps=${*:-build test memcheck bench}
+mkdir -p "$out"
+export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda} PYTHONUNBUFFERED=1
+status=0
+run_step() {  # name, command...
+  local name=$1; shift
+  local t0=$SECONDS
+  "$@" > "$out/$name.log" 2>&1
+  local rc=$?
+  printf '%-10s rc=%-3s %4ss  %s\n' "$name" "$rc" $((SECONDS - t0)) "$(tail -n 1 "$out/$name.log")" | tee -a "$out/summary.txt"
+  [ $rc -eq 0 ] || status=1
+  return $rc
+}
+tests() { python3 -m pytest -q -p no:cacheprovider tests "$@" 2>/dev/null || python3 -m unittest discover -s tests "$@"; }
+
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv > "$out/gpu.txt" 2>&1
+for step in $steps; do
+  case $step in
+    build) run_step build env FASTATTN_CUDA_ARCHS=${FASTATTN_CUDA_ARCHS:-90} MAX_JOBS=16 python3 setup_ops.py install \
+             || { grep -n "compile failed\|error" "$out/build.log" | head -40; exit 1; } ;;
+    test) run_step test python3 -m pytest -q -p no:cacheprovider -rs tests ;;
+    memcheck) run_step memcheck compute-sanitizer --tool memcheck --error-exitcode 9 \
+                python3 -m pytest -q -p no:cacheprovider -x tests ;;
+    racecheck) run_step racecheck compute-sanitizer --tool racecheck --error-exitcode 9 \
+                 python3 -m pytest -q -p no:cacheprovider -x tests ;;
+    bench) run_step bench python3 scripts/bench.py --out "$out" && cat "$out/bench.md" ;;
+    *) echo "unknown step $step"; status=1 ;;
+  esac
+done
+exit $status

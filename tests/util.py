@@ -1,0 +1,60 @@
+"""Helpers shared by the tests: where to run, random batches, poisoning."""
+import math
+import os
+import sys
+import zlib
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from fastattn.tensors import from_numpy, gpu_available, to_numpy  # noqa: E402,F401
+
+
+def places():
+    """CPU always; the GPU too wherever Paddle sees one."""
+    return ["cpu", "gpu"] if gpu_available() else ["cpu"]
+
+
+def seeded_rng(test, *salt):
+    """A generator seeded from the test's id and parameters: different data for every case,
+    repeatable run to run. FASTATTN_TEST_SEED=N draws another set."""
+    text = test.id() + repr(salt)
+    return np.random.default_rng([zlib.crc32(text.encode()), int(os.environ.get("FASTATTN_TEST_SEED", 0))])
+
+
+class PagedBatch:
+    """A batch of sequences with disjoint, shuffled cache blocks.
+
+    final_lens[b] is the longest any sequence gets over the test; each sequence receives
+    ceil(final_lens[b] / block_size) blocks, the rest of its table row is -1. Blocks owned by no
+    sequence stay free so tests can check they are never touched.
+    """
+
+    def __init__(self, rng, block_size, final_lens, spare_blocks=3, extra_columns=1):
+        self.block_size = block_size
+        self.final_lens = list(final_lens)
+        need = [math.ceil(n / block_size) for n in final_lens]
+        self.num_blocks = sum(need) + spare_blocks
+        width = max(need + [1]) + extra_columns
+        order = rng.permutation(self.num_blocks)
+        self.block_tables = np.full((len(final_lens), width), -1, np.int32)
+        used = 0
+        for b, n in enumerate(need):
+            self.block_tables[b, :n] = order[used:used + n]
+            used += n
+        self.free_blocks = order[used:]
+
+
+def cu_seqlens(lengths):
+    return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+
+
+def random_bytes(rng, shape):
+    return rng.integers(0, 256, size=shape, dtype=np.uint8)
+
+
+def random_bits16(rng, shape, dtype):
+    """Random finite 16-bit patterns: poison that is never mistaken for a written value."""
+    from fastattn.reference import to_half_bits
+    return to_half_bits(rng.uniform(-1e3, 1e3, size=shape).astype(np.float32) + 12345.0, dtype)

@@ -21,7 +21,6 @@ run_step() {  # name, command...
   [ $rc -eq 0 ] || status=1
   return $rc
 }
-tests() { python3 -m pytest -q -p no:cacheprovider tests "$@" 2>/dev/null || python3 -m unittest discover -s tests "$@"; }
 
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv > "$out/gpu.txt" 2>&1
 for step in $steps; do

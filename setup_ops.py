@@ -59,6 +59,10 @@ common = ["-O3", "-std=c++17", "-DPADDLE_NO_PYTHON"]
 
 if CUDA_HOME:
     archs = cuda_archs()
+    # CUDA 13 keeps thrust/cub under include/cccl; Paddle 2.6's headers include <thrust/...>.
+    cccl = os.path.join(CUDA_HOME, "include", "cccl")
+    if os.path.isdir(cccl):
+        include_dirs.append(cccl)
     print(f"fastattn: building CPU and CUDA kernels for sm_{', sm_'.join(archs)} (CUDA at {CUDA_HOME})")
     extension = CUDAExtension(
         sources=cc_sources + cu_sources,

@@ -49,8 +49,8 @@ def time_gpu(fn, reps=30, inner=10, warmup=3):
     paddle.device.cuda.synchronize()
     times = []
     for _ in range(reps):
-        start = paddle.device.cuda.Event(enable_timing=True)
-        end = paddle.device.cuda.Event(enable_timing=True)
+        start = paddle.device.Event(enable_timing=True)
+        end = paddle.device.Event(enable_timing=True)
         start.record()
         for _ in range(inner):
             fn()

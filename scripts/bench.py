@@ -12,6 +12,7 @@ Inputs are built on the CPU and copied over; the ops are called through the regi
 (no Python validation) so the numbers are the kernels'.
 """
 import argparse
+import ctypes
 import json
 import os
 import subprocess
@@ -42,21 +43,47 @@ def case(name):
 # timing and ceilings
 
 
+class DriverEvents:
+    """CUDA events through the driver API (libcuda), recorded on Paddle's current stream.
+    Paddle 2.6's own Event reports whole milliseconds only."""
+
+    def __init__(self):
+        self.cuda = ctypes.CDLL("libcuda.so.1")
+
+    def _check(self, result, what):
+        if result != 0:
+            raise RuntimeError(f"{what} failed with CUresult {result}")
+
+    def create(self):
+        event = ctypes.c_void_p()
+        self._check(self.cuda.cuEventCreate(ctypes.byref(event), 0), "cuEventCreate")
+        return event
+
+    def record(self, event):
+        stream = paddle.device.current_stream()
+        self._check(self.cuda.cuEventRecord(event, ctypes.c_void_p(stream._as_parameter_.value)), "cuEventRecord")
+
+    def elapsed_ms(self, start, end):
+        self._check(self.cuda.cuEventSynchronize(end), "cuEventSynchronize")
+        ms = ctypes.c_float()
+        self._check(self.cuda.cuEventElapsedTime(ctypes.byref(ms), start, end), "cuEventElapsedTime")
+        return ms.value
+
+
 def time_gpu(fn, reps=30, inner=10, warmup=3):
     """Median milliseconds of one call of fn(), over `reps` event-timed batches of `inner` calls."""
+    events = DriverEvents()
     for _ in range(warmup):
         fn()
     paddle.device.cuda.synchronize()
+    start, end = events.create(), events.create()
     times = []
     for _ in range(reps):
-        start = paddle.device.Event(enable_timing=True)
-        end = paddle.device.Event(enable_timing=True)
-        start.record()
+        events.record(start)
         for _ in range(inner):
             fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / inner)
+        events.record(end)
+        times.append(events.elapsed_ms(start, end) / inner)
     return float(np.median(times))
 
 

@@ -17,15 +17,11 @@ FA_DEVICE uint4 load_streaming_16(const void* ptr) {
   return r;
 }
 
-FA_DEVICE uint2 load_streaming_8(const void* ptr) {
-  uint2 r;
-  asm volatile("ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];" : "=r"(r.x), "=r"(r.y) : "l"(ptr));
-  return r;
-}
+FA_DEVICE void store_16(void* ptr, const uint4& v) { *static_cast<uint4*>(ptr) = v; }
 
-// Eight 16-bit floats <-> one 16-byte word.
+// Eight 16-bit floats <-> one 16-byte word (element 0 in the low half of .x).
 template <typename Fmt>
-FA_DEVICE void unpack_half8(const uint4& w, float (&x)[8]) {
+FA_DEVICE void unpack_half8(const uint4& w, float* x) {
   const uint32_t words[4] = {w.x, w.y, w.z, w.w};
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
@@ -35,7 +31,7 @@ FA_DEVICE void unpack_half8(const uint4& w, float (&x)[8]) {
 }
 
 template <typename Fmt>
-FA_DEVICE uint4 pack_half8(const float (&x)[8]) {
+FA_DEVICE uint4 pack_half8(const float* x) {
   uint32_t words[4];
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
@@ -44,23 +40,18 @@ FA_DEVICE uint4 pack_half8(const float (&x)[8]) {
   return make_uint4(words[0], words[1], words[2], words[3]);
 }
 
-// Eight bytes <-> one 8-byte word (low byte = first element).
-FA_DEVICE void unpack_byte8(const uint2& w, uint8_t (&b)[8]) {
+// Sixteen bytes <-> one 16-byte word (element 0 in the low byte of .x).
+FA_DEVICE void unpack_byte16(const uint4& w, uint8_t* b) {
+  const uint32_t words[4] = {w.x, w.y, w.z, w.w};
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    b[i] = uint8_t(w.x >> (8 * i));
-    b[4 + i] = uint8_t(w.y >> (8 * i));
-  }
+  for (int i = 0; i < 16; ++i) b[i] = uint8_t(words[i / 4] >> (8 * (i % 4)));
 }
 
-FA_DEVICE uint2 pack_byte8(const uint8_t (&b)[8]) {
-  uint2 w = make_uint2(0, 0);
+FA_DEVICE uint4 pack_byte16(const uint8_t* b) {
+  uint32_t words[4] = {0, 0, 0, 0};
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    w.x |= uint32_t(b[i]) << (8 * i);
-    w.y |= uint32_t(b[4 + i]) << (8 * i);
-  }
-  return w;
+  for (int i = 0; i < 16; ++i) words[i / 4] |= uint32_t(b[i]) << (8 * (i % 4));
+  return make_uint4(words[0], words[1], words[2], words[3]);
 }
 
 }  // namespace fastattn

@@ -1,12 +1,16 @@
 // CUDA kernels of write_cache_kv and append_cache_kv_c8.
 //
-// Both are memory-bound row copies with a conversion. A group of head_dim/16 lanes owns one
-// (token, head) row; each lane moves 16 elements of K and of V, so a lane has 64 bytes (write) or
-// 32 bytes (gather of a quantized cache) of loads in flight. The grid covers the packed token rows,
-// a size known from shapes alone, so a launch never needs device data on the host (CUDA-graph
+// Both are memory-bound row copies with a conversion. Grid: x covers tokens x lanes, y is the kv
+// head. A group of kLanes = head_dim / kElems lanes owns one (token, head) row; consecutive groups
+// take consecutive tokens of one head, i.e. consecutive slots of a cache block. head_dim is a
+// template parameter so that every index split is a shift: these kernels are short enough that
+// integer division would cost as much as the memory traffic. Lanes move 16 bytes of the cache
+// side each (16 elements of a quantized cache, 8 of a 16-bit one).
+// The grid depends on shapes alone, so a launch never needs device data on the host (CUDA-graph
 // safe). Rows with no sequence, an unmapped block or (gather) outside the cached prefix are skipped.
 #include <cuda_runtime.h>
 
+#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -17,131 +21,121 @@
 namespace fastattn {
 namespace {
 
-constexpr int kElemsPerLane = 16;
 constexpr int kThreadsPerBlock = 256;
 
-// Max over the lanes of one row group (lanes_per_row in {4, 8, 16}, aligned inside the warp).
-FA_DEVICE float group_max(float x, int lanes_per_row) {
-  const int lane = threadIdx.x & 31;
-  const unsigned mask = ((1u << lanes_per_row) - 1u) << (lane & ~(lanes_per_row - 1));
-  for (int offset = lanes_per_row >> 1; offset > 0; offset >>= 1) {
-    x = fmaxf(x, __shfl_xor_sync(mask, x, offset));
-  }
+template <typename Codec>
+constexpr int elems_per_lane() {
+  return Codec::kQuantized ? 16 : 8;
+}
+
+// Max over the kLanes lanes of one row group (aligned inside the warp).
+template <int kLanes>
+FA_DEVICE float group_max(float x) {
+  static_assert(kLanes <= 32 && (kLanes & (kLanes - 1)) == 0, "a power of two within a warp");
+  const unsigned lane = threadIdx.x & 31u;
+  const unsigned mask = kLanes == 32 ? 0xffffffffu : ((1u << kLanes) - 1u) << (lane & ~(kLanes - 1u));
+#pragma unroll
+  for (int offset = kLanes >> 1; offset > 0; offset >>= 1) x = fmaxf(x, __shfl_xor_sync(mask, x, offset));
   return x;
 }
 
-// 16 elements of one row of K or V, as loaded from a 16-bit tensor.
-struct HalfLane {
-  uint4 lo, hi;
+// The row (token, blockIdx.y) and lane a thread works on; token may lie past the end.
+template <int kLanes>
+struct LaneTask {
+  uint32_t token, lane;
+  FA_DEVICE LaneTask() {
+    const uint32_t gid = blockIdx.x * kThreadsPerBlock + threadIdx.x;
+    token = gid / kLanes;
+    lane = gid % kLanes;
+  }
 };
 
-FA_DEVICE HalfLane load_half_lane(const void* base, int64_t elem_offset) {
-  const uint16_t* p = static_cast<const uint16_t*>(base) + elem_offset;
-  return {load_streaming_16(p), load_streaming_16(p + 8)};
-}
-
-template <typename Fmt, typename Codec, bool kDynamicQuant>
-FA_DEVICE void quantize_lane(const HalfLane& in, void* cache, const ScaleTensor& scale, int64_t row,
-                             int64_t dst, int head, int lane, int lanes_per_row) {
-  float x[kElemsPerLane];
-  unpack_half8<Fmt>(in.lo, x);
-  unpack_half8<Fmt>(in.hi, x + 8);
+template <typename Fmt, typename Codec, bool kDynamicQuant, int kElems, int kLanes>
+FA_DEVICE void quantize_lane(const HalfVec<kElems>& in, void* cache, const ScaleTensor& scale,
+                             int64_t row, int64_t dst, int head, uint32_t lane) {
+  float x[kElems];
+#pragma unroll
+  for (int i = 0; i < kElems / 8; ++i) unpack_half8<Fmt>(in.w[i], x + 8 * i);
   float mult;
   if constexpr (kDynamicQuant) {
     float amax = 0.0f;
 #pragma unroll
-    for (int i = 0; i < kElemsPerLane; ++i) amax = fmaxf(amax, fabsf(x[i]));
-    const DynamicScale s = dynamic_fp8_scale(group_max(amax, lanes_per_row));
+    for (int i = 0; i < kElems; ++i) amax = fmaxf(amax, fabsf(x[i]));
+    const DynamicScale s = dynamic_fp8_scale(group_max<kLanes>(amax));
     if (lane == 0) scale.store(row, s.scale);
     mult = s.inverse;
   } else {
     mult = scale.load(head);
   }
-  uint8_t b[kElemsPerLane];
+  uint8_t b[kElems];
 #pragma unroll
-  for (int i = 0; i < kElemsPerLane; ++i) b[i] = Codec::encode(x[i], mult);
-  store_16(static_cast<uint8_t*>(cache) + dst, pack_byte16(b));
+  for (int i = 0; i < kElems; ++i) b[i] = Codec::encode(x[i], mult);
+  store_bytes<kElems>(cache, dst, b);
 }
 
-template <typename Fmt, typename Codec, bool kDynamicQuant>
+template <typename Fmt, typename Codec, bool kDynamicQuant, int kHeadDim>
 __global__ void __launch_bounds__(kThreadsPerBlock) write_cache_kv_kernel(WriteCacheKVParams p) {
-  const int D = p.layout.head_dim, H = p.layout.num_heads;
-  const int lanes_per_row = D / kElemsPerLane;
-  const int64_t gid = int64_t(blockIdx.x) * kThreadsPerBlock + threadIdx.x;
-  const int64_t src_row = gid / lanes_per_row;  // (token, head), packed
-  const int lane = int(gid % lanes_per_row);
-  if (src_row >= int64_t(p.num_tokens) * H) return;  // a whole row group leaves together
+  constexpr int kElems = elems_per_lane<Codec>(), kLanes = kHeadDim / kElems;
+  const LaneTask<kLanes> task;
+  const int head = blockIdx.y, H = p.layout.num_heads;
+  if (task.token >= uint32_t(p.num_tokens)) return;  // a whole row group leaves together
   // The source does not depend on the block table: start its loads before the index chain.
-  const int64_t src = src_row * D + lane * kElemsPerLane;
-  const HalfLane kin = load_half_lane(p.k, src);
-  const HalfLane vin = load_half_lane(p.v, src);
+  const int64_t src = (int64_t(task.token) * H + head) * kHeadDim + task.lane * kElems;
+  const HalfVec<kElems> kin = load_half_vec<kElems>(p.k, src);
+  const HalfVec<kElems> vin = load_half_vec<kElems>(p.v, src);
 
-  const int token = int(src_row / H), head = int(src_row % H);
-  const int seq = sequence_of_token(p.cu_seqlens_q, p.batch, token);
+  const int seq = sequence_of_token(p.cu_seqlens_q, p.batch, int(task.token));
   if (seq < 0) return;
-  const int pos = p.seq_lens_decoder[seq] + token - p.cu_seqlens_q[seq];
+  const int pos = p.seq_lens_decoder[seq] + int(task.token) - p.cu_seqlens_q[seq];
   const int64_t row = p.layout.row(seq, pos, head);
   if (row < 0) return;
-  const int64_t dst = row * D + lane * kElemsPerLane;
+  const int64_t dst = row * kHeadDim + task.lane * kElems;
   if constexpr (!Codec::kQuantized) {
-    uint16_t* kc = static_cast<uint16_t*>(p.key_cache) + dst;
-    uint16_t* vc = static_cast<uint16_t*>(p.value_cache) + dst;
-    store_16(kc, kin.lo);
-    store_16(kc + 8, kin.hi);
-    store_16(vc, vin.lo);
-    store_16(vc + 8, vin.hi);
+    store_half_vec<kElems>(p.key_cache, dst, kin);
+    store_half_vec<kElems>(p.value_cache, dst, vin);
   } else {
-    quantize_lane<Fmt, Codec, kDynamicQuant>(kin, p.key_cache, p.k_scale, row, dst, head, lane, lanes_per_row);
-    quantize_lane<Fmt, Codec, kDynamicQuant>(vin, p.value_cache, p.v_scale, row, dst, head, lane, lanes_per_row);
+    quantize_lane<Fmt, Codec, kDynamicQuant, kElems, kLanes>(kin, p.key_cache, p.k_scale, row, dst, head, task.lane);
+    quantize_lane<Fmt, Codec, kDynamicQuant, kElems, kLanes>(vin, p.value_cache, p.v_scale, row, dst, head, task.lane);
   }
 }
 
-template <typename Fmt, typename Codec, bool kDynamicQuant>
-FA_DEVICE void dequantize_lane(const uint4& in, const ScaleTensor& scale, int64_t row, int head,
+template <typename Fmt, typename Codec, bool kDynamicQuant, int kElems>
+FA_DEVICE void dequantize_lane(const uint8_t* b, const ScaleTensor& scale, int64_t row, int head,
                                void* out, int64_t dst) {
   const float mult = kDynamicQuant ? scale.load(row) : scale.load(head);
-  uint8_t b[kElemsPerLane];
-  unpack_byte16(in, b);
-  float x[kElemsPerLane];
+  float x[kElems];
 #pragma unroll
-  for (int i = 0; i < kElemsPerLane; ++i) x[i] = Codec::decode(b[i], mult);
-  uint16_t* o = static_cast<uint16_t*>(out) + dst;
-  store_16(o, pack_half8<Fmt>(x));
-  store_16(o + 8, pack_half8<Fmt>(x + 8));
+  for (int i = 0; i < kElems; ++i) x[i] = Codec::decode(b[i], mult);
+  HalfVec<kElems> v;
+#pragma unroll
+  for (int i = 0; i < kElems / 8; ++i) v.w[i] = pack_half8<Fmt>(x + 8 * i);
+  store_half_vec<kElems>(out, dst, v);
 }
 
-template <typename Fmt, typename Codec, bool kDynamicQuant>
+template <typename Fmt, typename Codec, bool kDynamicQuant, int kHeadDim>
 __global__ void __launch_bounds__(kThreadsPerBlock) gather_cache_kv_kernel(GatherCacheKVParams p) {
-  const int D = p.layout.head_dim, H = p.layout.num_heads;
-  const int lanes_per_row = D / kElemsPerLane;
-  const int64_t gid = int64_t(blockIdx.x) * kThreadsPerBlock + threadIdx.x;
-  const int64_t out_row = gid / lanes_per_row;  // (token, head) of k_out/v_out
-  const int lane = int(gid % lanes_per_row);
-  if (out_row >= int64_t(p.total_k_tokens) * H) return;
-  const int token = int(out_row / H), head = int(out_row % H);
-  const int seq = sequence_of_token(p.cu_seqlens_k, p.batch, token);
+  constexpr int kElems = elems_per_lane<Codec>(), kLanes = kHeadDim / kElems;
+  const LaneTask<kLanes> task;
+  const int head = blockIdx.y, H = p.layout.num_heads;
+  if (task.token >= uint32_t(p.total_k_tokens)) return;
+  const int seq = sequence_of_token(p.cu_seqlens_k, p.batch, int(task.token));
   if (seq < 0 || p.seq_lens_this_time[seq] <= 0) return;
-  const int t = token - p.cu_seqlens_k[seq];
+  const int t = int(task.token) - p.cu_seqlens_k[seq];
   if (t >= p.seq_lens_decoder[seq]) return;
   const int64_t row = p.layout.row(seq, t, head);
   if (row < 0) return;
 
-  const int64_t src = row * D + lane * kElemsPerLane;
-  const int64_t dst = out_row * D + lane * kElemsPerLane;
+  const int64_t src = row * kHeadDim + task.lane * kElems;
+  const int64_t dst = (int64_t(task.token) * H + head) * kHeadDim + task.lane * kElems;
   if constexpr (!Codec::kQuantized) {
-    const HalfLane k = load_half_lane(p.key_cache, src);
-    const HalfLane v = load_half_lane(p.value_cache, src);
-    uint16_t* ko = static_cast<uint16_t*>(p.k_out) + dst;
-    uint16_t* vo = static_cast<uint16_t*>(p.v_out) + dst;
-    store_16(ko, k.lo);
-    store_16(ko + 8, k.hi);
-    store_16(vo, v.lo);
-    store_16(vo + 8, v.hi);
+    store_half_vec<kElems>(p.k_out, dst, load_half_vec<kElems>(p.key_cache, src));
+    store_half_vec<kElems>(p.v_out, dst, load_half_vec<kElems>(p.value_cache, src));
   } else {
-    const uint4 kin = load_streaming_16(static_cast<const uint8_t*>(p.key_cache) + src);
-    const uint4 vin = load_streaming_16(static_cast<const uint8_t*>(p.value_cache) + src);
-    dequantize_lane<Fmt, Codec, kDynamicQuant>(kin, p.k_scale, row, head, p.k_out, dst);
-    dequantize_lane<Fmt, Codec, kDynamicQuant>(vin, p.v_scale, row, head, p.v_out, dst);
+    uint8_t kb[kElems], vb[kElems];
+    load_bytes<kElems>(p.key_cache, src, kb);
+    load_bytes<kElems>(p.value_cache, src, vb);
+    dequantize_lane<Fmt, Codec, kDynamicQuant, kElems>(kb, p.k_scale, row, head, p.k_out, dst);
+    dequantize_lane<Fmt, Codec, kDynamicQuant, kElems>(vb, p.v_scale, row, head, p.v_out, dst);
   }
 }
 
@@ -150,29 +144,43 @@ void check_launch(const char* what) {
   if (err != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(err));
 }
 
-int grid_for_rows(int64_t rows, int head_dim) {
-  const int64_t threads = rows * (head_dim / kElemsPerLane);
-  return int((threads + kThreadsPerBlock - 1) / kThreadsPerBlock);
+// Grid for `tokens` rows of each of `heads` heads; lane indices are 32-bit.
+dim3 grid_for(int64_t tokens, int heads, int lanes_per_row, const char* what) {
+  const int64_t threads = tokens * lanes_per_row;
+  if (threads > std::numeric_limits<int32_t>::max() - kThreadsPerBlock || heads > 65535) {
+    throw std::invalid_argument(std::string(what) + ": too many tokens or heads for one launch");
+  }
+  return dim3(unsigned((threads + kThreadsPerBlock - 1) / kThreadsPerBlock), unsigned(heads));
 }
 
 }  // namespace
 
 void write_cache_kv_cuda(const WriteCacheKVParams& p) {
-  const int64_t rows = int64_t(p.num_tokens) * p.layout.num_heads;
-  if (rows == 0) return;
+  if (p.num_tokens == 0) return;
   dispatch_cache_types(p.is_bf16, p.quant, [&](auto fmt, auto codec, auto dynamic_quant) {
-    write_cache_kv_kernel<decltype(fmt), decltype(codec), decltype(dynamic_quant)::value>
-        <<<grid_for_rows(rows, p.layout.head_dim), kThreadsPerBlock, 0, static_cast<cudaStream_t>(p.stream)>>>(p);
+    dispatch_head_dim(p.layout.head_dim, [&](auto head_dim) {
+      using Codec = decltype(codec);
+      constexpr int kHeadDim = decltype(head_dim)::value;
+      const dim3 grid = grid_for(p.num_tokens, p.layout.num_heads, kHeadDim / elems_per_lane<Codec>(),
+                                 "write_cache_kv");
+      write_cache_kv_kernel<decltype(fmt), Codec, decltype(dynamic_quant)::value, kHeadDim>
+          <<<grid, kThreadsPerBlock, 0, static_cast<cudaStream_t>(p.stream)>>>(p);
+    });
   });
   check_launch("write_cache_kv");
 }
 
 void gather_cache_kv_cuda(const GatherCacheKVParams& p) {
-  const int64_t rows = int64_t(p.total_k_tokens) * p.layout.num_heads;
-  if (rows == 0) return;
+  if (p.total_k_tokens == 0) return;
   dispatch_cache_types(p.is_bf16, p.quant, [&](auto fmt, auto codec, auto dynamic_quant) {
-    gather_cache_kv_kernel<decltype(fmt), decltype(codec), decltype(dynamic_quant)::value>
-        <<<grid_for_rows(rows, p.layout.head_dim), kThreadsPerBlock, 0, static_cast<cudaStream_t>(p.stream)>>>(p);
+    dispatch_head_dim(p.layout.head_dim, [&](auto head_dim) {
+      using Codec = decltype(codec);
+      constexpr int kHeadDim = decltype(head_dim)::value;
+      const dim3 grid = grid_for(p.total_k_tokens, p.layout.num_heads, kHeadDim / elems_per_lane<Codec>(),
+                                 "append_cache_kv_c8");
+      gather_cache_kv_kernel<decltype(fmt), Codec, decltype(dynamic_quant)::value, kHeadDim>
+          <<<grid, kThreadsPerBlock, 0, static_cast<cudaStream_t>(p.stream)>>>(p);
+    });
   });
   check_launch("append_cache_kv_c8");
 }

@@ -37,7 +37,7 @@ PagedCacheLayout check_cache(const paddle::Tensor& key_cache, const paddle::Tens
     check_same_place(key_cache, *t, "inputs");
   }
   return {block_tables.data<int32_t>(), int(s[0]), int(s[1]), int(s[2]), int(s[3]),
-          int(block_tables.shape()[1])};
+          int(block_tables.shape()[1]), PagedCacheLayout::log2_of(int(s[2]))};
 }
 
 void check_batch_vector(const paddle::Tensor& t, int64_t n, const paddle::Tensor& like, const char* name) {

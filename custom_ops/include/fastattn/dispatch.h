@@ -29,6 +29,17 @@ void dispatch_cache_types(bool is_bf16, CacheQuant quant, F&& f) {
   });
 }
 
+// Calls f(std::integral_constant<int, head_dim>{}) for a supported head_dim (64, 128, 256).
+template <typename F>
+void dispatch_head_dim(int head_dim, F&& f) {
+  switch (head_dim) {
+    case 64: f(std::integral_constant<int, 64>{}); return;
+    case 128: f(std::integral_constant<int, 128>{}); return;
+    case 256: f(std::integral_constant<int, 256>{}); return;
+  }
+  throw std::invalid_argument("fastattn: head_dim must be 64, 128 or 256, got " + std::to_string(head_dim));
+}
+
 inline CacheQuant parse_cache_quant(const std::string& name) {
   if (name == "none") return CacheQuant::kNone;
   if (name == "cache_int8") return CacheQuant::kInt8;

@@ -67,18 +67,25 @@ struct PagedCacheLayout {
   const int32_t* block_tables;  // [batch, max_blocks_per_seq]
   int num_blocks;
   int num_heads;
-  int block_size;
+  int block_size;  // a power of two
   int head_dim;
   int max_blocks_per_seq;
+  int block_shift;  // log2(block_size): the hot path shifts instead of dividing
+
+  FA_HD static int log2_of(int power_of_two) {
+    int shift = 0;
+    while ((1 << shift) < power_of_two) ++shift;
+    return shift;
+  }
 
   // Row index of (seq, pos, head) in [num_blocks * num_heads * block_size), or -1 if unmapped.
   // The row's elements start at row * head_dim; its dynamic scale sits at row.
   FA_HD int64_t row(int seq, int pos, int head) const {
-    const int logical_block = pos / block_size;
+    const int logical_block = pos >> block_shift;
     if (pos < 0 || logical_block >= max_blocks_per_seq) return -1;
     const int block = block_tables[int64_t(seq) * max_blocks_per_seq + logical_block];
     if (block < 0 || block >= num_blocks) return -1;
-    return (int64_t(block) * num_heads + head) * block_size + pos % block_size;
+    return (int64_t(block) * num_heads + head) * block_size + (pos & (block_size - 1));
   }
 };
 

@@ -1,6 +1,6 @@
 // CUDA kernels of write_cache_kv and append_cache_kv_c8.
 //
-// Both are memory-bound row copies with a conversion. Grid: x covers tokens x lanes, y is the kv
+// Both are memory-bound row copies with a conversion. Grid: x covers the tokens, y is the kv
 // head. A group of kLanes = head_dim / kElems lanes owns one (token, head) row; consecutive groups
 // take consecutive tokens of one head, i.e. consecutive slots of a cache block. head_dim is a
 // template parameter so that every index split is a shift: these kernels are short enough that
@@ -39,15 +39,19 @@ FA_DEVICE float group_max(float x) {
   return x;
 }
 
-// The row (token, blockIdx.y) and lane a thread works on; token may lie past the end.
+// Each thread serves kTokensPerThread tokens of head blockIdx.y, one lane of each row. A block
+// covers kTokensPerThread passes of kThreadsPerBlock / kLanes consecutive tokens; a thread's
+// tokens are independent, so their index chains and loads overlap.
+constexpr int kTokensPerThread = 2;
+
 template <int kLanes>
 struct LaneTask {
-  uint32_t token, lane;
-  FA_DEVICE LaneTask() {
-    const uint32_t gid = blockIdx.x * kThreadsPerBlock + threadIdx.x;
-    token = gid / kLanes;
-    lane = gid % kLanes;
-  }
+  static constexpr uint32_t kTokensPerPass = kThreadsPerBlock / kLanes;
+  uint32_t first_token, lane;
+  FA_DEVICE LaneTask()
+      : first_token(blockIdx.x * kTokensPerPass * kTokensPerThread + threadIdx.x / kLanes),
+        lane(threadIdx.x % kLanes) {}
+  FA_DEVICE uint32_t token(int i) const { return first_token + i * kTokensPerPass; }
 };
 
 template <typename Fmt, typename Codec, bool kDynamicQuant, int kElems, int kLanes>
@@ -78,24 +82,36 @@ __global__ void __launch_bounds__(kThreadsPerBlock) write_cache_kv_kernel(WriteC
   constexpr int kElems = elems_per_lane<Codec>(), kLanes = kHeadDim / kElems;
   const LaneTask<kLanes> task;
   const int head = blockIdx.y, H = p.layout.num_heads;
-  if (task.token >= uint32_t(p.num_tokens)) return;  // a whole row group leaves together
-  // The source does not depend on the block table: start its loads before the index chain.
-  const int64_t src = (int64_t(task.token) * H + head) * kHeadDim + task.lane * kElems;
-  const HalfVec<kElems> kin = load_half_vec<kElems>(p.k, src);
-  const HalfVec<kElems> vin = load_half_vec<kElems>(p.v, src);
-
-  const int seq = sequence_of_token(p.cu_seqlens_q, p.batch, int(task.token));
-  if (seq < 0) return;
-  const int pos = p.seq_lens_decoder[seq] + int(task.token) - p.cu_seqlens_q[seq];
-  const int64_t row = p.layout.row(seq, pos, head);
-  if (row < 0) return;
-  const int64_t dst = row * kHeadDim + task.lane * kElems;
-  if constexpr (!Codec::kQuantized) {
-    store_half_vec<kElems>(p.key_cache, dst, kin);
-    store_half_vec<kElems>(p.value_cache, dst, vin);
-  } else {
-    quantize_lane<Fmt, Codec, kDynamicQuant, kElems, kLanes>(kin, p.key_cache, p.k_scale, row, dst, head, task.lane);
-    quantize_lane<Fmt, Codec, kDynamicQuant, kElems, kLanes>(vin, p.value_cache, p.v_scale, row, dst, head, task.lane);
+  // The source does not depend on the block table: start its loads before the index chains.
+  HalfVec<kElems> kin[kTokensPerThread], vin[kTokensPerThread];
+#pragma unroll
+  for (int i = 0; i < kTokensPerThread; ++i) {
+    if (task.token(i) < uint32_t(p.num_tokens)) {
+      const int64_t src = (int64_t(task.token(i)) * H + head) * kHeadDim + task.lane * kElems;
+      kin[i] = load_half_vec<kElems>(p.k, src);
+      vin[i] = load_half_vec<kElems>(p.v, src);
+    }
+  }
+  int64_t rows[kTokensPerThread];
+#pragma unroll
+  for (int i = 0; i < kTokensPerThread; ++i) {
+    const int token = int(task.token(i));
+    const int seq = token < p.num_tokens ? sequence_of_token(p.cu_seqlens_q, p.batch, token) : -1;
+    rows[i] = seq < 0 ? -1 : p.layout.row(seq, p.seq_lens_decoder[seq] + token - p.cu_seqlens_q[seq], head);
+  }
+#pragma unroll
+  for (int i = 0; i < kTokensPerThread; ++i) {
+    if (rows[i] < 0) continue;  // uniform across the row group, as the shuffles need
+    const int64_t dst = rows[i] * kHeadDim + task.lane * kElems;
+    if constexpr (!Codec::kQuantized) {
+      store_half_vec<kElems>(p.key_cache, dst, kin[i]);
+      store_half_vec<kElems>(p.value_cache, dst, vin[i]);
+    } else {
+      quantize_lane<Fmt, Codec, kDynamicQuant, kElems, kLanes>(kin[i], p.key_cache, p.k_scale, rows[i], dst,
+                                                              head, task.lane);
+      quantize_lane<Fmt, Codec, kDynamicQuant, kElems, kLanes>(vin[i], p.value_cache, p.v_scale, rows[i], dst,
+                                                              head, task.lane);
+    }
   }
 }
 
@@ -112,30 +128,53 @@ FA_DEVICE void dequantize_lane(const uint8_t* b, const ScaleTensor& scale, int64
   store_half_vec<kElems>(out, dst, v);
 }
 
+// Cached row of `token` in k_out/v_out, or -1 when the token is no cached-prefix row to gather.
+FA_DEVICE int64_t gather_source_row(const GatherCacheKVParams& p, int token, int head) {
+  if (token >= p.total_k_tokens) return -1;
+  const int seq = sequence_of_token(p.cu_seqlens_k, p.batch, token);
+  if (seq < 0 || p.seq_lens_this_time[seq] <= 0) return -1;
+  const int t = token - p.cu_seqlens_k[seq];
+  return t < p.seq_lens_decoder[seq] ? p.layout.row(seq, t, head) : -1;
+}
+
 template <typename Fmt, typename Codec, bool kDynamicQuant, int kHeadDim>
 __global__ void __launch_bounds__(kThreadsPerBlock) gather_cache_kv_kernel(GatherCacheKVParams p) {
   constexpr int kElems = elems_per_lane<Codec>(), kLanes = kHeadDim / kElems;
   const LaneTask<kLanes> task;
   const int head = blockIdx.y, H = p.layout.num_heads;
-  if (task.token >= uint32_t(p.total_k_tokens)) return;
-  const int seq = sequence_of_token(p.cu_seqlens_k, p.batch, int(task.token));
-  if (seq < 0 || p.seq_lens_this_time[seq] <= 0) return;
-  const int t = int(task.token) - p.cu_seqlens_k[seq];
-  if (t >= p.seq_lens_decoder[seq]) return;
-  const int64_t row = p.layout.row(seq, t, head);
-  if (row < 0) return;
-
-  const int64_t src = row * kHeadDim + task.lane * kElems;
-  const int64_t dst = (int64_t(task.token) * H + head) * kHeadDim + task.lane * kElems;
+  int64_t rows[kTokensPerThread];
+#pragma unroll
+  for (int i = 0; i < kTokensPerThread; ++i) rows[i] = gather_source_row(p, int(task.token(i)), head);
   if constexpr (!Codec::kQuantized) {
-    store_half_vec<kElems>(p.k_out, dst, load_half_vec<kElems>(p.key_cache, src));
-    store_half_vec<kElems>(p.v_out, dst, load_half_vec<kElems>(p.value_cache, src));
+    HalfVec<kElems> k[kTokensPerThread], v[kTokensPerThread];
+#pragma unroll
+    for (int i = 0; i < kTokensPerThread; ++i) {
+      if (rows[i] < 0) continue;
+      k[i] = load_half_vec<kElems>(p.key_cache, rows[i] * kHeadDim + task.lane * kElems);
+      v[i] = load_half_vec<kElems>(p.value_cache, rows[i] * kHeadDim + task.lane * kElems);
+    }
+#pragma unroll
+    for (int i = 0; i < kTokensPerThread; ++i) {
+      if (rows[i] < 0) continue;
+      const int64_t dst = (int64_t(task.token(i)) * H + head) * kHeadDim + task.lane * kElems;
+      store_half_vec<kElems>(p.k_out, dst, k[i]);
+      store_half_vec<kElems>(p.v_out, dst, v[i]);
+    }
   } else {
-    uint8_t kb[kElems], vb[kElems];
-    load_bytes<kElems>(p.key_cache, src, kb);
-    load_bytes<kElems>(p.value_cache, src, vb);
-    dequantize_lane<Fmt, Codec, kDynamicQuant, kElems>(kb, p.k_scale, row, head, p.k_out, dst);
-    dequantize_lane<Fmt, Codec, kDynamicQuant, kElems>(vb, p.v_scale, row, head, p.v_out, dst);
+    uint8_t kb[kTokensPerThread][kElems], vb[kTokensPerThread][kElems];
+#pragma unroll
+    for (int i = 0; i < kTokensPerThread; ++i) {
+      if (rows[i] < 0) continue;
+      load_bytes<kElems>(p.key_cache, rows[i] * kHeadDim + task.lane * kElems, kb[i]);
+      load_bytes<kElems>(p.value_cache, rows[i] * kHeadDim + task.lane * kElems, vb[i]);
+    }
+#pragma unroll
+    for (int i = 0; i < kTokensPerThread; ++i) {
+      if (rows[i] < 0) continue;
+      const int64_t dst = (int64_t(task.token(i)) * H + head) * kHeadDim + task.lane * kElems;
+      dequantize_lane<Fmt, Codec, kDynamicQuant, kElems>(kb[i], p.k_scale, rows[i], head, p.k_out, dst);
+      dequantize_lane<Fmt, Codec, kDynamicQuant, kElems>(vb[i], p.v_scale, rows[i], head, p.v_out, dst);
+    }
   }
 }
 
@@ -144,13 +183,13 @@ void check_launch(const char* what) {
   if (err != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(err));
 }
 
-// Grid for `tokens` rows of each of `heads` heads; lane indices are 32-bit.
+// Grid for `tokens` rows of each of `heads` heads; token indices are 32-bit.
 dim3 grid_for(int64_t tokens, int heads, int lanes_per_row, const char* what) {
-  const int64_t threads = tokens * lanes_per_row;
-  if (threads > std::numeric_limits<int32_t>::max() - kThreadsPerBlock || heads > 65535) {
+  const int64_t tokens_per_block = int64_t(kThreadsPerBlock / lanes_per_row) * kTokensPerThread;
+  if (tokens > std::numeric_limits<int32_t>::max() - tokens_per_block || heads > 65535) {
     throw std::invalid_argument(std::string(what) + ": too many tokens or heads for one launch");
   }
-  return dim3(unsigned((threads + kThreadsPerBlock - 1) / kThreadsPerBlock), unsigned(heads));
+  return dim3(unsigned((tokens + tokens_per_block - 1) / tokens_per_block), unsigned(heads));
 }
 
 }  // namespace

@@ -1,11 +1,14 @@
 // CUDA kernels of write_cache_kv and append_cache_kv_c8.
 //
-// Both are memory-bound row copies with a conversion. Grid: x covers the tokens, y is the kv
-// head. A group of kLanes = head_dim / kElems lanes owns one (token, head) row; consecutive groups
-// take consecutive tokens of one head, i.e. consecutive slots of a cache block. head_dim is a
-// template parameter so that every index split is a shift: these kernels are short enough that
-// integer division would cost as much as the memory traffic. Lanes move 16 bytes of the cache
-// side each (16 elements of a quantized cache, 8 of a 16-bit one).
+// Both are memory-bound row copies with a conversion. Grid: x covers the tokens, y is the kv head.
+// A row (token, head) is cut into chunks of 8 elements and a group of kLanes lanes owns it; lane l
+// takes chunks l, l + kLanes, ... so that every load and store instruction of a warp covers whole
+// 32-byte sectors (a lane holding 16 contiguous elements would store half-sectors, which the
+// memory system completes with read-modify-writes). Quantized caches use 2 chunks per lane (16
+// cache bytes in flight per tensor), bf16/fp16 caches 1. Consecutive row groups take consecutive
+// tokens of one head, i.e. consecutive slots of a cache block, and each thread serves
+// kTokensPerThread tokens whose index chains and loads overlap. head_dim is a template parameter so
+// that every index split is a shift.
 // The grid depends on shapes alone, so a launch never needs device data on the host (CUDA-graph
 // safe). Rows with no sequence, an unmapped block or (gather) outside the cached prefix are skipped.
 #include <cuda_runtime.h>
@@ -22,10 +25,12 @@ namespace fastattn {
 namespace {
 
 constexpr int kThreadsPerBlock = 256;
+constexpr int kTokensPerThread = 2;
+constexpr int kChunk = 8;  // elements per chunk: 16 bytes of bf16/fp16, 8 bytes of a quantized cache
 
 template <typename Codec>
-constexpr int elems_per_lane() {
-  return Codec::kQuantized ? 16 : 8;
+constexpr int chunks_per_lane() {
+  return Codec::kQuantized ? 2 : 1;
 }
 
 // Max over the kLanes lanes of one row group (aligned inside the warp).
@@ -39,57 +44,67 @@ FA_DEVICE float group_max(float x) {
   return x;
 }
 
-// Each thread serves kTokensPerThread tokens of head blockIdx.y, one lane of each row. A block
-// covers kTokensPerThread passes of kThreadsPerBlock / kLanes consecutive tokens; a thread's
-// tokens are independent, so their index chains and loads overlap.
-constexpr int kTokensPerThread = 2;
-
-template <int kLanes>
+// What one thread serves: lane `lane` of the rows of tokens token(0..kTokensPerThread-1), head
+// blockIdx.y. A block covers kTokensPerThread passes of kThreadsPerBlock / kLanes tokens.
+template <int kHeadDim, int kChunks>
 struct LaneTask {
+  static constexpr int kLanes = kHeadDim / (kChunk * kChunks);
   static constexpr uint32_t kTokensPerPass = kThreadsPerBlock / kLanes;
   uint32_t first_token, lane;
   FA_DEVICE LaneTask()
       : first_token(blockIdx.x * kTokensPerPass * kTokensPerThread + threadIdx.x / kLanes),
         lane(threadIdx.x % kLanes) {}
   FA_DEVICE uint32_t token(int i) const { return first_token + i * kTokensPerPass; }
+  // Element offset of chunk j of this lane inside a row.
+  FA_DEVICE uint32_t element(int j) const { return (lane + j * kLanes) * kChunk; }
 };
 
-template <typename Fmt, typename Codec, bool kDynamicQuant, int kElems, int kLanes>
-FA_DEVICE void quantize_lane(const HalfVec<kElems>& in, void* cache, const ScaleTensor& scale,
-                             int64_t row, int64_t dst, int head, uint32_t lane) {
-  float x[kElems];
+// One lane's chunks of a K or V row, quantized into the cache row `row`.
+template <typename Fmt, typename Codec, bool kDynamicQuant, typename Task, int kChunks>
+FA_DEVICE void quantize_lane(const uint4 (&in)[kChunks], uint8_t* cache_row, const ScaleTensor& scale,
+                             int64_t row, int head, const Task& task) {
+  float x[kChunks][kChunk];
 #pragma unroll
-  for (int i = 0; i < kElems / 8; ++i) unpack_half8<Fmt>(in.w[i], x + 8 * i);
+  for (int j = 0; j < kChunks; ++j) unpack_half8<Fmt>(in[j], x[j]);
   float mult;
   if constexpr (kDynamicQuant) {
     float amax = 0.0f;
 #pragma unroll
-    for (int i = 0; i < kElems; ++i) amax = fmaxf(amax, fabsf(x[i]));
-    const DynamicScale s = dynamic_fp8_scale(group_max<kLanes>(amax));
-    if (lane == 0) scale.store(row, s.scale);
+    for (int j = 0; j < kChunks; ++j) {
+#pragma unroll
+      for (int e = 0; e < kChunk; ++e) amax = fmaxf(amax, fabsf(x[j][e]));
+    }
+    const DynamicScale s = dynamic_fp8_scale(group_max<Task::kLanes>(amax));
+    if (task.lane == 0) scale.store(row, s.scale);
     mult = s.inverse;
   } else {
     mult = scale.load(head);
   }
-  uint8_t b[kElems];
 #pragma unroll
-  for (int i = 0; i < kElems; ++i) b[i] = Codec::encode(x[i], mult);
-  store_bytes<kElems>(cache, dst, b);
+  for (int j = 0; j < kChunks; ++j) {
+    uint8_t b[kChunk];
+#pragma unroll
+    for (int e = 0; e < kChunk; ++e) b[e] = Codec::encode(x[j][e], mult);
+    store_8(cache_row + task.element(j), pack_byte8(b));
+  }
 }
 
 template <typename Fmt, typename Codec, bool kDynamicQuant, int kHeadDim>
 __global__ void __launch_bounds__(kThreadsPerBlock) write_cache_kv_kernel(WriteCacheKVParams p) {
-  constexpr int kElems = elems_per_lane<Codec>(), kLanes = kHeadDim / kElems;
-  const LaneTask<kLanes> task;
+  constexpr int kChunks = chunks_per_lane<Codec>();
+  using Task = LaneTask<kHeadDim, kChunks>;
+  const Task task;
   const int head = blockIdx.y, H = p.layout.num_heads;
   // The source does not depend on the block table: start its loads before the index chains.
-  HalfVec<kElems> kin[kTokensPerThread], vin[kTokensPerThread];
+  uint4 kin[kTokensPerThread][kChunks], vin[kTokensPerThread][kChunks];
 #pragma unroll
   for (int i = 0; i < kTokensPerThread; ++i) {
-    if (task.token(i) < uint32_t(p.num_tokens)) {
-      const int64_t src = (int64_t(task.token(i)) * H + head) * kHeadDim + task.lane * kElems;
-      kin[i] = load_half_vec<kElems>(p.k, src);
-      vin[i] = load_half_vec<kElems>(p.v, src);
+    if (task.token(i) >= uint32_t(p.num_tokens)) continue;
+    const int64_t src = (int64_t(task.token(i)) * H + head) * kHeadDim;
+#pragma unroll
+    for (int j = 0; j < kChunks; ++j) {
+      kin[i][j] = load_streaming_16(static_cast<const uint16_t*>(p.k) + src + task.element(j));
+      vin[i][j] = load_streaming_16(static_cast<const uint16_t*>(p.v) + src + task.element(j));
     }
   }
   int64_t rows[kTokensPerThread];
@@ -102,33 +117,37 @@ __global__ void __launch_bounds__(kThreadsPerBlock) write_cache_kv_kernel(WriteC
 #pragma unroll
   for (int i = 0; i < kTokensPerThread; ++i) {
     if (rows[i] < 0) continue;  // uniform across the row group, as the shuffles need
-    const int64_t dst = rows[i] * kHeadDim + task.lane * kElems;
+    const int64_t dst = rows[i] * kHeadDim;
     if constexpr (!Codec::kQuantized) {
-      store_half_vec<kElems>(p.key_cache, dst, kin[i]);
-      store_half_vec<kElems>(p.value_cache, dst, vin[i]);
+#pragma unroll
+      for (int j = 0; j < kChunks; ++j) {
+        store_16(static_cast<uint16_t*>(p.key_cache) + dst + task.element(j), kin[i][j]);
+        store_16(static_cast<uint16_t*>(p.value_cache) + dst + task.element(j), vin[i][j]);
+      }
     } else {
-      quantize_lane<Fmt, Codec, kDynamicQuant, kElems, kLanes>(kin[i], p.key_cache, p.k_scale, rows[i], dst,
-                                                              head, task.lane);
-      quantize_lane<Fmt, Codec, kDynamicQuant, kElems, kLanes>(vin[i], p.value_cache, p.v_scale, rows[i], dst,
-                                                              head, task.lane);
+      quantize_lane<Fmt, Codec, kDynamicQuant>(kin[i], static_cast<uint8_t*>(p.key_cache) + dst, p.k_scale,
+                                               rows[i], head, task);
+      quantize_lane<Fmt, Codec, kDynamicQuant>(vin[i], static_cast<uint8_t*>(p.value_cache) + dst, p.v_scale,
+                                               rows[i], head, task);
     }
   }
 }
 
-template <typename Fmt, typename Codec, bool kDynamicQuant, int kElems>
-FA_DEVICE void dequantize_lane(const uint8_t* b, const ScaleTensor& scale, int64_t row, int head,
-                               void* out, int64_t dst) {
-  const float mult = kDynamicQuant ? scale.load(row) : scale.load(head);
-  float x[kElems];
+// One lane's chunks of a cached row, dequantized into the 16-bit output row `out_row`.
+template <typename Fmt, typename Codec, typename Task, int kChunks>
+FA_DEVICE void dequantize_lane(const uint2 (&in)[kChunks], float mult, uint16_t* out_row, const Task& task) {
 #pragma unroll
-  for (int i = 0; i < kElems; ++i) x[i] = Codec::decode(b[i], mult);
-  HalfVec<kElems> v;
+  for (int j = 0; j < kChunks; ++j) {
+    uint8_t b[kChunk];
+    unpack_byte8(in[j], b);
+    float x[kChunk];
 #pragma unroll
-  for (int i = 0; i < kElems / 8; ++i) v.w[i] = pack_half8<Fmt>(x + 8 * i);
-  store_half_vec<kElems>(out, dst, v);
+    for (int e = 0; e < kChunk; ++e) x[e] = Codec::decode(b[e], mult);
+    store_16(out_row + task.element(j), pack_half8<Fmt>(x));
+  }
 }
 
-// Cached row of `token` in k_out/v_out, or -1 when the token is no cached-prefix row to gather.
+// Cache row holding `token` of k_out/v_out, or -1 when the token is no cached-prefix row to gather.
 FA_DEVICE int64_t gather_source_row(const GatherCacheKVParams& p, int token, int head) {
   if (token >= p.total_k_tokens) return -1;
   const int seq = sequence_of_token(p.cu_seqlens_k, p.batch, token);
@@ -139,41 +158,54 @@ FA_DEVICE int64_t gather_source_row(const GatherCacheKVParams& p, int token, int
 
 template <typename Fmt, typename Codec, bool kDynamicQuant, int kHeadDim>
 __global__ void __launch_bounds__(kThreadsPerBlock) gather_cache_kv_kernel(GatherCacheKVParams p) {
-  constexpr int kElems = elems_per_lane<Codec>(), kLanes = kHeadDim / kElems;
-  const LaneTask<kLanes> task;
+  constexpr int kChunks = chunks_per_lane<Codec>();
+  using Task = LaneTask<kHeadDim, kChunks>;
+  const Task task;
   const int head = blockIdx.y, H = p.layout.num_heads;
   int64_t rows[kTokensPerThread];
 #pragma unroll
   for (int i = 0; i < kTokensPerThread; ++i) rows[i] = gather_source_row(p, int(task.token(i)), head);
   if constexpr (!Codec::kQuantized) {
-    HalfVec<kElems> k[kTokensPerThread], v[kTokensPerThread];
+    uint4 k[kTokensPerThread][kChunks], v[kTokensPerThread][kChunks];
 #pragma unroll
     for (int i = 0; i < kTokensPerThread; ++i) {
       if (rows[i] < 0) continue;
-      k[i] = load_half_vec<kElems>(p.key_cache, rows[i] * kHeadDim + task.lane * kElems);
-      v[i] = load_half_vec<kElems>(p.value_cache, rows[i] * kHeadDim + task.lane * kElems);
+#pragma unroll
+      for (int j = 0; j < kChunks; ++j) {
+        k[i][j] = load_streaming_16(static_cast<const uint16_t*>(p.key_cache) + rows[i] * kHeadDim + task.element(j));
+        v[i][j] = load_streaming_16(static_cast<const uint16_t*>(p.value_cache) + rows[i] * kHeadDim + task.element(j));
+      }
     }
 #pragma unroll
     for (int i = 0; i < kTokensPerThread; ++i) {
       if (rows[i] < 0) continue;
-      const int64_t dst = (int64_t(task.token(i)) * H + head) * kHeadDim + task.lane * kElems;
-      store_half_vec<kElems>(p.k_out, dst, k[i]);
-      store_half_vec<kElems>(p.v_out, dst, v[i]);
+      const int64_t dst = (int64_t(task.token(i)) * H + head) * kHeadDim;
+#pragma unroll
+      for (int j = 0; j < kChunks; ++j) {
+        store_16(static_cast<uint16_t*>(p.k_out) + dst + task.element(j), k[i][j]);
+        store_16(static_cast<uint16_t*>(p.v_out) + dst + task.element(j), v[i][j]);
+      }
     }
   } else {
-    uint8_t kb[kTokensPerThread][kElems], vb[kTokensPerThread][kElems];
+    uint2 k[kTokensPerThread][kChunks], v[kTokensPerThread][kChunks];
+    float k_mult[kTokensPerThread], v_mult[kTokensPerThread];
 #pragma unroll
     for (int i = 0; i < kTokensPerThread; ++i) {
       if (rows[i] < 0) continue;
-      load_bytes<kElems>(p.key_cache, rows[i] * kHeadDim + task.lane * kElems, kb[i]);
-      load_bytes<kElems>(p.value_cache, rows[i] * kHeadDim + task.lane * kElems, vb[i]);
+#pragma unroll
+      for (int j = 0; j < kChunks; ++j) {
+        k[i][j] = load_streaming_8(static_cast<const uint8_t*>(p.key_cache) + rows[i] * kHeadDim + task.element(j));
+        v[i][j] = load_streaming_8(static_cast<const uint8_t*>(p.value_cache) + rows[i] * kHeadDim + task.element(j));
+      }
+      k_mult[i] = p.k_scale.load(kDynamicQuant ? rows[i] : head);
+      v_mult[i] = p.v_scale.load(kDynamicQuant ? rows[i] : head);
     }
 #pragma unroll
     for (int i = 0; i < kTokensPerThread; ++i) {
       if (rows[i] < 0) continue;
-      const int64_t dst = (int64_t(task.token(i)) * H + head) * kHeadDim + task.lane * kElems;
-      dequantize_lane<Fmt, Codec, kDynamicQuant, kElems>(kb[i], p.k_scale, rows[i], head, p.k_out, dst);
-      dequantize_lane<Fmt, Codec, kDynamicQuant, kElems>(vb[i], p.v_scale, rows[i], head, p.v_out, dst);
+      const int64_t dst = (int64_t(task.token(i)) * H + head) * kHeadDim;
+      dequantize_lane<Fmt, Codec>(k[i], k_mult[i], static_cast<uint16_t*>(p.k_out) + dst, task);
+      dequantize_lane<Fmt, Codec>(v[i], v_mult[i], static_cast<uint16_t*>(p.v_out) + dst, task);
     }
   }
 }
@@ -184,8 +216,9 @@ void check_launch(const char* what) {
 }
 
 // Grid for `tokens` rows of each of `heads` heads; token indices are 32-bit.
-dim3 grid_for(int64_t tokens, int heads, int lanes_per_row, const char* what) {
-  const int64_t tokens_per_block = int64_t(kThreadsPerBlock / lanes_per_row) * kTokensPerThread;
+template <typename Task>
+dim3 grid_for(int64_t tokens, int heads, const char* what) {
+  const int64_t tokens_per_block = int64_t(Task::kTokensPerPass) * kTokensPerThread;
   if (tokens > std::numeric_limits<int32_t>::max() - tokens_per_block || heads > 65535) {
     throw std::invalid_argument(std::string(what) + ": too many tokens or heads for one launch");
   }
@@ -200,10 +233,10 @@ void write_cache_kv_cuda(const WriteCacheKVParams& p) {
     dispatch_head_dim(p.layout.head_dim, [&](auto head_dim) {
       using Codec = decltype(codec);
       constexpr int kHeadDim = decltype(head_dim)::value;
-      const dim3 grid = grid_for(p.num_tokens, p.layout.num_heads, kHeadDim / elems_per_lane<Codec>(),
-                                 "write_cache_kv");
+      using Task = LaneTask<kHeadDim, chunks_per_lane<Codec>()>;
       write_cache_kv_kernel<decltype(fmt), Codec, decltype(dynamic_quant)::value, kHeadDim>
-          <<<grid, kThreadsPerBlock, 0, static_cast<cudaStream_t>(p.stream)>>>(p);
+          <<<grid_for<Task>(p.num_tokens, p.layout.num_heads, "write_cache_kv"), kThreadsPerBlock, 0,
+             static_cast<cudaStream_t>(p.stream)>>>(p);
     });
   });
   check_launch("write_cache_kv");
@@ -215,10 +248,10 @@ void gather_cache_kv_cuda(const GatherCacheKVParams& p) {
     dispatch_head_dim(p.layout.head_dim, [&](auto head_dim) {
       using Codec = decltype(codec);
       constexpr int kHeadDim = decltype(head_dim)::value;
-      const dim3 grid = grid_for(p.total_k_tokens, p.layout.num_heads, kHeadDim / elems_per_lane<Codec>(),
-                                 "append_cache_kv_c8");
+      using Task = LaneTask<kHeadDim, chunks_per_lane<Codec>()>;
       gather_cache_kv_kernel<decltype(fmt), Codec, decltype(dynamic_quant)::value, kHeadDim>
-          <<<grid, kThreadsPerBlock, 0, static_cast<cudaStream_t>(p.stream)>>>(p);
+          <<<grid_for<Task>(p.total_k_tokens, p.layout.num_heads, "append_cache_kv_c8"), kThreadsPerBlock, 0,
+             static_cast<cudaStream_t>(p.stream)>>>(p);
     });
   });
   check_launch("append_cache_kv_c8");

@@ -206,7 +206,7 @@ def report(rows, ceilings, out_dir):
             r["GBps"] = r["bytes"] / (r["us"] * 1e-6) / 1e9
             r["pct_of_copy"] = 100.0 * r["GBps"] / copy
     lines = [f"device: {ceilings['device']}; copy bandwidth {copy:.0f} GB/s, bf16 matmul "
-             f"{ceilings['bf16_matmul_TFLOPs']:.0f} TFLOP/s (measured in this run)", "",
+             f"{ceilings['bf16_matmul_TFLOPs']:.0f} TFLOP/s (measured in this run, through torch)", "",
              "| op | shape | variant | µs | GB/s | % of copy |", "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['op']} | {r['shape']} | {r['variant']} | {r['us']:.1f} | "

@@ -6,9 +6,9 @@
 // 32-byte sectors (a lane holding 16 contiguous elements would store half-sectors, which the
 // memory system completes with read-modify-writes). Quantized caches use 2 chunks per lane (16
 // cache bytes in flight per tensor), bf16/fp16 caches 1. Consecutive row groups take consecutive
-// tokens of one head, i.e. consecutive slots of a cache block, and each thread serves
-// kTokensPerThread tokens whose index chains and loads overlap. head_dim is a template parameter so
-// that every index split is a shift.
+// tokens of one head, i.e. consecutive slots of a cache block. head_dim is a template parameter so
+// that every index split is a shift. Measured alternatives that were slower on an H200 are listed
+// in docs/perf-notes.md.
 // The grid depends on shapes alone, so a launch never needs device data on the host (CUDA-graph
 // safe). Rows with no sequence, an unmapped block or (gather) outside the cached prefix are skipped.
 #include <cuda_runtime.h>
@@ -25,7 +25,6 @@ namespace fastattn {
 namespace {
 
 constexpr int kThreadsPerBlock = 256;
-constexpr int kTokensPerThread = 2;
 constexpr int kChunk = 8;  // elements per chunk: 16 bytes of bf16/fp16, 8 bytes of a quantized cache
 
 template <typename Codec>
@@ -44,17 +43,14 @@ FA_DEVICE float group_max(float x) {
   return x;
 }
 
-// What one thread serves: lane `lane` of the rows of tokens token(0..kTokensPerThread-1), head
-// blockIdx.y. A block covers kTokensPerThread passes of kThreadsPerBlock / kLanes tokens.
+// What one thread serves: lane `lane` of the row (token, blockIdx.y). A block covers
+// kThreadsPerBlock / kLanes consecutive tokens.
 template <int kHeadDim, int kChunks>
 struct LaneTask {
   static constexpr int kLanes = kHeadDim / (kChunk * kChunks);
-  static constexpr uint32_t kTokensPerPass = kThreadsPerBlock / kLanes;
-  uint32_t first_token, lane;
-  FA_DEVICE LaneTask()
-      : first_token(blockIdx.x * kTokensPerPass * kTokensPerThread + threadIdx.x / kLanes),
-        lane(threadIdx.x % kLanes) {}
-  FA_DEVICE uint32_t token(int i) const { return first_token + i * kTokensPerPass; }
+  static constexpr uint32_t kTokensPerBlock = kThreadsPerBlock / kLanes;
+  uint32_t token, lane;
+  FA_DEVICE LaneTask() : token(blockIdx.x * kTokensPerBlock + threadIdx.x / kLanes), lane(threadIdx.x % kLanes) {}
   // Element offset of chunk j of this lane inside a row.
   FA_DEVICE uint32_t element(int j) const { return (lane + j * kLanes) * kChunk; }
 };
@@ -95,41 +91,32 @@ __global__ void __launch_bounds__(kThreadsPerBlock) write_cache_kv_kernel(WriteC
   using Task = LaneTask<kHeadDim, kChunks>;
   const Task task;
   const int head = blockIdx.y, H = p.layout.num_heads;
-  // The source does not depend on the block table: start its loads before the index chains.
-  uint4 kin[kTokensPerThread][kChunks], vin[kTokensPerThread][kChunks];
+  if (task.token >= uint32_t(p.num_tokens)) return;  // a whole row group leaves together
+  // The source does not depend on the block table: start its loads before the index chain.
+  const int64_t src = (int64_t(task.token) * H + head) * kHeadDim;
+  uint4 kin[kChunks], vin[kChunks];
 #pragma unroll
-  for (int i = 0; i < kTokensPerThread; ++i) {
-    if (task.token(i) >= uint32_t(p.num_tokens)) continue;
-    const int64_t src = (int64_t(task.token(i)) * H + head) * kHeadDim;
+  for (int j = 0; j < kChunks; ++j) {
+    kin[j] = load_streaming_16(static_cast<const uint16_t*>(p.k) + src + task.element(j));
+    vin[j] = load_streaming_16(static_cast<const uint16_t*>(p.v) + src + task.element(j));
+  }
+  const int token = int(task.token);
+  const int seq = sequence_of_token(p.cu_seqlens_q, p.batch, token);
+  if (seq < 0) return;
+  const int64_t row = p.layout.row(seq, p.seq_lens_decoder[seq] + token - p.cu_seqlens_q[seq], head);
+  if (row < 0) return;
+  const int64_t dst = row * kHeadDim;
+  if constexpr (!Codec::kQuantized) {
 #pragma unroll
     for (int j = 0; j < kChunks; ++j) {
-      kin[i][j] = load_streaming_16(static_cast<const uint16_t*>(p.k) + src + task.element(j));
-      vin[i][j] = load_streaming_16(static_cast<const uint16_t*>(p.v) + src + task.element(j));
+      store_16(static_cast<uint16_t*>(p.key_cache) + dst + task.element(j), kin[j]);
+      store_16(static_cast<uint16_t*>(p.value_cache) + dst + task.element(j), vin[j]);
     }
-  }
-  int64_t rows[kTokensPerThread];
-#pragma unroll
-  for (int i = 0; i < kTokensPerThread; ++i) {
-    const int token = int(task.token(i));
-    const int seq = token < p.num_tokens ? sequence_of_token(p.cu_seqlens_q, p.batch, token) : -1;
-    rows[i] = seq < 0 ? -1 : p.layout.row(seq, p.seq_lens_decoder[seq] + token - p.cu_seqlens_q[seq], head);
-  }
-#pragma unroll
-  for (int i = 0; i < kTokensPerThread; ++i) {
-    if (rows[i] < 0) continue;  // uniform across the row group, as the shuffles need
-    const int64_t dst = rows[i] * kHeadDim;
-    if constexpr (!Codec::kQuantized) {
-#pragma unroll
-      for (int j = 0; j < kChunks; ++j) {
-        store_16(static_cast<uint16_t*>(p.key_cache) + dst + task.element(j), kin[i][j]);
-        store_16(static_cast<uint16_t*>(p.value_cache) + dst + task.element(j), vin[i][j]);
-      }
-    } else {
-      quantize_lane<Fmt, Codec, kDynamicQuant>(kin[i], static_cast<uint8_t*>(p.key_cache) + dst, p.k_scale,
-                                               rows[i], head, task);
-      quantize_lane<Fmt, Codec, kDynamicQuant>(vin[i], static_cast<uint8_t*>(p.value_cache) + dst, p.v_scale,
-                                               rows[i], head, task);
-    }
+  } else {
+    quantize_lane<Fmt, Codec, kDynamicQuant>(kin, static_cast<uint8_t*>(p.key_cache) + dst, p.k_scale, row, head,
+                                             task);
+    quantize_lane<Fmt, Codec, kDynamicQuant>(vin, static_cast<uint8_t*>(p.value_cache) + dst, p.v_scale, row,
+                                             head, task);
   }
 }
 
@@ -162,51 +149,29 @@ __global__ void __launch_bounds__(kThreadsPerBlock) gather_cache_kv_kernel(Gathe
   using Task = LaneTask<kHeadDim, kChunks>;
   const Task task;
   const int head = blockIdx.y, H = p.layout.num_heads;
-  int64_t rows[kTokensPerThread];
-#pragma unroll
-  for (int i = 0; i < kTokensPerThread; ++i) rows[i] = gather_source_row(p, int(task.token(i)), head);
+  const int64_t row = gather_source_row(p, int(task.token), head);
+  if (row < 0) return;
+  const int64_t src = row * kHeadDim;
+  const int64_t dst = (int64_t(task.token) * H + head) * kHeadDim;
   if constexpr (!Codec::kQuantized) {
-    uint4 k[kTokensPerThread][kChunks], v[kTokensPerThread][kChunks];
 #pragma unroll
-    for (int i = 0; i < kTokensPerThread; ++i) {
-      if (rows[i] < 0) continue;
-#pragma unroll
-      for (int j = 0; j < kChunks; ++j) {
-        k[i][j] = load_streaming_16(static_cast<const uint16_t*>(p.key_cache) + rows[i] * kHeadDim + task.element(j));
-        v[i][j] = load_streaming_16(static_cast<const uint16_t*>(p.value_cache) + rows[i] * kHeadDim + task.element(j));
-      }
-    }
-#pragma unroll
-    for (int i = 0; i < kTokensPerThread; ++i) {
-      if (rows[i] < 0) continue;
-      const int64_t dst = (int64_t(task.token(i)) * H + head) * kHeadDim;
-#pragma unroll
-      for (int j = 0; j < kChunks; ++j) {
-        store_16(static_cast<uint16_t*>(p.k_out) + dst + task.element(j), k[i][j]);
-        store_16(static_cast<uint16_t*>(p.v_out) + dst + task.element(j), v[i][j]);
-      }
+    for (int j = 0; j < kChunks; ++j) {
+      const uint4 k = load_streaming_16(static_cast<const uint16_t*>(p.key_cache) + src + task.element(j));
+      const uint4 v = load_streaming_16(static_cast<const uint16_t*>(p.value_cache) + src + task.element(j));
+      store_16(static_cast<uint16_t*>(p.k_out) + dst + task.element(j), k);
+      store_16(static_cast<uint16_t*>(p.v_out) + dst + task.element(j), v);
     }
   } else {
-    uint2 k[kTokensPerThread][kChunks], v[kTokensPerThread][kChunks];
-    float k_mult[kTokensPerThread], v_mult[kTokensPerThread];
+    uint2 k[kChunks], v[kChunks];
 #pragma unroll
-    for (int i = 0; i < kTokensPerThread; ++i) {
-      if (rows[i] < 0) continue;
-#pragma unroll
-      for (int j = 0; j < kChunks; ++j) {
-        k[i][j] = load_streaming_8(static_cast<const uint8_t*>(p.key_cache) + rows[i] * kHeadDim + task.element(j));
-        v[i][j] = load_streaming_8(static_cast<const uint8_t*>(p.value_cache) + rows[i] * kHeadDim + task.element(j));
-      }
-      k_mult[i] = p.k_scale.load(kDynamicQuant ? rows[i] : head);
-      v_mult[i] = p.v_scale.load(kDynamicQuant ? rows[i] : head);
+    for (int j = 0; j < kChunks; ++j) {
+      k[j] = load_streaming_8(static_cast<const uint8_t*>(p.key_cache) + src + task.element(j));
+      v[j] = load_streaming_8(static_cast<const uint8_t*>(p.value_cache) + src + task.element(j));
     }
-#pragma unroll
-    for (int i = 0; i < kTokensPerThread; ++i) {
-      if (rows[i] < 0) continue;
-      const int64_t dst = (int64_t(task.token(i)) * H + head) * kHeadDim;
-      dequantize_lane<Fmt, Codec>(k[i], k_mult[i], static_cast<uint16_t*>(p.k_out) + dst, task);
-      dequantize_lane<Fmt, Codec>(v[i], v_mult[i], static_cast<uint16_t*>(p.v_out) + dst, task);
-    }
+    const float k_mult = p.k_scale.load(kDynamicQuant ? row : head);
+    const float v_mult = p.v_scale.load(kDynamicQuant ? row : head);
+    dequantize_lane<Fmt, Codec>(k, k_mult, static_cast<uint16_t*>(p.k_out) + dst, task);
+    dequantize_lane<Fmt, Codec>(v, v_mult, static_cast<uint16_t*>(p.v_out) + dst, task);
   }
 }
 
@@ -218,7 +183,7 @@ void check_launch(const char* what) {
 // Grid for `tokens` rows of each of `heads` heads; token indices are 32-bit.
 template <typename Task>
 dim3 grid_for(int64_t tokens, int heads, const char* what) {
-  const int64_t tokens_per_block = int64_t(Task::kTokensPerPass) * kTokensPerThread;
+  const int64_t tokens_per_block = Task::kTokensPerBlock;
   if (tokens > std::numeric_limits<int32_t>::max() - tokens_per_block || heads > 65535) {
     throw std::invalid_argument(std::string(what) + ": too many tokens or heads for one launch");
   }

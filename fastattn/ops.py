@@ -13,6 +13,14 @@ off inside CUDA-graph capture.
 from . import _checks
 from ._ext import ops_module
 from .cache import QUANT_TYPES
+from .tensors import fp8_dtype
+
+FLOAT_DTYPES = ("bfloat16", "float16", "float32")
+
+
+def _fp8_out_dtype():
+    """The dtype of fp8 outputs: float8_e4m3fn where this Paddle has it, else uint8 bits."""
+    return "float8_e4m3fn" if fp8_dtype() is not None else "uint8"
 
 
 def _check_cache_pair(key_cache, value_cache, cache_quant_type, rows_name, rows):
@@ -172,3 +180,52 @@ def append_cache_kv_c8(key_cache, value_cache, k_out, v_out, block_tables, seq_l
     return tuple(ops_module().fastattn_append_cache_kv_c8(
         key_cache, value_cache, k_out, v_out, block_tables, seq_lens_this_time, seq_lens_decoder,
         cu_seqlens_k, scale_k, scale_v, cache_quant_type))
+
+
+def merge_attn_states(prefix_output, prefix_lse, suffix_output, suffix_lse, output_scale=None,
+                      out_dtype=None):
+    """Merges two partial attention results over disjoint key sets by their log-sum-exps.
+
+    With m = max(lse_p, lse_s): out = (exp(lse_p - m) * prefix + exp(lse_s - m) * suffix) / sum,
+    lse = m + log(sum), in fp32. An lse of +inf counts as -inf. A side with lse -inf contributes
+    nothing (its output is never read into the sum); both sides -inf give out 0 and lse -inf.
+
+    Args:
+        prefix_output, suffix_output: [tokens, heads, head_dim] bfloat16/float16/float32, same dtype.
+        prefix_lse, suffix_lse: float32 [heads, tokens] (the layout attention returns), natural log.
+        output_scale: optional float32 tensor of one element on the same device. When given, the
+            output is FP8 e4m3fn computed in the same pass: e4m3(clamp(x / scale, -448, 448)),
+            round to nearest even, with the division done once (x * (1 / scale) per element).
+        out_dtype: "bfloat16", "float16" or "float32" (default: the inputs' dtype); with
+            output_scale, float8_e4m3fn (uint8 bits on a Paddle without that dtype).
+
+    Returns:
+        (out [tokens, heads, head_dim], lse float32 [heads, tokens]).
+    """
+    _checks.tensor("prefix_output", prefix_output, FLOAT_DTYPES, [None, None, None])
+    tokens, heads, _ = prefix_output.shape
+    _checks.tensor("suffix_output", suffix_output, (_checks.dtype_name(prefix_output),), list(prefix_output.shape))
+    for name, lse in (("prefix_lse", prefix_lse), ("suffix_lse", suffix_lse)):
+        _checks.tensor(name, lse, ("float32",))
+        if list(lse.shape) != [heads, tokens]:
+            raise ValueError(f"{name}: expected [heads, tokens] = [{heads}, {tokens}], got {list(lse.shape)}"
+                             + (" (that is [tokens, heads]: transpose it)" if list(lse.shape) == [tokens, heads]
+                                and tokens != heads else ""))
+    if output_scale is not None:
+        _checks.tensor("output_scale", output_scale, ("float32",))
+        if output_scale.size != 1:
+            raise ValueError(f"output_scale: expected one element, got shape {list(output_scale.shape)}")
+        fp8 = _fp8_out_dtype()
+        if out_dtype not in (None, fp8, "uint8", "float8_e4m3fn"):
+            raise ValueError(f"out_dtype: with output_scale the output is fp8 ({fp8}), got {out_dtype!r}")
+        if out_dtype == "float8_e4m3fn" and fp8 == "uint8":
+            raise ValueError("out_dtype: this Paddle has no float8_e4m3fn; use 'uint8'")
+        out_dtype = out_dtype or fp8
+    else:
+        _checks.choice("out_dtype", out_dtype, (None,) + FLOAT_DTYPES)
+        out_dtype = out_dtype or _checks.dtype_name(prefix_output)
+    _checks.same_place(prefix_output=prefix_output, prefix_lse=prefix_lse, suffix_output=suffix_output,
+                       suffix_lse=suffix_lse, output_scale=output_scale)
+    out, lse = ops_module().fastattn_merge_attn_states(prefix_output, prefix_lse, suffix_output, suffix_lse,
+                                                       output_scale, out_dtype)
+    return out, lse

@@ -243,3 +243,40 @@ def dequantized_cache(cache, cache_quant_type, dequant_scale=None, scale_cache=N
             scales = half_bits_to_float(scales, "bfloat16")
         return values * np.asarray(scales, np.float64)[..., None]
     return values * np.asarray(dequant_scale, np.float64)[None, :, None, None]
+
+
+# ----------------------------------------------------------------------------------------------
+# merge_attn_states
+
+
+def merge_attn_states(prefix_output, prefix_lse, suffix_output, suffix_lse):
+    """Reference of fastattn.ops.merge_attn_states in float64.
+
+    prefix_output, suffix_output: [tokens, heads, head_dim]; lses: [heads, tokens] natural log,
+    +inf read as -inf. A side with lse -inf has weight 0 whatever its output holds. Returns
+    (out [tokens, heads, head_dim], lse [heads, tokens]); rows empty on both sides give 0 and -inf.
+    """
+    def clean(lse):
+        lse = np.asarray(lse, np.float64).T  # [tokens, heads]
+        return np.where(np.isnan(lse) | np.isposinf(lse), -np.inf, lse)
+
+    lp, ls = clean(prefix_lse), clean(suffix_lse)
+    m = np.maximum(lp, ls)
+    empty = m == -np.inf
+    m_safe = np.where(empty, 0.0, m)
+    with np.errstate(invalid="ignore", over="ignore"):
+        wp = np.where(lp == -np.inf, 0.0, np.exp(lp - m_safe))
+        ws = np.where(ls == -np.inf, 0.0, np.exp(ls - m_safe))
+    total = np.where(empty, 1.0, wp + ws)
+    po = np.where(wp[..., None] > 0, np.asarray(prefix_output, np.float64), 0.0)
+    so = np.where(ws[..., None] > 0, np.asarray(suffix_output, np.float64), 0.0)
+    out = (wp[..., None] * po + ws[..., None] * so) / total[..., None]
+    lse = np.where(empty, -np.inf, m_safe + np.log(total))
+    return out, lse.T
+
+
+def quantize_fp8_output(x, output_scale):
+    """e4m3(x * (1 / scale)) with float32 arithmetic: the fused FP8 output of an op, from the
+    float32 values it computed (one IEEE division for the inverse, one multiply per element)."""
+    inv = np.float32(np.float32(1.0) / np.float32(output_scale))
+    return float_to_e4m3(np.asarray(x, np.float32) * inv)

@@ -40,6 +40,21 @@ void dispatch_head_dim(int head_dim, F&& f) {
   throw std::invalid_argument("fastattn: head_dim must be 64, 128 or 256, got " + std::to_string(head_dim));
 }
 
+// Element types of activations (attention outputs and the like).
+enum class ElementType : int { kBf16, kFp16, kFp32, kFp8 };
+
+// Calls f(Format{}) for a 16-bit or fp32 element type (the formats numerics.h defines).
+template <typename F>
+void dispatch_float_format(ElementType type, F&& f) {
+  switch (type) {
+    case ElementType::kBf16: f(Bf16Format{}); return;
+    case ElementType::kFp16: f(Fp16Format{}); return;
+    case ElementType::kFp32: f(Fp32Format{}); return;
+    case ElementType::kFp8: f(E4m3Format{}); return;
+  }
+  throw std::invalid_argument("fastattn: unknown element type");
+}
+
 inline CacheQuant parse_cache_quant(const std::string& name) {
   if (name == "none") return CacheQuant::kNone;
   if (name == "cache_int8") return CacheQuant::kInt8;

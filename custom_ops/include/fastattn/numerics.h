@@ -50,6 +50,7 @@ FA_HD float clamp_abs(float x, float bound) { return fminf(fmaxf(x, -bound), bou
 // Writing rounds to nearest even; NaN becomes the canonical 0x7fff on every path.
 
 struct Bf16Format {
+  using Storage = uint16_t;
   static FA_HD float to_float(uint16_t bits) { return bits_as_float(uint32_t(bits) << 16); }
   static FA_HD uint16_t from_float(float x) {
     if (is_nan(x)) return kHalfNaN;
@@ -64,6 +65,7 @@ struct Bf16Format {
 };
 
 struct Fp16Format {
+  using Storage = uint16_t;
   static FA_HD float to_float(uint16_t bits) {
 #if defined(__CUDA_ARCH__)
     return __half2float(__ushort_as_half(bits));
@@ -96,6 +98,12 @@ struct Fp16Format {
     return sign | uint16_t(round_to_int_rne(bits_as_float(mag) * 0x1p24f));
 #endif
   }
+};
+
+struct Fp32Format {
+  using Storage = float;
+  static FA_HD float to_float(float x) { return x; }
+  static FA_HD float from_float(float x) { return x; }
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -132,6 +140,13 @@ FA_HD float e4m3_to_float(uint8_t b) {
   if (exp == 0) return bits_as_float(float_as_bits(float(mant) * 0x1p-9f) | sign);
   return bits_as_float(sign | ((exp + 120u) << 23) | (mant << 20));
 }
+
+// e4m3fn as an element format (writing only): the caller has already applied the quant multiplier.
+struct E4m3Format {
+  using Storage = uint8_t;
+  static FA_HD uint8_t from_float(float x) { return float_to_e4m3(x); }
+  static FA_HD float to_float(uint8_t b) { return e4m3_to_float(b); }
+};
 
 // ---------------------------------------------------------------------------------------------
 // int8: round to nearest even, clamp to +-127. int8 has no NaN: NaN is stored as 0.

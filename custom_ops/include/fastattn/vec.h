@@ -66,5 +66,42 @@ FA_DEVICE uint2 pack_byte8(const uint8_t* b) {
   return w;
 }
 
+// Eight consecutive elements of any element format (16-bit, fp32 or e4m3 storage) <-> floats,
+// with the widest aligned accesses: the pointer must be aligned to 8 elements.
+template <typename Fmt>
+FA_DEVICE void load_chunk8(const typename Fmt::Storage* p, float* x) {
+  using S = typename Fmt::Storage;
+  if constexpr (sizeof(S) == 2) {
+    unpack_half8<Fmt>(load_streaming_16(p), x);
+  } else {
+    static_assert(sizeof(S) == 4, "16-bit or fp32 storage");
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const uint4 w = load_streaming_16(p + 4 * i);
+      x[4 * i] = __uint_as_float(w.x), x[4 * i + 1] = __uint_as_float(w.y);
+      x[4 * i + 2] = __uint_as_float(w.z), x[4 * i + 3] = __uint_as_float(w.w);
+    }
+  }
+}
+
+template <typename Fmt>
+FA_DEVICE void store_chunk8(typename Fmt::Storage* p, const float* x) {
+  using S = typename Fmt::Storage;
+  if constexpr (sizeof(S) == 2) {
+    store_16(p, pack_half8<Fmt>(x));
+  } else if constexpr (sizeof(S) == 4) {
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      store_16(p + 4 * i, make_uint4(__float_as_uint(x[4 * i]), __float_as_uint(x[4 * i + 1]),
+                                     __float_as_uint(x[4 * i + 2]), __float_as_uint(x[4 * i + 3])));
+    }
+  } else {
+    uint8_t b[8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) b[i] = Fmt::from_float(x[i]);
+    store_8(p, pack_byte8(b));
+  }
+}
+
 }  // namespace fastattn
 #endif

@@ -1,0 +1,72 @@
+// The online-softmax state and its -inf guards, in one place for every kernel that combines
+// partial softmax results: merge_attn_states now, the attention main loop and split-KV combine
+// later.
+//
+// A state summarizes the scores s_j seen so far as (m, d): m = max_j s_j and d = sum_j exp(s_j - m),
+// so that log-sum-exp = m + log(d). The empty state is (m = -inf, d = 0). Every rescale
+// exp(m_old - m_new) is guarded: a state whose m is -inf contributes nothing (weight 0) and never
+// produces NaN through -inf - (-inf).
+#pragma once
+
+#include <cmath>
+
+#include "fastattn/platform.h"
+
+namespace fastattn {
+
+FA_HD float fast_exp(float x) {
+#if defined(__CUDA_ARCH__)
+  return __expf(x);
+#else
+  return std::exp(x);
+#endif
+}
+
+FA_HD float fast_log(float x) {
+#if defined(__CUDA_ARCH__)
+  return __logf(x);
+#else
+  return std::log(x);
+#endif
+}
+
+struct SoftmaxState {
+  float m;  // running max of the scores, -inf while empty
+  float d;  // running sum of exp(score - m), 0 while empty
+
+  static FA_HD SoftmaxState empty() { return {-INFINITY, 0.0f}; }
+
+  // The state of a finished, normalized partial result with log-sum-exp `lse`. An lse of +inf
+  // is read as -inf: some kernels report empty rows that way.
+  static FA_HD SoftmaxState from_lse(float lse) {
+    if (!(lse < INFINITY) || lse == -INFINITY) return empty();  // +inf, -inf and NaN: empty
+    return {lse, 1.0f};
+  }
+
+  FA_HD bool is_empty() const { return m == -INFINITY; }
+
+  // exp(m - m_new) for m_new >= m; 0 for an empty state (guard against -inf - -inf).
+  FA_HD float rescale_to(float m_new) const { return is_empty() ? 0.0f : fast_exp(m - m_new); }
+
+  FA_HD float lse() const { return d > 0.0f ? m + fast_log(d) : -INFINITY; }
+};
+
+// Weights that merge two normalized partial outputs: out = w_a * out_a + w_b * out_b, with the
+// merged state. Both empty: weights 0 and an empty state (out 0, lse -inf). One side empty: the
+// other side's weight is exactly 1.
+struct MergeWeights {
+  float w_a, w_b;
+  SoftmaxState merged;
+};
+
+FA_HD MergeWeights merge_weights(const SoftmaxState& a, const SoftmaxState& b) {
+  const float m = fmaxf(a.m, b.m);
+  if (m == -INFINITY) return {0.0f, 0.0f, SoftmaxState::empty()};
+  const float sa = a.d * a.rescale_to(m);
+  const float sb = b.d * b.rescale_to(m);
+  const float d = sa + sb;
+  const float inv = 1.0f / d;
+  return {sa * inv, sb * inv, {m, d}};
+}
+
+}  // namespace fastattn

@@ -229,3 +229,82 @@ def merge_attn_states(prefix_output, prefix_lse, suffix_output, suffix_lse, outp
     out, lse = ops_module().fastattn_merge_attn_states(prefix_output, prefix_lse, suffix_output, suffix_lse,
                                                        output_scale, out_dtype)
     return out, lse
+
+
+def quantize_fp8(x, scale):
+    """Static-scale FP8 quantization: e4m3(clamp(x / scale, -448, 448)), round to nearest even,
+    the division done once (x * (1 / scale) per element). NaN -> 0x7f.
+
+    Args:
+        x: any shape, bfloat16/float16/float32.
+        scale: float32 tensor of one element on x's device (real value = e4m3 value * scale).
+
+    Returns:
+        float8_e4m3fn tensor of x's shape (uint8 bits on a Paddle without that dtype).
+    """
+    _checks.tensor("x", x, FLOAT_DTYPES)
+    _checks.tensor("scale", scale, ("float32",))
+    if scale.size != 1:
+        raise ValueError(f"scale: expected one element, got shape {list(scale.shape)}")
+    _checks.same_place(x=x, scale=scale)
+    return ops_module().fastattn_quantize_fp8(x, scale, _fp8_out_dtype())
+
+
+def quant_mxfp4(x):
+    """MXFP4 quantization (OCP microscaling FP4): blocks of 32 consecutive elements along the last
+    axis share a power-of-two scale.
+
+    Per block: e = ceil(log2(max(amax, 6 * 2^-126) / 6)) clamped to [-127, 127], scale byte
+    e + 127 (ue8m0); each element becomes e2m1(x / 2^e), round to nearest even, saturating at
+    +-6, sign kept on zero. NaN policy: a block holding NaN gets scale byte 0xff (the ue8m0 NaN)
+    and zero codes, so it dequantizes to NaN. inf saturates to +-6 in a block of scale 2^127.
+
+    Args:
+        x: [..., D] bfloat16/float16/float32 with D % 32 == 0.
+
+    Returns:
+        (packed uint8 [..., D/2], low nibble = even element; scales uint8 [..., D/32]).
+    """
+    _checks.tensor("x", x, FLOAT_DTYPES)
+    if len(x.shape) == 0 or x.shape[-1] % 32:
+        raise ValueError(f"x: the last dimension must be a multiple of 32, got shape {list(x.shape)}")
+    packed, scales = ops_module().fastattn_quant_mxfp4(x)
+    return packed, scales
+
+
+def dequant_mxfp4(packed, scales, out_dtype="float32"):
+    """Inverse of quant_mxfp4: e2m1 value * 2^(scale - 127), NaN for a block whose scale is 0xff.
+
+    Args:
+        packed: uint8 [..., D/2]; scales: uint8 [..., D/32] on the same device.
+        out_dtype: "float32", "bfloat16" or "float16".
+
+    Returns:
+        [..., D] of out_dtype.
+    """
+    _checks.tensor("packed", packed, ("uint8",))
+    if len(packed.shape) == 0 or packed.shape[-1] % 16:
+        raise ValueError(f"packed: the last dimension must be a multiple of 16, got shape {list(packed.shape)}")
+    _checks.tensor("scales", scales, ("uint8",), list(packed.shape[:-1]) + [packed.shape[-1] // 16])
+    _checks.choice("out_dtype", out_dtype, FLOAT_DTYPES)
+    _checks.same_place(packed=packed, scales=scales)
+    return ops_module().fastattn_dequant_mxfp4(packed, scales, out_dtype)
+
+
+def check_e2m1_conversion(device="cpu", stride=1):
+    """Self-check of the software float -> e2m1 conversion that quant_mxfp4 uses where the GPU has
+    no fp4 instruction: compares it with an independently written conversion on every
+    `stride`-th float32 bit pattern (stride 1: all 2^32; seconds on a GPU, minutes on a CPU).
+
+    Returns:
+        (number of mismatches, smallest mismatching bit pattern or None).
+    """
+    import numpy as np
+    from .tensors import from_numpy
+
+    if not isinstance(stride, int) or stride < 1:
+        raise ValueError(f"stride: expected a positive int, got {stride!r}")
+    anchor = from_numpy(np.zeros(1, np.float32), "float32", device)
+    result = np.asarray(ops_module().fastattn_check_e2m1(anchor, stride).numpy())
+    first = int(result[1])
+    return int(result[0]), (None if first == np.iinfo(np.int64).max else first)

@@ -280,3 +280,76 @@ def quantize_fp8_output(x, output_scale):
     float32 values it computed (one IEEE division for the inverse, one multiply per element)."""
     inv = np.float32(np.float32(1.0) / np.float32(output_scale))
     return float_to_e4m3(np.asarray(x, np.float32) * inv)
+
+
+# ----------------------------------------------------------------------------------------------
+# MXFP4
+
+E2M1_MAGNITUDES = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])
+MX_BLOCK = 32
+MX_NAN_SCALE = 0xFF
+
+
+def float_to_e2m1(y):
+    """Values -> e2m1 codes (uint8, 0..15): nearest magnitude, ties to the even code, saturating
+    at 6, sign bit kept (also on zero). NaN -> a signed zero."""
+    y = np.asarray(y, np.float64)
+    mag = np.minimum(np.abs(np.where(np.isnan(y), 0.0, y)), 6.0)
+    hi = np.clip(np.searchsorted(E2M1_MAGNITUDES, mag, side="left"), 0, 7)
+    lo = np.maximum(hi - 1, 0)
+    d_lo, d_hi = mag - E2M1_MAGNITUDES[lo], E2M1_MAGNITUDES[hi] - mag
+    code = np.where((d_hi < d_lo) | ((d_hi == d_lo) & (hi % 2 == 0)), hi, lo)
+    return (code | np.where(np.signbit(y), 8, 0)).astype(np.uint8)
+
+
+def e2m1_to_float(codes):
+    codes = np.asarray(codes, np.uint8)
+    mag = E2M1_MAGNITUDES[codes & 7]
+    return np.where(codes & 8, -mag, mag)
+
+
+def mx_scale_exponent(amax):
+    """Smallest e with amax <= 6 * 2^e, amax floored at 6 * 2^-126, clamped to [-127, 127]
+    (exact float64 search rather than a rounded log2)."""
+    amax = max(float(amax), 6.0 * 2.0 ** -126)
+    if np.isinf(amax):
+        return 127
+    e = int(np.ceil(np.log2(amax / 6.0)))
+    while 6.0 * 2.0 ** (e - 1) >= amax:
+        e -= 1
+    while 6.0 * 2.0 ** e < amax:
+        e += 1
+    return int(np.clip(e, -127, 127))
+
+
+def quant_mxfp4(x):
+    """Reference of fastattn.ops.quant_mxfp4 on float32 values x [..., D], D % 32 == 0.
+
+    Returns (packed uint8 [..., D/2] with the even element in the low nibble, scales uint8
+    [..., D/32] = e + 127). A block holding NaN gets scale 0xff and zero codes. The scaling
+    x * 2^-e is done in float32, as the kernels do (exact but for results far below 0.25).
+    """
+    x = np.asarray(x, np.float32)
+    blocks = x.reshape(-1, MX_BLOCK)
+    packed = np.zeros((blocks.shape[0], MX_BLOCK // 2), np.uint8)
+    scales = np.zeros(blocks.shape[0], np.uint8)
+    for i, block in enumerate(blocks):
+        if np.isnan(block).any():
+            scales[i] = MX_NAN_SCALE
+            continue
+        e = mx_scale_exponent(np.max(np.abs(block)))
+        scales[i] = e + 127
+        codes = float_to_e2m1(block * np.float32(2.0 ** -e))
+        packed[i] = codes[0::2] | (codes[1::2] << 4)
+    lead = x.shape[:-1]
+    return packed.reshape(*lead, x.shape[-1] // 2), scales.reshape(*lead, x.shape[-1] // MX_BLOCK)
+
+
+def dequant_mxfp4(packed, scales):
+    """float64 values of MXFP4 data; a 0xff scale gives NaN for its whole block."""
+    packed = np.asarray(packed, np.uint8)
+    codes = np.stack([packed & 0xF, packed >> 4], axis=-1).reshape(*packed.shape[:-1], -1)
+    values = e2m1_to_float(codes)
+    s = np.asarray(scales, np.uint8)
+    mult = np.where(s == MX_NAN_SCALE, np.nan, 2.0 ** (s.astype(np.float64) - 127))
+    return values * np.repeat(mult, MX_BLOCK, axis=-1)

@@ -197,6 +197,48 @@ def bench_append(rng, args):
 
 
 # ---------------------------------------------------------------------------------------------
+# merge_attn_states and the quantizers
+
+
+def random_gpu(rng, shape, dtype="bfloat16", scale=1.0):
+    return from_numpy(rng.standard_normal(shape, dtype=np.float32) * np.float32(scale), dtype, "gpu")
+
+
+@case("merge_attn_states")
+def bench_merge(rng, args):
+    rows = []
+    ops = ops_module()
+    scale = from_numpy(np.float32([0.01]), "float32", "gpu")
+    fp8 = "float8_e4m3fn" if getattr(paddle, "float8_e4m3fn", None) is not None else "uint8"
+    for tokens, heads in ((1024, 32), (1024, 128), (4096, 32), (4096, 128), (16384, 32), (16384, 128)):
+        dim = 128
+        a, b = random_gpu(rng, (tokens, heads, dim)), random_gpu(rng, (tokens, heads, dim))
+        la, lb = (random_gpu(rng, (heads, tokens), "float32", 3.0) for _ in range(2))
+        fused = lambda: ops.fastattn_merge_attn_states(a, la, b, lb, scale, fp8)
+        two_step = lambda: ops.fastattn_quantize_fp8(ops.fastattn_merge_attn_states(a, la, b, lb, None, "")[0],
+                                                     scale, fp8)
+        ms = time_gpu(fused, reps=args.reps)
+        ms_two = time_gpu(two_step, reps=args.reps)
+        elements = tokens * heads * dim
+        moved = 2 * elements * 2 + elements + 3 * tokens * heads * 4
+        rows.append(dict(op="merge_attn_states", shape=f"T {tokens} x H {heads} x D {dim}, bf16 in",
+                         variant=f"fp8 out (unfused {ms_two * 1e3:.1f} us, {ms_two / ms:.2f}x)",
+                         us=ms * 1e3, bytes=moved, unfused_us=ms_two * 1e3))
+    return rows
+
+
+@case("quant_mxfp4")
+def bench_mxfp4(rng, args):
+    elements = 64 * 1024 * 1024
+    x = random_gpu(rng, (elements // 4096, 4096))
+    ops = ops_module()
+    ms = time_gpu(lambda: ops.fastattn_quant_mxfp4(x), reps=args.reps)
+    moved = elements * 2 + elements // 2 + elements // 32
+    return [dict(op="quant_mxfp4", shape="64M elements (16384 x 4096)", variant="bf16 in", us=ms * 1e3,
+                 bytes=moved)]
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def report(rows, ceilings, out_dir):

@@ -143,3 +143,26 @@ class TestMerge(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestQuantizeFp8(unittest.TestCase):
+    """The unfused second step (merge to bf16, then quantize) that the fused merge replaces."""
+
+    def test_bit_exact(self):
+        for place, dtype, shape in itertools.product(places(), ("bfloat16", "float16", "float32"),
+                                                     ((7, 3, 64), (5, 13))):
+            with self.subTest(place=place, dtype=dtype, shape=shape):
+                rng = seeded_rng(self, place, dtype, shape)
+                x = rng.standard_normal(shape).astype(np.float32) * 30
+                x.reshape(-1)[:3] = [np.nan, np.inf, -1e6]
+                if dtype != "float32":
+                    x = ref.half_bits_to_float(ref.to_half_bits(x, dtype), dtype)
+                out = ops.quantize_fp8(from_numpy(x, dtype, place), from_numpy(np.float32([0.07]), "float32", place))
+                np.testing.assert_array_equal(to_numpy(out), ref.quantize_fp8_output(x, 0.07))
+
+    def test_bad_input(self):
+        x = from_numpy(np.zeros((4, 8), np.float32), "float32")
+        with self.assertRaisesRegex(ValueError, r"scale: expected one element, got shape \[2\]"):
+            ops.quantize_fp8(x, from_numpy(np.float32([1, 2]), "float32"))
+        with self.assertRaisesRegex(TypeError, "x: expected dtype"):
+            ops.quantize_fp8(from_numpy(np.zeros(4, np.int32)), from_numpy(np.float32([1]), "float32"))

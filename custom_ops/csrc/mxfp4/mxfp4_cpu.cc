@@ -1,0 +1,60 @@
+// CPU kernels of quant_mxfp4, dequant_mxfp4 and the e2m1 self-check.
+#include <cmath>
+
+#include "e2m1_by_rounding.h"
+#include "mxfp4.h"
+#include "mxfp4_block.h"
+
+namespace fastattn {
+
+void quant_mxfp4_cpu(const QuantMxfp4Params& p) {
+  dispatch_float_format(p.in_type, [&](auto fmt) {
+    using Fmt = decltype(fmt);
+    const auto* x = static_cast<const typename Fmt::Storage*>(p.x);
+    for (int64_t block = 0; block < p.num_blocks; ++block) {
+      float v[kMxBlock];
+      float amax = 0.0f;
+      bool has_nan = false;
+      for (int i = 0; i < kMxBlock; ++i) {
+        v[i] = Fmt::to_float(x[block * kMxBlock + i]);
+        amax = fmaxf(amax, fabsf(v[i]));
+        has_nan |= is_nan(v[i]);
+      }
+      const uint8_t scale = mx_scale_byte(amax, has_nan);
+      const float mult = mx_quant_multiplier(scale);
+      p.scales[block] = scale;
+      for (int i = 0; i < kMxBlock; i += 2) {
+        p.packed[block * (kMxBlock / 2) + i / 2] = has_nan ? 0 : pack_e2m1x2(v[i] * mult, v[i + 1] * mult);
+      }
+    }
+  });
+}
+
+void dequant_mxfp4_cpu(const DequantMxfp4Params& p) {
+  dispatch_float_format(p.out_type, [&](auto fmt) {
+    using Fmt = decltype(fmt);
+    auto* out = static_cast<typename Fmt::Storage*>(p.out);
+    for (int64_t block = 0; block < p.num_blocks; ++block) {
+      const float scale = mx_scale_value(p.scales[block]);
+      for (int i = 0; i < kMxBlock; ++i) {
+        const uint8_t byte = p.packed[block * (kMxBlock / 2) + i / 2];
+        out[block * kMxBlock + i] = Fmt::from_float(e2m1_to_float(i % 2 ? byte >> 4 : byte & 0xf) * scale);
+      }
+    }
+  });
+}
+
+void check_e2m1_cpu(const E2m1CheckParams& p) {
+  int64_t mismatches = 0, first = INT64_MAX;
+  for (int64_t pattern = 0; pattern < (int64_t(1) << 32); pattern += p.stride) {
+    const float x = bits_as_float(uint32_t(pattern));
+    if (float_to_e2m1(x) != e2m1_by_rounding(x)) {
+      ++mismatches;
+      if (pattern < first) first = pattern;
+    }
+  }
+  p.result[0] = mismatches;
+  p.result[1] = first;
+}
+
+}  // namespace fastattn

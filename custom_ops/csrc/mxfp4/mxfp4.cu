@@ -2,7 +2,8 @@
 //
 // quant: a group of 4 lanes owns one 32-element block, 8 contiguous elements per lane, so a warp
 // reads 8 blocks as one contiguous run and writes 128 contiguous packed bytes. The block's amax
-// (and whether it holds NaN) is reduced over the group with two shuffles.
+// and whether it holds NaN come from one integer max of |x|'s bits, reduced over the group with
+// two shuffles.
 #include <cuda_runtime.h>
 
 #include <climits>
@@ -29,25 +30,20 @@ __global__ void __launch_bounds__(kThreadsPerBlock) quant_mxfp4_kernel(QuantMxfp
   if (block >= p.num_blocks) return;  // whole groups leave together
   float v[8];
   load_chunk8<Fmt>(static_cast<const typename Fmt::Storage*>(p.x) + block * kMxBlock + lane * 8, v);
-  float amax = 0.0f;
-  int nan_count = 0;
+  uint32_t max_abs = 0;
 #pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    amax = fmaxf(amax, fabsf(v[i]));
-    nan_count += is_nan(v[i]);
-  }
+  for (int i = 0; i < 8; ++i) max_abs = max(max_abs, abs_bits(v[i]));
   const unsigned mask = 0xfu << (threadIdx.x & 28u);
 #pragma unroll
   for (int offset = 1; offset < kLanesPerMxBlock; offset <<= 1) {
-    amax = fmaxf(amax, __shfl_xor_sync(mask, amax, offset));
-    nan_count += __shfl_xor_sync(mask, nan_count, offset);
+    max_abs = max(max_abs, __shfl_xor_sync(mask, max_abs, offset));
   }
-  const uint8_t scale = mx_scale_byte(amax, nan_count > 0);
+  const uint8_t scale = mx_scale_byte(max_abs);
   const float mult = mx_quant_multiplier(scale);
   uint32_t word = 0;
 #pragma unroll
   for (int i = 0; i < 8; i += 2) word |= uint32_t(pack_e2m1x2(v[i] * mult, v[i + 1] * mult)) << (4 * i);
-  if (nan_count > 0) word = 0;
+  if (scale == kMxNaNScale) word = 0;
   reinterpret_cast<uint32_t*>(p.packed)[block * kLanesPerMxBlock + lane] = word;
   if (lane == 0) p.scales[block] = scale;
 }

@@ -5,9 +5,13 @@
 
 namespace fastattn {
 
-// Scale byte of a block whose NaN-free absolute maximum is amax; 0xff if the block holds NaN.
-FA_HD uint8_t mx_scale_byte(float amax, bool has_nan) {
-  return has_nan ? kMxNaNScale : uint8_t(mx_scale_exponent(amax) + 127);
+// |x| as bits: for non-negative floats the integer order is the float order, and every NaN
+// lies above +inf, so one integer max over a block yields both its amax and whether it holds NaN.
+FA_HD uint32_t abs_bits(float x) { return float_as_bits(x) & 0x7fffffffu; }
+
+// Scale byte of a block from the integer max of abs_bits over it; 0xff if the block holds NaN.
+FA_HD uint8_t mx_scale_byte(uint32_t max_abs_bits) {
+  return max_abs_bits > 0x7f800000u ? kMxNaNScale : uint8_t(mx_scale_exponent(bits_as_float(max_abs_bits)) + 127);
 }
 
 // Multiplier that brings a (NaN-free) block into e2m1 range: 2^-e, exact. The elements of a NaN

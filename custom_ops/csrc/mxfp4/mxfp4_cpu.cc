@@ -1,4 +1,5 @@
 // CPU kernels of quant_mxfp4, dequant_mxfp4 and the e2m1 self-check.
+#include <algorithm>
 #include <cmath>
 
 #include "e2m1_by_rounding.h"
@@ -13,18 +14,17 @@ void quant_mxfp4_cpu(const QuantMxfp4Params& p) {
     const auto* x = static_cast<const typename Fmt::Storage*>(p.x);
     for (int64_t block = 0; block < p.num_blocks; ++block) {
       float v[kMxBlock];
-      float amax = 0.0f;
-      bool has_nan = false;
+      uint32_t max_abs = 0;
       for (int i = 0; i < kMxBlock; ++i) {
         v[i] = Fmt::to_float(x[block * kMxBlock + i]);
-        amax = fmaxf(amax, fabsf(v[i]));
-        has_nan |= is_nan(v[i]);
+        max_abs = std::max(max_abs, abs_bits(v[i]));
       }
-      const uint8_t scale = mx_scale_byte(amax, has_nan);
+      const uint8_t scale = mx_scale_byte(max_abs);
       const float mult = mx_quant_multiplier(scale);
       p.scales[block] = scale;
       for (int i = 0; i < kMxBlock; i += 2) {
-        p.packed[block * (kMxBlock / 2) + i / 2] = has_nan ? 0 : pack_e2m1x2(v[i] * mult, v[i + 1] * mult);
+        p.packed[block * (kMxBlock / 2) + i / 2] =
+            scale == kMxNaNScale ? 0 : pack_e2m1x2(v[i] * mult, v[i + 1] * mult);
       }
     }
   });

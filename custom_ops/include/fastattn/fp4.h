@@ -7,6 +7,7 @@
 // clamped to [-127, 127], stored as e + 127.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "fastattn/numerics.h"
@@ -16,13 +17,19 @@ namespace fastattn {
 constexpr int kMxBlock = 32;
 constexpr uint8_t kMxNaNScale = 0xff;
 
-// Round to nearest even by counting the rounding boundaries |x| lies past: a boundary that is a
-// tie belongs to the even code below it (0.25, 1.25, 2.5, 5) or above it (0.75, 1.75, 3.5).
+// Round to nearest even on the e2m1 grid of |x|'s binade: the step is 0.5 below 2, 1 in [2, 4),
+// 2 in [4, 6]; adding step * 2^23 in one fused multiply-add leaves exactly the bits of a
+// multiple of `step`, rounded to nearest even by the FPU. About a dozen instructions, no branches.
 FA_HD uint8_t float_to_e2m1(float x) {
-  const float a = fabsf(x);
-  const uint8_t code = uint8_t((a > 0.25f) + (a >= 0.75f) + (a > 1.25f) + (a >= 1.75f) + (a > 2.5f) +
-                               (a >= 3.5f) + (a > 5.0f));
-  return code | uint8_t((float_as_bits(x) >> 28) & 0x8u);
+  const uint32_t bits = float_as_bits(x);
+  const uint32_t sign = (bits >> 28) & 0x8u;
+  const float clamped = fminf(fabsf(x), 6.0f);                            // fminf(NaN, 6) is 6:
+  const float a = (bits & 0x7fffffffu) > 0x7f800000u ? 0.0f : clamped;   // NaN -> 0 instead
+  const float step = fmaxf(bits_as_float(float_as_bits(a) & 0x7f800000u) * 0.5f, 0.5f);
+  const float r = fmaf(step, 8388608.0f, a) - step * 8388608.0f;  // a rounded to a multiple of step
+  // r in {0, 0.5}: code 0 or 1; r >= 1: exponent and the one mantissa bit, (bits >> 22) - 252
+  const uint32_t code = r >= 1.0f ? (float_as_bits(r) >> 22) - 252u : uint32_t(r != 0.0f);
+  return uint8_t(code | sign);
 }
 
 FA_HD float e2m1_to_float(uint8_t code) {

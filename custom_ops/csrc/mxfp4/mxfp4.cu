@@ -22,30 +22,45 @@ namespace {
 constexpr int kThreadsPerBlock = 256;
 constexpr int kLanesPerMxBlock = kMxBlock / 8;
 
+// Each group of 4 lanes quantizes kBlocksPerGroup blocks, spaced `stride` blocks apart so that
+// every load instruction of a warp still covers one contiguous run; all loads are issued before
+// any block is converted (one 16-byte load per lane was too little in flight to cover latency).
+constexpr int kBlocksPerGroup = 4;
+
 template <typename Fmt>
-__global__ void __launch_bounds__(kThreadsPerBlock) quant_mxfp4_kernel(QuantMxfp4Params p) {
+__global__ void __launch_bounds__(kThreadsPerBlock) quant_mxfp4_kernel(QuantMxfp4Params p, int64_t stride) {
   const int64_t gid = int64_t(blockIdx.x) * kThreadsPerBlock + threadIdx.x;
-  const int64_t block = gid / kLanesPerMxBlock;
+  const int64_t first_block = gid / kLanesPerMxBlock;
   const int lane = int(gid % kLanesPerMxBlock);
-  if (block >= p.num_blocks) return;  // whole groups leave together
-  float v[8];
-  load_chunk8<Fmt>(static_cast<const typename Fmt::Storage*>(p.x) + block * kMxBlock + lane * 8, v);
-  uint32_t max_abs = 0;
+  float v[kBlocksPerGroup][8];
 #pragma unroll
-  for (int i = 0; i < 8; ++i) max_abs = max(max_abs, abs_bits(v[i]));
+  for (int k = 0; k < kBlocksPerGroup; ++k) {
+    const int64_t block = first_block + k * stride;
+    if (block < p.num_blocks) {
+      load_chunk8<Fmt>(static_cast<const typename Fmt::Storage*>(p.x) + block * kMxBlock + lane * 8, v[k]);
+    }
+  }
   const unsigned mask = 0xfu << (threadIdx.x & 28u);
 #pragma unroll
-  for (int offset = 1; offset < kLanesPerMxBlock; offset <<= 1) {
-    max_abs = max(max_abs, __shfl_xor_sync(mask, max_abs, offset));
-  }
-  const uint8_t scale = mx_scale_byte(max_abs);
-  const float mult = mx_quant_multiplier(scale);
-  uint32_t word = 0;
+  for (int k = 0; k < kBlocksPerGroup; ++k) {
+    const int64_t block = first_block + k * stride;
+    if (block >= p.num_blocks) break;  // uniform across the group, as the shuffles need
+    uint32_t max_abs = 0;
 #pragma unroll
-  for (int i = 0; i < 8; i += 2) word |= uint32_t(pack_e2m1x2(v[i] * mult, v[i + 1] * mult)) << (4 * i);
-  if (scale == kMxNaNScale) word = 0;
-  reinterpret_cast<uint32_t*>(p.packed)[block * kLanesPerMxBlock + lane] = word;
-  if (lane == 0) p.scales[block] = scale;
+    for (int i = 0; i < 8; ++i) max_abs = max(max_abs, abs_bits(v[k][i]));
+#pragma unroll
+    for (int offset = 1; offset < kLanesPerMxBlock; offset <<= 1) {
+      max_abs = max(max_abs, __shfl_xor_sync(mask, max_abs, offset));
+    }
+    const uint8_t scale = mx_scale_byte(max_abs);
+    const float mult = mx_quant_multiplier(scale);
+    uint32_t word = 0;
+#pragma unroll
+    for (int i = 0; i < 8; i += 2) word |= uint32_t(pack_e2m1x2(v[k][i] * mult, v[k][i + 1] * mult)) << (4 * i);
+    if (scale == kMxNaNScale) word = 0;
+    reinterpret_cast<uint32_t*>(p.packed)[block * kLanesPerMxBlock + lane] = word;
+    if (lane == 0) p.scales[block] = scale;
+  }
 }
 
 // One thread per 8 elements (4 packed bytes).
@@ -101,8 +116,11 @@ void quant_mxfp4_cuda(const QuantMxfp4Params& p) {
     if constexpr (std::is_same_v<Fmt, E4m3Format>) {
       throw std::invalid_argument("quant_mxfp4: fp8 input is not supported");
     } else {
-      quant_mxfp4_kernel<Fmt><<<grid_for(p.num_blocks * kLanesPerMxBlock), kThreadsPerBlock, 0,
-                                static_cast<cudaStream_t>(p.stream)>>>(p);
+      // Groups cover the first `stride` blocks; each also takes the blocks stride, 2 * stride, ... on.
+      const int64_t groups_per_cta = kThreadsPerBlock / kLanesPerMxBlock;
+      const int64_t ctas = (p.num_blocks + groups_per_cta * kBlocksPerGroup - 1) / (groups_per_cta * kBlocksPerGroup);
+      quant_mxfp4_kernel<Fmt><<<unsigned(ctas), kThreadsPerBlock, 0, static_cast<cudaStream_t>(p.stream)>>>(
+          p, ctas * groups_per_cta);
     }
   });
   check_launch("quant_mxfp4");

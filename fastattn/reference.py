@@ -59,7 +59,8 @@ def to_half_bits(x, dtype):
     x = np.asarray(x, np.float32)
     if dtype == "bfloat16":
         return _bf16_round(x)
-    out = x.astype(np.float16).view(np.uint16)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf is the rounding asked for
+        out = x.astype(np.float16).view(np.uint16)
     return np.where(np.isnan(x), HALF_NAN_BITS, out).astype(np.uint16)
 
 

@@ -1,6 +1,5 @@
-// CUDA kernel of merge_attn_states. Memory-bound: each thread merges kItems chunks of kVec
-// consecutive elements of a (token, head) row (8 with 16-byte vector accesses when head_dim and
-// alignment allow, else 1). Grid: x covers
+// CUDA kernel of merge_attn_states. Memory-bound: each thread merges kVec consecutive elements of
+// one (token, head) row (8 with 16-byte vector accesses when head_dim allows, else 1). Grid: x covers
 // tokens x chunks, y is the head, so consecutive rows are consecutive tokens of one head and the
 // [heads, tokens] LSE reads and writes are coalesced. The FP8 output is quantized in the same pass,
 // from the fp32 merge result.
@@ -19,56 +18,43 @@ namespace {
 
 constexpr int kThreadsPerBlock = 256;
 
-// Each thread merges kItems chunks, `stride` chunks apart, with all their loads issued first.
-constexpr int kItems = 2;
-
 template <typename In, typename Out, int kVec>
 __global__ void __launch_bounds__(kThreadsPerBlock)
-    merge_attn_states_kernel(MergeAttnParams p, uint32_t chunks_per_row, int chunk_shift, uint32_t stride) {
-  constexpr bool kFp8Out = std::is_same_v<Out, E4m3Format>;
+    merge_attn_states_kernel(MergeAttnParams p, uint32_t chunks_per_row, int chunk_shift) {
+  const uint32_t gid = blockIdx.x * kThreadsPerBlock + threadIdx.x;
+  const uint32_t t = chunk_shift >= 0 ? gid >> chunk_shift : gid / chunks_per_row;
+  if (t >= uint32_t(p.tokens)) return;
+  const uint32_t chunk = gid - t * chunks_per_row;
   const int h = blockIdx.y;
-  uint32_t token[kItems], chunk[kItems];
-  float xa[kItems][kVec], xb[kItems][kVec], lse_a[kItems], lse_b[kItems];
-#pragma unroll
-  for (int k = 0; k < kItems; ++k) {
-    const uint32_t gid = blockIdx.x * kThreadsPerBlock + threadIdx.x + k * stride;
-    token[k] = chunk_shift >= 0 ? gid >> chunk_shift : gid / chunks_per_row;
-    chunk[k] = gid - token[k] * chunks_per_row;
-    if (token[k] >= uint32_t(p.tokens)) continue;
-    const int64_t lse_index = int64_t(h) * p.tokens + token[k];
-    lse_a[k] = p.prefix_lse[lse_index];
-    lse_b[k] = p.suffix_lse[lse_index];
-    const int64_t offset = (int64_t(token[k]) * p.heads + h) * p.head_dim + chunk[k] * kVec;
-    const auto* a = static_cast<const typename In::Storage*>(p.prefix_out) + offset;
-    const auto* b = static_cast<const typename In::Storage*>(p.suffix_out) + offset;
-    if constexpr (kVec == 8) {
-      load_chunk8<In>(a, xa[k]);
-      load_chunk8<In>(b, xb[k]);
-    } else {
-      xa[k][0] = In::to_float(a[0]);
-      xb[k][0] = In::to_float(b[0]);
-    }
-  }
+  const int64_t lse_index = int64_t(h) * p.tokens + t;
+  const MergeWeights w = merge_weights(SoftmaxState::from_lse(p.prefix_lse[lse_index]),
+                                       SoftmaxState::from_lse(p.suffix_lse[lse_index]));
+  if (chunk == 0) p.out_lse[lse_index] = w.merged.lse();
+  constexpr bool kFp8Out = std::is_same_v<Out, E4m3Format>;
   float quant_mult = 1.0f;
   if constexpr (kFp8Out) quant_mult = div_rn(1.0f, *p.output_scale);
+
+  const int64_t offset = (int64_t(t) * p.heads + h) * p.head_dim + chunk * kVec;
+  const auto* a = static_cast<const typename In::Storage*>(p.prefix_out) + offset;
+  const auto* b = static_cast<const typename In::Storage*>(p.suffix_out) + offset;
+  auto* out = static_cast<typename Out::Storage*>(p.out) + offset;
+  float xa[kVec], xb[kVec], x[kVec];
+  if constexpr (kVec == 8) {
+    load_chunk8<In>(a, xa);
+    load_chunk8<In>(b, xb);
+  } else {
+    xa[0] = In::to_float(a[0]);
+    xb[0] = In::to_float(b[0]);
+  }
 #pragma unroll
-  for (int k = 0; k < kItems; ++k) {
-    if (token[k] >= uint32_t(p.tokens)) continue;
-    const MergeWeights w = merge_weights(SoftmaxState::from_lse(lse_a[k]), SoftmaxState::from_lse(lse_b[k]));
-    if (chunk[k] == 0) p.out_lse[int64_t(h) * p.tokens + token[k]] = w.merged.lse();
-    float x[kVec];
-#pragma unroll
-    for (int i = 0; i < kVec; ++i) {
-      x[i] = merge_element(w, xa[k][i], xb[k][i]);
-      if constexpr (kFp8Out) x[i] *= quant_mult;
-    }
-    auto* out = static_cast<typename Out::Storage*>(p.out) + (int64_t(token[k]) * p.heads + h) * p.head_dim +
-                chunk[k] * kVec;
-    if constexpr (kVec == 8) {
-      store_chunk8<Out>(out, x);
-    } else {
-      out[0] = Out::from_float(x[0]);
-    }
+  for (int i = 0; i < kVec; ++i) {
+    x[i] = merge_element(w, xa[i], xb[i]);
+    if constexpr (kFp8Out) x[i] *= quant_mult;
+  }
+  if constexpr (kVec == 8) {
+    store_chunk8<Out>(out, x);
+  } else {
+    out[0] = Out::from_float(x[0]);
   }
 }
 
@@ -83,13 +69,11 @@ void merge_attn_states_cuda(const MergeAttnParams& p) {
   for (int s = 0; s < 31; ++s) {
     if ((1u << s) == chunks) shift = s;
   }
-  const int64_t items = int64_t(p.tokens) * chunks;
-  if (items > int64_t(UINT32_MAX) - 2 * kThreadsPerBlock * kItems) {
+  const int64_t threads = int64_t(p.tokens) * chunks;
+  if (threads > int64_t(UINT32_MAX) - kThreadsPerBlock) {
     throw std::invalid_argument("merge_attn_states: too many tokens for one launch");
   }
-  const int64_t ctas = (items + kThreadsPerBlock * kItems - 1) / (kThreadsPerBlock * kItems);
-  const uint32_t stride = uint32_t(ctas * kThreadsPerBlock);  // item k of a thread: gid + k * stride
-  const dim3 grid(unsigned(ctas), unsigned(p.heads));
+  const dim3 grid(unsigned((threads + kThreadsPerBlock - 1) / kThreadsPerBlock), unsigned(p.heads));
   auto stream = static_cast<cudaStream_t>(p.stream);
   dispatch_float_format(p.in_type, [&](auto in_fmt) {
     dispatch_float_format(p.out_type, [&](auto out_fmt) {
@@ -98,9 +82,9 @@ void merge_attn_states_cuda(const MergeAttnParams& p) {
       if constexpr (std::is_same_v<In, E4m3Format>) {
         throw std::invalid_argument("merge_attn_states: fp8 inputs are not supported");
       } else if (vec == 8) {
-        merge_attn_states_kernel<In, Out, 8><<<grid, kThreadsPerBlock, 0, stream>>>(p, chunks, shift, stride);
+        merge_attn_states_kernel<In, Out, 8><<<grid, kThreadsPerBlock, 0, stream>>>(p, chunks, shift);
       } else {
-        merge_attn_states_kernel<In, Out, 1><<<grid, kThreadsPerBlock, 0, stream>>>(p, chunks, shift, stride);
+        merge_attn_states_kernel<In, Out, 1><<<grid, kThreadsPerBlock, 0, stream>>>(p, chunks, shift);
       }
     });
   });

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "fastattn/dispatch.h"
 #include "fastattn/kv_cache.h"
 #include "paddle/extension.h"
 
@@ -25,6 +26,36 @@ inline bool is_byte_dtype(const paddle::Tensor& t) {
   if (t.dtype() == paddle::DataType::FLOAT8_E4M3FN) return true;
 #endif
   return t.dtype() == paddle::DataType::UINT8 || t.dtype() == paddle::DataType::INT8;
+}
+
+// The element type of a bf16/fp16/fp32 tensor (activations), or an error naming the argument.
+inline ElementType float_element_type(paddle::DataType t, const char* name) {
+  switch (t) {
+    case paddle::DataType::BFLOAT16: return ElementType::kBf16;
+    case paddle::DataType::FLOAT16: return ElementType::kFp16;
+    case paddle::DataType::FLOAT32: return ElementType::kFp32;
+    default: PD_THROW(name, ": expected bfloat16, float16 or float32");
+  }
+}
+
+// A dtype named the way the Python wrappers pass it. "float8_e4m3fn" exists on Paddle 3 only;
+// fp8 data is "uint8" elsewhere.
+inline paddle::DataType parse_dtype(const std::string& name, const char* what) {
+  if (name == "bfloat16") return paddle::DataType::BFLOAT16;
+  if (name == "float16") return paddle::DataType::FLOAT16;
+  if (name == "float32") return paddle::DataType::FLOAT32;
+  if (name == "uint8") return paddle::DataType::UINT8;
+#ifdef FASTATTN_HAS_FP8_DTYPE
+  if (name == "float8_e4m3fn") return paddle::DataType::FLOAT8_E4M3FN;
+#endif
+  PD_THROW(what, ": unsupported dtype '", name, "'");
+}
+
+inline bool is_fp8_dtype(paddle::DataType t) {
+#ifdef FASTATTN_HAS_FP8_DTYPE
+  if (t == paddle::DataType::FLOAT8_E4M3FN) return true;
+#endif
+  return t == paddle::DataType::UINT8;
 }
 
 inline std::string shape_str(const std::vector<int64_t>& dims) {

@@ -75,18 +75,14 @@ void merge_attn_states_cuda(const MergeAttnParams& p) {
   }
   const dim3 grid(unsigned((threads + kThreadsPerBlock - 1) / kThreadsPerBlock), unsigned(p.heads));
   auto stream = static_cast<cudaStream_t>(p.stream);
-  dispatch_float_format(p.in_type, [&](auto in_fmt) {
-    dispatch_float_format(p.out_type, [&](auto out_fmt) {
-      using In = decltype(in_fmt);
-      using Out = decltype(out_fmt);
-      if constexpr (std::is_same_v<In, E4m3Format>) {
-        throw std::invalid_argument("merge_attn_states: fp8 inputs are not supported");
-      } else if (vec == 8) {
-        merge_attn_states_kernel<In, Out, 8><<<grid, kThreadsPerBlock, 0, stream>>>(p, chunks, shift);
-      } else {
-        merge_attn_states_kernel<In, Out, 1><<<grid, kThreadsPerBlock, 0, stream>>>(p, chunks, shift);
-      }
-    });
+  dispatch_merge_types(p.in_type, p.out_type, [&](auto in_fmt, auto out_fmt) {
+    using In = decltype(in_fmt);
+    using Out = decltype(out_fmt);
+    if (vec == 8) {
+      merge_attn_states_kernel<In, Out, 8><<<grid, kThreadsPerBlock, 0, stream>>>(p, chunks, shift);
+    } else {
+      merge_attn_states_kernel<In, Out, 1><<<grid, kThreadsPerBlock, 0, stream>>>(p, chunks, shift);
+    }
   });
   const cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) throw std::runtime_error(std::string("merge_attn_states: ") + cudaGetErrorString(err));

@@ -2,6 +2,8 @@
 #pragma once
 
 #include <cstdint>
+#include <stdexcept>
+#include <type_traits>
 
 #include "fastattn/dispatch.h"
 
@@ -23,6 +25,17 @@ struct MergeAttnParams {
   bool aligned_16;  // every data pointer 16-byte aligned: vector accesses allowed
   void* stream;
 };
+
+// Calls f(In{}, Out{}) for the run-time element types; fp8 inputs are rejected.
+template <typename F>
+void dispatch_merge_types(ElementType in_type, ElementType out_type, F&& f) {
+  if (in_type == ElementType::kFp8) throw std::invalid_argument("merge_attn_states: fp8 inputs are not supported");
+  dispatch_float_format(in_type, [&](auto in_fmt) {
+    if constexpr (!std::is_same_v<decltype(in_fmt), E4m3Format>) {
+      dispatch_float_format(out_type, [&](auto out_fmt) { f(in_fmt, out_fmt); });
+    }
+  });
+}
 
 void merge_attn_states_cpu(const MergeAttnParams& p);
 #if defined(FASTATTN_WITH_CUDA)

@@ -7,26 +7,9 @@
 namespace fastattn {
 namespace {
 
-ElementType element_type(paddle::DataType t, const char* name) {
-  switch (t) {
-    case paddle::DataType::BFLOAT16: return ElementType::kBf16;
-    case paddle::DataType::FLOAT16: return ElementType::kFp16;
-    case paddle::DataType::FLOAT32: return ElementType::kFp32;
-    default: PD_THROW(name, ": expected bfloat16, float16 or float32");
-  }
-}
-
 // The output dtype named by the out_dtype attribute ("" = the inputs' dtype).
 paddle::DataType out_dtype_of(const std::string& out_dtype, paddle::DataType in) {
-  if (out_dtype.empty()) return in;
-  if (out_dtype == "bfloat16") return paddle::DataType::BFLOAT16;
-  if (out_dtype == "float16") return paddle::DataType::FLOAT16;
-  if (out_dtype == "float32") return paddle::DataType::FLOAT32;
-  if (out_dtype == "uint8") return paddle::DataType::UINT8;
-#ifdef FASTATTN_HAS_FP8_DTYPE
-  if (out_dtype == "float8_e4m3fn") return paddle::DataType::FLOAT8_E4M3FN;
-#endif
-  PD_THROW("out_dtype: unsupported '", out_dtype, "'");
+  return out_dtype.empty() ? in : parse_dtype(out_dtype, "out_dtype");
 }
 
 bool aligned_16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
@@ -48,13 +31,9 @@ std::vector<paddle::Tensor> MergeAttnStates(const paddle::Tensor& prefix_output,
     check_same_place(prefix_output, *t, "inputs");
   }
   MergeAttnParams p{};
-  p.in_type = element_type(prefix_output.dtype(), "prefix_output");
+  p.in_type = float_element_type(prefix_output.dtype(), "prefix_output");
   const paddle::DataType out_type = out_dtype_of(out_dtype, prefix_output.dtype());
-  const bool fp8_out = out_type == paddle::DataType::UINT8 ||
-#ifdef FASTATTN_HAS_FP8_DTYPE
-                       out_type == paddle::DataType::FLOAT8_E4M3FN ||
-#endif
-                       false;
+  const bool fp8_out = is_fp8_dtype(out_type);
   PD_CHECK(fp8_out == bool(output_scale), "output_scale: an fp8 output needs output_scale and only an fp8 "
                                           "output takes one");
   if (fp8_out) {
@@ -63,7 +42,7 @@ std::vector<paddle::Tensor> MergeAttnStates(const paddle::Tensor& prefix_output,
     check_same_place(prefix_output, *output_scale, "output_scale");
     p.output_scale = output_scale->data<float>();
   }
-  p.out_type = fp8_out ? ElementType::kFp8 : element_type(out_type, "out_dtype");
+  p.out_type = fp8_out ? ElementType::kFp8 : float_element_type(out_type, "out_dtype");
   paddle::Tensor out = paddle::empty(s, out_type, prefix_output.place());
   paddle::Tensor out_lse = paddle::empty({s[1], s[0]}, paddle::DataType::FLOAT32, prefix_output.place());
   p.prefix_out = prefix_output.data();

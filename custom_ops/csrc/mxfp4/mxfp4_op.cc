@@ -9,20 +9,10 @@
 namespace fastattn {
 namespace {
 
-ElementType float_type(paddle::DataType t, const char* name) {
-  switch (t) {
-    case paddle::DataType::BFLOAT16: return ElementType::kBf16;
-    case paddle::DataType::FLOAT16: return ElementType::kFp16;
-    case paddle::DataType::FLOAT32: return ElementType::kFp32;
-    default: PD_THROW(name, ": expected bfloat16, float16 or float32");
-  }
-}
-
 paddle::DataType parse_float_dtype(const std::string& name) {
-  if (name == "bfloat16") return paddle::DataType::BFLOAT16;
-  if (name == "float16") return paddle::DataType::FLOAT16;
-  if (name == "float32") return paddle::DataType::FLOAT32;
-  PD_THROW("out_dtype: expected bfloat16, float16 or float32, got '", name, "'");
+  const paddle::DataType t = parse_dtype(name, "out_dtype");
+  float_element_type(t, "out_dtype");
+  return t;
 }
 
 std::vector<int64_t> with_last(std::vector<int64_t> shape, int64_t last) {
@@ -38,7 +28,7 @@ std::vector<paddle::Tensor> QuantMxfp4(const paddle::Tensor& x) {
   paddle::Tensor packed = paddle::empty(with_last(s, s.back() / 2), paddle::DataType::UINT8, x.place());
   paddle::Tensor scales = paddle::empty(with_last(s, s.back() / kMxBlock), paddle::DataType::UINT8, x.place());
   QuantMxfp4Params p{x.data(), packed.data<uint8_t>(), scales.data<uint8_t>(), x.numel() / kMxBlock,
-                     float_type(x.dtype(), "x"), stream_of(x)};
+                     float_element_type(x.dtype(), "x"), stream_of(x)};
   run_on_place(x, p, quant_mxfp4_cpu, FASTATTN_CUDA_ENTRY(quant_mxfp4_cuda), "quant_mxfp4");
   return {packed, scales};
 }
@@ -62,7 +52,7 @@ std::vector<paddle::Tensor> DequantMxfp4(const paddle::Tensor& packed, const pad
   const paddle::DataType dtype = parse_float_dtype(out_dtype);
   paddle::Tensor out = paddle::empty(with_last(s, s.back() * 2), dtype, packed.place());
   DequantMxfp4Params p{packed.data<uint8_t>(), scales.data<uint8_t>(), out.data(), scales.numel(),
-                       float_type(dtype, "out_dtype"), stream_of(packed)};
+                       float_element_type(dtype, "out_dtype"), stream_of(packed)};
   run_on_place(packed, p, dequant_mxfp4_cpu, FASTATTN_CUDA_ENTRY(dequant_mxfp4_cuda), "dequant_mxfp4");
   return {out};
 }

@@ -8,22 +8,14 @@ namespace fastattn {
 namespace {
 
 paddle::DataType fp8_dtype(const std::string& out_dtype) {
-#ifdef FASTATTN_HAS_FP8_DTYPE
-  if (out_dtype == "float8_e4m3fn") return paddle::DataType::FLOAT8_E4M3FN;
-#endif
-  PD_CHECK(out_dtype == "uint8", "out_dtype: expected float8_e4m3fn or uint8, got '", out_dtype, "'");
-  return paddle::DataType::UINT8;
+  const paddle::DataType t = parse_dtype(out_dtype, "out_dtype");
+  PD_CHECK(is_fp8_dtype(t), "out_dtype: expected float8_e4m3fn or uint8, got '", out_dtype, "'");
+  return t;
 }
 
 std::vector<paddle::Tensor> QuantizeFp8(const paddle::Tensor& x, const paddle::Tensor& scale,
                                         const std::string& out_dtype) {
-  ElementType type;
-  switch (x.dtype()) {
-    case paddle::DataType::BFLOAT16: type = ElementType::kBf16; break;
-    case paddle::DataType::FLOAT16: type = ElementType::kFp16; break;
-    case paddle::DataType::FLOAT32: type = ElementType::kFp32; break;
-    default: PD_THROW("x: expected bfloat16, float16 or float32");
-  }
+  const ElementType type = float_element_type(x.dtype(), "x");
   PD_CHECK(scale.dtype() == paddle::DataType::FLOAT32 && scale.numel() == 1,
            "scale: expected a float32 tensor of one element");
   check_same_place(x, scale, "scale");

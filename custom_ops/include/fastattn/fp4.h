@@ -17,19 +17,24 @@ namespace fastattn {
 constexpr int kMxBlock = 32;
 constexpr uint8_t kMxNaNScale = 0xff;
 
-// Round to nearest even on the e2m1 grid of |x|'s binade: the step is 0.5 below 2, 1 in [2, 4),
-// 2 in [4, 6]; adding step * 2^23 in one fused multiply-add leaves exactly the bits of a
-// multiple of `step`, rounded to nearest even by the FPU. About a dozen instructions, no branches.
+// e2m1 code of a magnitude a in [0, 6] (never NaN). The e2m1 step is 0.5 below 2, 1 in [2, 4) and
+// 2 in [4, 6]; adding magic = step * 2^23 rounds a to a multiple of the step (the FPU's round to
+// nearest even, one addition), and the low bits of the sum then count steps above magic: the code
+// is that count plus 0, 2 or 4 for the three steps. Eight instructions, no branch.
+FA_HD uint8_t e2m1_magnitude_code(float a) {
+  const uint32_t exponent = float_as_bits(a) & 0x7f800000u;
+  const uint32_t magic = exponent + 0x0b000000u > 0x4a800000u ? exponent + 0x0b000000u : 0x4a800000u;
+  const uint32_t sum = float_as_bits(a + bits_as_float(magic));
+  return uint8_t(sum - magic + ((magic - 0x4a800000u) >> 22));
+}
+
+// Round to nearest even with saturation at 6; the sign survives (also on zero). NaN -> a signed
+// zero (e2m1 has no NaN; MXFP4 marks a NaN block through its scale instead).
 FA_HD uint8_t float_to_e2m1(float x) {
   const uint32_t bits = float_as_bits(x);
-  const uint32_t sign = (bits >> 28) & 0x8u;
-  const float clamped = fminf(fabsf(x), 6.0f);                            // fminf(NaN, 6) is 6:
-  const float a = (bits & 0x7fffffffu) > 0x7f800000u ? 0.0f : clamped;   // NaN -> 0 instead
-  const float step = fmaxf(bits_as_float(float_as_bits(a) & 0x7f800000u) * 0.5f, 0.5f);
-  const float r = fmaf(step, 8388608.0f, a) - step * 8388608.0f;  // a rounded to a multiple of step
-  // r in {0, 0.5}: code 0 or 1; r >= 1: exponent and the one mantissa bit, (bits >> 22) - 252
-  const uint32_t code = r >= 1.0f ? (float_as_bits(r) >> 22) - 252u : uint32_t(r != 0.0f);
-  return uint8_t(code | sign);
+  const uint8_t sign = uint8_t((bits >> 28) & 0x8u);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return sign;
+  return sign | e2m1_magnitude_code(fminf(fabsf(x), 6.0f));
 }
 
 FA_HD float e2m1_to_float(uint8_t code) {
@@ -58,21 +63,22 @@ FA_HD float mx_scale_value(uint8_t scale) {
   return scale == 0 ? 0x1p-127f : bits_as_float(uint32_t(scale) << 23);
 }
 
-// Two adjacent elements -> one byte (low nibble = the even element). Hardware conversion where
-// the target has it (sm_100a/sm_120a families); the software path elsewhere, bit-identical.
+// Two adjacent NaN-free elements -> one byte (low nibble = the even element); MXFP4 never converts
+// the elements of a block holding NaN. Hardware conversion where the target has it (sm_100a/sm_120a
+// families); the software path elsewhere, bit-identical.
 FA_HD uint8_t pack_e2m1x2(float even, float odd) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 1000 && \
     (defined(__CUDA_ARCH_FEAT_SM100_ALL) || defined(__CUDA_ARCH_FEAT_SM120_ALL) ||  \
      defined(__CUDA_ARCH_SPECIFIC__) || defined(__CUDA_ARCH_FAMILY_SPECIFIC__))
-  // NaN is not specified for the instruction: map it to the signed zero the software path gives.
-  even = is_nan(even) ? bits_as_float(float_as_bits(even) & 0x80000000u) : even;
-  odd = is_nan(odd) ? bits_as_float(float_as_bits(odd) & 0x80000000u) : odd;
   uint16_t packed;
   asm("{\n .reg .b8 t;\n cvt.rn.satfinite.e2m1x2.f32 t, %1, %2;\n cvt.u16.u8 %0, t;\n}"
       : "=h"(packed) : "f"(odd), "f"(even));
   return uint8_t(packed);
 #else
-  return uint8_t(float_to_e2m1(even) | (float_to_e2m1(odd) << 4));
+  const auto code = [](float x) {
+    return uint8_t(((float_as_bits(x) >> 28) & 0x8u) | e2m1_magnitude_code(fminf(fabsf(x), 6.0f)));
+  };
+  return uint8_t(code(even) | (code(odd) << 4));
 #endif
 }
 

@@ -4,7 +4,7 @@
 // A row (token, head) is cut into chunks of 8 elements and a group of kLanes lanes owns it; lane l
 // takes chunks l, l + kLanes, ... so that every load and store instruction of a warp covers whole
 // 32-byte sectors (lanes holding 16 contiguous elements each, so that one store instruction
-// covered half of every sector, measured 27% slower on the gather). Quantized caches use 2 chunks per lane (16
+// covered half of every sector, made the quantized gather take 87.8 us instead of 64.1 us). Quantized caches use 2 chunks per lane (16
 // cache bytes in flight per tensor), bf16/fp16 caches 1. Consecutive row groups take consecutive
 // tokens of one head, i.e. consecutive slots of a cache block. head_dim is a template parameter so
 // that every index split is a shift. Measured alternatives that were slower on an H200 are listed

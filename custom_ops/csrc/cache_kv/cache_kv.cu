@@ -3,12 +3,12 @@
 // Both are memory-bound row copies with a conversion. Grid: x covers the tokens, y is the kv head.
 // A row (token, head) is cut into chunks of 8 elements and a group of kLanes lanes owns it; lane l
 // takes chunks l, l + kLanes, ... so that every load and store instruction of a warp covers whole
-// 32-byte sectors (lanes holding 16 contiguous elements each, so that one store instruction
-// covered half of every sector, made the quantized gather take 87.8 us instead of 64.1 us). Quantized caches use 2 chunks per lane (16
-// cache bytes in flight per tensor), bf16/fp16 caches 1. Consecutive row groups take consecutive
-// tokens of one head, i.e. consecutive slots of a cache block. head_dim is a template parameter so
-// that every index split is a shift. Measured alternatives that were slower on an H200 are listed
-// in docs/perf-notes.md.
+// 32-byte sectors. (With 16 contiguous elements per lane, each store instruction covered half of
+// every sector and the quantized gather took 87.8 us instead of 64.1 us.) Quantized caches use 2
+// chunks per lane (16 cache bytes in flight per tensor), bf16/fp16 caches 1. Consecutive row groups
+// take consecutive tokens of one head, i.e. consecutive slots of a cache block. head_dim is a
+// template parameter so that every index split is a shift. Slower alternatives measured on an
+// H200 are listed in docs/perf-notes.md.
 // The grid depends on shapes alone, so a launch never needs device data on the host (CUDA-graph
 // safe). Rows with no sequence, an unmapped block or (gather) outside the cached prefix are skipped.
 #include <cuda_runtime.h>

@@ -23,11 +23,13 @@ def _fp8_out_dtype():
     return "float8_e4m3fn" if fp8_dtype() is not None else "uint8"
 
 
-def _check_cache_pair(key_cache, value_cache, cache_quant_type, rows_name, rows):
-    """Checks a layer's key/value cache against the 16-bit rows written to or read from it;
+def _check_cache_pair(key_cache, value_cache, cache_quant_type, rows_name, rows, rows_dtypes=_checks.HALF_DTYPES,
+                      grouped_heads=False):
+    """Checks a layer's key/value cache against the rows written to or read from it (16-bit, or
+    `rows_dtypes`; with grouped_heads, queries whose heads need only be a multiple of the cache's);
     returns (num_blocks, kv_num_heads, block_size, head_dim)."""
     _checks.choice("cache_quant_type", cache_quant_type, QUANT_TYPES)
-    _checks.tensor(rows_name, rows, _checks.HALF_DTYPES, [None, None, None])
+    _checks.tensor(rows_name, rows, rows_dtypes, [None, None, None])
     cache_dtypes = (_checks.dtype_name(rows),) if cache_quant_type == "none" else _checks.BYTE_DTYPES
     _checks.tensor("key_cache", key_cache, cache_dtypes, [None, None, None, None])
     num_blocks, heads, block_size, head_dim = key_cache.shape
@@ -37,7 +39,10 @@ def _check_cache_pair(key_cache, value_cache, cache_quant_type, rows_name, rows)
                         f"got {_checks.dtype_name(value_cache)}")
     _checks.choice("head_dim (key_cache.shape[3])", head_dim, _checks.HEAD_DIMS)
     _checks.choice("block_size (key_cache.shape[2])", block_size, _checks.BLOCK_SIZES)
-    if rows.shape[1] != heads or rows.shape[2] != head_dim:
+    if grouped_heads:
+        if rows.shape[2] != head_dim:
+            raise ValueError(f"{rows_name}: head_dim {rows.shape[2]} differs from key_cache's {head_dim}")
+    elif rows.shape[1] != heads or rows.shape[2] != head_dim:
         raise ValueError(f"{rows_name}: expected [tokens, {heads}, {head_dim}] to match key_cache "
                          f"[num_blocks, kv_num_heads, block_size, head_dim] = {list(key_cache.shape)}, "
                          f"got {list(rows.shape)}")
@@ -308,3 +313,132 @@ def check_e2m1_conversion(device="cpu", stride=1):
     result = np.asarray(ops_module().fastattn_check_e2m1(anchor, stride).numpy())
     first = int(result[1])
     return int(result[0]), (None if first == np.iinfo(np.int64).max else first)
+
+
+# ----------------------------------------------------------------------------------------------
+# Attention. CPU kernels so far; GPU tensors raise (the CUDA kernels are not written yet).
+
+ATTN_INPUT_DTYPES = ("bfloat16", "float16", "uint8", "float8_e4m3fn")
+
+
+def _is_fp8(t):
+    return _checks.dtype_name(t) in ("uint8", "float8_e4m3fn")
+
+
+def _check_descale(name, t, batch, kv_heads):
+    if t is None:
+        return
+    _checks.tensor(name, t, ("float32",))
+    if list(t.shape) not in ([1], [batch, kv_heads]):
+        raise ValueError(f"{name}: expected shape [{batch}, {kv_heads}] or [1], got {list(t.shape)}")
+
+
+def _attention_out_dtype(q, out_dtype):
+    if out_dtype is None:
+        return "bfloat16" if _is_fp8(q) else _checks.dtype_name(q)
+    _checks.choice("out_dtype", out_dtype, FLOAT_DTYPES)
+    return out_dtype
+
+
+def _check_query(q, kv_heads, cu_seqlens_q):
+    _checks.tensor("q", q, ATTN_INPUT_DTYPES, [None, None, None])
+    _checks.choice("head_dim (q.shape[2])", q.shape[2], _checks.HEAD_DIMS)
+    if q.shape[1] % kv_heads:
+        raise ValueError(f"q: {q.shape[1]} query heads is not a multiple of {kv_heads} kv heads")
+    _checks.tensor("cu_seqlens_q", cu_seqlens_q, ("int32",), [None])
+    return cu_seqlens_q.shape[0] - 1
+
+
+def flash_attn_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale=None,
+                      causal=False, q_descale=None, k_descale=None, v_descale=None, out_dtype=None):
+    """Attention over packed variable-length sequences, with FP8 inputs.
+
+    Args:
+        q: [Tq, Hq, D]; k, v: [Tk, Hkv, D], Hq a multiple of Hkv (grouped-query); D in 64/128/256.
+            Each is bfloat16/float16 or FP8 e4m3fn (uint8 or float8_e4m3fn). FP8 q needs FP8 k/v.
+        cu_seqlens_q, cu_seqlens_k: int32 [batch + 1] offsets of each sequence.
+        max_seqlen_q, max_seqlen_k: the longest sequence lengths (checked on the host against the
+            offsets' shapes only; they size launch grids on the GPU).
+        softmax_scale: default 1/sqrt(D).
+        causal: bottom-right aligned: query i of a sequence with Lq queries and Lk keys sees keys
+            j <= i + Lk - Lq.
+        q_descale, k_descale, v_descale: float32 [batch, Hkv] or [1], for FP8 inputs only: the
+            real value of an element is element * descale. Folded in fp32 (q and k into the softmax
+            scale, v into the output).
+        out_dtype: "bfloat16", "float16" or "float32"; default q's dtype (bf16 for FP8 q).
+
+    Returns:
+        (out [Tq, Hq, D], lse float32 [Hq, Tq], natural log). A query with no visible key (an
+        empty key range, or causal with Lq > Lk) gets out 0 and lse -inf.
+    """
+    _checks.tensor("k", k, ATTN_INPUT_DTYPES, [None, None, q.shape[2] if hasattr(q, "shape") else None])
+    batch = _check_query(q, k.shape[1], cu_seqlens_q)
+    _checks.tensor("v", v, (_checks.dtype_name(k),), list(k.shape))
+    _checks.tensor("cu_seqlens_k", cu_seqlens_k, ("int32",), [batch + 1])
+    if _is_fp8(q) and not _is_fp8(k):
+        raise TypeError("q: an FP8 q needs FP8 k and v (FP8 q with bf16/fp16 k/v is not supported)")
+    for name, t, x in (("q_descale", q_descale, q), ("k_descale", k_descale, k), ("v_descale", v_descale, v)):
+        if t is not None and not _is_fp8(x):
+            raise ValueError(f"{name}: only FP8 inputs take a descale, {name[0]} is {_checks.dtype_name(x)}")
+        _check_descale(name, t, batch, k.shape[1])
+    for name, value in (("max_seqlen_q", max_seqlen_q), ("max_seqlen_k", max_seqlen_k)):
+        if not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name}: expected a non-negative int, got {value!r}")
+    _checks.same_place(q=q, k=k, v=v, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k, q_descale=q_descale,
+                       k_descale=k_descale, v_descale=v_descale)
+    scale = float(softmax_scale) if softmax_scale is not None else q.shape[2] ** -0.5
+    out, lse = ops_module().fastattn_flash_attn_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, q_descale, k_descale,
+                                                       v_descale, scale, bool(causal), _attention_out_dtype(q, out_dtype))
+    return out, lse
+
+
+def paged_attention(q, key_cache, value_cache, block_tables, seq_lens_kv, cu_seqlens_q, cache_quant_type="none",
+                    k_dequant_scale=None, v_dequant_scale=None, k_scale_cache=None, v_scale_cache=None,
+                    softmax_scale=None, causal=True, q_descale=None, kv_end=None, out_dtype=None):
+    """Attention that reads a paged KV cache as write_cache_kv left it (decode and chunked prefill).
+
+    Args:
+        q: [Tq, Hq, D] bfloat16/float16 (or FP8 with q_descale), packed by cu_seqlens_q.
+        key_cache, value_cache: a layer's cache [num_blocks, Hkv, block_size, D].
+        block_tables: int32 [batch, max_blocks_per_seq].
+        seq_lens_kv: int32 [batch]: keys of each sequence in the cache, this step's included; the
+            sequence's queries are its last positions.
+        cu_seqlens_q: int32 [batch + 1].
+        cache_quant_type, k_dequant_scale, v_dequant_scale, k_scale_cache, v_scale_cache: as for
+            append_cache_kv_c8.
+        softmax_scale: default 1/sqrt(D). causal: bottom-right aligned (default True).
+        q_descale: float32 [batch, Hkv] or [1], for FP8 q.
+        kv_end: optional int32 [Tq]: query i sees only keys j < kv_end[i], on top of causality
+            (flash-mask style limits; 0 gives a row with no visible key).
+        out_dtype: as for flash_attn_varlen.
+
+    Returns:
+        (out [Tq, Hq, D], lse float32 [Hq, Tq]); rows with no visible key give 0 and -inf.
+    """
+    _checks.tensor("q", q, ATTN_INPUT_DTYPES, [None, None, None])
+    if _is_fp8(q) and cache_quant_type == "none":
+        raise TypeError("q: an FP8 q needs an FP8/INT8 cache (FP8 q with a bf16/fp16 cache is not supported)")
+    num_blocks, heads, block_size, head_dim = _check_cache_pair(
+        key_cache, value_cache, cache_quant_type, "q", q, ATTN_INPUT_DTYPES, grouped_heads=True)
+    batch = _check_query(q, heads, cu_seqlens_q)
+    _checks.tensor("block_tables", block_tables, ("int32",), [batch, None])
+    _checks.tensor("seq_lens_kv", seq_lens_kv, ("int32",), [batch])
+    _check_scales(cache_quant_type, heads, [num_blocks, heads, block_size],
+                  ("k_dequant_scale", "v_dequant_scale"), (k_dequant_scale, v_dequant_scale),
+                  ("k_scale_cache", "v_scale_cache"), (k_scale_cache, v_scale_cache))
+    if q_descale is not None and not _is_fp8(q):
+        raise ValueError(f"q_descale: only an FP8 q takes a descale, q is {_checks.dtype_name(q)}")
+    _check_descale("q_descale", q_descale, batch, heads)
+    if kv_end is not None:
+        _checks.tensor("kv_end", kv_end, ("int32",), [q.shape[0]])
+    _checks.same_place(q=q, key_cache=key_cache, value_cache=value_cache, block_tables=block_tables,
+                       seq_lens_kv=seq_lens_kv, cu_seqlens_q=cu_seqlens_q, k_dequant_scale=k_dequant_scale,
+                       v_dequant_scale=v_dequant_scale, k_scale_cache=k_scale_cache, v_scale_cache=v_scale_cache,
+                       q_descale=q_descale, kv_end=kv_end)
+    scale = float(softmax_scale) if softmax_scale is not None else head_dim ** -0.5
+    scale_k = k_scale_cache if cache_quant_type == "block_wise_fp8" else k_dequant_scale
+    scale_v = v_scale_cache if cache_quant_type == "block_wise_fp8" else v_dequant_scale
+    out, lse = ops_module().fastattn_paged_attention(
+        q, key_cache, value_cache, block_tables, seq_lens_kv, cu_seqlens_q, scale_k, scale_v, q_descale, kv_end,
+        cache_quant_type, scale, bool(causal), _attention_out_dtype(q, out_dtype))
+    return out, lse

@@ -354,3 +354,66 @@ def dequant_mxfp4(packed, scales):
     s = np.asarray(scales, np.uint8)
     mult = np.where(s == MX_NAN_SCALE, np.nan, 2.0 ** (s.astype(np.float64) - 127))
     return values * np.repeat(mult, MX_BLOCK, axis=-1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Attention
+
+
+def attention(q, k, v, softmax_scale, causal, kv_end=None):
+    """float64 attention of one sequence. q [Lq, Hq, D], k/v [Lk, Hkv, D] (real values, any
+    descales already applied), Hq a multiple of Hkv (grouped-query). Causal masking is
+    bottom-right aligned: query i sees keys j <= i + Lk - Lq. kv_end [Lq] further limits query i
+    to keys j < kv_end[i]. Returns (out [Lq, Hq, D], lse [Hq, Lq]); a query with no visible key
+    gets out 0 and lse -inf."""
+    q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
+    lq, hq, _ = q.shape
+    lk, hkv = k.shape[:2]
+    k = np.repeat(k, hq // hkv, axis=1)
+    v = np.repeat(v, hq // hkv, axis=1)
+    scores = np.einsum("qhd,khd->hqk", q, k) * softmax_scale
+    i, j = np.arange(lq)[:, None], np.arange(lk)[None, :]
+    visible = np.ones((lq, lk), bool)
+    if causal:
+        visible &= j <= i + lk - lq
+    if kv_end is not None:
+        visible &= j < np.asarray(kv_end)[:, None]
+    scores = np.where(visible[None], scores, -np.inf)
+    m = scores.max(axis=-1, initial=-np.inf)
+    empty = m == -np.inf
+    p = np.where(visible[None], np.exp(scores - np.where(empty, 0.0, m)[..., None]), 0.0)
+    total = p.sum(axis=-1)
+    out = np.einsum("hqk,khd->qhd", p, v) / np.where(empty, 1.0, total).T[..., None]
+    lse = np.where(empty, -np.inf, m + np.log(np.where(empty, 1.0, total)))
+    return out, lse
+
+
+def flash_attn_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, softmax_scale, causal):
+    """Packed varlen batch of `attention`: q [Tq, Hq, D], k/v [Tk, Hkv, D] real values."""
+    out = np.zeros(np.shape(q), np.float64)
+    lse = np.full((np.shape(q)[1], np.shape(q)[0]), -np.inf)
+    for b in range(len(cu_seqlens_q) - 1):
+        qs, qe, ks, ke = cu_seqlens_q[b], cu_seqlens_q[b + 1], cu_seqlens_k[b], cu_seqlens_k[b + 1]
+        if qe > qs:
+            out[qs:qe], lse[:, qs:qe] = attention(q[qs:qe], k[ks:ke], v[ks:ke], softmax_scale, causal)
+    return out, lse
+
+
+def paged_attention(q, key_values, value_values, block_tables, seq_lens_kv, cu_seqlens_q,
+                    softmax_scale, causal, kv_end=None):
+    """Attention over a paged cache whose real values are key_values/value_values
+    [num_blocks, Hkv, block_size, D] (see dequantized_cache). Sequence b's queries are its last
+    cu_seqlens_q[b+1] - cu_seqlens_q[b] positions of seq_lens_kv[b] keys."""
+    block_size = key_values.shape[2]
+    out = np.zeros(np.shape(q), np.float64)
+    lse = np.full((np.shape(q)[1], np.shape(q)[0]), -np.inf)
+    for b in range(len(cu_seqlens_q) - 1):
+        qs, qe, lk = cu_seqlens_q[b], cu_seqlens_q[b + 1], int(seq_lens_kv[b])
+        if qe == qs:
+            continue
+        rows = [cache_row(block_tables, key_values.shape[0], block_size, b, j) for j in range(lk)]
+        k = np.stack([key_values[blk, :, slot] for blk, slot in rows]) if lk else np.zeros((0,) + key_values.shape[1:2] + key_values.shape[3:])
+        v = np.stack([value_values[blk, :, slot] for blk, slot in rows]) if lk else np.zeros_like(k)
+        ends = None if kv_end is None else kv_end[qs:qe]
+        out[qs:qe], lse[:, qs:qe] = attention(q[qs:qe], k, v, softmax_scale, causal, ends)
+    return out, lse

@@ -49,6 +49,33 @@ struct SoftmaxState {
   FA_HD float rescale_to(float m_new) const { return is_empty() ? 0.0f : fast_exp(m - m_new); }
 
   FA_HD float lse() const { return d > 0.0f ? m + fast_log(d) : -INFINITY; }
+
+  // 1 / d, or 0 for an empty state: a row that saw no key outputs 0, never NaN.
+  FA_HD float inv_sum() const { return d > 0.0f ? 1.0f / d : 0.0f; }
+
+  // Folds in one visible (finite) score s. Returns the factor for the running output
+  // accumulator (exp(m_old - m_new), 0 while empty) and the weight exp(s - m_new) of s's value.
+  struct Step {
+    float rescale, weight;
+  };
+  FA_HD Step add(float s) {
+    const float m_new = fmaxf(m, s);
+    const Step step{rescale_to(m_new), fast_exp(s - m_new)};
+    d = d * step.rescale + step.weight;
+    m = m_new;
+    return step;
+  }
+
+  // Folds in another partial state (unnormalized: its accumulator holds sum exp(s - other.m) * v).
+  // Returns the factors for this state's accumulator (rescale) and the other's (weight). Summing
+  // a long key range as a sum of block sums keeps the rounding error from growing with length.
+  FA_HD Step add(const SoftmaxState& other) {
+    const float m_new = fmaxf(m, other.m);
+    const Step step{rescale_to(m_new), other.rescale_to(m_new)};
+    d = d * step.rescale + other.d * step.weight;
+    m = m_new;
+    return step;
+  }
 };
 
 // Weights that merge two normalized partial outputs: out = w_a * out_a + w_b * out_b, with the

@@ -1,0 +1,54 @@
+// flash_attn_varlen and paged_attention: arguments shared by the registration and the kernels.
+#pragma once
+
+#include <cstdint>
+
+#include "fastattn/dispatch.h"
+#include "fastattn/kv_cache.h"
+
+namespace fastattn {
+
+// A descale tensor [batch, kv_heads] (or one broadcast value): the real value of an FP8 element
+// is element * descale.
+struct Descale {
+  const float* data;  // nullptr: 1
+  bool broadcast;
+  FA_HD float at(int seq, int kv_head, int kv_heads) const {
+    return data == nullptr ? 1.0f : data[broadcast ? 0 : seq * kv_heads + kv_head];
+  }
+};
+
+struct AttentionParams {
+  const void* q;  // [tokens_q, heads_q, head_dim]
+  ElementType q_type;
+  const int32_t* cu_seqlens_q;  // [batch + 1]
+  int tokens_q, heads_q, heads_kv, head_dim, batch;
+  float softmax_scale;
+  bool causal;
+  Descale q_descale;
+  void* out;  // [tokens_q, heads_q, head_dim]
+  ElementType out_type;
+  float* lse;  // [heads_q, tokens_q]
+
+  // Contiguous keys (flash_attn_varlen): k/v [tokens_k, heads_kv, head_dim].
+  const void* k;
+  const void* v;
+  ElementType kv_type;
+  const int32_t* cu_seqlens_k;
+  Descale k_descale, v_descale;
+
+  // Paged keys (paged_attention): a layer's cache as write_cache_kv left it.
+  bool paged;
+  const void* key_cache;
+  const void* value_cache;
+  CacheQuant quant;
+  PagedCacheLayout layout;
+  ScaleTensor k_scale, v_scale;  // per-head dequant [heads_kv] or tables [blocks, heads_kv, block_size]
+  const int32_t* seq_lens_kv;    // [batch]: all keys of each sequence, this step's included
+  const int32_t* kv_end;         // [tokens_q] or nullptr: query i sees keys j < kv_end[i]
+  void* stream;
+};
+
+void attention_cpu(const AttentionParams& p);
+
+}  // namespace fastattn

@@ -1,0 +1,176 @@
+// Registration of fastattn_flash_attn_varlen and fastattn_paged_attention (Python wrappers:
+// fastattn.ops.flash_attn_varlen, fastattn.ops.paged_attention). CPU kernels only so far: a GPU
+// tensor gets a clear error rather than a slow or wrong path.
+#include "../common/tensor_utils.h"
+#include "attention.h"
+
+namespace fastattn {
+namespace {
+
+ElementType input_type(const paddle::Tensor& t, const char* name) {
+  if (is_fp8_dtype(t.dtype())) return ElementType::kFp8;
+  const ElementType type = float_element_type(t.dtype(), name);
+  PD_CHECK(type != ElementType::kFp32, name, ": expected bfloat16, float16 or fp8 (uint8/float8_e4m3fn)");
+  return type;
+}
+
+Descale descale_of(const paddle::optional<paddle::Tensor>& t, int64_t batch, int64_t kv_heads, const char* name) {
+  if (!t) return {nullptr, true};
+  PD_CHECK(t->dtype() == paddle::DataType::FLOAT32, name, ": expected float32");
+  const std::vector<int64_t> per_head = {batch, kv_heads};
+  PD_CHECK(t->numel() == 1 || t->shape() == per_head, name, ": expected [", batch, ", ", kv_heads, "] or [1], got ",
+           shape_str(t->shape()));
+  return {t->data<float>(), t->numel() == 1};
+}
+
+void check_cpu_only(const paddle::Tensor& q, const char* op) {
+  PD_CHECK(!q.is_gpu(), op, ": the CUDA kernel is not implemented yet; run this op on CPU tensors");
+}
+
+// Shared output allocation and the query-side fields.
+std::vector<paddle::Tensor> prepare(AttentionParams& p, const paddle::Tensor& q, const paddle::Tensor& cu_seqlens_q,
+                                    int64_t kv_heads, float softmax_scale, bool causal,
+                                    const paddle::optional<paddle::Tensor>& q_descale, const std::string& out_dtype) {
+  PD_CHECK(q.shape().size() == 3, "q: expected [tokens, heads, head_dim]");
+  const auto& s = q.shape();
+  PD_CHECK(s[1] % kv_heads == 0, "q: heads (", s[1], ") must be a multiple of the kv heads (", kv_heads, ")");
+  check_int32(cu_seqlens_q, "cu_seqlens_q");
+  p.q = q.data();
+  p.q_type = input_type(q, "q");
+  p.cu_seqlens_q = cu_seqlens_q.data<int32_t>();
+  p.batch = int(cu_seqlens_q.numel() - 1);
+  p.tokens_q = int(s[0]);
+  p.heads_q = int(s[1]);
+  p.heads_kv = int(kv_heads);
+  p.head_dim = int(s[2]);
+  p.softmax_scale = softmax_scale;
+  p.causal = causal;
+  p.q_descale = descale_of(q_descale, p.batch, kv_heads, "q_descale");
+  const paddle::DataType out_type = parse_dtype(out_dtype, "out_dtype");
+  p.out_type = float_element_type(out_type, "out_dtype");
+  paddle::Tensor out = paddle::empty(s, out_type, q.place());
+  paddle::Tensor lse = paddle::empty({s[1], s[0]}, paddle::DataType::FLOAT32, q.place());
+  p.out = out.data();
+  p.lse = lse.data<float>();
+  return {out, lse};
+}
+
+std::vector<paddle::Tensor> FlashAttnVarlen(const paddle::Tensor& q, const paddle::Tensor& k, const paddle::Tensor& v,
+                                            const paddle::Tensor& cu_seqlens_q, const paddle::Tensor& cu_seqlens_k,
+                                            const paddle::optional<paddle::Tensor>& q_descale,
+                                            const paddle::optional<paddle::Tensor>& k_descale,
+                                            const paddle::optional<paddle::Tensor>& v_descale, float softmax_scale,
+                                            bool causal, const std::string& out_dtype) {
+  check_cpu_only(q, "flash_attn_varlen");
+  PD_CHECK(k.shape().size() == 3 && k.shape()[2] == q.shape()[2], "k: expected [tokens_k, kv_heads, head_dim]");
+  check_shape(v, k.shape(), "v");
+  check_int32(cu_seqlens_k, "cu_seqlens_k");
+  PD_CHECK(cu_seqlens_k.numel() == cu_seqlens_q.numel(), "cu_seqlens_k: expected as many entries as cu_seqlens_q");
+  AttentionParams p{};
+  auto outs = prepare(p, q, cu_seqlens_q, k.shape()[1], softmax_scale, causal, q_descale, out_dtype);
+  p.k = k.data();
+  p.v = v.data();
+  p.kv_type = input_type(k, "k");
+  PD_CHECK(input_type(v, "v") == p.kv_type, "v: dtype differs from k");
+  p.cu_seqlens_k = cu_seqlens_k.data<int32_t>();
+  p.k_descale = descale_of(k_descale, p.batch, p.heads_kv, "k_descale");
+  p.v_descale = descale_of(v_descale, p.batch, p.heads_kv, "v_descale");
+  attention_cpu(p);
+  return outs;
+}
+
+std::vector<paddle::Tensor> PagedAttention(const paddle::Tensor& q, const paddle::Tensor& key_cache,
+                                           const paddle::Tensor& value_cache, const paddle::Tensor& block_tables,
+                                           const paddle::Tensor& seq_lens_kv, const paddle::Tensor& cu_seqlens_q,
+                                           const paddle::optional<paddle::Tensor>& k_scale,
+                                           const paddle::optional<paddle::Tensor>& v_scale,
+                                           const paddle::optional<paddle::Tensor>& q_descale,
+                                           const paddle::optional<paddle::Tensor>& kv_end,
+                                           const std::string& cache_quant_type, float softmax_scale, bool causal,
+                                           const std::string& out_dtype) {
+  check_cpu_only(q, "paged_attention");
+  PD_CHECK(key_cache.shape().size() == 4, "key_cache: expected [num_blocks, kv_heads, block_size, head_dim]");
+  check_shape(value_cache, key_cache.shape(), "value_cache");
+  check_int32(block_tables, "block_tables");
+  check_int32(seq_lens_kv, "seq_lens_kv");
+  const auto& s = key_cache.shape();
+  PD_CHECK(s[3] == q.shape()[2], "key_cache: head_dim differs from q's");
+  AttentionParams p{};
+  auto outs = prepare(p, q, cu_seqlens_q, s[1], softmax_scale, causal, q_descale, out_dtype);
+  PD_CHECK(block_tables.shape().size() == 2 && block_tables.shape()[0] == p.batch, "block_tables: expected [batch, *]");
+  check_shape(seq_lens_kv, {p.batch}, "seq_lens_kv");
+  p.paged = true;
+  p.quant = parse_cache_quant(cache_quant_type);
+  p.key_cache = key_cache.data();
+  p.value_cache = value_cache.data();
+  p.kv_type = p.quant == CacheQuant::kNone ? input_type(key_cache, "key_cache") : ElementType::kFp8;
+  p.layout = {block_tables.data<int32_t>(), int(s[0]), int(s[1]), int(s[2]), int(s[3]),
+              int(block_tables.shape()[1]), PagedCacheLayout::log2_of(int(s[2]))};
+  if (p.quant != CacheQuant::kNone) {
+    PD_CHECK(k_scale && v_scale, cache_quant_type, " needs k and v scales");
+    const int64_t numel = p.quant == CacheQuant::kBlockWiseFp8 ? s[0] * s[1] * s[2] : s[1];
+    p.k_scale = scale_tensor(*k_scale, numel, "k_scale");
+    p.v_scale = scale_tensor(*v_scale, numel, "v_scale");
+  }
+  p.seq_lens_kv = seq_lens_kv.data<int32_t>();
+  if (kv_end) {
+    check_int32(*kv_end, "kv_end");
+    check_shape(*kv_end, {p.tokens_q}, "kv_end");
+    p.kv_end = kv_end->data<int32_t>();
+  }
+  attention_cpu(p);
+  return outs;
+}
+
+
+using Shape = std::vector<int64_t>;
+using OptShape = paddle::optional<std::vector<int64_t>>;
+using OptDtype = paddle::optional<paddle::DataType>;
+
+std::vector<Shape> FlashAttnVarlenShape(const Shape& q, const Shape&, const Shape&, const Shape&, const Shape&,
+                                        const OptShape&, const OptShape&, const OptShape&, float, bool,
+                                        const std::string&) {
+  return {q, {q[1], q[0]}};
+}
+
+std::vector<paddle::DataType> FlashAttnVarlenDtype(const paddle::DataType&, const paddle::DataType&,
+                                                   const paddle::DataType&, const paddle::DataType&,
+                                                   const paddle::DataType&, const OptDtype&, const OptDtype&,
+                                                   const OptDtype&, float, bool, const std::string& out_dtype) {
+  return {parse_dtype(out_dtype, "out_dtype"), paddle::DataType::FLOAT32};
+}
+
+std::vector<Shape> PagedAttentionShape(const Shape& q, const Shape&, const Shape&, const Shape&, const Shape&,
+                                       const Shape&, const OptShape&, const OptShape&, const OptShape&,
+                                       const OptShape&, const std::string&, float, bool, const std::string&) {
+  return {q, {q[1], q[0]}};
+}
+
+std::vector<paddle::DataType> PagedAttentionDtype(const paddle::DataType&, const paddle::DataType&,
+                                                  const paddle::DataType&, const paddle::DataType&,
+                                                  const paddle::DataType&, const paddle::DataType&, const OptDtype&,
+                                                  const OptDtype&, const OptDtype&, const OptDtype&,
+                                                  const std::string&, float, bool, const std::string& out_dtype) {
+  return {parse_dtype(out_dtype, "out_dtype"), paddle::DataType::FLOAT32};
+}
+
+}  // namespace
+}  // namespace fastattn
+
+PD_BUILD_OP(fastattn_flash_attn_varlen)
+    .Inputs({"q", "k", "v", "cu_seqlens_q", "cu_seqlens_k", paddle::Optional("q_descale"),
+             paddle::Optional("k_descale"), paddle::Optional("v_descale")})
+    .Outputs({"out", "lse"})
+    .Attrs({"softmax_scale: float", "causal: bool", "out_dtype: std::string"})
+    .SetKernelFn(PD_KERNEL(fastattn::FlashAttnVarlen))
+    .SetInferShapeFn(PD_INFER_SHAPE(fastattn::FlashAttnVarlenShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(fastattn::FlashAttnVarlenDtype));
+
+PD_BUILD_OP(fastattn_paged_attention)
+    .Inputs({"q", "key_cache", "value_cache", "block_tables", "seq_lens_kv", "cu_seqlens_q", paddle::Optional("k_scale"),
+             paddle::Optional("v_scale"), paddle::Optional("q_descale"), paddle::Optional("kv_end")})
+    .Outputs({"out", "lse"})
+    .Attrs({"cache_quant_type: std::string", "softmax_scale: float", "causal: bool", "out_dtype: std::string"})
+    .SetKernelFn(PD_KERNEL(fastattn::PagedAttention))
+    .SetInferShapeFn(PD_INFER_SHAPE(fastattn::PagedAttentionShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(fastattn::PagedAttentionDtype));

@@ -1,0 +1,224 @@
+"""flash_attn_varlen and paged_attention against the float64 references (CPU kernels; the CUDA
+kernels are not written yet, so these cases run on the CPU everywhere)."""
+import itertools
+import unittest
+
+import numpy as np
+
+from util import PagedBatch, cu_seqlens, from_numpy, seeded_rng, to_numpy
+from fastattn import cache, ops
+from fastattn import reference as ref
+
+# ||out - ref|| / ||ref||: fp32 accumulation is ~1e-6; the output rounding dominates (bf16 keeps
+# 8 significant bits: ~2e-3 rms; fp16 11: ~3e-4).
+BOUNDS = {"bfloat16": 6e-3, "float16": 1e-3, "float32": 2e-5}
+
+
+def rel_err(got, want):
+    return np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30)
+
+
+def out_values(out):
+    name = str(out.dtype).replace("paddle.", "")
+    values = to_numpy(out)
+    return ref.half_bits_to_float(values, name).astype(np.float64) if name in ("bfloat16", "float16") else values
+
+
+def fp8_tensor(rng, shape, scale):
+    """Random FP8 codes (finite) and the real values they stand for with descale `scale`."""
+    codes = ref.float_to_e4m3(rng.standard_normal(shape).astype(np.float32) * 64)
+    return codes, ref.e4m3_to_float(codes) * scale
+
+
+def fp8_dtype_name():
+    from fastattn.tensors import fp8_dtype
+    return "float8_e4m3fn" if fp8_dtype() is not None else "uint8"
+
+
+class TestFlashAttnVarlen(unittest.TestCase):
+    def run_case(self, rng, lens_q, lens_k, hq, hkv, dim, causal, dtype="bfloat16", out_dtype=None):
+        tq, tk = sum(lens_q), sum(lens_k)
+        q, _ = ref.random_half(rng, (tq, hq, dim), dtype)
+        k, _ = ref.random_half(rng, (tk, hkv, dim), dtype)
+        v, _ = ref.random_half(rng, (tk, hkv, dim), dtype)
+        cq, ck = cu_seqlens(lens_q), cu_seqlens(lens_k)
+        out, lse = ops.flash_attn_varlen(from_numpy(q, dtype), from_numpy(k, dtype), from_numpy(v, dtype),
+                                         from_numpy(cq), from_numpy(ck), max(lens_q), max(lens_k),
+                                         causal=causal, out_dtype=out_dtype)
+        want, want_lse = ref.flash_attn_varlen(q, k, v, cq, ck, dim ** -0.5, causal)
+        return out_values(out), to_numpy(lse), want, want_lse
+
+    def test_shapes_gqa_and_masks(self):
+        for dim, (hq, hkv), causal, dtype in itertools.product((64, 128, 256), ((4, 4), (4, 1), (8, 1)),
+                                                               (False, True), ("bfloat16", "float16")):
+            with self.subTest(dim=dim, hq=hq, hkv=hkv, causal=causal, dtype=dtype):
+                rng = seeded_rng(self, dim, hq, hkv, causal, dtype)
+                got, lse, want, want_lse = self.run_case(rng, [1, 17, 5], [1, 17, 40], hq, hkv, dim, causal, dtype)
+                self.assertLess(rel_err(got, want), BOUNDS[dtype])
+                np.testing.assert_allclose(lse, want_lse, rtol=1e-5, atol=1e-5)
+
+    def test_long_sequence(self):
+        rng = seeded_rng(self)
+        got, lse, want, want_lse = self.run_case(rng, [1030], [1030], 2, 1, 64, True, out_dtype="float32")
+        self.assertLess(rel_err(got, want), BOUNDS["float32"])
+        np.testing.assert_allclose(lse, want_lse, rtol=1e-5)
+
+    def test_more_queries_than_keys_and_empty_sequences(self):
+        """Causal with Lq > Lk leaves the first Lq - Lk queries without keys; a sequence with no
+        keys leaves all its queries without: out 0, lse -inf, no NaN."""
+        rng = seeded_rng(self)
+        got, lse, want, want_lse = self.run_case(rng, [6, 3, 0], [2, 0, 4], 2, 2, 64, True, out_dtype="float32")
+        self.assertTrue((got[:4] == 0).all() and np.isneginf(lse[:, :4]).all())
+        self.assertTrue((got[6:9] == 0).all() and np.isneginf(lse[:, 6:9]).all())
+        self.assertFalse(np.isnan(got).any() or np.isnan(lse).any())
+        self.assertLess(rel_err(got, want), BOUNDS["float32"])
+
+    def test_fp8_inputs_with_descales(self):
+        """FP8 q/k/v, and bf16 q over FP8 k/v, with per-(batch, kv head) and broadcast descales;
+        the reference runs on the FP8 values times their descales."""
+        lens_q, lens_k, hq, hkv, dim = [3, 9], [11, 9], 4, 2, 128
+        for fp8_q, per_head in itertools.product((True, False), (True, False)):
+            with self.subTest(fp8_q=fp8_q, per_head=per_head):
+                rng = seeded_rng(self, fp8_q, per_head)
+                shape_d = (2, hkv) if per_head else (1,)
+                scales = [rng.uniform(0.5, 1.0, shape_d).astype(np.float32) * f for f in (0.75, 0.5, 0.25)]
+                cq, ck = cu_seqlens(lens_q), cu_seqlens(lens_k)
+
+                def per_token(s, cu, heads):
+                    s = np.broadcast_to(s, (2, hkv)) if s.shape == (1,) else s
+                    rows = np.repeat(np.arange(2), np.diff(cu))
+                    return np.repeat(s[rows], heads // hkv, axis=1)[..., None]
+
+                k_codes, _ = fp8_tensor(rng, (sum(lens_k), hkv, dim), 1.0)
+                v_codes, _ = fp8_tensor(rng, (sum(lens_k), hkv, dim), 1.0)
+                k_real = ref.e4m3_to_float(k_codes) * per_token(scales[1], ck, hkv)
+                v_real = ref.e4m3_to_float(v_codes) * per_token(scales[2], ck, hkv)
+                fp8 = fp8_dtype_name()
+                if fp8_q:
+                    q_codes, _ = fp8_tensor(rng, (sum(lens_q), hq, dim), 1.0)
+                    q_in, q_real = from_numpy(q_codes, fp8), ref.e4m3_to_float(q_codes) * per_token(scales[0], cq, hq)
+                    q_descale = from_numpy(scales[0], "float32")
+                else:
+                    q_real, _ = ref.random_half(rng, (sum(lens_q), hq, dim), "bfloat16")
+                    q_in, q_descale = from_numpy(q_real, "bfloat16"), None
+                out, lse = ops.flash_attn_varlen(
+                    q_in, from_numpy(k_codes, fp8), from_numpy(v_codes, fp8), from_numpy(cq), from_numpy(ck), 9, 11,
+                    softmax_scale=0.05, causal=True, q_descale=q_descale, k_descale=from_numpy(scales[1], "float32"),
+                    v_descale=from_numpy(scales[2], "float32"), out_dtype="float32")
+                want, want_lse = ref.flash_attn_varlen(q_real, k_real, v_real, cq, ck, 0.05, True)
+                self.assertLess(rel_err(out_values(out), want), BOUNDS["float32"])
+                np.testing.assert_allclose(to_numpy(lse), want_lse, rtol=1e-5, atol=1e-5)
+
+    def test_bad_input(self):
+        q = from_numpy(np.zeros((4, 4, 64), np.float32), "bfloat16")
+        k = from_numpy(np.zeros((4, 2, 64), np.float32), "bfloat16")
+        cu = from_numpy(np.int32([0, 4]))
+        good = dict(q=q, k=k, v=k, cu_seqlens_q=cu, cu_seqlens_k=cu, max_seqlen_q=4, max_seqlen_k=4)
+        fp8 = fp8_dtype_name()
+        cases = [
+            (ValueError, "q: 4 query heads is not a multiple of 3 kv heads",
+             dict(k=from_numpy(np.zeros((4, 3, 64), np.float32), "bfloat16"),
+                  v=from_numpy(np.zeros((4, 3, 64), np.float32), "bfloat16"))),
+            (TypeError, "q: an FP8 q needs FP8 k and v", dict(q=from_numpy(np.zeros((4, 4, 64), np.uint8), fp8))),
+            (ValueError, r"k_descale: only FP8 inputs take a descale", dict(k_descale=from_numpy(np.ones(1, np.float32)))),
+            (ValueError, r"k_descale: expected shape \[1, 2\] or \[1\], got \[2, 2\]",
+             dict(k=from_numpy(np.zeros((4, 2, 64), np.uint8), fp8), v=from_numpy(np.zeros((4, 2, 64), np.uint8), fp8),
+                  k_descale=from_numpy(np.ones((2, 2), np.float32)))),
+            (ValueError, r"cu_seqlens_k: expected shape \[2\]", dict(cu_seqlens_k=from_numpy(np.int32([0, 2, 4])))),
+            (TypeError, "q: expected dtype", dict(q=from_numpy(np.zeros((4, 4, 64), np.float32)))),
+            (ValueError, r"head_dim \(q.shape\[2\]\): expected one of 64, 128, 256, got 32",
+             dict(q=from_numpy(np.zeros((4, 4, 32), np.float32), "bfloat16"),
+                  k=from_numpy(np.zeros((4, 2, 32), np.float32), "bfloat16"),
+                  v=from_numpy(np.zeros((4, 2, 32), np.float32), "bfloat16"))),
+            (ValueError, "max_seqlen_q: expected a non-negative int", dict(max_seqlen_q=-1)),
+        ]
+        for error, message, override in cases:
+            with self.subTest(message=message):
+                with self.assertRaisesRegex(error, message):
+                    ops.flash_attn_varlen(**{**good, **override})
+
+
+class TestPagedAttention(unittest.TestCase):
+    def make_cache(self, rng, quant, lens, heads, dim, block_size):
+        batch = PagedBatch(rng, block_size, lens)
+        caches = cache.allocate_kv_caches(1, batch.num_blocks, heads, block_size, dim, quant)
+        layer = type("Layer", (), {})()
+        layer.layer_id, layer.cache_quant_type_str = 0, quant
+        if quant in ("cache_int8", "cache_fp8"):
+            q_scale, dq_scale = cache.static_scales(np.full((2, heads), 3.5, np.float32), quant)
+            layer.cache_k_scale, layer.cache_v_scale = (from_numpy(x, "float32") for x in q_scale)
+            layer.cache_k_out_scale, layer.cache_v_out_scale = (from_numpy(x, "float32") for x in dq_scale)
+        lc = cache.layer_caches(caches, layer)
+        k, _ = ref.random_half(rng, (sum(lens), heads, dim), "bfloat16")
+        v, _ = ref.random_half(rng, (sum(lens), heads, dim), "bfloat16")
+        tables = from_numpy(batch.block_tables)
+        ops.write_cache_kv(from_numpy(k, "bfloat16"), from_numpy(v, "bfloat16"), lc.key_cache, lc.value_cache, tables,
+                           from_numpy(cu_seqlens(lens)), from_numpy(np.zeros(len(lens), np.int32)), **lc.write_args())
+        real = []
+        for c, dq, table in ((lc.key_cache, lc.k_dequant_scale, lc.k_scale_cache),
+                             (lc.value_cache, lc.v_dequant_scale, lc.v_scale_cache)):
+            real.append(ref.dequantized_cache(to_numpy(c), quant, None if dq is None else to_numpy(dq),
+                                              None if table is None else to_numpy(table), "bfloat16"))
+        return batch, lc, tables, real
+
+    def test_every_quant_type_decode_and_chunked_prefill(self):
+        lens, heads_kv, heads_q = [70, 1, 0, 33], 2, 8
+        for quant, dim, block_size in itertools.product(ref.QUANT_TYPES, (64, 128), (16, 64)):
+            with self.subTest(quant=quant, dim=dim, block_size=block_size):
+                rng = seeded_rng(self, quant, dim, block_size)
+                batch, lc, tables, (k_real, v_real) = self.make_cache(rng, quant, lens, heads_kv, dim, block_size)
+                q_lens = [5, 1, 0, 1]  # a chunk of 5, two decodes, an empty sequence
+                q, _ = ref.random_half(rng, (sum(q_lens), heads_q, dim), "bfloat16")
+                cq = cu_seqlens(q_lens)
+                kv_end = np.full(sum(q_lens), 10 ** 6, np.int32)
+                kv_end[0], kv_end[2] = 0, 20  # a row with no key; a row masked past key 20
+                out, lse = ops.paged_attention(from_numpy(q, "bfloat16"), lc.key_cache, lc.value_cache, tables,
+                                               from_numpy(np.int32(lens)), from_numpy(cq), kv_end=from_numpy(kv_end),
+                                               out_dtype="float32", **lc.read_args())
+                want, want_lse = ref.paged_attention(q, k_real, v_real, batch.block_tables, lens, cq, dim ** -0.5,
+                                                     True, kv_end)
+                got = out_values(out)
+                self.assertTrue((got[0] == 0).all() and np.isneginf(to_numpy(lse)[:, 0]).all())
+                self.assertLess(rel_err(got, want), BOUNDS["float32"])
+                np.testing.assert_allclose(to_numpy(lse), want_lse, rtol=1e-5, atol=1e-5)
+
+    def test_error_does_not_grow_with_context(self):
+        """Decode over 1k and 32k cached keys drawn the same way: the bf16 output's error stays
+        at the output rounding."""
+        errors = []
+        for length in (1024, 32768):
+            rng = seeded_rng(self, length)
+            batch, lc, tables, (k_real, v_real) = self.make_cache(rng, "block_wise_fp8", [length], 1, 128, 64)
+            q, _ = ref.random_half(rng, (1, 4, 128), "bfloat16")
+            out, _ = ops.paged_attention(from_numpy(q, "bfloat16"), lc.key_cache, lc.value_cache, tables,
+                                         from_numpy(np.int32([length])), from_numpy(np.int32([0, 1])),
+                                         out_dtype="float32", **lc.read_args())
+            want, _ = ref.paged_attention(q, k_real, v_real, batch.block_tables, [length], [0, 1], 128 ** -0.5, True)
+            errors.append(rel_err(out_values(out), want))
+        self.assertLess(errors[1], 3 * errors[0] + 1e-6, errors)
+        self.assertLess(errors[1], 1e-5)
+
+    def test_bad_input(self):
+        rng = seeded_rng(self)
+        batch, lc, tables, _ = self.make_cache(rng, "cache_fp8", [20], 2, 64, 16)
+        q = from_numpy(np.zeros((1, 4, 64), np.float32), "bfloat16")
+        good = dict(q=q, key_cache=lc.key_cache, value_cache=lc.value_cache, block_tables=tables,
+                    seq_lens_kv=from_numpy(np.int32([20])), cu_seqlens_q=from_numpy(np.int32([0, 1])),
+                    **lc.read_args())
+        cases = [
+            (ValueError, "k_dequant_scale: required", dict(k_dequant_scale=None)),
+            (ValueError, r"kv_end: expected shape \[1\]", dict(kv_end=from_numpy(np.int32([1, 2])))),
+            (ValueError, r"seq_lens_kv: expected shape \[1\]", dict(seq_lens_kv=from_numpy(np.int32([1, 2])))),
+            (TypeError, "q: an FP8 q needs an FP8/INT8 cache",
+             dict(q=from_numpy(np.zeros((1, 4, 64), np.uint8), fp8_dtype_name()), cache_quant_type="none",
+                  k_dequant_scale=None, v_dequant_scale=None)),
+            (ValueError, "q_descale: only an FP8 q takes a descale", dict(q_descale=from_numpy(np.ones(1, np.float32)))),
+        ]
+        for error, message, override in cases:
+            with self.subTest(message=message):
+                with self.assertRaisesRegex(error, message):
+                    ops.paged_attention(**{**good, **override})
+
+
+if __name__ == "__main__":
+    unittest.main()

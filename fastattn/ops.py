@@ -371,7 +371,8 @@ def flash_attn_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seq
         (out [Tq, Hq, D], lse float32 [Hq, Tq], natural log). A query with no visible key (an
         empty key range, or causal with Lq > Lk) gets out 0 and lse -inf.
     """
-    _checks.tensor("k", k, ATTN_INPUT_DTYPES, [None, None, q.shape[2] if hasattr(q, "shape") else None])
+    _checks.tensor("q", q, ATTN_INPUT_DTYPES, [None, None, None])
+    _checks.tensor("k", k, ATTN_INPUT_DTYPES, [None, None, q.shape[2]])
     batch = _check_query(q, k.shape[1], cu_seqlens_q)
     _checks.tensor("v", v, (_checks.dtype_name(k),), list(k.shape))
     _checks.tensor("cu_seqlens_k", cu_seqlens_k, ("int32",), [batch + 1])

@@ -127,6 +127,10 @@ def measure_ceilings():
 # paged KV cache
 
 
+def random_gpu(rng, shape, dtype="bfloat16", scale=1.0):
+    return from_numpy(rng.standard_normal(shape, dtype=np.float32) * np.float32(scale), dtype, "gpu")
+
+
 def paged_setup(rng, batch, tokens_per_seq, heads, head_dim, block_size, quant):
     """Caches sized for `batch` x `tokens_per_seq`, blocks shuffled; all on the GPU."""
     blocks_per_seq = -(-tokens_per_seq // block_size)
@@ -151,57 +155,57 @@ def cache_row_bytes(quant, head_dim):
     return head_dim * (2 if quant == "none" else 1) + (4 if quant == "block_wise_fp8" else 0)
 
 
+# The cache ops' benchmark shape: 32768 tokens (16 sequences x 2048) x 8 kv heads x 128, block 64.
+CACHE_BATCH, CACHE_PER_SEQ, CACHE_HEADS, CACHE_DIM, CACHE_BLOCK = 16, 2048, 8, 128, 64
+CACHE_TOKENS = CACHE_BATCH * CACHE_PER_SEQ
+
+
+def cache_op_row(op, quant, ms):
+    """A result row of a cache op: it reads or writes each 16-bit K/V row once and each cached row
+    (scale included) once."""
+    moved = 2 * CACHE_TOKENS * CACHE_HEADS * (CACHE_DIM * 2 + cache_row_bytes(quant, CACHE_DIM))
+    return dict(op=op, shape=f"{CACHE_TOKENS} tok x {CACHE_HEADS} h x {CACHE_DIM}, bs {CACHE_BLOCK}",
+                variant=quant, us=ms * 1e3, bytes=moved)
+
+
 @case("write_cache_kv")
 def bench_write(rng, args):
     rows = []
-    batch, per_seq, heads, head_dim, block_size = 16, 2048, 8, 128, 64
-    tokens = batch * per_seq
     for quant in ref.QUANT_TYPES:
-        tables, cache, scales = paged_setup(rng, batch, per_seq, heads, head_dim, block_size, quant)
-        k, v = (from_numpy(rng.standard_normal((tokens, heads, head_dim)).astype(np.float32), "bfloat16", "gpu")
-                for _ in range(2))
-        cu = from_numpy(np.arange(0, tokens + 1, per_seq, dtype=np.int32), None, "gpu")
-        dec = from_numpy(np.zeros(batch, np.int32), None, "gpu")
+        tables, cache, scales = paged_setup(rng, CACHE_BATCH, CACHE_PER_SEQ, CACHE_HEADS, CACHE_DIM, CACHE_BLOCK,
+                                            quant)
+        k, v = (random_gpu(rng, (CACHE_TOKENS, CACHE_HEADS, CACHE_DIM)) for _ in range(2))
+        cu = from_numpy(np.arange(0, CACHE_TOKENS + 1, CACHE_PER_SEQ, dtype=np.int32), None, "gpu")
+        dec = from_numpy(np.zeros(CACHE_BATCH, np.int32), None, "gpu")
         ops = ops_module()
         if quant == "block_wise_fp8":
             fn = lambda: ops.fastattn_write_cache_kv_dynamic(k, v, *cache, *scales, tables, cu, dec)
         else:
             ks, vs = scales or (None, None)
             fn = lambda: ops.fastattn_write_cache_kv(k, v, *cache, tables, cu, dec, ks, vs, quant)
-        ms = time_gpu(fn, reps=args.reps)
-        moved = 2 * tokens * heads * (head_dim * 2 + cache_row_bytes(quant, head_dim))
-        rows.append(dict(op="write_cache_kv", shape=f"{tokens} tok x {heads} h x {head_dim}, bs {block_size}",
-                         variant=quant, us=ms * 1e3, bytes=moved))
+        rows.append(cache_op_row("write_cache_kv", quant, time_gpu(fn, reps=args.reps)))
     return rows
 
 
 @case("append_cache_kv_c8")
 def bench_append(rng, args):
     rows = []
-    batch, per_seq, heads, head_dim, block_size = 16, 2048, 8, 128, 64
-    tokens = batch * per_seq
     for quant in ref.QUANT_TYPES:
-        tables, cache, scales = paged_setup(rng, batch, per_seq, heads, head_dim, block_size, quant)
-        out = [from_numpy(np.zeros((tokens, heads, head_dim), np.float32), "bfloat16", "gpu") for _ in range(2)]
-        this_time = from_numpy(np.ones(batch, np.int32), None, "gpu")
-        dec = from_numpy(np.full(batch, per_seq, np.int32), None, "gpu")
-        cu = from_numpy(np.arange(0, tokens + 1, per_seq, dtype=np.int32), None, "gpu")
+        tables, cache, scales = paged_setup(rng, CACHE_BATCH, CACHE_PER_SEQ, CACHE_HEADS, CACHE_DIM, CACHE_BLOCK,
+                                            quant)
+        out = [random_gpu(rng, (CACHE_TOKENS, CACHE_HEADS, CACHE_DIM)) for _ in range(2)]
+        this_time = from_numpy(np.ones(CACHE_BATCH, np.int32), None, "gpu")
+        dec = from_numpy(np.full(CACHE_BATCH, CACHE_PER_SEQ, np.int32), None, "gpu")
+        cu = from_numpy(np.arange(0, CACHE_TOKENS + 1, CACHE_PER_SEQ, dtype=np.int32), None, "gpu")
         ks, vs = scales or (None, None)
         ops = ops_module()
         fn = lambda: ops.fastattn_append_cache_kv_c8(*cache, *out, tables, this_time, dec, cu, ks, vs, quant)
-        ms = time_gpu(fn, reps=args.reps)
-        moved = 2 * tokens * heads * (head_dim * 2 + cache_row_bytes(quant, head_dim))
-        rows.append(dict(op="append_cache_kv_c8", shape=f"{tokens} tok x {heads} h x {head_dim}, bs {block_size}",
-                         variant=quant, us=ms * 1e3, bytes=moved))
+        rows.append(cache_op_row("append_cache_kv_c8", quant, time_gpu(fn, reps=args.reps)))
     return rows
 
 
 # ---------------------------------------------------------------------------------------------
 # merge_attn_states and the quantizers
-
-
-def random_gpu(rng, shape, dtype="bfloat16", scale=1.0):
-    return from_numpy(rng.standard_normal(shape, dtype=np.float32) * np.float32(scale), dtype, "gpu")
 
 
 @case("merge_attn_states")

@@ -3,7 +3,6 @@ import itertools
 import unittest
 
 import numpy as np
-import paddle
 
 from util import (PagedBatch, cu_seqlens, from_numpy, places, random_bits16, random_bytes,
                   seeded_rng, to_numpy)

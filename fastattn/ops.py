@@ -318,11 +318,11 @@ def check_e2m1_conversion(device="cpu", stride=1):
 # ----------------------------------------------------------------------------------------------
 # Attention. CPU kernels so far; GPU tensors raise (the CUDA kernels are not written yet).
 
-ATTN_INPUT_DTYPES = ("bfloat16", "float16", "uint8", "float8_e4m3fn")
+ATTN_INPUT_DTYPES = _checks.HALF_DTYPES + _checks.BYTE_DTYPES
 
 
 def _is_fp8(t):
-    return _checks.dtype_name(t) in ("uint8", "float8_e4m3fn")
+    return _checks.dtype_name(t) in _checks.BYTE_DTYPES
 
 
 def _check_descale(name, t, batch, kv_heads):

@@ -5,7 +5,7 @@ import unittest
 
 import numpy as np
 
-from util import PagedBatch, cu_seqlens, from_numpy, seeded_rng, to_numpy
+from util import PagedBatch, cu_seqlens, float_values, from_numpy, rel_err, seeded_rng, to_numpy
 from fastattn import cache, ops
 from fastattn import reference as ref
 
@@ -14,14 +14,6 @@ from fastattn import reference as ref
 BOUNDS = {"bfloat16": 6e-3, "float16": 1e-3, "float32": 2e-5}
 
 
-def rel_err(got, want):
-    return np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30)
-
-
-def out_values(out):
-    name = str(out.dtype).replace("paddle.", "")
-    values = to_numpy(out)
-    return ref.half_bits_to_float(values, name).astype(np.float64) if name in ("bfloat16", "float16") else values
 
 
 def fp8_tensor(rng, shape, scale):
@@ -46,7 +38,7 @@ class TestFlashAttnVarlen(unittest.TestCase):
                                          from_numpy(cq), from_numpy(ck), max(lens_q), max(lens_k),
                                          causal=causal, out_dtype=out_dtype)
         want, want_lse = ref.flash_attn_varlen(q, k, v, cq, ck, dim ** -0.5, causal)
-        return out_values(out), to_numpy(lse), want, want_lse
+        return float_values(out), to_numpy(lse), want, want_lse
 
     def test_shapes_gqa_and_masks(self):
         for dim, (hq, hkv), causal, dtype in itertools.product((64, 128, 256), ((4, 4), (4, 1), (8, 1)),
@@ -106,7 +98,7 @@ class TestFlashAttnVarlen(unittest.TestCase):
                     softmax_scale=0.05, causal=True, q_descale=q_descale, k_descale=from_numpy(scales[1], "float32"),
                     v_descale=from_numpy(scales[2], "float32"), out_dtype="float32")
                 want, want_lse = ref.flash_attn_varlen(q_real, k_real, v_real, cq, ck, 0.05, True)
-                self.assertLess(rel_err(out_values(out), want), BOUNDS["float32"])
+                self.assertLess(rel_err(float_values(out), want), BOUNDS["float32"])
                 np.testing.assert_allclose(to_numpy(lse), want_lse, rtol=1e-5, atol=1e-5)
 
     def test_bad_input(self):
@@ -177,7 +169,7 @@ class TestPagedAttention(unittest.TestCase):
                                                out_dtype="float32", **lc.read_args())
                 want, want_lse = ref.paged_attention(q, k_real, v_real, batch.block_tables, lens, cq, dim ** -0.5,
                                                      True, kv_end)
-                got = out_values(out)
+                got = float_values(out)
                 self.assertTrue((got[0] == 0).all() and np.isneginf(to_numpy(lse)[:, 0]).all())
                 self.assertLess(rel_err(got, want), BOUNDS["float32"])
                 np.testing.assert_allclose(to_numpy(lse), want_lse, rtol=1e-5, atol=1e-5)
@@ -194,7 +186,7 @@ class TestPagedAttention(unittest.TestCase):
                                          from_numpy(np.int32([length])), from_numpy(np.int32([0, 1])),
                                          out_dtype="float32", **lc.read_args())
             want, _ = ref.paged_attention(q, k_real, v_real, batch.block_tables, [length], [0, 1], 128 ** -0.5, True)
-            errors.append(rel_err(out_values(out), want))
+            errors.append(rel_err(float_values(out), want))
         self.assertLess(errors[1], 3 * errors[0] + 1e-6, errors)
         self.assertLess(errors[1], 1e-5)
 

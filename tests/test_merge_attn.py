@@ -4,7 +4,7 @@ import unittest
 
 import numpy as np
 
-from util import from_numpy, places, seeded_rng, to_numpy
+from util import float_values, from_numpy, places, rel_err, seeded_rng, to_numpy
 from fastattn import ops
 from fastattn import reference as ref
 
@@ -34,14 +34,6 @@ def run(a, la, b, lb, dtype, place, **kwargs):
     return out, to_numpy(lse)
 
 
-def as_float(out):
-    values = to_numpy(out)
-    name = str(out.dtype).replace("paddle.", "")
-    return ref.half_bits_to_float(values, name) if name in ("bfloat16", "float16") else values
-
-
-def rel_err(got, want):
-    return np.linalg.norm(got - want) / np.linalg.norm(want)
 
 
 class TestMerge(unittest.TestCase):
@@ -53,7 +45,7 @@ class TestMerge(unittest.TestCase):
                 a, la, b, lb = make_inputs(rng, 37, 3, head_dim, dtype, place)
                 out, lse = run(a, la, b, lb, dtype, place, out_dtype=out_dtype)
                 want_out, want_lse = ref.merge_attn_states(a, la, b, lb)
-                got = as_float(out)
+                got = float_values(out)
                 self.assertEqual(list(out.shape), [37, 3, head_dim])
                 self.assertLess(rel_err(got, want_out), BOUNDS[out_dtype or dtype])
                 np.testing.assert_allclose(lse, want_lse, rtol=1e-6, atol=1e-5)
@@ -78,13 +70,13 @@ class TestMerge(unittest.TestCase):
                 want_bits = [from_numpy(x, dtype, "cpu") for x in (a, b)]
                 np.testing.assert_array_equal(got[0], to_numpy(want_bits[0])[0])
                 np.testing.assert_array_equal(got[1], to_numpy(want_bits[1])[1])
-                self.assertTrue((as_float(out)[2] == 0).all())
+                self.assertTrue((float_values(out)[2] == 0).all())
                 np.testing.assert_array_equal(lse[:, 0], 5.0)
                 np.testing.assert_array_equal(lse[:, 1], 3.0)
                 self.assertTrue(np.isneginf(lse[:, 2]).all())
-                self.assertFalse(np.isnan(as_float(out)[3:]).any() or np.isnan(lse).any())
+                self.assertFalse(np.isnan(float_values(out)[3:]).any() or np.isnan(lse).any())
                 want_out, want_lse = ref.merge_attn_states(a, la, b, lb)
-                self.assertLess(rel_err(as_float(out)[3:], want_out[3:]), BOUNDS[dtype])
+                self.assertLess(rel_err(float_values(out)[3:], want_out[3:]), BOUNDS[dtype])
                 np.testing.assert_allclose(lse[:, 3:], want_lse[:, 3:], rtol=1e-6)
 
     def test_fp8_output_is_fused_and_exact(self):

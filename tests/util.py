@@ -58,3 +58,18 @@ def random_bits16(rng, shape, dtype):
     """Random finite 16-bit patterns: poison that is never mistaken for a written value."""
     from fastattn.reference import to_half_bits
     return to_half_bits(rng.uniform(-1e3, 1e3, size=shape).astype(np.float32) + 12345.0, dtype)
+
+
+def float_values(t):
+    """A paddle tensor's values as float64 numpy (16-bit floats decoded from their bits)."""
+    from fastattn.reference import half_bits_to_float
+    name = str(t.dtype).replace("paddle.", "")
+    values = to_numpy(t)
+    if name in ("bfloat16", "float16"):
+        values = half_bits_to_float(values, name)
+    return values.astype(np.float64)
+
+
+def rel_err(got, want):
+    """||got - want|| / ||want||, the attention-style error measure."""
+    return np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30)

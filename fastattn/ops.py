@@ -349,8 +349,21 @@ def _check_query(q, kv_heads, cu_seqlens_q):
     return cu_seqlens_q.shape[0] - 1
 
 
+def _check_num_splits(num_splits):
+    if num_splits is not None and (not isinstance(num_splits, int) or num_splits < 1):
+        raise ValueError(f"num_splits: expected None or a positive int, got {num_splits!r}")
+    return num_splits or 0
+
+
+def _check_same_half(q, kv_name, kv):
+    """A 16-bit q needs 16-bit k/v (or cache) of its own dtype; FP8/INT8 k/v go with either."""
+    if not _is_fp8(q) and not _is_fp8(kv) and _checks.dtype_name(kv) != _checks.dtype_name(q):
+        raise TypeError(f"{kv_name}: expected {_checks.dtype_name(q)} like q (or FP8), got {_checks.dtype_name(kv)}")
+
+
 def flash_attn_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale=None,
-                      causal=False, q_descale=None, k_descale=None, v_descale=None, out_dtype=None):
+                      causal=False, q_descale=None, k_descale=None, v_descale=None, out_dtype=None,
+                      num_splits=None):
     """Attention over packed variable-length sequences, with FP8 inputs.
 
     Args:
@@ -366,6 +379,8 @@ def flash_attn_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seq
             real value of an element is element * descale. Folded in fp32 (q and k into the softmax
             scale, v into the output).
         out_dtype: "bfloat16", "float16" or "float32"; default q's dtype (bf16 for FP8 q).
+        num_splits: GPU only: split every sequence's keys into this many ranges computed by
+            separate CTAs and merged afterwards; default: chosen from the shapes.
 
     Returns:
         (out [Tq, Hq, D], lse float32 [Hq, Tq], natural log). A query with no visible key (an
@@ -378,6 +393,8 @@ def flash_attn_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seq
     _checks.tensor("cu_seqlens_k", cu_seqlens_k, ("int32",), [batch + 1])
     if _is_fp8(q) and not _is_fp8(k):
         raise TypeError("q: an FP8 q needs FP8 k and v (FP8 q with bf16/fp16 k/v is not supported)")
+    _check_same_half(q, "k", k)
+    splits = _check_num_splits(num_splits)
     for name, t, x in (("q_descale", q_descale, q), ("k_descale", k_descale, k), ("v_descale", v_descale, v)):
         if t is not None and not _is_fp8(x):
             raise ValueError(f"{name}: only FP8 inputs take a descale, {name[0]} is {_checks.dtype_name(x)}")
@@ -389,13 +406,14 @@ def flash_attn_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seq
                        k_descale=k_descale, v_descale=v_descale)
     scale = float(softmax_scale) if softmax_scale is not None else q.shape[2] ** -0.5
     out, lse = ops_module().fastattn_flash_attn_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, q_descale, k_descale,
-                                                       v_descale, scale, bool(causal), _attention_out_dtype(q, out_dtype))
+                                                       v_descale, scale, bool(causal), _attention_out_dtype(q, out_dtype),
+                                                       max_seqlen_k, splits)
     return out, lse
 
 
 def paged_attention(q, key_cache, value_cache, block_tables, seq_lens_kv, cu_seqlens_q, cache_quant_type="none",
                     k_dequant_scale=None, v_dequant_scale=None, k_scale_cache=None, v_scale_cache=None,
-                    softmax_scale=None, causal=True, q_descale=None, kv_end=None, out_dtype=None):
+                    softmax_scale=None, causal=True, q_descale=None, kv_end=None, out_dtype=None, num_splits=None):
     """Attention that reads a paged KV cache as write_cache_kv left it (decode and chunked prefill).
 
     Args:
@@ -411,7 +429,7 @@ def paged_attention(q, key_cache, value_cache, block_tables, seq_lens_kv, cu_seq
         q_descale: float32 [batch, Hkv] or [1], for FP8 q.
         kv_end: optional int32 [Tq]: query i sees only keys j < kv_end[i], on top of causality
             (flash-mask style limits; 0 gives a row with no visible key).
-        out_dtype: as for flash_attn_varlen.
+        out_dtype, num_splits: as for flash_attn_varlen.
 
     Returns:
         (out [Tq, Hq, D], lse float32 [Hq, Tq]); rows with no visible key give 0 and -inf.
@@ -436,10 +454,11 @@ def paged_attention(q, key_cache, value_cache, block_tables, seq_lens_kv, cu_seq
                        seq_lens_kv=seq_lens_kv, cu_seqlens_q=cu_seqlens_q, k_dequant_scale=k_dequant_scale,
                        v_dequant_scale=v_dequant_scale, k_scale_cache=k_scale_cache, v_scale_cache=v_scale_cache,
                        q_descale=q_descale, kv_end=kv_end)
+    splits = _check_num_splits(num_splits)
     scale = float(softmax_scale) if softmax_scale is not None else head_dim ** -0.5
     scale_k = k_scale_cache if cache_quant_type == "block_wise_fp8" else k_dequant_scale
     scale_v = v_scale_cache if cache_quant_type == "block_wise_fp8" else v_dequant_scale
     out, lse = ops_module().fastattn_paged_attention(
         q, key_cache, value_cache, block_tables, seq_lens_kv, cu_seqlens_q, scale_k, scale_v, q_descale, kv_end,
-        cache_quant_type, scale, bool(causal), _attention_out_dtype(q, out_dtype))
+        cache_quant_type, scale, bool(causal), _attention_out_dtype(q, out_dtype), splits)
     return out, lse

@@ -360,12 +360,12 @@ def dequant_mxfp4(packed, scales):
 # Attention
 
 
-def attention(q, k, v, softmax_scale, causal, kv_end=None):
+def attention(q, k, v, softmax_scale, causal, kv_end=None, key_present=None):
     """float64 attention of one sequence. q [Lq, Hq, D], k/v [Lk, Hkv, D] (real values, any
     descales already applied), Hq a multiple of Hkv (grouped-query). Causal masking is
     bottom-right aligned: query i sees keys j <= i + Lk - Lq. kv_end [Lq] further limits query i
-    to keys j < kv_end[i]. Returns (out [Lq, Hq, D], lse [Hq, Lq]); a query with no visible key
-    gets out 0 and lse -inf."""
+    to keys j < kv_end[i]; key_present [Lk] (bool) hides the keys where it is False. Returns
+    (out [Lq, Hq, D], lse [Hq, Lq]); a query with no visible key gets out 0 and lse -inf."""
     q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
     lq, hq, _ = q.shape
     lk, hkv = k.shape[:2]
@@ -378,6 +378,8 @@ def attention(q, k, v, softmax_scale, causal, kv_end=None):
         visible &= j <= i + lk - lq
     if kv_end is not None:
         visible &= j < np.asarray(kv_end)[:, None]
+    if key_present is not None:
+        visible &= np.asarray(key_present, bool)[None, :]
     scores = np.where(visible[None], scores, -np.inf)
     m = scores.max(axis=-1, initial=-np.inf)
     empty = m == -np.inf
@@ -403,7 +405,8 @@ def paged_attention(q, key_values, value_values, block_tables, seq_lens_kv, cu_s
                     softmax_scale, causal, kv_end=None):
     """Attention over a paged cache whose real values are key_values/value_values
     [num_blocks, Hkv, block_size, D] (see dequantized_cache). Sequence b's queries are its last
-    cu_seqlens_q[b+1] - cu_seqlens_q[b] positions of seq_lens_kv[b] keys."""
+    cu_seqlens_q[b+1] - cu_seqlens_q[b] positions of seq_lens_kv[b] keys. Positions the block
+    table maps to no block hold no key (every kernel skips them)."""
     block_size = key_values.shape[2]
     out = np.zeros(np.shape(q), np.float64)
     lse = np.full((np.shape(q)[1], np.shape(q)[0]), -np.inf)
@@ -412,8 +415,11 @@ def paged_attention(q, key_values, value_values, block_tables, seq_lens_kv, cu_s
         if qe == qs:
             continue
         rows = [cache_row(block_tables, key_values.shape[0], block_size, b, j) for j in range(lk)]
-        k = np.stack([key_values[blk, :, slot] for blk, slot in rows]) if lk else np.zeros((0,) + key_values.shape[1:2] + key_values.shape[3:])
-        v = np.stack([value_values[blk, :, slot] for blk, slot in rows]) if lk else np.zeros_like(k)
+        present = np.array([r is not None for r in rows], bool)
+        rows = [r if r is not None else (0, 0) for r in rows]
+        empty = np.zeros((0,) + key_values.shape[1:2] + key_values.shape[3:])
+        k = np.stack([key_values[blk, :, slot] for blk, slot in rows]) if lk else empty
+        v = np.stack([value_values[blk, :, slot] for blk, slot in rows]) if lk else empty
         ends = None if kv_end is None else kv_end[qs:qe]
-        out[qs:qe], lse[:, qs:qe] = attention(q[qs:qe], k, v, softmax_scale, causal, ends)
+        out[qs:qe], lse[:, qs:qe] = attention(q[qs:qe], k, v, softmax_scale, causal, ends, present)
     return out, lse

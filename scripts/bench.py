@@ -106,7 +106,41 @@ torch.cuda.synchronize(); ts = []
 for _ in range(10):
     s.record(); a @ b; e.record(); e.synchronize(); ts.append(s.elapsed_time(e))
 ts.sort(); bf16 = 2 * 8192**3 / (ts[len(ts) // 2] * 1e-3) / 1e12
-print(json.dumps({"copy_GBps": copy, "bf16_matmul_TFLOPs": bf16, "device": torch.cuda.get_device_name()}))
+fp8 = float("nan")
+try:
+    a8, b8 = a.to(torch.float8_e4m3fn), b.to(torch.float8_e4m3fn).t().contiguous().t()
+    one = torch.ones((), device="cuda")
+    mm = lambda: torch._scaled_mm(a8, b8, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
+    for _ in range(3): mm()
+    torch.cuda.synchronize(); ts = []
+    for _ in range(10):
+        s.record(); mm(); e.record(); e.synchronize(); ts.append(s.elapsed_time(e))
+    ts.sort(); fp8 = 2 * 8192**3 / (ts[len(ts) // 2] * 1e-3) / 1e12
+except Exception:
+    pass
+del a, b
+# The best bf16 attention torch has here, at the prefill benchmark's shape (8 x 4096, causal,
+# 32 q / 8 kv heads, head_dim 128), causal FLOPs counted as half.
+sdpa = {}
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+q = torch.randn(8, 32, 4096, 128, device="cuda", dtype=torch.bfloat16)
+k = torch.randn(8, 8, 4096, 128, device="cuda", dtype=torch.bfloat16); v = torch.randn_like(k)
+k, v = k.repeat_interleave(4, dim=1), v.repeat_interleave(4, dim=1)
+flops = 4 * 8 * 32 * 4096 * 4096 * 128 / 2
+for name, backend in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)):
+    try:
+        with sdpa_kernel(backend):
+            for _ in range(3): F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            torch.cuda.synchronize(); ts = []
+            for _ in range(10):
+                s.record(); F.scaled_dot_product_attention(q, k, v, is_causal=True); e.record(); e.synchronize()
+                ts.append(s.elapsed_time(e))
+        ts.sort(); sdpa[name] = flops / (ts[len(ts) // 2] * 1e-3) / 1e12
+    except Exception:
+        pass
+print(json.dumps({"copy_GBps": copy, "bf16_matmul_TFLOPs": bf16, "fp8_matmul_TFLOPs": fp8,
+                  "sdpa_bf16_TFLOPs": sdpa, "device": torch.cuda.get_device_name()}))
 """
 
 
@@ -120,7 +154,8 @@ def measure_ceilings():
         return json.loads(out.stdout.strip().splitlines()[-1])
     except (subprocess.SubprocessError, ValueError, IndexError, OSError) as err:
         print(f"warning: no torch ceiling ({err}); copy bandwidth unknown", file=sys.stderr)
-        return {"copy_GBps": float("nan"), "bf16_matmul_TFLOPs": float("nan"), "device": "?"}
+        return {"copy_GBps": float("nan"), "bf16_matmul_TFLOPs": float("nan"), "fp8_matmul_TFLOPs": float("nan"),
+                "sdpa_bf16_TFLOPs": {}, "device": "?"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,20 +278,109 @@ def bench_mxfp4(rng, args):
 
 
 # ---------------------------------------------------------------------------------------------
+# attention
+
+
+def random_bytes_gpu(rng, shape, high=0x70):
+    """A GPU tensor of random bytes in [0, high) (finite e4m3 codes), tiled from a 16 MiB random
+    block: the contents only need to be finite, and drawing gigabytes at random is slow."""
+    count = int(np.prod(shape))
+    block = rng.integers(0, high, min(count, 1 << 24), dtype=np.uint8)
+    return from_numpy(np.resize(block, count).reshape(shape), "uint8", "gpu")
+
+
+DECODE_SHAPES = ((64, 32768), (8, 1024))  # (batch, keys per sequence)
+DECODE_HQ, DECODE_HKV, DECODE_DIM, DECODE_BLOCK = 32, 8, 128, 64
+
+
+@case("paged_decode")
+def bench_paged_decode(rng, args):
+    """One query per sequence over a full cache; judged by the cache bytes read (K, V, scales)."""
+    rows = []
+    ops = ops_module()
+    for batch, keys in DECODE_SHAPES:
+        blocks = batch * keys // DECODE_BLOCK
+        tables = from_numpy(rng.permutation(blocks).astype(np.int32).reshape(batch, -1), None, "gpu")
+        shape = (blocks, DECODE_HKV, DECODE_BLOCK, DECODE_DIM)
+        q = random_gpu(rng, (batch, DECODE_HQ, DECODE_DIM))
+        lens = from_numpy(np.full(batch, keys, np.int32), None, "gpu")
+        cu = from_numpy(np.arange(batch + 1, dtype=np.int32), None, "gpu")
+        for quant in ("cache_fp8", "block_wise_fp8", "none"):
+            if quant == "none" and batch * keys > 8 * 32768:
+                continue  # a bf16 cache this size is 17 GB to build on the host; see the smaller shapes
+            if quant == "none":
+                cache = [random_gpu(rng, shape) for _ in range(2)]
+            else:
+                cache = [random_bytes_gpu(rng, shape) for _ in range(2)]
+            if quant == "block_wise_fp8":
+                scales = [from_numpy(rng.uniform(0.01, 0.02, shape[:3]).astype(np.float32), "float32", "gpu")
+                          for _ in range(2)]
+            elif quant == "cache_fp8":
+                scales = [from_numpy(np.full(DECODE_HKV, 0.02, np.float32), "float32", "gpu") for _ in range(2)]
+            else:
+                scales = [None, None]
+            fn = lambda: ops.fastattn_paged_attention(q, *cache, tables, lens, cu, *scales, None, None, quant,
+                                                      DECODE_DIM ** -0.5, True, "bfloat16", 0)
+            ms = time_gpu(fn, reps=args.reps)
+            read = 2 * batch * keys * DECODE_HKV * cache_row_bytes(quant, DECODE_DIM)
+            rows.append(dict(op="paged_attention decode", variant=quant, us=ms * 1e3, bytes=read,
+                             shape=f"batch {batch} x {keys} keys, {DECODE_HQ}/{DECODE_HKV} heads, D {DECODE_DIM}, "
+                                   f"bs {DECODE_BLOCK}"))
+    return rows
+
+
+@case("prefill")
+def bench_prefill(rng, args):
+    """flash_attn_varlen over 8 x 4096 causal, 32 q / 8 kv heads, head_dim 128: FP8 q/k/v and bf16."""
+    rows = []
+    ops = ops_module()
+    seqs, length, hq, hkv, dim = 8, 4096, 32, 8, 128
+    cu = from_numpy(np.arange(0, seqs * length + 1, length, dtype=np.int32), None, "gpu")
+    flops = 4 * seqs * hq * length * length * dim / 2
+    for variant in ("fp8 q/k/v", "bf16 q, fp8 k/v", "bf16"):
+        fp8_kv = variant != "bf16"
+        if variant == "fp8 q/k/v":
+            q = random_bytes_gpu(rng, (seqs * length, hq, dim))
+        else:
+            q = random_gpu(rng, (seqs * length, hq, dim))
+        kv = [random_bytes_gpu(rng, (seqs * length, hkv, dim)) if fp8_kv else random_gpu(rng, (seqs * length, hkv, dim))
+              for _ in range(2)]
+        one = from_numpy(np.ones(1, np.float32), "float32", "gpu")
+        descales = (one if variant == "fp8 q/k/v" else None, one if fp8_kv else None, one if fp8_kv else None)
+        fn = lambda: ops.fastattn_flash_attn_varlen(q, *kv, cu, cu, *descales, dim ** -0.5, True, "bfloat16",
+                                                    length, 0)
+        ms = time_gpu(fn, reps=max(args.reps // 3, 5), inner=3)
+        rows.append(dict(op="flash_attn_varlen prefill", shape=f"{seqs} x {length} causal, {hq}/{hkv} heads, D {dim}",
+                         variant=variant, us=ms * 1e3, flops=flops))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def report(rows, ceilings, out_dir):
     copy = ceilings["copy_GBps"]
+    sdpa = ceilings.get("sdpa_bf16_TFLOPs") or {}
+    best_sdpa = max(sdpa.values()) if sdpa else float("nan")
     for r in rows:
         if "bytes" in r:
             r["GBps"] = r["bytes"] / (r["us"] * 1e-6) / 1e9
             r["pct_of_copy"] = 100.0 * r["GBps"] / copy
+        if "flops" in r:
+            r["TFLOPs"] = r["flops"] / (r["us"] * 1e-6) / 1e12
+            r["vs_best_sdpa_bf16"] = r["TFLOPs"] / best_sdpa
     lines = [f"device: {ceilings['device']}; copy bandwidth {copy:.0f} GB/s, bf16 matmul "
-             f"{ceilings['bf16_matmul_TFLOPs']:.0f} TFLOP/s (measured in this run, through torch)", "",
-             "| op | shape | variant | µs | GB/s | % of copy |", "|---|---|---|---|---|---|"]
+             f"{ceilings['bf16_matmul_TFLOPs']:.0f} TFLOP/s, fp8 matmul {ceilings.get('fp8_matmul_TFLOPs', float('nan')):.0f}"
+             f" TFLOP/s, torch SDPA bf16 at the prefill shape: "
+             + (", ".join(f"{k} {v:.0f}" for k, v in sdpa.items()) or "n/a")
+             + " TFLOP/s (all measured in this run, through torch)", "",
+             "| op | shape | variant | µs | GB/s | % of copy | TFLOP/s | x best SDPA bf16 |",
+             "|---|---|---|---|---|---|---|---|"]
+    nan = float("nan")
     for r in rows:
         lines.append(f"| {r['op']} | {r['shape']} | {r['variant']} | {r['us']:.1f} | "
-                     f"{r.get('GBps', float('nan')):.0f} | {r.get('pct_of_copy', float('nan')):.0f}% |")
+                     f"{r.get('GBps', nan):.0f} | {r.get('pct_of_copy', nan):.0f}% | {r.get('TFLOPs', nan):.0f} | "
+                     f"{r.get('vs_best_sdpa_bf16', nan):.2f} |")
     table = "\n".join(lines)
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "bench.md"), "w") as f:

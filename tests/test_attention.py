@@ -1,18 +1,32 @@
-"""flash_attn_varlen and paged_attention against the float64 references (CPU kernels; the CUDA
-kernels are not written yet, so these cases run on the CPU everywhere)."""
+"""flash_attn_varlen and paged_attention against the float64 references, on the CPU and the GPU."""
+import functools
 import itertools
 import unittest
 
 import numpy as np
 
-from util import PagedBatch, cu_seqlens, float_values, from_numpy, rel_err, seeded_rng, to_numpy
+from util import PagedBatch, cu_seqlens, float_values, places, rel_err, seeded_rng, to_numpy
+from util import from_numpy as host_from_numpy
 from fastattn import cache, ops
 from fastattn import reference as ref
 
 # ||out - ref|| / ||ref||: fp32 accumulation is ~1e-6; the output rounding dominates (bf16 keeps
 # 8 significant bits: ~2e-3 rms; fp16 11: ~3e-4).
 BOUNDS = {"bfloat16": 6e-3, "float16": 1e-3, "float32": 2e-5}
+# The GPU kernel also rounds the softmax weights P to the tensor cores' 16-bit type: bf16 where q
+# and k/v are bf16, fp16 otherwise. A relative rounding error of rms 2^-9/sqrt(3) (bf16) or
+# 2^-12/sqrt(3) (fp16) per weight moves the output by about that much relative to its norm;
+# the bounds allow 3.5x.
+P_BOUNDS = {"bfloat16": 4e-3, "float16": 5e-4}
+LSE_TOL = {"cpu": 1e-5, "gpu": 2e-5}  # the GPU's exp2/log2 are the hardware approximations
 
+
+def bound(place, out_dtype, p_dtype):
+    return BOUNDS[out_dtype] + (P_BOUNDS[p_dtype] if place == "gpu" else 0.0)
+
+
+def p_dtype_of(q_dtype, kv_dtype):
+    return "bfloat16" if q_dtype == kv_dtype == "bfloat16" else "float16"
 
 
 
@@ -27,34 +41,67 @@ def fp8_dtype_name():
     return "float8_e4m3fn" if fp8_dtype() is not None else "uint8"
 
 
-class TestFlashAttnVarlen(unittest.TestCase):
-    def run_case(self, rng, lens_q, lens_k, hq, hkv, dim, causal, dtype="bfloat16", out_dtype=None):
+class PlacedCase(unittest.TestCase):
+    """Runs each test body once per place (CPU, and the GPU where there is one)."""
+    place = "cpu"
+
+    def for_places(self, body):
+        for place in places():
+            with self.subTest(place=place):
+                self.place = place
+                body()
+
+    def t(self, array, dtype=None):
+        return host_from_numpy(array, dtype, self.place)
+
+
+def placed(test):
+    @functools.wraps(test)
+    def wrapper(self):
+        self.for_places(lambda: test(self))
+    return wrapper
+
+
+class TestFlashAttnVarlen(PlacedCase):
+    def run_case(self, rng, lens_q, lens_k, hq, hkv, dim, causal, dtype="bfloat16", out_dtype=None, **kwargs):
         tq, tk = sum(lens_q), sum(lens_k)
         q, _ = ref.random_half(rng, (tq, hq, dim), dtype)
         k, _ = ref.random_half(rng, (tk, hkv, dim), dtype)
         v, _ = ref.random_half(rng, (tk, hkv, dim), dtype)
         cq, ck = cu_seqlens(lens_q), cu_seqlens(lens_k)
-        out, lse = ops.flash_attn_varlen(from_numpy(q, dtype), from_numpy(k, dtype), from_numpy(v, dtype),
-                                         from_numpy(cq), from_numpy(ck), max(lens_q), max(lens_k),
-                                         causal=causal, out_dtype=out_dtype)
+        out, lse = ops.flash_attn_varlen(self.t(q, dtype), self.t(k, dtype), self.t(v, dtype),
+                                         self.t(cq), self.t(ck), max(lens_q), max(lens_k),
+                                         causal=causal, out_dtype=out_dtype, **kwargs)
         want, want_lse = ref.flash_attn_varlen(q, k, v, cq, ck, dim ** -0.5, causal)
         return float_values(out), to_numpy(lse), want, want_lse
 
+    def check_lse(self, lse, want_lse):
+        tol = LSE_TOL[self.place]
+        np.testing.assert_allclose(lse, want_lse, rtol=tol, atol=tol)
+
+    @placed
     def test_shapes_gqa_and_masks(self):
         for dim, (hq, hkv), causal, dtype in itertools.product((64, 128, 256), ((4, 4), (4, 1), (8, 1)),
                                                                (False, True), ("bfloat16", "float16")):
             with self.subTest(dim=dim, hq=hq, hkv=hkv, causal=causal, dtype=dtype):
                 rng = seeded_rng(self, dim, hq, hkv, causal, dtype)
                 got, lse, want, want_lse = self.run_case(rng, [1, 17, 5], [1, 17, 40], hq, hkv, dim, causal, dtype)
-                self.assertLess(rel_err(got, want), BOUNDS[dtype])
-                np.testing.assert_allclose(lse, want_lse, rtol=1e-5, atol=1e-5)
+                self.assertLess(rel_err(got, want), bound(self.place, dtype, dtype))
+                self.check_lse(lse, want_lse)
 
-    def test_long_sequence(self):
-        rng = seeded_rng(self)
-        got, lse, want, want_lse = self.run_case(rng, [1030], [1030], 2, 1, 64, True, out_dtype="float32")
-        self.assertLess(rel_err(got, want), BOUNDS["float32"])
-        np.testing.assert_allclose(lse, want_lse, rtol=1e-5)
+    @placed
+    def test_long_sequences_and_splits(self):
+        """Lengths 1, 17 and 1000+, causal and not, with the key range computed in one piece and
+        split over several CTAs (GPU) and merged."""
+        for causal, splits in itertools.product((True, False), (None, 1, 3)):
+            with self.subTest(causal=causal, splits=splits):
+                rng = seeded_rng(self, causal, splits)
+                got, lse, want, want_lse = self.run_case(rng, [1030, 1, 17], [1030, 1, 1100], 8, 2, 128, causal,
+                                                         out_dtype="float32", num_splits=splits)
+                self.assertLess(rel_err(got, want), bound(self.place, "float32", "bfloat16"))
+                self.check_lse(lse, want_lse)
 
+    @placed
     def test_more_queries_than_keys_and_empty_sequences(self):
         """Causal with Lq > Lk leaves the first Lq - Lk queries without keys; a sequence with no
         keys leaves all its queries without: out 0, lse -inf, no NaN."""
@@ -63,8 +110,9 @@ class TestFlashAttnVarlen(unittest.TestCase):
         self.assertTrue((got[:4] == 0).all() and np.isneginf(lse[:, :4]).all())
         self.assertTrue((got[6:9] == 0).all() and np.isneginf(lse[:, 6:9]).all())
         self.assertFalse(np.isnan(got).any() or np.isnan(lse).any())
-        self.assertLess(rel_err(got, want), BOUNDS["float32"])
+        self.assertLess(rel_err(got, want), bound(self.place, "float32", "bfloat16"))
 
+    @placed
     def test_fp8_inputs_with_descales(self):
         """FP8 q/k/v, and bf16 q over FP8 k/v, with per-(batch, kv head) and broadcast descales;
         the reference runs on the FP8 values times their descales."""
@@ -88,20 +136,21 @@ class TestFlashAttnVarlen(unittest.TestCase):
                 fp8 = fp8_dtype_name()
                 if fp8_q:
                     q_codes, _ = fp8_tensor(rng, (sum(lens_q), hq, dim), 1.0)
-                    q_in, q_real = from_numpy(q_codes, fp8), ref.e4m3_to_float(q_codes) * per_token(scales[0], cq, hq)
-                    q_descale = from_numpy(scales[0], "float32")
+                    q_in, q_real = self.t(q_codes, fp8), ref.e4m3_to_float(q_codes) * per_token(scales[0], cq, hq)
+                    q_descale = self.t(scales[0], "float32")
                 else:
                     q_real, _ = ref.random_half(rng, (sum(lens_q), hq, dim), "bfloat16")
-                    q_in, q_descale = from_numpy(q_real, "bfloat16"), None
+                    q_in, q_descale = self.t(q_real, "bfloat16"), None
                 out, lse = ops.flash_attn_varlen(
-                    q_in, from_numpy(k_codes, fp8), from_numpy(v_codes, fp8), from_numpy(cq), from_numpy(ck), 9, 11,
-                    softmax_scale=0.05, causal=True, q_descale=q_descale, k_descale=from_numpy(scales[1], "float32"),
-                    v_descale=from_numpy(scales[2], "float32"), out_dtype="float32")
+                    q_in, self.t(k_codes, fp8), self.t(v_codes, fp8), self.t(cq), self.t(ck), 9, 11,
+                    softmax_scale=0.05, causal=True, q_descale=q_descale, k_descale=self.t(scales[1], "float32"),
+                    v_descale=self.t(scales[2], "float32"), out_dtype="float32")
                 want, want_lse = ref.flash_attn_varlen(q_real, k_real, v_real, cq, ck, 0.05, True)
-                self.assertLess(rel_err(float_values(out), want), BOUNDS["float32"])
-                np.testing.assert_allclose(to_numpy(lse), want_lse, rtol=1e-5, atol=1e-5)
+                self.assertLess(rel_err(float_values(out), want), bound(self.place, "float32", "float16"))
+                self.check_lse(to_numpy(lse), want_lse)
 
     def test_bad_input(self):
+        from_numpy = host_from_numpy
         q = from_numpy(np.zeros((4, 4, 64), np.float32), "bfloat16")
         k = from_numpy(np.zeros((4, 2, 64), np.float32), "bfloat16")
         cu = from_numpy(np.int32([0, 4]))
@@ -123,6 +172,9 @@ class TestFlashAttnVarlen(unittest.TestCase):
                   k=from_numpy(np.zeros((4, 2, 32), np.float32), "bfloat16"),
                   v=from_numpy(np.zeros((4, 2, 32), np.float32), "bfloat16"))),
             (ValueError, "max_seqlen_q: expected a non-negative int", dict(max_seqlen_q=-1)),
+            (TypeError, "k: expected bfloat16 like q", dict(k=from_numpy(np.zeros((4, 2, 64), np.float32), "float16"),
+                                                            v=from_numpy(np.zeros((4, 2, 64), np.float32), "float16"))),
+            (ValueError, "num_splits: expected None or a positive int", dict(num_splits=0)),
         ]
         for error, message, override in cases:
             with self.subTest(message=message):
@@ -130,10 +182,11 @@ class TestFlashAttnVarlen(unittest.TestCase):
                     ops.flash_attn_varlen(**{**good, **override})
 
 
-class TestPagedAttention(unittest.TestCase):
-    def make_cache(self, rng, quant, lens, heads, dim, block_size):
+class TestPagedAttention(PlacedCase):
+    def make_cache(self, rng, quant, lens, heads, dim, block_size, dtype="bfloat16"):
+        from_numpy = self.t
         batch = PagedBatch(rng, block_size, lens)
-        caches = cache.allocate_kv_caches(1, batch.num_blocks, heads, block_size, dim, quant)
+        caches = cache.allocate_kv_caches(1, batch.num_blocks, heads, block_size, dim, quant, dtype, self.place)
         layer = type("Layer", (), {})()
         layer.layer_id, layer.cache_quant_type_str = 0, quant
         if quant in ("cache_int8", "cache_fp8"):
@@ -141,56 +194,94 @@ class TestPagedAttention(unittest.TestCase):
             layer.cache_k_scale, layer.cache_v_scale = (from_numpy(x, "float32") for x in q_scale)
             layer.cache_k_out_scale, layer.cache_v_out_scale = (from_numpy(x, "float32") for x in dq_scale)
         lc = cache.layer_caches(caches, layer)
-        k, _ = ref.random_half(rng, (sum(lens), heads, dim), "bfloat16")
-        v, _ = ref.random_half(rng, (sum(lens), heads, dim), "bfloat16")
+        k, _ = ref.random_half(rng, (sum(lens), heads, dim), dtype)
+        v, _ = ref.random_half(rng, (sum(lens), heads, dim), dtype)
         tables = from_numpy(batch.block_tables)
-        ops.write_cache_kv(from_numpy(k, "bfloat16"), from_numpy(v, "bfloat16"), lc.key_cache, lc.value_cache, tables,
+        ops.write_cache_kv(from_numpy(k, dtype), from_numpy(v, dtype), lc.key_cache, lc.value_cache, tables,
                            from_numpy(cu_seqlens(lens)), from_numpy(np.zeros(len(lens), np.int32)), **lc.write_args())
         real = []
         for c, dq, table in ((lc.key_cache, lc.k_dequant_scale, lc.k_scale_cache),
                              (lc.value_cache, lc.v_dequant_scale, lc.v_scale_cache)):
             real.append(ref.dequantized_cache(to_numpy(c), quant, None if dq is None else to_numpy(dq),
-                                              None if table is None else to_numpy(table), "bfloat16"))
+                                              None if table is None else to_numpy(table), dtype))
         return batch, lc, tables, real
 
+    def run_paged(self, rng, quant, lens, q_lens, heads_q, heads_kv, dim, block_size, dtype="bfloat16",
+                  kv_end=None, unmap=(), **kwargs):
+        """Writes `lens` tokens per sequence, optionally unmaps (sequence, logical block) entries
+        of the table, attends with `q_lens` queries per sequence; returns (got, lse, want, want_lse)."""
+        batch, lc, tables, (k_real, v_real) = self.make_cache(rng, quant, lens, heads_kv, dim, block_size, dtype)
+        for seq, logical in unmap:
+            batch.block_tables[seq, logical] = -1
+        if unmap:
+            tables = self.t(batch.block_tables)
+        q, _ = ref.random_half(rng, (sum(q_lens), heads_q, dim), dtype)
+        cq = cu_seqlens(q_lens)
+        out, lse = ops.paged_attention(self.t(q, dtype), lc.key_cache, lc.value_cache, tables,
+                                       self.t(np.int32(lens)), self.t(cq),
+                                       kv_end=None if kv_end is None else self.t(kv_end),
+                                       out_dtype="float32", **lc.read_args(), **kwargs)
+        want, want_lse = ref.paged_attention(q, k_real, v_real, batch.block_tables, lens, cq, dim ** -0.5,
+                                             True, kv_end)
+        return float_values(out), to_numpy(lse), want, want_lse
+
+    def check(self, got, lse, want, want_lse, p_dtype):
+        self.assertFalse(np.isnan(got).any() or np.isnan(lse).any())
+        self.assertLess(rel_err(got, want), bound(self.place, "float32", p_dtype))
+        tol = LSE_TOL[self.place]
+        np.testing.assert_allclose(lse, want_lse, rtol=tol, atol=tol)
+
+    @placed
     def test_every_quant_type_decode_and_chunked_prefill(self):
         lens, heads_kv, heads_q = [70, 1, 0, 33], 2, 8
-        for quant, dim, block_size in itertools.product(ref.QUANT_TYPES, (64, 128), (16, 64)):
+        for quant, dim, block_size in itertools.product(ref.QUANT_TYPES, (64, 128, 256), (16, 32, 64, 128)):
             with self.subTest(quant=quant, dim=dim, block_size=block_size):
                 rng = seeded_rng(self, quant, dim, block_size)
-                batch, lc, tables, (k_real, v_real) = self.make_cache(rng, quant, lens, heads_kv, dim, block_size)
                 q_lens = [5, 1, 0, 1]  # a chunk of 5, two decodes, an empty sequence
-                q, _ = ref.random_half(rng, (sum(q_lens), heads_q, dim), "bfloat16")
-                cq = cu_seqlens(q_lens)
                 kv_end = np.full(sum(q_lens), 10 ** 6, np.int32)
                 kv_end[0], kv_end[2] = 0, 20  # a row with no key; a row masked past key 20
-                out, lse = ops.paged_attention(from_numpy(q, "bfloat16"), lc.key_cache, lc.value_cache, tables,
-                                               from_numpy(np.int32(lens)), from_numpy(cq), kv_end=from_numpy(kv_end),
-                                               out_dtype="float32", **lc.read_args())
-                want, want_lse = ref.paged_attention(q, k_real, v_real, batch.block_tables, lens, cq, dim ** -0.5,
-                                                     True, kv_end)
-                got = float_values(out)
-                self.assertTrue((got[0] == 0).all() and np.isneginf(to_numpy(lse)[:, 0]).all())
-                self.assertLess(rel_err(got, want), BOUNDS["float32"])
-                np.testing.assert_allclose(to_numpy(lse), want_lse, rtol=1e-5, atol=1e-5)
+                got, lse, want, want_lse = self.run_paged(rng, quant, lens, q_lens, heads_q, heads_kv, dim,
+                                                          block_size, kv_end=kv_end)
+                self.assertTrue((got[0] == 0).all() and np.isneginf(lse[:, 0]).all())
+                self.check(got, lse, want, want_lse, p_dtype_of("bfloat16", "bfloat16" if quant == "none" else "fp8"))
 
+    @placed
+    def test_fp16_gqa_ratios_and_long_chunks(self):
+        """fp16 queries over each quant type, GQA ratios 1/4/8, a chunked prefill long enough for
+        the 64-row CTA shape, with forced key splits."""
+        for quant, (heads_q, heads_kv), splits in itertools.product(ref.QUANT_TYPES, ((4, 4), (8, 2), (8, 1)),
+                                                                    (None, 4)):
+            with self.subTest(quant=quant, heads_q=heads_q, heads_kv=heads_kv, splits=splits):
+                rng = seeded_rng(self, quant, heads_q, heads_kv, splits)
+                got, lse, want, want_lse = self.run_paged(rng, quant, [300, 77], [120, 1], heads_q, heads_kv, 128, 32,
+                                                          dtype="float16", num_splits=splits)
+                self.check(got, lse, want, want_lse, "float16")
+
+    @placed
+    def test_rows_masked_in_the_first_key_block_only(self):
+        """Unmapped blocks at the start of a sequence: the first key tile a row sees is fully
+        masked, later ones are not; an unmapped block in the middle is skipped too."""
+        for quant in ref.QUANT_TYPES:
+            with self.subTest(quant=quant):
+                rng = seeded_rng(self, quant)
+                got, lse, want, want_lse = self.run_paged(rng, quant, [200, 150], [3, 1], 8, 2, 128, 16,
+                                                          unmap=[(0, 0), (0, 1), (0, 2), (0, 3), (0, 6), (1, 0)])
+                self.check(got, lse, want, want_lse, p_dtype_of("bfloat16", "bfloat16" if quant == "none" else "fp8"))
+
+    @placed
     def test_error_does_not_grow_with_context(self):
-        """Decode over 1k and 32k cached keys drawn the same way: the bf16 output's error stays
-        at the output rounding."""
+        """Decode over 1k and 32k cached keys drawn the same way: the output's error stays at the
+        rounding of single weights (the CPU: fp32; the GPU: fp16 P), not growing with length."""
         errors = []
         for length in (1024, 32768):
             rng = seeded_rng(self, length)
-            batch, lc, tables, (k_real, v_real) = self.make_cache(rng, "block_wise_fp8", [length], 1, 128, 64)
-            q, _ = ref.random_half(rng, (1, 4, 128), "bfloat16")
-            out, _ = ops.paged_attention(from_numpy(q, "bfloat16"), lc.key_cache, lc.value_cache, tables,
-                                         from_numpy(np.int32([length])), from_numpy(np.int32([0, 1])),
-                                         out_dtype="float32", **lc.read_args())
-            want, _ = ref.paged_attention(q, k_real, v_real, batch.block_tables, [length], [0, 1], 128 ** -0.5, True)
-            errors.append(rel_err(float_values(out), want))
+            got, _, want, _ = self.run_paged(rng, "block_wise_fp8", [length], [1], 4, 1, 128, 64)
+            errors.append(rel_err(got, want))
         self.assertLess(errors[1], 3 * errors[0] + 1e-6, errors)
-        self.assertLess(errors[1], 1e-5)
+        self.assertLess(errors[1], 1e-5 if self.place == "cpu" else P_BOUNDS["float16"])
 
     def test_bad_input(self):
+        from_numpy = host_from_numpy
         rng = seeded_rng(self)
         batch, lc, tables, _ = self.make_cache(rng, "cache_fp8", [20], 2, 64, 16)
         q = from_numpy(np.zeros((1, 4, 64), np.float32), "bfloat16")

@@ -47,8 +47,25 @@ struct AttentionParams {
   const int32_t* seq_lens_kv;    // [batch]: all keys of each sequence, this step's included
   const int32_t* kv_end;         // [tokens_q] or nullptr: query i sees keys j < kv_end[i]
   void* stream;
+
+  // CUDA only (see plan_attention): key splits and their normalized partial results
+  // [num_splits, tokens_q, heads_q, head_dim] and log-sum-exps [num_splits, heads_q, tokens_q].
+  int num_splits = 1;
+  int warps_m = 4;
+  float* partial_out = nullptr;
+  float* partial_lse = nullptr;
 };
 
 void attention_cpu(const AttentionParams& p);
+
+// How the CUDA kernel covers a batch: warps per CTA (16 query rows each) and key splits. Needs
+// only host-side shapes (never the device's lengths, so it is safe under CUDA-graph capture);
+// max_keys bounds any sequence's key count.
+struct AttentionPlan {
+  int warps_m, num_splits;
+};
+AttentionPlan plan_attention(const AttentionParams& p, int64_t max_keys, int requested_splits);
+
+void attention_cuda(const AttentionParams& p);
 
 }  // namespace fastattn

@@ -1,6 +1,7 @@
 // Registration of fastattn_flash_attn_varlen and fastattn_paged_attention (Python wrappers:
-// fastattn.ops.flash_attn_varlen, fastattn.ops.paged_attention). CPU kernels only so far: a GPU
-// tensor gets a clear error rather than a slow or wrong path.
+// fastattn.ops.flash_attn_varlen, fastattn.ops.paged_attention).
+#include <algorithm>
+
 #include "../common/tensor_utils.h"
 #include "attention.h"
 
@@ -23,8 +24,32 @@ Descale descale_of(const paddle::optional<paddle::Tensor>& t, int64_t batch, int
   return {t->data<float>(), t->numel() == 1};
 }
 
-void check_cpu_only(const paddle::Tensor& q, const char* op) {
-  PD_CHECK(!q.is_gpu(), op, ": the CUDA kernel is not implemented yet; run this op on CPU tensors");
+// Runs the CPU kernel, or plans and launches the CUDA one (with its split workspace).
+// max_keys bounds every sequence's key count; num_splits <= 0 lets the plan choose.
+void run(AttentionParams& p, const paddle::Tensor& q, int64_t max_keys, int num_splits, const char* op) {
+  if (!q.is_gpu()) {
+    PD_CHECK(q.is_cpu(), op, ": tensors must be on the CPU or a CUDA GPU");
+    attention_cpu(p);
+    return;
+  }
+#if defined(FASTATTN_WITH_CUDA)
+  PD_CHECK(p.kv_type == ElementType::kFp8 || p.q_type == p.kv_type, op,
+           ": on the GPU a bf16/fp16 q needs k/v (or a cache) of the same dtype, or FP8/INT8");
+  p.stream = stream_of(q);
+  const AttentionPlan plan = plan_attention(p, max_keys, num_splits);
+  p.warps_m = plan.warps_m;
+  p.num_splits = plan.num_splits;
+  paddle::Tensor partial_out, partial_lse;  // freed after the launch: Paddle's allocator is stream-ordered
+  if (p.num_splits > 1) {
+    partial_out = paddle::empty({p.num_splits, p.tokens_q, p.heads_q, p.head_dim}, paddle::DataType::FLOAT32, q.place());
+    partial_lse = paddle::empty({p.num_splits, p.heads_q, p.tokens_q}, paddle::DataType::FLOAT32, q.place());
+    p.partial_out = partial_out.data<float>();
+    p.partial_lse = partial_lse.data<float>();
+  }
+  attention_cuda(p);
+#else
+  PD_THROW(op, ": this build of fastattn has no CUDA kernels (nvcc was not found at build time)");
+#endif
 }
 
 // Shared output allocation and the query-side fields.
@@ -60,8 +85,8 @@ std::vector<paddle::Tensor> FlashAttnVarlen(const paddle::Tensor& q, const paddl
                                             const paddle::optional<paddle::Tensor>& q_descale,
                                             const paddle::optional<paddle::Tensor>& k_descale,
                                             const paddle::optional<paddle::Tensor>& v_descale, float softmax_scale,
-                                            bool causal, const std::string& out_dtype) {
-  check_cpu_only(q, "flash_attn_varlen");
+                                            bool causal, const std::string& out_dtype, int max_seqlen_k,
+                                            int num_splits) {
   PD_CHECK(k.shape().size() == 3 && k.shape()[2] == q.shape()[2], "k: expected [tokens_k, kv_heads, head_dim]");
   check_shape(v, k.shape(), "v");
   check_int32(cu_seqlens_k, "cu_seqlens_k");
@@ -75,7 +100,7 @@ std::vector<paddle::Tensor> FlashAttnVarlen(const paddle::Tensor& q, const paddl
   p.cu_seqlens_k = cu_seqlens_k.data<int32_t>();
   p.k_descale = descale_of(k_descale, p.batch, p.heads_kv, "k_descale");
   p.v_descale = descale_of(v_descale, p.batch, p.heads_kv, "v_descale");
-  attention_cpu(p);
+  run(p, q, std::max(max_seqlen_k, 0), num_splits, "flash_attn_varlen");
   return outs;
 }
 
@@ -87,8 +112,7 @@ std::vector<paddle::Tensor> PagedAttention(const paddle::Tensor& q, const paddle
                                            const paddle::optional<paddle::Tensor>& q_descale,
                                            const paddle::optional<paddle::Tensor>& kv_end,
                                            const std::string& cache_quant_type, float softmax_scale, bool causal,
-                                           const std::string& out_dtype) {
-  check_cpu_only(q, "paged_attention");
+                                           const std::string& out_dtype, int num_splits) {
   PD_CHECK(key_cache.shape().size() == 4, "key_cache: expected [num_blocks, kv_heads, block_size, head_dim]");
   check_shape(value_cache, key_cache.shape(), "value_cache");
   check_int32(block_tables, "block_tables");
@@ -118,7 +142,7 @@ std::vector<paddle::Tensor> PagedAttention(const paddle::Tensor& q, const paddle
     check_shape(*kv_end, {p.tokens_q}, "kv_end");
     p.kv_end = kv_end->data<int32_t>();
   }
-  attention_cpu(p);
+  run(p, q, int64_t(p.layout.max_blocks_per_seq) * p.layout.block_size, num_splits, "paged_attention");
   return outs;
 }
 
@@ -129,20 +153,21 @@ using OptDtype = paddle::optional<paddle::DataType>;
 
 std::vector<Shape> FlashAttnVarlenShape(const Shape& q, const Shape&, const Shape&, const Shape&, const Shape&,
                                         const OptShape&, const OptShape&, const OptShape&, float, bool,
-                                        const std::string&) {
+                                        const std::string&, int, int) {
   return {q, {q[1], q[0]}};
 }
 
 std::vector<paddle::DataType> FlashAttnVarlenDtype(const paddle::DataType&, const paddle::DataType&,
                                                    const paddle::DataType&, const paddle::DataType&,
                                                    const paddle::DataType&, const OptDtype&, const OptDtype&,
-                                                   const OptDtype&, float, bool, const std::string& out_dtype) {
+                                                   const OptDtype&, float, bool, const std::string& out_dtype, int,
+                                                   int) {
   return {parse_dtype(out_dtype, "out_dtype"), paddle::DataType::FLOAT32};
 }
 
 std::vector<Shape> PagedAttentionShape(const Shape& q, const Shape&, const Shape&, const Shape&, const Shape&,
                                        const Shape&, const OptShape&, const OptShape&, const OptShape&,
-                                       const OptShape&, const std::string&, float, bool, const std::string&) {
+                                       const OptShape&, const std::string&, float, bool, const std::string&, int) {
   return {q, {q[1], q[0]}};
 }
 
@@ -150,7 +175,8 @@ std::vector<paddle::DataType> PagedAttentionDtype(const paddle::DataType&, const
                                                   const paddle::DataType&, const paddle::DataType&,
                                                   const paddle::DataType&, const paddle::DataType&, const OptDtype&,
                                                   const OptDtype&, const OptDtype&, const OptDtype&,
-                                                  const std::string&, float, bool, const std::string& out_dtype) {
+                                                  const std::string&, float, bool, const std::string& out_dtype,
+                                                  int) {
   return {parse_dtype(out_dtype, "out_dtype"), paddle::DataType::FLOAT32};
 }
 
@@ -161,7 +187,7 @@ PD_BUILD_OP(fastattn_flash_attn_varlen)
     .Inputs({"q", "k", "v", "cu_seqlens_q", "cu_seqlens_k", paddle::Optional("q_descale"),
              paddle::Optional("k_descale"), paddle::Optional("v_descale")})
     .Outputs({"out", "lse"})
-    .Attrs({"softmax_scale: float", "causal: bool", "out_dtype: std::string"})
+    .Attrs({"softmax_scale: float", "causal: bool", "out_dtype: std::string", "max_seqlen_k: int", "num_splits: int"})
     .SetKernelFn(PD_KERNEL(fastattn::FlashAttnVarlen))
     .SetInferShapeFn(PD_INFER_SHAPE(fastattn::FlashAttnVarlenShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(fastattn::FlashAttnVarlenDtype));
@@ -170,7 +196,8 @@ PD_BUILD_OP(fastattn_paged_attention)
     .Inputs({"q", "key_cache", "value_cache", "block_tables", "seq_lens_kv", "cu_seqlens_q", paddle::Optional("k_scale"),
              paddle::Optional("v_scale"), paddle::Optional("q_descale"), paddle::Optional("kv_end")})
     .Outputs({"out", "lse"})
-    .Attrs({"cache_quant_type: std::string", "softmax_scale: float", "causal: bool", "out_dtype: std::string"})
+    .Attrs({"cache_quant_type: std::string", "softmax_scale: float", "causal: bool", "out_dtype: std::string",
+            "num_splits: int"})
     .SetKernelFn(PD_KERNEL(fastattn::PagedAttention))
     .SetInferShapeFn(PD_INFER_SHAPE(fastattn::PagedAttentionShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(fastattn::PagedAttentionDtype));

@@ -1,6 +1,6 @@
 // The online-softmax state and its -inf guards, in one place for every kernel that combines
-// partial softmax results: merge_attn_states now, the attention main loop and split-KV combine
-// later.
+// partial softmax results: merge_attn_states, the attention kernels' main loop and their split-KV
+// combine.
 //
 // A state summarizes the scores s_j seen so far as (m, d): m = max_j s_j and d = sum_j exp(s_j - m),
 // so that log-sum-exp = m + log(d). The empty state is (m = -inf, d = 0). Every rescale
@@ -30,15 +30,48 @@ FA_HD float fast_log(float x) {
 #endif
 }
 
-struct SoftmaxState {
+FA_HD float fast_exp2(float x) {
+#if defined(__CUDA_ARCH__)
+  return exp2f(x);  // the hardware ex2 (MUFU.EX2) and a subnormal fix-up
+#else
+  return std::exp2(x);
+#endif
+}
+
+FA_HD float fast_log2(float x) {
+#if defined(__CUDA_ARCH__)
+  return __log2f(x);
+#else
+  return std::log2(x);
+#endif
+}
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+// Natural-log scores (merge kernels, CPU attention).
+struct NaturalBase {
+  static FA_HD float exp(float x) { return fast_exp(x); }
+  static FA_HD float lse(float m, float d) { return m + fast_log(d); }
+};
+
+// Scores pre-multiplied by log2(e) (the attention main loop on the GPU): one exp2 per score.
+// lse() still reports the natural log-sum-exp.
+struct Base2 {
+  static FA_HD float exp(float x) { return fast_exp2(x); }
+  static FA_HD float lse(float m, float d) { return (m + fast_log2(d)) * kLn2; }
+};
+
+template <class Base>
+struct BasicSoftmaxState {
   float m;  // running max of the scores, -inf while empty
   float d;  // running sum of exp(score - m), 0 while empty
 
-  static FA_HD SoftmaxState empty() { return {-INFINITY, 0.0f}; }
+  static FA_HD BasicSoftmaxState empty() { return {-INFINITY, 0.0f}; }
 
   // The state of a finished, normalized partial result with log-sum-exp `lse`. An lse of +inf
   // is read as -inf: some kernels report empty rows that way.
-  static FA_HD SoftmaxState from_lse(float lse) {
+  static FA_HD BasicSoftmaxState from_lse(float lse) {
     if (!(lse < INFINITY) || lse == -INFINITY) return empty();  // +inf, -inf and NaN: empty
     return {lse, 1.0f};
   }
@@ -46,9 +79,16 @@ struct SoftmaxState {
   FA_HD bool is_empty() const { return m == -INFINITY; }
 
   // exp(m - m_new) for m_new >= m; 0 for an empty state (guard against -inf - -inf).
-  FA_HD float rescale_to(float m_new) const { return is_empty() ? 0.0f : fast_exp(m - m_new); }
+  FA_HD float rescale_to(float m_new) const { return is_empty() ? 0.0f : Base::exp(m - m_new); }
 
-  FA_HD float lse() const { return d > 0.0f ? m + fast_log(d) : -INFINITY; }
+  // The max to subtract from scores: m, or 0 while empty (every score seen is then -inf, and
+  // exp(-inf - 0) = 0 where exp(-inf - -inf) would be NaN).
+  FA_HD float safe_max() const { return is_empty() ? 0.0f : m; }
+
+  // exp(s - m) of a score already folded in (or -inf: masked, weight 0).
+  FA_HD float weight(float s) const { return Base::exp(s - safe_max()); }
+
+  FA_HD float lse() const { return d > 0.0f ? Base::lse(m, d) : -INFINITY; }
 
   // 1 / d, or 0 for an empty state: a row that saw no key outputs 0, never NaN.
   FA_HD float inv_sum() const { return d > 0.0f ? 1.0f / d : 0.0f; }
@@ -60,7 +100,7 @@ struct SoftmaxState {
   };
   FA_HD Step add(float s) {
     const float m_new = fmaxf(m, s);
-    const Step step{rescale_to(m_new), fast_exp(s - m_new)};
+    const Step step{rescale_to(m_new), Base::exp(s - m_new)};
     d = d * step.rescale + step.weight;
     m = m_new;
     return step;
@@ -69,14 +109,28 @@ struct SoftmaxState {
   // Folds in another partial state (unnormalized: its accumulator holds sum exp(s - other.m) * v).
   // Returns the factors for this state's accumulator (rescale) and the other's (weight). Summing
   // a long key range as a sum of block sums keeps the rounding error from growing with length.
-  FA_HD Step add(const SoftmaxState& other) {
+  FA_HD Step add(const BasicSoftmaxState& other) {
     const float m_new = fmaxf(m, other.m);
     const Step step{rescale_to(m_new), other.rescale_to(m_new)};
     d = d * step.rescale + other.d * step.weight;
     m = m_new;
     return step;
   }
+
+  // Moves the max to m_new >= m ahead of adding a block of scores whose max is m_new; returns the
+  // factor for the running accumulator. The block's weights are then weight(s) and its sum is
+  // added with add_sum().
+  FA_HD float raise_max(float m_new) {
+    const float rescale = rescale_to(m_new);
+    d *= rescale;
+    m = m_new;
+    return rescale;
+  }
+  FA_HD void add_sum(float block_sum) { d += block_sum; }
 };
+
+using SoftmaxState = BasicSoftmaxState<NaturalBase>;
+using SoftmaxState2 = BasicSoftmaxState<Base2>;
 
 // Weights that merge two normalized partial outputs: out = w_a * out_a + w_b * out_b, with the
 // merged state. Both empty: weights 0 and an empty state (out 0, lse -inf). One side empty: the

@@ -1,0 +1,113 @@
+// CUDA launch of flash_attn_varlen and paged_attention: the plan (CTA shape, key splits), the
+// storage-format dispatch and the split combine. The kernels are in attention_kernel.cuh.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
+#include "attention_kernel.cuh"
+
+namespace fastattn {
+namespace {
+
+using namespace attention_gpu;
+
+int multiprocessor_count() {
+  static const int count = [] {
+    int device = 0, n = 0;
+    cudaGetDevice(&device);
+    cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device);
+    return n > 0 ? n : 1;
+  }();
+  return count;
+}
+
+void check_launch(const char* what) {
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) throw std::runtime_error(std::string("fastattn: ") + what + ": " + cudaGetErrorString(err));
+}
+
+template <class Shape, class Kv, bool kPaged, bool kTokenScales>
+void launch(const AttentionParams& p) {
+  auto kernel = attention_kernel<Shape, Kv, kPaged, kTokenScales>;
+  static const cudaError_t configured =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Shape::kSmemBytes);
+  if (configured != cudaSuccess) throw std::runtime_error("fastattn: attention kernel needs more shared memory");
+  const int group = p.heads_q / p.heads_kv;
+  // Virtual tiles: every sequence's rows start a fresh tile, and the rows past the last
+  // sequence get tiles of their own (see first_tile_of).
+  const int64_t tiles = int64_t(p.tokens_q) * group / Shape::kRows + p.batch + 2;
+  const dim3 grid(unsigned(tiles), unsigned(p.heads_kv), unsigned(p.num_splits));
+  kernel<<<grid, Shape::kThreads, Shape::kSmemBytes, static_cast<cudaStream_t>(p.stream)>>>(p);
+  check_launch("attention kernel launch");
+}
+
+template <int D, class Kv, bool kPaged, bool kTokenScales>
+void launch_shape(const AttentionParams& p) {
+  if (p.warps_m == 1) launch<TileShape<D, 1, Kv>, Kv, kPaged, kTokenScales>(p);
+  else launch<TileShape<D, 4, Kv>, Kv, kPaged, kTokenScales>(p);
+}
+
+template <int D>
+void launch_head_dim(const AttentionParams& p) {
+  if (!p.paged) {
+    switch (p.kv_type) {
+      case ElementType::kBf16: return launch_shape<D, KvBf16, false, false>(p);
+      case ElementType::kFp16: return launch_shape<D, KvFp16, false, false>(p);
+      case ElementType::kFp8: return launch_shape<D, KvFp8, false, false>(p);
+      default: throw std::invalid_argument("fastattn: unsupported k/v dtype");
+    }
+  }
+  switch (p.quant) {
+    case CacheQuant::kNone:
+      if (p.kv_type == ElementType::kBf16) return launch_shape<D, KvBf16, true, false>(p);
+      return launch_shape<D, KvFp16, true, false>(p);
+    case CacheQuant::kInt8: return launch_shape<D, KvInt8, true, false>(p);
+    case CacheQuant::kFp8: return launch_shape<D, KvFp8, true, false>(p);
+    case CacheQuant::kBlockWiseFp8: return launch_shape<D, KvFp8, true, true>(p);
+  }
+}
+
+}  // namespace
+
+AttentionPlan plan_attention(const AttentionParams& p, int64_t max_keys, int requested_splits) {
+  const int group = p.heads_q / p.heads_kv;
+  const int64_t rows = int64_t(p.tokens_q) * group;
+  // Decode-like batches (a row tile or less per sequence) take one warp per CTA: a 64-row tile
+  // would be mostly padding.
+  const int warps_m = rows <= int64_t(16) * std::max(p.batch, 1) ? 1 : 4;
+  const int keys_per_tile = p.head_dim <= 128 ? 64 : 32;
+  const int64_t max_tiles = std::max<int64_t>((max_keys + keys_per_tile - 1) / keys_per_tile, 1);
+  int splits = requested_splits;
+  if (splits <= 0) {
+    // Enough CTAs to give every multiprocessor several warps; more splits than key tiles only
+    // adds empty work.
+    const int64_t ctas = std::max<int64_t>((rows + 16 * warps_m - 1) / (16 * warps_m), 1) * p.heads_kv;
+    const int64_t wanted = int64_t(multiprocessor_count()) * (warps_m == 1 ? 16 : 2);
+    splits = int(std::min<int64_t>({(wanted + ctas - 1) / ctas, max_tiles, 64}));
+  }
+  return {warps_m, std::max(splits, 1)};
+}
+
+void attention_cuda(const AttentionParams& p) {
+  switch (p.head_dim) {
+    case 64: launch_head_dim<64>(p); break;
+    case 128: launch_head_dim<128>(p); break;
+    case 256: launch_head_dim<256>(p); break;
+    default: throw std::invalid_argument("fastattn: head_dim must be 64, 128 or 256");
+  }
+  if (p.num_splits > 1 && p.tokens_q > 0) {
+    constexpr int kRowsPerBlock = 4;
+    const int64_t blocks = (int64_t(p.tokens_q) * p.heads_q + kRowsPerBlock - 1) / kRowsPerBlock;
+    const auto stream = static_cast<cudaStream_t>(p.stream);
+    switch (p.head_dim) {
+      case 64: combine_splits_kernel<64><<<unsigned(blocks), 32 * kRowsPerBlock, 0, stream>>>(p); break;
+      case 128: combine_splits_kernel<128><<<unsigned(blocks), 32 * kRowsPerBlock, 0, stream>>>(p); break;
+      default: combine_splits_kernel<256><<<unsigned(blocks), 32 * kRowsPerBlock, 0, stream>>>(p); break;
+    }
+    check_launch("split combine launch");
+  }
+}
+
+}  // namespace fastattn

@@ -1,0 +1,481 @@
+// The attention main loop on the tensor cores (mma.sync m16n8k16, sm_80 and newer), shared by
+// flash_attn_varlen and paged_attention.
+//
+// One CTA computes a tile of rows of one (sequence, kv head) over one split of its keys. Rows are
+// the sequence's queries times the query heads that share the kv head (row r: query r / group,
+// head kv_head * group + r % group), so one K/V tile feeds every head of the group. K/V tiles
+// stream through shared memory in their storage format (cp.async, kStages deep) and become 16-bit
+// in registers right before the tensor cores; every scale folds in fp32.
+//
+// The contraction dimension of Q.K^T is walked 32 elements at a time with lane t owning elements
+// 8t..8t+7 of Q and K rows (a permutation of the k index, applied to both operands, so the dot
+// products are unchanged): one 16- or 8-byte shared load per row gives a lane both k-steps.
+#pragma once
+
+#include <cstdint>
+
+#include "attention.h"
+#include "fastattn/mma.h"
+#include "fastattn/softmax_state.h"
+
+namespace fastattn {
+namespace attention_gpu {
+
+// K/V storage formats: bytes per element, the 16-bit type the tensor cores use for them and, for
+// 8-bit storage, how four bytes unpack into two fp16 pairs.
+struct KvBf16 {
+  static constexpr int kBytes = 2;
+  using Mma = MmaBf16;
+};
+struct KvFp16 {
+  static constexpr int kBytes = 2;
+  using Mma = MmaFp16;
+};
+struct KvFp8 {
+  static constexpr int kBytes = 1;
+  using Mma = MmaFp16;
+  using Unpack = UnpackE4m3;
+};
+struct KvInt8 {
+  static constexpr int kBytes = 1;
+  using Mma = MmaFp16;
+  using Unpack = UnpackInt8;
+};
+
+template <int D, int kWarpsM, class Kv>
+struct TileShape {
+  static constexpr int kHeadDim = D;
+  static constexpr int kWarps = kWarpsM;
+  static constexpr int kThreads = 32 * kWarpsM;
+  static constexpr int kRows = 16 * kWarpsM;
+  static constexpr int kKeys = D <= 128 ? 64 : 32;
+  static constexpr int kStages = 2;
+  // Row strides in bytes, padded so that shared loads are free of bank conflicts: Q and K rows
+  // are read 16 (8) bytes per lane, 4 lanes per row, 2 (4) rows per phase, so a stride of 64 (32)
+  // mod 128 bytes; V rows by ldmatrix, 8 rows of 16 bytes per matrix, so an odd multiple of 16.
+  static constexpr int kQStride = 2 * D + 64;
+  static constexpr int kKStride = Kv::kBytes == 2 ? 2 * D + 64 : D + 32;
+  static constexpr int kVStride = Kv::kBytes * D + 16;
+  static constexpr int kScaleBytes = kKeys * 4;
+  static constexpr int kKOffset = 0;
+  static constexpr int kVOffset = kKOffset + kKeys * kKStride;
+  static constexpr int kKScaleOffset = kVOffset + kKeys * kVStride;
+  static constexpr int kVScaleOffset = kKScaleOffset + kScaleBytes;
+  static constexpr int kStageBytes = kVScaleOffset + kScaleBytes;
+  static constexpr int kQBytes = kRows * kQStride;
+  static constexpr int kSmemBytes = kQBytes + kStages * kStageBytes;
+  static constexpr bool kQInRegisters = D <= 128;  // D = 256 rereads Q: registers go to the output
+};
+
+// The first virtual tile of sequence b is floor(cu_q[b] * group / rows) + b: sequences never
+// share a tile, the grid needs no host-side schedule, and tile -> sequence is a binary search.
+FA_DEVICE int64_t first_tile_of(const int32_t* cu_q, int b, int group, int rows) {
+  return int64_t(cu_q[b]) * group / rows + b;
+}
+
+struct TileOrigin {
+  int seq;         // batch: the rows past cu_seqlens_q[batch] (no sequence)
+  int local_tile;  // tile index inside the sequence's rows
+};
+
+FA_DEVICE TileOrigin find_tile(const AttentionParams& p, int64_t tile, int group, int rows) {
+  int lo = 0, hi = p.batch;  // largest b in [0, batch] with first_tile_of(b) <= tile
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) >> 1;
+    if (first_tile_of(p.cu_seqlens_q, mid, group, rows) <= tile) lo = mid; else hi = mid - 1;
+  }
+  return {lo, int(tile - first_tile_of(p.cu_seqlens_q, lo, group, rows))};
+}
+
+FA_DEVICE void store_out(const AttentionParams& p, int64_t i, float x) {
+  switch (p.out_type) {
+    case ElementType::kBf16: static_cast<uint16_t*>(p.out)[i] = __bfloat16_as_ushort(__float2bfloat16_rn(x)); break;
+    case ElementType::kFp16: static_cast<uint16_t*>(p.out)[i] = __half_as_ushort(__float2half_rn(x)); break;
+    default: static_cast<float*>(p.out)[i] = x; break;
+  }
+}
+
+FA_DEVICE float load_element(const void* base, int64_t i, ElementType type) {
+  switch (type) {
+    case ElementType::kBf16: return Bf16Format::to_float(static_cast<const uint16_t*>(base)[i]);
+    case ElementType::kFp16: return Fp16Format::to_float(static_cast<const uint16_t*>(base)[i]);
+    case ElementType::kFp8: return e4m3_to_float(static_cast<const uint8_t*>(base)[i]);
+    default: return static_cast<const float*>(base)[i];
+  }
+}
+
+// Queries past cu_seqlens_q[batch] belong to no sequence: zeros and lse -inf.
+template <class Shape>
+FA_DEVICE void write_tail_rows(const AttentionParams& p, int local_tile, int group, int kv_head) {
+  constexpr int D = Shape::kHeadDim;
+  const int first_token = p.cu_seqlens_q[p.batch];
+  const int64_t tail_rows = int64_t(p.tokens_q - first_token) * group;
+  const int64_t row0 = int64_t(local_tile) * Shape::kRows;
+  for (int i = threadIdx.x; i < Shape::kRows * D; i += Shape::kThreads) {
+    const int64_t r = row0 + i / D;
+    if (r >= tail_rows) break;
+    const int token = first_token + int(r / group), head = kv_head * group + int(r % group);
+    store_out(p, (int64_t(token) * p.heads_q + head) * D + i % D, 0.0f);
+    if (i % D == 0) p.lse[int64_t(head) * p.tokens_q + token] = -INFINITY;
+  }
+}
+
+template <class Shape, class Kv, bool kPaged, bool kTokenScales>
+__global__ void __launch_bounds__(Shape::kThreads) attention_kernel(const AttentionParams p) {
+  constexpr int D = Shape::kHeadDim, kKeys = Shape::kKeys, kRows = Shape::kRows, kThreads = Shape::kThreads;
+  constexpr int kStages = Shape::kStages, kChunks = D / 32, kKeyTiles = kKeys / 8, kOutTiles = D / 8;
+  constexpr bool k8Bit = Kv::kBytes == 1;
+  using Mma = typename Kv::Mma;
+
+  extern __shared__ __align__(16) uint8_t smem[];
+  __shared__ int cta_limit;    // the largest key limit of the CTA's rows
+  __shared__ int q_amax_bits;  // the largest |q| of the tile, as float bits
+  __shared__ int unmapped_tile[kStages];  // a tile index whose load met an unmapped block
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int group = p.heads_q / p.heads_kv, kv_head = blockIdx.y, split = blockIdx.z;
+  const TileOrigin origin = find_tile(p, int64_t(gridDim.x) - 1 - blockIdx.x, group, kRows);
+  if (origin.seq == p.batch) {
+    if (split == 0) write_tail_rows<Shape>(p, origin.local_tile, group, kv_head);
+    return;
+  }
+  const int seq = origin.seq, q_first = p.cu_seqlens_q[seq];
+  const int q_len = p.cu_seqlens_q[seq + 1] - q_first, rows = q_len * group;
+  const int row0 = origin.local_tile * kRows;
+  if (row0 >= rows) return;
+  const int k_first = kPaged ? 0 : p.cu_seqlens_k[seq];
+  const int k_len = max(kPaged ? p.seq_lens_kv[seq] : p.cu_seqlens_k[seq + 1] - k_first, 0);
+
+  // Keys visible to a row: causal (bottom-right), kv_end. Rows past the sequence's end copy the
+  // last real row (finite work whose results are dropped).
+  auto key_limit = [&](int r) {
+    const int query = min(r, rows - 1) / group;
+    int limit = k_len;
+    if (p.causal) limit = min(limit, query + k_len - q_len + 1);
+    if (p.kv_end != nullptr) limit = min(limit, p.kv_end[q_first + query]);
+    return max(limit, 0);
+  };
+  const int my_row = row0 + warp * 16 + g;
+  const int limit_a = key_limit(my_row), limit_b = key_limit(my_row + 8);
+  const int warp_min_limit = __reduce_min_sync(0xffffffffu, min(limit_a, limit_b));
+  if (threadIdx.x == 0) cta_limit = q_amax_bits = 0;
+  if (threadIdx.x < kStages) unmapped_tile[threadIdx.x] = -1;
+
+  // Scales folded into the score (log2 units) and into the output.
+  float score_scale = p.softmax_scale * kLog2e * p.q_descale.at(seq, kv_head, p.heads_kv);
+  float out_scale = 1.0f;
+  if (!kPaged) {
+    score_scale *= p.k_descale.at(seq, kv_head, p.heads_kv);
+    out_scale = p.v_descale.at(seq, kv_head, p.heads_kv);
+  } else if (p.quant == CacheQuant::kInt8 || p.quant == CacheQuant::kFp8) {
+    score_scale *= p.k_scale.load(kv_head);
+    out_scale = p.v_scale.load(kv_head);
+  }
+
+  // Q -> shared memory as the tensor cores' 16-bit type. A bf16 q meeting an 8-bit cache goes to
+  // fp16 times a power of two that keeps the tile's largest element below 2^15 (exact except
+  // for elements 2^29 times smaller than that maximum); the power folds back into the score.
+  uint8_t* q_smem = smem;
+  const bool rescale_q = k8Bit && p.q_type == ElementType::kBf16;
+  constexpr int kQGroups = kRows * D / 8;
+  auto q_index = [&](int i) {  // element index of the first of 8 q elements of group i
+    const int r = min(row0 + i / (D / 8), rows - 1);
+    const int token = q_first + r / group, head = kv_head * group + r % group;
+    return (int64_t(token) * p.heads_q + head) * D + (i % (D / 8)) * 8;
+  };
+  __syncthreads();
+  float q_mult = 1.0f;
+  if (rescale_q) {
+    float amax = 0.0f;
+    for (int i = threadIdx.x; i < kQGroups; i += kThreads) {
+      const int64_t e = q_index(i);
+      for (int j = 0; j < 8; ++j) amax = fmaxf(amax, fabsf(load_element(p.q, e + j, p.q_type)));
+    }
+    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    if (lane == 0) atomicMax(&q_amax_bits, __float_as_int(amax));  // non-negative floats order as ints
+    __syncthreads();
+    amax = __int_as_float(q_amax_bits);
+    if (amax > 0.0f && amax < INFINITY) {
+      const int e = min(max(14 - ilogbf(amax), -100), 100);  // amax * 2^e in [2^14, 2^15)
+      q_mult = ldexpf(1.0f, e);
+      score_scale *= ldexpf(1.0f, -e);
+    }
+  }
+  for (int i = threadIdx.x; i < kQGroups; i += kThreads) {
+    const int64_t e = q_index(i);
+    uint32_t packed[4];
+    for (int j = 0; j < 4; ++j) {
+      packed[j] = Mma::pack(load_element(p.q, e + 2 * j, p.q_type) * q_mult,
+                            load_element(p.q, e + 2 * j + 1, p.q_type) * q_mult);
+    }
+    *reinterpret_cast<uint4*>(q_smem + (i / (D / 8)) * Shape::kQStride + (i % (D / 8)) * 16) =
+        make_uint4(packed[0], packed[1], packed[2], packed[3]);
+  }
+  atomicMax(&cta_limit, max(limit_a, limit_b));
+  __syncthreads();
+
+  // This split's key range.
+  const int split_keys = (k_len + p.num_splits - 1) / p.num_splits;
+  const int chunk = (split_keys + kKeys - 1) / kKeys * kKeys;
+  const int key_begin = split * chunk;
+  const int key_end = min(key_begin + chunk, cta_limit);
+  const int num_tiles = key_end > key_begin ? (key_end - key_begin + kKeys - 1) / kKeys : 0;
+
+  const uint8_t* k_base = static_cast<const uint8_t*>(kPaged ? p.key_cache : p.k);
+  const uint8_t* v_base = static_cast<const uint8_t*>(kPaged ? p.value_cache : p.v);
+  uint8_t* stages = smem + Shape::kQBytes;
+  auto load_tile = [&](int tile) {
+    uint8_t* stage = stages + (tile % kStages) * Shape::kStageBytes;
+    const int key0 = key_begin + tile * kKeys;
+    constexpr int kRowChunks = D * Kv::kBytes / 16;
+    for (int i = threadIdx.x; i < kKeys * kRowChunks; i += kThreads) {
+      const int r = i / kRowChunks, c = i % kRowChunks, key = key0 + r;
+      int64_t row = -1;
+      if (key < key_end) row = kPaged ? p.layout.row(seq, key, kv_head) : int64_t(k_first + key) * p.heads_kv + kv_head;
+      const bool valid = row >= 0;
+      const int64_t offset = valid ? row * D * Kv::kBytes + c * 16 : 0;
+      cp_async<16>(smem_address(stage + Shape::kKOffset + r * Shape::kKStride + c * 16), k_base + offset, valid);
+      cp_async<16>(smem_address(stage + Shape::kVOffset + r * Shape::kVStride + c * 16), v_base + offset, valid);
+      if (kPaged && !valid && key < key_end && c == 0) unmapped_tile[tile % kStages] = tile;
+    }
+    if constexpr (kTokenScales) {  // two keys per copy: a pair never straddles a block
+      for (int i = threadIdx.x; i < kKeys; i += kThreads) {
+        const int pair = i % (kKeys / 2), key = key0 + 2 * pair;
+        const ScaleTensor& table = i < kKeys / 2 ? p.k_scale : p.v_scale;
+        uint8_t* dst = stage + (i < kKeys / 2 ? Shape::kKScaleOffset : Shape::kVScaleOffset);
+        const int64_t row = key < key_end ? p.layout.row(seq, key, kv_head) : -1;
+        const uint8_t* src = static_cast<const uint8_t*>(table.data);
+        if (table.is_bf16) cp_async<4>(smem_address(dst + pair * 4), src + (row >= 0 ? row * 2 : 0), row >= 0);
+        else cp_async<8>(smem_address(dst + pair * 8), src + (row >= 0 ? row * 4 : 0), row >= 0);
+      }
+    }
+  };
+  auto token_scale = [&](const uint8_t* raw, const ScaleTensor& table, int key) {
+    return table.is_bf16 ? Bf16Format::to_float(reinterpret_cast<const uint16_t*>(raw)[key])
+                         : reinterpret_cast<const float*>(raw)[key];
+  };
+
+  // Q fragments (rows g and g+8 of this warp), k-steps 2c and 2c+1 of chunk c.
+  const uint32_t q_row_addr = smem_address(q_smem + (warp * 16 + g) * Shape::kQStride + t * 16);
+  auto q_fragments = [&](int c, uint32_t (&a0)[4], uint32_t (&a1)[4]) {
+    const uint4 x = lds128(q_row_addr + c * 64), y = lds128(q_row_addr + 8 * Shape::kQStride + c * 64);
+    a0[0] = x.x; a0[1] = y.x; a0[2] = x.y; a0[3] = y.y;
+    a1[0] = x.z; a1[1] = y.z; a1[2] = x.w; a1[3] = y.w;
+  };
+  uint32_t q_regs[Shape::kQInRegisters ? kChunks : 1][2][4];
+  if constexpr (Shape::kQInRegisters) {
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) q_fragments(c, q_regs[c][0], q_regs[c][1]);
+  }
+
+  SoftmaxState2 state[2] = {SoftmaxState2::empty(), SoftmaxState2::empty()};  // rows g, g+8
+  float acc[kOutTiles][4];
+#pragma unroll
+  for (int j = 0; j < kOutTiles; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+  float v_ref = 0.0f;  // per-token v scales: the largest seen, so that p * scale / v_ref <= 1
+
+#pragma unroll 1
+  for (int tile = 0; tile < kStages - 1; ++tile) {
+    if (tile < num_tiles) load_tile(tile);
+    cp_async_commit();
+  }
+#pragma unroll 1
+  for (int tile = 0; tile < num_tiles; ++tile) {
+    if (tile + kStages - 1 < num_tiles) load_tile(tile + kStages - 1);
+    cp_async_commit();
+    cp_async_wait<kStages - 1>();
+    __syncthreads();
+    const uint8_t* stage = stages + (tile % kStages) * Shape::kStageBytes;
+    const int key0 = key_begin + tile * kKeys;
+
+    // S = Q K^T.
+    float s[kKeyTiles][4];
+#pragma unroll
+    for (int j = 0; j < kKeyTiles; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+    const uint32_t k_addr = smem_address(stage + Shape::kKOffset + g * Shape::kKStride + t * 8 * Kv::kBytes);
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) {
+      uint32_t a0[4], a1[4];
+      if constexpr (Shape::kQInRegisters) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) { a0[i] = q_regs[c][0][i]; a1[i] = q_regs[c][1][i]; }
+      } else {
+        q_fragments(c, a0, a1);
+      }
+#pragma unroll
+      for (int j = 0; j < kKeyTiles; ++j) {
+        const uint32_t addr = k_addr + j * 8 * Shape::kKStride + c * 32 * Kv::kBytes;
+        uint32_t b[4];
+        if constexpr (k8Bit) {
+          const uint2 w = lds64(addr);
+          Kv::Unpack::four(w.x, b[0], b[1]);
+          Kv::Unpack::four(w.y, b[2], b[3]);
+        } else {
+          const uint4 w = lds128(addr);
+          b[0] = w.x; b[1] = w.y; b[2] = w.z; b[3] = w.w;
+        }
+        Mma::mma(s[j], a0, b[0], b[1]);
+        Mma::mma(s[j], a1, b[2], b[3]);
+      }
+    }
+
+    // Scale, mask, online softmax.
+    const bool need_mask = key0 + kKeys > warp_min_limit || unmapped_tile[tile % kStages] == tile;
+#pragma unroll
+    for (int j = 0; j < kKeyTiles; ++j) {
+      const int key = key0 + 8 * j + 2 * t;
+      bool mapped = true;
+      if (kPaged && need_mask && unmapped_tile[tile % kStages] == tile) mapped = p.layout.row(seq, key, kv_head) >= 0;
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        float x = s[j][e] * score_scale;
+        if constexpr (kTokenScales) x *= token_scale(stage + Shape::kKScaleOffset, p.k_scale, key - key0 + (e & 1));
+        if (need_mask && !(mapped && key + (e & 1) < (e < 2 ? limit_a : limit_b))) x = -INFINITY;
+        s[j][e] = x;
+      }
+    }
+    float rescale[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float mx = -INFINITY;
+#pragma unroll
+      for (int j = 0; j < kKeyTiles; ++j) mx = fmaxf(mx, fmaxf(s[j][2 * h], s[j][2 * h + 1]));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      rescale[h] = state[h].raise_max(fmaxf(state[h].m, mx));
+      float sum = 0.0f;
+#pragma unroll
+      for (int j = 0; j < kKeyTiles; ++j) {
+        s[j][2 * h] = state[h].weight(s[j][2 * h]);
+        s[j][2 * h + 1] = state[h].weight(s[j][2 * h + 1]);
+        sum += s[j][2 * h] + s[j][2 * h + 1];
+      }
+      state[h].add_sum(sum);  // this lane's columns only: the lanes' sums add up at the end
+    }
+    if constexpr (kTokenScales) {  // p * v_scale / v_ref with v_ref the running max of v_scale
+      float tile_ref = 0.0f;
+      for (int i = lane; i < kKeys; i += 32) tile_ref = fmaxf(tile_ref, token_scale(stage + Shape::kVScaleOffset, p.v_scale, i));
+      for (int o = 16; o > 0; o >>= 1) tile_ref = fmaxf(tile_ref, __shfl_xor_sync(0xffffffffu, tile_ref, o));
+      const float new_ref = fmaxf(v_ref, tile_ref);
+      const float inv_ref = new_ref > 0.0f ? 1.0f / new_ref : 0.0f;
+      const float ref_ratio = new_ref > 0.0f ? v_ref * inv_ref : 1.0f;
+      rescale[0] *= ref_ratio;
+      rescale[1] *= ref_ratio;
+      v_ref = new_ref;
+#pragma unroll
+      for (int j = 0; j < kKeyTiles; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          s[j][e] *= token_scale(stage + Shape::kVScaleOffset, p.v_scale, 8 * j + 2 * t + (e & 1)) * inv_ref;
+        }
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kOutTiles; ++j) {
+      acc[j][0] *= rescale[0]; acc[j][1] *= rescale[0];
+      acc[j][2] *= rescale[1]; acc[j][3] *= rescale[1];
+    }
+
+    // O += P V, 16 keys per k-step; P's accumulator layout is the A fragment's.
+    const uint32_t v_addr = smem_address(stage + Shape::kVOffset + (lane & 15) * Shape::kVStride + (lane >> 4) * 16);
+#pragma unroll
+    for (int ks = 0; ks < kKeys / 16; ++ks) {
+      const uint32_t a[4] = {Mma::pack(s[2 * ks][0], s[2 * ks][1]), Mma::pack(s[2 * ks][2], s[2 * ks][3]),
+                             Mma::pack(s[2 * ks + 1][0], s[2 * ks + 1][1]), Mma::pack(s[2 * ks + 1][2], s[2 * ks + 1][3])};
+      if constexpr (k8Bit) {
+        // A transposed 8x8 matrix of 16-bit pairs gives lane (g, t) the bytes of keys 2t, 2t+1 at
+        // columns 2g, 2g+1; regrouped by column they are the B fragments of two output tiles, one
+        // of even and one of odd columns.
+#pragma unroll
+        for (int nq = 0; nq < D / 32; ++nq) {
+          uint32_t r[4];
+          ldmatrix_x4_trans(r, v_addr + ks * 16 * Shape::kVStride + nq * 32);
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            uint32_t even0, odd0, even1, odd1;
+            Kv::Unpack::four(__byte_perm(r[2 * h], 0, 0x3120), even0, odd0);
+            Kv::Unpack::four(__byte_perm(r[2 * h + 1], 0, 0x3120), even1, odd1);
+            Mma::mma(acc[4 * nq + 2 * h], a, even0, even1);
+            Mma::mma(acc[4 * nq + 2 * h + 1], a, odd0, odd1);
+          }
+        }
+      } else {
+#pragma unroll
+        for (int np = 0; np < D / 16; ++np) {
+          uint32_t r[4];
+          ldmatrix_x4_trans(r, v_addr + ks * 16 * Shape::kVStride + np * 32);
+          Mma::mma(acc[2 * np], a, r[0], r[1]);
+          Mma::mma(acc[2 * np + 1], a, r[2], r[3]);
+        }
+      }
+    }
+    __syncthreads();
+  }
+  cp_async_wait<0>();
+
+  // Epilogue: the lanes' partial sums, then out = acc / d (0 for a row that saw no key).
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    state[h].d += __shfl_xor_sync(0xffffffffu, state[h].d, 1);
+    state[h].d += __shfl_xor_sync(0xffffffffu, state[h].d, 2);
+  }
+  const float v_mult = out_scale * (kTokenScales ? v_ref : 1.0f);
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int r = my_row + 8 * h;
+    if (r >= rows) continue;
+    const int token = q_first + r / group, head = kv_head * group + r % group;
+    const float mult = state[h].inv_sum() * v_mult;
+    const float lse = state[h].lse();
+    const bool partial = p.num_splits > 1;
+    const int64_t row_offset = partial ? ((int64_t(split) * p.tokens_q + token) * p.heads_q + head) * D
+                                       : (int64_t(token) * p.heads_q + head) * D;
+#pragma unroll
+    for (int j = 0; j < kOutTiles; ++j) {
+#pragma unroll
+      for (int c = 0; c < 2; ++c) {
+        // Output column of accumulator (tile j, element c): the 8-bit V path interleaves even
+        // and odd columns (see the P V loop).
+        const int d = k8Bit ? 16 * (j / 2) + 4 * t + 2 * c + (j & 1) : 8 * j + 2 * t + c;
+        const float x = acc[j][2 * h + c] * mult;
+        if (partial) p.partial_out[row_offset + d] = x;
+        else store_out(p, row_offset + d, x);
+      }
+    }
+    if (t == 0) {
+      if (partial) p.partial_lse[(int64_t(split) * p.heads_q + head) * p.tokens_q + token] = lse;
+      else p.lse[int64_t(head) * p.tokens_q + token] = lse;
+    }
+  }
+}
+
+// Merges the splits' normalized partial results of one (token, head) row per warp through the
+// shared softmax state.
+template <int D>
+__global__ void combine_splits_kernel(const AttentionParams p) {
+  constexpr int kPerLane = D / 32;
+  const int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= int64_t(p.tokens_q) * p.heads_q) return;
+  const int token = int(row / p.heads_q), head = int(row % p.heads_q);
+  if (token >= p.cu_seqlens_q[p.batch]) return;  // written by the main kernel
+  SoftmaxState state = SoftmaxState::empty();
+  float acc[kPerLane] = {};
+  for (int s = 0; s < p.num_splits; ++s) {
+    const SoftmaxState part = SoftmaxState::from_lse(p.partial_lse[(int64_t(s) * p.heads_q + head) * p.tokens_q + token]);
+    const SoftmaxState::Step step = state.add(part);
+    const float* src = p.partial_out + ((int64_t(s) * p.tokens_q + token) * p.heads_q + head) * D;
+#pragma unroll
+    for (int i = 0; i < kPerLane; ++i) {
+      acc[i] *= step.rescale;
+      if (step.weight != 0.0f) acc[i] += step.weight * src[lane + 32 * i];  // an empty split is never read
+    }
+  }
+  const float inv = state.inv_sum();
+#pragma unroll
+  for (int i = 0; i < kPerLane; ++i) store_out(p, row * D + lane + 32 * i, acc[i] * inv);
+  if (lane == 0) p.lse[int64_t(head) * p.tokens_q + token] = state.lse();
+}
+
+}  // namespace attention_gpu
+}  // namespace fastattn

@@ -1,0 +1,129 @@
+// Warp-level tensor-core, shared-memory and async-copy primitives of the attention kernels
+// (sm_80 and newer), and the packed 8-bit -> 16-bit conversions that feed the tensor cores.
+//
+// Fragment layouts are PTX's for mma.m16n8k16 (lane = 4 * g + t, g = lane / 4, t = lane % 4):
+// A (16x16, row-major): a0 = (g, 2t..2t+1), a1 = (g+8, 2t..), a2 = (g, 8+2t..), a3 = (g+8, 8+2t..);
+// B (16x8, k-major):    b0 = (k 2t..2t+1, n g), b1 = (k 8+2t.., n g);
+// C (16x8, fp32):       c0, c1 = (g, 2t..2t+1), c2, c3 = (g+8, 2t..2t+1).
+#pragma once
+
+#if defined(__CUDACC__)
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "fastattn/numerics.h"
+
+namespace fastattn {
+
+// The 16-bit formats the tensor cores multiply, with a round-to-nearest pack of two floats
+// (the low half holds the first).
+struct MmaBf16 {
+  static FA_DEVICE uint32_t pack(float lo, float hi) {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&h);
+  }
+  static FA_DEVICE void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+};
+
+struct MmaFp16 {
+  static FA_DEVICE uint32_t pack(float lo, float hi) {
+    const __half2 h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&h);
+  }
+  static FA_DEVICE void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+};
+
+FA_DEVICE uint32_t smem_address(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
+
+FA_DEVICE uint4 lds128(uint32_t addr) {
+  uint4 r;
+  asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];" : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "r"(addr));
+  return r;
+}
+
+FA_DEVICE uint2 lds64(uint32_t addr) {
+  uint2 r;
+  asm volatile("ld.shared.v2.u32 {%0,%1}, [%2];" : "=r"(r.x), "=r"(r.y) : "r"(addr));
+  return r;
+}
+
+// Four 8x8 matrices of 16-bit elements, transposed: lanes 8i..8i+7 give the row addresses of
+// matrix i, and lane 4g+t receives rows 2t and 2t+1 of column g of each.
+FA_DEVICE void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
+// Asynchronous global -> shared copies; a false `valid` writes zeros and reads nothing.
+template <int kBytes>
+FA_DEVICE void cp_async(uint32_t dst, const void* src, bool valid) {
+  static_assert(kBytes == 4 || kBytes == 8 || kBytes == 16, "cp.async copies 4, 8 or 16 bytes");
+  const int src_bytes = valid ? kBytes : 0;
+  if constexpr (kBytes == 16) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(src_bytes));
+  } else {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;" ::"r"(dst), "l"(src), "n"(kBytes), "r"(src_bytes));
+  }
+}
+
+FA_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+
+template <int kPending>
+FA_DEVICE void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(kPending));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Packed conversions: four bytes -> two pairs of fp16 (bytes 0,1 -> lo; bytes 2,3 -> hi). Exact:
+// every e4m3 value and every int8 is an fp16 number (e4m3's smallest subnormal, 2^-9, is a normal
+// fp16).
+
+struct UnpackE4m3 {
+  static FA_DEVICE uint32_t pair(uint32_t two_bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+    uint32_t r;
+    asm("{\n .reg .b16 lo;\n cvt.u16.u32 lo, %1;\n cvt.rn.f16x2.e4m3x2 %0, lo;\n}" : "=r"(r) : "r"(two_bytes));
+    return r;
+#else
+    return MmaFp16::pack(e4m3_to_float(uint8_t(two_bytes)), e4m3_to_float(uint8_t(two_bytes >> 8)));
+#endif
+  }
+  static FA_DEVICE void four(uint32_t w, uint32_t& lo, uint32_t& hi) {
+    lo = pair(w & 0xffffu);
+    hi = pair(w >> 16);
+  }
+};
+
+struct UnpackInt8 {
+  // (b ^ 0x80) in the low byte of an fp16 whose high byte is 0x64 is 1024 + 128 + b exactly.
+  static FA_DEVICE void four(uint32_t w, uint32_t& lo, uint32_t& hi) {
+    const uint32_t biased = w ^ 0x80808080u;
+    const __half2 offset = __half2half2(__ushort_as_half(0x6480));  // 1152
+    const uint32_t l = __byte_perm(biased, 0x64646464u, 0x5140);
+    const uint32_t h = __byte_perm(biased, 0x64646464u, 0x7362);
+    const __half2 lv = __hsub2(*reinterpret_cast<const __half2*>(&l), offset);
+    const __half2 hv = __hsub2(*reinterpret_cast<const __half2*>(&h), offset);
+    lo = *reinterpret_cast<const uint32_t*>(&lv);
+    hi = *reinterpret_cast<const uint32_t*>(&hv);
+  }
+};
+
+}  // namespace fastattn
+
+#endif  // __CUDACC__

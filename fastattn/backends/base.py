@@ -44,7 +44,8 @@ class AttentionBackend:
         ops.write_cache_kv(k, v, caches.key_cache, caches.value_cache, forward_meta.block_tables,
                            forward_meta.cu_seqlens_q, forward_meta.seq_lens_decoder, **caches.write_args())
         out = self.attend(q, caches, getattr(layer, "softmax_scale", None), forward_meta)
-        return out.reshape([tokens, q.shape[1] * q.shape[2]])  # a view: no copy, no kernel
+        # A view in Paddle 3; in Paddle 2.6 at most a device-to-device copy, never a compute kernel.
+        return out.reshape([tokens, q.shape[1] * q.shape[2]])
 
     def attend(self, q, caches, softmax_scale, forward_meta):
         """[num_tokens, Hq, D] attention of q over the layer's cache (this step's K/V written)."""

@@ -28,8 +28,8 @@ class FlashAttentionBackend(AttentionBackend):
     the quantized prefix, writes it back at 2 bytes per element and flash_attn_varlen reads that
     again (5 bytes per element where paged reads 1), plus two extra launches and a buffer whose
     size depends on the batch. "gather" pays off only if the varlen kernel's prefill throughput
-    beats the paged kernel's by more than that traffic: the trade to re-measure with
-    scripts/bench.py once the CUDA kernels land. On the CPU kernels "paged" is 2-5% faster (4 x 200
+    beats the paged kernel's by more than that traffic: a trade to measure on the GPU (the demo's
+    --prefill-path flag runs either). On the CPU kernels "paged" is 2-5% faster (4 x 200
     new tokens after 300 cached, and 2 prefills of 256 with 30 decodes over 700 keys; 8 q / 2 kv
     heads, head_dim 128): there the attention loops dominate and the gather is the difference.
 

@@ -289,7 +289,7 @@ def random_bytes_gpu(rng, shape, high=0x70):
     return from_numpy(np.resize(block, count).reshape(shape), "uint8", "gpu")
 
 
-DECODE_SHAPES = ((64, 32768), (8, 1024))  # (batch, keys per sequence)
+DECODE_SHAPES = ((64, 32768), (8, 1024), (1, 64))  # (batch, keys per sequence); the last: the per-call overhead
 DECODE_HQ, DECODE_HKV, DECODE_DIM, DECODE_BLOCK = 32, 8, 128, 64
 
 

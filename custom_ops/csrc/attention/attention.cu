@@ -43,10 +43,12 @@ void launch(const AttentionParams& p) {
   check_launch("attention kernel launch");
 }
 
+// Prefill: 4 warps over 64 rows. Decode: one 16-row tile whose key tiles 4 warps share (2 for
+// head_dim 256, whose 32-key tiles hold two k-steps).
 template <int D, class Kv, bool kPaged, bool kTokenScales>
 void launch_shape(const AttentionParams& p) {
-  if (p.warps_m == 1) launch<TileShape<D, 1, Kv>, Kv, kPaged, kTokenScales>(p);
-  else launch<TileShape<D, 4, Kv>, Kv, kPaged, kTokenScales>(p);
+  if (p.warps_m == 1) launch<TileShape<D, 1, D <= 128 ? 4 : 2, Kv>, Kv, kPaged, kTokenScales>(p);
+  else launch<TileShape<D, 4, 1, Kv>, Kv, kPaged, kTokenScales>(p);
 }
 
 template <int D>
@@ -74,17 +76,17 @@ void launch_head_dim(const AttentionParams& p) {
 AttentionPlan plan_attention(const AttentionParams& p, int64_t max_keys, int requested_splits) {
   const int group = p.heads_q / p.heads_kv;
   const int64_t rows = int64_t(p.tokens_q) * group;
-  // Decode-like batches (a row tile or less per sequence) take one warp per CTA: a 64-row tile
-  // would be mostly padding.
+  // Decode-like batches (a row tile or less per sequence) take 16-row CTAs whose warps split the
+  // keys: a 64-row tile would be mostly padding.
   const int warps_m = rows <= int64_t(16) * std::max(p.batch, 1) ? 1 : 4;
   const int keys_per_tile = p.head_dim <= 128 ? 64 : 32;
   const int64_t max_tiles = std::max<int64_t>((max_keys + keys_per_tile - 1) / keys_per_tile, 1);
   int splits = requested_splits;
   if (splits <= 0) {
-    // Enough CTAs to give every multiprocessor several warps; more splits than key tiles only
-    // adds empty work.
+    // Enough CTAs for a few waves over the multiprocessors; more splits than key tiles only add
+    // empty work.
     const int64_t ctas = std::max<int64_t>((rows + 16 * warps_m - 1) / (16 * warps_m), 1) * p.heads_kv;
-    const int64_t wanted = int64_t(multiprocessor_count()) * (warps_m == 1 ? 16 : 2);
+    const int64_t wanted = int64_t(multiprocessor_count()) * (warps_m == 1 ? 8 : 2);
     splits = int(std::min<int64_t>({(wanted + ctas - 1) / ctas, max_tiles, 64}));
   }
   return {warps_m, std::max(splits, 1)};

@@ -42,14 +42,19 @@ struct KvInt8 {
   using Unpack = UnpackInt8;
 };
 
-template <int D, int kWarpsM, class Kv>
+// kWarpsM warps split the CTA's rows (16 each; prefill), kWarpsN warps split each key tile
+// (decode: one row tile, so the warps share the tile's keys and merge their states at the end).
+template <int D, int kWarpsM, int kWarpsN, class Kv>
 struct TileShape {
   static constexpr int kHeadDim = D;
-  static constexpr int kWarps = kWarpsM;
-  static constexpr int kThreads = 32 * kWarpsM;
+  static constexpr int kWarpsRows = kWarpsM;
+  static constexpr int kWarpsKeys = kWarpsN;
+  static constexpr int kThreads = 32 * kWarpsM * kWarpsN;
   static constexpr int kRows = 16 * kWarpsM;
   static constexpr int kKeys = D <= 128 ? 64 : 32;
-  static constexpr int kStages = 2;
+  static constexpr int kWarpKeys = kKeys / kWarpsN;
+  static_assert(kWarpKeys % 16 == 0, "a warp's share of a key tile is whole k-steps of 16 keys");
+  static constexpr int kStages = kWarpsN > 1 ? 3 : 2;  // decode streams: deeper
   // Row strides in bytes, padded so that shared loads are free of bank conflicts: Q and K rows
   // are read 16 (8) bytes per lane, 4 lanes per row, 2 (4) rows per phase, so a stride of 64 (32)
   // mod 128 bytes; V rows by ldmatrix, 8 rows of 16 bytes per matrix, so an odd multiple of 16.
@@ -63,6 +68,8 @@ struct TileShape {
   static constexpr int kVScaleOffset = kKScaleOffset + kScaleBytes;
   static constexpr int kStageBytes = kVScaleOffset + kScaleBytes;
   static constexpr int kQBytes = kRows * kQStride;
+  static constexpr int kMergeBytes = (kWarpsN - 1) * kWarpsM * 32 * (D / 2 + 4) * 4;  // other warps' acc, m, d
+  static_assert(kMergeBytes <= kStages * kStageBytes, "the key-split merge reuses the stages");
   static constexpr int kSmemBytes = kQBytes + kStages * kStageBytes;
   static constexpr bool kQInRegisters = D <= 128;  // D = 256 rereads Q: registers go to the output
 };
@@ -123,7 +130,8 @@ FA_DEVICE void write_tail_rows(const AttentionParams& p, int local_tile, int gro
 template <class Shape, class Kv, bool kPaged, bool kTokenScales>
 __global__ void __launch_bounds__(Shape::kThreads) attention_kernel(const AttentionParams p) {
   constexpr int D = Shape::kHeadDim, kKeys = Shape::kKeys, kRows = Shape::kRows, kThreads = Shape::kThreads;
-  constexpr int kStages = Shape::kStages, kChunks = D / 32, kKeyTiles = kKeys / 8, kOutTiles = D / 8;
+  constexpr int kStages = Shape::kStages, kChunks = D / 32, kOutTiles = D / 8;
+  constexpr int kWarpsN = Shape::kWarpsKeys, kWarpKeys = Shape::kWarpKeys, kKeyTiles = kWarpKeys / 8;
   constexpr bool k8Bit = Kv::kBytes == 1;
   using Mma = typename Kv::Mma;
 
@@ -133,6 +141,7 @@ __global__ void __launch_bounds__(Shape::kThreads) attention_kernel(const Attent
   __shared__ int unmapped_tile[kStages];  // a tile index whose load met an unmapped block
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int warp_m = warp / kWarpsN, warp_n = warp % kWarpsN;
   const int group = p.heads_q / p.heads_kv, kv_head = blockIdx.y, split = blockIdx.z;
   const TileOrigin origin = find_tile(p, int64_t(gridDim.x) - 1 - blockIdx.x, group, kRows);
   if (origin.seq == p.batch) {
@@ -155,7 +164,7 @@ __global__ void __launch_bounds__(Shape::kThreads) attention_kernel(const Attent
     if (p.kv_end != nullptr) limit = min(limit, p.kv_end[q_first + query]);
     return max(limit, 0);
   };
-  const int my_row = row0 + warp * 16 + g;
+  const int my_row = row0 + warp_m * 16 + g;
   const int limit_a = key_limit(my_row), limit_b = key_limit(my_row + 8);
   const int warp_min_limit = __reduce_min_sync(0xffffffffu, min(limit_a, limit_b));
   if (threadIdx.x == 0) cta_limit = q_amax_bits = 0;
@@ -227,8 +236,11 @@ __global__ void __launch_bounds__(Shape::kThreads) attention_kernel(const Attent
   auto load_tile = [&](int tile) {
     uint8_t* stage = stages + (tile % kStages) * Shape::kStageBytes;
     const int key0 = key_begin + tile * kKeys;
-    constexpr int kRowChunks = D * Kv::kBytes / 16;
-    for (int i = threadIdx.x; i < kKeys * kRowChunks; i += kThreads) {
+    constexpr int kRowChunks = D * Kv::kBytes / 16, kCopies = kKeys * kRowChunks;
+#pragma unroll
+    for (int it = 0; it < (kCopies + kThreads - 1) / kThreads; ++it) {  // unrolled: table reads overlap
+      const int i = threadIdx.x + it * kThreads;
+      if (kCopies % kThreads != 0 && i >= kCopies) break;
       const int r = i / kRowChunks, c = i % kRowChunks, key = key0 + r;
       int64_t row = -1;
       if (key < key_end) row = kPaged ? p.layout.row(seq, key, kv_head) : int64_t(k_first + key) * p.heads_kv + kv_head;
@@ -250,13 +262,16 @@ __global__ void __launch_bounds__(Shape::kThreads) attention_kernel(const Attent
       }
     }
   };
-  auto token_scale = [&](const uint8_t* raw, const ScaleTensor& table, int key) {
-    return table.is_bf16 ? Bf16Format::to_float(reinterpret_cast<const uint16_t*>(raw)[key])
-                         : reinterpret_cast<const float*>(raw)[key];
+  // A key's scale from the stage, 0 past the split's last key: scales are copied in pairs, and
+  // the partner of the last key may be any bytes (even NaN, which 0 * NaN would spread).
+  auto token_scale = [&](const uint8_t* raw, const ScaleTensor& table, int key, int valid_keys) {
+    const float scale = table.is_bf16 ? Bf16Format::to_float(reinterpret_cast<const uint16_t*>(raw)[key])
+                                      : reinterpret_cast<const float*>(raw)[key];
+    return key < valid_keys ? scale : 0.0f;
   };
 
   // Q fragments (rows g and g+8 of this warp), k-steps 2c and 2c+1 of chunk c.
-  const uint32_t q_row_addr = smem_address(q_smem + (warp * 16 + g) * Shape::kQStride + t * 16);
+  const uint32_t q_row_addr = smem_address(q_smem + (warp_m * 16 + g) * Shape::kQStride + t * 16);
   auto q_fragments = [&](int c, uint32_t (&a0)[4], uint32_t (&a1)[4]) {
     const uint4 x = lds128(q_row_addr + c * 64), y = lds128(q_row_addr + 8 * Shape::kQStride + c * 64);
     a0[0] = x.x; a0[1] = y.x; a0[2] = x.y; a0[3] = y.y;
@@ -287,12 +302,14 @@ __global__ void __launch_bounds__(Shape::kThreads) attention_kernel(const Attent
     __syncthreads();
     const uint8_t* stage = stages + (tile % kStages) * Shape::kStageBytes;
     const int key0 = key_begin + tile * kKeys;
+    const int warp_key0 = warp_n * kWarpKeys;  // this warp's keys: key0 + warp_key0 + [0, kWarpKeys)
 
     // S = Q K^T.
     float s[kKeyTiles][4];
 #pragma unroll
     for (int j = 0; j < kKeyTiles; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
-    const uint32_t k_addr = smem_address(stage + Shape::kKOffset + g * Shape::kKStride + t * 8 * Kv::kBytes);
+    const uint32_t k_addr =
+        smem_address(stage + Shape::kKOffset + (warp_key0 + g) * Shape::kKStride + t * 8 * Kv::kBytes);
 #pragma unroll
     for (int c = 0; c < kChunks; ++c) {
       uint32_t a0[4], a1[4];
@@ -323,13 +340,13 @@ __global__ void __launch_bounds__(Shape::kThreads) attention_kernel(const Attent
     const bool need_mask = key0 + kKeys > warp_min_limit || unmapped_tile[tile % kStages] == tile;
 #pragma unroll
     for (int j = 0; j < kKeyTiles; ++j) {
-      const int key = key0 + 8 * j + 2 * t;
+      const int key = key0 + warp_key0 + 8 * j + 2 * t;
       bool mapped = true;
       if (kPaged && need_mask && unmapped_tile[tile % kStages] == tile) mapped = p.layout.row(seq, key, kv_head) >= 0;
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         float x = s[j][e] * score_scale;
-        if constexpr (kTokenScales) x *= token_scale(stage + Shape::kKScaleOffset, p.k_scale, key - key0 + (e & 1));
+        if constexpr (kTokenScales) x *= token_scale(stage + Shape::kKScaleOffset, p.k_scale, key - key0 + (e & 1), key_end - key0);
         if (need_mask && !(mapped && key + (e & 1) < (e < 2 ? limit_a : limit_b))) x = -INFINITY;
         s[j][e] = x;
       }
@@ -354,7 +371,9 @@ __global__ void __launch_bounds__(Shape::kThreads) attention_kernel(const Attent
     }
     if constexpr (kTokenScales) {  // p * v_scale / v_ref with v_ref the running max of v_scale
       float tile_ref = 0.0f;
-      for (int i = lane; i < kKeys; i += 32) tile_ref = fmaxf(tile_ref, token_scale(stage + Shape::kVScaleOffset, p.v_scale, i));
+      for (int i = lane; i < kKeys; i += 32) {
+        tile_ref = fmaxf(tile_ref, token_scale(stage + Shape::kVScaleOffset, p.v_scale, i, key_end - key0));
+      }
       for (int o = 16; o > 0; o >>= 1) tile_ref = fmaxf(tile_ref, __shfl_xor_sync(0xffffffffu, tile_ref, o));
       const float new_ref = fmaxf(v_ref, tile_ref);
       const float inv_ref = new_ref > 0.0f ? 1.0f / new_ref : 0.0f;
@@ -366,7 +385,8 @@ __global__ void __launch_bounds__(Shape::kThreads) attention_kernel(const Attent
       for (int j = 0; j < kKeyTiles; ++j) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          s[j][e] *= token_scale(stage + Shape::kVScaleOffset, p.v_scale, 8 * j + 2 * t + (e & 1)) * inv_ref;
+          s[j][e] *= token_scale(stage + Shape::kVScaleOffset, p.v_scale, warp_key0 + 8 * j + 2 * t + (e & 1),
+                                 key_end - key0) * inv_ref;
         }
       }
     }
@@ -377,9 +397,10 @@ __global__ void __launch_bounds__(Shape::kThreads) attention_kernel(const Attent
     }
 
     // O += P V, 16 keys per k-step; P's accumulator layout is the A fragment's.
-    const uint32_t v_addr = smem_address(stage + Shape::kVOffset + (lane & 15) * Shape::kVStride + (lane >> 4) * 16);
+    const uint32_t v_addr =
+        smem_address(stage + Shape::kVOffset + (warp_key0 + (lane & 15)) * Shape::kVStride + (lane >> 4) * 16);
 #pragma unroll
-    for (int ks = 0; ks < kKeys / 16; ++ks) {
+    for (int ks = 0; ks < kWarpKeys / 16; ++ks) {
       const uint32_t a[4] = {Mma::pack(s[2 * ks][0], s[2 * ks][1]), Mma::pack(s[2 * ks][2], s[2 * ks][3]),
                              Mma::pack(s[2 * ks + 1][0], s[2 * ks + 1][1]), Mma::pack(s[2 * ks + 1][2], s[2 * ks + 1][3])};
       if constexpr (k8Bit) {
@@ -413,12 +434,50 @@ __global__ void __launch_bounds__(Shape::kThreads) attention_kernel(const Attent
   }
   cp_async_wait<0>();
 
-  // Epilogue: the lanes' partial sums, then out = acc / d (0 for a row that saw no key).
+  // The lanes' partial sums, then (key-split warps) the other warps' states folded into warp 0's.
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     state[h].d += __shfl_xor_sync(0xffffffffu, state[h].d, 1);
     state[h].d += __shfl_xor_sync(0xffffffffu, state[h].d, 2);
   }
+  if constexpr (kWarpsN > 1) {
+    // Shared memory is free now: lane-major so that every access is one word per bank.
+    __syncthreads();
+    float* shared_acc = reinterpret_cast<float*>(stages);
+    float* shared_m = shared_acc + (kWarpsN - 1) * kOutTiles * 4 * 32 * Shape::kWarpsRows;
+    float* shared_d = shared_m + (kWarpsN - 1) * 2 * 32 * Shape::kWarpsRows;
+    auto slot = [&](int other) { return warp_m * (kWarpsN - 1) + other - 1; };
+    if (warp_n > 0) {
+#pragma unroll
+      for (int j = 0; j < kOutTiles; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) shared_acc[((slot(warp_n) * kOutTiles + j) * 4 + e) * 32 + lane] = acc[j][e];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        shared_m[(slot(warp_n) * 2 + h) * 32 + lane] = state[h].m;
+        shared_d[(slot(warp_n) * 2 + h) * 32 + lane] = state[h].d;
+      }
+    }
+    __syncthreads();
+    if (warp_n > 0) return;
+    for (int other = 1; other < kWarpsN; ++other) {
+      SoftmaxState2::Step step[2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const SoftmaxState2 theirs{shared_m[(slot(other) * 2 + h) * 32 + lane], shared_d[(slot(other) * 2 + h) * 32 + lane]};
+        step[h] = state[h].add(theirs);
+      }
+#pragma unroll
+      for (int j = 0; j < kOutTiles; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float theirs = shared_acc[((slot(other) * kOutTiles + j) * 4 + e) * 32 + lane];
+          acc[j][e] = acc[j][e] * step[e / 2].rescale + (step[e / 2].weight != 0.0f ? theirs * step[e / 2].weight : 0.0f);
+        }
+    }
+  }
+
+  // Epilogue: out = acc / d (0 for a row that saw no key).
   const float v_mult = out_scale * (kTokenScales ? v_ref : 1.0f);
 #pragma unroll
   for (int h = 0; h < 2; ++h) {

@@ -116,10 +116,11 @@ class TestFlashAttnVarlen(PlacedCase):
     def test_fp8_inputs_with_descales(self):
         """FP8 q/k/v, and bf16 q over FP8 k/v, with per-(batch, kv head) and broadcast descales;
         the reference runs on the FP8 values times their descales."""
-        lens_q, lens_k, hq, hkv, dim = [3, 9], [11, 9], 4, 2, 128
-        for fp8_q, per_head in itertools.product((True, False), (True, False)):
-            with self.subTest(fp8_q=fp8_q, per_head=per_head):
-                rng = seeded_rng(self, fp8_q, per_head)
+        hq, hkv, dim = 4, 2, 128
+        for fp8_q, per_head, (lens_q, lens_k) in itertools.product((True, False), (True, False),
+                                                                  (([3, 9], [11, 9]), ([70, 9], [90, 9]))):
+            with self.subTest(fp8_q=fp8_q, per_head=per_head, lens_q=lens_q):
+                rng = seeded_rng(self, fp8_q, per_head, lens_q[0])
                 shape_d = (2, hkv) if per_head else (1,)
                 scales = [rng.uniform(0.5, 1.0, shape_d).astype(np.float32) * f for f in (0.75, 0.5, 0.25)]
                 cq, ck = cu_seqlens(lens_q), cu_seqlens(lens_k)
@@ -142,7 +143,7 @@ class TestFlashAttnVarlen(PlacedCase):
                     q_real, _ = ref.random_half(rng, (sum(lens_q), hq, dim), "bfloat16")
                     q_in, q_descale = self.t(q_real, "bfloat16"), None
                 out, lse = ops.flash_attn_varlen(
-                    q_in, self.t(k_codes, fp8), self.t(v_codes, fp8), self.t(cq), self.t(ck), 9, 11,
+                    q_in, self.t(k_codes, fp8), self.t(v_codes, fp8), self.t(cq), self.t(ck), max(lens_q), max(lens_k),
                     softmax_scale=0.05, causal=True, q_descale=q_descale, k_descale=self.t(scales[1], "float32"),
                     v_descale=self.t(scales[2], "float32"), out_dtype="float32")
                 want, want_lse = ref.flash_attn_varlen(q_real, k_real, v_real, cq, ck, 0.05, True)
@@ -256,6 +257,26 @@ class TestPagedAttention(PlacedCase):
                 got, lse, want, want_lse = self.run_paged(rng, quant, [300, 77], [120, 1], heads_q, heads_kv, 128, 32,
                                                           dtype="float16", num_splits=splits)
                 self.check(got, lse, want, want_lse, "float16")
+
+    @placed
+    def test_fp8_query(self):
+        """FP8 q with a q_descale over each quantized cache, decode and a long chunk; the reference
+        takes q as its FP8 values times the descale."""
+        for quant, q_lens in itertools.product(("cache_int8", "cache_fp8", "block_wise_fp8"), ([1, 1], [70, 1])):
+            with self.subTest(quant=quant, q_lens=q_lens):
+                rng = seeded_rng(self, quant, q_lens[0])
+                lens = [150, 90]
+                batch, lc, tables, (k_real, v_real) = self.make_cache(rng, quant, lens, 2, 128, 32)
+                codes, _ = fp8_tensor(rng, (sum(q_lens), 8, 128), 1.0)
+                q_descale = np.float32([0.75 / 64])
+                cq = cu_seqlens(q_lens)
+                out, lse = ops.paged_attention(self.t(codes, fp8_dtype_name()), lc.key_cache, lc.value_cache, tables,
+                                               self.t(np.int32(lens)), self.t(cq), q_descale=self.t(q_descale, "float32"),
+                                               out_dtype="float32", **lc.read_args())
+                q_real = ref.e4m3_to_float(codes) * q_descale[0]
+                want, want_lse = ref.paged_attention(q_real, k_real, v_real, batch.block_tables, lens, cq,
+                                                     128 ** -0.5, True)
+                self.check(float_values(out), to_numpy(lse), want, want_lse, "float16")
 
     @placed
     def test_rows_masked_in_the_first_key_block_only(self):

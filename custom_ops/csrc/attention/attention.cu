@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "attention_kernel.cuh"
 
@@ -44,11 +45,14 @@ void launch(const AttentionParams& p) {
 }
 
 // Prefill: 4 warps over 64 rows. Decode: one 16-row tile whose key tiles 4 warps share (2 for
-// head_dim 256, whose 32-key tiles hold two k-steps).
-template <int D, class Kv, bool kPaged, bool kTokenScales>
+// head_dim 256, whose 32-key tiles hold two k-steps). FP8 q over FP8 keys multiplies Q.K^T in FP8.
+template <int D, class Kv, bool kPaged, bool kTokenScales, bool kFp8QK = false>
 void launch_shape(const AttentionParams& p) {
-  if (p.warps_m == 1) launch<TileShape<D, 1, D <= 128 ? 4 : 2, Kv>, Kv, kPaged, kTokenScales>(p);
-  else launch<TileShape<D, 4, 1, Kv>, Kv, kPaged, kTokenScales>(p);
+  if constexpr (std::is_same_v<Kv, KvFp8> && !kFp8QK) {
+    if (p.q_type == ElementType::kFp8) return launch_shape<D, Kv, kPaged, kTokenScales, true>(p);
+  }
+  if (p.warps_m == 1) launch<TileShape<D, 1, D <= 128 ? 4 : 2, Kv, kFp8QK>, Kv, kPaged, kTokenScales>(p);
+  else launch<TileShape<D, 4, 1, Kv, kFp8QK>, Kv, kPaged, kTokenScales>(p);
 }
 
 template <int D>

@@ -44,7 +44,7 @@ struct KvInt8 {
 
 // kWarpsM warps split the CTA's rows (16 each; prefill), kWarpsN warps split each key tile
 // (decode: one row tile, so the warps share the tile's keys and merge their states at the end).
-template <int D, int kWarpsM, int kWarpsN, class Kv>
+template <int D, int kWarpsM, int kWarpsN, class Kv, bool kFp8QueryKeys>
 struct TileShape {
   static constexpr int kHeadDim = D;
   static constexpr int kWarpsRows = kWarpsM;
@@ -54,11 +54,17 @@ struct TileShape {
   static constexpr int kKeys = D <= 128 ? 64 : 32;
   static constexpr int kWarpKeys = kKeys / kWarpsN;
   static_assert(kWarpKeys % 16 == 0, "a warp's share of a key tile is whole k-steps of 16 keys");
+  // FP8 q over FP8 keys: Q.K^T on the FP8 tensor cores straight from the stored bytes.
+  static constexpr bool kFp8QK = kFp8QueryKeys;
+  static constexpr int kQElementBytes = kFp8QK ? 1 : 2;
   static constexpr int kStages = kWarpsN > 1 ? 3 : 2;  // decode streams: deeper
+  // Decode keeps 3 CTAs (12 warps) per SM: registers capped at 170 (the block_wise_fp8 variant
+  // wanted 189, which left 2).
+  static constexpr int kMinCtasPerSm = kWarpsN > 1 ? 3 : 1;
   // Row strides in bytes, padded so that shared loads are free of bank conflicts: Q and K rows
   // are read 16 (8) bytes per lane, 4 lanes per row, 2 (4) rows per phase, so a stride of 64 (32)
   // mod 128 bytes; V rows by ldmatrix, 8 rows of 16 bytes per matrix, so an odd multiple of 16.
-  static constexpr int kQStride = 2 * D + 64;
+  static constexpr int kQStride = kFp8QK ? D + 32 : 2 * D + 64;
   static constexpr int kKStride = Kv::kBytes == 2 ? 2 * D + 64 : D + 32;
   static constexpr int kVStride = Kv::kBytes * D + 16;
   static constexpr int kScaleBytes = kKeys * 4;
@@ -128,7 +134,7 @@ FA_DEVICE void write_tail_rows(const AttentionParams& p, int local_tile, int gro
 }
 
 template <class Shape, class Kv, bool kPaged, bool kTokenScales>
-__global__ void __launch_bounds__(Shape::kThreads) attention_kernel(const AttentionParams p) {
+__global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attention_kernel(const AttentionParams p) {
   constexpr int D = Shape::kHeadDim, kKeys = Shape::kKeys, kRows = Shape::kRows, kThreads = Shape::kThreads;
   constexpr int kStages = Shape::kStages, kChunks = D / 32, kOutTiles = D / 8;
   constexpr int kWarpsN = Shape::kWarpsKeys, kWarpKeys = Shape::kWarpKeys, kKeyTiles = kWarpKeys / 8;
@@ -185,7 +191,7 @@ __global__ void __launch_bounds__(Shape::kThreads) attention_kernel(const Attent
   // fp16 times a power of two that keeps the tile's largest element below 2^15 (exact except
   // for elements 2^29 times smaller than that maximum); the power folds back into the score.
   uint8_t* q_smem = smem;
-  const bool rescale_q = k8Bit && p.q_type == ElementType::kBf16;
+  const bool rescale_q = k8Bit && !Shape::kFp8QK && p.q_type == ElementType::kBf16;
   constexpr int kQGroups = kRows * D / 8;
   auto q_index = [&](int i) {  // element index of the first of 8 q elements of group i
     const int r = min(row0 + i / (D / 8), rows - 1);
@@ -212,6 +218,11 @@ __global__ void __launch_bounds__(Shape::kThreads) attention_kernel(const Attent
   }
   for (int i = threadIdx.x; i < kQGroups; i += kThreads) {
     const int64_t e = q_index(i);
+    if constexpr (Shape::kFp8QK) {  // the bytes as they are
+      *reinterpret_cast<uint2*>(q_smem + (i / (D / 8)) * Shape::kQStride + (i % (D / 8)) * 8) =
+          *reinterpret_cast<const uint2*>(static_cast<const uint8_t*>(p.q) + e);
+      continue;
+    }
     uint32_t packed[4];
     for (int j = 0; j < 4; ++j) {
       packed[j] = Mma::pack(load_element(p.q, e + 2 * j, p.q_type) * q_mult,
@@ -271,11 +282,18 @@ __global__ void __launch_bounds__(Shape::kThreads) attention_kernel(const Attent
   };
 
   // Q fragments (rows g and g+8 of this warp), k-steps 2c and 2c+1 of chunk c.
-  const uint32_t q_row_addr = smem_address(q_smem + (warp_m * 16 + g) * Shape::kQStride + t * 16);
+  constexpr int kQChunkBytes = 32 * Shape::kQElementBytes;
+  const uint32_t q_row_addr =
+      smem_address(q_smem + (warp_m * 16 + g) * Shape::kQStride + t * 8 * Shape::kQElementBytes);
   auto q_fragments = [&](int c, uint32_t (&a0)[4], uint32_t (&a1)[4]) {
-    const uint4 x = lds128(q_row_addr + c * 64), y = lds128(q_row_addr + 8 * Shape::kQStride + c * 64);
-    a0[0] = x.x; a0[1] = y.x; a0[2] = x.y; a0[3] = y.y;
-    a1[0] = x.z; a1[1] = y.z; a1[2] = x.w; a1[3] = y.w;
+    if constexpr (Shape::kFp8QK) {  // one k32 step: a0 only
+      const uint2 x = lds64(q_row_addr + c * kQChunkBytes), y = lds64(q_row_addr + 8 * Shape::kQStride + c * kQChunkBytes);
+      a0[0] = x.x; a0[1] = y.x; a0[2] = x.y; a0[3] = y.y;
+    } else {
+      const uint4 x = lds128(q_row_addr + c * kQChunkBytes), y = lds128(q_row_addr + 8 * Shape::kQStride + c * kQChunkBytes);
+      a0[0] = x.x; a0[1] = y.x; a0[2] = x.y; a0[3] = y.y;
+      a1[0] = x.z; a1[1] = y.z; a1[2] = x.w; a1[3] = y.w;
+    }
   };
   uint32_t q_regs[Shape::kQInRegisters ? kChunks : 1][2][4];
   if constexpr (Shape::kQInRegisters) {
@@ -322,17 +340,22 @@ __global__ void __launch_bounds__(Shape::kThreads) attention_kernel(const Attent
 #pragma unroll
       for (int j = 0; j < kKeyTiles; ++j) {
         const uint32_t addr = k_addr + j * 8 * Shape::kKStride + c * 32 * Kv::kBytes;
-        uint32_t b[4];
-        if constexpr (k8Bit) {
+        if constexpr (Shape::kFp8QK) {
           const uint2 w = lds64(addr);
-          Kv::Unpack::four(w.x, b[0], b[1]);
-          Kv::Unpack::four(w.y, b[2], b[3]);
+          MmaE4m3::mma(s[j], a0, w.x, w.y);
         } else {
-          const uint4 w = lds128(addr);
-          b[0] = w.x; b[1] = w.y; b[2] = w.z; b[3] = w.w;
+          uint32_t b[4];
+          if constexpr (k8Bit) {
+            const uint2 w = lds64(addr);
+            Kv::Unpack::four(w.x, b[0], b[1]);
+            Kv::Unpack::four(w.y, b[2], b[3]);
+          } else {
+            const uint4 w = lds128(addr);
+            b[0] = w.x; b[1] = w.y; b[2] = w.z; b[3] = w.w;
+          }
+          Mma::mma(s[j], a0, b[0], b[1]);
+          Mma::mma(s[j], a1, b[2], b[3]);
         }
-        Mma::mma(s[j], a0, b[0], b[1]);
-        Mma::mma(s[j], a1, b[2], b[3]);
       }
     }
 
@@ -343,10 +366,13 @@ __global__ void __launch_bounds__(Shape::kThreads) attention_kernel(const Attent
       const int key = key0 + warp_key0 + 8 * j + 2 * t;
       bool mapped = true;
       if (kPaged && need_mask && unmapped_tile[tile % kStages] == tile) mapped = p.layout.row(seq, key, kv_head) >= 0;
+      float k_token[2] = {1.0f, 1.0f};  // this lane's two key columns, shared by rows g and g+8
+      if constexpr (kTokenScales) {
+        for (int c = 0; c < 2; ++c) k_token[c] = token_scale(stage + Shape::kKScaleOffset, p.k_scale, key - key0 + c, key_end - key0);
+      }
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        float x = s[j][e] * score_scale;
-        if constexpr (kTokenScales) x *= token_scale(stage + Shape::kKScaleOffset, p.k_scale, key - key0 + (e & 1), key_end - key0);
+        float x = s[j][e] * score_scale * k_token[e & 1];
         if (need_mask && !(mapped && key + (e & 1) < (e < 2 ? limit_a : limit_b))) x = -INFINITY;
         s[j][e] = x;
       }
@@ -369,12 +395,18 @@ __global__ void __launch_bounds__(Shape::kThreads) attention_kernel(const Attent
       }
       state[h].add_sum(sum);  // this lane's columns only: the lanes' sums add up at the end
     }
-    if constexpr (kTokenScales) {  // p * v_scale / v_ref with v_ref the running max of v_scale
+    if constexpr (kTokenScales) {  // p * v_scale / v_ref, v_ref the running max of this warp's v scales
+      float v_token[kKeyTiles][2];
       float tile_ref = 0.0f;
-      for (int i = lane; i < kKeys; i += 32) {
-        tile_ref = fmaxf(tile_ref, token_scale(stage + Shape::kVScaleOffset, p.v_scale, i, key_end - key0));
+#pragma unroll
+      for (int j = 0; j < kKeyTiles; ++j) {
+        for (int c = 0; c < 2; ++c) {
+          v_token[j][c] = token_scale(stage + Shape::kVScaleOffset, p.v_scale, warp_key0 + 8 * j + 2 * t + c, key_end - key0);
+          tile_ref = fmaxf(tile_ref, v_token[j][c]);
+        }
       }
-      for (int o = 16; o > 0; o >>= 1) tile_ref = fmaxf(tile_ref, __shfl_xor_sync(0xffffffffu, tile_ref, o));
+      tile_ref = fmaxf(tile_ref, __shfl_xor_sync(0xffffffffu, tile_ref, 1));  // a row's 4 lanes hold all its columns
+      tile_ref = fmaxf(tile_ref, __shfl_xor_sync(0xffffffffu, tile_ref, 2));
       const float new_ref = fmaxf(v_ref, tile_ref);
       const float inv_ref = new_ref > 0.0f ? 1.0f / new_ref : 0.0f;
       const float ref_ratio = new_ref > 0.0f ? v_ref * inv_ref : 1.0f;
@@ -384,10 +416,7 @@ __global__ void __launch_bounds__(Shape::kThreads) attention_kernel(const Attent
 #pragma unroll
       for (int j = 0; j < kKeyTiles; ++j) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          s[j][e] *= token_scale(stage + Shape::kVScaleOffset, p.v_scale, warp_key0 + 8 * j + 2 * t + (e & 1),
-                                 key_end - key0) * inv_ref;
-        }
+        for (int e = 0; e < 4; ++e) s[j][e] *= v_token[j][e & 1] * inv_ref;
       }
     }
 #pragma unroll
@@ -434,11 +463,18 @@ __global__ void __launch_bounds__(Shape::kThreads) attention_kernel(const Attent
   }
   cp_async_wait<0>();
 
-  // The lanes' partial sums, then (key-split warps) the other warps' states folded into warp 0's.
+  // The lanes' partial sums, the accumulator back in real units (each warp kept its own v_ref),
+  // then (key-split warps) the other warps' states folded into warp 0's.
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     state[h].d += __shfl_xor_sync(0xffffffffu, state[h].d, 1);
     state[h].d += __shfl_xor_sync(0xffffffffu, state[h].d, 2);
+  }
+  if constexpr (kTokenScales) {
+#pragma unroll
+    for (int j = 0; j < kOutTiles; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[j][e] *= v_ref;
   }
   if constexpr (kWarpsN > 1) {
     // Shared memory is free now: lane-major so that every access is one word per bank.
@@ -478,7 +514,7 @@ __global__ void __launch_bounds__(Shape::kThreads) attention_kernel(const Attent
   }
 
   // Epilogue: out = acc / d (0 for a row that saw no key).
-  const float v_mult = out_scale * (kTokenScales ? v_ref : 1.0f);
+  const float v_mult = out_scale;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int r = my_row + 8 * h;

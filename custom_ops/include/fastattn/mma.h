@@ -48,6 +48,13 @@ struct MmaFp16 {
   }
 };
 
+// m16n8k32 with e4m3 operands (four bytes per register: a0 = (g, 4t..4t+3), a1 = (g+8, ..),
+// a2 = (g, 16+4t..), a3 = (g+8, 16+4t..); b0 = (k 4t..4t+3, n g), b1 = (k 16+4t.., n g)). The
+// tensor cores take FP8 from sm_89; older archs run it as two exact fp16 k-steps.
+struct MmaE4m3 {
+  static FA_DEVICE void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
+};
+
 FA_DEVICE uint32_t smem_address(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
 
 FA_DEVICE uint4 lds128(uint32_t addr) {
@@ -109,6 +116,26 @@ struct UnpackE4m3 {
     hi = pair(w >> 16);
   }
 };
+
+FA_DEVICE void MmaE4m3::mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#else
+  // Each half of k is one fp16 k-step whose k index is permuted alike in A and B.
+  for (int half = 0; half < 2; ++half) {
+    uint32_t a_lo[2], a_hi[2], b_lo, b_hi;
+    UnpackE4m3::four(a[2 * half], a_lo[0], a_hi[0]);
+    UnpackE4m3::four(a[2 * half + 1], a_lo[1], a_hi[1]);
+    UnpackE4m3::four(half ? b1 : b0, b_lo, b_hi);
+    const uint32_t a16[4] = {a_lo[0], a_lo[1], a_hi[0], a_hi[1]};
+    MmaFp16::mma(c, a16, b_lo, b_hi);
+  }
+#endif
+}
 
 struct UnpackInt8 {
   // (b ^ 0x80) in the low byte of an fp16 whose high byte is 0x64 is 1024 + 128 + b exactly.

@@ -44,15 +44,20 @@ void launch(const AttentionParams& p) {
   check_launch("attention kernel launch");
 }
 
-// Prefill: 4 warps over 64 rows. Decode: one 16-row tile whose key tiles 4 warps share (2 for
+// Prefill: 4 warps over 128 rows (64 for head_dim 256). Decode: one 16-row tile whose key tiles 4 warps share (2 for
 // head_dim 256, whose 32-key tiles hold two k-steps). FP8 q over FP8 keys multiplies Q.K^T in FP8.
+// Prefill warps take 32 rows (two 16-row blocks) where registers allow: each K/V fragment then
+// feeds two MMAs.
+template <int D>
+constexpr int kPrefillRowBlocks = D <= 128 ? 2 : 1;
+
 template <int D, class Kv, bool kPaged, bool kTokenScales, bool kFp8QK = false>
 void launch_shape(const AttentionParams& p) {
   if constexpr (std::is_same_v<Kv, KvFp8> && !kFp8QK) {
     if (p.q_type == ElementType::kFp8) return launch_shape<D, Kv, kPaged, kTokenScales, true>(p);
   }
   if (p.warps_m == 1) launch<TileShape<D, 1, D <= 128 ? 4 : 2, Kv, kFp8QK>, Kv, kPaged, kTokenScales>(p);
-  else launch<TileShape<D, 4, 1, Kv, kFp8QK>, Kv, kPaged, kTokenScales>(p);
+  else launch<TileShape<D, 4, 1, Kv, kFp8QK, kPrefillRowBlocks<D>>, Kv, kPaged, kTokenScales>(p);
 }
 
 template <int D>

@@ -44,14 +44,18 @@ struct KvInt8 {
 
 // kWarpsM warps split the CTA's rows (16 each; prefill), kWarpsN warps split each key tile
 // (decode: one row tile, so the warps share the tile's keys and merge their states at the end).
-template <int D, int kWarpsM, int kWarpsN, class Kv, bool kFp8QueryKeys>
+template <int D, int kWarpsM, int kWarpsN, class Kv, bool kFp8QueryKeys, int kRowBlocksPerWarp = 1>
 struct TileShape {
   static constexpr int kHeadDim = D;
   static constexpr int kWarpsRows = kWarpsM;
   static constexpr int kWarpsKeys = kWarpsN;
   static constexpr int kThreads = 32 * kWarpsM * kWarpsN;
-  static constexpr int kRows = 16 * kWarpsM;
-  static constexpr int kKeys = D <= 128 ? 64 : 32;
+  // Each warp owns kRowBlocks blocks of 16 rows: every K/V fragment it loads (and converts) feeds
+  // that many MMAs.
+  static constexpr int kRowBlocks = kRowBlocksPerWarp;
+  static constexpr int kRows = 16 * kRowBlocks * kWarpsM;
+  // Keys per tile: 64, or 32 where a warp's score and output registers are already large.
+  static constexpr int kKeys = D == 256 || (D == 128 && kRowBlocks == 2) ? 32 : 64;
   static constexpr int kWarpKeys = kKeys / kWarpsN;
   static_assert(kWarpKeys % 16 == 0, "a warp's share of a key tile is whole k-steps of 16 keys");
   // FP8 q over FP8 keys: Q.K^T on the FP8 tensor cores straight from the stored bytes.
@@ -74,10 +78,11 @@ struct TileShape {
   static constexpr int kVScaleOffset = kKScaleOffset + kScaleBytes;
   static constexpr int kStageBytes = kVScaleOffset + kScaleBytes;
   static constexpr int kQBytes = kRows * kQStride;
-  static constexpr int kMergeBytes = (kWarpsN - 1) * kWarpsM * 32 * (D / 2 + 4) * 4;  // other warps' acc, m, d
+  static constexpr int kMergeBytes = (kWarpsN - 1) * kWarpsM * kRowBlocks * 32 * (D / 2 + 4) * 4;  // acc, m, d
   static_assert(kMergeBytes <= kStages * kStageBytes, "the key-split merge reuses the stages");
   static constexpr int kSmemBytes = kQBytes + kStages * kStageBytes;
-  static constexpr bool kQInRegisters = D <= 128;  // D = 256 rereads Q: registers go to the output
+  // Q stays in registers where they allow; else it is reread from shared memory every tile.
+  static constexpr bool kQInRegisters = D <= 128 && kRowBlocks == 1;
 };
 
 // The first virtual tile of sequence b is floor(cu_q[b] * group / rows) + b: sequences never
@@ -138,6 +143,7 @@ __global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attenti
   constexpr int D = Shape::kHeadDim, kKeys = Shape::kKeys, kRows = Shape::kRows, kThreads = Shape::kThreads;
   constexpr int kStages = Shape::kStages, kChunks = D / 32, kOutTiles = D / 8;
   constexpr int kWarpsN = Shape::kWarpsKeys, kWarpKeys = Shape::kWarpKeys, kKeyTiles = kWarpKeys / 8;
+  constexpr int kRowBlocks = Shape::kRowBlocks;
   constexpr bool k8Bit = Kv::kBytes == 1;
   using Mma = typename Kv::Mma;
 
@@ -170,9 +176,19 @@ __global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attenti
     if (p.kv_end != nullptr) limit = min(limit, p.kv_end[q_first + query]);
     return max(limit, 0);
   };
-  const int my_row = row0 + warp_m * 16 + g;
-  const int limit_a = key_limit(my_row), limit_b = key_limit(my_row + 8);
-  const int warp_min_limit = __reduce_min_sync(0xffffffffu, min(limit_a, limit_b));
+  // This lane's rows: warp_row0 + 16 * rb + g + 8 * h.
+  const int warp_row0 = row0 + warp_m * 16 * kRowBlocks;
+  int limit[kRowBlocks][2];
+  int lane_min_limit = k_len, lane_max_limit = 0;
+#pragma unroll
+  for (int rb = 0; rb < kRowBlocks; ++rb)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      limit[rb][h] = key_limit(warp_row0 + 16 * rb + g + 8 * h);
+      lane_min_limit = min(lane_min_limit, limit[rb][h]);
+      lane_max_limit = max(lane_max_limit, limit[rb][h]);
+    }
+  const int warp_min_limit = __reduce_min_sync(0xffffffffu, lane_min_limit);
   if (threadIdx.x == 0) cta_limit = q_amax_bits = 0;
   if (threadIdx.x < kStages) unmapped_tile[threadIdx.x] = -1;
 
@@ -231,7 +247,7 @@ __global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attenti
     *reinterpret_cast<uint4*>(q_smem + (i / (D / 8)) * Shape::kQStride + (i % (D / 8)) * 16) =
         make_uint4(packed[0], packed[1], packed[2], packed[3]);
   }
-  atomicMax(&cta_limit, max(limit_a, limit_b));
+  atomicMax(&cta_limit, lane_max_limit);
   __syncthreads();
 
   // This split's key range.
@@ -281,11 +297,12 @@ __global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attenti
     return key < valid_keys ? scale : 0.0f;
   };
 
-  // Q fragments (rows g and g+8 of this warp), k-steps 2c and 2c+1 of chunk c.
+  // Q fragments (rows g and g+8 of row block rb), k-steps 2c and 2c+1 of chunk c.
   constexpr int kQChunkBytes = 32 * Shape::kQElementBytes;
-  const uint32_t q_row_addr =
-      smem_address(q_smem + (warp_m * 16 + g) * Shape::kQStride + t * 8 * Shape::kQElementBytes);
-  auto q_fragments = [&](int c, uint32_t (&a0)[4], uint32_t (&a1)[4]) {
+  const uint32_t q_warp_addr =
+      smem_address(q_smem + (warp_m * 16 * kRowBlocks + g) * Shape::kQStride + t * 8 * Shape::kQElementBytes);
+  auto q_fragments = [&](int rb, int c, uint32_t (&a0)[4], uint32_t (&a1)[4]) {
+    const uint32_t q_row_addr = q_warp_addr + rb * 16 * Shape::kQStride;
     if constexpr (Shape::kFp8QK) {  // one k32 step: a0 only
       const uint2 x = lds64(q_row_addr + c * kQChunkBytes), y = lds64(q_row_addr + 8 * Shape::kQStride + c * kQChunkBytes);
       a0[0] = x.x; a0[1] = y.x; a0[2] = x.y; a0[3] = y.y;
@@ -298,13 +315,17 @@ __global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attenti
   uint32_t q_regs[Shape::kQInRegisters ? kChunks : 1][2][4];
   if constexpr (Shape::kQInRegisters) {
 #pragma unroll
-    for (int c = 0; c < kChunks; ++c) q_fragments(c, q_regs[c][0], q_regs[c][1]);
+    for (int c = 0; c < kChunks; ++c) q_fragments(0, c, q_regs[c][0], q_regs[c][1]);
   }
 
-  SoftmaxState2 state[2] = {SoftmaxState2::empty(), SoftmaxState2::empty()};  // rows g, g+8
-  float acc[kOutTiles][4];
+  SoftmaxState2 state[kRowBlocks][2];  // rows g, g+8 of each row block
+  float acc[kRowBlocks][kOutTiles][4];
 #pragma unroll
-  for (int j = 0; j < kOutTiles; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+  for (int rb = 0; rb < kRowBlocks; ++rb) {
+    state[rb][0] = state[rb][1] = SoftmaxState2::empty();
+#pragma unroll
+    for (int j = 0; j < kOutTiles; ++j) acc[rb][j][0] = acc[rb][j][1] = acc[rb][j][2] = acc[rb][j][3] = 0.0f;
+  }
   float v_ref = 0.0f;  // per-token v scales: the largest seen, so that p * scale / v_ref <= 1
 
 #pragma unroll 1
@@ -323,26 +344,30 @@ __global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attenti
     const int warp_key0 = warp_n * kWarpKeys;  // this warp's keys: key0 + warp_key0 + [0, kWarpKeys)
 
     // S = Q K^T.
-    float s[kKeyTiles][4];
+    float s[kRowBlocks][kKeyTiles][4];
 #pragma unroll
-    for (int j = 0; j < kKeyTiles; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+    for (int rb = 0; rb < kRowBlocks; ++rb)
+#pragma unroll
+      for (int j = 0; j < kKeyTiles; ++j) s[rb][j][0] = s[rb][j][1] = s[rb][j][2] = s[rb][j][3] = 0.0f;
     const uint32_t k_addr =
         smem_address(stage + Shape::kKOffset + (warp_key0 + g) * Shape::kKStride + t * 8 * Kv::kBytes);
 #pragma unroll
     for (int c = 0; c < kChunks; ++c) {
-      uint32_t a0[4], a1[4];
+      uint32_t a0[kRowBlocks][4], a1[kRowBlocks][4];
       if constexpr (Shape::kQInRegisters) {
 #pragma unroll
-        for (int i = 0; i < 4; ++i) { a0[i] = q_regs[c][0][i]; a1[i] = q_regs[c][1][i]; }
+        for (int i = 0; i < 4; ++i) { a0[0][i] = q_regs[c][0][i]; a1[0][i] = q_regs[c][1][i]; }
       } else {
-        q_fragments(c, a0, a1);
+#pragma unroll
+        for (int rb = 0; rb < kRowBlocks; ++rb) q_fragments(rb, c, a0[rb], a1[rb]);
       }
 #pragma unroll
       for (int j = 0; j < kKeyTiles; ++j) {
         const uint32_t addr = k_addr + j * 8 * Shape::kKStride + c * 32 * Kv::kBytes;
         if constexpr (Shape::kFp8QK) {
           const uint2 w = lds64(addr);
-          MmaE4m3::mma(s[j], a0, w.x, w.y);
+#pragma unroll
+          for (int rb = 0; rb < kRowBlocks; ++rb) MmaE4m3::mma(s[rb][j], a0[rb], w.x, w.y);
         } else {
           uint32_t b[4];
           if constexpr (k8Bit) {
@@ -353,8 +378,11 @@ __global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attenti
             const uint4 w = lds128(addr);
             b[0] = w.x; b[1] = w.y; b[2] = w.z; b[3] = w.w;
           }
-          Mma::mma(s[j], a0, b[0], b[1]);
-          Mma::mma(s[j], a1, b[2], b[3]);
+#pragma unroll
+          for (int rb = 0; rb < kRowBlocks; ++rb) {
+            Mma::mma(s[rb][j], a0[rb], b[0], b[1]);
+            Mma::mma(s[rb][j], a1[rb], b[2], b[3]);
+          }
         }
       }
     }
@@ -371,30 +399,34 @@ __global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attenti
         for (int c = 0; c < 2; ++c) k_token[c] = token_scale(stage + Shape::kKScaleOffset, p.k_scale, key - key0 + c, key_end - key0);
       }
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        float x = s[j][e] * score_scale * k_token[e & 1];
-        if (need_mask && !(mapped && key + (e & 1) < (e < 2 ? limit_a : limit_b))) x = -INFINITY;
-        s[j][e] = x;
-      }
+      for (int rb = 0; rb < kRowBlocks; ++rb)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          float x = s[rb][j][e] * score_scale * k_token[e & 1];
+          if (need_mask && !(mapped && key + (e & 1) < limit[rb][e / 2])) x = -INFINITY;
+          s[rb][j][e] = x;
+        }
     }
-    float rescale[2];
+    float rescale[kRowBlocks][2];
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      float mx = -INFINITY;
+    for (int rb = 0; rb < kRowBlocks; ++rb)
 #pragma unroll
-      for (int j = 0; j < kKeyTiles; ++j) mx = fmaxf(mx, fmaxf(s[j][2 * h], s[j][2 * h + 1]));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      rescale[h] = state[h].raise_max(fmaxf(state[h].m, mx));
-      float sum = 0.0f;
+      for (int h = 0; h < 2; ++h) {
+        float mx = -INFINITY;
 #pragma unroll
-      for (int j = 0; j < kKeyTiles; ++j) {
-        s[j][2 * h] = state[h].weight(s[j][2 * h]);
-        s[j][2 * h + 1] = state[h].weight(s[j][2 * h + 1]);
-        sum += s[j][2 * h] + s[j][2 * h + 1];
+        for (int j = 0; j < kKeyTiles; ++j) mx = fmaxf(mx, fmaxf(s[rb][j][2 * h], s[rb][j][2 * h + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        rescale[rb][h] = state[rb][h].raise_max(fmaxf(state[rb][h].m, mx));
+        float sum = 0.0f;
+#pragma unroll
+        for (int j = 0; j < kKeyTiles; ++j) {
+          s[rb][j][2 * h] = state[rb][h].weight(s[rb][j][2 * h]);
+          s[rb][j][2 * h + 1] = state[rb][h].weight(s[rb][j][2 * h + 1]);
+          sum += s[rb][j][2 * h] + s[rb][j][2 * h + 1];
+        }
+        state[rb][h].add_sum(sum);  // this lane's columns only: the lanes' sums add up at the end
       }
-      state[h].add_sum(sum);  // this lane's columns only: the lanes' sums add up at the end
-    }
     if constexpr (kTokenScales) {  // p * v_scale / v_ref, v_ref the running max of this warp's v scales
       float v_token[kKeyTiles][2];
       float tile_ref = 0.0f;
@@ -410,28 +442,40 @@ __global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attenti
       const float new_ref = fmaxf(v_ref, tile_ref);
       const float inv_ref = new_ref > 0.0f ? 1.0f / new_ref : 0.0f;
       const float ref_ratio = new_ref > 0.0f ? v_ref * inv_ref : 1.0f;
-      rescale[0] *= ref_ratio;
-      rescale[1] *= ref_ratio;
       v_ref = new_ref;
 #pragma unroll
-      for (int j = 0; j < kKeyTiles; ++j) {
+      for (int rb = 0; rb < kRowBlocks; ++rb) {
+        rescale[rb][0] *= ref_ratio;
+        rescale[rb][1] *= ref_ratio;
 #pragma unroll
-        for (int e = 0; e < 4; ++e) s[j][e] *= v_token[j][e & 1] * inv_ref;
+        for (int j = 0; j < kKeyTiles; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) s[rb][j][e] *= v_token[j][e & 1] * inv_ref;
       }
     }
 #pragma unroll
-    for (int j = 0; j < kOutTiles; ++j) {
-      acc[j][0] *= rescale[0]; acc[j][1] *= rescale[0];
-      acc[j][2] *= rescale[1]; acc[j][3] *= rescale[1];
-    }
+    for (int rb = 0; rb < kRowBlocks; ++rb)
+#pragma unroll
+      for (int j = 0; j < kOutTiles; ++j) {
+        acc[rb][j][0] *= rescale[rb][0]; acc[rb][j][1] *= rescale[rb][0];
+        acc[rb][j][2] *= rescale[rb][1]; acc[rb][j][3] *= rescale[rb][1];
+      }
 
     // O += P V, 16 keys per k-step; P's accumulator layout is the A fragment's.
     const uint32_t v_addr =
         smem_address(stage + Shape::kVOffset + (warp_key0 + (lane & 15)) * Shape::kVStride + (lane >> 4) * 16);
 #pragma unroll
     for (int ks = 0; ks < kWarpKeys / 16; ++ks) {
-      const uint32_t a[4] = {Mma::pack(s[2 * ks][0], s[2 * ks][1]), Mma::pack(s[2 * ks][2], s[2 * ks][3]),
-                             Mma::pack(s[2 * ks + 1][0], s[2 * ks + 1][1]), Mma::pack(s[2 * ks + 1][2], s[2 * ks + 1][3])};
+      uint32_t a[kRowBlocks][4];
+#pragma unroll
+      for (int rb = 0; rb < kRowBlocks; ++rb) {
+        const float(&lo)[4] = s[rb][2 * ks];
+        const float(&hi)[4] = s[rb][2 * ks + 1];
+        a[rb][0] = Mma::pack(lo[0], lo[1]);
+        a[rb][1] = Mma::pack(lo[2], lo[3]);
+        a[rb][2] = Mma::pack(hi[0], hi[1]);
+        a[rb][3] = Mma::pack(hi[2], hi[3]);
+      }
       if constexpr (k8Bit) {
         // A transposed 8x8 matrix of 16-bit pairs gives lane (g, t) the bytes of keys 2t, 2t+1 at
         // columns 2g, 2g+1; regrouped by column they are the B fragments of two output tiles, one
@@ -445,8 +489,11 @@ __global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attenti
             uint32_t even0, odd0, even1, odd1;
             Kv::Unpack::four(__byte_perm(r[2 * h], 0, 0x3120), even0, odd0);
             Kv::Unpack::four(__byte_perm(r[2 * h + 1], 0, 0x3120), even1, odd1);
-            Mma::mma(acc[4 * nq + 2 * h], a, even0, even1);
-            Mma::mma(acc[4 * nq + 2 * h + 1], a, odd0, odd1);
+#pragma unroll
+            for (int rb = 0; rb < kRowBlocks; ++rb) {
+              Mma::mma(acc[rb][4 * nq + 2 * h], a[rb], even0, even1);
+              Mma::mma(acc[rb][4 * nq + 2 * h + 1], a[rb], odd0, odd1);
+            }
           }
         }
       } else {
@@ -454,8 +501,11 @@ __global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attenti
         for (int np = 0; np < D / 16; ++np) {
           uint32_t r[4];
           ldmatrix_x4_trans(r, v_addr + ks * 16 * Shape::kVStride + np * 32);
-          Mma::mma(acc[2 * np], a, r[0], r[1]);
-          Mma::mma(acc[2 * np + 1], a, r[2], r[3]);
+#pragma unroll
+          for (int rb = 0; rb < kRowBlocks; ++rb) {
+            Mma::mma(acc[rb][2 * np], a[rb], r[0], r[1]);
+            Mma::mma(acc[rb][2 * np + 1], a[rb], r[2], r[3]);
+          }
         }
       }
     }
@@ -466,82 +516,95 @@ __global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attenti
   // The lanes' partial sums, the accumulator back in real units (each warp kept its own v_ref),
   // then (key-split warps) the other warps' states folded into warp 0's.
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    state[h].d += __shfl_xor_sync(0xffffffffu, state[h].d, 1);
-    state[h].d += __shfl_xor_sync(0xffffffffu, state[h].d, 2);
-  }
+  for (int rb = 0; rb < kRowBlocks; ++rb)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      state[rb][h].d += __shfl_xor_sync(0xffffffffu, state[rb][h].d, 1);
+      state[rb][h].d += __shfl_xor_sync(0xffffffffu, state[rb][h].d, 2);
+    }
   if constexpr (kTokenScales) {
 #pragma unroll
-    for (int j = 0; j < kOutTiles; ++j)
+    for (int rb = 0; rb < kRowBlocks; ++rb)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) acc[j][e] *= v_ref;
+      for (int j = 0; j < kOutTiles; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[rb][j][e] *= v_ref;
   }
   if constexpr (kWarpsN > 1) {
     // Shared memory is free now: lane-major so that every access is one word per bank.
     __syncthreads();
+    constexpr int kSlots = (kWarpsN - 1) * Shape::kWarpsRows * kRowBlocks;
     float* shared_acc = reinterpret_cast<float*>(stages);
-    float* shared_m = shared_acc + (kWarpsN - 1) * kOutTiles * 4 * 32 * Shape::kWarpsRows;
-    float* shared_d = shared_m + (kWarpsN - 1) * 2 * 32 * Shape::kWarpsRows;
-    auto slot = [&](int other) { return warp_m * (kWarpsN - 1) + other - 1; };
+    float* shared_m = shared_acc + kSlots * kOutTiles * 4 * 32;
+    float* shared_d = shared_m + kSlots * 2 * 32;
+    auto slot = [&](int other, int rb) { return (warp_m * (kWarpsN - 1) + other - 1) * kRowBlocks + rb; };
     if (warp_n > 0) {
 #pragma unroll
-      for (int j = 0; j < kOutTiles; ++j)
+      for (int rb = 0; rb < kRowBlocks; ++rb) {
 #pragma unroll
-        for (int e = 0; e < 4; ++e) shared_acc[((slot(warp_n) * kOutTiles + j) * 4 + e) * 32 + lane] = acc[j][e];
+        for (int j = 0; j < kOutTiles; ++j)
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        shared_m[(slot(warp_n) * 2 + h) * 32 + lane] = state[h].m;
-        shared_d[(slot(warp_n) * 2 + h) * 32 + lane] = state[h].d;
+          for (int e = 0; e < 4; ++e) shared_acc[((slot(warp_n, rb) * kOutTiles + j) * 4 + e) * 32 + lane] = acc[rb][j][e];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          shared_m[(slot(warp_n, rb) * 2 + h) * 32 + lane] = state[rb][h].m;
+          shared_d[(slot(warp_n, rb) * 2 + h) * 32 + lane] = state[rb][h].d;
+        }
       }
     }
     __syncthreads();
     if (warp_n > 0) return;
     for (int other = 1; other < kWarpsN; ++other) {
-      SoftmaxState2::Step step[2];
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const SoftmaxState2 theirs{shared_m[(slot(other) * 2 + h) * 32 + lane], shared_d[(slot(other) * 2 + h) * 32 + lane]};
-        step[h] = state[h].add(theirs);
-      }
+      for (int rb = 0; rb < kRowBlocks; ++rb) {
+        SoftmaxState2::Step step[2];
 #pragma unroll
-      for (int j = 0; j < kOutTiles; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const float theirs = shared_acc[((slot(other) * kOutTiles + j) * 4 + e) * 32 + lane];
-          acc[j][e] = acc[j][e] * step[e / 2].rescale + (step[e / 2].weight != 0.0f ? theirs * step[e / 2].weight : 0.0f);
+        for (int h = 0; h < 2; ++h) {
+          const int i = (slot(other, rb) * 2 + h) * 32 + lane;
+          step[h] = state[rb][h].add(SoftmaxState2{shared_m[i], shared_d[i]});
         }
+#pragma unroll
+        for (int j = 0; j < kOutTiles; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const float theirs = shared_acc[((slot(other, rb) * kOutTiles + j) * 4 + e) * 32 + lane];
+            const SoftmaxState2::Step& st = step[e / 2];
+            acc[rb][j][e] = acc[rb][j][e] * st.rescale + (st.weight != 0.0f ? theirs * st.weight : 0.0f);
+          }
+      }
     }
   }
 
   // Epilogue: out = acc / d (0 for a row that saw no key).
-  const float v_mult = out_scale;
+  const bool partial = p.num_splits > 1;
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int r = my_row + 8 * h;
-    if (r >= rows) continue;
-    const int token = q_first + r / group, head = kv_head * group + r % group;
-    const float mult = state[h].inv_sum() * v_mult;
-    const float lse = state[h].lse();
-    const bool partial = p.num_splits > 1;
-    const int64_t row_offset = partial ? ((int64_t(split) * p.tokens_q + token) * p.heads_q + head) * D
-                                       : (int64_t(token) * p.heads_q + head) * D;
+  for (int rb = 0; rb < kRowBlocks; ++rb)
 #pragma unroll
-    for (int j = 0; j < kOutTiles; ++j) {
+    for (int h = 0; h < 2; ++h) {
+      const int r = warp_row0 + 16 * rb + g + 8 * h;
+      if (r >= rows) continue;
+      const int token = q_first + r / group, head = kv_head * group + r % group;
+      const float mult = state[rb][h].inv_sum() * out_scale;
+      const int64_t row_offset = partial ? ((int64_t(split) * p.tokens_q + token) * p.heads_q + head) * D
+                                         : (int64_t(token) * p.heads_q + head) * D;
 #pragma unroll
-      for (int c = 0; c < 2; ++c) {
-        // Output column of accumulator (tile j, element c): the 8-bit V path interleaves even
-        // and odd columns (see the P V loop).
-        const int d = k8Bit ? 16 * (j / 2) + 4 * t + 2 * c + (j & 1) : 8 * j + 2 * t + c;
-        const float x = acc[j][2 * h + c] * mult;
-        if (partial) p.partial_out[row_offset + d] = x;
-        else store_out(p, row_offset + d, x);
+      for (int j = 0; j < kOutTiles; ++j) {
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          // Output column of accumulator (tile j, element c): the 8-bit V path interleaves even
+          // and odd columns (see the P V loop).
+          const int d = k8Bit ? 16 * (j / 2) + 4 * t + 2 * c + (j & 1) : 8 * j + 2 * t + c;
+          const float x = acc[rb][j][2 * h + c] * mult;
+          if (partial) p.partial_out[row_offset + d] = x;
+          else store_out(p, row_offset + d, x);
+        }
+      }
+      if (t == 0) {
+        const float lse = state[rb][h].lse();
+        if (partial) p.partial_lse[(int64_t(split) * p.heads_q + head) * p.tokens_q + token] = lse;
+        else p.lse[int64_t(head) * p.tokens_q + token] = lse;
       }
     }
-    if (t == 0) {
-      if (partial) p.partial_lse[(int64_t(split) * p.heads_q + head) * p.tokens_q + token] = lse;
-      else p.lse[int64_t(head) * p.tokens_q + token] = lse;
-    }
-  }
 }
 
 // Merges the splits' normalized partial results of one (token, head) row per warp through the

@@ -13,25 +13,6 @@ namespace {
 
 constexpr int kKeyBlock = 64;  // keys per partial sum
 
-float element_to_float(const void* base, int64_t i, ElementType type) {
-  switch (type) {
-    case ElementType::kBf16: return Bf16Format::to_float(static_cast<const uint16_t*>(base)[i]);
-    case ElementType::kFp16: return Fp16Format::to_float(static_cast<const uint16_t*>(base)[i]);
-    case ElementType::kFp32: return static_cast<const float*>(base)[i];
-    case ElementType::kFp8: return e4m3_to_float(static_cast<const uint8_t*>(base)[i]);
-  }
-  return 0.0f;
-}
-
-void store_element(void* base, int64_t i, ElementType type, float x) {
-  switch (type) {
-    case ElementType::kBf16: static_cast<uint16_t*>(base)[i] = Bf16Format::from_float(x); return;
-    case ElementType::kFp16: static_cast<uint16_t*>(base)[i] = Fp16Format::from_float(x); return;
-    case ElementType::kFp32: static_cast<float*>(base)[i] = x; return;
-    case ElementType::kFp8: static_cast<uint8_t*>(base)[i] = float_to_e4m3(x); return;
-  }
-}
-
 // One kv head's keys of one sequence: raw element values and the multipliers that make them real.
 struct KeyRows {
   std::vector<float> k, v;            // [len, head_dim], raw (fp8/int8 codes decoded, no scale)
@@ -54,8 +35,8 @@ KeyRows load_keys(const AttentionParams& p, int seq, int kv_head, int len) {
     for (int j = 0; j < len; ++j) {
       const int64_t row = (int64_t(p.cu_seqlens_k[seq] + j) * p.heads_kv + kv_head) * D;
       for (int d = 0; d < D; ++d) {
-        r.k[size_t(j) * D + d] = element_to_float(p.k, row + d, p.kv_type);
-        r.v[size_t(j) * D + d] = element_to_float(p.v, row + d, p.kv_type);
+        r.k[size_t(j) * D + d] = load_element(p.k, row + d, p.kv_type);
+        r.v[size_t(j) * D + d] = load_element(p.v, row + d, p.kv_type);
       }
     }
     return r;
@@ -79,8 +60,8 @@ KeyRows load_keys(const AttentionParams& p, int seq, int kv_head, int len) {
       const int64_t i = row * D + d;
       float kx, vx;
       if (p.quant == CacheQuant::kNone) {
-        kx = element_to_float(p.key_cache, i, p.kv_type);
-        vx = element_to_float(p.value_cache, i, p.kv_type);
+        kx = load_element(p.key_cache, i, p.kv_type);
+        vx = load_element(p.value_cache, i, p.kv_type);
       } else if (p.quant == CacheQuant::kInt8) {
         kx = float(static_cast<const int8_t*>(p.key_cache)[i]);
         vx = float(static_cast<const int8_t*>(p.value_cache)[i]);
@@ -114,7 +95,7 @@ void attention_cpu(const AttentionParams& p) {
         if (p.kv_end != nullptr) limit = std::min(limit, p.kv_end[token]);
         for (int h = kv_head * group; h < (kv_head + 1) * group; ++h) {
           const int64_t row = (int64_t(token) * p.heads_q + h) * D;
-          for (int d = 0; d < D; ++d) q[d] = element_to_float(p.q, row + d, p.q_type);
+          for (int d = 0; d < D; ++d) q[d] = load_element(p.q, row + d, p.q_type);
           SoftmaxState state = SoftmaxState::empty();
           std::fill(acc.begin(), acc.end(), 0.0f);
           for (int first = 0; first < limit; first += kKeyBlock) {  // two-level sums: see add(state)

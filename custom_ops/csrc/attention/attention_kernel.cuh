@@ -105,23 +105,6 @@ FA_DEVICE TileOrigin find_tile(const AttentionParams& p, int64_t tile, int group
   return {lo, int(tile - first_tile_of(p.cu_seqlens_q, lo, group, rows))};
 }
 
-FA_DEVICE void store_out(const AttentionParams& p, int64_t i, float x) {
-  switch (p.out_type) {
-    case ElementType::kBf16: static_cast<uint16_t*>(p.out)[i] = __bfloat16_as_ushort(__float2bfloat16_rn(x)); break;
-    case ElementType::kFp16: static_cast<uint16_t*>(p.out)[i] = __half_as_ushort(__float2half_rn(x)); break;
-    default: static_cast<float*>(p.out)[i] = x; break;
-  }
-}
-
-FA_DEVICE float load_element(const void* base, int64_t i, ElementType type) {
-  switch (type) {
-    case ElementType::kBf16: return Bf16Format::to_float(static_cast<const uint16_t*>(base)[i]);
-    case ElementType::kFp16: return Fp16Format::to_float(static_cast<const uint16_t*>(base)[i]);
-    case ElementType::kFp8: return e4m3_to_float(static_cast<const uint8_t*>(base)[i]);
-    default: return static_cast<const float*>(base)[i];
-  }
-}
-
 // Queries past cu_seqlens_q[batch] belong to no sequence: zeros and lse -inf.
 template <class Shape>
 FA_DEVICE void write_tail_rows(const AttentionParams& p, int local_tile, int group, int kv_head) {
@@ -133,7 +116,7 @@ FA_DEVICE void write_tail_rows(const AttentionParams& p, int local_tile, int gro
     const int64_t r = row0 + i / D;
     if (r >= tail_rows) break;
     const int token = first_token + int(r / group), head = kv_head * group + int(r % group);
-    store_out(p, (int64_t(token) * p.heads_q + head) * D + i % D, 0.0f);
+    store_element(p.out, (int64_t(token) * p.heads_q + head) * D + i % D, p.out_type, 0.0f);
     if (i % D == 0) p.lse[int64_t(head) * p.tokens_q + token] = -INFINITY;
   }
 }
@@ -596,7 +579,7 @@ __global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attenti
           const int d = k8Bit ? 16 * (j / 2) + 4 * t + 2 * c + (j & 1) : 8 * j + 2 * t + c;
           const float x = acc[rb][j][2 * h + c] * mult;
           if (partial) p.partial_out[row_offset + d] = x;
-          else store_out(p, row_offset + d, x);
+          else store_element(p.out, row_offset + d, p.out_type, x);
         }
       }
       if (t == 0) {
@@ -631,7 +614,7 @@ __global__ void combine_splits_kernel(const AttentionParams p) {
   }
   const float inv = state.inv_sum();
 #pragma unroll
-  for (int i = 0; i < kPerLane; ++i) store_out(p, row * D + lane + 32 * i, acc[i] * inv);
+  for (int i = 0; i < kPerLane; ++i) store_element(p.out, row * D + lane + 32 * i, p.out_type, acc[i] * inv);
   if (lane == 0) p.lse[int64_t(head) * p.tokens_q + token] = state.lse();
 }
 

@@ -1,4 +1,5 @@
-// Host-side helpers that turn run-time choices (dtype, quant type) into template arguments.
+// Run-time choices (dtype, quant type) turned into template arguments (host), and element access
+// by a run-time element type (host and device).
 #pragma once
 
 #include <stdexcept>
@@ -42,6 +43,35 @@ void dispatch_head_dim(int head_dim, F&& f) {
 
 // Element types of activations (attention outputs and the like).
 enum class ElementType : int { kBf16, kFp16, kFp32, kFp8 };
+
+// Element i of a tensor whose element type is known at run time only, read or written through
+// its format (host and device: the attention kernels' q loads and output stores).
+template <typename Format>
+FA_HD float load_as(const void* base, int64_t i) {
+  return Format::to_float(static_cast<const typename Format::Storage*>(base)[i]);
+}
+template <typename Format>
+FA_HD void store_as(void* base, int64_t i, float x) {
+  static_cast<typename Format::Storage*>(base)[i] = Format::from_float(x);
+}
+
+FA_HD float load_element(const void* base, int64_t i, ElementType type) {
+  switch (type) {
+    case ElementType::kBf16: return load_as<Bf16Format>(base, i);
+    case ElementType::kFp16: return load_as<Fp16Format>(base, i);
+    case ElementType::kFp8: return load_as<E4m3Format>(base, i);
+    default: return load_as<Fp32Format>(base, i);
+  }
+}
+
+FA_HD void store_element(void* base, int64_t i, ElementType type, float x) {
+  switch (type) {
+    case ElementType::kBf16: return store_as<Bf16Format>(base, i, x);
+    case ElementType::kFp16: return store_as<Fp16Format>(base, i, x);
+    case ElementType::kFp8: return store_as<E4m3Format>(base, i, x);
+    default: return store_as<Fp32Format>(base, i, x);
+  }
+}
 
 // Calls f(Format{}) for a 16-bit or fp32 element type (the formats numerics.h defines).
 template <typename F>

@@ -46,18 +46,13 @@ void launch(const AttentionParams& p) {
 
 // Prefill: 4 warps over 128 rows (64 for head_dim 256). Decode: one 16-row tile whose key tiles 4 warps share (2 for
 // head_dim 256, whose 32-key tiles hold two k-steps). FP8 q over FP8 keys multiplies Q.K^T in FP8.
-// Prefill warps take 32 rows (two 16-row blocks) where registers allow: each K/V fragment then
-// feeds two MMAs.
-template <int D>
-constexpr int kPrefillRowBlocks = D <= 128 ? 2 : 1;
-
 template <int D, class Kv, bool kPaged, bool kTokenScales, bool kFp8QK = false>
 void launch_shape(const AttentionParams& p) {
   if constexpr (std::is_same_v<Kv, KvFp8> && !kFp8QK) {
     if (p.q_type == ElementType::kFp8) return launch_shape<D, Kv, kPaged, kTokenScales, true>(p);
   }
   if (p.warps_m == 1) launch<TileShape<D, 1, D <= 128 ? 4 : 2, Kv, kFp8QK>, Kv, kPaged, kTokenScales>(p);
-  else launch<TileShape<D, 4, 1, Kv, kFp8QK, kPrefillRowBlocks<D>>, Kv, kPaged, kTokenScales>(p);
+  else launch<TileShape<D, 4, 1, Kv, kFp8QK, prefill_row_blocks(D)>, Kv, kPaged, kTokenScales>(p);
 }
 
 template <int D>
@@ -86,15 +81,16 @@ AttentionPlan plan_attention(const AttentionParams& p, int64_t max_keys, int req
   const int group = p.heads_q / p.heads_kv;
   const int64_t rows = int64_t(p.tokens_q) * group;
   // Decode-like batches (a row tile or less per sequence) take 16-row CTAs whose warps split the
-  // keys: a 64-row tile would be mostly padding.
+  // keys: a prefill tile of 64 or 128 rows would be mostly padding.
   const int warps_m = rows <= int64_t(16) * std::max(p.batch, 1) ? 1 : 4;
-  const int keys_per_tile = p.head_dim <= 128 ? 64 : 32;
+  const int row_blocks = warps_m == 1 ? 1 : prefill_row_blocks(p.head_dim);
+  const int rows_per_cta = 16 * warps_m * row_blocks, keys_per_tile = tile_keys(p.head_dim, row_blocks);
   const int64_t max_tiles = std::max<int64_t>((max_keys + keys_per_tile - 1) / keys_per_tile, 1);
   int splits = requested_splits;
   if (splits <= 0) {
     // Enough CTAs for a few waves over the multiprocessors; more splits than key tiles only add
     // empty work.
-    const int64_t ctas = std::max<int64_t>((rows + 16 * warps_m - 1) / (16 * warps_m), 1) * p.heads_kv;
+    const int64_t ctas = std::max<int64_t>((rows + rows_per_cta - 1) / rows_per_cta, 1) * p.heads_kv;
     const int64_t wanted = int64_t(multiprocessor_count()) * (warps_m == 1 ? 8 : 2);
     splits = int(std::min<int64_t>({(wanted + ctas - 1) / ctas, max_tiles, 64}));
   }

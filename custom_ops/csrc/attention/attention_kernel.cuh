@@ -44,6 +44,16 @@ struct KvInt8 {
 
 // kWarpsM warps split the CTA's rows (16 each; prefill), kWarpsN warps split each key tile
 // (decode: one row tile, so the warps share the tile's keys and merge their states at the end).
+// Keys per tile: 64, or 32 where a warp's score and output registers are already large. The host
+// plan sizes key splits by it too.
+constexpr int tile_keys(int head_dim, int row_blocks) {
+  return head_dim == 256 || (head_dim == 128 && row_blocks == 2) ? 32 : 64;
+}
+
+// Prefill warps take 32 rows (two 16-row blocks) where registers allow: each K/V fragment then
+// feeds two MMAs.
+constexpr int prefill_row_blocks(int head_dim) { return head_dim <= 128 ? 2 : 1; }
+
 template <int D, int kWarpsM, int kWarpsN, class Kv, bool kFp8QueryKeys, int kRowBlocksPerWarp = 1>
 struct TileShape {
   static constexpr int kHeadDim = D;
@@ -54,8 +64,7 @@ struct TileShape {
   // that many MMAs.
   static constexpr int kRowBlocks = kRowBlocksPerWarp;
   static constexpr int kRows = 16 * kRowBlocks * kWarpsM;
-  // Keys per tile: 64, or 32 where a warp's score and output registers are already large.
-  static constexpr int kKeys = D == 256 || (D == 128 && kRowBlocks == 2) ? 32 : 64;
+  static constexpr int kKeys = tile_keys(D, kRowBlocks);
   static constexpr int kWarpKeys = kKeys / kWarpsN;
   static_assert(kWarpKeys % 16 == 0, "a warp's share of a key tile is whole k-steps of 16 keys");
   // FP8 q over FP8 keys: Q.K^T on the FP8 tensor cores straight from the stored bytes.

@@ -284,8 +284,7 @@ __global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attenti
   // A key's scale from the stage, 0 past the split's last key: scales are copied in pairs, and
   // the partner of the last key may be any bytes (even NaN, which 0 * NaN would spread).
   auto token_scale = [&](const uint8_t* raw, const ScaleTensor& table, int key, int valid_keys) {
-    const float scale = table.is_bf16 ? Bf16Format::to_float(reinterpret_cast<const uint16_t*>(raw)[key])
-                                      : reinterpret_cast<const float*>(raw)[key];
+    const float scale = ScaleTensor{const_cast<uint8_t*>(raw), table.is_bf16}.load(key);  // the table's own format
     return key < valid_keys ? scale : 0.0f;
   };
 

@@ -379,12 +379,13 @@ __global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attenti
     }
 
     // Scale, mask, online softmax.
-    const bool need_mask = key0 + kKeys > warp_min_limit || unmapped_tile[tile % kStages] == tile;
+    const bool tile_unmapped = kPaged && unmapped_tile[tile % kStages] == tile;
+    const bool need_mask = key0 + kKeys > warp_min_limit || tile_unmapped;
 #pragma unroll
     for (int j = 0; j < kKeyTiles; ++j) {
       const int key = key0 + warp_key0 + 8 * j + 2 * t;
       bool mapped = true;
-      if (kPaged && need_mask && unmapped_tile[tile % kStages] == tile) mapped = p.layout.row(seq, key, kv_head) >= 0;
+      if (tile_unmapped) mapped = p.layout.row(seq, key, kv_head) >= 0;
       float k_token[2] = {1.0f, 1.0f};  // this lane's two key columns, shared by rows g and g+8
       if constexpr (kTokenScales) {
         for (int c = 0; c < 2; ++c) k_token[c] = token_scale(stage + Shape::kKScaleOffset, p.k_scale, key - key0 + c, key_end - key0);

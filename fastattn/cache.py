@@ -52,6 +52,21 @@ def static_scales(absmax, cache_quant_type):
     return quant, (np.float32(1.0) / quant).astype(np.float32)
 
 
+def set_static_scales(layer, absmax, place=None):
+    """Gives `layer` the static scales layer_caches reads for its cache_quant_type_str (cache_int8
+    or cache_fp8): cache_k_scale, cache_v_scale (quant multipliers) and cache_k_out_scale,
+    cache_v_out_scale (dequant multipliers), float32 [kv_heads] tensors on `place` ("cpu" default,
+    or "gpu"). absmax [2, kv_heads]: the per-head absolute maxima of K and of V. Returns the numpy
+    (quant, dequant) arrays, each [2, kv_heads]."""
+    absmax = np.asarray(absmax, np.float32)
+    if absmax.ndim != 2 or absmax.shape[0] != 2:
+        raise ValueError(f"absmax: expected [2, kv_heads] (K's and V's per-head maxima), got shape {list(absmax.shape)}")
+    quant, dequant = static_scales(absmax, getattr(layer, "cache_quant_type_str", None))
+    layer.cache_k_scale, layer.cache_v_scale = (from_numpy(x, "float32", place) for x in quant)
+    layer.cache_k_out_scale, layer.cache_v_out_scale = (from_numpy(x, "float32", place) for x in dequant)
+    return quant, dequant
+
+
 def allocate_kv_caches(num_layers, num_blocks, kv_num_heads, block_size, head_dim,
                        cache_quant_type, dtype="bfloat16", place=None):
     """Zero-filled caches for `num_layers` layers as the server's flat list.

@@ -341,9 +341,7 @@ class Runner:
         """The layer object a backend reads; static types take their scales from `absmax`."""
         layer = types.SimpleNamespace(layer_id=layer_id, cache_quant_type_str=self.quant)
         if self.quant in ("cache_int8", "cache_fp8"):
-            (k_quant, k_dequant), (v_quant, v_dequant) = (cache.static_scales(a, self.quant) for a in absmax[layer_id])
-            layer.cache_k_scale, layer.cache_v_scale, layer.cache_k_out_scale, layer.cache_v_out_scale = (
-                from_numpy(s, "float32", self.place) for s in (k_quant, v_quant, k_dequant, v_dequant))
+            cache.set_static_scales(layer, absmax[layer_id], self.place)
         return layer
 
     def forward(self, batch):

@@ -43,11 +43,7 @@ def paged_error(place, rng, quant, length, q_len=1, hq=8, hkv=2, dim=128, block_
     k, _ = ref.random_half(rng, (length, hkv, dim), "bfloat16")
     v, _ = ref.random_half(rng, (length, hkv, dim), "bfloat16")
     if quant in ("cache_int8", "cache_fp8"):
-        absmax = [np.abs(x).max(axis=(0, 2)) for x in (k, v)]
-        (qk, dk), (qv, dv) = (cache.static_scales(a, quant) for a in absmax)
-        layer.cache_k_scale, layer.cache_v_scale = from_numpy(qk, "float32", place), from_numpy(qv, "float32", place)
-        layer.cache_k_out_scale = from_numpy(dk, "float32", place)
-        layer.cache_v_out_scale = from_numpy(dv, "float32", place)
+        cache.set_static_scales(layer, [np.abs(x).max(axis=(0, 2)) for x in (k, v)], place)
     lc = cache.layer_caches(caches, layer)
     tables = from_numpy(batch.block_tables, None, place)
     ops.write_cache_kv(from_numpy(k, "bfloat16", place), from_numpy(v, "bfloat16", place), lc.key_cache,

@@ -191,9 +191,7 @@ class TestPagedAttention(PlacedCase):
         layer = type("Layer", (), {})()
         layer.layer_id, layer.cache_quant_type_str = 0, quant
         if quant in ("cache_int8", "cache_fp8"):
-            q_scale, dq_scale = cache.static_scales(np.full((2, heads), 3.5, np.float32), quant)
-            layer.cache_k_scale, layer.cache_v_scale = (from_numpy(x, "float32") for x in q_scale)
-            layer.cache_k_out_scale, layer.cache_v_out_scale = (from_numpy(x, "float32") for x in dq_scale)
+            cache.set_static_scales(layer, np.full((2, heads), 3.5), self.place)
         lc = cache.layer_caches(caches, layer)
         k, _ = ref.random_half(rng, (sum(lens), heads, dim), dtype)
         v, _ = ref.random_half(rng, (sum(lens), heads, dim), dtype)

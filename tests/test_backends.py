@@ -96,10 +96,7 @@ class MirroredServer:
             layer.softmax_scale = 0.09  # a layer with its own scale
         if self.quant in ("cache_int8", "cache_fp8"):
             absmax = self.rng.uniform(2.5, 6.0, size=(2, self.heads_kv))
-            quant, dequant = cache.static_scales(absmax, self.quant)
-            layer.scales = quant, dequant
-            layer.cache_k_scale, layer.cache_v_scale = (from_numpy(x, "float32", self.place) for x in quant)
-            layer.cache_k_out_scale, layer.cache_v_out_scale = (from_numpy(x, "float32", self.place) for x in dequant)
+            layer.scales = cache.set_static_scales(layer, absmax, self.place)
         return layer
 
     def layer_slice(self, layer_id):

@@ -15,9 +15,7 @@ LAYERS, BLOCKS, HEADS, BLOCK_SIZE, HEAD_DIM = 3, 6, 2, 16, 64
 def make_layer(layer_id, quant, place, rng):
     layer = types.SimpleNamespace(layer_id=layer_id, cache_quant_type_str=quant)
     if quant in ("cache_int8", "cache_fp8"):
-        q, d = cache.static_scales(rng.uniform(1, 4, size=(2, HEADS)), quant)
-        layer.cache_k_scale, layer.cache_v_scale = (from_numpy(x, "float32", place) for x in q)
-        layer.cache_k_out_scale, layer.cache_v_out_scale = (from_numpy(x, "float32", place) for x in d)
+        cache.set_static_scales(layer, rng.uniform(1, 4, size=(2, HEADS)), place)
     return layer
 
 
@@ -98,6 +96,10 @@ class TestLayerCaches(unittest.TestCase):
             cache.allocate_kv_caches(1, 4, 2, 16, 64, "fp8")
         with self.assertRaisesRegex(ValueError, "head_dim: expected one of 64, 128, 256, got 96"):
             cache.allocate_kv_caches(1, 4, 2, 16, 96, "cache_fp8")
+        with self.assertRaisesRegex(ValueError, r"absmax: expected \[2, kv_heads\]"):
+            cache.set_static_scales(types.SimpleNamespace(cache_quant_type_str="cache_fp8"), np.ones(HEADS))
+        with self.assertRaisesRegex(ValueError, "static scales exist for cache_int8 and cache_fp8"):
+            cache.set_static_scales(types.SimpleNamespace(cache_quant_type_str="none"), np.ones((2, HEADS)))
 
     def test_bytes_per_token(self):
         self.assertEqual(cache.cache_bytes_per_token(8, 128, "none"), 2 * 8 * 128 * 2)

@@ -29,9 +29,7 @@ class TestDecodeStepInCudaGraph(unittest.TestCase):
         for layer_id in range(2):
             layer = types.SimpleNamespace(layer_id=layer_id, cache_quant_type_str=quant)
             if quant in ("cache_int8", "cache_fp8"):
-                q_scale, dq_scale = cache.static_scales(np.full((2, HEADS_KV), 4.0), quant)
-                layer.cache_k_scale, layer.cache_v_scale = (from_numpy(x, "float32", "gpu") for x in q_scale)
-                layer.cache_k_out_scale, layer.cache_v_out_scale = (from_numpy(x, "float32", "gpu") for x in dq_scale)
+                cache.set_static_scales(layer, np.full((2, HEADS_KV), 4.0), "gpu")
             layers.append(layer)
         backend = FlashAttentionBackend()
 

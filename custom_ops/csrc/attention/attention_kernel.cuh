@@ -130,6 +130,97 @@ FA_DEVICE void write_tail_rows(const AttentionParams& p, int local_tile, int gro
   }
 }
 
+// The rows of one CTA: a tile of one sequence's rows (query x head of the kv head's group).
+struct CtaRows {
+  int group;                         // q heads per kv head
+  int seq, q_first, q_len, rows;     // rows = q_len * group
+  int row0;                          // the CTA's first row
+  int k_first, k_len;                // the sequence's keys (k_first: contiguous keys only)
+
+  FA_DEVICE int token(int r) const { return q_first + r / group; }
+  FA_DEVICE int head(int r, int kv_head) const { return kv_head * group + r % group; }
+
+  // Keys visible to row r: causal (bottom-right), kv_end. Rows past the sequence's end copy the
+  // last real row (finite work whose results are dropped).
+  FA_DEVICE int key_limit(const AttentionParams& p, int r) const {
+    const int query = min(r, rows - 1) / group;
+    int limit = k_len;
+    if (p.causal) limit = min(limit, query + k_len - q_len + 1);
+    if (p.kv_end != nullptr) limit = min(limit, p.kv_end[q_first + query]);
+    return max(limit, 0);
+  }
+};
+
+// The CTA's rows, from its block index taken in reverse (the longest causal tiles start first).
+// False when it has no rows of a sequence: the tail rows it owns, if any, are written.
+template <class Shape, bool kPaged>
+FA_DEVICE bool locate_rows(const AttentionParams& p, int kv_head, int split, CtaRows& c) {
+  c.group = p.heads_q / p.heads_kv;
+  const TileOrigin origin = find_tile(p, int64_t(gridDim.x) - 1 - blockIdx.x, c.group, Shape::kRows);
+  if (origin.seq == p.batch) {
+    if (split == 0) write_tail_rows<Shape>(p, origin.local_tile, c.group, kv_head);
+    return false;
+  }
+  c.seq = origin.seq;
+  c.q_first = p.cu_seqlens_q[c.seq];
+  c.q_len = p.cu_seqlens_q[c.seq + 1] - c.q_first;
+  c.rows = c.q_len * c.group;
+  c.row0 = origin.local_tile * Shape::kRows;
+  c.k_first = kPaged ? 0 : p.cu_seqlens_k[c.seq];
+  c.k_len = max(kPaged ? p.seq_lens_kv[c.seq] : p.cu_seqlens_k[c.seq + 1] - c.k_first, 0);
+  return c.row0 < c.rows;
+}
+
+// The row (in head_dim elements) of a key of the CTA's sequence in k/v or the cache; -1 where
+// its cache block is unmapped.
+template <bool kPaged>
+FA_DEVICE int64_t key_row(const AttentionParams& p, const CtaRows& c, int key, int kv_head) {
+  return kPaged ? p.layout.row(c.seq, key, kv_head) : int64_t(c.k_first + key) * p.heads_kv + kv_head;
+}
+
+// Per-head scales folded in fp32: into the score (with log2(e): the main loop works in base 2)
+// and into the output.
+struct FoldedScales {
+  float score, out;
+};
+template <bool kPaged>
+FA_DEVICE FoldedScales fold_scales(const AttentionParams& p, int seq, int kv_head) {
+  FoldedScales s{p.softmax_scale * kLog2e * p.q_descale.at(seq, kv_head, p.heads_kv), 1.0f};
+  if (!kPaged) {
+    s.score *= p.k_descale.at(seq, kv_head, p.heads_kv);
+    s.out = p.v_descale.at(seq, kv_head, p.heads_kv);
+  } else if (p.quant == CacheQuant::kInt8 || p.quant == CacheQuant::kFp8) {
+    s.score *= p.k_scale.load(kv_head);
+    s.out = p.v_scale.load(kv_head);
+  }
+  return s;
+}
+
+// The keys [begin, end) of this split for a CTA whose rows see keys below `limit`: the sequence's
+// keys in num_splits equal chunks of whole tiles.
+struct KeyRange {
+  int begin, end, tiles;
+};
+FA_DEVICE KeyRange split_key_range(const AttentionParams& p, int k_len, int limit, int split, int tile_keys) {
+  const int split_keys = (k_len + p.num_splits - 1) / p.num_splits;
+  const int chunk = (split_keys + tile_keys - 1) / tile_keys * tile_keys;
+  KeyRange k{split * chunk, min(split * chunk + chunk, limit), 0};
+  k.tiles = k.end > k.begin ? (k.end - k.begin + tile_keys - 1) / tile_keys : 0;
+  return k;
+}
+
+// A finished row's element and log-sum-exp: to out/lse, or with key splits to the split's
+// partial results (merged by combine_splits_kernel).
+FA_DEVICE void store_output(const AttentionParams& p, int split, int token, int head, int d, float x) {
+  const int64_t row = int64_t(token) * p.heads_q + head;
+  if (p.num_splits > 1) p.partial_out[(int64_t(split) * p.tokens_q * p.heads_q + row) * p.head_dim + d] = x;
+  else store_element(p.out, row * p.head_dim + d, p.out_type, x);
+}
+FA_DEVICE void store_lse(const AttentionParams& p, int split, int token, int head, float lse) {
+  if (p.num_splits > 1) p.partial_lse[(int64_t(split) * p.heads_q + head) * p.tokens_q + token] = lse;
+  else p.lse[int64_t(head) * p.tokens_q + token] = lse;
+}
+
 template <class Shape, class Kv, bool kPaged, bool kTokenScales>
 __global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attention_kernel(const AttentionParams p) {
   constexpr int D = Shape::kHeadDim, kKeys = Shape::kKeys, kRows = Shape::kRows, kThreads = Shape::kThreads;
@@ -146,28 +237,10 @@ __global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attenti
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int warp_m = warp / kWarpsN, warp_n = warp % kWarpsN;
-  const int group = p.heads_q / p.heads_kv, kv_head = blockIdx.y, split = blockIdx.z;
-  const TileOrigin origin = find_tile(p, int64_t(gridDim.x) - 1 - blockIdx.x, group, kRows);
-  if (origin.seq == p.batch) {
-    if (split == 0) write_tail_rows<Shape>(p, origin.local_tile, group, kv_head);
-    return;
-  }
-  const int seq = origin.seq, q_first = p.cu_seqlens_q[seq];
-  const int q_len = p.cu_seqlens_q[seq + 1] - q_first, rows = q_len * group;
-  const int row0 = origin.local_tile * kRows;
-  if (row0 >= rows) return;
-  const int k_first = kPaged ? 0 : p.cu_seqlens_k[seq];
-  const int k_len = max(kPaged ? p.seq_lens_kv[seq] : p.cu_seqlens_k[seq + 1] - k_first, 0);
-
-  // Keys visible to a row: causal (bottom-right), kv_end. Rows past the sequence's end copy the
-  // last real row (finite work whose results are dropped).
-  auto key_limit = [&](int r) {
-    const int query = min(r, rows - 1) / group;
-    int limit = k_len;
-    if (p.causal) limit = min(limit, query + k_len - q_len + 1);
-    if (p.kv_end != nullptr) limit = min(limit, p.kv_end[q_first + query]);
-    return max(limit, 0);
-  };
+  const int kv_head = blockIdx.y, split = blockIdx.z;
+  CtaRows cta;
+  if (!locate_rows<Shape, kPaged>(p, kv_head, split, cta)) return;
+  const int seq = cta.seq, rows = cta.rows, row0 = cta.row0, k_len = cta.k_len;
   // This lane's rows: warp_row0 + 16 * rb + g + 8 * h.
   const int warp_row0 = row0 + warp_m * 16 * kRowBlocks;
   int limit[kRowBlocks][2];
@@ -176,7 +249,7 @@ __global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attenti
   for (int rb = 0; rb < kRowBlocks; ++rb)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      limit[rb][h] = key_limit(warp_row0 + 16 * rb + g + 8 * h);
+      limit[rb][h] = cta.key_limit(p, warp_row0 + 16 * rb + g + 8 * h);
       lane_min_limit = min(lane_min_limit, limit[rb][h]);
       lane_max_limit = max(lane_max_limit, limit[rb][h]);
     }
@@ -184,16 +257,8 @@ __global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attenti
   if (threadIdx.x == 0) cta_limit = q_amax_bits = 0;
   if (threadIdx.x < kStages) unmapped_tile[threadIdx.x] = -1;
 
-  // Scales folded into the score (log2 units) and into the output.
-  float score_scale = p.softmax_scale * kLog2e * p.q_descale.at(seq, kv_head, p.heads_kv);
-  float out_scale = 1.0f;
-  if (!kPaged) {
-    score_scale *= p.k_descale.at(seq, kv_head, p.heads_kv);
-    out_scale = p.v_descale.at(seq, kv_head, p.heads_kv);
-  } else if (p.quant == CacheQuant::kInt8 || p.quant == CacheQuant::kFp8) {
-    score_scale *= p.k_scale.load(kv_head);
-    out_scale = p.v_scale.load(kv_head);
-  }
+  const FoldedScales scales = fold_scales<kPaged>(p, seq, kv_head);
+  float score_scale = scales.score;
 
   // Q -> shared memory as the tensor cores' 16-bit type. A bf16 q meeting an 8-bit cache goes to
   // fp16 times a power of two that keeps the tile's largest element below 2^15 (exact except
@@ -203,8 +268,7 @@ __global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attenti
   constexpr int kQGroups = kRows * D / 8;
   auto q_index = [&](int i) {  // element index of the first of 8 q elements of group i
     const int r = min(row0 + i / (D / 8), rows - 1);
-    const int token = q_first + r / group, head = kv_head * group + r % group;
-    return (int64_t(token) * p.heads_q + head) * D + (i % (D / 8)) * 8;
+    return (int64_t(cta.token(r)) * p.heads_q + cta.head(r, kv_head)) * D + (i % (D / 8)) * 8;
   };
   __syncthreads();
   float q_mult = 1.0f;
@@ -242,12 +306,8 @@ __global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attenti
   atomicMax(&cta_limit, lane_max_limit);
   __syncthreads();
 
-  // This split's key range.
-  const int split_keys = (k_len + p.num_splits - 1) / p.num_splits;
-  const int chunk = (split_keys + kKeys - 1) / kKeys * kKeys;
-  const int key_begin = split * chunk;
-  const int key_end = min(key_begin + chunk, cta_limit);
-  const int num_tiles = key_end > key_begin ? (key_end - key_begin + kKeys - 1) / kKeys : 0;
+  const KeyRange range = split_key_range(p, k_len, cta_limit, split, kKeys);
+  const int key_begin = range.begin, key_end = range.end, num_tiles = range.tiles;
 
   const uint8_t* k_base = static_cast<const uint8_t*>(kPaged ? p.key_cache : p.k);
   const uint8_t* v_base = static_cast<const uint8_t*>(kPaged ? p.value_cache : p.v);
@@ -262,7 +322,7 @@ __global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attenti
       if (kCopies % kThreads != 0 && i >= kCopies) break;
       const int r = i / kRowChunks, c = i % kRowChunks, key = key0 + r;
       int64_t row = -1;
-      if (key < key_end) row = kPaged ? p.layout.row(seq, key, kv_head) : int64_t(k_first + key) * p.heads_kv + kv_head;
+      if (key < key_end) row = key_row<kPaged>(p, cta, key, kv_head);
       const bool valid = row >= 0;
       const int64_t offset = valid ? row * D * Kv::kBytes + c * 16 : 0;
       cp_async<16>(smem_address(stage + Shape::kKOffset + r * Shape::kKStride + c * 16), k_base + offset, valid);
@@ -568,34 +628,24 @@ __global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attenti
   }
 
   // Epilogue: out = acc / d (0 for a row that saw no key).
-  const bool partial = p.num_splits > 1;
 #pragma unroll
   for (int rb = 0; rb < kRowBlocks; ++rb)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int r = warp_row0 + 16 * rb + g + 8 * h;
       if (r >= rows) continue;
-      const int token = q_first + r / group, head = kv_head * group + r % group;
-      const float mult = state[rb][h].inv_sum() * out_scale;
-      const int64_t row_offset = partial ? ((int64_t(split) * p.tokens_q + token) * p.heads_q + head) * D
-                                         : (int64_t(token) * p.heads_q + head) * D;
+      const int token = cta.token(r), head = cta.head(r, kv_head);
+      const float mult = state[rb][h].inv_sum() * scales.out;
 #pragma unroll
-      for (int j = 0; j < kOutTiles; ++j) {
+      for (int j = 0; j < kOutTiles; ++j)
 #pragma unroll
         for (int c = 0; c < 2; ++c) {
           // Output column of accumulator (tile j, element c): the 8-bit V path interleaves even
           // and odd columns (see the P V loop).
           const int d = k8Bit ? 16 * (j / 2) + 4 * t + 2 * c + (j & 1) : 8 * j + 2 * t + c;
-          const float x = acc[rb][j][2 * h + c] * mult;
-          if (partial) p.partial_out[row_offset + d] = x;
-          else store_element(p.out, row_offset + d, p.out_type, x);
+          store_output(p, split, token, head, d, acc[rb][j][2 * h + c] * mult);
         }
-      }
-      if (t == 0) {
-        const float lse = state[rb][h].lse();
-        if (partial) p.partial_lse[(int64_t(split) * p.heads_q + head) * p.tokens_q + token] = lse;
-        else p.lse[int64_t(head) * p.tokens_q + token] = lse;
-      }
+      if (t == 0) store_lse(p, split, token, head, state[rb][h].lse());
     }
 }
 

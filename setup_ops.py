@@ -3,8 +3,9 @@
     python setup_ops.py install
 
 CPU kernels are always built. CUDA kernels are built whenever nvcc is found, for the archs in
-FASTATTN_CUDA_ARCHS (comma separated, e.g. "90" or "90a,100a"; default: the visible GPU's arch,
-else 90). The same sources build against Paddle 3.x (CPU or GPU) and Paddle GPU 2.6.
+FASTATTN_CUDA_ARCHS (comma separated, e.g. "90" or "90,100a"; default: the visible GPU's arch,
+else 90). "90" builds sm_90a, the Hopper target whose warpgroup tensor-core instructions the
+prefill kernel uses. The same sources build against Paddle 3.x (CPU or GPU) and Paddle GPU 2.6.
 """
 import glob
 import os
@@ -42,7 +43,9 @@ def cuda_archs():
 
 
 def gencode_flags(archs):
-    return [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs]
+    # sm_90a code runs on every sm_90 device and adds wgmma, so plain 90 means 90a.
+    archs = ["90a" if a == "90" else a for a in archs]
+    return [f"-gencode=arch=compute_{a},code=sm_{a}" for a in dict.fromkeys(archs)]
 
 
 CUDA_HOME = find_cuda_home()

@@ -1,5 +1,6 @@
-// CUDA launch of flash_attn_varlen and paged_attention: the plan (CTA shape, key splits), the
-// storage-format dispatch and the split combine. The kernels are in attention_kernel.cuh.
+// CUDA launch of flash_attn_varlen and paged_attention: the plan (kernel, CTA shape, key splits),
+// the storage-format dispatch and the split combine. The kernels are in attention_kernel.cuh
+// (mma.sync, every case) and attention_wgmma.cuh (sm_90a prefill, FP8 q/k/v at head_dim 128).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -8,6 +9,7 @@
 #include <type_traits>
 
 #include "attention_kernel.cuh"
+#include "attention_wgmma.cuh"
 
 namespace fastattn {
 namespace {
@@ -29,9 +31,8 @@ void check_launch(const char* what) {
   if (err != cudaSuccess) throw std::runtime_error(std::string("fastattn: ") + what + ": " + cudaGetErrorString(err));
 }
 
-template <class Shape, class Kv, bool kPaged, bool kTokenScales>
-void launch(const AttentionParams& p) {
-  auto kernel = attention_kernel<Shape, Kv, kPaged, kTokenScales>;
+template <class Shape, auto kernel>
+void launch_kernel(const AttentionParams& p) {
   static const cudaError_t configured =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Shape::kSmemBytes);
   if (configured != cudaSuccess) throw std::runtime_error("fastattn: attention kernel needs more shared memory");
@@ -42,6 +43,32 @@ void launch(const AttentionParams& p) {
   const dim3 grid(unsigned(tiles), unsigned(p.heads_kv), unsigned(p.num_splits));
   kernel<<<grid, Shape::kThreads, Shape::kSmemBytes, static_cast<cudaStream_t>(p.stream)>>>(p);
   check_launch("attention kernel launch");
+}
+
+template <class Shape, class Kv, bool kPaged, bool kTokenScales>
+void launch(const AttentionParams& p) {
+  launch_kernel<Shape, attention_kernel<Shape, Kv, kPaged, kTokenScales>>(p);
+}
+
+// The sm_90a kernel exists where the build targeted sm_90a and the device is an sm_90 part.
+bool wgmma_prefill_available() {
+  static const bool available = [] {
+    int device = 0, major = 0, minor = 0;
+    cudaGetDevice(&device);
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
+    cudaFuncAttributes attributes{};
+    const bool built = cudaFuncGetAttributes(&attributes, attention_wgmma_kernel<false>) == cudaSuccess &&
+                       attributes.binaryVersion == 90;
+    cudaGetLastError();  // a missing image is an answer here, not an error for the next launch
+    return major == 9 && minor == 0 && built;
+  }();
+  return available;
+}
+
+bool wgmma_prefill_applies(const AttentionParams& p) {
+  const bool fp8_kv = p.paged ? p.quant == CacheQuant::kFp8 : p.kv_type == ElementType::kFp8;
+  return p.head_dim == WgmmaShape::kHeadDim && p.q_type == ElementType::kFp8 && fp8_kv && wgmma_prefill_available();
 }
 
 // Prefill: 4 warps over 128 rows (64 for head_dim 256). Decode: one 16-row tile whose key tiles 4 warps share (2 for
@@ -57,6 +84,10 @@ void launch_shape(const AttentionParams& p) {
 
 template <int D>
 void launch_head_dim(const AttentionParams& p) {
+  if (p.wgmma) {
+    if (p.paged) return launch_kernel<WgmmaShape, attention_wgmma_kernel<true>>(p);
+    return launch_kernel<WgmmaShape, attention_wgmma_kernel<false>>(p);
+  }
   if (!p.paged) {
     switch (p.kv_type) {
       case ElementType::kBf16: return launch_shape<D, KvBf16, false, false>(p);
@@ -83,8 +114,10 @@ AttentionPlan plan_attention(const AttentionParams& p, int64_t max_keys, int req
   // Decode-like batches (a row tile or less per sequence) take 16-row CTAs whose warps split the
   // keys: a prefill tile of 64 or 128 rows would be mostly padding.
   const int warps_m = rows <= int64_t(16) * std::max(p.batch, 1) ? 1 : 4;
+  const bool wgmma = warps_m == 4 && wgmma_prefill_applies(p);
   const int row_blocks = warps_m == 1 ? 1 : prefill_row_blocks(p.head_dim);
-  const int rows_per_cta = 16 * warps_m * row_blocks, keys_per_tile = tile_keys(p.head_dim, row_blocks);
+  const int rows_per_cta = wgmma ? WgmmaShape::kRows : 16 * warps_m * row_blocks;
+  const int keys_per_tile = wgmma ? WgmmaShape::kKeys : tile_keys(p.head_dim, row_blocks);
   const int64_t max_tiles = std::max<int64_t>((max_keys + keys_per_tile - 1) / keys_per_tile, 1);
   int splits = requested_splits;
   if (splits <= 0) {
@@ -94,7 +127,7 @@ AttentionPlan plan_attention(const AttentionParams& p, int64_t max_keys, int req
     const int64_t wanted = int64_t(multiprocessor_count()) * (warps_m == 1 ? 8 : 2);
     splits = int(std::min<int64_t>({(wanted + ctas - 1) / ctas, max_tiles, 64}));
   }
-  return {warps_m, std::max(splits, 1)};
+  return {warps_m, std::max(splits, 1), wgmma};
 }
 
 void attention_cuda(const AttentionParams& p) {

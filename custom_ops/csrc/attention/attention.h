@@ -52,17 +52,20 @@ struct AttentionParams {
   // [num_splits, tokens_q, heads_q, head_dim] and log-sum-exps [num_splits, heads_q, tokens_q].
   int num_splits = 1;
   int warps_m = 4;
+  bool wgmma = false;  // the sm_90a prefill kernel (attention_wgmma.cuh)
   float* partial_out = nullptr;
   float* partial_lse = nullptr;
 };
 
 void attention_cpu(const AttentionParams& p);
 
-// How the CUDA kernel covers a batch: warps per CTA (16 query rows each) and key splits. Needs
-// only host-side shapes (never the device's lengths, so it is safe under CUDA-graph capture);
-// max_keys bounds any sequence's key count.
+// How the CUDA kernels cover a batch: which kernel (the sm_90a prefill kernel, or the mma.sync
+// kernel with warps_m warps of 16-row blocks per CTA) and key splits. Needs only host-side shapes
+// (never the device's lengths, so it is safe under CUDA-graph capture); max_keys bounds any
+// sequence's key count.
 struct AttentionPlan {
   int warps_m, num_splits;
+  bool wgmma;
 };
 AttentionPlan plan_attention(const AttentionParams& p, int64_t max_keys, int requested_splits);
 

@@ -39,6 +39,7 @@ void run(AttentionParams& p, const paddle::Tensor& q, int64_t max_keys, int num_
   const AttentionPlan plan = plan_attention(p, max_keys, num_splits);
   p.warps_m = plan.warps_m;
   p.num_splits = plan.num_splits;
+  p.wgmma = plan.wgmma;
   paddle::Tensor partial_out, partial_lse;  // freed after the launch: Paddle's allocator is stream-ordered
   if (p.num_splits > 1) {
     partial_out = paddle::empty({p.num_splits, p.tokens_q, p.heads_q, p.head_dim}, paddle::DataType::FLOAT32, q.place());

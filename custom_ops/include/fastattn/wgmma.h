@@ -1,0 +1,93 @@
+// Warpgroup tensor-core primitives of sm_90a (wgmma): shared-memory matrix descriptors for the
+// 128-byte swizzled layout, the m64n128 instructions the attention prefill uses, and their fences.
+//
+// A warpgroup is 4 consecutive warps (128 threads). The m64nN accumulator of one warpgroup is
+// spread like mma.m16n8's C over the warps: warp w holds rows 16w + g and 16w + g + 8
+// (g = lane / 4, t = lane % 4); its register i is row 16w + g + 8 * ((i >> 1) & 1), column
+// 8 * (i / 4) + 2t + (i & 1). An A operand in registers (16-bit, k16) is mma.m16n8k16's A per
+// warp.
+//
+// Operands in shared memory are K-major with rows of exactly 128 bytes, stored in atoms of 8 rows
+// (1024 bytes, 1024-aligned) where the 16-byte chunk c of row r sits at chunk c ^ (r % 8). A K
+// step of the instruction (32 bytes) starts inside the row: its descriptor is the tile's plus the
+// byte offset, and the hardware applies the swizzle to the full address.
+#pragma once
+
+#if defined(__CUDACC__)
+
+#include <cstdint>
+
+#include "fastattn/platform.h"
+
+namespace fastattn {
+namespace wgmma {
+
+// Byte offset of chunk `chunk` (16 bytes) of row `row` in a 128-byte swizzled tile.
+FA_DEVICE uint32_t swizzled_offset(int row, int chunk) { return uint32_t(row) * 128 + (uint32_t(chunk ^ (row & 7)) << 4); }
+
+FA_DEVICE uint64_t descriptor(uint32_t smem_addr) {
+  uint64_t desc = (smem_addr & 0x3ffffu) >> 4;  // start address / 16
+  desc |= uint64_t(1) << 16;                    // leading byte offset: unused for swizzled K-major tiles
+  desc |= uint64_t(1024 >> 4) << 32;            // stride byte offset: the next atom of 8 rows
+  desc |= uint64_t(1) << 62;                    // 128-byte swizzle
+  return desc;
+}
+
+FA_DEVICE void fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+FA_DEVICE void commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+template <int kPending>
+FA_DEVICE void wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(kPending) : "memory");
+}
+
+// Shared-memory writes of the generic proxy (st.shared, cp.async) made visible to the wgmma reads
+// of the async proxy; a barrier must follow before another thread's wgmma reads them.
+FA_DEVICE void fence_shared_for_async() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
+
+// Keeps the compiler from moving accesses of accumulator registers across a wait.
+template <int N>
+FA_DEVICE void fence_registers(float (&r)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
+}
+
+#define FA_WGMMA_D64                                                                                            \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, " \
+  "%23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, "   \
+  "%44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
+#define FA_WGMMA_F8(d, i) \
+  "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), "+f"(d[i + 7])
+#define FA_WGMMA_F64(d)                                                                                      \
+  FA_WGMMA_F8(d, 0), FA_WGMMA_F8(d, 8), FA_WGMMA_F8(d, 16), FA_WGMMA_F8(d, 24), FA_WGMMA_F8(d, 32), \
+      FA_WGMMA_F8(d, 40), FA_WGMMA_F8(d, 48), FA_WGMMA_F8(d, 56)
+
+// d (+)= A B^T for A [64 x 32] and B [128 x 32] e4m3, both K-major in shared memory.
+FA_DEVICE void mma_e4m3_m64n128k32(float (&d)[64], uint64_t a_desc, uint64_t b_desc, bool accumulate) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 " FA_WGMMA_D64 ", %64, %65, p, 1, 1;\n}\n"
+      : FA_WGMMA_F64(d)
+      : "l"(a_desc), "l"(b_desc), "r"(int(accumulate)));
+#endif
+}
+
+// d += A B^T for A [64 x 16] fp16 in registers and B [128 x 16] fp16, K-major in shared memory.
+FA_DEVICE void mma_f16_m64n128k16(float (&d)[64], const uint32_t (&a)[4], uint64_t b_desc) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 " FA_WGMMA_D64 ", {%64, %65, %66, %67}, %68, p, 1, 1, 0;\n}\n"
+      : FA_WGMMA_F64(d)
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc), "r"(1));
+#endif
+}
+
+#undef FA_WGMMA_D64
+#undef FA_WGMMA_F8
+#undef FA_WGMMA_F64
+
+}  // namespace wgmma
+}  // namespace fastattn
+
+#endif  // __CUDACC__

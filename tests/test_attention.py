@@ -1,4 +1,5 @@
 """flash_attn_varlen and paged_attention against the float64 references, on the CPU and the GPU."""
+import collections
 import functools
 import itertools
 import unittest
@@ -29,11 +30,22 @@ def p_dtype_of(q_dtype, kv_dtype):
     return "bfloat16" if q_dtype == kv_dtype == "bfloat16" else "float16"
 
 
+def fp8_score_error(q, k, scale):
+    """Bound on the output error that FP8 q over FP8 keys adds on the GPU. On Hopper, Q.K^T runs
+    on the FP8 tensor cores, whose accumulator keeps 13 mantissa bits and truncates: each of the
+    D/32 k-steps can move a score by 2^-13 of scale * sum_d |q_d k_d| (the sum bounds every
+    partial sum), and a score error of delta changes the softmax weights by a factor within
+    exp(+-delta), so the output by about delta relative to its norm. q [T, Hq, D] and k [N, Hkv,
+    D] in real units (every key is taken: an upper bound). The log-sum-exp moves by at most delta.
+    Kernels that keep exact FP8 products (decode, other head_dims) only get a looser bound."""
+    group, dim = q.shape[1] // k.shape[1], q.shape[2]
+    largest = max((np.abs(q[:, h]) @ np.abs(k[:, h // group]).T).max(initial=0.0) for h in range(q.shape[1]))
+    return dim / 32 * 2.0 ** -13 * scale * largest
 
-def fp8_tensor(rng, shape, scale):
-    """Random FP8 codes (finite) and the real values they stand for with descale `scale`."""
-    codes = ref.float_to_e4m3(rng.standard_normal(shape).astype(np.float32) * 64)
-    return codes, ref.e4m3_to_float(codes) * scale
+
+def fp8_tensor(rng, shape, spread=64.0):
+    """Random FP8 codes of standard normal values times `spread` (finite: saturated at 448)."""
+    return ref.float_to_e4m3(rng.standard_normal(shape).astype(np.float32) * spread)
 
 
 def fp8_dtype_name():
@@ -75,9 +87,9 @@ class TestFlashAttnVarlen(PlacedCase):
         want, want_lse = ref.flash_attn_varlen(q, k, v, cq, ck, dim ** -0.5, causal)
         return float_values(out), to_numpy(lse), want, want_lse
 
-    def check_lse(self, lse, want_lse):
+    def check_lse(self, lse, want_lse, score_error=0.0):
         tol = LSE_TOL[self.place]
-        np.testing.assert_allclose(lse, want_lse, rtol=tol, atol=tol)
+        np.testing.assert_allclose(lse, want_lse, rtol=tol, atol=tol + score_error)
 
     @placed
     def test_shapes_gqa_and_masks(self):
@@ -130,13 +142,13 @@ class TestFlashAttnVarlen(PlacedCase):
                     rows = np.repeat(np.arange(2), np.diff(cu))
                     return np.repeat(s[rows], heads // hkv, axis=1)[..., None]
 
-                k_codes, _ = fp8_tensor(rng, (sum(lens_k), hkv, dim), 1.0)
-                v_codes, _ = fp8_tensor(rng, (sum(lens_k), hkv, dim), 1.0)
+                k_codes = fp8_tensor(rng, (sum(lens_k), hkv, dim), 1.0)
+                v_codes = fp8_tensor(rng, (sum(lens_k), hkv, dim), 1.0)
                 k_real = ref.e4m3_to_float(k_codes) * per_token(scales[1], ck, hkv)
                 v_real = ref.e4m3_to_float(v_codes) * per_token(scales[2], ck, hkv)
                 fp8 = fp8_dtype_name()
                 if fp8_q:
-                    q_codes, _ = fp8_tensor(rng, (sum(lens_q), hq, dim), 1.0)
+                    q_codes = fp8_tensor(rng, (sum(lens_q), hq, dim), 1.0)
                     q_in, q_real = self.t(q_codes, fp8), ref.e4m3_to_float(q_codes) * per_token(scales[0], cq, hq)
                     q_descale = self.t(scales[0], "float32")
                 else:
@@ -147,8 +159,38 @@ class TestFlashAttnVarlen(PlacedCase):
                     softmax_scale=0.05, causal=True, q_descale=q_descale, k_descale=self.t(scales[1], "float32"),
                     v_descale=self.t(scales[2], "float32"), out_dtype="float32")
                 want, want_lse = ref.flash_attn_varlen(q_real, k_real, v_real, cq, ck, 0.05, True)
-                self.assertLess(rel_err(float_values(out), want), bound(self.place, "float32", "float16"))
-                self.check_lse(to_numpy(lse), want_lse)
+                score_error = fp8_score_error(q_real, k_real, 0.05) if fp8_q and self.place == "gpu" else 0.0
+                self.assertLess(rel_err(float_values(out), want), bound(self.place, "float32", "float16") + score_error)
+                self.check_lse(to_numpy(lse), want_lse, score_error)
+
+    @placed
+    def test_fp8_prefill(self):
+        """FP8 q/k/v prefill (the sm_90a kernel's case at head_dim 128; the mma.sync kernel's at 64
+        and 256): lengths 1, 17, 1000+, a sequence with more queries than keys, causal and not,
+        GQA 1/4/8, key splits; the reference runs on the FP8 values times their descales."""
+        cases = [(128, hq, hkv, causal, splits) for (hq, hkv), causal, splits in
+                 itertools.product(((2, 2), (8, 2), (8, 1)), (True, False), (None, 3))]
+        cases += [(64, 8, 2, True, None), (256, 8, 2, True, None)]
+        lens_q, lens_k = [1030, 1, 17, 6, 0], [1030, 1, 1100, 2, 3]
+        cq, ck = cu_seqlens(lens_q), cu_seqlens(lens_k)
+        fp8 = fp8_dtype_name()
+        for dim, hq, hkv, causal, splits in cases:
+            with self.subTest(dim=dim, hq=hq, hkv=hkv, causal=causal, splits=splits):
+                rng = seeded_rng(self, dim, hq, hkv, causal, splits)
+                codes = [fp8_tensor(rng, (sum(lens), heads, dim))
+                         for lens, heads in ((lens_q, hq), (lens_k, hkv), (lens_k, hkv))]
+                descales = [np.float32([f / 64]) for f in (0.75, 0.5, 0.25)]
+                real = [ref.e4m3_to_float(c) * d[0] for c, d in zip(codes, descales)]
+                out, lse = ops.flash_attn_varlen(
+                    *(self.t(c, fp8) for c in codes), self.t(cq), self.t(ck), max(lens_q), max(lens_k),
+                    causal=causal, q_descale=self.t(descales[0], "float32"), k_descale=self.t(descales[1], "float32"),
+                    v_descale=self.t(descales[2], "float32"), out_dtype="float32", num_splits=splits)
+                want, want_lse = ref.flash_attn_varlen(*real, cq, ck, dim ** -0.5, causal)
+                got, lse = float_values(out), to_numpy(lse)
+                self.assertFalse(np.isnan(got).any() or np.isnan(lse).any())
+                score_error = fp8_score_error(real[0], real[1], dim ** -0.5) if self.place == "gpu" else 0.0
+                self.assertLess(rel_err(got, want), bound(self.place, "float32", "float16") + score_error)
+                self.check_lse(lse, want_lse, score_error)
 
     def test_bad_input(self):
         from_numpy = host_from_numpy
@@ -183,6 +225,10 @@ class TestFlashAttnVarlen(PlacedCase):
                     ops.flash_attn_varlen(**{**good, **override})
 
 
+# One paged_attention run against the reference, with fp8_score_error where it applies.
+PagedRun = collections.namedtuple("PagedRun", "got lse want want_lse score_error")
+
+
 class TestPagedAttention(PlacedCase):
     def make_cache(self, rng, quant, lens, heads, dim, block_size, dtype="bfloat16"):
         from_numpy = self.t
@@ -206,29 +252,41 @@ class TestPagedAttention(PlacedCase):
         return batch, lc, tables, real
 
     def run_paged(self, rng, quant, lens, q_lens, heads_q, heads_kv, dim, block_size, dtype="bfloat16",
-                  kv_end=None, unmap=(), **kwargs):
+                  kv_end=None, unmap=(), fp8_q=False, **kwargs):
         """Writes `lens` tokens per sequence, optionally unmaps (sequence, logical block) entries
-        of the table, attends with `q_lens` queries per sequence; returns (got, lse, want, want_lse)."""
+        of the table, attends with `q_lens` queries per sequence (FP8 codes with a q_descale if
+        fp8_q); returns (got, lse, want, want_lse)."""
         batch, lc, tables, (k_real, v_real) = self.make_cache(rng, quant, lens, heads_kv, dim, block_size, dtype)
         for seq, logical in unmap:
             batch.block_tables[seq, logical] = -1
         if unmap:
             tables = self.t(batch.block_tables)
-        q, _ = ref.random_half(rng, (sum(q_lens), heads_q, dim), dtype)
+        if fp8_q:
+            codes = fp8_tensor(rng, (sum(q_lens), heads_q, dim))
+            q_descale = np.float32([0.75 / 64])
+            q = ref.e4m3_to_float(codes) * q_descale[0]
+            q_in = self.t(codes, fp8_dtype_name())
+            kwargs["q_descale"] = self.t(q_descale, "float32")
+        else:
+            q, _ = ref.random_half(rng, (sum(q_lens), heads_q, dim), dtype)
+            q_in = self.t(q, dtype)
         cq = cu_seqlens(q_lens)
-        out, lse = ops.paged_attention(self.t(q, dtype), lc.key_cache, lc.value_cache, tables,
+        out, lse = ops.paged_attention(q_in, lc.key_cache, lc.value_cache, tables,
                                        self.t(np.int32(lens)), self.t(cq),
                                        kv_end=None if kv_end is None else self.t(kv_end),
                                        out_dtype="float32", **lc.read_args(), **kwargs)
         want, want_lse = ref.paged_attention(q, k_real, v_real, batch.block_tables, lens, cq, dim ** -0.5,
                                              True, kv_end)
-        return float_values(out), to_numpy(lse), want, want_lse
+        score_error = 0.0
+        if fp8_q and quant != "cache_int8" and self.place == "gpu":
+            score_error = fp8_score_error(q, k_real.transpose(0, 2, 1, 3).reshape(-1, heads_kv, dim), dim ** -0.5)
+        return PagedRun(float_values(out), to_numpy(lse), want, want_lse, score_error)
 
-    def check(self, got, lse, want, want_lse, p_dtype):
-        self.assertFalse(np.isnan(got).any() or np.isnan(lse).any())
-        self.assertLess(rel_err(got, want), bound(self.place, "float32", p_dtype))
+    def check(self, run, p_dtype):
+        self.assertFalse(np.isnan(run.got).any() or np.isnan(run.lse).any())
+        self.assertLess(rel_err(run.got, run.want), bound(self.place, "float32", p_dtype) + run.score_error)
         tol = LSE_TOL[self.place]
-        np.testing.assert_allclose(lse, want_lse, rtol=tol, atol=tol)
+        np.testing.assert_allclose(run.lse, run.want_lse, rtol=tol, atol=tol + run.score_error)
 
     @placed
     def test_every_quant_type_decode_and_chunked_prefill(self):
@@ -239,10 +297,9 @@ class TestPagedAttention(PlacedCase):
                 q_lens = [5, 1, 0, 1]  # a chunk of 5, two decodes, an empty sequence
                 kv_end = np.full(sum(q_lens), 10 ** 6, np.int32)
                 kv_end[0], kv_end[2] = 0, 20  # a row with no key; a row masked past key 20
-                got, lse, want, want_lse = self.run_paged(rng, quant, lens, q_lens, heads_q, heads_kv, dim,
-                                                          block_size, kv_end=kv_end)
-                self.assertTrue((got[0] == 0).all() and np.isneginf(lse[:, 0]).all())
-                self.check(got, lse, want, want_lse, p_dtype_of("bfloat16", "bfloat16" if quant == "none" else "fp8"))
+                run = self.run_paged(rng, quant, lens, q_lens, heads_q, heads_kv, dim, block_size, kv_end=kv_end)
+                self.assertTrue((run.got[0] == 0).all() and np.isneginf(run.lse[:, 0]).all())
+                self.check(run, p_dtype_of("bfloat16", "bfloat16" if quant == "none" else "fp8"))
 
     @placed
     def test_fp16_gqa_ratios_and_long_chunks(self):
@@ -252,9 +309,9 @@ class TestPagedAttention(PlacedCase):
                                                                     (None, 4)):
             with self.subTest(quant=quant, heads_q=heads_q, heads_kv=heads_kv, splits=splits):
                 rng = seeded_rng(self, quant, heads_q, heads_kv, splits)
-                got, lse, want, want_lse = self.run_paged(rng, quant, [300, 77], [120, 1], heads_q, heads_kv, 128, 32,
-                                                          dtype="float16", num_splits=splits)
-                self.check(got, lse, want, want_lse, "float16")
+                run = self.run_paged(rng, quant, [300, 77], [120, 1], heads_q, heads_kv, 128, 32, dtype="float16",
+                                     num_splits=splits)
+                self.check(run, "float16")
 
     @placed
     def test_fp8_query(self):
@@ -263,18 +320,24 @@ class TestPagedAttention(PlacedCase):
         for quant, q_lens in itertools.product(("cache_int8", "cache_fp8", "block_wise_fp8"), ([1, 1], [70, 1])):
             with self.subTest(quant=quant, q_lens=q_lens):
                 rng = seeded_rng(self, quant, q_lens[0])
-                lens = [150, 90]
-                batch, lc, tables, (k_real, v_real) = self.make_cache(rng, quant, lens, 2, 128, 32)
-                codes, _ = fp8_tensor(rng, (sum(q_lens), 8, 128), 1.0)
-                q_descale = np.float32([0.75 / 64])
-                cq = cu_seqlens(q_lens)
-                out, lse = ops.paged_attention(self.t(codes, fp8_dtype_name()), lc.key_cache, lc.value_cache, tables,
-                                               self.t(np.int32(lens)), self.t(cq), q_descale=self.t(q_descale, "float32"),
-                                               out_dtype="float32", **lc.read_args())
-                q_real = ref.e4m3_to_float(codes) * q_descale[0]
-                want, want_lse = ref.paged_attention(q_real, k_real, v_real, batch.block_tables, lens, cq,
-                                                     128 ** -0.5, True)
-                self.check(float_values(out), to_numpy(lse), want, want_lse, "float16")
+                self.check(self.run_paged(rng, quant, [150, 90], q_lens, 8, 2, 128, 32, fp8_q=True), "float16")
+
+    @placed
+    def test_fp8_query_chunked_prefill_masks(self):
+        """FP8 q over each quantized cache in chunks long enough for the prefill kernels (the sm_90a
+        one for cache_fp8 at head_dim 128): GQA 1/4/8, kv_end rows with no key or a cut in the
+        middle of a tile, unmapped blocks at the start, forced key splits."""
+        for quant, (heads_q, heads_kv), splits in itertools.product(("cache_int8", "cache_fp8", "block_wise_fp8"),
+                                                                    ((2, 2), (8, 2), (8, 1)), (None, 3)):
+            with self.subTest(quant=quant, heads_q=heads_q, heads_kv=heads_kv, splits=splits):
+                rng = seeded_rng(self, quant, heads_q, heads_kv, splits)
+                lens, q_lens = [420, 77, 9], [150, 1, 9]
+                kv_end = np.full(sum(q_lens), 10 ** 6, np.int32)
+                kv_end[[0, 7, 150]] = 0, 200, 0  # rows with no key, a cut mid-tile, a decode with none
+                run = self.run_paged(rng, quant, lens, q_lens, heads_q, heads_kv, 128, 64, kv_end=kv_end,
+                                     unmap=[(0, 0), (0, 1)], fp8_q=True, num_splits=splits)
+                self.assertTrue((run.got[[0, 150]] == 0).all() and np.isneginf(run.lse[:, [0, 150]]).all())
+                self.check(run, "float16")
 
     @placed
     def test_rows_masked_in_the_first_key_block_only(self):
@@ -283,9 +346,9 @@ class TestPagedAttention(PlacedCase):
         for quant in ref.QUANT_TYPES:
             with self.subTest(quant=quant):
                 rng = seeded_rng(self, quant)
-                got, lse, want, want_lse = self.run_paged(rng, quant, [200, 150], [3, 1], 8, 2, 128, 16,
-                                                          unmap=[(0, 0), (0, 1), (0, 2), (0, 3), (0, 6), (1, 0)])
-                self.check(got, lse, want, want_lse, p_dtype_of("bfloat16", "bfloat16" if quant == "none" else "fp8"))
+                run = self.run_paged(rng, quant, [200, 150], [3, 1], 8, 2, 128, 16,
+                                     unmap=[(0, 0), (0, 1), (0, 2), (0, 3), (0, 6), (1, 0)])
+                self.check(run, p_dtype_of("bfloat16", "bfloat16" if quant == "none" else "fp8"))
 
     @placed
     def test_error_does_not_grow_with_context(self):
@@ -294,8 +357,8 @@ class TestPagedAttention(PlacedCase):
         errors = []
         for length in (1024, 32768):
             rng = seeded_rng(self, length)
-            got, _, want, _ = self.run_paged(rng, "block_wise_fp8", [length], [1], 4, 1, 128, 64)
-            errors.append(rel_err(got, want))
+            run = self.run_paged(rng, "block_wise_fp8", [length], [1], 4, 1, 128, 64)
+            errors.append(rel_err(run.got, run.want))
         self.assertLess(errors[1], 3 * errors[0] + 1e-6, errors)
         self.assertLess(errors[1], 1e-5 if self.place == "cpu" else P_BOUNDS["float16"])
 

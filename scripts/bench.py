@@ -329,29 +329,44 @@ def bench_paged_decode(rng, args):
     return rows
 
 
+PREFILL_SHAPES = ((8, 4096), (1, 16384))  # (sequences, tokens each), causal
+PREFILL_HQ, PREFILL_HKV, PREFILL_DIM, PREFILL_BLOCK = 32, 8, 128, 64
+
+
 @case("prefill")
 def bench_prefill(rng, args):
-    """flash_attn_varlen over 8 x 4096 causal, 32 q / 8 kv heads, head_dim 128: FP8 q/k/v and bf16."""
+    """Causal prefill, 32 q / 8 kv heads, head_dim 128: flash_attn_varlen with FP8 q/k/v, bf16 q
+    over FP8 k/v and bf16; paged_attention with FP8 q over a cache_fp8 cache (the whole sequence
+    as one chunk)."""
     rows = []
     ops = ops_module()
-    seqs, length, hq, hkv, dim = 8, 4096, 32, 8, 128
-    cu = from_numpy(np.arange(0, seqs * length + 1, length, dtype=np.int32), None, "gpu")
-    flops = 4 * seqs * hq * length * length * dim / 2
-    for variant in ("fp8 q/k/v", "bf16 q, fp8 k/v", "bf16"):
-        fp8_kv = variant != "bf16"
-        if variant == "fp8 q/k/v":
-            q = random_bytes_gpu(rng, (seqs * length, hq, dim))
-        else:
-            q = random_gpu(rng, (seqs * length, hq, dim))
-        kv = [random_bytes_gpu(rng, (seqs * length, hkv, dim)) if fp8_kv else random_gpu(rng, (seqs * length, hkv, dim))
-              for _ in range(2)]
-        one = from_numpy(np.ones(1, np.float32), "float32", "gpu")
-        descales = (one if variant == "fp8 q/k/v" else None, one if fp8_kv else None, one if fp8_kv else None)
-        fn = lambda: ops.fastattn_flash_attn_varlen(q, *kv, cu, cu, *descales, dim ** -0.5, True, "bfloat16",
-                                                    length, 0)
-        ms = time_gpu(fn, reps=max(args.reps // 3, 5), inner=3)
-        rows.append(dict(op="flash_attn_varlen prefill", shape=f"{seqs} x {length} causal, {hq}/{hkv} heads, D {dim}",
-                         variant=variant, us=ms * 1e3, flops=flops))
+    hq, hkv, dim = PREFILL_HQ, PREFILL_HKV, PREFILL_DIM
+    one = from_numpy(np.ones(1, np.float32), "float32", "gpu")
+    for seqs, length in PREFILL_SHAPES:
+        tokens = seqs * length
+        cu = from_numpy(np.arange(0, tokens + 1, length, dtype=np.int32), None, "gpu")
+        flops = 4 * seqs * hq * length * length * dim / 2
+        for variant in ("fp8 q/k/v", "bf16 q, fp8 k/v", "bf16", "fp8 q, paged cache_fp8"):
+            fp8_q, fp8_kv = variant.startswith("fp8 q"), variant != "bf16"
+            q = random_bytes_gpu(rng, (tokens, hq, dim)) if fp8_q else random_gpu(rng, (tokens, hq, dim))
+            if variant.endswith("paged cache_fp8"):
+                blocks = tokens // PREFILL_BLOCK
+                tables = from_numpy(rng.permutation(blocks).astype(np.int32).reshape(seqs, -1), None, "gpu")
+                cache = [random_bytes_gpu(rng, (blocks, hkv, PREFILL_BLOCK, dim)) for _ in range(2)]
+                scales = [from_numpy(np.full(hkv, 0.02, np.float32), "float32", "gpu") for _ in range(2)]
+                lens = from_numpy(np.full(seqs, length, np.int32), None, "gpu")
+                fn = lambda: ops.fastattn_paged_attention(q, *cache, tables, lens, cu, *scales, one, None,
+                                                          "cache_fp8", dim ** -0.5, True, "bfloat16", 0)
+            else:
+                kv = [random_bytes_gpu(rng, (tokens, hkv, dim)) if fp8_kv else random_gpu(rng, (tokens, hkv, dim))
+                      for _ in range(2)]
+                descales = (one if fp8_q else None, one if fp8_kv else None, one if fp8_kv else None)
+                fn = lambda: ops.fastattn_flash_attn_varlen(q, *kv, cu, cu, *descales, dim ** -0.5, True,
+                                                            "bfloat16", length, 0)
+            ms = time_gpu(fn, reps=max(args.reps // 3, 5), inner=3)
+            op = "paged_attention prefill" if "paged" in variant else "flash_attn_varlen prefill"
+            rows.append(dict(op=op, shape=f"{seqs} x {length} causal, {hq}/{hkv} heads, D {dim}",
+                             variant=variant, us=ms * 1e3, flops=flops))
     return rows
 
 

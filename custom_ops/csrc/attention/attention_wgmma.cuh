@@ -157,17 +157,18 @@ __global__ void __launch_bounds__(WgmmaShape::kThreads, 1) attention_wgmma_kerne
     wgmma::fence_registers(s);
 
     // Scale, mask, online softmax. Register i: row h = (i >> 1) & 1, key 8 (i / 4) + 2t + (i & 1).
-    const bool tile_unmapped = kPaged && unmapped_tile[tile % kStages] == tile;
-    const bool need_mask = key0 + kKeys > warp_min_limit || tile_unmapped;
+    const bool need_mask = key0 + kKeys > warp_min_limit;
 #pragma unroll
-    for (int i = 0; i < 64; i += 2) {
-      const int key = key0 + 8 * (i / 4) + 2 * t;
-      const bool mapped = !tile_unmapped || p.layout.row(cta.seq, key, kv_head) >= 0;
+    for (int i = 0; i < 64; ++i) {
+      const float x = s[i] * scales.score;
+      s[i] = need_mask && key0 + 8 * (i / 4) + 2 * t + (i & 1) >= limit[(i >> 1) & 1] ? -INFINITY : x;
+    }
+    // Columns of unmapped cache blocks: rare, and kept out of the common path (as a predicated
+    // branch its 32 table reads cost as much as the softmax). Both keys of a pair share a block.
+    if (kPaged && __builtin_expect(unmapped_tile[tile % kStages] == tile, 0)) {
 #pragma unroll
-      for (int c = 0; c < 2; ++c) {
-        float x = s[i + c] * scales.score;
-        if (need_mask && !(mapped && key + c < limit[(i >> 1) & 1])) x = -INFINITY;
-        s[i + c] = x;
+      for (int i = 0; i < 64; i += 2) {
+        if (p.layout.row(cta.seq, key0 + 8 * (i / 4) + 2 * t, kv_head) < 0) s[i] = s[i + 1] = -INFINITY;
       }
     }
     float rescale[2];

@@ -296,27 +296,35 @@ def dequant_mxfp4(packed, scales, out_dtype="float32"):
     return ops_module().fastattn_dequant_mxfp4(packed, scales, out_dtype)
 
 
-def check_e2m1_conversion(device="cpu", stride=1):
-    """Self-check of the software float -> e2m1 conversion that quant_mxfp4 uses where the GPU has
-    no fp4 instruction: compares it with an independently written conversion on every
-    `stride`-th float32 bit pattern (stride 1: all 2^32; seconds on a GPU, minutes on a CPU).
+def check_e2m1_conversion(device="cpu", stride=1, input_dtype="float32"):
+    """Self-check of the software e2m1 conversions that quant_mxfp4 uses where the GPU has no fp4
+    instruction, against an independently written conversion.
+
+    input_dtype "float32": the fp32 conversion on every `stride`-th float32 bit pattern (stride 1:
+    all 2^32; seconds on a GPU, minutes on a CPU). "bfloat16" / "float16" (GPU only): the packed
+    fp16 path of 16-bit inputs, on every bit pattern times every block multiplier 2^-e,
+    e in [-127, 127]; a mismatch index is (e + 127) * 2^16 + pattern.
 
     Returns:
-        (number of mismatches, smallest mismatching bit pattern or None).
+        (number of mismatches, smallest mismatching index or None).
     """
     import numpy as np
     from .tensors import from_numpy
 
     if not isinstance(stride, int) or stride < 1:
         raise ValueError(f"stride: expected a positive int, got {stride!r}")
+    if input_dtype not in ("float32", "bfloat16", "float16"):
+        raise ValueError(f"input_dtype: expected float32, bfloat16 or float16, got {input_dtype!r}")
+    if input_dtype != "float32" and device != "gpu":
+        raise ValueError(f"input_dtype {input_dtype}: the 16-bit path is the GPU kernel's; check it on the gpu")
     anchor = from_numpy(np.zeros(1, np.float32), "float32", device)
-    result = np.asarray(ops_module().fastattn_check_e2m1(anchor, stride).numpy())
+    result = np.asarray(ops_module().fastattn_check_e2m1(anchor, stride, input_dtype).numpy())
     first = int(result[1])
     return int(result[0]), (None if first == np.iinfo(np.int64).max else first)
 
 
 # ----------------------------------------------------------------------------------------------
-# Attention. CPU kernels so far; GPU tensors raise (the CUDA kernels are not written yet).
+# Attention.
 
 ATTN_INPUT_DTYPES = _checks.HALF_DTYPES + _checks.BYTE_DTYPES
 

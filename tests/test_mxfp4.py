@@ -124,8 +124,15 @@ class TestE2m1Conversion(unittest.TestCase):
 
     @unittest.skipUnless("gpu" in places(), "needs a GPU")
     def test_exhaustive_on_gpu(self):
-        """All 2^32 float32 bit patterns."""
-        self.assertEqual(ops.check_e2m1_conversion("gpu", stride=1), (0, None))
+        """All 2^32 float32 bit patterns; every bf16 and fp16 pattern times every block multiplier
+        through the packed fp16 path."""
+        for dtype in ("float32", "bfloat16", "float16"):
+            with self.subTest(dtype=dtype):
+                self.assertEqual(ops.check_e2m1_conversion("gpu", stride=1, input_dtype=dtype), (0, None))
+
+    def test_16bit_path_needs_gpu(self):
+        with self.assertRaisesRegex(ValueError, "input_dtype bfloat16: the 16-bit path is the GPU kernel's"):
+            ops.check_e2m1_conversion("cpu", input_dtype="bfloat16")
 
 
 if __name__ == "__main__":

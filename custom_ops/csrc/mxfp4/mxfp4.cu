@@ -22,6 +22,77 @@ namespace {
 constexpr int kThreadsPerBlock = 256;
 constexpr int kLanesPerMxBlock = kMxBlock / 8;
 
+// The block's largest |x| as float bits (NaN above +inf), reduced over its group of lanes.
+// Called by every lane of the warp (the kernel has no early exit).
+FA_DEVICE uint32_t group_max(uint32_t max_abs) {
+#pragma unroll
+  for (int offset = 1; offset < kLanesPerMxBlock; offset <<= 1) {
+    max_abs = max(max_abs, __shfl_xor_sync(0xffffffffu, max_abs, offset));
+  }
+  return max_abs;
+}
+
+// Eight consecutive elements in their storage format: one 16-byte load, two for fp32.
+template <typename Fmt>
+struct Lane8 {
+  typename Fmt::Storage x[8];
+};
+template <typename Fmt>
+FA_DEVICE Lane8<Fmt> load_lane8(const typename Fmt::Storage* p) {
+  Lane8<Fmt> lane;
+  constexpr int kWords = sizeof(lane) / 16;
+#pragma unroll
+  for (int i = 0; i < kWords; ++i) {
+    const uint4 w = load_streaming_16(p + i * (8 / kWords));
+    memcpy(reinterpret_cast<uint8_t*>(lane.x) + 16 * i, &w, 16);
+  }
+  return lane;
+}
+
+// Eight 16-bit elements times the block's multiplier 2^-e -> their e2m1 codes, through fp16.
+template <typename Fmt>
+FA_DEVICE uint32_t e2m1x8_of_16bit(const Lane8<Fmt>& lane, float mult) {
+  uint32_t pairs[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const __half2 y = __floats2half2_rn(Fmt::to_float(lane.x[2 * i]) * mult, Fmt::to_float(lane.x[2 * i + 1]) * mult);
+    memcpy(&pairs[i], &y, 4);
+  }
+  return e2m1x8_of_half2(pairs);
+}
+
+// A lane's eight elements -> its packed word, and the block's scale byte. 16-bit inputs take the
+// packed fp16 path: the amax from a 16-bit max over pairs of |x| bits, the scaled values x * 2^-e
+// rounded to fp16 (exact wherever |x * 2^-e| >= 2^-14; smaller values stay below 0.25, code 0
+// either way). fp32 inputs, and targets with the e2m1 instruction, convert from fp32.
+template <typename Fmt>
+FA_DEVICE uint32_t quantize_lane(const Lane8<Fmt>& lane, uint8_t& scale) {
+  if constexpr (sizeof(typename Fmt::Storage) == 2 && !FASTATTN_HARDWARE_E2M1) {
+    uint32_t words[4];
+    memcpy(words, lane.x, 16);
+    uint32_t pair_max = 0;  // |x| bits of both halves: non-negative, so unsigned order is float order
+#pragma unroll
+    for (int i = 0; i < 4; ++i) pair_max = __vmaxu2(pair_max, words[i] & 0x7fff7fffu);
+    const uint16_t half_max = uint16_t(max(pair_max & 0xffffu, pair_max >> 16));
+    scale = mx_scale_byte(group_max(float_as_bits(Fmt::to_float(half_max))));
+    return e2m1x8_of_16bit<Fmt>(lane, mx_quant_multiplier(scale));
+  } else {
+    float v[8];
+    uint32_t max_abs = 0;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      v[i] = Fmt::to_float(lane.x[i]);
+      max_abs = max(max_abs, abs_bits(v[i]));
+    }
+    scale = mx_scale_byte(group_max(max_abs));
+    const float mult = mx_quant_multiplier(scale);
+    uint32_t word = 0;
+#pragma unroll
+    for (int i = 0; i < 8; i += 2) word |= uint32_t(pack_e2m1x2(v[i] * mult, v[i + 1] * mult)) << (4 * i);
+    return word;
+  }
+}
+
 // Each group of 4 lanes quantizes kBlocksPerGroup blocks, spaced `stride` blocks apart so that
 // every load instruction of a warp still covers one contiguous run; all loads are issued before
 // any block is converted (one 16-byte load per lane was too little in flight to cover latency).
@@ -32,33 +103,23 @@ __global__ void __launch_bounds__(kThreadsPerBlock) quant_mxfp4_kernel(QuantMxfp
   const int64_t gid = int64_t(blockIdx.x) * kThreadsPerBlock + threadIdx.x;
   const int64_t first_block = gid / kLanesPerMxBlock;
   const int lane = int(gid % kLanesPerMxBlock);
-  float v[kBlocksPerGroup][8];
+  Lane8<Fmt> x[kBlocksPerGroup] = {};
 #pragma unroll
   for (int k = 0; k < kBlocksPerGroup; ++k) {
     const int64_t block = first_block + k * stride;
     if (block < p.num_blocks) {
-      load_chunk8<Fmt>(static_cast<const typename Fmt::Storage*>(p.x) + block * kMxBlock + lane * 8, v[k]);
+      x[k] = load_lane8<Fmt>(static_cast<const typename Fmt::Storage*>(p.x) + block * kMxBlock + lane * 8);
     }
   }
-  const unsigned mask = 0xfu << (threadIdx.x & 28u);
+  // Past the last block a lane converts zeros and stores nothing: the warp stays converged for
+  // the shuffles.
 #pragma unroll
   for (int k = 0; k < kBlocksPerGroup; ++k) {
     const int64_t block = first_block + k * stride;
-    if (block >= p.num_blocks) break;  // uniform across the group, as the shuffles need
-    uint32_t max_abs = 0;
-#pragma unroll
-    for (int i = 0; i < 8; ++i) max_abs = max(max_abs, abs_bits(v[k][i]));
-#pragma unroll
-    for (int offset = 1; offset < kLanesPerMxBlock; offset <<= 1) {
-      max_abs = max(max_abs, __shfl_xor_sync(mask, max_abs, offset));
-    }
-    const uint8_t scale = mx_scale_byte(max_abs);
-    const float mult = mx_quant_multiplier(scale);
-    uint32_t word = 0;
-#pragma unroll
-    for (int i = 0; i < 8; i += 2) word |= uint32_t(pack_e2m1x2(v[k][i] * mult, v[k][i + 1] * mult)) << (4 * i);
-    if (scale == kMxNaNScale) word = 0;
-    reinterpret_cast<uint32_t*>(p.packed)[block * kLanesPerMxBlock + lane] = word;
+    uint8_t scale;
+    const uint32_t word = quantize_lane(x[k], scale);
+    if (block >= p.num_blocks) continue;
+    reinterpret_cast<uint32_t*>(p.packed)[block * kLanesPerMxBlock + lane] = scale == kMxNaNScale ? 0 : word;
     if (lane == 0) p.scales[block] = scale;
   }
 }
@@ -85,6 +146,33 @@ __global__ void check_e2m1_kernel(int64_t stride, unsigned long long* mismatches
     if (float_to_e2m1(x) != e2m1_by_rounding(x)) {
       ++local;
       local_first = min(local_first, (unsigned long long)pattern);
+    }
+  }
+  if (local) {
+    atomicAdd(mismatches, local);
+    atomicMin(first, local_first);
+  }
+}
+
+// The 16-bit path of quant_mxfp4: every NaN-free bf16/fp16 bit pattern times every multiplier
+// 2^-e (e in [-127, 127]), through e2m1x8_of_16bit, against e2m1_by_rounding of the fp32 product.
+// Index (e + 127) * 2^16 + pattern; a thread takes 8 consecutive patterns.
+template <typename Fmt>
+__global__ void check_e2m1_16bit_kernel(int64_t stride, unsigned long long* mismatches, unsigned long long* first) {
+  constexpr uint64_t kIndices = uint64_t(255) << 16;
+  unsigned long long local = 0, local_first = ULLONG_MAX;
+  for (uint64_t base = (uint64_t(blockIdx.x) * blockDim.x + threadIdx.x) * 8 * uint64_t(stride); base < kIndices;
+       base += uint64_t(gridDim.x) * blockDim.x * 8 * uint64_t(stride)) {
+    const float mult = exp2_neg(int(base >> 16) - 127);
+    Lane8<Fmt> lane;
+    for (int i = 0; i < 8; ++i) lane.x[i] = uint16_t(base + i);
+    const uint32_t word = e2m1x8_of_16bit<Fmt>(lane, mult);
+    for (int i = 0; i < 8; ++i) {
+      const float x = Fmt::to_float(lane.x[i]);
+      if (!is_nan(x) && ((word >> (4 * i)) & 0xfu) != e2m1_by_rounding(x * mult)) {
+        ++local;
+        local_first = min(local_first, (unsigned long long)(base + i));
+      }
     }
   }
   if (local) {
@@ -144,7 +232,18 @@ void check_e2m1_cuda(const E2m1CheckParams& p) {
   auto stream = static_cast<cudaStream_t>(p.stream);
   init_check_result<<<1, 1, 0, stream>>>(p.result);
   auto* counters = reinterpret_cast<unsigned long long*>(p.result);
-  check_e2m1_kernel<<<1024, kThreadsPerBlock, 0, stream>>>(p.stride, counters, counters + 1);
+  switch (p.input) {
+    case ElementType::kFp32:
+      check_e2m1_kernel<<<1024, kThreadsPerBlock, 0, stream>>>(p.stride, counters, counters + 1);
+      break;
+    case ElementType::kBf16:
+      check_e2m1_16bit_kernel<Bf16Format><<<1024, kThreadsPerBlock, 0, stream>>>(p.stride, counters, counters + 1);
+      break;
+    case ElementType::kFp16:
+      check_e2m1_16bit_kernel<Fp16Format><<<1024, kThreadsPerBlock, 0, stream>>>(p.stride, counters, counters + 1);
+      break;
+    default: throw std::invalid_argument("check_e2m1_conversion: input must be float32, bfloat16 or float16");
+  }
   check_launch("check_e2m1_conversion");
 }
 

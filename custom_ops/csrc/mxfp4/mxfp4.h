@@ -27,11 +27,14 @@ struct DequantMxfp4Params {
   void* stream;
 };
 
-// Compares float_to_e2m1 with an independently written conversion on every stride-th float32
-// bit pattern. result[0] = number of mismatches, result[1] = smallest mismatching pattern
-// (INT64_MAX if none).
+// Compares a software e2m1 conversion with an independently written one. input kFp32:
+// float_to_e2m1 on every stride-th float32 bit pattern. kBf16/kFp16 (GPU only): the packed fp16
+// path that quant_mxfp4 takes for 16-bit inputs, on every stride-th index
+// (e + 127) * 2^16 + pattern, i.e. every bit pattern times every block multiplier 2^-e.
+// result[0] = number of mismatches, result[1] = smallest mismatching index (INT64_MAX if none).
 struct E2m1CheckParams {
   int64_t stride;
+  ElementType input;
   int64_t* result;
   void* stream;
 };

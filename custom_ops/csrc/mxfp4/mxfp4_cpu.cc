@@ -1,6 +1,7 @@
 // CPU kernels of quant_mxfp4, dequant_mxfp4 and the e2m1 self-check.
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
 
 #include "e2m1_by_rounding.h"
 #include "mxfp4.h"
@@ -45,6 +46,9 @@ void dequant_mxfp4_cpu(const DequantMxfp4Params& p) {
 }
 
 void check_e2m1_cpu(const E2m1CheckParams& p) {
+  if (p.input != ElementType::kFp32) {
+    throw std::invalid_argument("check_e2m1_conversion: the 16-bit path is the GPU kernel's; check it on a GPU");
+  }
   int64_t mismatches = 0, first = INT64_MAX;
   for (int64_t pattern = 0; pattern < (int64_t(1) << 32); pattern += p.stride) {
     const float x = bits_as_float(uint32_t(pattern));

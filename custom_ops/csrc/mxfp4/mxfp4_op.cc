@@ -68,15 +68,18 @@ std::vector<paddle::DataType> DequantMxfp4Dtype(const paddle::DataType&, const p
 }
 
 // `device` only says where to run: the check's result lands next to it.
-std::vector<paddle::Tensor> CheckE2m1(const paddle::Tensor& device, int64_t stride) {
+std::vector<paddle::Tensor> CheckE2m1(const paddle::Tensor& device, int64_t stride, const std::string& input_dtype) {
   PD_CHECK(stride >= 1, "stride: expected >= 1");
+  const ElementType input = float_element_type(parse_dtype(input_dtype, "input_dtype"), "input_dtype");
   paddle::Tensor result = paddle::empty({2}, paddle::DataType::INT64, device.place());
-  E2m1CheckParams p{stride, result.data<int64_t>(), stream_of(device)};
+  E2m1CheckParams p{stride, input, result.data<int64_t>(), stream_of(device)};
   run_on_place(device, p, check_e2m1_cpu, FASTATTN_CUDA_ENTRY(check_e2m1_cuda), "check_e2m1_conversion");
   return {result};
 }
 
-std::vector<std::vector<int64_t>> CheckE2m1Shape(const std::vector<int64_t>&, int64_t) { return {{2}}; }
+std::vector<std::vector<int64_t>> CheckE2m1Shape(const std::vector<int64_t>&, int64_t, const std::string&) {
+  return {{2}};
+}
 std::vector<paddle::DataType> CheckE2m1Dtype(const paddle::DataType&) { return {paddle::DataType::INT64}; }
 
 }  // namespace
@@ -100,7 +103,7 @@ PD_BUILD_OP(fastattn_dequant_mxfp4)
 PD_BUILD_OP(fastattn_check_e2m1)
     .Inputs({"device"})
     .Outputs({"result"})
-    .Attrs({"stride: int64_t"})
+    .Attrs({"stride: int64_t", "input_dtype: std::string"})
     .SetKernelFn(PD_KERNEL(fastattn::CheckE2m1))
     .SetInferShapeFn(PD_INFER_SHAPE(fastattn::CheckE2m1Shape))
     .SetInferDtypeFn(PD_INFER_DTYPE(fastattn::CheckE2m1Dtype));

@@ -63,13 +63,20 @@ FA_HD float mx_scale_value(uint8_t scale) {
   return scale == 0 ? 0x1p-127f : bits_as_float(uint32_t(scale) << 23);
 }
 
-// Two adjacent NaN-free elements -> one byte (low nibble = the even element); MXFP4 never converts
-// the elements of a block holding NaN. Hardware conversion where the target has it (sm_100a/sm_120a
-// families); the software path elsewhere, bit-identical.
-FA_HD uint8_t pack_e2m1x2(float even, float odd) {
+// Targets with a float -> e2m1 instruction (sm_100a/sm_120a families).
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 1000 && \
     (defined(__CUDA_ARCH_FEAT_SM100_ALL) || defined(__CUDA_ARCH_FEAT_SM120_ALL) ||  \
      defined(__CUDA_ARCH_SPECIFIC__) || defined(__CUDA_ARCH_FAMILY_SPECIFIC__))
+#define FASTATTN_HARDWARE_E2M1 1
+#else
+#define FASTATTN_HARDWARE_E2M1 0
+#endif
+
+// Two adjacent NaN-free elements -> one byte (low nibble = the even element); MXFP4 never converts
+// the elements of a block holding NaN. Hardware conversion where the target has it; the software
+// path elsewhere, bit-identical.
+FA_HD uint8_t pack_e2m1x2(float even, float odd) {
+#if FASTATTN_HARDWARE_E2M1
   uint16_t packed;
   asm("{\n .reg .b8 t;\n cvt.rn.satfinite.e2m1x2.f32 t, %1, %2;\n cvt.u16.u8 %0, t;\n}"
       : "=h"(packed) : "f"(odd), "f"(even));
@@ -81,5 +88,45 @@ FA_HD uint8_t pack_e2m1x2(float even, float odd) {
   return uint8_t(code(even) | (code(odd) << 4));
 #endif
 }
+
+#if defined(__CUDACC__)
+// e2m1 codes of eight NaN-free values given as four fp16 pairs (element 0 in the low half of
+// pairs[0]), as one MXFP4 word (element 0 in the low nibble), in packed fp16 arithmetic: about
+// five instructions per element where the scalar path takes twelve. The magnitude, clamped to 6,
+// is rounded to a multiple of its e2m1 step by adding step * 2^10 (e2m1_magnitude_code's rounding,
+// in fp16: the step is half the magnitude's power of two, at least 0.5). The rounded value times
+// 2^-14 then holds its code in bits 9..11 of its fp16 encoding: e2m1's exponent is fp16's minus 14,
+// and 0.5 lands on the subnormal 2^-15, code 1. The sign goes to bit 12, above the code.
+// Exact for every fp16 input; callers convert to fp16 only where that keeps the code (see
+// check_e2m1_kernel's 16-bit cases).
+FA_DEVICE uint32_t e2m1x8_of_half2(const uint32_t (&pairs)[4]) {
+  const __half2 six = __float2half2_rn(6.0f), one = __float2half2_rn(1.0f);
+  const __half2 magic_unit = __float2half2_rn(512.0f), code_unit = __float2half2_rn(0x1p-14f);
+  uint32_t nibbles[4];  // code | sign << 3 at bits 9..12 and 25..28
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    __half2 y;
+    memcpy(&y, &pairs[i], 4);
+    const __half2 a = __hmin2(__habs2(y), six);
+    uint32_t a_bits;
+    memcpy(&a_bits, &a, 4);
+    const uint32_t power_bits = a_bits & 0x7c007c00u;  // 2^floor(log2 a), 0 below fp16's normals
+    __half2 power;
+    memcpy(&power, &power_bits, 4);
+    const __half2 magic = __hmax2(power, one);  // 2 * step
+    const __half2 rounded = __hfma2(magic, -magic_unit, __hfma2(magic, magic_unit, a));
+    const __half2 code = __hmul2(rounded, code_unit);
+    uint32_t code_bits;
+    memcpy(&code_bits, &code, 4);
+    nibbles[i] = code_bits | ((pairs[i] >> 3) & 0x10001000u);
+  }
+  // Bytes 1 and 3 of each word hold the nibbles at bits 1..4: gather the even elements' and the
+  // odd elements' bytes, then shift each into its half of the byte.
+  const uint32_t pairs01 = __byte_perm(nibbles[0], nibbles[1], 0x7351);  // elements 0 2 1 3
+  const uint32_t pairs23 = __byte_perm(nibbles[2], nibbles[3], 0x7351);  // elements 4 6 5 7
+  const uint32_t even = __byte_perm(pairs01, pairs23, 0x5410), odd = __byte_perm(pairs01, pairs23, 0x7632);
+  return (even >> 1) | (odd << 3);
+}
+#endif
 
 }  // namespace fastattn

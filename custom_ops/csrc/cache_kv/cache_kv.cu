@@ -16,6 +16,7 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "cache_kv.h"
 #include "fastattn/dispatch.h"
@@ -78,10 +79,16 @@ FA_DEVICE void quantize_lane(const uint4 (&in)[kChunks], uint8_t* cache_row, con
   }
 #pragma unroll
   for (int j = 0; j < kChunks; ++j) {
-    uint8_t b[kChunk];
+    if constexpr (std::is_same_v<Codec, CacheCodec<CacheQuant::kFp8>>) {  // Codec::encode, two at a time
 #pragma unroll
-    for (int e = 0; e < kChunk; ++e) b[e] = Codec::encode(x[j][e], mult);
-    store_8(cache_row + task.element(j), pack_byte8(b));
+      for (int e = 0; e < kChunk; ++e) x[j][e] *= mult;
+      store_8(cache_row + task.element(j), pack_e4m3x8(x[j]));
+    } else {
+      uint8_t b[kChunk];
+#pragma unroll
+      for (int e = 0; e < kChunk; ++e) b[e] = Codec::encode(x[j][e], mult);
+      store_8(cache_row + task.element(j), pack_byte8(b));
+    }
   }
 }
 

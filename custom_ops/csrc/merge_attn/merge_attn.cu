@@ -46,10 +46,10 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
     xa[0] = In::to_float(a[0]);
     xb[0] = In::to_float(b[0]);
   }
+  merge_elements(w, xa, xb, x, kVec);
+  if constexpr (kFp8Out) {
 #pragma unroll
-  for (int i = 0; i < kVec; ++i) {
-    x[i] = merge_element(w, xa[i], xb[i]);
-    if constexpr (kFp8Out) x[i] *= quant_mult;
+    for (int i = 0; i < kVec; ++i) x[i] *= quant_mult;
   }
   if constexpr (kVec == 8) {
     store_chunk8<Out>(out, x);

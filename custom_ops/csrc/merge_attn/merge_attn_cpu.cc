@@ -21,7 +21,9 @@ void merge_attn_states_cpu(const MergeAttnParams& p) {
         p.out_lse[lse_index] = w.merged.lse();
         const int64_t row = (int64_t(t) * p.heads + h) * p.head_dim;
         for (int d = 0; d < p.head_dim; ++d) {
-          float x = merge_element(w, In::to_float(a[row + d]), In::to_float(b[row + d]));
+          const float xa = In::to_float(a[row + d]), xb = In::to_float(b[row + d]);
+          float x;
+          merge_elements(w, &xa, &xb, &x, 1);
           if (kFp8Out) x *= quant_mult;
           out[row + d] = Out::from_float(x);
         }

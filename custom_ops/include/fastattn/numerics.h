@@ -62,6 +62,14 @@ struct Bf16Format {
     return uint16_t(u >> 16);
 #endif
   }
+#if defined(__CUDACC__)
+  // from_float of two elements (lo in the low half) in one instruction; the hardware's rounding
+  // and NaN (0x7fff) agree with from_float on every float32 input.
+  static FA_DEVICE uint32_t pack2(float lo, float hi) {
+    const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&v);
+  }
+#endif
 };
 
 struct Fp16Format {
@@ -98,6 +106,13 @@ struct Fp16Format {
     return sign | uint16_t(round_to_int_rne(bits_as_float(mag) * 0x1p24f));
 #endif
   }
+#if defined(__CUDACC__)
+  // from_float of two elements in one instruction, identical on every float32 input.
+  static FA_DEVICE uint32_t pack2(float lo, float hi) {
+    const __half2 v = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t*>(&v);
+  }
+#endif
 };
 
 struct Fp32Format {
@@ -146,6 +161,17 @@ struct E4m3Format {
   using Storage = uint8_t;
   static FA_HD uint8_t from_float(float x) { return float_to_e4m3(x); }
   static FA_HD float to_float(uint8_t b) { return e4m3_to_float(b); }
+#if defined(__CUDACC__)
+  // float_to_e4m3 of two elements (lo in the low byte): on sm_89 and newer one saturating
+  // conversion, identical on every float32 input (NaN gives 0x7f there too).
+  static FA_DEVICE uint16_t pack2(float lo, float hi) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+    return uint16_t(__nv_cvt_float2_to_fp8x2(make_float2(lo, hi), __NV_SATFINITE, __NV_E4M3));
+#else
+    return uint16_t(float_to_e4m3(lo) | (float_to_e4m3(hi) << 8));
+#endif
+  }
+#endif
 };
 
 // ---------------------------------------------------------------------------------------------

@@ -41,10 +41,19 @@ template <typename Fmt>
 FA_DEVICE uint4 pack_half8(const float* x) {
   uint32_t words[4];
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    words[i] = uint32_t(Fmt::from_float(x[2 * i])) | (uint32_t(Fmt::from_float(x[2 * i + 1])) << 16);
-  }
+  for (int i = 0; i < 4; ++i) words[i] = Fmt::pack2(x[2 * i], x[2 * i + 1]);
   return make_uint4(words[0], words[1], words[2], words[3]);
+}
+
+// Eight floats -> eight e4m3 bytes (element 0 in the low byte of .x).
+FA_DEVICE uint2 pack_e4m3x8(const float* x) {
+  uint32_t words[2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    words[i] = uint32_t(E4m3Format::pack2(x[4 * i], x[4 * i + 1])) |
+               (uint32_t(E4m3Format::pack2(x[4 * i + 2], x[4 * i + 3])) << 16);
+  }
+  return make_uint2(words[0], words[1]);
 }
 
 // Eight bytes <-> one 8-byte word (element 0 in the low byte of .x).
@@ -96,10 +105,8 @@ FA_DEVICE void store_chunk8(typename Fmt::Storage* p, const float* x) {
                                      __float_as_uint(x[4 * i + 2]), __float_as_uint(x[4 * i + 3])));
     }
   } else {
-    uint8_t b[8];
-#pragma unroll
-    for (int i = 0; i < 8; ++i) b[i] = Fmt::from_float(x[i]);
-    store_8(p, pack_byte8(b));
+    static_assert(sizeof(S) == 1, "16-bit, fp32 or e4m3 storage");
+    store_8(p, pack_e4m3x8(x));
   }
 }
 

@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -120,11 +121,25 @@ AttentionPlan plan_attention(const AttentionParams& p, int64_t max_keys, int req
   const int keys_per_tile = wgmma ? WgmmaShape::kKeys : tile_keys(p.head_dim, row_blocks);
   const int64_t max_tiles = std::max<int64_t>((max_keys + keys_per_tile - 1) / keys_per_tile, 1);
   int splits = requested_splits;
-  if (splits <= 0) {
-    // Enough CTAs for a few waves over the multiprocessors; more splits than key tiles only add
-    // empty work.
-    const int64_t ctas = std::max<int64_t>((rows + rows_per_cta - 1) / rows_per_cta, 1) * p.heads_kv;
-    const int64_t wanted = int64_t(multiprocessor_count()) * (warps_m == 1 ? 8 : 2);
+  const int64_t row_tiles = std::max<int64_t>((rows + rows_per_cta - 1) / rows_per_cta, 1);
+  if (splits <= 0 && warps_m == 1) {
+    // Decode: every sequence takes a CTA per kv head (tiles never span sequences). Model the time
+    // in key tiles: waves of CTAs over the SMs' slots, each wave as long as a split's tiles plus
+    // a CTA's fixed cost (its start, the last tile's wait, the epilogue), about 3 tiles. Few
+    // splits leave slots empty or a wave mostly idle; many multiply the fixed cost.
+    constexpr int64_t kCtaCostTiles = 3;
+    const int64_t ctas = std::max<int64_t>(row_tiles, p.batch) * p.heads_kv;
+    const int64_t slots = int64_t(multiprocessor_count()) * kDecodeCtasPerSm;
+    int64_t best_time = INT64_MAX;
+    for (int64_t s = 1; s <= std::min<int64_t>(max_tiles, 64); ++s) {
+      const int64_t time = (ctas * s + slots - 1) / slots * ((max_tiles + s - 1) / s + kCtaCostTiles);
+      if (time < best_time) best_time = time, splits = int(s);
+    }
+  } else if (splits <= 0) {
+    // Prefill: enough CTAs for a few waves over the multiprocessors; more splits than key tiles
+    // only add empty work.
+    const int64_t wanted = int64_t(multiprocessor_count()) * 2;
+    const int64_t ctas = row_tiles * p.heads_kv;
     splits = int(std::min<int64_t>({(wanted + ctas - 1) / ctas, max_tiles, 64}));
   }
   return {warps_m, std::max(splits, 1), wgmma};

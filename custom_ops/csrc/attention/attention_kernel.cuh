@@ -54,6 +54,10 @@ constexpr int tile_keys(int head_dim, int row_blocks) {
 // feeds two MMAs.
 constexpr int prefill_row_blocks(int head_dim) { return head_dim <= 128 ? 2 : 1; }
 
+// Decode keeps 3 CTAs (12 warps) per SM: registers capped at 170 (the block_wise_fp8 variant
+// wanted 189, which left 2). The host plan sizes key splits by it.
+constexpr int kDecodeCtasPerSm = 3;
+
 template <int D, int kWarpsM, int kWarpsN, class Kv, bool kFp8QueryKeys, int kRowBlocksPerWarp = 1>
 struct TileShape {
   static constexpr int kHeadDim = D;
@@ -71,9 +75,7 @@ struct TileShape {
   static constexpr bool kFp8QK = kFp8QueryKeys;
   static constexpr int kQElementBytes = kFp8QK ? 1 : 2;
   static constexpr int kStages = kWarpsN > 1 ? 3 : 2;  // decode streams: deeper
-  // Decode keeps 3 CTAs (12 warps) per SM: registers capped at 170 (the block_wise_fp8 variant
-  // wanted 189, which left 2).
-  static constexpr int kMinCtasPerSm = kWarpsN > 1 ? 3 : 1;
+  static constexpr int kMinCtasPerSm = kWarpsN > 1 ? kDecodeCtasPerSm : 1;
   // Row strides in bytes, padded so that shared loads are free of bank conflicts: Q and K rows
   // are read 16 (8) bytes per lane, 4 lanes per row, 2 (4) rows per phase, so a stride of 64 (32)
   // mod 128 bytes; V rows by ldmatrix, 8 rows of 16 bytes per matrix, so an odd multiple of 16.
@@ -312,19 +314,32 @@ __global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attenti
   const uint8_t* k_base = static_cast<const uint8_t*>(kPaged ? p.key_cache : p.k);
   const uint8_t* v_base = static_cast<const uint8_t*>(kPaged ? p.value_cache : p.v);
   uint8_t* stages = smem + Shape::kQBytes;
+  // A tile starts at a multiple of kKeys, so where cache blocks hold at least kKeys keys (or keys
+  // are contiguous) its keys' rows are evenly spaced from its first key's: one row lookup per
+  // tile, and per copy only an add, not a table read and 64-bit address arithmetic.
+  const bool tile_in_one_block = !kPaged || p.layout.block_size >= kKeys;
+  constexpr int kRowBytes = D * Kv::kBytes, kRowChunks = kRowBytes / 16, kCopies = kKeys * kRowChunks;
+  const int row_step_bytes = (kPaged ? 1 : p.heads_kv) * kRowBytes;
   auto load_tile = [&](int tile) {
     uint8_t* stage = stages + (tile % kStages) * Shape::kStageBytes;
     const int key0 = key_begin + tile * kKeys;
-    constexpr int kRowChunks = D * Kv::kBytes / 16, kCopies = kKeys * kRowChunks;
+    const int64_t first_row = tile_in_one_block ? key_row<kPaged>(p, cta, key0, kv_head) : -1;
+    const int64_t tile_offset = first_row >= 0 ? first_row * kRowBytes : 0;
 #pragma unroll
     for (int it = 0; it < (kCopies + kThreads - 1) / kThreads; ++it) {  // unrolled: table reads overlap
       const int i = threadIdx.x + it * kThreads;
       if (kCopies % kThreads != 0 && i >= kCopies) break;
       const int r = i / kRowChunks, c = i % kRowChunks, key = key0 + r;
-      int64_t row = -1;
-      if (key < key_end) row = key_row<kPaged>(p, cta, key, kv_head);
-      const bool valid = row >= 0;
-      const int64_t offset = valid ? row * D * Kv::kBytes + c * 16 : 0;
+      bool valid;
+      int64_t offset;
+      if (tile_in_one_block) {
+        valid = first_row >= 0 && key < key_end;
+        offset = tile_offset + (valid ? r * row_step_bytes + c * 16 : 0);
+      } else {
+        const int64_t row = key < key_end ? key_row<kPaged>(p, cta, key, kv_head) : -1;
+        valid = row >= 0;
+        offset = valid ? row * kRowBytes + c * 16 : 0;
+      }
       cp_async<16>(smem_address(stage + Shape::kKOffset + r * Shape::kKStride + c * 16), k_base + offset, valid);
       cp_async<16>(smem_address(stage + Shape::kVOffset + r * Shape::kVStride + c * 16), v_base + offset, valid);
       if (kPaged && !valid && key < key_end && c == 0) unmapped_tile[tile % kStages] = tile;
@@ -334,7 +349,8 @@ __global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attenti
         const int pair = i % (kKeys / 2), key = key0 + 2 * pair;
         const ScaleTensor& table = i < kKeys / 2 ? p.k_scale : p.v_scale;
         uint8_t* dst = stage + (i < kKeys / 2 ? Shape::kKScaleOffset : Shape::kVScaleOffset);
-        const int64_t row = key < key_end ? p.layout.row(seq, key, kv_head) : -1;
+        int64_t row = -1;
+        if (key < key_end) row = tile_in_one_block ? (first_row < 0 ? -1 : first_row + 2 * pair) : p.layout.row(seq, key, kv_head);
         const uint8_t* src = static_cast<const uint8_t*>(table.data);
         if (table.is_bf16) cp_async<4>(smem_address(dst + pair * 4), src + (row >= 0 ? row * 2 : 0), row >= 0);
         else cp_async<8>(smem_address(dst + pair * 8), src + (row >= 0 ? row * 4 : 0), row >= 0);
@@ -377,7 +393,7 @@ __global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attenti
 #pragma unroll
     for (int j = 0; j < kOutTiles; ++j) acc[rb][j][0] = acc[rb][j][1] = acc[rb][j][2] = acc[rb][j][3] = 0.0f;
   }
-  float v_ref = 0.0f;  // per-token v scales: the largest seen, so that p * scale / v_ref <= 1
+  float v_ref = 0.0f, inv_ref = 0.0f;  // per-token v scales: the largest seen, so that p * scale / v_ref <= 1
 
 #pragma unroll 1
   for (int tile = 0; tile < kStages - 1; ++tile) {
@@ -439,25 +455,32 @@ __global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attenti
     }
 
     // Scale, mask, online softmax.
-    const bool tile_unmapped = kPaged && unmapped_tile[tile % kStages] == tile;
-    const bool need_mask = key0 + kKeys > warp_min_limit || tile_unmapped;
 #pragma unroll
     for (int j = 0; j < kKeyTiles; ++j) {
-      const int key = key0 + warp_key0 + 8 * j + 2 * t;
-      bool mapped = true;
-      if (tile_unmapped) mapped = p.layout.row(seq, key, kv_head) >= 0;
       float k_token[2] = {1.0f, 1.0f};  // this lane's two key columns, shared by rows g and g+8
       if constexpr (kTokenScales) {
-        for (int c = 0; c < 2; ++c) k_token[c] = token_scale(stage + Shape::kKScaleOffset, p.k_scale, key - key0 + c, key_end - key0);
+        for (int c = 0; c < 2; ++c) k_token[c] = token_scale(stage + Shape::kKScaleOffset, p.k_scale, warp_key0 + 8 * j + 2 * t + c, key_end - key0);
       }
 #pragma unroll
       for (int rb = 0; rb < kRowBlocks; ++rb)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          float x = s[rb][j][e] * score_scale * k_token[e & 1];
-          if (need_mask && !(mapped && key + (e & 1) < limit[rb][e / 2])) x = -INFINITY;
-          s[rb][j][e] = x;
-        }
+        for (int e = 0; e < 4; ++e) s[rb][j][e] *= score_scale * k_token[e & 1];
+    }
+    // Masks, in a branch of their own: only a tile that crosses some row's key limit or met an
+    // unmapped cache block has any.
+    const bool tile_unmapped = kPaged && unmapped_tile[tile % kStages] == tile;
+    if (key0 + kKeys > warp_min_limit || tile_unmapped) {
+#pragma unroll
+      for (int j = 0; j < kKeyTiles; ++j) {
+        const int key = key0 + warp_key0 + 8 * j + 2 * t;
+        const bool mapped = !tile_unmapped || p.layout.row(seq, key, kv_head) >= 0;
+#pragma unroll
+        for (int rb = 0; rb < kRowBlocks; ++rb)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            if (!(mapped && key + (e & 1) < limit[rb][e / 2])) s[rb][j][e] = -INFINITY;
+          }
+      }
     }
     float rescale[kRowBlocks][2];
 #pragma unroll
@@ -491,27 +514,36 @@ __global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attenti
       }
       tile_ref = fmaxf(tile_ref, __shfl_xor_sync(0xffffffffu, tile_ref, 1));  // a row's 4 lanes hold all its columns
       tile_ref = fmaxf(tile_ref, __shfl_xor_sync(0xffffffffu, tile_ref, 2));
-      const float new_ref = fmaxf(v_ref, tile_ref);
-      const float inv_ref = new_ref > 0.0f ? 1.0f / new_ref : 0.0f;
-      const float ref_ratio = new_ref > 0.0f ? v_ref * inv_ref : 1.0f;
-      v_ref = new_ref;
+      if (tile_ref > v_ref) {  // warp-uniform (every quad holds the same columns) and rare
+        const float new_inv = __frcp_rn(tile_ref);
+        const float ref_ratio = v_ref * new_inv;
+        v_ref = tile_ref;
+        inv_ref = new_inv;
+#pragma unroll
+        for (int rb = 0; rb < kRowBlocks; ++rb) rescale[rb][0] *= ref_ratio, rescale[rb][1] *= ref_ratio;
+      }
 #pragma unroll
       for (int rb = 0; rb < kRowBlocks; ++rb) {
-        rescale[rb][0] *= ref_ratio;
-        rescale[rb][1] *= ref_ratio;
 #pragma unroll
         for (int j = 0; j < kKeyTiles; ++j)
 #pragma unroll
           for (int e = 0; e < 4; ++e) s[rb][j][e] *= v_token[j][e & 1] * inv_ref;
       }
     }
+    // Once a row's max settles, most tiles leave it alone: skip the accumulator's rescale when no
+    // row of the warp moved.
+    bool unchanged = true;
 #pragma unroll
-    for (int rb = 0; rb < kRowBlocks; ++rb)
+    for (int rb = 0; rb < kRowBlocks; ++rb) unchanged = unchanged && rescale[rb][0] == 1.0f && rescale[rb][1] == 1.0f;
+    if (!__all_sync(0xffffffffu, unchanged)) {
 #pragma unroll
-      for (int j = 0; j < kOutTiles; ++j) {
-        acc[rb][j][0] *= rescale[rb][0]; acc[rb][j][1] *= rescale[rb][0];
-        acc[rb][j][2] *= rescale[rb][1]; acc[rb][j][3] *= rescale[rb][1];
-      }
+      for (int rb = 0; rb < kRowBlocks; ++rb)
+#pragma unroll
+        for (int j = 0; j < kOutTiles; ++j) {
+          acc[rb][j][0] *= rescale[rb][0]; acc[rb][j][1] *= rescale[rb][0];
+          acc[rb][j][2] *= rescale[rb][1]; acc[rb][j][3] *= rescale[rb][1];
+        }
+    }
 
     // O += P V, 16 keys per k-step; P's accumulator layout is the A fragment's.
     const uint32_t v_addr =
@@ -650,30 +682,50 @@ __global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attenti
 }
 
 // Merges the splits' normalized partial results of one (token, head) row per warp through the
-// shared softmax state.
+// shared softmax state. The splits' log-sum-exps are folded across the warp first (lane i takes
+// splits i, i + 32, ...), so the partial rows are then read with no dependence between splits:
+// one split after another, each waiting on its load, took 11 us at 16 splits.
 template <int D>
 __global__ void combine_splits_kernel(const AttentionParams p) {
-  constexpr int kPerLane = D / 32;
+  constexpr int kPerLane = D / 32, kUnroll = 4;
   const int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (row >= int64_t(p.tokens_q) * p.heads_q) return;
   const int token = int(row / p.heads_q), head = int(row % p.heads_q);
   if (token >= p.cu_seqlens_q[p.batch]) return;  // written by the main kernel
+  auto split_state = [&](int s) {
+    return SoftmaxState::from_lse(p.partial_lse[(int64_t(s) * p.heads_q + head) * p.tokens_q + token]);
+  };
   SoftmaxState state = SoftmaxState::empty();
-  float acc[kPerLane] = {};
-  for (int s = 0; s < p.num_splits; ++s) {
-    const SoftmaxState part = SoftmaxState::from_lse(p.partial_lse[(int64_t(s) * p.heads_q + head) * p.tokens_q + token]);
-    const SoftmaxState::Step step = state.add(part);
-    const float* src = p.partial_out + ((int64_t(s) * p.tokens_q + token) * p.heads_q + head) * D;
+  for (int s = lane; s < p.num_splits; s += 32) state.add(split_state(s));
 #pragma unroll
-    for (int i = 0; i < kPerLane; ++i) {
-      acc[i] *= step.rescale;
-      if (step.weight != 0.0f) acc[i] += step.weight * src[lane + 32 * i];  // an empty split is never read
-    }
+  for (int offset = 16; offset > 0; offset >>= 1) {  // every lane ends with the same state
+    state.add(SoftmaxState{__shfl_xor_sync(0xffffffffu, state.m, offset), __shfl_xor_sync(0xffffffffu, state.d, offset)});
   }
   const float inv = state.inv_sum();
+  float acc[kPerLane] = {};
+  for (int s0 = 0; s0 < p.num_splits; s0 += 32) {
+    // Weight of split s0 + lane; an empty split has weight 0 and is never read.
+    const float lane_weight = s0 + lane < p.num_splits ? split_state(s0 + lane).rescale_to(state.m) * inv : 0.0f;
+    const int count = min(32, p.num_splits - s0);
+    for (int k0 = 0; k0 < count; k0 += kUnroll) {
+      float w[kUnroll], x[kUnroll][kPerLane];
 #pragma unroll
-  for (int i = 0; i < kPerLane; ++i) store_element(p.out, row * D + lane + 32 * i, p.out_type, acc[i] * inv);
+      for (int u = 0; u < kUnroll; ++u) {  // all loads first
+        w[u] = __shfl_sync(0xffffffffu, lane_weight, (k0 + u) & 31);
+        if (k0 + u >= count) w[u] = 0.0f;
+        const float* src = p.partial_out + ((int64_t(s0 + k0 + u) * p.tokens_q + token) * p.heads_q + head) * D;
+#pragma unroll
+        for (int i = 0; i < kPerLane; ++i) x[u][i] = w[u] != 0.0f ? src[lane + 32 * i] : 0.0f;
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u)
+#pragma unroll
+        for (int i = 0; i < kPerLane; ++i) acc[i] += w[u] * x[u][i];
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < kPerLane; ++i) store_element(p.out, row * D + lane + 32 * i, p.out_type, acc[i]);
   if (lane == 0) p.lse[int64_t(head) * p.tokens_q + token] = state.lse();
 }
 

@@ -111,9 +111,15 @@ struct UnpackE4m3 {
     return MmaFp16::pack(e4m3_to_float(uint8_t(two_bytes)), e4m3_to_float(uint8_t(two_bytes >> 8)));
 #endif
   }
+  // The halves go to the conversions as register halves: no instructions to extract them.
   static FA_DEVICE void four(uint32_t w, uint32_t& lo, uint32_t& hi) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+    asm("{\n .reg .b16 l, h;\n mov.b32 {l, h}, %2;\n cvt.rn.f16x2.e4m3x2 %0, l;\n cvt.rn.f16x2.e4m3x2 %1, h;\n}"
+        : "=r"(lo), "=r"(hi) : "r"(w));
+#else
     lo = pair(w & 0xffffu);
     hi = pair(w >> 16);
+#endif
   }
 };
 

@@ -410,6 +410,31 @@ __global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attenti
     const int key0 = key_begin + tile * kKeys;
     const int warp_key0 = warp_n * kWarpKeys;  // this warp's keys: key0 + warp_key0 + [0, kWarpKeys)
 
+    // Per-token scales of this lane's columns (2t, 2t + 1 of each 8-key block), read before
+    // Q.K^T so that their latency and the v_ref reduction hide under it. P is scaled by
+    // v_scale / v_ref with v_ref the running max of the warp's v scales (P stays <= 1 in fp16).
+    float k_token[kKeyTiles][2], v_token[kKeyTiles][2], ref_ratio = 1.0f;
+    if constexpr (kTokenScales) {
+      float tile_ref = 0.0f;
+#pragma unroll
+      for (int j = 0; j < kKeyTiles; ++j)
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          const int col = warp_key0 + 8 * j + 2 * t + c;
+          k_token[j][c] = token_scale(stage + Shape::kKScaleOffset, p.k_scale, col, key_end - key0);
+          v_token[j][c] = token_scale(stage + Shape::kVScaleOffset, p.v_scale, col, key_end - key0);
+          tile_ref = fmaxf(tile_ref, v_token[j][c]);
+        }
+      tile_ref = fmaxf(tile_ref, __shfl_xor_sync(0xffffffffu, tile_ref, 1));  // a row's 4 lanes hold all its columns
+      tile_ref = fmaxf(tile_ref, __shfl_xor_sync(0xffffffffu, tile_ref, 2));
+      if (tile_ref > v_ref) {  // warp-uniform (every quad holds the same columns) and rare
+        const float new_inv = __frcp_rn(tile_ref);
+        ref_ratio = v_ref * new_inv;
+        v_ref = tile_ref;
+        inv_ref = new_inv;
+      }
+    }
+
     // S = Q K^T.
     float s[kRowBlocks][kKeyTiles][4];
 #pragma unroll
@@ -456,16 +481,14 @@ __global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attenti
 
     // Scale, mask, online softmax.
 #pragma unroll
-    for (int j = 0; j < kKeyTiles; ++j) {
-      float k_token[2] = {1.0f, 1.0f};  // this lane's two key columns, shared by rows g and g+8
-      if constexpr (kTokenScales) {
-        for (int c = 0; c < 2; ++c) k_token[c] = token_scale(stage + Shape::kKScaleOffset, p.k_scale, warp_key0 + 8 * j + 2 * t + c, key_end - key0);
-      }
+    for (int j = 0; j < kKeyTiles; ++j)
 #pragma unroll
       for (int rb = 0; rb < kRowBlocks; ++rb)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) s[rb][j][e] *= score_scale * k_token[e & 1];
-    }
+        for (int e = 0; e < 4; ++e) {
+          if constexpr (kTokenScales) s[rb][j][e] *= score_scale * k_token[j][e & 1];
+          else s[rb][j][e] *= score_scale;
+        }
     // Masks, in a branch of their own: only a tile that crosses some row's key limit or met an
     // unmapped cache block has any.
     const bool tile_unmapped = kPaged && unmapped_tile[tile % kStages] == tile;
@@ -502,28 +525,11 @@ __global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attenti
         }
         state[rb][h].add_sum(sum);  // this lane's columns only: the lanes' sums add up at the end
       }
-    if constexpr (kTokenScales) {  // p * v_scale / v_ref, v_ref the running max of this warp's v scales
-      float v_token[kKeyTiles][2];
-      float tile_ref = 0.0f;
-#pragma unroll
-      for (int j = 0; j < kKeyTiles; ++j) {
-        for (int c = 0; c < 2; ++c) {
-          v_token[j][c] = token_scale(stage + Shape::kVScaleOffset, p.v_scale, warp_key0 + 8 * j + 2 * t + c, key_end - key0);
-          tile_ref = fmaxf(tile_ref, v_token[j][c]);
-        }
-      }
-      tile_ref = fmaxf(tile_ref, __shfl_xor_sync(0xffffffffu, tile_ref, 1));  // a row's 4 lanes hold all its columns
-      tile_ref = fmaxf(tile_ref, __shfl_xor_sync(0xffffffffu, tile_ref, 2));
-      if (tile_ref > v_ref) {  // warp-uniform (every quad holds the same columns) and rare
-        const float new_inv = __frcp_rn(tile_ref);
-        const float ref_ratio = v_ref * new_inv;
-        v_ref = tile_ref;
-        inv_ref = new_inv;
-#pragma unroll
-        for (int rb = 0; rb < kRowBlocks; ++rb) rescale[rb][0] *= ref_ratio, rescale[rb][1] *= ref_ratio;
-      }
+    if constexpr (kTokenScales) {  // p * v_scale / v_ref
 #pragma unroll
       for (int rb = 0; rb < kRowBlocks; ++rb) {
+        rescale[rb][0] *= ref_ratio;
+        rescale[rb][1] *= ref_ratio;
 #pragma unroll
         for (int j = 0; j < kKeyTiles; ++j)
 #pragma unroll

@@ -12,8 +12,17 @@ HEAD_DIMS = (64, 128, 256)
 BLOCK_SIZES = (16, 32, 64, 128)
 
 
+_DTYPE_NAMES = {}
+
+
 def dtype_name(t):
-    return str(t.dtype).replace("paddle.", "")
+    # str() of a Paddle dtype goes through Python-level patches; the wrappers ask for a dozen
+    # names per call, so remember them.
+    dtype = t.dtype
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype).replace("paddle.", "")
+    return name
 
 
 def place_name(t):

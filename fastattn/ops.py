@@ -9,13 +9,30 @@ dereferenced (that row is skipped). With `validate=True`, or the environment var
 FASTATTN_VALIDATE=1, the ops also copy the small batch tensors to the host and raise ValueError
 for such entries; this costs a device-to-host sync per call, so it is off by default and must stay
 off inside CUDA-graph capture.
+
+In dygraph mode the per-layer ops (write_cache_kv, append_cache_kv_c8, flash_attn_varlen,
+paged_attention, merge_attn_states) call their C++ functions through a pybind11 binding
+(fastattn._ext.fast_module) instead of Paddle's op dispatcher, which takes 20-50 us of host time
+per call; static graphs use the registered ops. Both run the same code.
 """
+import paddle
+
 from . import _checks
-from ._ext import ops_module
+from ._ext import fast_module, ops_module
 from .cache import QUANT_TYPES
 from .tensors import fp8_dtype
 
 FLOAT_DTYPES = ("bfloat16", "float16", "float32")
+
+
+def _run(name, *args):
+    """Op `name` (registered as fastattn_<name>) on its arguments: through the fast path in
+    dygraph mode where it loaded, else through Paddle's op dispatcher. The fast path's in-place
+    ops return None."""
+    fast = fast_module() if paddle.in_dynamic_mode() else None
+    if fast is not None:
+        return getattr(fast, name)(*args)
+    return getattr(ops_module(), "fastattn_" + name)(*args)
 
 
 def _fp8_out_dtype():
@@ -114,14 +131,13 @@ def write_cache_kv(k, v, key_cache, value_cache, block_tables, cu_seqlens_q, seq
         spans = {b: (int(cached[b]), int(cached[b]) + int(cu[b + 1] - cu[b])) for b in range(batch)}
         _checks.block_table_entries(block_tables, num_blocks, block_size, spans)
 
-    ops = ops_module()
     if cache_quant_type == "block_wise_fp8":
-        return tuple(ops.fastattn_write_cache_kv_dynamic(
-            k, v, key_cache, value_cache, k_scale_cache, v_scale_cache, block_tables, cu_seqlens_q,
-            seq_lens_decoder))
-    return tuple(ops.fastattn_write_cache_kv(
-        k, v, key_cache, value_cache, block_tables, cu_seqlens_q, seq_lens_decoder, k_quant_scale,
-        v_quant_scale, cache_quant_type))
+        _run("write_cache_kv_dynamic", k, v, key_cache, value_cache, k_scale_cache, v_scale_cache, block_tables,
+             cu_seqlens_q, seq_lens_decoder)
+        return key_cache, value_cache, k_scale_cache, v_scale_cache
+    _run("write_cache_kv", k, v, key_cache, value_cache, block_tables, cu_seqlens_q, seq_lens_decoder,
+         k_quant_scale, v_quant_scale, cache_quant_type)
+    return key_cache, value_cache
 
 
 def append_cache_kv_c8(key_cache, value_cache, k_out, v_out, block_tables, seq_lens_this_time,
@@ -182,9 +198,9 @@ def append_cache_kv_c8(key_cache, value_cache, k_out, v_out, block_tables, seq_l
 
     scale_k = k_scale_cache if cache_quant_type == "block_wise_fp8" else k_dequant_scale
     scale_v = v_scale_cache if cache_quant_type == "block_wise_fp8" else v_dequant_scale
-    return tuple(ops_module().fastattn_append_cache_kv_c8(
-        key_cache, value_cache, k_out, v_out, block_tables, seq_lens_this_time, seq_lens_decoder,
-        cu_seqlens_k, scale_k, scale_v, cache_quant_type))
+    _run("append_cache_kv_c8", key_cache, value_cache, k_out, v_out, block_tables, seq_lens_this_time,
+         seq_lens_decoder, cu_seqlens_k, scale_k, scale_v, cache_quant_type)
+    return k_out, v_out
 
 
 def merge_attn_states(prefix_output, prefix_lse, suffix_output, suffix_lse, output_scale=None,
@@ -231,8 +247,8 @@ def merge_attn_states(prefix_output, prefix_lse, suffix_output, suffix_lse, outp
         out_dtype = out_dtype or _checks.dtype_name(prefix_output)
     _checks.same_place(prefix_output=prefix_output, prefix_lse=prefix_lse, suffix_output=suffix_output,
                        suffix_lse=suffix_lse, output_scale=output_scale)
-    out, lse = ops_module().fastattn_merge_attn_states(prefix_output, prefix_lse, suffix_output, suffix_lse,
-                                                       output_scale, out_dtype)
+    out, lse = _run("merge_attn_states", prefix_output, prefix_lse, suffix_output, suffix_lse, output_scale,
+                    out_dtype)
     return out, lse
 
 
@@ -413,9 +429,8 @@ def flash_attn_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seq
     _checks.same_place(q=q, k=k, v=v, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k, q_descale=q_descale,
                        k_descale=k_descale, v_descale=v_descale)
     scale = float(softmax_scale) if softmax_scale is not None else q.shape[2] ** -0.5
-    out, lse = ops_module().fastattn_flash_attn_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, q_descale, k_descale,
-                                                       v_descale, scale, bool(causal), _attention_out_dtype(q, out_dtype),
-                                                       max_seqlen_k, splits)
+    out, lse = _run("flash_attn_varlen", q, k, v, cu_seqlens_q, cu_seqlens_k, q_descale, k_descale, v_descale,
+                    scale, bool(causal), _attention_out_dtype(q, out_dtype), max_seqlen_k, splits)
     return out, lse
 
 
@@ -466,7 +481,7 @@ def paged_attention(q, key_cache, value_cache, block_tables, seq_lens_kv, cu_seq
     scale = float(softmax_scale) if softmax_scale is not None else head_dim ** -0.5
     scale_k = k_scale_cache if cache_quant_type == "block_wise_fp8" else k_dequant_scale
     scale_v = v_scale_cache if cache_quant_type == "block_wise_fp8" else v_dequant_scale
-    out, lse = ops_module().fastattn_paged_attention(
-        q, key_cache, value_cache, block_tables, seq_lens_kv, cu_seqlens_q, scale_k, scale_v, q_descale, kv_end,
+    out, lse = _run(
+        "paged_attention", q, key_cache, value_cache, block_tables, seq_lens_kv, cu_seqlens_q, scale_k, scale_v, q_descale, kv_end,
         cache_quant_type, scale, bool(causal), _attention_out_dtype(q, out_dtype), splits)
     return out, lse

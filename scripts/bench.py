@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import paddle  # noqa: E402
 
 from fastattn import reference as ref  # noqa: E402
-from fastattn._ext import ops_module  # noqa: E402
+from fastattn._ext import fast_module, ops_module  # noqa: E402
 from fastattn.tensors import from_numpy  # noqa: E402
 
 CASES = {}
@@ -384,11 +384,16 @@ def bench_paged_decode(rng, args):
                 scales = [None, None]
             fn = lambda: ops.fastattn_paged_attention(q, *cache, tables, lens, cu, *scales, None, None, quant,
                                                       DECODE_DIM ** -0.5, True, "bfloat16", 0)
-            timing = time_gpu(fn, reps=args.reps)
+            shape_name = f"batch {batch} x {keys} keys, {DECODE_HQ}/{DECODE_HKV} heads, D {DECODE_DIM}, bs {DECODE_BLOCK}"
             read = 2 * batch * keys * DECODE_HKV * cache_row_bytes(quant, DECODE_DIM)
+            timing = time_gpu(fn, reps=args.reps)
             rows.append(dict(op="paged_attention decode", variant=quant, bytes=read, **timing_fields(timing),
-                             shape=f"batch {batch} x {keys} keys, {DECODE_HQ}/{DECODE_HKV} heads, D {DECODE_DIM}, "
-                                   f"bs {DECODE_BLOCK}"))
+                             shape=shape_name))
+            if batch * keys <= 8 * 1024 and fast_module() is not None:  # the host cost of a call, fast path
+                fast = lambda: fast_module().paged_attention(q, *cache, tables, lens, cu, *scales, None, None, quant,
+                                                             DECODE_DIM ** -0.5, True, "bfloat16", 0)
+                rows.append(dict(op="paged_attention decode", variant=f"{quant}, dygraph fast path", bytes=read,
+                                 shape=shape_name, **timing_fields(time_gpu(fast, reps=args.reps))))
     return rows
 
 

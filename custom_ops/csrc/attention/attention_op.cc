@@ -2,6 +2,7 @@
 // fastattn.ops.flash_attn_varlen, fastattn.ops.paged_attention).
 #include <algorithm>
 
+#include "../common/op_entry_points.h"
 #include "../common/tensor_utils.h"
 #include "attention.h"
 
@@ -80,6 +81,8 @@ std::vector<paddle::Tensor> prepare(AttentionParams& p, const paddle::Tensor& q,
   p.lse = lse.data<float>();
   return {out, lse};
 }
+
+}  // namespace
 
 std::vector<paddle::Tensor> FlashAttnVarlen(const paddle::Tensor& q, const paddle::Tensor& k, const paddle::Tensor& v,
                                             const paddle::Tensor& cu_seqlens_q, const paddle::Tensor& cu_seqlens_k,
@@ -181,7 +184,6 @@ std::vector<paddle::DataType> PagedAttentionDtype(const paddle::DataType&, const
   return {parse_dtype(out_dtype, "out_dtype"), paddle::DataType::FLOAT32};
 }
 
-}  // namespace
 }  // namespace fastattn
 
 PD_BUILD_OP(fastattn_flash_attn_varlen)

@@ -4,6 +4,7 @@
 // in-place. Python wrappers: fastattn/ops.py.
 #include "cache_kv.h"
 
+#include "../common/op_entry_points.h"
 #include "../common/tensor_utils.h"
 #include "fastattn/dispatch.h"
 
@@ -71,6 +72,8 @@ WriteCacheKVParams write_params(const paddle::Tensor& k, const paddle::Tensor& v
   p.stream = stream_of(k);
   return p;
 }
+
+}  // namespace
 
 void WriteCacheKV(const paddle::Tensor& k, const paddle::Tensor& v, paddle::Tensor& key_cache,
                   paddle::Tensor& value_cache, const paddle::Tensor& block_tables,
@@ -150,7 +153,6 @@ void AppendCacheKVC8(const paddle::Tensor& key_cache, const paddle::Tensor& valu
                "append_cache_kv_c8");
 }
 
-}  // namespace
 }  // namespace fastattn
 
 PD_BUILD_OP(fastattn_write_cache_kv)

@@ -1,6 +1,7 @@
 // Registration of fastattn_merge_attn_states (Python wrapper: fastattn.ops.merge_attn_states).
 #include <cstdint>
 
+#include "../common/op_entry_points.h"
 #include "../common/tensor_utils.h"
 #include "merge_attn.h"
 
@@ -13,6 +14,8 @@ paddle::DataType out_dtype_of(const std::string& out_dtype, paddle::DataType in)
 }
 
 bool aligned_16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+}  // namespace
 
 std::vector<paddle::Tensor> MergeAttnStates(const paddle::Tensor& prefix_output, const paddle::Tensor& prefix_lse,
                                             const paddle::Tensor& suffix_output, const paddle::Tensor& suffix_lse,
@@ -76,7 +79,6 @@ std::vector<paddle::DataType> MergeAttnStatesDtype(const paddle::DataType& prefi
   return {out_dtype_of(out_dtype, prefix_output), paddle::DataType::FLOAT32};
 }
 
-}  // namespace
 }  // namespace fastattn
 
 PD_BUILD_OP(fastattn_merge_attn_states)

@@ -1,0 +1,108 @@
+"""The dygraph fast path (fastattn._ext.fast_module): the per-layer ops called through their
+pybind11 binding must give exactly what the registered ops give, mutate the same tensors in
+place, and report bad input as an error. The registered op is the reference here; the op
+suites check both against float64 (the wrappers take the fast path in dygraph)."""
+import unittest
+
+import numpy as np
+
+from util import PagedBatch, cu_seqlens, from_numpy, places, random_bytes, seeded_rng, to_numpy
+from fastattn import reference as ref
+from fastattn._ext import fast_module, ops_module
+
+HEADS_Q, HEADS_KV, DIM, BLOCK = 8, 2, 64, 16
+
+
+def half(rng, shape, place):
+    return from_numpy(ref.random_half(rng, shape, "bfloat16")[0], "bfloat16", place)
+
+
+def same(test, got, want, what):
+    test.assertEqual(len(got), len(want), what)
+    for i, (g, w) in enumerate(zip(got, want)):
+        np.testing.assert_array_equal(to_numpy(g), to_numpy(w), err_msg=f"{what}: output {i}")
+
+
+class TestFastPath(unittest.TestCase):
+    def setUp(self):
+        self.fast = fast_module()
+        self.assertIsNotNone(self.fast, "the fast path did not load in this build")
+        self.ops = ops_module()
+
+    def test_attention_and_merge_match_the_registered_ops(self):
+        for place in places():
+            with self.subTest(place=place):
+                rng = seeded_rng(self, place)
+                lens = [5, 1, 37]
+                tokens = sum(lens)
+                q, k, v = (half(rng, (tokens, h, DIM), place) for h in (HEADS_Q, HEADS_KV, HEADS_KV))
+                cu = from_numpy(cu_seqlens(lens), None, place)
+                args = (q, k, v, cu, cu, None, None, None, DIM ** -0.5, True, "bfloat16", max(lens), 2)
+                varlen = self.fast.flash_attn_varlen(*args)
+                same(self, varlen, self.ops.fastattn_flash_attn_varlen(*args), "flash_attn_varlen")
+
+                batch = PagedBatch(rng, BLOCK, lens)
+                shape = (batch.num_blocks, HEADS_KV, BLOCK, DIM)
+                caches = [from_numpy(random_bytes(rng, shape) & 0x77, "uint8", place) for _ in range(2)]
+                scales = [from_numpy(np.float32(rng.uniform(0.01, 0.1, HEADS_KV)), "float32", place) for _ in range(2)]
+                tables = from_numpy(batch.block_tables, None, place)
+                seq_lens = from_numpy(np.int32(lens), None, place)
+                kv_end = from_numpy(np.int32(rng.integers(0, 40, tokens)), None, place)
+                args = (q, *caches, tables, seq_lens, cu, *scales, None, kv_end, "cache_fp8", 0.1, True, "float32", 0)
+                same(self, self.fast.paged_attention(*args), self.ops.fastattn_paged_attention(*args),
+                     "paged_attention")
+
+                out, lse = varlen
+                scale = from_numpy(np.float32([0.02]), "float32", place)
+                args = (out, lse, out, lse, scale, "uint8")
+                same(self, self.fast.merge_attn_states(*args), self.ops.fastattn_merge_attn_states(*args),
+                     "merge_attn_states")
+
+    def test_cache_ops_mutate_the_same_tensors(self):
+        for place in places():
+            with self.subTest(place=place):
+                rng = seeded_rng(self, place)
+                lens = [3, 20]
+                tokens = sum(lens)
+                batch = PagedBatch(rng, BLOCK, lens)
+                shape = (batch.num_blocks, HEADS_KV, BLOCK, DIM)
+                k, v = (half(rng, (tokens, HEADS_KV, DIM), place) for _ in range(2))
+                tables = from_numpy(batch.block_tables, None, place)
+                cu = from_numpy(cu_seqlens(lens), None, place)
+                zeros = from_numpy(np.zeros(len(lens), np.int32), None, place)
+                start = [random_bytes(rng, shape) for _ in range(2)]
+                start_scales = [rng.uniform(1, 2, shape[:3]).astype(np.float32) for _ in range(2)]
+                results = []
+                for path in ("fast", "registered"):
+                    caches = [from_numpy(c, "uint8", place) for c in start]
+                    scale_tables = [from_numpy(s, "float32", place) for s in start_scales]
+                    args = (k, v, *caches, *scale_tables, tables, cu, zeros)
+                    if path == "fast":
+                        self.assertIsNone(self.fast.write_cache_kv_dynamic(*args))
+                    else:
+                        self.ops.fastattn_write_cache_kv_dynamic(*args)
+                    rows = [half(rng, (tokens, HEADS_KV, DIM), place) for _ in range(2)]
+                    rows_before = [to_numpy(r).copy() for r in rows]
+                    args = (*caches, *rows, tables, from_numpy(np.ones(len(lens), np.int32), None, place),
+                            from_numpy(np.int32(lens), None, place), cu, *scale_tables, "block_wise_fp8")
+                    if path == "fast":
+                        self.fast.append_cache_kv_c8(*args)
+                    else:
+                        self.ops.fastattn_append_cache_kv_c8(*args)
+                    results.append([to_numpy(t) for t in caches + scale_tables + rows])
+                    self.assertFalse(np.array_equal(to_numpy(rows[0]), rows_before[0]), f"{path}: k_out unchanged")
+                for i, (a, b) in enumerate(zip(*results)):
+                    np.testing.assert_array_equal(a, b, err_msg=f"tensor {i}")
+                self.assertFalse(np.array_equal(results[0][0], start[0]), "key_cache unchanged")
+
+    def test_bad_input_raises(self):
+        a = from_numpy(np.zeros((4, 2, 32), np.float32), "float32")
+        lse = from_numpy(np.zeros((2, 4), np.float32), "float32")
+        with self.assertRaisesRegex(Exception, "suffix_lse: expected shape"):
+            self.fast.merge_attn_states(a, lse, a, a, None, "")
+        with self.assertRaises(TypeError):  # not a tensor
+            self.fast.merge_attn_states(a, lse, a, "lse", None, "")
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -339,6 +339,28 @@ def check_e2m1_conversion(device="cpu", stride=1, input_dtype="float32"):
     return int(result[0]), (None if first == np.iinfo(np.int64).max else first)
 
 
+def check_packed_conversions(stride=1):
+    """Self-check on the GPU of the two-at-a-time conversions the CUDA kernels store with (bf16,
+    fp16 and saturating e4m3 pairs, numerics.h `pack2`) against the one-element conversions that
+    define the formats: every `stride`-th float32 bit pattern x, as the pair (x, -0.75x)
+    (stride 1: all 2^32, a second or two).
+
+    Returns:
+        {"bfloat16": (mismatches, smallest mismatching pattern or None), "float16": ...,
+         "float8_e4m3fn": ...}.
+    """
+    import numpy as np
+    from .tensors import from_numpy
+
+    if not isinstance(stride, int) or stride < 1:
+        raise ValueError(f"stride: expected a positive int, got {stride!r}")
+    anchor = from_numpy(np.zeros(1, np.float32), "float32", "gpu")
+    result = np.asarray(ops_module().fastattn_check_packed_conversions(anchor, stride).numpy())
+    none = np.iinfo(np.int64).max
+    return {name: (int(result[i]), None if result[3 + i] == none else int(result[3 + i]))
+            for i, name in enumerate(("bfloat16", "float16", "float8_e4m3fn"))}
+
+
 # ----------------------------------------------------------------------------------------------
 # Attention.
 

@@ -64,7 +64,7 @@ struct Bf16Format {
   }
 #if defined(__CUDACC__)
   // from_float of two elements (lo in the low half) in one instruction; the hardware's rounding
-  // and NaN (0x7fff) agree with from_float on every float32 input.
+  // and NaN (0x7fff) agree with from_float on every float32 input (check_packed_conversions).
   static FA_DEVICE uint32_t pack2(float lo, float hi) {
     const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
     return *reinterpret_cast<const uint32_t*>(&v);
@@ -107,7 +107,8 @@ struct Fp16Format {
 #endif
   }
 #if defined(__CUDACC__)
-  // from_float of two elements in one instruction, identical on every float32 input.
+  // from_float of two elements in one instruction, identical on every float32 input
+  // (check_packed_conversions).
   static FA_DEVICE uint32_t pack2(float lo, float hi) {
     const __half2 v = __floats2half2_rn(lo, hi);
     return *reinterpret_cast<const uint32_t*>(&v);
@@ -163,7 +164,8 @@ struct E4m3Format {
   static FA_HD float to_float(uint8_t b) { return e4m3_to_float(b); }
 #if defined(__CUDACC__)
   // float_to_e4m3 of two elements (lo in the low byte): on sm_89 and newer one saturating
-  // conversion, identical on every float32 input (NaN gives 0x7f there too).
+  // conversion, identical on every float32 input (NaN gives 0x7f there too;
+  // check_packed_conversions).
   static FA_DEVICE uint16_t pack2(float lo, float hi) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
     return uint16_t(__nv_cvt_float2_to_fp8x2(make_float2(lo, hi), __NV_SATFINITE, __NV_E4M3));

@@ -7,6 +7,7 @@ import unittest
 import numpy as np
 
 from util import PagedBatch, cu_seqlens, from_numpy, places, random_bytes, seeded_rng, to_numpy
+from fastattn import ops
 from fastattn import reference as ref
 from fastattn._ext import fast_module, ops_module
 
@@ -94,6 +95,25 @@ class TestFastPath(unittest.TestCase):
                 for i, (a, b) in enumerate(zip(*results)):
                     np.testing.assert_array_equal(a, b, err_msg=f"tensor {i}")
                 self.assertFalse(np.array_equal(results[0][0], start[0]), "key_cache unchanged")
+
+    def test_unchecked_wrappers_still_reject_bad_input(self):
+        """check_inputs=False skips the Python checks, not the C++ ones."""
+        a = from_numpy(np.zeros((4, 2, 32), np.float32), "float32")
+        lse = from_numpy(np.zeros((2, 4), np.float32), "float32")
+        with self.assertRaisesRegex(Exception, "suffix_lse: expected shape"):
+            ops.merge_attn_states(a, lse, a, a, check_inputs=False)
+        rng = seeded_rng(self)
+        batch = PagedBatch(rng, BLOCK, [9])
+        shape = (batch.num_blocks, HEADS_KV, BLOCK, DIM)
+        key_cache = from_numpy(random_bytes(rng, shape) & 0x77, "uint8")
+        value_cache = from_numpy(np.zeros(shape[:3] + (DIM // 2,), np.uint8), "uint8")
+        q = half(rng, (1, HEADS_Q, DIM), "cpu")
+        scale = from_numpy(np.float32([0.1] * HEADS_KV), "float32")
+        with self.assertRaisesRegex(Exception, "value_cache"):
+            ops.paged_attention(q, key_cache, value_cache, from_numpy(batch.block_tables, None),
+                                from_numpy(np.int32([9]), None), from_numpy(np.int32([0, 1]), None),
+                                cache_quant_type="cache_fp8", k_dequant_scale=scale, v_dequant_scale=scale,
+                                check_inputs=False)
 
     def test_bad_input_raises(self):
         a = from_numpy(np.zeros((4, 2, 32), np.float32), "float32")

@@ -53,11 +53,12 @@ class FlashAttentionBackend(AttentionBackend):
         k_rows, v_rows = meta.gather_buffers(caches.key_cache.shape[1], q.shape[2], _checks.dtype_name(q))
         ops.append_cache_kv_c8(caches.key_cache, caches.value_cache, k_rows, v_rows, meta.block_tables,
                                meta.prefill_seq_lens_kv, meta.prefill_seq_lens_kv, meta.cu_seqlens_k,
-                               **caches.read_args())
+                               check_inputs=False, **caches.read_args())
         out, lse = ops.flash_attn_varlen(q, k_rows, v_rows, meta.cu_seqlens_q, meta.cu_seqlens_k, meta.max_seqlen_q,
-                                         meta.max_prefill_seqlen_kv, softmax_scale=softmax_scale, causal=True)
+                                         meta.max_prefill_seqlen_kv, softmax_scale=softmax_scale, causal=True,
+                                         check_inputs=False)
         if not meta.has_decode:
             return out
         decode_out, decode_lse = self.paged(q, caches, softmax_scale, meta, meta.decode_seq_lens_kv)
-        out, _ = ops.merge_attn_states(decode_out, decode_lse, out, lse)
+        out, _ = ops.merge_attn_states(decode_out, decode_lse, out, lse, check_inputs=False)
         return out

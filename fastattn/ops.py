@@ -2,7 +2,9 @@
 
 Every op runs on the CPU and on CUDA GPUs (where the extension was built with nvcc). Inputs are
 validated here, before any kernel runs: a bad dtype, shape or device raises TypeError/ValueError
-naming the argument, what was expected and what was received.
+naming the argument, what was expected and what was received. The per-layer ops take
+check_inputs=False for callers that built their arguments themselves (fastattn.backends): the
+Python checks are skipped and the C++ op's own checks raise RuntimeError instead.
 
 Block tables: an entry outside [0, num_blocks) for a position an op must read or write is never
 dereferenced (that row is skipped). With `validate=True`, or the environment variable

@@ -16,7 +16,6 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
-#include <type_traits>
 
 #include "cache_kv.h"
 #include "fastattn/dispatch.h"
@@ -78,18 +77,7 @@ FA_DEVICE void quantize_lane(const uint4 (&in)[kChunks], uint8_t* cache_row, con
     mult = scale.load(head);
   }
 #pragma unroll
-  for (int j = 0; j < kChunks; ++j) {
-    if constexpr (std::is_same_v<Codec, CacheCodec<CacheQuant::kFp8>>) {  // Codec::encode, two at a time
-#pragma unroll
-      for (int e = 0; e < kChunk; ++e) x[j][e] *= mult;
-      store_8(cache_row + task.element(j), pack_e4m3x8(x[j]));
-    } else {
-      uint8_t b[kChunk];
-#pragma unroll
-      for (int e = 0; e < kChunk; ++e) b[e] = Codec::encode(x[j][e], mult);
-      store_8(cache_row + task.element(j), pack_byte8(b));
-    }
-  }
+  for (int j = 0; j < kChunks; ++j) store_8(cache_row + task.element(j), Codec::encode8(x[j], mult));
 }
 
 template <typename Fmt, typename Codec, bool kDynamicQuant, int kHeadDim>

@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "fastattn/numerics.h"
+#include "fastattn/vec.h"
 
 namespace fastattn {
 
@@ -36,6 +37,15 @@ struct CacheCodec<CacheQuant::kInt8> {
     return uint8_t(float_to_int8(x * quant_mult));
   }
   static FA_HD float decode(uint8_t b, float dequant_mult) { return float(int8_t(b)) * dequant_mult; }
+#if defined(__CUDACC__)
+  // encode() of eight elements as one 8-byte word (element 0 in the low byte).
+  static FA_DEVICE uint2 encode8(const float* x, float quant_mult) {
+    uint8_t b[8];
+#pragma unroll
+    for (int e = 0; e < 8; ++e) b[e] = encode(x[e], quant_mult);
+    return pack_byte8(b);
+  }
+#endif
 };
 
 template <>
@@ -43,6 +53,15 @@ struct CacheCodec<CacheQuant::kFp8> {
   static constexpr bool kQuantized = true;
   static FA_HD uint8_t encode(float x, float quant_mult) { return float_to_e4m3(x * quant_mult); }
   static FA_HD float decode(uint8_t b, float dequant_mult) { return e4m3_to_float(b) * dequant_mult; }
+#if defined(__CUDACC__)
+  // encode() of eight elements, two per conversion instruction (E4m3Format::pack2).
+  static FA_DEVICE uint2 encode8(const float* x, float quant_mult) {
+    float y[8];
+#pragma unroll
+    for (int e = 0; e < 8; ++e) y[e] = x[e] * quant_mult;
+    return pack_e4m3x8(y);
+  }
+#endif
 };
 
 // A float32 or bf16 tensor of scales: a static per-head vector or a dynamic per-row table.

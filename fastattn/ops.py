@@ -4,7 +4,8 @@ Every op runs on the CPU and on CUDA GPUs (where the extension was built with nv
 validated here, before any kernel runs: a bad dtype, shape or device raises TypeError/ValueError
 naming the argument, what was expected and what was received. The per-layer ops take
 check_inputs=False for callers that built their arguments themselves (fastattn.backends): the
-Python checks are skipped and the C++ op's own checks raise RuntimeError instead.
+Python checks, about 150 us of host time a call, are skipped and the C++ op's own checks of
+shapes, dtypes and devices raise RuntimeError instead.
 
 Block tables: an entry outside [0, num_blocks) for a position an op must read or write is never
 dereferenced (that row is skipped). With `validate=True`, or the environment variable
@@ -103,9 +104,7 @@ def write_cache_kv(k, v, key_cache, value_cache, block_tables, cu_seqlens_q, seq
             block_wise_fp8 only; each written row's dequant scale max(amax/448, 2^-64) is stored
             at its (block, head, slot). Mutated.
         validate: check block tables on the host first (see the module docstring).
-        check_inputs: False skips the checks above on the Python side (the C++ op still checks
-            shapes, dtypes and devices, raising RuntimeError): for callers that built the
-            arguments themselves, like fastattn.backends, saving about 150 us of host time a call.
+        check_inputs: False skips the Python checks (see the module docstring).
 
     Returns:
         The mutated tensors: (key_cache, value_cache), plus (k_scale_cache, v_scale_cache) for
@@ -173,9 +172,7 @@ def append_cache_kv_c8(key_cache, value_cache, k_out, v_out, block_tables, seq_l
         k_scale_cache, v_scale_cache: float32/bfloat16 [num_blocks, kv_num_heads, block_size];
             block_wise_fp8.
         validate: check block tables and spans on the host first (see the module docstring).
-        check_inputs: False skips the checks above on the Python side (the C++ op still checks
-            shapes, dtypes and devices, raising RuntimeError): for callers that built the
-            arguments themselves, like fastattn.backends, saving about 150 us of host time a call.
+        check_inputs: False skips the Python checks (see the module docstring).
 
     Returns:
         (k_out, v_out), the mutated tensors.
@@ -233,9 +230,7 @@ def merge_attn_states(prefix_output, prefix_lse, suffix_output, suffix_lse, outp
             round to nearest even, with the division done once (x * (1 / scale) per element).
         out_dtype: "bfloat16", "float16" or "float32" (default: the inputs' dtype); with
             output_scale, float8_e4m3fn (uint8 bits on a Paddle without that dtype).
-        check_inputs: False skips the checks above on the Python side (the C++ op still checks
-            shapes, dtypes and devices, raising RuntimeError): for callers that built the
-            arguments themselves, like fastattn.backends, saving about 150 us of host time a call.
+        check_inputs: False skips the Python checks (see the module docstring).
 
     Returns:
         (out [tokens, heads, head_dim], lse float32 [heads, tokens]).
@@ -332,6 +327,21 @@ def dequant_mxfp4(packed, scales, out_dtype="float32"):
     return ops_module().fastattn_dequant_mxfp4(packed, scales, out_dtype)
 
 
+def _self_check(op, device, stride, *attrs):
+    """Runs self-check op `op` next to `device` over every `stride`-th input; returns its int64
+    result: mismatch counts, then the smallest mismatching index of each (None where none)."""
+    import numpy as np
+    from .tensors import from_numpy
+
+    if not isinstance(stride, int) or stride < 1:
+        raise ValueError(f"stride: expected a positive int, got {stride!r}")
+    anchor = from_numpy(np.zeros(1, np.float32), "float32", device)
+    result = np.asarray(getattr(ops_module(), op)(anchor, stride, *attrs).numpy())
+    counts, firsts = result[:len(result) // 2], result[len(result) // 2:]
+    none = np.iinfo(np.int64).max
+    return [int(x) for x in counts], [None if x == none else int(x) for x in firsts]
+
+
 def check_e2m1_conversion(device="cpu", stride=1, input_dtype="float32"):
     """Self-check of the software e2m1 conversions that quant_mxfp4 uses where the GPU has no fp4
     instruction, against an independently written conversion.
@@ -344,19 +354,12 @@ def check_e2m1_conversion(device="cpu", stride=1, input_dtype="float32"):
     Returns:
         (number of mismatches, smallest mismatching index or None).
     """
-    import numpy as np
-    from .tensors import from_numpy
-
-    if not isinstance(stride, int) or stride < 1:
-        raise ValueError(f"stride: expected a positive int, got {stride!r}")
     if input_dtype not in ("float32", "bfloat16", "float16"):
         raise ValueError(f"input_dtype: expected float32, bfloat16 or float16, got {input_dtype!r}")
     if input_dtype != "float32" and device != "gpu":
         raise ValueError(f"input_dtype {input_dtype}: the 16-bit path is the GPU kernel's; check it on the gpu")
-    anchor = from_numpy(np.zeros(1, np.float32), "float32", device)
-    result = np.asarray(ops_module().fastattn_check_e2m1(anchor, stride, input_dtype).numpy())
-    first = int(result[1])
-    return int(result[0]), (None if first == np.iinfo(np.int64).max else first)
+    (mismatches,), (first,) = _self_check("fastattn_check_e2m1", device, stride, input_dtype)
+    return mismatches, first
 
 
 def check_packed_conversions(stride=1):
@@ -369,16 +372,8 @@ def check_packed_conversions(stride=1):
         {"bfloat16": (mismatches, smallest mismatching pattern or None), "float16": ...,
          "float8_e4m3fn": ...}.
     """
-    import numpy as np
-    from .tensors import from_numpy
-
-    if not isinstance(stride, int) or stride < 1:
-        raise ValueError(f"stride: expected a positive int, got {stride!r}")
-    anchor = from_numpy(np.zeros(1, np.float32), "float32", "gpu")
-    result = np.asarray(ops_module().fastattn_check_packed_conversions(anchor, stride).numpy())
-    none = np.iinfo(np.int64).max
-    return {name: (int(result[i]), None if result[3 + i] == none else int(result[3 + i]))
-            for i, name in enumerate(("bfloat16", "float16", "float8_e4m3fn"))}
+    mismatches, first = _self_check("fastattn_check_packed_conversions", "gpu", stride)
+    return dict(zip(("bfloat16", "float16", "float8_e4m3fn"), zip(mismatches, first)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -447,9 +442,7 @@ def flash_attn_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seq
         out_dtype: "bfloat16", "float16" or "float32"; default q's dtype (bf16 for FP8 q).
         num_splits: GPU only: split every sequence's keys into this many ranges computed by
             separate CTAs and merged afterwards; default: chosen from the shapes.
-        check_inputs: False skips the checks above on the Python side (the C++ op still checks
-            shapes, dtypes and devices, raising RuntimeError): for callers that built the
-            arguments themselves, like fastattn.backends, saving about 150 us of host time a call.
+        check_inputs: False skips the Python checks (see the module docstring).
 
     Returns:
         (out [Tq, Hq, D], lse float32 [Hq, Tq], natural log). A query with no visible key (an
@@ -500,9 +493,7 @@ def paged_attention(q, key_cache, value_cache, block_tables, seq_lens_kv, cu_seq
         kv_end: optional int32 [Tq]: query i sees only keys j < kv_end[i], on top of causality
             (flash-mask style limits; 0 gives a row with no visible key).
         out_dtype, num_splits: as for flash_attn_varlen.
-        check_inputs: False skips the checks above on the Python side (the C++ op still checks
-            shapes, dtypes and devices, raising RuntimeError): for callers that built the
-            arguments themselves, like fastattn.backends, saving about 150 us of host time a call.
+        check_inputs: False skips the Python checks (see the module docstring).
 
     Returns:
         (out [Tq, Hq, D], lse float32 [Hq, Tq]); rows with no visible key give 0 and -inf.

@@ -66,6 +66,10 @@ class PlacedCase(unittest.TestCase):
     def t(self, array, dtype=None):
         return host_from_numpy(array, dtype, self.place)
 
+    def check_lse(self, lse, want_lse, score_error=0.0):
+        tol = LSE_TOL[self.place]
+        np.testing.assert_allclose(lse, want_lse, rtol=tol, atol=tol + score_error)
+
 
 def placed(test):
     @functools.wraps(test)
@@ -86,10 +90,6 @@ class TestFlashAttnVarlen(PlacedCase):
                                          causal=causal, out_dtype=out_dtype, **kwargs)
         want, want_lse = ref.flash_attn_varlen(q, k, v, cq, ck, dim ** -0.5, causal)
         return float_values(out), to_numpy(lse), want, want_lse
-
-    def check_lse(self, lse, want_lse, score_error=0.0):
-        tol = LSE_TOL[self.place]
-        np.testing.assert_allclose(lse, want_lse, rtol=tol, atol=tol + score_error)
 
     @placed
     def test_shapes_gqa_and_masks(self):
@@ -285,8 +285,7 @@ class TestPagedAttention(PlacedCase):
     def check(self, run, p_dtype):
         self.assertFalse(np.isnan(run.got).any() or np.isnan(run.lse).any())
         self.assertLess(rel_err(run.got, run.want), bound(self.place, "float32", p_dtype) + run.score_error)
-        tol = LSE_TOL[self.place]
-        np.testing.assert_allclose(run.lse, run.want_lse, rtol=tol, atol=tol + run.score_error)
+        self.check_lse(run.lse, run.want_lse, run.score_error)
 
     @placed
     def test_every_quant_type_decode_and_chunked_prefill(self):

@@ -151,6 +151,9 @@ std::vector<paddle::Tensor> PagedAttention(const paddle::Tensor& q, const paddle
 }
 
 
+// Shape and dtype inference of the registrations below.
+namespace {
+
 using Shape = std::vector<int64_t>;
 using OptShape = paddle::optional<std::vector<int64_t>>;
 using OptDtype = paddle::optional<paddle::DataType>;
@@ -184,6 +187,7 @@ std::vector<paddle::DataType> PagedAttentionDtype(const paddle::DataType&, const
   return {parse_dtype(out_dtype, "out_dtype"), paddle::DataType::FLOAT32};
 }
 
+}  // namespace
 }  // namespace fastattn
 
 PD_BUILD_OP(fastattn_flash_attn_varlen)

@@ -64,6 +64,9 @@ std::vector<paddle::Tensor> MergeAttnStates(const paddle::Tensor& prefix_output,
   return {out, out_lse};
 }
 
+// Shape and dtype inference of the registrations below.
+namespace {
+
 std::vector<std::vector<int64_t>> MergeAttnStatesShape(const std::vector<int64_t>& prefix_output,
                                                        const std::vector<int64_t>&, const std::vector<int64_t>&,
                                                        const std::vector<int64_t>&,
@@ -79,6 +82,7 @@ std::vector<paddle::DataType> MergeAttnStatesDtype(const paddle::DataType& prefi
   return {out_dtype_of(out_dtype, prefix_output), paddle::DataType::FLOAT32};
 }
 
+}  // namespace
 }  // namespace fastattn
 
 PD_BUILD_OP(fastattn_merge_attn_states)

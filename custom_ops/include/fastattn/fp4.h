@@ -98,7 +98,7 @@ FA_HD uint8_t pack_e2m1x2(float even, float odd) {
 // 2^-14 then holds its code in bits 9..11 of its fp16 encoding: e2m1's exponent is fp16's minus 14,
 // and 0.5 lands on the subnormal 2^-15, code 1. The sign goes to bit 12, above the code.
 // Exact for every fp16 input; callers convert to fp16 only where that keeps the code (see
-// check_e2m1_kernel's 16-bit cases).
+// check_e2m1_16bit_kernel in mxfp4.cu).
 FA_DEVICE uint32_t e2m1x8_of_half2(const uint32_t (&pairs)[4]) {
   const __half2 six = __float2half2_rn(6.0f), one = __float2half2_rn(1.0f);
   const __half2 magic_unit = __float2half2_rn(512.0f), code_unit = __float2half2_rn(0x1p-14f);

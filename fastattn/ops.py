@@ -14,9 +14,9 @@ for such entries; this costs a device-to-host sync per call, so it is off by def
 off inside CUDA-graph capture.
 
 In dygraph mode the per-layer ops (write_cache_kv, append_cache_kv_c8, flash_attn_varlen,
-paged_attention, merge_attn_states) call their C++ functions through a pybind11 binding
-(fastattn._ext.fast_module) instead of Paddle's op dispatcher, which takes 20-50 us of host time
-per call; static graphs use the registered ops. Both run the same code.
+paged_attention, merge_attn_states) call their C++ functions through a Python module in the
+same library (fastattn._ext.fast_module) instead of Paddle's op dispatcher, which takes 20-50 us
+of host time per call; static graphs use the registered ops. Both run the same code.
 """
 import paddle
 

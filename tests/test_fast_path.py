@@ -1,5 +1,5 @@
 """The dygraph fast path (fastattn._ext.fast_module): the per-layer ops called through their
-pybind11 binding must give exactly what the registered ops give, mutate the same tensors in
+Python module binding must give exactly what the registered ops give, mutate the same tensors in
 place, and report bad input as an error. The registered op is the reference here; the op
 suites check both against float64 (the wrappers take the fast path in dygraph)."""
 import unittest

@@ -31,6 +31,10 @@ def from_numpy(array, dtype=None, place=None):
     uint16 bit patterns or float values exactly representable in that type. For
     "float8_e4m3fn", `array` holds the uint8 bit patterns."""
     array = np.ascontiguousarray(array)
+    if dtype == "bfloat16" and array.dtype == np.uint16:
+        t = paddle.to_tensor(array, place=paddle.CPUPlace())  # Paddle reads numpy uint16 as bfloat16 bits
+        if t.dtype == paddle.bfloat16:
+            return to_place(t, place)
     if dtype in ("bfloat16", "float16"):
         if array.dtype == np.uint16:
             array = half_bits_to_float(array, dtype)

@@ -352,89 +352,119 @@ def random_bytes_gpu(rng, shape, high=0x70):
     return from_numpy(np.resize(block, count).reshape(shape), "uint8", "gpu")
 
 
-DECODE_SHAPES = ((64, 32768), (8, 1024), (1, 64))  # (batch, keys per sequence); the last: the per-call overhead
+def random_bf16_gpu(rng, shape):
+    """A GPU tensor of normal bf16 values, tiled from a 16M-element random block like
+    random_bytes_gpu, and built from bit patterns (no float32 copy of gigabytes on the host)."""
+    count = int(np.prod(shape))
+    block = rng.standard_normal(min(count, 1 << 24), dtype=np.float32).view(np.uint32) >> 16
+    return from_numpy(np.resize(block.astype(np.uint16), count).reshape(shape), "bfloat16", "gpu")
+
+
+# (batch, keys per sequence); the last: the per-call overhead
+DECODE_SHAPES = ((64, 32768), (256, 32768), (64, 8192), (256, 8192), (8, 1024), (1, 64))
 DECODE_HQ, DECODE_HKV, DECODE_DIM, DECODE_BLOCK = 32, 8, 128, 64
+# Head layouts (q heads, kv heads, head_dim) measured beside the 32 / 8 / 128 one above: other
+# head dims and GQA ratios should reach about the same fraction of their ceiling.
+HEAD_LAYOUTS = ((32, 8, 64), (32, 8, 256), (32, 32, 128))
+HEAD_LAYOUT_DECODE = (64, 8192)
+HEAD_LAYOUT_PREFILL = (8, 4096)
+
+
+def decode_rows(rng, args, batch, keys, hq, hkv, dim, quants):
+    """paged_attention with one query per sequence over a full cache, per quant type; judged by
+    the cache bytes read (K, V, scales)."""
+    rows = []
+    ops = ops_module()
+    blocks = batch * keys // DECODE_BLOCK
+    tables = from_numpy(rng.permutation(blocks).astype(np.int32).reshape(batch, -1), None, "gpu")
+    shape = (blocks, hkv, DECODE_BLOCK, dim)
+    q = random_gpu(rng, (batch, hq, dim))
+    lens = from_numpy(np.full(batch, keys, np.int32), None, "gpu")
+    cu = from_numpy(np.arange(batch + 1, dtype=np.int32), None, "gpu")
+    shape_name = f"batch {batch} x {keys} keys, {hq}/{hkv} heads, D {dim}, bs {DECODE_BLOCK}"
+    for quant in quants:
+        if quant == "none":
+            cache = [random_bf16_gpu(rng, shape) for _ in range(2)]
+        else:
+            cache = [random_bytes_gpu(rng, shape) for _ in range(2)]
+        if quant == "block_wise_fp8":
+            scales = [from_numpy(rng.uniform(0.01, 0.02, shape[:3]).astype(np.float32), "float32", "gpu")
+                      for _ in range(2)]
+        elif quant == "cache_fp8":
+            scales = [from_numpy(np.full(hkv, 0.02, np.float32), "float32", "gpu") for _ in range(2)]
+        else:
+            scales = [None, None]
+        args_ = (q, *cache, tables, lens, cu, *scales, None, None, quant, dim ** -0.5, True, "bfloat16", 0)
+        read = 2 * batch * keys * hkv * cache_row_bytes(quant, dim)
+        timing = time_gpu(lambda: ops.fastattn_paged_attention(*args_), reps=args.reps)
+        rows.append(dict(op="paged_attention decode", variant=quant, bytes=read, **timing_fields(timing),
+                         shape=shape_name))
+        if batch * keys <= 8 * 1024 and fast_module() is not None:  # the host cost of a call, fast path
+            timing = time_gpu(lambda: fast_module().paged_attention(*args_), reps=args.reps)
+            rows.append(dict(op="paged_attention decode", variant=f"{quant}, dygraph fast path", bytes=read,
+                             shape=shape_name, **timing_fields(timing)))
+        del cache, scales
+    return rows
 
 
 @case("paged_decode")
 def bench_paged_decode(rng, args):
-    """One query per sequence over a full cache; judged by the cache bytes read (K, V, scales)."""
     rows = []
-    ops = ops_module()
     for batch, keys in DECODE_SHAPES:
-        blocks = batch * keys // DECODE_BLOCK
-        tables = from_numpy(rng.permutation(blocks).astype(np.int32).reshape(batch, -1), None, "gpu")
-        shape = (blocks, DECODE_HKV, DECODE_BLOCK, DECODE_DIM)
-        q = random_gpu(rng, (batch, DECODE_HQ, DECODE_DIM))
-        lens = from_numpy(np.full(batch, keys, np.int32), None, "gpu")
-        cu = from_numpy(np.arange(batch + 1, dtype=np.int32), None, "gpu")
-        for quant in ("cache_fp8", "block_wise_fp8", "none"):
-            if quant == "none" and batch * keys > 8 * 32768:
-                continue  # a bf16 cache this size is 17 GB to build on the host; see the smaller shapes
-            if quant == "none":
-                cache = [random_gpu(rng, shape) for _ in range(2)]
-            else:
-                cache = [random_bytes_gpu(rng, shape) for _ in range(2)]
-            if quant == "block_wise_fp8":
-                scales = [from_numpy(rng.uniform(0.01, 0.02, shape[:3]).astype(np.float32), "float32", "gpu")
-                          for _ in range(2)]
-            elif quant == "cache_fp8":
-                scales = [from_numpy(np.full(DECODE_HKV, 0.02, np.float32), "float32", "gpu") for _ in range(2)]
-            else:
-                scales = [None, None]
-            fn = lambda: ops.fastattn_paged_attention(q, *cache, tables, lens, cu, *scales, None, None, quant,
-                                                      DECODE_DIM ** -0.5, True, "bfloat16", 0)
-            shape_name = f"batch {batch} x {keys} keys, {DECODE_HQ}/{DECODE_HKV} heads, D {DECODE_DIM}, bs {DECODE_BLOCK}"
-            read = 2 * batch * keys * DECODE_HKV * cache_row_bytes(quant, DECODE_DIM)
-            timing = time_gpu(fn, reps=args.reps)
-            rows.append(dict(op="paged_attention decode", variant=quant, bytes=read, **timing_fields(timing),
-                             shape=shape_name))
-            if batch * keys <= 8 * 1024 and fast_module() is not None:  # the host cost of a call, fast path
-                fast = lambda: fast_module().paged_attention(q, *cache, tables, lens, cu, *scales, None, None, quant,
-                                                             DECODE_DIM ** -0.5, True, "bfloat16", 0)
-                rows.append(dict(op="paged_attention decode", variant=f"{quant}, dygraph fast path", bytes=read,
-                                 shape=shape_name, **timing_fields(time_gpu(fast, reps=args.reps))))
+        # A bf16 cache beyond 64 x 32768 (8.6 GB) adds little: the ratio shows at the smaller shapes.
+        quants = ("cache_fp8", "block_wise_fp8") + (("none",) if batch * keys <= 64 * 32768 else ())
+        rows += decode_rows(rng, args, batch, keys, DECODE_HQ, DECODE_HKV, DECODE_DIM, quants)
     return rows
 
 
 PREFILL_SHAPES = ((8, 4096), (1, 16384))  # (sequences, tokens each), causal
 PREFILL_HQ, PREFILL_HKV, PREFILL_DIM, PREFILL_BLOCK = 32, 8, 128, 64
+PREFILL_VARIANTS = ("fp8 q/k/v", "bf16 q, fp8 k/v", "bf16", "fp8 q, paged cache_fp8")
+
+
+def prefill_row(rng, args, seqs, length, hq, hkv, dim, variant):
+    """Causal prefill: flash_attn_varlen with FP8 q/k/v, bf16 q over FP8 k/v or bf16; or
+    paged_attention with FP8 q over a cache_fp8 cache (the whole sequence as one chunk)."""
+    ops = ops_module()
+    one = from_numpy(np.ones(1, np.float32), "float32", "gpu")
+    tokens = seqs * length
+    cu = from_numpy(np.arange(0, tokens + 1, length, dtype=np.int32), None, "gpu")
+    flops = 4 * seqs * hq * length * length * dim / 2
+    fp8_q, fp8_kv = variant.startswith("fp8 q"), variant != "bf16"
+    q = random_bytes_gpu(rng, (tokens, hq, dim)) if fp8_q else random_gpu(rng, (tokens, hq, dim))
+    if variant.endswith("paged cache_fp8"):
+        blocks = tokens // PREFILL_BLOCK
+        tables = from_numpy(rng.permutation(blocks).astype(np.int32).reshape(seqs, -1), None, "gpu")
+        cache = [random_bytes_gpu(rng, (blocks, hkv, PREFILL_BLOCK, dim)) for _ in range(2)]
+        scales = [from_numpy(np.full(hkv, 0.02, np.float32), "float32", "gpu") for _ in range(2)]
+        lens = from_numpy(np.full(seqs, length, np.int32), None, "gpu")
+        fn = lambda: ops.fastattn_paged_attention(q, *cache, tables, lens, cu, *scales, one, None,
+                                                  "cache_fp8", dim ** -0.5, True, "bfloat16", 0)
+    else:
+        kv = [random_bytes_gpu(rng, (tokens, hkv, dim)) if fp8_kv else random_gpu(rng, (tokens, hkv, dim))
+              for _ in range(2)]
+        descales = (one if fp8_q else None, one if fp8_kv else None, one if fp8_kv else None)
+        fn = lambda: ops.fastattn_flash_attn_varlen(q, *kv, cu, cu, *descales, dim ** -0.5, True,
+                                                    "bfloat16", length, 0)
+    timing = time_gpu(fn, reps=max(args.reps // 3, 5), inner=3)
+    op = "paged_attention prefill" if "paged" in variant else "flash_attn_varlen prefill"
+    return dict(op=op, shape=f"{seqs} x {length} causal, {hq}/{hkv} heads, D {dim}", variant=variant,
+                flops=flops, **timing_fields(timing))
 
 
 @case("prefill")
 def bench_prefill(rng, args):
-    """Causal prefill, 32 q / 8 kv heads, head_dim 128: flash_attn_varlen with FP8 q/k/v, bf16 q
-    over FP8 k/v and bf16; paged_attention with FP8 q over a cache_fp8 cache (the whole sequence
-    as one chunk)."""
+    return [prefill_row(rng, args, seqs, length, PREFILL_HQ, PREFILL_HKV, PREFILL_DIM, variant)
+            for seqs, length in PREFILL_SHAPES for variant in PREFILL_VARIANTS]
+
+
+@case("head_layouts")
+def bench_head_layouts(rng, args):
+    """FP8 decode and prefill at the other head dims and GQA ratios (HEAD_LAYOUTS)."""
     rows = []
-    ops = ops_module()
-    hq, hkv, dim = PREFILL_HQ, PREFILL_HKV, PREFILL_DIM
-    one = from_numpy(np.ones(1, np.float32), "float32", "gpu")
-    for seqs, length in PREFILL_SHAPES:
-        tokens = seqs * length
-        cu = from_numpy(np.arange(0, tokens + 1, length, dtype=np.int32), None, "gpu")
-        flops = 4 * seqs * hq * length * length * dim / 2
-        for variant in ("fp8 q/k/v", "bf16 q, fp8 k/v", "bf16", "fp8 q, paged cache_fp8"):
-            fp8_q, fp8_kv = variant.startswith("fp8 q"), variant != "bf16"
-            q = random_bytes_gpu(rng, (tokens, hq, dim)) if fp8_q else random_gpu(rng, (tokens, hq, dim))
-            if variant.endswith("paged cache_fp8"):
-                blocks = tokens // PREFILL_BLOCK
-                tables = from_numpy(rng.permutation(blocks).astype(np.int32).reshape(seqs, -1), None, "gpu")
-                cache = [random_bytes_gpu(rng, (blocks, hkv, PREFILL_BLOCK, dim)) for _ in range(2)]
-                scales = [from_numpy(np.full(hkv, 0.02, np.float32), "float32", "gpu") for _ in range(2)]
-                lens = from_numpy(np.full(seqs, length, np.int32), None, "gpu")
-                fn = lambda: ops.fastattn_paged_attention(q, *cache, tables, lens, cu, *scales, one, None,
-                                                          "cache_fp8", dim ** -0.5, True, "bfloat16", 0)
-            else:
-                kv = [random_bytes_gpu(rng, (tokens, hkv, dim)) if fp8_kv else random_gpu(rng, (tokens, hkv, dim))
-                      for _ in range(2)]
-                descales = (one if fp8_q else None, one if fp8_kv else None, one if fp8_kv else None)
-                fn = lambda: ops.fastattn_flash_attn_varlen(q, *kv, cu, cu, *descales, dim ** -0.5, True,
-                                                            "bfloat16", length, 0)
-            timing = time_gpu(fn, reps=max(args.reps // 3, 5), inner=3)
-            op = "paged_attention prefill" if "paged" in variant else "flash_attn_varlen prefill"
-            rows.append(dict(op=op, shape=f"{seqs} x {length} causal, {hq}/{hkv} heads, D {dim}",
-                             variant=variant, flops=flops, **timing_fields(timing)))
+    for hq, hkv, dim in HEAD_LAYOUTS:
+        rows += decode_rows(rng, args, *HEAD_LAYOUT_DECODE, hq, hkv, dim, ("cache_fp8",))
+        rows.append(prefill_row(rng, args, *HEAD_LAYOUT_PREFILL, hq, hkv, dim, "fp8 q/k/v"))
     return rows
 
 
@@ -445,7 +475,10 @@ def report(rows, ceilings, out_dir):
     copy = ceilings["copy_GBps"]
     sdpa = ceilings.get("sdpa_bf16_TFLOPs") or {}
     best_sdpa = max(sdpa.values()) if sdpa else float("nan")
+    none_us = {(r["op"], r["shape"]): r["us"] for r in rows if r["variant"] == "none"}
     for r in rows:
+        if (r["op"], r["shape"]) in none_us and r["variant"] != "none":
+            r["x_faster_than_none"] = none_us[(r["op"], r["shape"])] / r["us"]
         if "bytes" in r:
             r["GBps"] = r["bytes"] / (r["us"] * 1e-6) / 1e9
             r["pct_of_copy"] = 100.0 * r["GBps"] / copy
@@ -458,15 +491,16 @@ def report(rows, ceilings, out_dir):
              + (", ".join(f"{k} {v:.0f}" for k, v in sdpa.items()) or "n/a")
              + " TFLOP/s (all measured in this run, through torch)", "",
              "µs: GPU time per call (calls queued back to back); per call: a plain dygraph loop, host-bound "
-             "where issuing a call (host µs) takes longer than its kernels. GB/s and TFLOP/s from the GPU time.", "",
-             "| op | shape | variant | µs | per call µs | host µs | GB/s | % of copy | TFLOP/s | x best SDPA bf16 |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "where issuing a call (host µs) takes longer than its kernels. GB/s and TFLOP/s from the GPU time; "
+             "x none cache: the same shape's GPU time with a bf16 cache over this one's.", "",
+             "| op | shape | variant | µs | per call µs | host µs | GB/s | % of copy | TFLOP/s | x best SDPA bf16 | x none cache |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     nan = float("nan")
     for r in rows:
         lines.append(f"| {r['op']} | {r['shape']} | {r['variant']} | {r['us']:.1f} | {r['call_us']:.1f} | "
                      f"{r['host_us']:.1f} | "
                      f"{r.get('GBps', nan):.0f} | {r.get('pct_of_copy', nan):.0f}% | {r.get('TFLOPs', nan):.0f} | "
-                     f"{r.get('vs_best_sdpa_bf16', nan):.2f} |")
+                     f"{r.get('vs_best_sdpa_bf16', nan):.2f} | {r.get('x_faster_than_none', nan):.2f} |")
     table = "\n".join(lines)
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "bench.md"), "w") as f:

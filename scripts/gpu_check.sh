@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Build, test, sanitize and benchmark on a GPU machine, in one go.
 #
-#   bash scripts/gpu_check.sh OUT_DIR [STEP ...]     steps: build test memcheck racecheck bench
+#   bash scripts/gpu_check.sh OUT_DIR [STEP ...]     steps: build test memcheck racecheck bench demo
 #                                                    (default: build test memcheck bench)
 #
 # Expects Paddle GPU importable (PYTHONPATH) and nvcc. Logs and results land in OUT_DIR.
+# TESTS narrows the sanitizer steps (default: every test but the exhaustive ones); BENCH_ARGS
+# goes to bench.py (e.g. "--reps 15 --only paged_decode").
 set -uo pipefail
 out=${1:?usage: gpu_check.sh OUT_DIR [STEP ...]}
 shift
@@ -29,10 +31,11 @@ for step in $steps; do
              || { grep -n "compile failed\|error" "$out/build.log" | head -40; exit 1; } ;;
     test) run_step test python3 -m pytest -q -p no:cacheprovider -rs tests ;;
     memcheck) run_step memcheck compute-sanitizer --tool memcheck --error-exitcode 9 \
-                python3 -m pytest -q -p no:cacheprovider -x -k "not exhaustive" tests ;;
+                python3 -m pytest -q -p no:cacheprovider -x -k "not exhaustive" ${TESTS:-tests} ;;
     racecheck) run_step racecheck compute-sanitizer --tool racecheck --error-exitcode 9 \
-                 python3 -m pytest -q -p no:cacheprovider -x -k "not exhaustive" tests ;;
-    bench) run_step bench python3 scripts/bench.py --out "$out" && cat "$out/bench.md" ;;
+                 python3 -m pytest -q -p no:cacheprovider -x -k "not exhaustive" ${TESTS:-tests} ;;
+    bench) run_step bench python3 scripts/bench.py --out "$out" ${BENCH_ARGS:-} && cat "$out/bench.md" ;;
+    demo) run_step demo python3 -m fastattn.demo && cat "$out/demo.log" ;;
     *) echo "unknown step $step"; status=1 ;;
   esac
 done

@@ -24,10 +24,23 @@ run_step() {  # name, command...
   return $rc
 }
 
+# Build with the system compilers (/usr/bin first, for nvcc's host compiler `cc` too) unless CXX
+# says otherwise. On the GPU machine a g++ wrapper ahead on PATH built libraries whose C++
+# exceptions crash the process once Paddle 2.6.2 is loaded (measured with a five-line library
+# that throws and catches: SIGSEGV after `import paddle`, fine before it and fine with
+# /usr/bin/g++). Every error an op reports is such an exception.
+python=$(command -v python3)
+build_env=()
+if [ -z "${CXX:-}" ] && [ -x /usr/bin/g++ ]; then
+  build_env=(PATH="/usr/bin:$PATH" CC=/usr/bin/gcc CXX=/usr/bin/g++ LDSHARED="/usr/bin/g++ -shared"
+             LDCXXSHARED="/usr/bin/g++ -shared")
+fi
+
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv > "$out/gpu.txt" 2>&1
 for step in $steps; do
   case $step in
-    build) run_step build env FASTATTN_CUDA_ARCHS=${FASTATTN_CUDA_ARCHS:-90} MAX_JOBS=16 python3 setup_ops.py install \
+    build) run_step build env ${build_env[@]+"${build_env[@]}"} FASTATTN_CUDA_ARCHS=${FASTATTN_CUDA_ARCHS:-90} \
+             MAX_JOBS=16 "$python" setup_ops.py install \
              || { grep -n "compile failed\|error" "$out/build.log" | head -40; exit 1; } ;;
     test) run_step test python3 -m pytest -q -p no:cacheprovider -rs tests ;;
     memcheck) run_step memcheck compute-sanitizer --tool memcheck --error-exitcode 9 \

@@ -4,11 +4,10 @@
 // kernel takes. The ops stay registered (PD_BUILD_OP) for static graphs; both paths run the same
 // functions.
 //
-// The module uses the plain CPython API and Paddle's exported tensor converters only. A pybind11
+// The module uses the plain CPython API and Paddle's exported tensor converters only: a pybind11
 // module would share pybind11's process-wide state (exception translators, type registry) with
-// Paddle's own pybind11 build, whose version and compiler differ between Paddle wheels; with Paddle
-// 2.6.2 on Python 3.12 an error raised through such a module crashed the process. Here every error
-// becomes a Python exception before it leaves the module.
+// Paddle's own pybind11 build, whose version and compiler differ between Paddle wheels. Every
+// error becomes a Python exception before it leaves the module.
 //
 // The build defines PADDLE_NO_PYTHON for every other file (their Paddle headers must not pull in
 // Python) and PADDLE_WITH_CUDA where CUDA sources are built; this file needs Python, and none of

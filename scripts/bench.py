@@ -220,7 +220,13 @@ def measure_ceilings():
 
 
 def random_gpu(rng, shape, dtype="bfloat16", scale=1.0):
-    return from_numpy(rng.standard_normal(shape, dtype=np.float32) * np.float32(scale), dtype, "gpu")
+    """A GPU tensor of normal values times `scale`, tiled from a 16M-element random block (drawing
+    gigabytes at random is slow); bf16 goes over as bit patterns, with no float32 copy of it."""
+    count = int(np.prod(shape))
+    block = rng.standard_normal(min(count, 1 << 24), dtype=np.float32) * np.float32(scale)
+    if dtype == "bfloat16":
+        block = (block.view(np.uint32) >> 16).astype(np.uint16)
+    return from_numpy(np.resize(block, count).reshape(shape), dtype, "gpu")
 
 
 def paged_setup(rng, batch, tokens_per_seq, heads, head_dim, block_size, quant):
@@ -352,14 +358,6 @@ def random_bytes_gpu(rng, shape, high=0x70):
     return from_numpy(np.resize(block, count).reshape(shape), "uint8", "gpu")
 
 
-def random_bf16_gpu(rng, shape):
-    """A GPU tensor of normal bf16 values, tiled from a 16M-element random block like
-    random_bytes_gpu, and built from bit patterns (no float32 copy of gigabytes on the host)."""
-    count = int(np.prod(shape))
-    block = rng.standard_normal(min(count, 1 << 24), dtype=np.float32).view(np.uint32) >> 16
-    return from_numpy(np.resize(block.astype(np.uint16), count).reshape(shape), "bfloat16", "gpu")
-
-
 # (batch, keys per sequence); the last: the per-call overhead
 DECODE_SHAPES = ((64, 32768), (256, 32768), (64, 8192), (256, 8192), (8, 1024), (1, 64))
 DECODE_HQ, DECODE_HKV, DECODE_DIM, DECODE_BLOCK = 32, 8, 128, 64
@@ -384,7 +382,7 @@ def decode_rows(rng, args, batch, keys, hq, hkv, dim, quants):
     shape_name = f"batch {batch} x {keys} keys, {hq}/{hkv} heads, D {dim}, bs {DECODE_BLOCK}"
     for quant in quants:
         if quant == "none":
-            cache = [random_bf16_gpu(rng, shape) for _ in range(2)]
+            cache = [random_gpu(rng, shape) for _ in range(2)]
         else:
             cache = [random_bytes_gpu(rng, shape) for _ in range(2)]
         if quant == "block_wise_fp8":
@@ -394,13 +392,13 @@ def decode_rows(rng, args, batch, keys, hq, hkv, dim, quants):
             scales = [from_numpy(np.full(hkv, 0.02, np.float32), "float32", "gpu") for _ in range(2)]
         else:
             scales = [None, None]
-        args_ = (q, *cache, tables, lens, cu, *scales, None, None, quant, dim ** -0.5, True, "bfloat16", 0)
+        call = (q, *cache, tables, lens, cu, *scales, None, None, quant, dim ** -0.5, True, "bfloat16", 0)
         read = 2 * batch * keys * hkv * cache_row_bytes(quant, dim)
-        timing = time_gpu(lambda: ops.fastattn_paged_attention(*args_), reps=args.reps)
+        timing = time_gpu(lambda: ops.fastattn_paged_attention(*call), reps=args.reps)
         rows.append(dict(op="paged_attention decode", variant=quant, bytes=read, **timing_fields(timing),
                          shape=shape_name))
         if batch * keys <= 8 * 1024 and fast_module() is not None:  # the host cost of a call, fast path
-            timing = time_gpu(lambda: fast_module().paged_attention(*args_), reps=args.reps)
+            timing = time_gpu(lambda: fast_module().paged_attention(*call), reps=args.reps)
             rows.append(dict(op="paged_attention decode", variant=f"{quant}, dygraph fast path", bytes=read,
                              shape=shape_name, **timing_fields(timing)))
         del cache, scales

@@ -137,6 +137,7 @@ __global__ void __launch_bounds__(WgmmaShape::kThreads, 1) attention_wgmma_kerne
   uint32_t pf[8][4];  // P as fp16 A fragments, one per 16 keys
   // S = Q K^T of `tile` on the FP8 tensor cores (asynchronous: a commit group of its own).
   auto issue_qk = [&](int tile) {
+    wgmma::fence_registers(s);  // keeps the last reads of s (pack_p) before the fence
     wgmma::fence();
 #pragma unroll
     for (int ks = 0; ks < D / 32; ++ks)
@@ -196,8 +197,8 @@ __global__ void __launch_bounds__(WgmmaShape::kThreads, 1) attention_wgmma_kerne
   };
 
   // Software pipeline (see the top): tile 0's S and softmax come first; the loop runs every tile
-  // but the last, whose P V ends it. No wgmma sits in a branch: with the next tile's Q K^T under
-  // an `if`, ptxas serialized every wgmma of the kernel (warning C7514).
+  // but the last, whose P V ends it. The loop body issues its wgmmas unconditionally: with the
+  // next tile's Q K^T under an `if`, ptxas serialized every wgmma of the kernel (warning C7514).
 #pragma unroll 1
   for (int tile = 0; tile < kStages - 1; ++tile) {
     if (tile < range.tiles) load_tile(tile);
@@ -216,6 +217,8 @@ __global__ void __launch_bounds__(WgmmaShape::kThreads, 1) attention_wgmma_kerne
   }
   // o += P V of `tile` (asynchronous: a commit group of its own).
   auto issue_pv = [&](int tile) {
+    wgmma::fence_registers(o);  // keeps the rescale of o and the packing of P before the fence
+    wgmma::fence_registers(pf);
     wgmma::fence();
 #pragma unroll
     for (int ks = 0; ks < 8; ++ks) {

@@ -8,7 +8,9 @@
 // bytes (m64n128k32, Q and K 128-byte swizzled in shared memory). P V runs in fp16 (m64n128k16,
 // P from registers): P keeps 11 bits, as in the mma.sync kernel, so accuracy does not change.
 // Its B operand must be K-major, i.e. V^T, so each tile's FP8 V is transposed and widened to fp16
-// in shared memory by all threads while the Q K^T wgmma runs.
+// in shared memory by all threads. Each warpgroup pipelines its tiles: P V of tile j and Q K^T of
+// tile j + 1 run on the tensor cores while the warps transpose V of tile j + 1 and then run its
+// softmax, so the tensor cores are not idle during the softmax.
 #pragma once
 
 #include "attention_kernel.cuh"
@@ -22,9 +24,10 @@ struct WgmmaShape {
   static constexpr int kThreads = 256;  // two warpgroups
   static constexpr int kRows = 128, kKeys = 128, kStages = 3;
   static constexpr int kTileBytes = 128 * 128;  // Q, K or V of a tile in FP8; half of V^T in fp16
+  static constexpr int kVtBytes = 2 * kTileBytes;  // V^T: keys 0-63, then keys 64-127
   static constexpr int kQOffset = 0;
-  static constexpr int kVtOffset = kQOffset + kTileBytes;  // V^T: keys 0-63, then keys 64-127
-  static constexpr int kStagesOffset = kVtOffset + 2 * kTileBytes;
+  static constexpr int kVtOffset = kQOffset + kTileBytes;  // two V^T: tile j's is read while j+1's is written
+  static constexpr int kStagesOffset = kVtOffset + 2 * kVtBytes;
   static constexpr int kStageBytes = 2 * kTileBytes;  // K (wgmma swizzle), V (transpose swizzle)
   static constexpr int kSmemBytes = kStagesOffset + kStages * kStageBytes + 1024;  // + 1024-byte alignment
 };
@@ -128,35 +131,24 @@ __global__ void __launch_bounds__(WgmmaShape::kThreads, 1) attention_wgmma_kerne
   for (int i = 0; i < 64; ++i) o[i] = 0.0f;
   SoftmaxState2 state[2] = {SoftmaxState2::empty(), SoftmaxState2::empty()};
   const uint32_t q_tile = smem + Shape::kQOffset + warpgroup * 64 * 128;
+  auto vt_of = [&](int tile) { return smem + Shape::kVtOffset + (tile % 2) * Shape::kVtBytes; };
 
-#pragma unroll 1
-  for (int tile = 0; tile < kStages - 1; ++tile) {
-    if (tile < range.tiles) load_tile(tile);
-    cp_async_commit();
-  }
-#pragma unroll 1
-  for (int tile = 0; tile < range.tiles; ++tile) {
-    if (tile + kStages - 1 < range.tiles) load_tile(tile + kStages - 1);
-    cp_async_commit();
-    cp_async_wait<kStages - 1>();
-    wgmma::fence_shared_for_async();
-    __syncthreads();  // the tile has landed; every warpgroup is done with V^T of the last one
-    const uint32_t stage = stage_of(tile);
-    const int key0 = range.begin + tile * kKeys;
-
-    // S = Q K^T (FP8), then V's transpose while the tensor cores run.
-    float s[64];  // no initial value: the first k-step overwrites it
+  float s[64];      // S of the tile after the one whose P V runs; no initial value needed
+  uint32_t pf[8][4];  // P as fp16 A fragments, one per 16 keys
+  // S = Q K^T of `tile` on the FP8 tensor cores (asynchronous: a commit group of its own).
+  auto issue_qk = [&](int tile) {
+    wgmma::fence_registers(s);  // keeps the last reads of s (pack_p) before the fence
     wgmma::fence();
 #pragma unroll
     for (int ks = 0; ks < D / 32; ++ks)
-      wgmma::mma_e4m3_m64n128k32(s, wgmma::descriptor(q_tile + 32 * ks), wgmma::descriptor(stage + 32 * ks), ks > 0);
+      wgmma::mma_e4m3_m64n128k32(s, wgmma::descriptor(q_tile + 32 * ks), wgmma::descriptor(stage_of(tile) + 32 * ks),
+                                 ks > 0);
     wgmma::commit();
-    transpose_v_to_fp16(stage + kTile, smem + Shape::kVtOffset);
-    wgmma::fence_shared_for_async();
-    wgmma::wait<0>();
-    wgmma::fence_registers(s);
-
-    // Scale, mask, online softmax. Register i: row h = (i >> 1) & 1, key 8 (i / 4) + 2t + (i & 1).
+  };
+  // Scale, mask and online softmax of S in place (S becomes P); the factor for the accumulator.
+  // Register i: row h = (i >> 1) & 1, key 8 (i / 4) + 2t + (i & 1).
+  auto softmax = [&](int tile, float (&rescale)[2]) {
+    const int key0 = range.begin + tile * kKeys;
     const bool need_mask = key0 + kKeys > warp_min_limit;
 #pragma unroll
     for (int i = 0; i < 64; ++i) {
@@ -171,7 +163,6 @@ __global__ void __launch_bounds__(WgmmaShape::kThreads, 1) attention_wgmma_kerne
         if (p.layout.row(cta.seq, key0 + 8 * (i / 4) + 2 * t, kv_head) < 0) s[i] = s[i + 1] = -INFINITY;
       }
     }
-    float rescale[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       float mx = -INFINITY;
@@ -189,23 +180,75 @@ __global__ void __launch_bounds__(WgmmaShape::kThreads, 1) attention_wgmma_kerne
       }
       state[h].add_sum(sum);  // this lane's columns only: the lanes' sums add up at the end
     }
-#pragma unroll
-    for (int i = 0; i < 64; ++i) o[i] *= rescale[(i >> 1) & 1];
-    // P as fp16 A fragments, one per 16 keys: the accumulator layout of S is the A layout.
-    uint32_t pf[8][4];
+  };
+  // The accumulator layout of S is the A layout of P.
+  auto pack_p = [&] {
 #pragma unroll
     for (int ks = 0; ks < 8; ++ks)
 #pragma unroll
       for (int j = 0; j < 4; ++j) pf[ks][j] = MmaFp16::pack(s[8 * ks + 2 * j], s[8 * ks + 2 * j + 1]);
+  };
+  // Waits for this thread's copies of `tile`, then for everyone's: the barrier also orders the
+  // last iteration's V^T writes before this one's P V, and everyone's P V before V^T is rewritten.
+  auto tile_landed = [&] {
+    cp_async_wait<kStages - 2>();
+    wgmma::fence_shared_for_async();
+    __syncthreads();
+  };
 
-    __syncthreads();  // V^T complete
+  // Software pipeline (see the top): tile 0's S and softmax come first; the loop runs every tile
+  // but the last, whose P V ends it. The loop body issues its wgmmas unconditionally: with the
+  // next tile's Q K^T under an `if`, ptxas serialized every wgmma of the kernel (warning C7514).
+#pragma unroll 1
+  for (int tile = 0; tile < kStages - 1; ++tile) {
+    if (tile < range.tiles) load_tile(tile);
+    cp_async_commit();
+  }
+  float rescale[2];
+  if (range.tiles > 0) {
+    tile_landed();
+    issue_qk(0);
+    transpose_v_to_fp16(stage_of(0) + kTile, vt_of(0));
+    wgmma::fence_shared_for_async();
+    wgmma::wait<0>();
+    wgmma::fence_registers(s);
+    softmax(0, rescale);  // o is still 0: nothing to rescale
+    pack_p();
+  }
+  // o += P V of `tile` (asynchronous: a commit group of its own).
+  auto issue_pv = [&](int tile) {
+    wgmma::fence_registers(o);  // keeps the rescale of o and the packing of P before the fence
+    wgmma::fence_registers(pf);
     wgmma::fence();
 #pragma unroll
     for (int ks = 0; ks < 8; ++ks) {
-      const uint32_t vt = smem + Shape::kVtOffset + (ks / 4) * kTile + (ks % 4) * 32;
+      const uint32_t vt = vt_of(tile) + (ks / 4) * kTile + (ks % 4) * 32;
       wgmma::mma_f16_m64n128k16(o, pf[ks], wgmma::descriptor(vt));
     }
     wgmma::commit();
+  };
+#pragma unroll 1
+  for (int tile = 0; tile + 1 < range.tiles; ++tile) {
+    if (tile + kStages - 1 < range.tiles) load_tile(tile + kStages - 1);
+    cp_async_commit();
+    tile_landed();  // tile + 1 (its copies were issued kStages - 2 commits ago)
+    issue_qk(tile + 1);
+    issue_pv(tile);
+    transpose_v_to_fp16(stage_of(tile + 1) + kTile, vt_of(tile + 1));
+    wgmma::fence_shared_for_async();
+    wgmma::wait<1>();  // Q K^T of tile + 1 (groups complete in order)
+    wgmma::fence_registers(s);
+    softmax(tile + 1, rescale);
+    wgmma::wait<0>();  // P V of tile
+    wgmma::fence_registers(o);
+    wgmma::fence_registers(pf);
+#pragma unroll
+    for (int i = 0; i < 64; ++i) o[i] *= rescale[(i >> 1) & 1];
+    pack_p();
+  }
+  if (range.tiles > 0) {
+    __syncthreads();  // the last V^T is complete
+    issue_pv(range.tiles - 1);
     wgmma::wait<0>();
     wgmma::fence_registers(o);
   }

@@ -2,13 +2,16 @@
 // one (token, head) row (8 with 16-byte vector accesses when head_dim allows, else 1). Grid: x covers
 // tokens x chunks, y is the head, so consecutive rows are consecutive tokens of one head and the
 // [heads, tokens] LSE reads and writes are coalesced. The FP8 output is quantized in the same pass,
-// from the fp32 merge result.
+// from the fp32 merge result. The launch may overlap the end of the kernel before it (launch.h):
+// a merge usually follows the attention kernels whose outputs it reads, and at small sizes the
+// launch gap is a large part of its time.
 #include <cuda_runtime.h>
 
 #include <stdexcept>
 #include <string>
 #include <type_traits>
 
+#include "fastattn/launch.h"
 #include "fastattn/vec.h"
 #include "merge_attn.h"
 #include "merge_attn_row.h"
@@ -21,9 +24,11 @@ constexpr int kThreadsPerBlock = 256;
 template <typename In, typename Out, int kVec>
 __global__ void __launch_bounds__(kThreadsPerBlock)
     merge_attn_states_kernel(MergeAttnParams p, uint32_t chunks_per_row, int chunk_shift) {
+  allow_next_grid();
   const uint32_t gid = blockIdx.x * kThreadsPerBlock + threadIdx.x;
   const uint32_t t = chunk_shift >= 0 ? gid >> chunk_shift : gid / chunks_per_row;
   if (t >= uint32_t(p.tokens)) return;
+  wait_for_previous_grid();
   const uint32_t chunk = gid - t * chunks_per_row;
   const int h = blockIdx.y;
   const int64_t lse_index = int64_t(h) * p.tokens + t;
@@ -78,10 +83,11 @@ void merge_attn_states_cuda(const MergeAttnParams& p) {
   dispatch_merge_types(p.in_type, p.out_type, [&](auto in_fmt, auto out_fmt) {
     using In = decltype(in_fmt);
     using Out = decltype(out_fmt);
-    if (vec == 8) {
-      merge_attn_states_kernel<In, Out, 8><<<grid, kThreadsPerBlock, 0, stream>>>(p, chunks, shift);
-    } else {
-      merge_attn_states_kernel<In, Out, 1><<<grid, kThreadsPerBlock, 0, stream>>>(p, chunks, shift);
+    const cudaError_t launched =
+        vec == 8 ? launch_overlapping(merge_attn_states_kernel<In, Out, 8>, grid, kThreadsPerBlock, 0, stream, p, chunks, shift)
+                 : launch_overlapping(merge_attn_states_kernel<In, Out, 1>, grid, kThreadsPerBlock, 0, stream, p, chunks, shift);
+    if (launched != cudaSuccess) {
+      throw std::runtime_error(std::string("merge_attn_states: ") + cudaGetErrorString(launched));
     }
   });
   const cudaError_t err = cudaGetLastError();

@@ -24,14 +24,15 @@ run_step() {  # name, command...
   return $rc
 }
 
-# Build with the system compilers (/usr/bin first, for nvcc's host compiler `cc` too) unless CXX
-# says otherwise. On the GPU machine a g++ wrapper ahead on PATH built libraries whose C++
-# exceptions crash the process once Paddle 2.6.2 is loaded (measured with a five-line library
-# that throws and catches: SIGSEGV after `import paddle`, fine before it and fine with
-# /usr/bin/g++). Every error an op reports is such an exception.
+# Build with the system compilers (/usr/bin first, for nvcc's host compiler `cc` too), whatever
+# CC and CXX say. On the GPU machine a g++ wrapper, ahead on PATH and named by CC/CXX in the
+# environment, built libraries whose C++ exceptions crash the process once Paddle 2.6.2 is loaded
+# (measured with a five-line library that throws and catches: SIGSEGV after `import paddle`, fine
+# before it and fine with /usr/bin/g++). Every error an op reports is such an exception.
+# FASTATTN_KEEP_CXX=1 keeps the environment's compilers.
 python=$(command -v python3)
 build_env=()
-if [ -z "${CXX:-}" ] && [ -x /usr/bin/g++ ]; then
+if [ -z "${FASTATTN_KEEP_CXX:-}" ] && [ -x /usr/bin/g++ ]; then
   build_env=(PATH="/usr/bin:$PATH" CC=/usr/bin/gcc CXX=/usr/bin/g++ LDSHARED="/usr/bin/g++ -shared"
              LDCXXSHARED="/usr/bin/g++ -shared")
 fi

@@ -165,12 +165,13 @@ class TestFlashAttnVarlen(PlacedCase):
 
     @placed
     def test_fp8_prefill(self):
-        """FP8 q/k/v prefill (the sm_90a kernel's case at head_dim 128; the mma.sync kernel's at 64
-        and 256): lengths 1, 17, 1000+, a sequence with more queries than keys, causal and not,
-        GQA 1/4/8, key splits; the reference runs on the FP8 values times their descales."""
+        """FP8 q/k/v prefill (the sm_90a kernel's case at every head_dim): lengths 1, 17, 1000+, a
+        sequence with more queries than keys, causal and not, GQA 1/4/8, key splits; the reference
+        runs on the FP8 values times their descales."""
         cases = [(128, hq, hkv, causal, splits) for (hq, hkv), causal, splits in
                  itertools.product(((2, 2), (8, 2), (8, 1)), (True, False), (None, 3))]
-        cases += [(64, 8, 2, True, None), (256, 8, 2, True, None)]
+        cases += [(dim, *case) for dim in (64, 256)
+                  for case in ((8, 2, True, None), (2, 2, False, 3), (8, 1, True, 3))]
         lens_q, lens_k = [1030, 1, 17, 6, 0], [1030, 1, 1100, 2, 3]
         cq, ck = cu_seqlens(lens_q), cu_seqlens(lens_k)
         fp8 = fp8_dtype_name()
@@ -335,6 +336,21 @@ class TestPagedAttention(PlacedCase):
                 kv_end[[0, 7, 150]] = 0, 200, 0  # rows with no key, a cut mid-tile, a decode with none
                 run = self.run_paged(rng, quant, lens, q_lens, heads_q, heads_kv, 128, 64, kv_end=kv_end,
                                      unmap=[(0, 0), (0, 1)], fp8_q=True, num_splits=splits)
+                self.assertTrue((run.got[[0, 150]] == 0).all() and np.isneginf(run.lse[:, [0, 150]]).all())
+                self.check(run, "float16")
+
+    @placed
+    def test_fp8_query_chunked_prefill_head_dims(self):
+        """The same over cache_fp8 at head_dim 64 and 256 (the sm_90a kernel's tiles are 128 and 64
+        keys there), with cache blocks smaller than, equal to and larger than a tile."""
+        for dim, block_size, splits in itertools.product((64, 256), (32, 64, 128), (None, 3)):
+            with self.subTest(dim=dim, block_size=block_size, splits=splits):
+                rng = seeded_rng(self, dim, block_size, splits)
+                lens, q_lens = [420, 77, 9], [150, 1, 9]
+                kv_end = np.full(sum(q_lens), 10 ** 6, np.int32)
+                kv_end[[0, 7, 150]] = 0, 200, 0
+                run = self.run_paged(rng, "cache_fp8", lens, q_lens, 8, 2, dim, block_size, kv_end=kv_end,
+                                     unmap=[(0, 0), (0, 2)], fp8_q=True, num_splits=splits)
                 self.assertTrue((run.got[[0, 150]] == 0).all() and np.isneginf(run.lse[:, [0, 150]]).all())
                 self.check(run, "float16")
 

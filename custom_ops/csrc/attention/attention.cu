@@ -1,6 +1,6 @@
 // CUDA launch of flash_attn_varlen and paged_attention: the plan (kernel, CTA shape, key splits),
 // the storage-format dispatch and the split combine. The kernels are in attention_kernel.cuh
-// (mma.sync, every case) and attention_wgmma.cuh (sm_90a prefill, FP8 q/k/v at head_dim 128).
+// (mma.sync, every case) and attention_wgmma.cuh (sm_90a prefill, FP8 q over FP8 k/v).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -59,7 +59,7 @@ bool wgmma_prefill_available() {
     cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
     cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
     cudaFuncAttributes attributes{};
-    const bool built = cudaFuncGetAttributes(&attributes, attention_wgmma_kernel<false>) == cudaSuccess &&
+    const bool built = cudaFuncGetAttributes(&attributes, attention_wgmma_kernel<128, false>) == cudaSuccess &&
                        attributes.binaryVersion == 90;
     cudaGetLastError();  // a missing image is an answer here, not an error for the next launch
     return major == 9 && minor == 0 && built;
@@ -69,7 +69,7 @@ bool wgmma_prefill_available() {
 
 bool wgmma_prefill_applies(const AttentionParams& p) {
   const bool fp8_kv = p.paged ? p.quant == CacheQuant::kFp8 : p.kv_type == ElementType::kFp8;
-  return p.head_dim == WgmmaShape::kHeadDim && p.q_type == ElementType::kFp8 && fp8_kv && wgmma_prefill_available();
+  return p.q_type == ElementType::kFp8 && fp8_kv && wgmma_prefill_available();
 }
 
 // Prefill: 4 warps over 128 rows (64 for head_dim 256). Decode: one 16-row tile whose key tiles 4 warps share (2 for
@@ -86,8 +86,8 @@ void launch_shape(const AttentionParams& p) {
 template <int D>
 void launch_head_dim(const AttentionParams& p) {
   if (p.wgmma) {
-    if (p.paged) return launch_kernel<WgmmaShape, attention_wgmma_kernel<true>>(p);
-    return launch_kernel<WgmmaShape, attention_wgmma_kernel<false>>(p);
+    if (p.paged) return launch_kernel<WgmmaShape<D>, attention_wgmma_kernel<D, true>>(p);
+    return launch_kernel<WgmmaShape<D>, attention_wgmma_kernel<D, false>>(p);
   }
   if (!p.paged) {
     switch (p.kv_type) {
@@ -117,8 +117,8 @@ AttentionPlan plan_attention(const AttentionParams& p, int64_t max_keys, int req
   const int warps_m = rows <= int64_t(16) * std::max(p.batch, 1) ? 1 : 4;
   const bool wgmma = warps_m == 4 && wgmma_prefill_applies(p);
   const int row_blocks = warps_m == 1 ? 1 : prefill_row_blocks(p.head_dim);
-  const int rows_per_cta = wgmma ? WgmmaShape::kRows : 16 * warps_m * row_blocks;
-  const int keys_per_tile = wgmma ? WgmmaShape::kKeys : tile_keys(p.head_dim, row_blocks);
+  const int rows_per_cta = wgmma ? WgmmaShape<128>::kRows : 16 * warps_m * row_blocks;
+  const int keys_per_tile = wgmma ? wgmma_tile_keys(p.head_dim) : tile_keys(p.head_dim, row_blocks);
   const int64_t max_tiles = std::max<int64_t>((max_keys + keys_per_tile - 1) / keys_per_tile, 1);
   int splits = requested_splits;
   const int64_t row_tiles = std::max<int64_t>((rows + rows_per_cta - 1) / rows_per_cta, 1);

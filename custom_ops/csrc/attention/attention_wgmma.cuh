@@ -1,14 +1,15 @@
 // The prefill main loop on sm_90a's warpgroup tensor cores (wgmma), for FP8 q over FP8 keys and
-// values at head_dim 128: flash_attn_varlen with FP8 q/k/v and paged_attention over a cache_fp8
-// cache. Everything else runs attention_kernel.cuh, whose row tiling, masking, scales and
-// epilogue this kernel shares.
+// values at head_dim 64, 128 and 256: flash_attn_varlen with FP8 q/k/v and paged_attention over a
+// cache_fp8 cache. Everything else runs attention_kernel.cuh, whose row tiling, masking, scales
+// and epilogue this kernel shares.
 //
-// A CTA is three warpgroups over 128 rows. The first copies: every 128-key tile of K and V
-// (cp.async, two tiles ahead) and V's transpose to fp16; mbarriers hand each buffer to the other
-// two and back. Those two compute, 64 rows each. S = Q K^T runs on the FP8 tensor cores straight from
-// the stored bytes (m64n128k32, Q and K 128-byte swizzled in shared memory). P V runs in fp16
-// (m64n128k16, P from registers): P keeps 11 bits, as in the mma.sync kernel, so accuracy does not
-// change. Its B operand must be K-major, i.e. V^T, hence the transpose. Each computing warpgroup
+// A CTA is three warpgroups over 128 rows. The first copies: every tile of K and V (128 keys, 64
+// at head_dim 256; cp.async, two tiles ahead) and V's transpose to fp16; mbarriers hand each
+// buffer to the other two and back. Those two compute, 64 rows each. S = Q K^T runs on the FP8
+// tensor cores straight from the stored bytes (m64nKk32, Q and K 128-byte swizzled in shared
+// memory). P V runs in fp16 (m64nDk16, P from registers; two n128 halves at head_dim 256): P keeps
+// 11 bits, as in the mma.sync kernel, so accuracy does not change. Its B operand must be K-major,
+// i.e. V^T, hence the transpose. Each computing warpgroup
 // keeps P V of tile j and Q K^T of tile j + 1 in flight while it runs the softmax of tile j + 1,
 // and the two take turns to issue their wgmmas, so that one's softmax runs while the other's
 // matrix products do.
@@ -21,50 +22,74 @@
 namespace fastattn {
 namespace attention_gpu {
 
+// Keys per tile: 128, or 64 at head_dim 256, where the accumulator alone takes 128 registers.
+constexpr int wgmma_tile_keys(int head_dim) { return head_dim == 256 ? 64 : 128; }
+
+template <int D>
 struct WgmmaShape {
-  static constexpr int kHeadDim = 128;  // one FP8 row = one 128-byte swizzled row
+  static_assert(D == 64 || D == 128 || D == 256, "head_dim 64, 128 or 256");
+  static constexpr int kHeadDim = D;
   static constexpr int kThreads = 384;  // the copying warpgroup, then two computing ones
-  static constexpr int kRows = 128, kKeys = 128;
+  static constexpr int kRows = 128, kKeys = wgmma_tile_keys(D);
   // Copies run two tiles ahead of the transpose, which runs one ahead of the consumers: 4 stages
   // of K and V as copied, 2 of V^T.
   static constexpr int kStages = 4, kVtBuffers = 2;
-  static constexpr int kTileBytes = 128 * 128;     // Q, K or V of a tile in FP8; half of V^T in fp16
-  static constexpr int kVtBytes = 2 * kTileBytes;  // V^T: keys 0-63, then keys 64-127
-  static constexpr int kStageBytes = 2 * kTileBytes;  // K (wgmma swizzle), then V (transpose swizzle)
+  // FP8 rows sit in column tiles of 128 bytes (one swizzle atom wide): two per row at head_dim
+  // 256; at head_dim 64 a row fills half of its tile's row.
+  static constexpr int kColumnTiles = D > 128 ? D / 128 : 1;
+  static constexpr int kQTileBytes = kRows * 128, kKTileBytes = kKeys * 128;
+  // V^T in fp16: per 64 keys a K-major tile of D rows of 128 bytes.
+  static constexpr int kVtTileBytes = D * 128;
+  static constexpr int kKBytes = kColumnTiles * kKTileBytes;  // K of a stage; V (transpose swizzle) follows
+  static constexpr int kStageBytes = 2 * kKBytes;
+  static constexpr int kVtBytes = kKeys / 64 * kVtTileBytes;
   static constexpr int kQOffset = 0;
-  static constexpr int kStagesOffset = kQOffset + kTileBytes;
+  static constexpr int kStagesOffset = kQOffset + kColumnTiles * kQTileBytes;
   static constexpr int kVtOffset = kStagesOffset + kStages * kStageBytes;
   static constexpr int kSmemBytes = kVtOffset + kVtBuffers * kVtBytes + 1024;  // + 1024-byte alignment
-  // Registers per thread after the hand-over (the CTA launches with 65536 / 384 = 168 each).
-  static constexpr int kCopyRegisters = 80, kComputeRegisters = 208;
-  static_assert(128 * kCopyRegisters + 256 * kComputeRegisters <= 65536, "the register file holds both roles");
+  // Registers per thread after the hand-over (the CTA launches with 65536 / 384 = 168 each). The
+  // computing warpgroups get what the copying one gives up: 168 + (168 - copy) / 2, rounded down
+  // to a multiple of 8.
+  static constexpr int kCopyRegisters = D == 256 ? 72 : 80, kComputeRegisters = D == 256 ? 216 : 208;
+  static_assert(128 * kCopyRegisters + 256 * kComputeRegisters <= 168 * 384, "the register file holds both roles");
+  // Accumulator registers per thread: o in parts of at most 128 columns (one wgmma each), S.
+  static constexpr int kOutParts = D > 128 ? D / 128 : 1, kPartRegs = (D > 128 ? 128 : D) / 2;
+  static constexpr int kScoreRegs = kKeys / 2;
 };
 
-// The FP8 V staging tile: chunk c of key row r at chunk c ^ ((r / 8) % 8), so that the transpose's
-// reads of 8 consecutive rows by 8 lanes fall in distinct banks.
-FA_DEVICE uint32_t v_staging_offset(int row, int chunk) {
-  return uint32_t(row) * 128 + (uint32_t(chunk ^ ((row >> 3) & 7)) << 4);
+// Chunk `chunk` (16 bytes) of an FP8 row in column tiles of kTileBytes with the wgmma swizzle.
+template <int kTileBytes>
+FA_DEVICE uint32_t fp8_row_offset(int row, int chunk) {
+  return (chunk / 8) * kTileBytes + wgmma::swizzled_offset(row, chunk % 8);
 }
 
-// FP8 V [128 keys][128 d] (staging layout) -> fp16 V^T [128 d][128 keys] as two swizzled K-major
-// tiles of 64 keys, by the 128 threads of the copying warpgroup. Lane 8a + b of warp w handles
-// d = 4 quad .. 4 quad + 3 for quad = 4 (w + 4 round) + a, and keys 8 ko .. 8 ko + 7 for ko = b,
-// b + 8: eight 4-byte reads, pairs of keys interleaved by byte_perm and widened by one cvt per two
-// values, four 16-byte stores (one per d, 8 lanes filling one 128-byte row).
+// The FP8 V staging tile: chunk c of key row r at chunk c ^ ((r / 8) % 8) of its column tile, so
+// that the transpose's reads of 8 consecutive rows by 8 lanes fall in distinct banks.
+template <int kTileBytes>
+FA_DEVICE uint32_t v_staging_offset(int row, int chunk) {
+  return (chunk / 8) * kTileBytes + uint32_t(row) * 128 + (uint32_t((chunk % 8) ^ ((row >> 3) & 7)) << 4);
+}
+
+// FP8 V [keys][D] (staging layout) -> fp16 V^T [D][keys] as K-major tiles of 64 keys, by the 128
+// threads of the copying warpgroup. Lane 8a + b of warp w handles d = 4 quad .. 4 quad + 3 for
+// quad = 4 (w + 4 round) + a, and keys 8 ko .. 8 ko + 7 for ko = b + 8 half: eight 4-byte reads,
+// pairs of keys interleaved by byte_perm and widened by one cvt per two values, four 16-byte
+// stores (one per d, 8 lanes filling one 128-byte row).
+template <class Shape>
 FA_DEVICE void transpose_v_to_fp16(uint32_t staging, uint32_t vt, int thread) {
+  constexpr int D = Shape::kHeadDim, kKeys = Shape::kKeys;
   const int warp = thread / 32, lane = thread % 32, a = lane / 8, b = lane % 8;
 #pragma unroll 1
-  for (int round = 0; round < 2; ++round) {
+  for (int round = 0; round < D / 64; ++round) {
     const int quad = 4 * (warp + 4 * round) + a;  // d = 4 * quad + e
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
+    for (int half = 0; half < kKeys / 64; ++half) {
       const int ko = b + 8 * half;
       uint32_t x[8];
 #pragma unroll
       for (int i = 0; i < 8; ++i) {
-        asm volatile("ld.shared.u32 %0, [%1];"
-                     : "=r"(x[i])
-                     : "r"(staging + v_staging_offset(8 * ko + i, quad / 4) + (quad % 4) * 4));
+        const uint32_t offset = v_staging_offset<Shape::kKTileBytes>(8 * ko + i, quad / 4) + (quad % 4) * 4;
+        asm volatile("ld.shared.u32 %0, [%1];" : "=r"(x[i]) : "r"(staging + offset));
       }
       uint32_t out[4][4];  // [e][key pair]
 #pragma unroll
@@ -74,7 +99,7 @@ FA_DEVICE void transpose_v_to_fp16(uint32_t staging, uint32_t vt, int thread) {
         UnpackE4m3::four(lo, out[0][pair], out[1][pair]);
         UnpackE4m3::four(hi, out[2][pair], out[3][pair]);
       }
-      const uint32_t tile = vt + (ko / 8) * WgmmaShape::kTileBytes;
+      const uint32_t tile = vt + (ko / 8) * Shape::kVtTileBytes;
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};" ::"r"(tile + wgmma::swizzled_offset(4 * quad + e, ko % 8)),
@@ -84,13 +109,15 @@ FA_DEVICE void transpose_v_to_fp16(uint32_t staging, uint32_t vt, int thread) {
   }
 }
 
-template <bool kPaged>
-__global__ void __launch_bounds__(WgmmaShape::kThreads, 1) attention_wgmma_kernel(const AttentionParams p) {
+template <int D, bool kPaged>
+__global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_kernel(const AttentionParams p) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using Shape = WgmmaShape;
+  using Shape = WgmmaShape<D>;
   namespace roles = warp_roles;
-  constexpr int D = Shape::kHeadDim, kKeys = Shape::kKeys, kTile = Shape::kTileBytes;
+  constexpr int kKeys = Shape::kKeys, kChunks = D / 16;  // 16-byte chunks per FP8 row
+  constexpr int kQTile = Shape::kQTileBytes, kKTile = Shape::kKTileBytes;
   constexpr int kStages = Shape::kStages, kVtBuffers = Shape::kVtBuffers;
+  constexpr int kOutParts = Shape::kOutParts, kPartRegs = Shape::kPartRegs, kScoreRegs = Shape::kScoreRegs;
   extern __shared__ uint8_t smem_raw[];
   __shared__ int cta_limit;
   __shared__ int unmapped_tile[kStages];
@@ -131,10 +158,10 @@ __global__ void __launch_bounds__(WgmmaShape::kThreads, 1) attention_wgmma_kerne
   atomicMax(&cta_limit, max(limit[0], limit[1]));
 
   // Q: the CTA's 128 rows, the bytes as they are (rows past the sequence repeat its last row).
-  for (int i = threadIdx.x; i < Shape::kRows * 8; i += Shape::kThreads) {
-    const int r = min(cta.row0 + i / 8, cta.rows - 1);
+  for (int i = threadIdx.x; i < Shape::kRows * kChunks; i += Shape::kThreads) {
+    const int r = min(cta.row0 + i / kChunks, cta.rows - 1), c = i % kChunks;
     const uint8_t* src = static_cast<const uint8_t*>(p.q) + (int64_t(cta.token(r)) * p.heads_q + cta.head(r, kv_head)) * D;
-    cp_async<16>(smem + Shape::kQOffset + wgmma::swizzled_offset(i / 8, i % 8), src + (i % 8) * 16, true);
+    cp_async<16>(smem + Shape::kQOffset + fp8_row_offset<kQTile>(i / kChunks, c), src + c * 16, true);
   }
   cp_async_commit();
   cp_async_wait<0>();
@@ -153,13 +180,13 @@ __global__ void __launch_bounds__(WgmmaShape::kThreads, 1) attention_wgmma_kerne
       const uint32_t stage = stage_of(tile);
       const int key0 = range.begin + tile * kKeys;
 #pragma unroll
-      for (int it = 0; it < kKeys * 8 / 128; ++it) {  // unrolled: the table reads overlap
-        const int i = thread + it * 128, r = i / 8, c = i % 8, key = key0 + r;
+      for (int it = 0; it < kKeys * kChunks / 128; ++it) {  // unrolled: the table reads overlap
+        const int i = thread + it * 128, r = i / kChunks, c = i % kChunks, key = key0 + r;
         const int64_t row = key < range.end ? key_row<kPaged>(p, cta, key, kv_head) : -1;
         const bool valid = row >= 0;
         const int64_t offset = valid ? row * D + c * 16 : 0;
-        cp_async<16>(stage + wgmma::swizzled_offset(r, c), k_base + offset, valid);
-        cp_async<16>(stage + kTile + v_staging_offset(r, c), v_base + offset, valid);
+        cp_async<16>(stage + fp8_row_offset<kKTile>(r, c), k_base + offset, valid);
+        cp_async<16>(stage + Shape::kKBytes + v_staging_offset<kKTile>(r, c), v_base + offset, valid);
         if (kPaged && !valid && key < range.end && c == 0) unmapped_tile[tile % kStages] = tile;
       }
     };
@@ -169,7 +196,7 @@ __global__ void __launch_bounds__(WgmmaShape::kThreads, 1) attention_wgmma_kerne
       wgmma::fence_shared_for_async();  // this thread's K copies, for the wgmma reads
       roles::named_sync(1, 128);
       if (tile >= kVtBuffers) roles::mbarrier_wait(vt_free(tile), phase_of(tile, kVtBuffers) ^ 1u);
-      transpose_v_to_fp16(stage_of(tile) + kTile, vt_of(tile), thread);
+      transpose_v_to_fp16<Shape>(stage_of(tile) + Shape::kKBytes, vt_of(tile), thread);
       wgmma::fence_shared_for_async();
       roles::mbarrier_arrive(ready(tile));
     };
@@ -192,9 +219,11 @@ __global__ void __launch_bounds__(WgmmaShape::kThreads, 1) attention_wgmma_kerne
   // The computing warpgroups.
   roles::raise_registers<Shape::kComputeRegisters>();
   const int wg = warpgroup - 1;
-  float o[64];
+  float o[kOutParts][kPartRegs];  // columns 128 part + (the register layout of wgmma.h)
 #pragma unroll
-  for (int i = 0; i < 64; ++i) o[i] = 0.0f;
+  for (int part = 0; part < kOutParts; ++part)
+#pragma unroll
+    for (int i = 0; i < kPartRegs; ++i) o[part][i] = 0.0f;
   SoftmaxState2 state[2] = {SoftmaxState2::empty(), SoftmaxState2::empty()};
   const uint32_t q_tile = smem + Shape::kQOffset + wg * 64 * 128;
   const FoldedScales scales = fold_scales<kPaged>(p, cta.seq, kv_head);
@@ -210,16 +239,18 @@ __global__ void __launch_bounds__(WgmmaShape::kThreads, 1) attention_wgmma_kerne
   };
   if (wg == 1 && issues > 0) roles::named_arrive(2, 256);
 
-  float s[64];        // S of the tile after the one whose P V runs; no initial value needed
-  uint32_t pf[8][4];  // P as fp16 A fragments, one per 16 keys
+  float s[kScoreRegs];          // S of the tile after the one whose P V runs; no initial value needed
+  uint32_t pf[kKeys / 16][4];  // P as fp16 A fragments, one per 16 keys
   // S = Q K^T of `tile` on the FP8 tensor cores (asynchronous: a commit group of its own).
   auto issue_qk = [&](int tile) {
     wgmma::fence_registers(s);  // keeps the last reads of s (pack_p) before the fence
     wgmma::fence();
 #pragma unroll
-    for (int ks = 0; ks < D / 32; ++ks)
-      wgmma::mma_e4m3_m64n128k32(s, wgmma::descriptor(q_tile + 32 * ks),
-                                 wgmma::descriptor(stage_of(tile) + 32 * ks), ks > 0);
+    for (int ks = 0; ks < D / 32; ++ks) {
+      const uint32_t column = 32 * (ks % 4);  // in the column tile ks / 4
+      wgmma::mma_e4m3_k32(s, wgmma::descriptor(q_tile + (ks / 4) * kQTile + column),
+                          wgmma::descriptor(stage_of(tile) + (ks / 4) * kKTile + column), ks > 0);
+    }
     wgmma::commit();
   };
   // o += P V of `tile` (asynchronous: a commit group of its own).
@@ -228,9 +259,11 @@ __global__ void __launch_bounds__(WgmmaShape::kThreads, 1) attention_wgmma_kerne
     wgmma::fence_registers(pf);
     wgmma::fence();
 #pragma unroll
-    for (int ks = 0; ks < 8; ++ks) {
-      const uint32_t vt = vt_of(tile) + (ks / 4) * kTile + (ks % 4) * 32;
-      wgmma::mma_f16_m64n128k16(o, pf[ks], wgmma::descriptor(vt));
+    for (int ks = 0; ks < kKeys / 16; ++ks) {
+      const uint32_t vt = vt_of(tile) + (ks / 4) * Shape::kVtTileBytes + (ks % 4) * 32;
+#pragma unroll
+      for (int part = 0; part < kOutParts; ++part)  // output columns 128 part.. are V^T's rows 128 part..
+        wgmma::mma_f16_k16(o[part], pf[ks], wgmma::descriptor(vt + part * 128 * 128));
     }
     wgmma::commit();
   };
@@ -240,10 +273,10 @@ __global__ void __launch_bounds__(WgmmaShape::kThreads, 1) attention_wgmma_kerne
     const int key0 = range.begin + tile * kKeys;
     const bool need_mask = key0 + kKeys > warp_min_limit;
 #pragma unroll
-    for (int i = 0; i < 64; ++i) s[i] *= scales.score;
+    for (int i = 0; i < kScoreRegs; ++i) s[i] *= scales.score;
     if (__builtin_expect(need_mask, 0)) {  // a branch, not predication: most tiles need no mask
 #pragma unroll
-      for (int i = 0; i < 64; ++i) {
+      for (int i = 0; i < kScoreRegs; ++i) {
         if (key0 + 8 * (i / 4) + 2 * t + (i & 1) >= limit[(i >> 1) & 1]) s[i] = -INFINITY;
       }
     }
@@ -251,7 +284,7 @@ __global__ void __launch_bounds__(WgmmaShape::kThreads, 1) attention_wgmma_kerne
     // branch its 32 table reads cost as much as the softmax). Both keys of a pair share a block.
     if (kPaged && __builtin_expect(unmapped_tile[tile % kStages] == tile, 0)) {
 #pragma unroll
-      for (int i = 0; i < 64; i += 2) {
+      for (int i = 0; i < kScoreRegs; i += 2) {
         if (p.layout.row(cta.seq, key0 + 8 * (i / 4) + 2 * t, kv_head) < 0) s[i] = s[i + 1] = -INFINITY;
       }
     }
@@ -259,13 +292,13 @@ __global__ void __launch_bounds__(WgmmaShape::kThreads, 1) attention_wgmma_kerne
     for (int h = 0; h < 2; ++h) {
       float mx = -INFINITY;
 #pragma unroll
-      for (int i = 2 * h; i < 64; i += 4) mx = fmaxf(mx, fmaxf(s[i], s[i + 1]));
+      for (int i = 2 * h; i < kScoreRegs; i += 4) mx = fmaxf(mx, fmaxf(s[i], s[i + 1]));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
       rescale[h] = state[h].raise_max(fmaxf(state[h].m, mx));
       float sum = 0.0f;
 #pragma unroll
-      for (int i = 2 * h; i < 64; i += 4) {
+      for (int i = 2 * h; i < kScoreRegs; i += 4) {
         s[i] = state[h].weight(s[i]);
         s[i + 1] = state[h].weight(s[i + 1]);
         sum += s[i] + s[i + 1];
@@ -276,7 +309,7 @@ __global__ void __launch_bounds__(WgmmaShape::kThreads, 1) attention_wgmma_kerne
   // The accumulator layout of S is the A layout of P.
   auto pack_p = [&] {
 #pragma unroll
-    for (int ks = 0; ks < 8; ++ks)
+    for (int ks = 0; ks < kKeys / 16; ++ks)
 #pragma unroll
       for (int j = 0; j < 4; ++j) pf[ks][j] = MmaFp16::pack(s[8 * ks + 2 * j], s[8 * ks + 2 * j + 1]);
   };
@@ -314,7 +347,9 @@ __global__ void __launch_bounds__(WgmmaShape::kThreads, 1) attention_wgmma_kerne
     // Once a row's max settles most tiles leave it: skip the rescale where the whole warp's do.
     if (!__all_sync(0xffffffffu, rescale[0] == 1.0f && rescale[1] == 1.0f)) {
 #pragma unroll
-      for (int i = 0; i < 64; ++i) o[i] *= rescale[(i >> 1) & 1];
+      for (int part = 0; part < kOutParts; ++part)
+#pragma unroll
+        for (int i = 0; i < kPartRegs; ++i) o[part][i] *= rescale[(i >> 1) & 1];
     }
     pack_p();
   }
@@ -336,10 +371,13 @@ __global__ void __launch_bounds__(WgmmaShape::kThreads, 1) attention_wgmma_kerne
     const int token = cta.token(r), head = cta.head(r, kv_head);
     const float mult = state[h].inv_sum() * scales.out;
 #pragma unroll
-    for (int i = 2 * h; i < 64; i += 4) {
-      store_output(p, split, token, head, 8 * (i / 4) + 2 * t, o[i] * mult);
-      store_output(p, split, token, head, 8 * (i / 4) + 2 * t + 1, o[i + 1] * mult);
-    }
+    for (int part = 0; part < kOutParts; ++part)
+#pragma unroll
+      for (int i = 2 * h; i < kPartRegs; i += 4) {
+        const int d = 128 * part + 8 * (i / 4) + 2 * t;
+        store_output(p, split, token, head, d, o[part][i] * mult);
+        store_output(p, split, token, head, d + 1, o[part][i + 1] * mult);
+      }
     if (t == 0) store_lse(p, split, token, head, state[h].lse());
   }
 #else

@@ -1,5 +1,6 @@
 // Warpgroup tensor-core primitives of sm_90a (wgmma): shared-memory matrix descriptors for the
-// 128-byte swizzled layout, the m64n128 instructions the attention prefill uses, and their fences.
+// 128-byte swizzled layout, the m64n64 and m64n128 instructions the attention prefill uses, and
+// their fences.
 //
 // A warpgroup is 4 consecutive warps (128 threads). The m64nN accumulator of one warpgroup is
 // spread like mma.m16n8's C over the warps: warp w holds rows 16w + g and 16w + g + 8
@@ -51,6 +52,12 @@ FA_DEVICE void fence_registers(float (&r)[N]) {
   for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
 }
 
+template <int M, int N>
+FA_DEVICE void fence_registers(float (&r)[M][N]) {
+#pragma unroll
+  for (int i = 0; i < M; ++i) fence_registers(r[i]);
+}
+
 // The same for the A fragments in registers of an asynchronous wgmma: they must stay as they are
 // until the wait that covers it.
 template <int M, int N>
@@ -61,18 +68,26 @@ FA_DEVICE void fence_registers(uint32_t (&r)[M][N]) {
     for (int j = 0; j < N; ++j) asm volatile("" : "+r"(r[i][j])::"memory");
 }
 
+// Accumulator operand lists: "{%0, ..., %31}" and "{%0, ..., %63}", and the matching "+f" bindings.
+#define FA_WGMMA_D32                                                                                            \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, " \
+  "%23, %24, %25, %26, %27, %28, %29, %30, %31}"
 #define FA_WGMMA_D64                                                                                            \
   "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, " \
   "%23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, "   \
   "%44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
 #define FA_WGMMA_F8(d, i) \
   "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), "+f"(d[i + 7])
+#define FA_WGMMA_F32(d) FA_WGMMA_F8(d, 0), FA_WGMMA_F8(d, 8), FA_WGMMA_F8(d, 16), FA_WGMMA_F8(d, 24)
 #define FA_WGMMA_F64(d)                                                                                      \
   FA_WGMMA_F8(d, 0), FA_WGMMA_F8(d, 8), FA_WGMMA_F8(d, 16), FA_WGMMA_F8(d, 24), FA_WGMMA_F8(d, 32), \
       FA_WGMMA_F8(d, 40), FA_WGMMA_F8(d, 48), FA_WGMMA_F8(d, 56)
 
-// d (+)= A B^T for A [64 x 32] and B [128 x 32] e4m3, both K-major in shared memory.
-FA_DEVICE void mma_e4m3_m64n128k32(float (&d)[64], uint64_t a_desc, uint64_t b_desc, bool accumulate) {
+// The instruction's N is the accumulator's size times 2 (64 or 128): each function has one
+// overload per size.
+
+// d (+)= A B^T for A [64 x 32] and B [N x 32] e4m3, both K-major in shared memory.
+FA_DEVICE void mma_e4m3_k32(float (&d)[64], uint64_t a_desc, uint64_t b_desc, bool accumulate) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
@@ -81,9 +96,18 @@ FA_DEVICE void mma_e4m3_m64n128k32(float (&d)[64], uint64_t a_desc, uint64_t b_d
       : "l"(a_desc), "l"(b_desc), "r"(int(accumulate)));
 #endif
 }
+FA_DEVICE void mma_e4m3_k32(float (&d)[32], uint64_t a_desc, uint64_t b_desc, bool accumulate) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 " FA_WGMMA_D32 ", %32, %33, p, 1, 1;\n}\n"
+      : FA_WGMMA_F32(d)
+      : "l"(a_desc), "l"(b_desc), "r"(int(accumulate)));
+#endif
+}
 
-// d += A B^T for A [64 x 16] fp16 in registers and B [128 x 16] fp16, K-major in shared memory.
-FA_DEVICE void mma_f16_m64n128k16(float (&d)[64], const uint32_t (&a)[4], uint64_t b_desc) {
+// d += A B^T for A [64 x 16] fp16 in registers and B [N x 16] fp16, K-major in shared memory.
+FA_DEVICE void mma_f16_k16(float (&d)[64], const uint32_t (&a)[4], uint64_t b_desc) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
@@ -92,9 +116,20 @@ FA_DEVICE void mma_f16_m64n128k16(float (&d)[64], const uint32_t (&a)[4], uint64
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc), "r"(1));
 #endif
 }
+FA_DEVICE void mma_f16_k16(float (&d)[32], const uint32_t (&a)[4], uint64_t b_desc) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " FA_WGMMA_D32 ", {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
+      : FA_WGMMA_F32(d)
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc), "r"(1));
+#endif
+}
 
+#undef FA_WGMMA_D32
 #undef FA_WGMMA_D64
 #undef FA_WGMMA_F8
+#undef FA_WGMMA_F32
 #undef FA_WGMMA_F64
 
 }  // namespace wgmma

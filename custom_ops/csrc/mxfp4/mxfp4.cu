@@ -61,10 +61,11 @@ FA_DEVICE uint32_t e2m1x8_of_16bit(const Lane8<Fmt>& lane, float mult) {
   return e2m1x8_of_half2(pairs);
 }
 
-// A lane's eight elements -> its packed word, and the block's scale byte. 16-bit inputs take the
-// packed fp16 path: the amax from a 16-bit max over pairs of |x| bits, the scaled values x * 2^-e
-// rounded to fp16 (exact wherever |x * 2^-e| >= 2^-14; smaller values stay below 0.25, code 0
-// either way). fp32 inputs, and targets with the e2m1 instruction, convert from fp32.
+// A lane's eight elements -> its packed word, and the block's scale byte. 16-bit inputs take a
+// packed path: the amax from a 16-bit max over pairs of |x| bits; bf16 blocks without inf or NaN
+// are then converted in bf16 arithmetic (e2m1x8_of_bf16x2), fp16 and the other bf16 blocks
+// through x * 2^-e rounded to fp16 (exact wherever |x * 2^-e| >= 2^-14; smaller values stay below
+// 0.25, code 0 either way). fp32 inputs, and targets with the e2m1 instruction, convert from fp32.
 template <typename Fmt>
 FA_DEVICE uint32_t quantize_lane(const Lane8<Fmt>& lane, uint8_t& scale) {
   if constexpr (sizeof(typename Fmt::Storage) == 2 && !FASTATTN_HARDWARE_E2M1) {
@@ -74,7 +75,12 @@ FA_DEVICE uint32_t quantize_lane(const Lane8<Fmt>& lane, uint8_t& scale) {
 #pragma unroll
     for (int i = 0; i < 4; ++i) pair_max = __vmaxu2(pair_max, words[i] & 0x7fff7fffu);
     const uint16_t half_max = uint16_t(max(pair_max & 0xffffu, pair_max >> 16));
-    scale = mx_scale_byte(group_max(float_as_bits(Fmt::to_float(half_max))));
+    const uint32_t max_abs = group_max(float_as_bits(Fmt::to_float(half_max)));
+    scale = mx_scale_byte(max_abs);
+#if __CUDA_ARCH__ >= 800
+    // (inf needs the fp16 path's clamp)
+    if (std::is_same_v<Fmt, Bf16Format> && max_abs < 0x7f800000u) return e2m1x8_of_bf16x2(words, mx_quant_multiplier(scale));
+#endif
     return e2m1x8_of_16bit<Fmt>(lane, mx_quant_multiplier(scale));
   } else {
     float v[8];
@@ -93,20 +99,25 @@ FA_DEVICE uint32_t quantize_lane(const Lane8<Fmt>& lane, uint8_t& scale) {
   }
 }
 
-// Each group of 4 lanes quantizes kBlocksPerGroup blocks, spaced `stride` blocks apart so that
-// every load instruction of a warp still covers one contiguous run; all loads are issued before
-// any block is converted (one 16-byte load per lane was too little in flight to cover latency).
+// Each group of 4 lanes quantizes kBlocksPerGroup blocks: a warp takes 8 x kBlocksPerGroup
+// consecutive blocks, its 8 groups blocks g, g + 8, ..., so that every load instruction of the
+// warp covers one contiguous run (512 bytes of bf16) and a CTA one contiguous range. All loads
+// are issued before any block is converted (one 16-byte load per lane was too little in flight
+// to cover latency).
 constexpr int kBlocksPerGroup = 4;
+constexpr int kGroupsPerWarp = 32 / kLanesPerMxBlock;
 
+// 5 CTAs per SM (48 registers, a 4-byte spill in the bf16 kernel): the compiler's own 57 registers
+// left room for 4 CTAs, 2% slower.
 template <typename Fmt>
-__global__ void __launch_bounds__(kThreadsPerBlock) quant_mxfp4_kernel(QuantMxfp4Params p, int64_t stride) {
+__global__ void __launch_bounds__(kThreadsPerBlock, 5) quant_mxfp4_kernel(QuantMxfp4Params p) {
   const int64_t gid = int64_t(blockIdx.x) * kThreadsPerBlock + threadIdx.x;
-  const int64_t first_block = gid / kLanesPerMxBlock;
+  const int64_t first_block = gid / 32 * (kGroupsPerWarp * kBlocksPerGroup) + threadIdx.x % 32 / kLanesPerMxBlock;
   const int lane = int(gid % kLanesPerMxBlock);
   Lane8<Fmt> x[kBlocksPerGroup] = {};
 #pragma unroll
   for (int k = 0; k < kBlocksPerGroup; ++k) {
-    const int64_t block = first_block + k * stride;
+    const int64_t block = first_block + k * kGroupsPerWarp;
     if (block < p.num_blocks) {
       x[k] = load_lane8<Fmt>(static_cast<const typename Fmt::Storage*>(p.x) + block * kMxBlock + lane * 8);
     }
@@ -115,7 +126,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock) quant_mxfp4_kernel(QuantMxfp
   // the shuffles.
 #pragma unroll
   for (int k = 0; k < kBlocksPerGroup; ++k) {
-    const int64_t block = first_block + k * stride;
+    const int64_t block = first_block + k * kGroupsPerWarp;
     uint8_t scale;
     const uint32_t word = quantize_lane(x[k], scale);
     if (block >= p.num_blocks) continue;
@@ -154,8 +165,9 @@ __global__ void check_e2m1_kernel(int64_t stride, unsigned long long* mismatches
   }
 }
 
-// The 16-bit path of quant_mxfp4: every NaN-free bf16/fp16 bit pattern times every multiplier
-// 2^-e (e in [-127, 127]), through e2m1x8_of_16bit, against e2m1_by_rounding of the fp32 product.
+// The 16-bit paths of quant_mxfp4: every NaN-free bf16/fp16 bit pattern times every multiplier
+// 2^-e (e in [-127, 127]), through e2m1x8_of_16bit, and for bf16 also through e2m1x8_of_bf16x2
+// wherever |x| 2^-e <= 6 (its domain), against e2m1_by_rounding of the fp32 product.
 // Index (e + 127) * 2^16 + pattern; a thread takes 8 consecutive patterns.
 template <typename Fmt>
 __global__ void check_e2m1_16bit_kernel(int64_t stride, unsigned long long* mismatches, unsigned long long* first) {
@@ -167,9 +179,23 @@ __global__ void check_e2m1_16bit_kernel(int64_t stride, unsigned long long* mism
     Lane8<Fmt> lane;
     for (int i = 0; i < 8; ++i) lane.x[i] = uint16_t(base + i);
     const uint32_t word = e2m1x8_of_16bit<Fmt>(lane, mult);
+    uint32_t bf16_word = 0;
+#if __CUDA_ARCH__ >= 800
+    if constexpr (std::is_same_v<Fmt, Bf16Format>) {
+      uint32_t words[4];
+      memcpy(words, lane.x, 16);
+      bf16_word = e2m1x8_of_bf16x2(words, mult);
+    }
+#endif
     for (int i = 0; i < 8; ++i) {
       const float x = Fmt::to_float(lane.x[i]);
-      if (!is_nan(x) && ((word >> (4 * i)) & 0xfu) != e2m1_by_rounding(x * mult)) {
+      if (is_nan(x)) continue;
+      const uint8_t want = e2m1_by_rounding(x * mult);
+      bool wrong = ((word >> (4 * i)) & 0xfu) != want;
+#if __CUDA_ARCH__ >= 800
+      if (std::is_same_v<Fmt, Bf16Format> && fabsf(x * mult) <= 6.0f) wrong |= ((bf16_word >> (4 * i)) & 0xfu) != want;
+#endif
+      if (wrong) {
         ++local;
         local_first = min(local_first, (unsigned long long)(base + i));
       }
@@ -204,11 +230,9 @@ void quant_mxfp4_cuda(const QuantMxfp4Params& p) {
     if constexpr (std::is_same_v<Fmt, E4m3Format>) {
       throw std::invalid_argument("quant_mxfp4: fp8 input is not supported");
     } else {
-      // Groups cover the first `stride` blocks; each also takes the blocks stride, 2 * stride, ... on.
-      const int64_t groups_per_cta = kThreadsPerBlock / kLanesPerMxBlock;
-      const int64_t ctas = (p.num_blocks + groups_per_cta * kBlocksPerGroup - 1) / (groups_per_cta * kBlocksPerGroup);
-      quant_mxfp4_kernel<Fmt><<<unsigned(ctas), kThreadsPerBlock, 0, static_cast<cudaStream_t>(p.stream)>>>(
-          p, ctas * groups_per_cta);
+      constexpr int64_t kBlocksPerCta = kThreadsPerBlock / kLanesPerMxBlock * kBlocksPerGroup;
+      const int64_t ctas = (p.num_blocks + kBlocksPerCta - 1) / kBlocksPerCta;
+      quant_mxfp4_kernel<Fmt><<<unsigned(ctas), kThreadsPerBlock, 0, static_cast<cudaStream_t>(p.stream)>>>(p);
     }
   });
   check_launch("quant_mxfp4");

@@ -127,6 +127,49 @@ FA_DEVICE uint32_t e2m1x8_of_half2(const uint32_t (&pairs)[4]) {
   const uint32_t even = __byte_perm(pairs01, pairs23, 0x5410), odd = __byte_perm(pairs01, pairs23, 0x7632);
   return (even >> 1) | (odd << 3);
 }
+
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+// d = a * b + c on packed bf16 pairs, rounded to nearest even (subnormals kept).
+FA_DEVICE uint32_t fma_bf16x2(uint32_t a, uint32_t b, uint32_t c) {
+  uint32_t d;
+  asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+  return d;
+}
+
+// e2m1 codes of eight bf16 elements (four pairs, element 0 in the low half of words[0]) times
+// mult = 2^-e, for |x| * 2^-e <= 6 (every element of a block without inf or NaN), as one MXFP4
+// word, all in packed bf16 arithmetic: the same rounding as e2m1x8_of_half2 without the trip
+// through fp32 and fp16, so that most of the work runs on the FMA pipe, not the integer one.
+// a = |x| 2^-e is exact. Adding M = 48 p + 64 (p: a's power of two, 0 below bf16's normals)
+// rounds a to a multiple of its e2m1 step: M lies in the binade whose bf16 step is the e2m1 step
+// (0.5 for p <= 1, 1 for p = 2, 2 for p = 4) and is an even multiple of it wherever a tie can occur
+// (a >= 0.25), so ties go to the even code. (a + M - M) * 2^-126 then holds the code in bits 6..8
+// of its encoding (0.5 lands on the subnormal 2^-127, code 1); the subtraction and the scaling
+// are one exact fma with -M * 2^-126 computed from p the same way. Shifted left by 6, each code
+// sits under its element's sign bit.
+FA_DEVICE uint32_t e2m1x8_of_bf16x2(const uint32_t (&words)[4], float mult) {
+  const uint32_t mult2 = __byte_perm(float_as_bits(mult), 0, 0x3232);  // bf16 2^-e twice (exact)
+  constexpr uint32_t kOne = 0x3f803f80u, kMinusZero = 0x80008000u;
+  constexpr uint32_t k48 = 0x42404240u, k64 = 0x42804280u;                            // 48, 64
+  constexpr uint32_t kCodeUnit = 0x00800080u;                                         // 2^-126
+  constexpr uint32_t kMinus48CodeUnit = 0x83408340u, kMinus64CodeUnit = 0x83808380u;  // -48, -64 times 2^-126
+  uint32_t nibbles[4];  // code | sign << 3 at bits 12..15 and 28..31
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const uint32_t a = fma_bf16x2(words[i] & 0x7fff7fffu, mult2, kMinusZero);
+    const uint32_t power = a & 0x7f807f80u;
+    const uint32_t sum = fma_bf16x2(a, kOne, fma_bf16x2(power, k48, k64));
+    const uint32_t code = fma_bf16x2(sum, kCodeUnit, fma_bf16x2(power, kMinus48CodeUnit, kMinus64CodeUnit));
+    nibbles[i] = (code << 6) | (words[i] & 0x80008000u);
+  }
+  // Bytes 1 and 3 of each word hold the nibbles in their high halves: gather the even and the
+  // odd elements' bytes, then take the even ones' high halves down.
+  const uint32_t pairs01 = __byte_perm(nibbles[0], nibbles[1], 0x7351);  // elements 0 2 1 3
+  const uint32_t pairs23 = __byte_perm(nibbles[2], nibbles[3], 0x7351);  // elements 4 6 5 7
+  const uint32_t even = __byte_perm(pairs01, pairs23, 0x5410), odd = __byte_perm(pairs01, pairs23, 0x7632);
+  return ((even >> 4) & 0x0f0f0f0fu) | (odd & 0xf0f0f0f0u);
+}
+#endif
 #endif
 
 }  // namespace fastattn

@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -17,14 +18,29 @@ namespace {
 
 using namespace attention_gpu;
 
+constexpr int kMaxDevices = 64;
+
+// A property of the current device, queried once per device (a process may drive several kinds).
+template <class Query>
+int device_property(std::atomic<int> (&cache)[kMaxDevices], Query&& query) {
+  int device = 0;
+  cudaGetDevice(&device);
+  if (device < 0 || device >= kMaxDevices) return query(device);
+  int value = cache[device].load(std::memory_order_relaxed);
+  if (value == 0) {
+    value = query(device);
+    cache[device].store(value, std::memory_order_relaxed);
+  }
+  return value;
+}
+
 int multiprocessor_count() {
-  static const int count = [] {
-    int device = 0, n = 0;
-    cudaGetDevice(&device);
+  static std::atomic<int> cache[kMaxDevices] = {};
+  return device_property(cache, [](int device) {
+    int n = 0;
     cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device);
     return n > 0 ? n : 1;
-  }();
-  return count;
+  });
 }
 
 void check_launch(const char* what) {
@@ -34,9 +50,11 @@ void check_launch(const char* what) {
 
 template <class Shape, auto kernel>
 void launch_kernel(const AttentionParams& p) {
-  static const cudaError_t configured =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Shape::kSmemBytes);
-  if (configured != cudaSuccess) throw std::runtime_error("fastattn: attention kernel needs more shared memory");
+  static std::atomic<int> configured[kMaxDevices] = {};  // per device, like the attribute: 1 done, 2 refused
+  const bool fits = device_property(configured, [](int) {
+    return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Shape::kSmemBytes) == cudaSuccess ? 1 : 2;
+  }) == 1;
+  if (!fits) throw std::runtime_error("fastattn: attention kernel needs more shared memory");
   const int group = p.heads_q / p.heads_kv;
   // Virtual tiles: every sequence's rows start a fresh tile, and the rows past the last
   // sequence get tiles of their own (see first_tile_of).
@@ -53,18 +71,17 @@ void launch(const AttentionParams& p) {
 
 // The sm_90a kernel exists where the build targeted sm_90a and the device is an sm_90 part.
 bool wgmma_prefill_available() {
-  static const bool available = [] {
-    int device = 0, major = 0, minor = 0;
-    cudaGetDevice(&device);
+  static std::atomic<int> cache[kMaxDevices] = {};  // 1 yes, 2 no
+  return device_property(cache, [](int device) {
+    int major = 0, minor = 0;
     cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
     cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device);
     cudaFuncAttributes attributes{};
     const bool built = cudaFuncGetAttributes(&attributes, attention_wgmma_kernel<128, false>) == cudaSuccess &&
                        attributes.binaryVersion == 90;
     cudaGetLastError();  // a missing image is an answer here, not an error for the next launch
-    return major == 9 && minor == 0 && built;
-  }();
-  return available;
+    return major == 9 && minor == 0 && built ? 1 : 2;
+  }) == 1;
 }
 
 bool wgmma_prefill_applies(const AttentionParams& p) {

@@ -361,24 +361,46 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
     wgmma::fence_registers(o);
   }
 
-  // Epilogue: out = o / d (0 for a row that saw no key).
+  // Epilogue: out = o / d (0 for a row that saw no key), two elements per store, the output's
+  // format chosen once (a switch per store cost as much as the stores).
+  float mult[2];
+  int64_t first[2];  // element index of each row's column 0, -1 past the sequence
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     state[h].d += __shfl_xor_sync(0xffffffffu, state[h].d, 1);
     state[h].d += __shfl_xor_sync(0xffffffffu, state[h].d, 2);
     const int r = row_g + 8 * h;
+    first[h] = -1;
     if (r >= cta.rows) continue;
     const int token = cta.token(r), head = cta.head(r, kv_head);
-    const float mult = state[h].inv_sum() * scales.out;
-#pragma unroll
-    for (int part = 0; part < kOutParts; ++part)
-#pragma unroll
-      for (int i = 2 * h; i < kPartRegs; i += 4) {
-        const int d = 128 * part + 8 * (i / 4) + 2 * t;
-        store_output(p, split, token, head, d, o[part][i] * mult);
-        store_output(p, split, token, head, d + 1, o[part][i + 1] * mult);
-      }
+    const int64_t row = int64_t(token) * p.heads_q + head;
+    first[h] = (p.num_splits > 1 ? int64_t(split) * p.tokens_q * p.heads_q + row : row) * D;
+    mult[h] = state[h].inv_sum() * scales.out;
     if (t == 0) store_lse(p, split, token, head, state[h].lse());
+  }
+  auto write = [&](auto format, void* out) {
+    using Format = decltype(format);
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      if (first[h] < 0) continue;
+#pragma unroll
+      for (int part = 0; part < kOutParts; ++part)
+#pragma unroll
+        for (int i = 2 * h; i < kPartRegs; i += 4) {
+          const int d = 128 * part + 8 * (i / 4) + 2 * t;
+          store_pair_as<Format>(out, first[h] + d, o[part][i] * mult[h], o[part][i + 1] * mult[h]);
+        }
+    }
+  };
+  if (p.num_splits > 1) {
+    write(Fp32Format{}, p.partial_out);
+  } else {
+    switch (p.out_type) {
+      case ElementType::kBf16: write(Bf16Format{}, p.out); break;
+      case ElementType::kFp16: write(Fp16Format{}, p.out); break;
+      case ElementType::kFp8: write(E4m3Format{}, p.out); break;
+      default: write(Fp32Format{}, p.out); break;
+    }
   }
 #else
   __trap();  // launched only where the sm_90a build exists (see wgmma_prefill_available)

@@ -55,6 +55,16 @@ FA_HD void store_as(void* base, int64_t i, float x) {
   static_cast<typename Format::Storage*>(base)[i] = Format::from_float(x);
 }
 
+// Elements i and i + 1 in one store: i even, base aligned to two elements.
+template <typename Format>
+FA_HD void store_pair_as(void* base, int64_t i, float x0, float x1) {
+  using Storage = typename Format::Storage;
+  struct alignas(2 * sizeof(Storage)) Pair {
+    Storage x0, x1;
+  };
+  *reinterpret_cast<Pair*>(static_cast<Storage*>(base) + i) = Pair{Format::from_float(x0), Format::from_float(x1)};
+}
+
 FA_HD float load_element(const void* base, int64_t i, ElementType type) {
   switch (type) {
     case ElementType::kBf16: return load_as<Bf16Format>(base, i);

@@ -156,16 +156,6 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
   }
   __syncthreads();
   atomicMax(&cta_limit, max(limit[0], limit[1]));
-
-  // Q: the CTA's 128 rows, the bytes as they are (rows past the sequence repeat its last row).
-  for (int i = threadIdx.x; i < Shape::kRows * kChunks; i += Shape::kThreads) {
-    const int r = min(cta.row0 + i / kChunks, cta.rows - 1), c = i % kChunks;
-    const uint8_t* src = static_cast<const uint8_t*>(p.q) + (int64_t(cta.token(r)) * p.heads_q + cta.head(r, kv_head)) * D;
-    cp_async<16>(smem + Shape::kQOffset + fp8_row_offset<kQTile>(i / kChunks, c), src + c * 16, true);
-  }
-  cp_async_commit();
-  cp_async_wait<0>();
-  wgmma::fence_shared_for_async();
   __syncthreads();
   const KeyRange range = split_key_range(p, cta.k_len, cta_limit, split, kKeys);
 
@@ -193,13 +183,22 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
     // Tile j landed for this thread: its V to V^T once everyone's copies are in and the buffer
     // is free, then K and V^T go to the computing warpgroups.
     auto hand_over = [&](int tile) {
-      wgmma::fence_shared_for_async();  // this thread's K copies, for the wgmma reads
+      wgmma::fence_shared_for_async();  // this thread's copies of K (and Q), for the wgmma reads
       roles::named_sync(1, 128);
       if (tile >= kVtBuffers) roles::mbarrier_wait(vt_free(tile), phase_of(tile, kVtBuffers) ^ 1u);
       transpose_v_to_fp16<Shape>(stage_of(tile) + Shape::kKBytes, vt_of(tile), thread);
       wgmma::fence_shared_for_async();
       roles::mbarrier_arrive(ready(tile));
     };
+    // Q (the CTA's 128 rows, the bytes as they are; rows past the sequence repeat its last row)
+    // travels with the first tile: ready(0) covers both, and no CTA barrier waits for it.
+    if (range.tiles > 0) {
+      for (int i = thread; i < Shape::kRows * kChunks; i += 128) {
+        const int r = min(cta.row0 + i / kChunks, cta.rows - 1), c = i % kChunks;
+        const uint8_t* src = static_cast<const uint8_t*>(p.q) + (int64_t(cta.token(r)) * p.heads_q + cta.head(r, kv_head)) * D;
+        cp_async<16>(smem + Shape::kQOffset + fp8_row_offset<kQTile>(i / kChunks, c), src + c * 16, true);
+      }
+    }
 #pragma unroll 1
     for (int tile = 0; tile < 2; ++tile) {
       if (tile < range.tiles) load_tile(tile);

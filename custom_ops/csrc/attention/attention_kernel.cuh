@@ -211,12 +211,16 @@ FA_DEVICE KeyRange split_key_range(const AttentionParams& p, int k_len, int limi
   return k;
 }
 
-// A finished row's element and log-sum-exp: to out/lse, or with key splits to the split's
-// partial results (merged by combine_splits_kernel).
-FA_DEVICE void store_output(const AttentionParams& p, int split, int token, int head, int d, float x) {
+// Where a finished row goes: out / lse, or with key splits its split's partial results (merged
+// by combine_splits_kernel). output_row_index is the element index of the row's column 0.
+FA_DEVICE int64_t output_row_index(const AttentionParams& p, int split, int token, int head) {
   const int64_t row = int64_t(token) * p.heads_q + head;
-  if (p.num_splits > 1) p.partial_out[(int64_t(split) * p.tokens_q * p.heads_q + row) * p.head_dim + d] = x;
-  else store_element(p.out, row * p.head_dim + d, p.out_type, x);
+  return (p.num_splits > 1 ? int64_t(split) * p.tokens_q * p.heads_q + row : row) * p.head_dim;
+}
+FA_DEVICE void store_output(const AttentionParams& p, int split, int token, int head, int d, float x) {
+  const int64_t index = output_row_index(p, split, token, head) + d;
+  if (p.num_splits > 1) p.partial_out[index] = x;
+  else store_element(p.out, index, p.out_type, x);
 }
 FA_DEVICE void store_lse(const AttentionParams& p, int split, int token, int head, float lse) {
   if (p.num_splits > 1) p.partial_lse[(int64_t(split) * p.heads_q + head) * p.tokens_q + token] = lse;

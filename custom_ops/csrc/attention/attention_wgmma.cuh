@@ -121,6 +121,7 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
   extern __shared__ uint8_t smem_raw[];
   __shared__ int cta_limit;
   __shared__ int unmapped_tile[kStages];
+  __shared__ int2 row_place[Shape::kRows];  // a row's {token, q head}; token -1 past the sequence
   // ready[s]: the copying warpgroup's 128 threads arrive when a tile's K (stage s) and V^T are in;
   // k_free[s] / vt_free[b]: the computing warpgroups' 256 threads arrive when done with a K stage
   // (its Q K^T and softmax) / a V^T buffer (its P V).
@@ -226,6 +227,15 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
   SoftmaxState2 state[2] = {SoftmaxState2::empty(), SoftmaxState2::empty()};
   const uint32_t q_tile = smem + Shape::kQOffset + wg * 64 * 128;
   const FoldedScales scales = fold_scales<kPaged>(p, cta.seq, kv_head);
+  // Where each row goes, worked out while the first tile is on its way (the epilogue reads it;
+  // the warpgroup's barrier there orders it for the other threads).
+  if (t == 0) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int r = row_g + 8 * h;
+      row_place[r - cta.row0] = r < cta.rows ? make_int2(cta.token(r), cta.head(r, kv_head)) : make_int2(-1, 0);
+    }
+  }
 
   // Turns at the tensor cores: warpgroup w issues its wgmmas after named barrier 2 + w, at which
   // the other one arrives once it has issued its own. The second warpgroup arrives once before
@@ -360,35 +370,67 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
     wgmma::fence_registers(o);
   }
 
-  // Epilogue: out = o / d (0 for a row that saw no key), two elements per store, the output's
-  // format chosen once (a switch per store cost as much as the stores).
+  // Epilogue: out = o / d (0 for a row that saw no key), the output's format chosen once (a
+  // switch per store cost as much as the stores).
   float mult[2];
-  int64_t first[2];  // element index of each row's column 0, -1 past the sequence
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     state[h].d += __shfl_xor_sync(0xffffffffu, state[h].d, 1);
     state[h].d += __shfl_xor_sync(0xffffffffu, state[h].d, 2);
-    const int r = row_g + 8 * h;
-    first[h] = -1;
-    if (r >= cta.rows) continue;
-    const int token = cta.token(r), head = cta.head(r, kv_head);
-    const int64_t row = int64_t(token) * p.heads_q + head;
-    first[h] = (p.num_splits > 1 ? int64_t(split) * p.tokens_q * p.heads_q + row : row) * D;
     mult[h] = state[h].inv_sum() * scales.out;
-    if (t == 0) store_lse(p, split, token, head, state[h].lse());
+    const int2 place = row_place[row_g + 8 * h - cta.row0];
+    if (t == 0 && place.x >= 0) store_lse(p, split, place.x, place.y, state[h].lse());
   }
+  const bool row_in[2] = {row_g < cta.rows, row_g + 8 < cta.rows};
   auto write = [&](auto format, void* out) {
     using Format = decltype(format);
+    using Storage = typename Format::Storage;
+    constexpr int kRowBytes = D * int(sizeof(Storage));
+    if constexpr (64 * kRowBytes <= Shape::kStageBytes) {
+      // Through shared memory, so that each warp writes whole rows with 16-byte stores: the
+      // warpgroup's 64 rows go to stage tiles + 1 + wg, free by now (only the last tile's stage
+      // may still be read, by the other warpgroup), 16-byte chunks swizzled by row.
+      constexpr int kRowChunks = kRowBytes / 16, kSwizzle = (kRowChunks < 8 ? kRowChunks : 8) - 1;
+      uint8_t* staging = smem_raw + (stage_of(range.tiles + 1 + wg) - smem_address(smem_raw));
+      auto offset = [&](int row, int byte) {
+        return row * kRowBytes + ((((byte >> 4) ^ (row & kSwizzle)) << 4) | (byte & 15));
+      };
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      if (first[h] < 0) continue;
+      for (int h = 0; h < 2; ++h) {
+        if (!row_in[h]) continue;
+        const int row = 16 * warp + g + 8 * h;
 #pragma unroll
-      for (int part = 0; part < kOutParts; ++part)
+        for (int part = 0; part < kOutParts; ++part)
 #pragma unroll
-        for (int i = 2 * h; i < kPartRegs; i += 4) {
-          const int d = 128 * part + 8 * (i / 4) + 2 * t;
-          store_pair_as<Format>(out, first[h] + d, o[part][i] * mult[h], o[part][i + 1] * mult[h]);
-        }
+          for (int i = 2 * h; i < kPartRegs; i += 4) {
+            const int d = 128 * part + 8 * (i / 4) + 2 * t;
+            store_pair_as<Format>(staging + offset(row, d * int(sizeof(Storage))), 0, o[part][i] * mult[h],
+                                  o[part][i + 1] * mult[h]);
+          }
+      }
+      roles::named_sync(4 + wg, 128);
+      for (int index = threadIdx.x % 128; index < 64 * kRowChunks; index += 128) {
+        const int row = index / kRowChunks, chunk = index % kRowChunks;
+        const int2 place = row_place[64 * wg + row];
+        if (place.x < 0) continue;
+        const int64_t element = output_row_index(p, split, place.x, place.y);
+        *reinterpret_cast<uint4*>(static_cast<uint8_t*>(out) + element * int64_t(sizeof(Storage)) + chunk * 16) =
+            *reinterpret_cast<const uint4*>(staging + offset(row, chunk * 16));
+      }
+    } else {  // fp32 at head_dim 256: two elements per store
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        if (!row_in[h]) continue;
+        const int2 place = row_place[row_g + 8 * h - cta.row0];
+        const int64_t first = output_row_index(p, split, place.x, place.y);
+#pragma unroll
+        for (int part = 0; part < kOutParts; ++part)
+#pragma unroll
+          for (int i = 2 * h; i < kPartRegs; i += 4) {
+            const int d = 128 * part + 8 * (i / 4) + 2 * t;
+            store_pair_as<Format>(out, first + d, o[part][i] * mult[h], o[part][i + 1] * mult[h]);
+          }
+      }
     }
   };
   if (p.num_splits > 1) {

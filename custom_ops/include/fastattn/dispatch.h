@@ -55,10 +55,25 @@ FA_HD void store_as(void* base, int64_t i, float x) {
   static_cast<typename Format::Storage*>(base)[i] = Format::from_float(x);
 }
 
-// Elements i and i + 1 in one store: i even, base aligned to two elements.
+// Formats with a packed two-element conversion (numerics.h: device code only).
+template <typename Format, typename = void>
+struct HasPack2 : std::false_type {};
+template <typename Format>
+struct HasPack2<Format, std::void_t<decltype(Format::pack2(0.0f, 0.0f))>> : std::true_type {};
+
+// Elements i and i + 1 in one store: i even, base aligned to two elements. On the device the
+// conversion is the packed one where the format has it (one instruction for both).
 template <typename Format>
 FA_HD void store_pair_as(void* base, int64_t i, float x0, float x1) {
   using Storage = typename Format::Storage;
+#if defined(__CUDA_ARCH__)
+  if constexpr (HasPack2<Format>::value) {
+    using Packed = decltype(Format::pack2(x0, x1));
+    static_assert(sizeof(Packed) == 2 * sizeof(Storage), "pack2 gives both elements");
+    *reinterpret_cast<Packed*>(static_cast<Storage*>(base) + i) = Format::pack2(x0, x1);
+    return;
+  }
+#endif
   struct alignas(2 * sizeof(Storage)) Pair {
     Storage x0, x1;
   };

@@ -299,15 +299,15 @@ __global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attenti
     if constexpr (Shape::kFp8QK) {  // the bytes as they are
       *reinterpret_cast<uint2*>(q_smem + (i / (D / 8)) * Shape::kQStride + (i % (D / 8)) * 8) =
           *reinterpret_cast<const uint2*>(static_cast<const uint8_t*>(p.q) + e);
-      continue;
+    } else {
+      uint32_t packed[4];
+      for (int j = 0; j < 4; ++j) {
+        packed[j] = Mma::pack(load_element(p.q, e + 2 * j, p.q_type) * q_mult,
+                              load_element(p.q, e + 2 * j + 1, p.q_type) * q_mult);
+      }
+      *reinterpret_cast<uint4*>(q_smem + (i / (D / 8)) * Shape::kQStride + (i % (D / 8)) * 16) =
+          make_uint4(packed[0], packed[1], packed[2], packed[3]);
     }
-    uint32_t packed[4];
-    for (int j = 0; j < 4; ++j) {
-      packed[j] = Mma::pack(load_element(p.q, e + 2 * j, p.q_type) * q_mult,
-                            load_element(p.q, e + 2 * j + 1, p.q_type) * q_mult);
-    }
-    *reinterpret_cast<uint4*>(q_smem + (i / (D / 8)) * Shape::kQStride + (i % (D / 8)) * 16) =
-        make_uint4(packed[0], packed[1], packed[2], packed[3]);
   }
   atomicMax(&cta_limit, lane_max_limit);
   __syncthreads();

@@ -12,27 +12,12 @@
 
 #include "attention_kernel.cuh"
 #include "attention_wgmma.cuh"
+#include "fastattn/device_property.h"
 
 namespace fastattn {
 namespace {
 
 using namespace attention_gpu;
-
-constexpr int kMaxDevices = 64;
-
-// A property of the current device, queried once per device (a process may drive several kinds).
-template <class Query>
-int device_property(std::atomic<int> (&cache)[kMaxDevices], Query&& query) {
-  int device = 0;
-  cudaGetDevice(&device);
-  if (device < 0 || device >= kMaxDevices) return query(device);
-  int value = cache[device].load(std::memory_order_relaxed);
-  if (value == 0) {
-    value = query(device);
-    cache[device].store(value, std::memory_order_relaxed);
-  }
-  return value;
-}
 
 int multiprocessor_count() {
   static std::atomic<int> cache[kMaxDevices] = {};

@@ -8,8 +8,10 @@
 #if defined(__CUDACC__)
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <utility>
 
+#include "fastattn/device_property.h"
 #include "fastattn/platform.h"
 
 namespace fastattn {
@@ -30,10 +32,11 @@ FA_DEVICE void allow_next_grid() {
 
 // Whether the current device can overlap launches (compute capability 9.0 and newer).
 inline bool overlapping_launch_supported() {
-  int device = 0, major = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) return false;
-  if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) return false;
-  return major >= 9;
+  static std::atomic<int> cache[kMaxDevices] = {};  // 1 yes, 2 no
+  return device_property(cache, [](int device) {
+    int major = 0;
+    return cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess && major >= 9 ? 1 : 2;
+  }) == 1;
 }
 
 // kernel<<<grid, block, smem, stream>>>(args...), allowed to overlap the previous kernel where the

@@ -170,10 +170,22 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
       if (tile >= kStages) roles::mbarrier_wait(k_free(tile), phase_of(tile, kStages) ^ 1u);
       const uint32_t stage = stage_of(tile);
       const int key0 = range.begin + tile * kKeys;
+      // A thread's rows are kRowStep keys apart. Where a cache block holds a multiple of
+      // kRowStep keys (tiles start at multiples of the block size or lie inside one block), its
+      // rows inside one block are kRowStep rows apart in the cache too: one table read per block,
+      // then adds (contiguous keys: one multiply per tile).
+      constexpr int kRowStep = 128 / kChunks;
+      const bool step_rows = !kPaged || p.layout.block_size >= kRowStep;
+      const int64_t row_step = kPaged ? kRowStep : int64_t(kRowStep) * p.heads_kv;
+      int64_t next_row = -1;
 #pragma unroll
       for (int it = 0; it < kKeys * kChunks / 128; ++it) {  // unrolled: the table reads overlap
         const int i = thread + it * 128, r = i / kChunks, c = i % kChunks, key = key0 + r;
-        const int64_t row = key < range.end ? key_row<kPaged>(p, cta, key, kv_head) : -1;
+        if (it == 0 || !step_rows || (kPaged && ((it * kRowStep) & (p.layout.block_size - 1)) == 0))
+          next_row = key_row<kPaged>(p, cta, key, kv_head);
+        else if (next_row >= 0)
+          next_row += row_step;
+        const int64_t row = key < range.end ? next_row : -1;
         const bool valid = row >= 0;
         const int64_t offset = valid ? row * D + c * 16 : 0;
         cp_async<16>(stage + fp8_row_offset<kKTile>(r, c), k_base + offset, valid);

@@ -394,6 +394,14 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
     if (t == 0 && place.x >= 0) store_lse(p, split, place.x, place.y, state[h].lse());
   }
   const bool row_in[2] = {row_g < cta.rows, row_g + 8 < cta.rows};
+  // f(d, x0, x1) for each pair of this thread's columns d, d + 1 of row h, normalized.
+  auto for_each_pair = [&](int h, auto&& f) {
+#pragma unroll
+    for (int part = 0; part < kOutParts; ++part)
+#pragma unroll
+      for (int i = 2 * h; i < kPartRegs; i += 4)
+        f(128 * part + 8 * (i / 4) + 2 * t, o[part][i] * mult[h], o[part][i + 1] * mult[h]);
+  };
   auto write = [&](auto format, void* out) {
     using Format = decltype(format);
     using Storage = typename Format::Storage;
@@ -411,14 +419,9 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
       for (int h = 0; h < 2; ++h) {
         if (!row_in[h]) continue;
         const int row = 16 * warp + g + 8 * h;
-#pragma unroll
-        for (int part = 0; part < kOutParts; ++part)
-#pragma unroll
-          for (int i = 2 * h; i < kPartRegs; i += 4) {
-            const int d = 128 * part + 8 * (i / 4) + 2 * t;
-            store_pair_as<Format>(staging + offset(row, d * int(sizeof(Storage))), 0, o[part][i] * mult[h],
-                                  o[part][i + 1] * mult[h]);
-          }
+        for_each_pair(h, [&](int d, float x0, float x1) {
+          store_pair_as<Format>(staging + offset(row, d * int(sizeof(Storage))), 0, x0, x1);
+        });
       }
       roles::named_sync(4 + wg, 128);
       for (int index = threadIdx.x % 128; index < 64 * kRowChunks; index += 128) {
@@ -435,13 +438,7 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
         if (!row_in[h]) continue;
         const int2 place = row_place[row_g + 8 * h - cta.row0];
         const int64_t first = output_row_index(p, split, place.x, place.y);
-#pragma unroll
-        for (int part = 0; part < kOutParts; ++part)
-#pragma unroll
-          for (int i = 2 * h; i < kPartRegs; i += 4) {
-            const int d = 128 * part + 8 * (i / 4) + 2 * t;
-            store_pair_as<Format>(out, first + d, o[part][i] * mult[h], o[part][i + 1] * mult[h]);
-          }
+        for_each_pair(h, [&](int d, float x0, float x1) { store_pair_as<Format>(out, first + d, x0, x1); });
       }
     }
   };

@@ -90,6 +90,16 @@ FA_HD uint8_t pack_e2m1x2(float even, float odd) {
 }
 
 #if defined(__CUDACC__)
+// Eight elements' codes, element 2k in the high byte of the low half of words[k] and element
+// 2k + 1 in the high byte of its high half: the even elements' bytes in order into `even`, the odd
+// ones' into `odd`.
+FA_DEVICE void gather_high_bytes(const uint32_t (&words)[4], uint32_t& even, uint32_t& odd) {
+  const uint32_t pairs01 = __byte_perm(words[0], words[1], 0x7351);  // elements 0 2 1 3
+  const uint32_t pairs23 = __byte_perm(words[2], words[3], 0x7351);  // elements 4 6 5 7
+  even = __byte_perm(pairs01, pairs23, 0x5410);
+  odd = __byte_perm(pairs01, pairs23, 0x7632);
+}
+
 // e2m1 codes of eight NaN-free values given as four fp16 pairs (element 0 in the low half of
 // pairs[0]), as one MXFP4 word (element 0 in the low nibble), in packed fp16 arithmetic: about
 // five instructions per element where the scalar path takes twelve. The magnitude, clamped to 6,
@@ -120,11 +130,9 @@ FA_DEVICE uint32_t e2m1x8_of_half2(const uint32_t (&pairs)[4]) {
     memcpy(&code_bits, &code, 4);
     nibbles[i] = code_bits | ((pairs[i] >> 3) & 0x10001000u);
   }
-  // Bytes 1 and 3 of each word hold the nibbles at bits 1..4: gather the even elements' and the
-  // odd elements' bytes, then shift each into its half of the byte.
-  const uint32_t pairs01 = __byte_perm(nibbles[0], nibbles[1], 0x7351);  // elements 0 2 1 3
-  const uint32_t pairs23 = __byte_perm(nibbles[2], nibbles[3], 0x7351);  // elements 4 6 5 7
-  const uint32_t even = __byte_perm(pairs01, pairs23, 0x5410), odd = __byte_perm(pairs01, pairs23, 0x7632);
+  // The nibbles sit at bits 1..4 of their bytes: shift each into its half of the output byte.
+  uint32_t even, odd;
+  gather_high_bytes(nibbles, even, odd);
   return (even >> 1) | (odd << 3);
 }
 
@@ -162,11 +170,9 @@ FA_DEVICE uint32_t e2m1x8_of_bf16x2(const uint32_t (&words)[4], float mult) {
     const uint32_t code = fma_bf16x2(sum, kCodeUnit, fma_bf16x2(power, kMinus48CodeUnit, kMinus64CodeUnit));
     nibbles[i] = (code << 6) | (words[i] & 0x80008000u);
   }
-  // Bytes 1 and 3 of each word hold the nibbles in their high halves: gather the even and the
-  // odd elements' bytes, then take the even ones' high halves down.
-  const uint32_t pairs01 = __byte_perm(nibbles[0], nibbles[1], 0x7351);  // elements 0 2 1 3
-  const uint32_t pairs23 = __byte_perm(nibbles[2], nibbles[3], 0x7351);  // elements 4 6 5 7
-  const uint32_t even = __byte_perm(pairs01, pairs23, 0x5410), odd = __byte_perm(pairs01, pairs23, 0x7632);
+  // The nibbles sit in the high halves of their bytes: take the even elements' down.
+  uint32_t even, odd;
+  gather_high_bytes(nibbles, even, odd);
   return ((even >> 4) & 0x0f0f0f0fu) | (odd & 0xf0f0f0f0u);
 }
 #endif

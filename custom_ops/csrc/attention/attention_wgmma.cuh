@@ -4,12 +4,12 @@
 // and epilogue this kernel shares.
 //
 // A CTA is three warpgroups over 128 rows. The first copies: every tile of K and V (128 keys, 64
-// at head_dim 256; cp.async, two tiles ahead) and V's transpose to fp16; mbarriers hand each
-// buffer to the other two and back. Those two compute, 64 rows each. S = Q K^T runs on the FP8
-// tensor cores straight from the stored bytes (m64nKk32, Q and K 128-byte swizzled in shared
-// memory). P V runs in fp16 (m64nDk16, P from registers; two n128 halves at head_dim 256): P keeps
-// 11 bits, as in the mma.sync kernel, so accuracy does not change. Its B operand must be K-major,
-// i.e. V^T, hence the transpose. Each computing warpgroup
+// at head_dim 256; cp.async, two tiles ahead) and V widened to fp16; mbarriers hand each buffer
+// to the other two and back. Those two compute, 64 rows each. S = Q K^T runs on the FP8 tensor
+// cores straight from the stored bytes (m64nKk32, Q and K 128-byte swizzled in shared memory).
+// P V runs in fp16 (m64nDk16, P from registers, V N-major; two n128 halves at head_dim 256): P
+// keeps 11 bits, as in the mma.sync kernel, so accuracy does not change. (An FP8 P V would need
+// V transposed: FP8 wgmma operands must be K-major.) Each computing warpgroup
 // keeps P V of tile j and Q K^T of tile j + 1 in flight while it runs the softmax of tile j + 1,
 // and the two take turns to issue their wgmmas, so that one's softmax runs while the other's
 // matrix products do.
@@ -31,22 +31,22 @@ struct WgmmaShape {
   static constexpr int kHeadDim = D;
   static constexpr int kThreads = 384;  // the copying warpgroup, then two computing ones
   static constexpr int kRows = 128, kKeys = wgmma_tile_keys(D);
-  // Copies run two tiles ahead of the transpose, which runs one ahead of the consumers: 4 stages
-  // of K and V as copied, 2 of V^T.
-  static constexpr int kStages = 4, kVtBuffers = 2;
+  // Copies run two tiles ahead of the widening, which runs one ahead of the consumers: 4 stages
+  // of K and V as copied, 2 of fp16 V.
+  static constexpr int kStages = 4, kV16Buffers = 2;
   // FP8 rows sit in column tiles of 128 bytes (one swizzle atom wide): two per row at head_dim
   // 256; at head_dim 64 a row fills half of its tile's row.
   static constexpr int kColumnTiles = D > 128 ? D / 128 : 1;
   static constexpr int kQTileBytes = kRows * 128, kKTileBytes = kKeys * 128;
-  // V^T in fp16: per 64 keys a K-major tile of D rows of 128 bytes.
-  static constexpr int kVtTileBytes = D * 128;
-  static constexpr int kKBytes = kColumnTiles * kKTileBytes;  // K of a stage; V (transpose swizzle) follows
+  static constexpr int kKBytes = kColumnTiles * kKTileBytes;  // K of a stage; V (same layout) follows
   static constexpr int kStageBytes = 2 * kKBytes;
-  static constexpr int kVtBytes = kKeys / 64 * kVtTileBytes;
+  // fp16 V, N-major: blocks of 64 columns (128-byte rows), each kKeys rows in swizzle atoms of 8.
+  static constexpr int kV16BlockBytes = kKeys * 128;
+  static constexpr int kV16Bytes = D / 64 * kV16BlockBytes;
   static constexpr int kQOffset = 0;
   static constexpr int kStagesOffset = kQOffset + kColumnTiles * kQTileBytes;
-  static constexpr int kVtOffset = kStagesOffset + kStages * kStageBytes;
-  static constexpr int kSmemBytes = kVtOffset + kVtBuffers * kVtBytes + 1024;  // + 1024-byte alignment
+  static constexpr int kV16Offset = kStagesOffset + kStages * kStageBytes;
+  static constexpr int kSmemBytes = kV16Offset + kV16Buffers * kV16Bytes + 1024;  // + 1024-byte alignment
   // Registers per thread after the hand-over (the CTA launches with 65536 / 384 = 168 each). The
   // computing warpgroups get what the copying one gives up: 168 + (168 - copy) / 2, rounded down
   // to a multiple of 8.
@@ -63,48 +63,30 @@ FA_DEVICE uint32_t fp8_row_offset(int row, int chunk) {
   return (chunk / 8) * kTileBytes + wgmma::swizzled_offset(row, chunk % 8);
 }
 
-// The FP8 V staging tile: chunk c of key row r at chunk c ^ ((r / 8) % 8) of its column tile, so
-// that the transpose's reads of 8 consecutive rows by 8 lanes fall in distinct banks.
-template <int kTileBytes>
-FA_DEVICE uint32_t v_staging_offset(int row, int chunk) {
-  return (chunk / 8) * kTileBytes + uint32_t(row) * 128 + (uint32_t((chunk % 8) ^ ((row >> 3) & 7)) << 4);
-}
-
-// FP8 V [keys][D] (staging layout) -> fp16 V^T [D][keys] as K-major tiles of 64 keys, by the 128
-// threads of the copying warpgroup. Lane 8a + b of warp w handles d = 4 quad .. 4 quad + 3 for
-// quad = 4 (w + 4 round) + a, and keys 8 ko .. 8 ko + 7 for ko = b + 8 half: eight 4-byte reads,
-// pairs of keys interleaved by byte_perm and widened by one cvt per two values, four 16-byte
-// stores (one per d, 8 lanes filling one 128-byte row).
+// FP8 V [keys][D] (as copied, in K's layout) -> fp16 V for the P V wgmma (Shape's kV16 layout:
+// chunk j of key r's 128-byte row at chunk j ^ (r % 8)), by the 128 threads of the copying
+// warpgroup. A thread converts the 16 columns of chunk c = (thread / 8) % kChunks of keys
+// 8 group + thread % 8: the 8 lanes of a quarter warp read and write one chunk of 8 different
+// keys, which fall in 8 different banks. Its addresses differ between passes by constants.
 template <class Shape>
-FA_DEVICE void transpose_v_to_fp16(uint32_t staging, uint32_t vt, int thread) {
-  constexpr int D = Shape::kHeadDim, kKeys = Shape::kKeys;
-  const int warp = thread / 32, lane = thread % 32, a = lane / 8, b = lane % 8;
-#pragma unroll 1
-  for (int round = 0; round < D / 64; ++round) {
-    const int quad = 4 * (warp + 4 * round) + a;  // d = 4 * quad + e
+FA_DEVICE void widen_v_to_fp16(uint32_t staging, uint32_t v16, int thread) {
+  constexpr int kChunks = Shape::kHeadDim / 16, kGroupsPerPass = 128 / (8 * kChunks);
+  const int key = thread % 8, c = thread / 8 % kChunks, group = thread / (8 * kChunks);
 #pragma unroll
-    for (int half = 0; half < kKeys / 64; ++half) {
-      const int ko = b + 8 * half;
-      uint32_t x[8];
+  for (int pass = 0; pass < Shape::kKeys / 8 / kGroupsPerPass; ++pass) {
+    const int r = 8 * (group + pass * kGroupsPerPass) + key;
+    uint32_t x[4], h[8];
+    asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(x[0]), "=r"(x[1]), "=r"(x[2]), "=r"(x[3])
+                 : "r"(staging + fp8_row_offset<Shape::kKTileBytes>(r, c)));
 #pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        const uint32_t offset = v_staging_offset<Shape::kKTileBytes>(8 * ko + i, quad / 4) + (quad % 4) * 4;
-        asm volatile("ld.shared.u32 %0, [%1];" : "=r"(x[i]) : "r"(staging + offset));
-      }
-      uint32_t out[4][4];  // [e][key pair]
+    for (int i = 0; i < 4; ++i) UnpackE4m3::four(x[i], h[2 * i], h[2 * i + 1]);
+    // Columns 16c.. are chunks 2 (c % 4) and 2 (c % 4) + 1 of the row in column block c / 4.
+    const uint32_t row = v16 + (c / 4) * Shape::kV16BlockBytes + r * 128;
 #pragma unroll
-      for (int pair = 0; pair < 4; ++pair) {
-        const uint32_t lo = __byte_perm(x[2 * pair], x[2 * pair + 1], 0x5140);  // d+0, d+1 of both keys
-        const uint32_t hi = __byte_perm(x[2 * pair], x[2 * pair + 1], 0x7362);  // d+2, d+3
-        UnpackE4m3::four(lo, out[0][pair], out[1][pair]);
-        UnpackE4m3::four(hi, out[2][pair], out[3][pair]);
-      }
-      const uint32_t tile = vt + (ko / 8) * Shape::kVtTileBytes;
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};" ::"r"(tile + wgmma::swizzled_offset(4 * quad + e, ko % 8)),
-                     "r"(out[e][0]), "r"(out[e][1]), "r"(out[e][2]), "r"(out[e][3]));
-      }
+    for (int half = 0; half < 2; ++half) {
+      asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};" ::"r"(row + (((2 * (c % 4) + half) ^ (r % 8)) << 4)),
+                   "r"(h[4 * half]), "r"(h[4 * half + 1]), "r"(h[4 * half + 2]), "r"(h[4 * half + 3]));
     }
   }
 }
@@ -116,22 +98,27 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
   namespace roles = warp_roles;
   constexpr int kKeys = Shape::kKeys, kChunks = D / 16;  // 16-byte chunks per FP8 row
   constexpr int kQTile = Shape::kQTileBytes, kKTile = Shape::kKTileBytes;
-  constexpr int kStages = Shape::kStages, kVtBuffers = Shape::kVtBuffers;
+  constexpr int kStages = Shape::kStages, kV16Buffers = Shape::kV16Buffers;
   constexpr int kOutParts = Shape::kOutParts, kPartRegs = Shape::kPartRegs, kScoreRegs = Shape::kScoreRegs;
   extern __shared__ uint8_t smem_raw[];
   __shared__ int cta_limit;
   __shared__ int unmapped_tile[kStages];
   __shared__ int2 row_place[Shape::kRows];  // a row's {token, q head}; token -1 past the sequence
-  // ready[s]: the copying warpgroup's 128 threads arrive when a tile's K (stage s) and V^T are in;
-  // k_free[s] / vt_free[b]: the computing warpgroups' 256 threads arrive when done with a K stage
-  // (its Q K^T and softmax) / a V^T buffer (its P V).
-  __shared__ __align__(8) uint64_t ready_bars[kStages], k_free_bars[kStages], vt_free_bars[kVtBuffers];
+  // k_ready[s] / v16_ready[b]: the copying warpgroup's 128 threads arrive when a tile's K (stage
+  // s) / fp16 V (buffer b) is in. Apart, because a computing warpgroup issues Q K^T of tile j + 1
+  // with P V of tile j: waiting for V of j + 1 there would wait for the other warpgroup's P V of
+  // j - 1, issued just before, to finish, and for the widening after it.
+  // k_free[s] / v16_free[b]: the computing warpgroups' 256 threads arrive when done with a K stage
+  // (its Q K^T and softmax) / an fp16 V buffer (its P V).
+  __shared__ __align__(8) uint64_t k_ready_bars[kStages], k_free_bars[kStages];
+  __shared__ __align__(8) uint64_t v16_ready_bars[kV16Buffers], v16_free_bars[kV16Buffers];
   const uint32_t smem = (smem_address(smem_raw) + 1023u) & ~1023u;  // swizzle atoms are 1024-aligned
-  auto ready = [&](int tile) { return smem_address(&ready_bars[tile % kStages]); };
+  auto k_ready = [&](int tile) { return smem_address(&k_ready_bars[tile % kStages]); };
+  auto v16_ready = [&](int tile) { return smem_address(&v16_ready_bars[tile % kV16Buffers]); };
   auto k_free = [&](int tile) { return smem_address(&k_free_bars[tile % kStages]); };
-  auto vt_free = [&](int tile) { return smem_address(&vt_free_bars[tile % kVtBuffers]); };
+  auto v16_free = [&](int tile) { return smem_address(&v16_free_bars[tile % kV16Buffers]); };
   auto stage_of = [&](int tile) { return smem + Shape::kStagesOffset + (tile % kStages) * Shape::kStageBytes; };
-  auto vt_of = [&](int tile) { return smem + Shape::kVtOffset + (tile % kVtBuffers) * Shape::kVtBytes; };
+  auto v16_of = [&](int tile) { return smem + Shape::kV16Offset + (tile % kV16Buffers) * Shape::kV16Bytes; };
   // A barrier of a ring of n completes its phase k when it has seen tile (its index) + k n: the
   // wait for `tile` checks the parity of phase tile / n, the wait for the release of the tile
   // that used the buffer before it that of the phase before.
@@ -151,9 +138,12 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
   if (threadIdx.x == 0) cta_limit = 0;
   if (threadIdx.x < kStages) {
     unmapped_tile[threadIdx.x] = -1;
-    roles::mbarrier_init(ready(threadIdx.x), 128);
+    roles::mbarrier_init(k_ready(threadIdx.x), 128);
     roles::mbarrier_init(k_free(threadIdx.x), 256);
-    if (threadIdx.x < kVtBuffers) roles::mbarrier_init(vt_free(threadIdx.x), 256);
+    if (threadIdx.x < kV16Buffers) {
+      roles::mbarrier_init(v16_ready(threadIdx.x), 128);
+      roles::mbarrier_init(v16_free(threadIdx.x), 256);
+    }
   }
   __syncthreads();
   atomicMax(&cta_limit, max(limit[0], limit[1]));
@@ -161,7 +151,7 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
   const KeyRange range = split_key_range(p, cta.k_len, cta_limit, split, kKeys);
 
   if (!computes) {
-    // The copying warpgroup: tiles j + 1 and j + 2 are in flight while tile j's V is transposed.
+    // The copying warpgroup: tiles j + 1 and j + 2 are in flight while tile j's V is widened.
     roles::lower_registers<Shape::kCopyRegisters>();
     const int thread = threadIdx.x;
     const uint8_t* k_base = static_cast<const uint8_t*>(kPaged ? p.key_cache : p.k);
@@ -170,12 +160,38 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
       if (tile >= kStages) roles::mbarrier_wait(k_free(tile), phase_of(tile, kStages) ^ 1u);
       const uint32_t stage = stage_of(tile);
       const int key0 = range.begin + tile * kKeys;
-      // A thread's rows are kRowStep keys apart. Where a cache block holds a multiple of
-      // kRowStep keys (tiles start at multiples of the block size or lie inside one block), its
-      // rows inside one block are kRowStep rows apart in the cache too: one table read per block,
-      // then adds (contiguous keys: one multiply per tile).
-      constexpr int kRowStep = 128 / kChunks;
+      constexpr int kRowStep = 128 / kChunks;  // a thread's rows are kRowStep keys apart
+      // Where a cache block holds a multiple of kRowStep keys (tiles start at multiples of the
+      // block size or lie inside one block), the thread's rows inside one block are kRowStep
+      // rows apart in the cache too: one table read per block, then adds.
       const bool step_rows = !kPaged || p.layout.block_size >= kRowStep;
+      if (step_rows && key0 + kKeys <= range.end) {
+        // A whole tile of the sequence: no key check, and from a block's first row (contiguous
+        // keys: one block) a fixed number of bytes to the next (per row the general path below
+        // takes about 30 instructions of 64-bit arithmetic, checks and selects; this one 6).
+        const int64_t step = int64_t(kRowStep) * D * (kPaged ? 1 : p.heads_kv);
+        const uint8_t* k_src = k_base;
+        const uint8_t* v_src = v_base;
+        bool valid = true;
+#pragma unroll
+        for (int it = 0; it < kKeys * kChunks / 128; ++it) {
+          const int i = thread + it * 128, r = i / kChunks, c = i % kChunks;
+          if (it == 0 || (kPaged && ((it * kRowStep) & (p.layout.block_size - 1)) == 0)) {
+            const int64_t row = key_row<kPaged>(p, cta, key0 + r, kv_head);
+            valid = !kPaged || row >= 0;
+            const int64_t offset = valid ? row * D + c * 16 : 0;
+            k_src = k_base + offset;
+            v_src = v_base + offset;
+            if (kPaged && !valid && c == 0) unmapped_tile[tile % kStages] = tile;
+          } else {
+            k_src += step;
+            v_src += step;
+          }
+          cp_async<16>(stage + fp8_row_offset<kKTile>(r, c), k_src, valid);
+          cp_async<16>(stage + Shape::kKBytes + fp8_row_offset<kKTile>(r, c), v_src, valid);
+        }
+        return;
+      }
       const int64_t row_step = kPaged ? kRowStep : int64_t(kRowStep) * p.heads_kv;
       int64_t next_row = -1;
 #pragma unroll
@@ -189,22 +205,23 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
         const bool valid = row >= 0;
         const int64_t offset = valid ? row * D + c * 16 : 0;
         cp_async<16>(stage + fp8_row_offset<kKTile>(r, c), k_base + offset, valid);
-        cp_async<16>(stage + Shape::kKBytes + v_staging_offset<kKTile>(r, c), v_base + offset, valid);
+        cp_async<16>(stage + Shape::kKBytes + fp8_row_offset<kKTile>(r, c), v_base + offset, valid);
         if (kPaged && !valid && key < range.end && c == 0) unmapped_tile[tile % kStages] = tile;
       }
     };
-    // Tile j landed for this thread: its V to V^T once everyone's copies are in and the buffer
-    // is free, then K and V^T go to the computing warpgroups.
+    // Tile j landed for this thread: K goes to the computing warpgroups at once, V to fp16 once
+    // everyone's copies are in and the buffer is free.
     auto hand_over = [&](int tile) {
       wgmma::fence_shared_for_async();  // this thread's copies of K (and Q), for the wgmma reads
+      roles::mbarrier_arrive(k_ready(tile));
       roles::named_sync(1, 128);
-      if (tile >= kVtBuffers) roles::mbarrier_wait(vt_free(tile), phase_of(tile, kVtBuffers) ^ 1u);
-      transpose_v_to_fp16<Shape>(stage_of(tile) + Shape::kKBytes, vt_of(tile), thread);
+      if (tile >= kV16Buffers) roles::mbarrier_wait(v16_free(tile), phase_of(tile, kV16Buffers) ^ 1u);
+      widen_v_to_fp16<Shape>(stage_of(tile) + Shape::kKBytes, v16_of(tile), thread);
       wgmma::fence_shared_for_async();
-      roles::mbarrier_arrive(ready(tile));
+      roles::mbarrier_arrive(v16_ready(tile));
     };
     // Q (the CTA's 128 rows, the bytes as they are; rows past the sequence repeat its last row)
-    // travels with the first tile: ready(0) covers both, and no CTA barrier waits for it.
+    // travels with the first tile: k_ready(0) covers both, and no CTA barrier waits for it.
     if (range.tiles > 0) {
       for (int i = thread; i < Shape::kRows * kChunks; i += 128) {
         const int r = min(cta.row0 + i / kChunks, cta.rows - 1), c = i % kChunks;
@@ -281,20 +298,26 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
     wgmma::fence();
 #pragma unroll
     for (int ks = 0; ks < kKeys / 16; ++ks) {
-      const uint32_t vt = vt_of(tile) + (ks / 4) * Shape::kVtTileBytes + (ks % 4) * 32;
+      const uint32_t v = v16_of(tile) + ks * 16 * 128;  // keys 16 ks.. (two swizzle atoms)
 #pragma unroll
-      for (int part = 0; part < kOutParts; ++part)  // output columns 128 part.. are V^T's rows 128 part..
-        wgmma::mma_f16_k16(o[part], pf[ks], wgmma::descriptor(vt + part * 128 * 128));
+      for (int part = 0; part < kOutParts; ++part)  // output columns 128 part.. are column blocks 2 part, 2 part + 1
+        wgmma::mma_f16_k16(o[part], pf[ks], wgmma::descriptor_n_major(v + 2 * part * Shape::kV16BlockBytes, Shape::kV16BlockBytes));
     }
     wgmma::commit();
   };
   // Scale, mask and online softmax of S in place (S becomes P); the factor for the accumulator.
-  // Register i: row h = (i >> 1) & 1, key 8 (i / 4) + 2t + (i & 1).
+  // Register i: row h = (i >> 1) & 1, key 8 (i / 4) + 2t + (i & 1). For a positive scale (every
+  // real one) the row max is taken over the raw scores and the scale joins the exponent's
+  // fused multiply-add; otherwise the scores are scaled first.
+  const bool scale_in_exponent = scales.score > 0.0f;
+  const float exponent_scale = scale_in_exponent ? scales.score : 1.0f;
   auto softmax = [&](int tile, float (&rescale)[2]) {
     const int key0 = range.begin + tile * kKeys;
     const bool need_mask = key0 + kKeys > warp_min_limit;
+    if (!scale_in_exponent) {
 #pragma unroll
-    for (int i = 0; i < kScoreRegs; ++i) s[i] *= scales.score;
+      for (int i = 0; i < kScoreRegs; ++i) s[i] *= scales.score;
+    }
     if (__builtin_expect(need_mask, 0)) {  // a branch, not predication: most tiles need no mask
 #pragma unroll
       for (int i = 0; i < kScoreRegs; ++i) {
@@ -316,12 +339,12 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
       for (int i = 2 * h; i < kScoreRegs; i += 4) mx = fmaxf(mx, fmaxf(s[i], s[i + 1]));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      rescale[h] = state[h].raise_max(fmaxf(state[h].m, mx));
+      rescale[h] = state[h].raise_max(fmaxf(state[h].m, mx * exponent_scale));
       float sum = 0.0f;
 #pragma unroll
       for (int i = 2 * h; i < kScoreRegs; i += 4) {
-        s[i] = state[h].weight(s[i]);
-        s[i + 1] = state[h].weight(s[i + 1]);
+        s[i] = state[h].weight(s[i], exponent_scale);
+        s[i + 1] = state[h].weight(s[i + 1], exponent_scale);
         sum += s[i] + s[i + 1];
       }
       state[h].add_sum(sum);  // this lane's columns only: the lanes' sums add up at the end
@@ -340,7 +363,7 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
   // next tile's Q K^T under an `if`, ptxas serialized every wgmma of the kernel (warning C7514).
   float rescale[2];
   if (range.tiles > 0) {
-    roles::mbarrier_wait(ready(0), phase_of(0, kStages));
+    roles::mbarrier_wait(k_ready(0), phase_of(0, kStages));
     take_turn();
     issue_qk(0);
     pass_turn();
@@ -352,7 +375,8 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
   }
 #pragma unroll 1
   for (int tile = 0; tile + 1 < range.tiles; ++tile) {
-    roles::mbarrier_wait(ready(tile + 1), phase_of(tile + 1, kStages));
+    roles::mbarrier_wait(k_ready(tile + 1), phase_of(tile + 1, kStages));
+    roles::mbarrier_wait(v16_ready(tile), phase_of(tile, kV16Buffers));
     take_turn();
     issue_qk(tile + 1);
     issue_pv(tile);
@@ -364,7 +388,7 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
     wgmma::wait<0>();  // P V of tile
     wgmma::fence_registers(o);
     wgmma::fence_registers(pf);
-    roles::mbarrier_arrive(vt_free(tile));
+    roles::mbarrier_arrive(v16_free(tile));
     // Once a row's max settles most tiles leave it: skip the rescale where the whole warp's do.
     if (!__all_sync(0xffffffffu, rescale[0] == 1.0f && rescale[1] == 1.0f)) {
 #pragma unroll
@@ -375,6 +399,7 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
     pack_p();
   }
   if (range.tiles > 0) {
+    roles::mbarrier_wait(v16_ready(range.tiles - 1), phase_of(range.tiles - 1, kV16Buffers));
     take_turn();
     issue_pv(range.tiles - 1);
     pass_turn();

@@ -92,6 +92,9 @@ struct BasicSoftmaxState {
 
   // exp(s - m) of a score already folded in (or -inf: masked, weight 0).
   FA_HD float weight(float s) const { return Base::exp(s - safe_max()); }
+  // exp(c r - m) of a raw score r whose scale c > 0 was left out of it (or r = -inf: weight 0):
+  // one fused multiply-add instead of a multiply and a subtraction.
+  FA_HD float weight(float r, float c) const { return Base::exp(fmaf(r, c, -safe_max())); }
 
   FA_HD float lse() const { return d > 0.0f ? Base::lse(m, d) : -INFINITY; }
 

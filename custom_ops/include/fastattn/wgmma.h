@@ -8,10 +8,12 @@
 // 8 * (i / 4) + 2t + (i & 1). An A operand in registers (16-bit, k16) is mma.m16n8k16's A per
 // warp.
 //
-// Operands in shared memory are K-major with rows of exactly 128 bytes, stored in atoms of 8 rows
-// (1024 bytes, 1024-aligned) where the 16-byte chunk c of row r sits at chunk c ^ (r % 8). A K
-// step of the instruction (32 bytes) starts inside the row: its descriptor is the tile's plus the
-// byte offset, and the hardware applies the swizzle to the full address.
+// Operands in shared memory have rows of exactly 128 bytes, stored in atoms of 8 rows (1024
+// bytes, 1024-aligned) where the 16-byte chunk c of row r sits at chunk c ^ (r % 8). K-major
+// operands (rows along M or N, K within a row): a K step of the instruction (32 bytes) starts
+// inside the row; its descriptor is the tile's plus the byte offset, and the hardware applies the
+// swizzle to the full address. N-major operands (16-bit only: rows along K, 64 N columns per row):
+// a K step (16 rows) is two atoms, and N columns beyond 64 are in blocks of their own.
 #pragma once
 
 #if defined(__CUDACC__)
@@ -31,6 +33,16 @@ FA_DEVICE uint64_t descriptor(uint32_t smem_addr) {
   desc |= uint64_t(1) << 16;                    // leading byte offset: unused for swizzled K-major tiles
   desc |= uint64_t(1024 >> 4) << 32;            // stride byte offset: the next atom of 8 rows
   desc |= uint64_t(1) << 62;                    // 128-byte swizzle
+  return desc;
+}
+
+// An N-major operand whose blocks of 64 columns are `block_bytes` apart (the leading byte offset),
+// its atoms of 8 rows 1024 bytes apart within a block.
+FA_DEVICE uint64_t descriptor_n_major(uint32_t smem_addr, uint32_t block_bytes) {
+  uint64_t desc = (smem_addr & 0x3ffffu) >> 4;
+  desc |= uint64_t((block_bytes >> 4) & 0x3fffu) << 16;
+  desc |= uint64_t(1024 >> 4) << 32;
+  desc |= uint64_t(1) << 62;
   return desc;
 }
 
@@ -106,12 +118,13 @@ FA_DEVICE void mma_e4m3_k32(float (&d)[32], uint64_t a_desc, uint64_t b_desc, bo
 #endif
 }
 
-// d += A B^T for A [64 x 16] fp16 in registers and B [N x 16] fp16, K-major in shared memory.
+// d += A B for A [64 x 16] fp16 in registers and B [16 x N] fp16, N-major in shared memory
+// (descriptor_n_major).
 FA_DEVICE void mma_f16_k16(float (&d)[64], const uint32_t (&a)[4], uint64_t b_desc) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 " FA_WGMMA_D64 ", {%64, %65, %66, %67}, %68, p, 1, 1, 0;\n}\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 " FA_WGMMA_D64 ", {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
       : FA_WGMMA_F64(d)
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc), "r"(1));
 #endif
@@ -120,7 +133,7 @@ FA_DEVICE void mma_f16_k16(float (&d)[32], const uint32_t (&a)[4], uint64_t b_de
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " FA_WGMMA_D32 ", {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " FA_WGMMA_D32 ", {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
       : FA_WGMMA_F32(d)
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc), "r"(1));
 #endif

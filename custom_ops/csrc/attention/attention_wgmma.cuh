@@ -301,7 +301,7 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
       const uint32_t v = v16_of(tile) + ks * 16 * 128;  // keys 16 ks.. (two swizzle atoms)
 #pragma unroll
       for (int part = 0; part < kOutParts; ++part)  // output columns 128 part.. are column blocks 2 part, 2 part + 1
-        wgmma::mma_f16_k16(o[part], pf[ks], wgmma::descriptor_n_major(v + 2 * part * Shape::kV16BlockBytes, Shape::kV16BlockBytes));
+        wgmma::mma_f16_k16(o[part], pf[ks], wgmma::descriptor(v + 2 * part * Shape::kV16BlockBytes, Shape::kV16BlockBytes));
     }
     wgmma::commit();
   };

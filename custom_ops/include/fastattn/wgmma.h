@@ -28,21 +28,13 @@ namespace wgmma {
 // Byte offset of chunk `chunk` (16 bytes) of row `row` in a 128-byte swizzled tile.
 FA_DEVICE uint32_t swizzled_offset(int row, int chunk) { return uint32_t(row) * 128 + (uint32_t(chunk ^ (row & 7)) << 4); }
 
-FA_DEVICE uint64_t descriptor(uint32_t smem_addr) {
-  uint64_t desc = (smem_addr & 0x3ffffu) >> 4;  // start address / 16
-  desc |= uint64_t(1) << 16;                    // leading byte offset: unused for swizzled K-major tiles
-  desc |= uint64_t(1024 >> 4) << 32;            // stride byte offset: the next atom of 8 rows
-  desc |= uint64_t(1) << 62;                    // 128-byte swizzle
-  return desc;
-}
-
-// An N-major operand whose blocks of 64 columns are `block_bytes` apart (the leading byte offset),
-// its atoms of 8 rows 1024 bytes apart within a block.
-FA_DEVICE uint64_t descriptor_n_major(uint32_t smem_addr, uint32_t block_bytes) {
-  uint64_t desc = (smem_addr & 0x3ffffu) >> 4;
-  desc |= uint64_t((block_bytes >> 4) & 0x3fffu) << 16;
-  desc |= uint64_t(1024 >> 4) << 32;
-  desc |= uint64_t(1) << 62;
+// `leading_bytes`: unused for K-major operands; for N-major ones the distance between their
+// blocks of 64 columns.
+FA_DEVICE uint64_t descriptor(uint32_t smem_addr, uint32_t leading_bytes = 16) {
+  uint64_t desc = (smem_addr & 0x3ffffu) >> 4;                 // start address / 16
+  desc |= uint64_t((leading_bytes >> 4) & 0x3fffu) << 16;      // leading byte offset / 16
+  desc |= uint64_t(1024 >> 4) << 32;                           // stride byte offset: the next atom of 8 rows
+  desc |= uint64_t(1) << 62;                                   // 128-byte swizzle
   return desc;
 }
 
@@ -119,7 +111,7 @@ FA_DEVICE void mma_e4m3_k32(float (&d)[32], uint64_t a_desc, uint64_t b_desc, bo
 }
 
 // d += A B for A [64 x 16] fp16 in registers and B [16 x N] fp16, N-major in shared memory
-// (descriptor_n_major).
+// (descriptor with the blocks' distance).
 FA_DEVICE void mma_f16_k16(float (&d)[64], const uint32_t (&a)[4], uint64_t b_desc) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   asm volatile(

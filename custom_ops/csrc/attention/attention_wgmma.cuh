@@ -167,8 +167,8 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
       const bool step_rows = !kPaged || p.layout.block_size >= kRowStep;
       if (step_rows && key0 + kKeys <= range.end) {
         // A whole tile of the sequence: no key check, and from a block's first row (contiguous
-        // keys: one block) a fixed number of bytes to the next (per row the general path below
-        // takes about 30 instructions of 64-bit arithmetic, checks and selects; this one 6).
+        // keys: one block) a fixed number of bytes to the next (about 6 instructions per row,
+        // where a lookup per row takes about 30 of 64-bit arithmetic, checks and selects).
         const int64_t step = int64_t(kRowStep) * D * (kPaged ? 1 : p.heads_kv);
         const uint8_t* k_src = k_base;
         const uint8_t* v_src = v_base;
@@ -192,16 +192,11 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
         }
         return;
       }
-      const int64_t row_step = kPaged ? kRowStep : int64_t(kRowStep) * p.heads_kv;
-      int64_t next_row = -1;
+      // The sequence's last tile, and cache blocks of fewer than kRowStep keys: a lookup per row.
 #pragma unroll
       for (int it = 0; it < kKeys * kChunks / 128; ++it) {  // unrolled: the table reads overlap
         const int i = thread + it * 128, r = i / kChunks, c = i % kChunks, key = key0 + r;
-        if (it == 0 || !step_rows || (kPaged && ((it * kRowStep) & (p.layout.block_size - 1)) == 0))
-          next_row = key_row<kPaged>(p, cta, key, kv_head);
-        else if (next_row >= 0)
-          next_row += row_step;
-        const int64_t row = key < range.end ? next_row : -1;
+        const int64_t row = key < range.end ? key_row<kPaged>(p, cta, key, kv_head) : -1;
         const bool valid = row >= 0;
         const int64_t offset = valid ? row * D + c * 16 : 0;
         cp_async<16>(stage + fp8_row_offset<kKTile>(r, c), k_base + offset, valid);

@@ -305,6 +305,10 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
   // real one) the row max is taken over the raw scores and the scale joins the exponent's
   // fused multiply-add; otherwise the scores are scaled first.
   const bool scale_in_exponent = scales.score > 0.0f;
+  // The row max moves only when a tile's exceeds it by more than 8: P then stays at most 2^8 (fp16
+  // keeps its relative precision there), and the accumulator's rescale, 64 multiplies, drops out
+  // of most tiles.
+  constexpr float kMaxSlack = 8.0f;
   const float exponent_scale = scale_in_exponent ? scales.score : 1.0f;
   auto softmax = [&](int tile, float (&rescale)[2]) {
     const int key0 = range.begin + tile * kKeys;
@@ -334,7 +338,7 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
       for (int i = 2 * h; i < kScoreRegs; i += 4) mx = fmaxf(mx, fmaxf(s[i], s[i + 1]));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      rescale[h] = state[h].raise_max(fmaxf(state[h].m, mx * exponent_scale));
+      rescale[h] = state[h].raise_max(state[h].max_with_slack(mx * exponent_scale, kMaxSlack));
       float sum = 0.0f;
 #pragma unroll
       for (int i = 2 * h; i < kScoreRegs; i += 4) {

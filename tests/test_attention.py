@@ -163,6 +163,26 @@ class TestFlashAttnVarlen(PlacedCase):
                 self.assertLess(rel_err(float_values(out), want), bound(self.place, "float32", "float16") + score_error)
                 self.check_lse(to_numpy(lse), want_lse, score_error)
 
+    def check_fp8(self, codes, descales, lens_q, lens_k, causal, splits=None):
+        """FP8 q/k/v codes with per-tensor descales through flash_attn_varlen, against the
+        reference on their real values: no NaN, and within the bounds (plus the FP8 score error on
+        the GPU). Returns the output and log-sum-exp."""
+        dim = codes[0].shape[2]
+        cq, ck = cu_seqlens(lens_q), cu_seqlens(lens_k)
+        fp8 = fp8_dtype_name()
+        real = [ref.e4m3_to_float(c) * d[0] for c, d in zip(codes, descales)]
+        out, lse = ops.flash_attn_varlen(
+            *(self.t(c, fp8) for c in codes), self.t(cq), self.t(ck), max(lens_q), max(lens_k),
+            causal=causal, q_descale=self.t(descales[0], "float32"), k_descale=self.t(descales[1], "float32"),
+            v_descale=self.t(descales[2], "float32"), out_dtype="float32", num_splits=splits)
+        want, want_lse = ref.flash_attn_varlen(*real, cq, ck, dim ** -0.5, causal)
+        got, lse = float_values(out), to_numpy(lse)
+        self.assertFalse(np.isnan(got).any() or np.isnan(lse).any())
+        score_error = fp8_score_error(real[0], real[1], dim ** -0.5) if self.place == "gpu" else 0.0
+        self.assertLess(rel_err(got, want), bound(self.place, "float32", "float16") + score_error)
+        self.check_lse(lse, want_lse, score_error)
+        return got, lse
+
     @placed
     def test_fp8_prefill(self):
         """FP8 q/k/v prefill (the sm_90a kernel's case at every head_dim): lengths 1, 17, 1000+, a
@@ -173,25 +193,12 @@ class TestFlashAttnVarlen(PlacedCase):
         cases += [(dim, *case) for dim in (64, 256)
                   for case in ((8, 2, True, None), (2, 2, False, 3), (8, 1, True, 3))]
         lens_q, lens_k = [1030, 1, 17, 6, 0], [1030, 1, 1100, 2, 3]
-        cq, ck = cu_seqlens(lens_q), cu_seqlens(lens_k)
-        fp8 = fp8_dtype_name()
         for dim, hq, hkv, causal, splits in cases:
             with self.subTest(dim=dim, hq=hq, hkv=hkv, causal=causal, splits=splits):
                 rng = seeded_rng(self, dim, hq, hkv, causal, splits)
                 codes = [fp8_tensor(rng, (sum(lens), heads, dim))
                          for lens, heads in ((lens_q, hq), (lens_k, hkv), (lens_k, hkv))]
-                descales = [np.float32([f / 64]) for f in (0.75, 0.5, 0.25)]
-                real = [ref.e4m3_to_float(c) * d[0] for c, d in zip(codes, descales)]
-                out, lse = ops.flash_attn_varlen(
-                    *(self.t(c, fp8) for c in codes), self.t(cq), self.t(ck), max(lens_q), max(lens_k),
-                    causal=causal, q_descale=self.t(descales[0], "float32"), k_descale=self.t(descales[1], "float32"),
-                    v_descale=self.t(descales[2], "float32"), out_dtype="float32", num_splits=splits)
-                want, want_lse = ref.flash_attn_varlen(*real, cq, ck, dim ** -0.5, causal)
-                got, lse = float_values(out), to_numpy(lse)
-                self.assertFalse(np.isnan(got).any() or np.isnan(lse).any())
-                score_error = fp8_score_error(real[0], real[1], dim ** -0.5) if self.place == "gpu" else 0.0
-                self.assertLess(rel_err(got, want), bound(self.place, "float32", "float16") + score_error)
-                self.check_lse(lse, want_lse, score_error)
+                self.check_fp8(codes, [np.float32([f / 64]) for f in (0.75, 0.5, 0.25)], lens_q, lens_k, causal, splits)
 
     @placed
     def test_fp8_prefill_rising_scores(self):
@@ -199,29 +206,18 @@ class TestFlashAttnVarlen(PlacedCase):
         by 20 at key 700: the GPU kernel moves a row's max only when a tile's exceeds it by more
         than 8, so its weights P reach 2^8 before a rescale, and the jump forces one."""
         lens = [1030, 300]
-        cu = cu_seqlens(lens)
-        fp8 = fp8_dtype_name()
         for dim, causal in itertools.product((64, 128, 256), (True, False)):
             with self.subTest(dim=dim, causal=causal):
                 rng = seeded_rng(self, dim, causal)
                 keys = np.concatenate([np.arange(n) for n in lens])
                 rise = 1.0 + 3.0 * keys / 128 + rng.normal(0.0, 0.5, keys.size) + 20.0 * (keys >= 700)
-                q_codes = ref.float_to_e4m3(np.ones((sum(lens), 2, dim), np.float32))
-                k_codes = ref.float_to_e4m3(np.abs(rise).astype(np.float32)[:, None, None] * np.ones((1, 1, dim), np.float32))
-                v_codes = fp8_tensor(rng, (sum(lens), 1, dim))
+                codes = [ref.float_to_e4m3(np.ones((sum(lens), 2, dim), np.float32)),
+                         ref.float_to_e4m3(np.abs(rise).astype(np.float32)[:, None, None] * np.ones((1, 1, dim), np.float32)),
+                         fp8_tensor(rng, (sum(lens), 1, dim))]
                 # score (base 2) = log2(e) * dim^-0.5 * (q . k) * descales = the key's code value
                 descales = [np.float32([1.0]), np.float32([dim ** -0.5 / np.log2(np.e)]), np.float32([1 / 64])]
-                real = [ref.e4m3_to_float(c) * d[0] for c, d in zip((q_codes, k_codes, v_codes), descales)]
-                out, lse = ops.flash_attn_varlen(
-                    *(self.t(c, fp8) for c in (q_codes, k_codes, v_codes)), self.t(cu), self.t(cu), max(lens), max(lens),
-                    causal=causal, q_descale=self.t(descales[0], "float32"), k_descale=self.t(descales[1], "float32"),
-                    v_descale=self.t(descales[2], "float32"), out_dtype="float32")
-                want, want_lse = ref.flash_attn_varlen(*real, cu, cu, dim ** -0.5, causal)
-                got, lse = float_values(out), to_numpy(lse)
+                got, lse = self.check_fp8(codes, descales, lens, lens, causal)
                 self.assertTrue(np.isfinite(got).all() and np.isfinite(lse).all())
-                score_error = fp8_score_error(real[0], real[1], dim ** -0.5) if self.place == "gpu" else 0.0
-                self.assertLess(rel_err(got, want), bound(self.place, "float32", "float16") + score_error)
-                self.check_lse(lse, want_lse, score_error)
 
     def test_bad_input(self):
         from_numpy = host_from_numpy

@@ -137,7 +137,7 @@ struct BasicSoftmaxState {
   FA_HD void add_sum(float block_sum) { d += block_sum; }
   // The max to raise to for a kernel whose weights may exceed 1: m_block where it exceeds m by
   // more than `slack`, else m (rescale 1), so that most blocks leave the accumulator as it is.
-  // The block's weights stay below exp(slack) (base 2: 2^slack).
+  // The block's weights are then at most exp(slack) (base 2: 2^slack).
   FA_HD float max_with_slack(float m_block, float slack) const { return m_block > m + slack ? m_block : m; }
 };
 

@@ -3,16 +3,17 @@
 // cache_fp8 cache. Everything else runs attention_kernel.cuh, whose row tiling, masking, scales
 // and epilogue this kernel shares.
 //
-// A CTA is three warpgroups over 128 rows. The first copies: every tile of K and V (128 keys, 64
-// at head_dim 256; cp.async, two tiles ahead) and V widened to fp16; mbarriers hand each buffer
-// to the other two and back. Those two compute, 64 rows each. S = Q K^T runs on the FP8 tensor
-// cores straight from the stored bytes (m64nKk32, Q and K 128-byte swizzled in shared memory).
-// P V runs in fp16 (m64nDk16, P from registers, V N-major; two n128 halves at head_dim 256): P
-// keeps 11 bits, as in the mma.sync kernel, so accuracy does not change. (An FP8 P V would need
-// V transposed: FP8 wgmma operands must be K-major.) Each computing warpgroup
-// keeps P V of tile j and Q K^T of tile j + 1 in flight while it runs the softmax of tile j + 1,
-// and the two take turns to issue their wgmmas, so that one's softmax runs while the other's
-// matrix products do.
+// A CTA is a copying warpgroup and two computing ones over 128 rows; three over 192 rows at
+// head_dim 64, where the softmax weighs most against a tile's matrix products. The copying one
+// copies every tile of K and V (128 keys, 64 at head_dim 256; cp.async, two tiles ahead) and
+// widens V to fp16; mbarriers hand each buffer to the computing ones and back. Those compute 64
+// rows each. S = Q K^T runs on the FP8 tensor cores straight from the stored bytes (m64nKk32, Q
+// and K 128-byte swizzled in shared memory). P V runs in fp16 (m64nDk16, P from registers, V
+// N-major; two n128 halves at head_dim 256): P keeps 11 bits, as in the mma.sync kernel, so
+// accuracy does not change. (An FP8 P V would need V transposed: FP8 wgmma operands must be
+// K-major.) Each computing warpgroup keeps P V of tile j and Q K^T of tile j + 1 in flight while
+// it runs the softmax of tile j + 1, and they take turns to issue their wgmmas, so that one's
+// softmax runs while the others' matrix products do.
 #pragma once
 
 #include "attention_kernel.cuh"
@@ -24,13 +25,17 @@ namespace attention_gpu {
 
 // Keys per tile: 128, or 64 at head_dim 256, where the accumulator alone takes 128 registers.
 constexpr int wgmma_tile_keys(int head_dim) { return head_dim == 256 ? 64 : 128; }
+// Computing warpgroups of 64 rows: three at head_dim 64, whose accumulator is small enough for
+// three in the register file; two otherwise.
+constexpr int wgmma_compute_groups(int head_dim) { return head_dim == 64 ? 3 : 2; }
 
 template <int D>
 struct WgmmaShape {
   static_assert(D == 64 || D == 128 || D == 256, "head_dim 64, 128 or 256");
   static constexpr int kHeadDim = D;
-  static constexpr int kThreads = 384;  // the copying warpgroup, then two computing ones
-  static constexpr int kRows = 128, kKeys = wgmma_tile_keys(D);
+  static constexpr int kComputeGroups = wgmma_compute_groups(D);
+  static constexpr int kThreads = 128 * (1 + kComputeGroups);  // the copying warpgroup first
+  static constexpr int kRows = 64 * kComputeGroups, kKeys = wgmma_tile_keys(D);
   // Copies run two tiles ahead of the widening, which runs one ahead of the consumers: 4 stages
   // of K and V as copied, 2 of fp16 V.
   static constexpr int kStages = 4, kV16Buffers = 2;
@@ -47,11 +52,14 @@ struct WgmmaShape {
   static constexpr int kStagesOffset = kQOffset + kColumnTiles * kQTileBytes;
   static constexpr int kV16Offset = kStagesOffset + kStages * kStageBytes;
   static constexpr int kSmemBytes = kV16Offset + kV16Buffers * kV16Bytes + 1024;  // + 1024-byte alignment
-  // Registers per thread after the hand-over (the CTA launches with 65536 / 384 = 168 each). The
-  // computing warpgroups get what the copying one gives up: 168 + (168 - copy) / 2, rounded down
-  // to a multiple of 8.
-  static constexpr int kCopyRegisters = D == 256 ? 72 : 80, kComputeRegisters = D == 256 ? 216 : 208;
-  static_assert(128 * kCopyRegisters + 256 * kComputeRegisters <= 168 * 384, "the register file holds both roles");
+  // Registers per thread after the hand-over (the CTA launches with 65536 / kThreads each). The
+  // computing warpgroups share what the copying one gives up, in multiples of 8. The copying
+  // warpgroup keeps enough not to spill in its loop (with 8 fewer it reloaded spilled registers
+  // every tile, 1 to 7% slower). The computing ones spill nothing at head_dim 128; at head_dim 64,
+  // three of them at 152 registers spill 12.
+  static constexpr int kCopyRegisters = D == 256 ? 80 : D == 128 ? 88 : 56;
+  static constexpr int kComputeRegisters = D == 256 ? 208 : D == 128 ? 200 : 152;
+  static_assert(128 * kCopyRegisters + 128 * kComputeGroups * kComputeRegisters <= 65536, "the register file holds both roles");
   // Accumulator registers per thread: o in parts of at most 128 columns (one wgmma each), S.
   static constexpr int kOutParts = D > 128 ? D / 128 : 1, kPartRegs = (D > 128 ? 128 : D) / 2;
   static constexpr int kScoreRegs = kKeys / 2;
@@ -100,6 +108,8 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
   constexpr int kQTile = Shape::kQTileBytes, kKTile = Shape::kKTileBytes;
   constexpr int kStages = Shape::kStages, kV16Buffers = Shape::kV16Buffers;
   constexpr int kOutParts = Shape::kOutParts, kPartRegs = Shape::kPartRegs, kScoreRegs = Shape::kScoreRegs;
+  constexpr int kGroups = Shape::kComputeGroups, kComputeThreads = 128 * kGroups;
+  static_assert(kGroups < kStages, "the epilogue stages each warpgroup's rows in a stage of its own");
   extern __shared__ uint8_t smem_raw[];
   __shared__ int cta_limit;
   __shared__ int unmapped_tile[kStages];
@@ -108,7 +118,7 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
   // s) / fp16 V (buffer b) is in. Apart, because a computing warpgroup issues Q K^T of tile j + 1
   // with P V of tile j: waiting for V of j + 1 there would wait for the other warpgroup's P V of
   // j - 1, issued just before, to finish, and for the widening after it.
-  // k_free[s] / v16_free[b]: the computing warpgroups' 256 threads arrive when done with a K stage
+  // k_free[s] / v16_free[b]: the computing warpgroups' threads arrive when done with a K stage
   // (its Q K^T and softmax) / an fp16 V buffer (its P V).
   __shared__ __align__(8) uint64_t k_ready_bars[kStages], k_free_bars[kStages];
   __shared__ __align__(8) uint64_t v16_ready_bars[kV16Buffers], v16_free_bars[kV16Buffers];
@@ -139,10 +149,10 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
   if (threadIdx.x < kStages) {
     unmapped_tile[threadIdx.x] = -1;
     roles::mbarrier_init(k_ready(threadIdx.x), 128);
-    roles::mbarrier_init(k_free(threadIdx.x), 256);
+    roles::mbarrier_init(k_free(threadIdx.x), kComputeThreads);
     if (threadIdx.x < kV16Buffers) {
       roles::mbarrier_init(v16_ready(threadIdx.x), 128);
-      roles::mbarrier_init(v16_free(threadIdx.x), 256);
+      roles::mbarrier_init(v16_free(threadIdx.x), kComputeThreads);
     }
   }
   __syncthreads();
@@ -261,16 +271,17 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
     }
   }
 
-  // Turns at the tensor cores: warpgroup w issues its wgmmas after named barrier 2 + w, at which
-  // the other one arrives once it has issued its own. The second warpgroup arrives once before
-  // its first turn, so the first one starts, and not after its last, which no turn answers.
+  // Turns at the tensor cores, in a ring: warpgroup w issues its wgmmas after named barrier 2 + w,
+  // at which warpgroup w - 1 arrives once it has issued its own. The last warpgroup arrives once
+  // before its first turn, so the first one starts, and not after its last, which no turn answers.
   const int issues = range.tiles > 0 ? range.tiles + 1 : 0;
+  const bool last_group = wg == kGroups - 1;
   int issued = 0;
   auto take_turn = [&] { roles::named_sync(2 + wg, 256); };
   auto pass_turn = [&] {
-    if (++issued < issues || wg == 0) roles::named_arrive(2 + (wg ^ 1), 256);
+    if (++issued < issues || !last_group) roles::named_arrive(2 + (last_group ? 0 : wg + 1), 256);
   };
-  if (wg == 1 && issues > 0) roles::named_arrive(2, 256);
+  if (last_group && issues > 0) roles::named_arrive(2, 256);
 
   float s[kScoreRegs];          // S of the tile after the one whose P V runs; no initial value needed
   uint32_t pf[kKeys / 16][4];  // P as fp16 A fragments, one per 16 keys
@@ -432,10 +443,10 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
     constexpr int kRowBytes = D * int(sizeof(Storage));
     if constexpr (64 * kRowBytes <= Shape::kStageBytes) {
       // Through shared memory, so that each warp writes whole rows with 16-byte stores: the
-      // warpgroup's 64 rows go to stage tiles + 1 + wg, free by now (only the last tile's stage
-      // may still be read, by the other warpgroup), 16-byte chunks swizzled by row.
+      // warpgroup's 64 rows go to stage tiles + wg, free by now (only the last tile's stage
+      // may still be read, by the others), 16-byte chunks swizzled by row.
       constexpr int kRowChunks = kRowBytes / 16, kSwizzle = (kRowChunks < 8 ? kRowChunks : 8) - 1;
-      uint8_t* staging = smem_raw + (stage_of(range.tiles + 1 + wg) - smem_address(smem_raw));
+      uint8_t* staging = smem_raw + (stage_of(range.tiles + wg) - smem_address(smem_raw));
       auto offset = [&](int row, int byte) {
         return row * kRowBytes + ((((byte >> 4) ^ (row & kSwizzle)) << 4) | (byte & 15));
       };
@@ -447,7 +458,7 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
           store_pair_as<Format>(staging + offset(row, d * int(sizeof(Storage))), 0, x0, x1);
         });
       }
-      roles::named_sync(4 + wg, 128);
+      roles::named_sync(2 + kGroups + wg, 128);
       for (int index = threadIdx.x % 128; index < 64 * kRowChunks; index += 128) {
         const int row = index / kRowChunks, chunk = index % kRowChunks;
         const int2 place = row_place[64 * wg + row];

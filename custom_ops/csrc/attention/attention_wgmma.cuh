@@ -52,14 +52,17 @@ struct WgmmaShape {
   static constexpr int kStagesOffset = kQOffset + kColumnTiles * kQTileBytes;
   static constexpr int kV16Offset = kStagesOffset + kStages * kStageBytes;
   static constexpr int kSmemBytes = kV16Offset + kV16Buffers * kV16Bytes + 1024;  // + 1024-byte alignment
-  // Registers per thread after the hand-over (the CTA launches with 65536 / kThreads each). The
-  // computing warpgroups share what the copying one gives up, in multiples of 8. The copying
-  // warpgroup keeps enough not to spill in its loop (with 8 fewer it reloaded spilled registers
-  // every tile, 1 to 7% slower). The computing ones spill nothing at head_dim 128; at head_dim 64,
-  // three of them at 152 registers spill 12.
+  // Registers per thread after the hand-over. The CTA launches with 65536 / kThreads each,
+  // rounded down to a multiple of 8 (168 for 384 threads, 128 for 512); the computing warpgroups
+  // share what the copying one gives up. The copying warpgroup keeps enough not to spill in its
+  // loop (with 8 fewer it reloaded spilled registers every tile, 1 to 7% slower). ptxas spills
+  // nothing for the contiguous kernel at head_dim 128, 17 registers for the paged one and 12 at
+  // head_dim 64 (three warpgroups at 152).
+  static constexpr int kLaunchRegisters = 65536 / kThreads / 8 * 8;
   static constexpr int kCopyRegisters = D == 256 ? 80 : D == 128 ? 88 : 56;
   static constexpr int kComputeRegisters = D == 256 ? 208 : D == 128 ? 200 : 152;
-  static_assert(128 * kCopyRegisters + 128 * kComputeGroups * kComputeRegisters <= 65536, "the register file holds both roles");
+  static_assert(128 * kCopyRegisters + 128 * kComputeGroups * kComputeRegisters <= kThreads * kLaunchRegisters,
+                "the registers the CTA launched with hold both roles");
   // Accumulator registers per thread: o in parts of at most 128 columns (one wgmma each), S.
   static constexpr int kOutParts = D > 128 ? D / 128 : 1, kPartRegs = (D > 128 ? 128 : D) / 2;
   static constexpr int kScoreRegs = kKeys / 2;
@@ -116,8 +119,8 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
   __shared__ int2 row_place[Shape::kRows];  // a row's {token, q head}; token -1 past the sequence
   // k_ready[s] / v16_ready[b]: the copying warpgroup's 128 threads arrive when a tile's K (stage
   // s) / fp16 V (buffer b) is in. Apart, because a computing warpgroup issues Q K^T of tile j + 1
-  // with P V of tile j: waiting for V of j + 1 there would wait for the other warpgroup's P V of
-  // j - 1, issued just before, to finish, and for the widening after it.
+  // with P V of tile j: waiting for V of j + 1 there would wait for the other warpgroups' P V
+  // of j - 1, issued just before, to finish, and for the widening after it.
   // k_free[s] / v16_free[b]: the computing warpgroups' threads arrive when done with a K stage
   // (its Q K^T and softmax) / an fp16 V buffer (its P V).
   __shared__ __align__(8) uint64_t k_ready_bars[kStages], k_free_bars[kStages];
@@ -225,7 +228,7 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
       wgmma::fence_shared_for_async();
       roles::mbarrier_arrive(v16_ready(tile));
     };
-    // Q (the CTA's 128 rows, the bytes as they are; rows past the sequence repeat its last row)
+    // Q (the CTA's rows, the bytes as they are; rows past the sequence repeat its last row)
     // travels with the first tile: k_ready(0) covers both, and no CTA barrier waits for it.
     if (range.tiles > 0) {
       for (int i = thread; i < Shape::kRows * kChunks; i += 128) {
@@ -261,8 +264,9 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
   SoftmaxState2 state[2] = {SoftmaxState2::empty(), SoftmaxState2::empty()};
   const uint32_t q_tile = smem + Shape::kQOffset + wg * 64 * 128;
   const FoldedScales scales = fold_scales<kPaged>(p, cta.seq, kv_head);
-  // Where each row goes, worked out while the first tile is on its way (the epilogue reads it;
-  // the warpgroup's barrier there orders it for the other threads).
+  // Where each row goes, worked out while the first tile is on its way. The epilogue reads it:
+  // the other lanes of the quad at once (hence the warp's sync; with no key tile nothing else
+  // orders it), the other warps after the warpgroup's barrier there.
   if (t == 0) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
@@ -270,9 +274,10 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
       row_place[r - cta.row0] = r < cta.rows ? make_int2(cta.token(r), cta.head(r, kv_head)) : make_int2(-1, 0);
     }
   }
+  __syncwarp();
 
   // Turns at the tensor cores, in a ring: warpgroup w issues its wgmmas after named barrier 2 + w,
-  // at which warpgroup w - 1 arrives once it has issued its own. The last warpgroup arrives once
+  // at which the one before it (the last, before the first) arrives once it has issued its own. The last warpgroup arrives once
   // before its first turn, so the first one starts, and not after its last, which no turn answers.
   const int issues = range.tiles > 0 ? range.tiles + 1 : 0;
   const bool last_group = wg == kGroups - 1;

@@ -104,12 +104,19 @@ class TestFlashAttnVarlen(PlacedCase):
     @placed
     def test_long_sequences_and_splits(self):
         """Lengths 1, 17 and 1000+, causal and not, with the key range computed in one piece and
-        split over several CTAs (GPU) and merged."""
+        split over several CTAs (GPU) and merged; and 64 queries over 4200 keys, split by the plan."""
         for causal, splits in itertools.product((True, False), (None, 1, 3)):
             with self.subTest(causal=causal, splits=splits):
                 rng = seeded_rng(self, causal, splits)
                 got, lse, want, want_lse = self.run_case(rng, [1030, 1, 17], [1030, 1, 1100], 8, 2, 128, causal,
                                                          out_dtype="float32", num_splits=splits)
+                self.assertLess(rel_err(got, want), bound(self.place, "float32", "bfloat16"))
+                self.check_lse(lse, want_lse)
+        # Few queries over many keys leave most multiprocessors idle: the GPU's own plan splits them.
+        for causal in (True, False):
+            with self.subTest(causal=causal, queries=64, keys=4200):
+                rng = seeded_rng(self, causal, "few queries")
+                got, lse, want, want_lse = self.run_case(rng, [64], [4200], 8, 2, 128, causal, out_dtype="float32")
                 self.assertLess(rel_err(got, want), bound(self.place, "float32", "bfloat16"))
                 self.check_lse(lse, want_lse)
 

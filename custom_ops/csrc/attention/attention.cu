@@ -142,7 +142,8 @@ AttentionPlan plan_attention(const AttentionParams& p, int64_t max_keys, int req
     // than there are multiprocessors, and only where each split keeps at least 2048 keys: a
     // split writes its rows in fp32 and the combine reads them back, which cost more than a few
     // key tiles (CTAs of 1k to 4k keys ran 1.5 to 2.6x slower with 2 splits than with none).
-    const int64_t ctas = row_tiles * p.heads_kv;
+    // Every sequence starts a row tile of its own: at most row_tiles + batch of them.
+    const int64_t ctas = (row_tiles + p.batch) * p.heads_kv;
     splits = int(std::clamp<int64_t>(std::min<int64_t>(multiprocessor_count() / ctas, max_keys / 2048), 1, 64));
   }
   return {warps_m, std::max(splits, 1), wgmma};

@@ -119,7 +119,7 @@ AttentionPlan plan_attention(const AttentionParams& p, int64_t max_keys, int req
   const int warps_m = rows <= int64_t(16) * std::max(p.batch, 1) ? 1 : 4;
   const bool wgmma = warps_m == 4 && wgmma_prefill_applies(p);
   const int row_blocks = warps_m == 1 ? 1 : prefill_row_blocks(p.head_dim);
-  const int rows_per_cta = wgmma ? 64 * wgmma_compute_groups(p.head_dim) : 16 * warps_m * row_blocks;
+  const int rows_per_cta = wgmma ? wgmma_rows(p.head_dim) : 16 * warps_m * row_blocks;
   const int keys_per_tile = wgmma ? wgmma_tile_keys(p.head_dim) : tile_keys(p.head_dim, row_blocks);
   const int64_t max_tiles = std::max<int64_t>((max_keys + keys_per_tile - 1) / keys_per_tile, 1);
   int splits = requested_splits;

@@ -28,6 +28,8 @@ constexpr int wgmma_tile_keys(int head_dim) { return head_dim == 256 ? 64 : 128;
 // Computing warpgroups of 64 rows: three at head_dim 64, whose accumulator is small enough for
 // three in the register file; two otherwise.
 constexpr int wgmma_compute_groups(int head_dim) { return head_dim == 64 ? 3 : 2; }
+// Rows per CTA (the plan sizes its grid and key splits by it).
+constexpr int wgmma_rows(int head_dim) { return 64 * wgmma_compute_groups(head_dim); }
 
 template <int D>
 struct WgmmaShape {
@@ -35,7 +37,7 @@ struct WgmmaShape {
   static constexpr int kHeadDim = D;
   static constexpr int kComputeGroups = wgmma_compute_groups(D);
   static constexpr int kThreads = 128 * (1 + kComputeGroups);  // the copying warpgroup first
-  static constexpr int kRows = 64 * kComputeGroups, kKeys = wgmma_tile_keys(D);
+  static constexpr int kRows = wgmma_rows(D), kKeys = wgmma_tile_keys(D);
   // Copies run two tiles ahead of the widening, which runs one ahead of the consumers: 4 stages
   // of K and V as copied, 2 of fp16 V.
   static constexpr int kStages = 4, kV16Buffers = 2;
@@ -277,14 +279,16 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
   __syncwarp();
 
   // Turns at the tensor cores, in a ring: warpgroup w issues its wgmmas after named barrier 2 + w,
-  // at which the one before it (the last, before the first) arrives once it has issued its own. The last warpgroup arrives once
-  // before its first turn, so the first one starts, and not after its last, which no turn answers.
+  // at which the one before it (the last, before the first) arrives once it has issued its own.
+  // The last warpgroup arrives once before its first turn, so the first one starts, and not after
+  // its last, which no turn answers.
   const int issues = range.tiles > 0 ? range.tiles + 1 : 0;
   const bool last_group = wg == kGroups - 1;
+  const int next_turn = 2 + (wg + 1) % kGroups;
   int issued = 0;
   auto take_turn = [&] { roles::named_sync(2 + wg, 256); };
   auto pass_turn = [&] {
-    if (++issued < issues || !last_group) roles::named_arrive(2 + (last_group ? 0 : wg + 1), 256);
+    if (++issued < issues || !last_group) roles::named_arrive(next_turn, 256);
   };
   if (last_group && issues > 0) roles::named_arrive(2, 256);
 

@@ -56,13 +56,14 @@ struct WgmmaShape {
   static constexpr int kSmemBytes = kV16Offset + kV16Buffers * kV16Bytes + 1024;  // + 1024-byte alignment
   // Registers per thread after the hand-over. The CTA launches with 65536 / kThreads each,
   // rounded down to a multiple of 8 (168 for 384 threads, 128 for 512); the computing warpgroups
-  // share what the copying one gives up. The copying warpgroup keeps enough not to spill in its
-  // loop (with 8 fewer it reloaded spilled registers every tile, 1 to 7% slower). ptxas spills
-  // nothing for the contiguous kernel at head_dim 128, 17 registers for the paged one and 12 at
-  // head_dim 64 (three warpgroups at 152).
+  // share what the copying one gives up. At head_dim 64 they need 160: with 152 ptxas runs every
+  // wgmma synchronously (warning C7512 under -Xptxas -v; 15-18% slower), so the copying
+  // warpgroup gets the 32 left and spills a few registers in its loop. Elsewhere it keeps enough
+  // not to spill there (with 8 fewer at head_dim 128 it reloaded spilled registers every tile).
+  // The paged kernel at head_dim 128 spills 12 bytes.
   static constexpr int kLaunchRegisters = 65536 / kThreads / 8 * 8;
-  static constexpr int kCopyRegisters = D == 256 ? 80 : D == 128 ? 88 : 56;
-  static constexpr int kComputeRegisters = D == 256 ? 208 : D == 128 ? 200 : 152;
+  static constexpr int kCopyRegisters = D == 256 ? 80 : D == 128 ? 88 : 32;
+  static constexpr int kComputeRegisters = D == 64 ? 160 : 208;
   static_assert(128 * kCopyRegisters + 128 * kComputeGroups * kComputeRegisters <= kThreads * kLaunchRegisters,
                 "the registers the CTA launched with hold both roles");
   // Accumulator registers per thread: o in parts of at most 128 columns (one wgmma each), S.

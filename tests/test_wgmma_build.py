@@ -1,0 +1,50 @@
+"""The wgmma prefill kernels as ptxas builds them for sm_90a. Where a kernel needs more registers
+than its warpgroups were given, ptxas does not fail: it runs every wgmma synchronously and says so
+only under -Xptxas -v (warnings C7512 and C7514), and the kernel loses 15% or more. Runs wherever
+nvcc is found (CI builds the CUDA sources too); no GPU needed."""
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import unittest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KERNELS = [(d, paged) for d in (64, 128, 256) for paged in ("false", "true")]
+
+
+def find_nvcc():
+    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or "/usr/local/cuda"
+    path = os.path.join(home, "bin", "nvcc")
+    return path if os.path.isfile(path) else shutil.which("nvcc")
+
+
+class TestWgmmaBuild(unittest.TestCase):
+    @unittest.skipUnless(find_nvcc(), "needs nvcc")
+    def test_no_serialized_wgmma(self):
+        source = '#include "attention/attention_wgmma.cuh"\nnamespace fastattn { namespace attention_gpu {\n'
+        source += "".join(
+            f"template __global__ void attention_wgmma_kernel<{d}, {paged}>(const AttentionParams);\n"
+            for d, paged in KERNELS)
+        source += "}}\n"
+        with tempfile.TemporaryDirectory() as tmp:
+            unit = os.path.join(tmp, "wgmma_kernels.cu")
+            with open(unit, "w") as f:
+                f.write(source)
+            include = os.path.join(ROOT, "custom_ops")
+            result = subprocess.run(
+                [find_nvcc(), "-std=c++17", "-O3", "--expt-relaxed-constexpr", "-DFASTATTN_WITH_CUDA",
+                 "-I", os.path.join(include, "include"), "-I", os.path.join(include, "csrc"),
+                 "-gencode=arch=compute_90a,code=sm_90a", "-Xptxas", "-v", "-c", unit,
+                 "-o", os.path.join(tmp, "wgmma_kernels.o")],
+                capture_output=True, text=True)
+        log = result.stdout + result.stderr
+        self.assertEqual(result.returncode, 0, log[-3000:])
+        compiled = re.findall(r"Compiling entry function '(\w*attention_wgmma_kernel\w*)'", log)
+        self.assertEqual(len(compiled), len(KERNELS), log[-3000:])
+        serialized = [line for line in log.splitlines() if "C7512" in line or "C7514" in line or "serialized" in line]
+        self.assertEqual(serialized, [])
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -48,43 +48,58 @@ def gencode_flags(archs):
     return [f"-gencode=arch=compute_{a},code=sm_{a}" for a in dict.fromkeys(archs)]
 
 
-CUDA_HOME = find_cuda_home()
-if CUDA_HOME:
-    os.environ["CUDA_HOME"] = CUDA_HOME
+COMMON_FLAGS = ["-O3", "-std=c++17", "-DPADDLE_NO_PYTHON"]
 
-from paddle.utils.cpp_extension import CppExtension, CUDAExtension, setup  # noqa: E402
-from setuptools import find_packages  # noqa: E402
 
-cc_sources = sorted(glob.glob("custom_ops/csrc/**/*.cc", recursive=True))
-cu_sources = sorted(glob.glob("custom_ops/csrc/**/*.cu", recursive=True))
-include_dirs = [os.path.join(HERE, "custom_ops", "include")]
-common = ["-O3", "-std=c++17", "-DPADDLE_NO_PYTHON"]
-
-if CUDA_HOME:
-    archs = cuda_archs()
+def include_dirs(cuda_home):
+    dirs = [os.path.join(HERE, "custom_ops", "include")]
     # CUDA 13 keeps thrust/cub under include/cccl; Paddle 2.6's headers include <thrust/...>.
-    cccl = os.path.join(CUDA_HOME, "include", "cccl")
-    if os.path.isdir(cccl):
-        include_dirs.append(cccl)
-    print(f"fastattn: building CPU and CUDA kernels for sm_{', sm_'.join(archs)} (CUDA at {CUDA_HOME})")
-    extension = CUDAExtension(
-        sources=cc_sources + cu_sources,
-        include_dirs=include_dirs,
-        extra_compile_args={
-            "cxx": common + ["-DFASTATTN_WITH_CUDA"],
-            "nvcc": common + ["-DFASTATTN_WITH_CUDA", "--threads", "2", *gencode_flags(archs)],
-        },
-        extra_link_args=["-l:libcudart_static.a", "-ldl", "-lrt", "-lpthread"],
-    )
-else:
-    print("fastattn: nvcc not found, building CPU kernels only")
-    extension = CppExtension(sources=cc_sources, include_dirs=include_dirs,
-                             extra_compile_args={"cxx": common})
+    cccl = os.path.join(cuda_home, "include", "cccl") if cuda_home else ""
+    if cccl and os.path.isdir(cccl):
+        dirs.append(cccl)
+    return dirs
 
-setup(
-    name="fastattn_ops",
-    version="0.1.0",
-    description="Quantized paged KV cache and FP8 attention ops for Paddle inference",
-    packages=find_packages(include=["fastattn", "fastattn.*"]),
-    ext_modules=extension,
-)
+
+def nvcc_flags(archs):
+    """nvcc's flags for the CUDA sources (tests/test_wgmma_build.py compiles with them too)."""
+    return COMMON_FLAGS + ["-DFASTATTN_WITH_CUDA", *gencode_flags(archs)]
+
+
+def main():
+    cuda_home = find_cuda_home()
+    if cuda_home:
+        os.environ["CUDA_HOME"] = cuda_home
+
+    from paddle.utils.cpp_extension import CppExtension, CUDAExtension, setup
+    from setuptools import find_packages
+
+    cc_sources = sorted(glob.glob("custom_ops/csrc/**/*.cc", recursive=True))
+    cu_sources = sorted(glob.glob("custom_ops/csrc/**/*.cu", recursive=True))
+    if cuda_home:
+        archs = cuda_archs()
+        print(f"fastattn: building CPU and CUDA kernels for sm_{', sm_'.join(archs)} (CUDA at {cuda_home})")
+        extension = CUDAExtension(
+            sources=cc_sources + cu_sources,
+            include_dirs=include_dirs(cuda_home),
+            extra_compile_args={
+                "cxx": COMMON_FLAGS + ["-DFASTATTN_WITH_CUDA"],
+                "nvcc": nvcc_flags(archs) + ["--threads", "2"],
+            },
+            extra_link_args=["-l:libcudart_static.a", "-ldl", "-lrt", "-lpthread"],
+        )
+    else:
+        print("fastattn: nvcc not found, building CPU kernels only")
+        extension = CppExtension(sources=cc_sources, include_dirs=include_dirs(None),
+                                 extra_compile_args={"cxx": COMMON_FLAGS})
+
+    setup(
+        name="fastattn_ops",
+        version="0.1.0",
+        description="Quantized paged KV cache and FP8 attention ops for Paddle inference",
+        packages=find_packages(include=["fastattn", "fastattn.*"]),
+        ext_modules=extension,
+    )
+
+
+if __name__ == "__main__":
+    main()

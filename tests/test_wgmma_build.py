@@ -4,23 +4,19 @@ only under -Xptxas -v (warnings C7512 and C7514), and the kernel loses 15% or mo
 nvcc is found (CI builds the CUDA sources too); no GPU needed."""
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 import unittest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import util  # noqa: F401  (puts the repository root on the path)
+from setup_ops import HERE as ROOT, find_cuda_home, include_dirs, nvcc_flags
+
 KERNELS = [(d, paged) for d in (64, 128, 256) for paged in ("false", "true")]
-
-
-def find_nvcc():
-    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or "/usr/local/cuda"
-    path = os.path.join(home, "bin", "nvcc")
-    return path if os.path.isfile(path) else shutil.which("nvcc")
+CUDA_HOME = find_cuda_home()
 
 
 class TestWgmmaBuild(unittest.TestCase):
-    @unittest.skipUnless(find_nvcc(), "needs nvcc")
+    @unittest.skipUnless(CUDA_HOME, "needs nvcc")
     def test_no_serialized_wgmma(self):
         source = '#include "attention/attention_wgmma.cuh"\nnamespace fastattn { namespace attention_gpu {\n'
         source += "".join(
@@ -31,12 +27,10 @@ class TestWgmmaBuild(unittest.TestCase):
             unit = os.path.join(tmp, "wgmma_kernels.cu")
             with open(unit, "w") as f:
                 f.write(source)
-            include = os.path.join(ROOT, "custom_ops")
+            includes = [f"-I{d}" for d in include_dirs(CUDA_HOME) + [os.path.join(ROOT, "custom_ops", "csrc")]]
             result = subprocess.run(
-                [find_nvcc(), "-std=c++17", "-O3", "--expt-relaxed-constexpr", "-DFASTATTN_WITH_CUDA",
-                 "-I", os.path.join(include, "include"), "-I", os.path.join(include, "csrc"),
-                 "-gencode=arch=compute_90a,code=sm_90a", "-Xptxas", "-v", "-c", unit,
-                 "-o", os.path.join(tmp, "wgmma_kernels.o")],
+                [os.path.join(CUDA_HOME, "bin", "nvcc"), *nvcc_flags(["90"]), *includes, "-Xptxas", "-v",
+                 "-c", unit, "-o", os.path.join(tmp, "wgmma_kernels.o")],
                 capture_output=True, text=True)
         log = result.stdout + result.stderr
         self.assertEqual(result.returncode, 0, log[-3000:])

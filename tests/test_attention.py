@@ -374,9 +374,10 @@ class TestPagedAttention(PlacedCase):
 
     @placed
     def test_fp8_query_chunked_prefill_head_dims(self):
-        """The same over cache_fp8 at head_dim 64 and 256 (the sm_90a kernel's tiles are 128 and 64
-        keys there), with cache blocks smaller than, equal to and larger than a tile."""
-        for dim, block_size, splits in itertools.product((64, 256), (32, 64, 128), (None, 3)):
+        """The same over cache_fp8 at head_dim 64, 128 and 256 (the sm_90a kernel's tiles are 128,
+        128 and 64 keys; whole tiles arrive by tensor copies of a cache block, or of a tile from a
+        larger block), with every block size: smaller than, equal to and larger than a tile."""
+        for dim, block_size, splits in itertools.product((64, 128, 256), (16, 32, 64, 128), (None, 3)):
             with self.subTest(dim=dim, block_size=block_size, splits=splits):
                 rng = seeded_rng(self, dim, block_size, splits)
                 lens, q_lens = [420, 77, 9], [150, 1, 9]

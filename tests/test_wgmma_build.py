@@ -20,7 +20,7 @@ class TestWgmmaBuild(unittest.TestCase):
     def test_no_serialized_wgmma(self):
         source = '#include "attention/attention_wgmma.cuh"\nnamespace fastattn { namespace attention_gpu {\n'
         source += "".join(
-            f"template __global__ void attention_wgmma_kernel<{d}, {paged}>(const AttentionParams);\n"
+            f"template __global__ void attention_wgmma_kernel<{d}, {paged}>(const AttentionParams, const __grid_constant__ KvTensorMaps);\n"
             for d, paged in KERNELS)
         source += "}}\n"
         with tempfile.TemporaryDirectory() as tmp:

@@ -33,8 +33,8 @@ void check_launch(const char* what) {
   if (err != cudaSuccess) throw std::runtime_error(std::string("fastattn: ") + what + ": " + cudaGetErrorString(err));
 }
 
-template <class Shape, auto kernel>
-void launch_kernel(const AttentionParams& p) {
+template <class Shape, auto kernel, class... Extra>
+void launch_kernel(const AttentionParams& p, const Extra&... extra) {
   static std::atomic<int> configured[kMaxDevices] = {};  // per device, like the attribute: 1 done, 2 refused
   const bool fits = device_property(configured, [](int) {
     return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Shape::kSmemBytes) == cudaSuccess ? 1 : 2;
@@ -45,7 +45,7 @@ void launch_kernel(const AttentionParams& p) {
   // sequence get tiles of their own (see first_tile_of).
   const int64_t tiles = int64_t(p.tokens_q) * group / Shape::kRows + p.batch + 2;
   const dim3 grid(unsigned(tiles), unsigned(p.heads_kv), unsigned(p.num_splits));
-  kernel<<<grid, Shape::kThreads, Shape::kSmemBytes, static_cast<cudaStream_t>(p.stream)>>>(p);
+  kernel<<<grid, Shape::kThreads, Shape::kSmemBytes, static_cast<cudaStream_t>(p.stream)>>>(p, extra...);
   check_launch("attention kernel launch");
 }
 
@@ -85,11 +85,38 @@ void launch_shape(const AttentionParams& p) {
   else launch<TileShape<D, 4, 1, Kv, kFp8QK, prefill_row_blocks(D)>, Kv, kPaged, kTokenScales>(p);
 }
 
+// The wgmma kernel's K and V as tensor maps: boxes of a tile's rows (contiguous keys) or a cache
+// block's (at most a tile's), one column tile wide. Not ready (every tile copied row by row)
+// where the driver cannot encode them, or for blocks of under 8 keys (the ops take 16 to 128),
+// whose boxes would not start on the swizzle's atoms.
+template <int D>
+KvTensorMaps kv_tensor_maps(const AttentionParams& p) {
+  using Shape = WgmmaShape<D>;
+  KvTensorMaps maps{};
+  const uint32_t width = Shape::kSwizzleBytes;
+  if (p.paged) {
+    const PagedCacheLayout& cache = p.layout;
+    if (cache.block_size < 8 || cache.num_blocks <= 0) return maps;
+    const uint64_t dims[3] = {D, uint64_t(cache.block_size), uint64_t(cache.num_blocks) * cache.num_heads};
+    const uint64_t strides[2] = {D, uint64_t(cache.block_size) * D};
+    const uint32_t box[3] = {width, uint32_t(std::min(cache.block_size, Shape::kKeys)), 1};
+    maps.ready = tma::encode_bytes_3d(&maps.k, p.key_cache, dims, strides, box) &&
+                 tma::encode_bytes_3d(&maps.v, p.value_cache, dims, strides, box);
+  } else {
+    if (p.tokens_k <= 0) return maps;
+    const uint64_t dims[3] = {D, uint64_t(p.heads_kv), uint64_t(p.tokens_k)};
+    const uint64_t strides[2] = {D, uint64_t(p.heads_kv) * D};
+    const uint32_t box[3] = {width, 1, uint32_t(Shape::kKeys)};
+    maps.ready = tma::encode_bytes_3d(&maps.k, p.k, dims, strides, box) && tma::encode_bytes_3d(&maps.v, p.v, dims, strides, box);
+  }
+  return maps;
+}
+
 template <int D>
 void launch_head_dim(const AttentionParams& p) {
   if (p.wgmma) {
-    if (p.paged) return launch_kernel<WgmmaShape<D>, attention_wgmma_kernel<D, true>>(p);
-    return launch_kernel<WgmmaShape<D>, attention_wgmma_kernel<D, false>>(p);
+    if (p.paged) return launch_kernel<WgmmaShape<D>, attention_wgmma_kernel<D, true>>(p, kv_tensor_maps<D>(p));
+    return launch_kernel<WgmmaShape<D>, attention_wgmma_kernel<D, false>>(p, kv_tensor_maps<D>(p));
   }
   if (!p.paged) {
     switch (p.kv_type) {

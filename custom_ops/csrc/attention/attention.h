@@ -35,6 +35,7 @@ struct AttentionParams {
   const void* v;
   ElementType kv_type;
   const int32_t* cu_seqlens_k;
+  int tokens_k;  // rows of k and v
   Descale k_descale, v_descale;
 
   // Paged keys (paged_attention): a layer's cache as write_cache_kv left it.

@@ -102,6 +102,7 @@ std::vector<paddle::Tensor> FlashAttnVarlen(const paddle::Tensor& q, const paddl
   p.kv_type = input_type(k, "k");
   PD_CHECK(input_type(v, "v") == p.kv_type, "v: dtype differs from k");
   p.cu_seqlens_k = cu_seqlens_k.data<int32_t>();
+  p.tokens_k = int(k.shape()[0]);
   p.k_descale = descale_of(k_descale, p.batch, p.heads_kv, "k_descale");
   p.v_descale = descale_of(v_descale, p.batch, p.heads_kv, "v_descale");
   run(p, q, std::max(max_seqlen_k, 0), num_splits, "flash_attn_varlen");

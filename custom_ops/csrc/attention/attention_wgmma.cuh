@@ -5,11 +5,13 @@
 //
 // A CTA is a copying warpgroup and two computing ones over 128 rows; three over 192 rows at
 // head_dim 64, where the softmax weighs most against a tile's matrix products. The copying one
-// copies every tile of K and V (128 keys, 64 at head_dim 256; cp.async, two tiles ahead) and
-// widens V to fp16; mbarriers hand each buffer to the computing ones and back. Those compute 64
+// copies every tile of K and V (128 keys, 64 at head_dim 256; two tiles ahead) and widens V to
+// fp16; mbarriers hand each buffer to the computing ones and back. Whole tiles travel by tensor
+// copies (TMA: one box per tile, or per cache block), issued by one warp; a sequence's last tile
+// by cp.async, a row per thread, so that keys past the sequence read as zeros. Those compute 64
 // rows each. S = Q K^T runs on the FP8 tensor cores straight from the stored bytes (m64nKk32, Q
-// and K 128-byte swizzled in shared memory). P V runs in fp16 (m64nDk16, P from registers, V
-// N-major; two n128 halves at head_dim 256): P keeps 11 bits, as in the mma.sync kernel, so
+// and K swizzled in shared memory). P V runs in fp16 (m64nDk16, P from registers, V N-major;
+// two n128 halves at head_dim 256): P keeps 11 bits, as in the mma.sync kernel, so
 // accuracy does not change. (An FP8 P V would need V transposed: FP8 wgmma operands must be
 // K-major.) Each computing warpgroup keeps P V of tile j and Q K^T of tile j + 1 in flight while
 // it runs the softmax of tile j + 1, and they take turns to issue their wgmmas, so that one's
@@ -17,6 +19,7 @@
 #pragma once
 
 #include "attention_kernel.cuh"
+#include "fastattn/tma.h"
 #include "fastattn/warp_roles.h"
 #include "fastattn/wgmma.h"
 
@@ -41,10 +44,11 @@ struct WgmmaShape {
   // Copies run two tiles ahead of the widening, which runs one ahead of the consumers: 4 stages
   // of K and V as copied, 2 of fp16 V.
   static constexpr int kStages = 4, kV16Buffers = 2;
-  // FP8 rows sit in column tiles of 128 bytes (one swizzle atom wide): two per row at head_dim
-  // 256; at head_dim 64 a row fills half of its tile's row.
-  static constexpr int kColumnTiles = D > 128 ? D / 128 : 1;
-  static constexpr int kQTileBytes = kRows * 128, kKTileBytes = kKeys * 128;
+  // FP8 rows sit in column tiles one swizzle wide: 128 bytes, two per row at head_dim 256; at
+  // head_dim 64 the 64-byte swizzle and one.
+  static constexpr int kSwizzleBytes = D < 128 ? D : 128;
+  static constexpr int kColumnTiles = D / kSwizzleBytes;
+  static constexpr int kQTileBytes = kRows * kSwizzleBytes, kKTileBytes = kKeys * kSwizzleBytes;
   static constexpr int kKBytes = kColumnTiles * kKTileBytes;  // K of a stage; V (same layout) follows
   static constexpr int kStageBytes = 2 * kKBytes;
   // fp16 V, N-major: blocks of 64 columns (128-byte rows), each kKeys rows in swizzle atoms of 8.
@@ -72,10 +76,19 @@ struct WgmmaShape {
 };
 
 // Chunk `chunk` (16 bytes) of an FP8 row in column tiles of kTileBytes with the wgmma swizzle.
-template <int kTileBytes>
+template <class Shape, int kTileBytes>
 FA_DEVICE uint32_t fp8_row_offset(int row, int chunk) {
-  return (chunk / 8) * kTileBytes + wgmma::swizzled_offset(row, chunk % 8);
+  constexpr int kTileChunks = Shape::kSwizzleBytes / 16;
+  return (chunk / kTileChunks) * kTileBytes + wgmma::swizzled_offset<Shape::kSwizzleBytes>(row, chunk % kTileChunks);
 }
+
+// Tensor maps of K and V (contiguous [tokens, heads_kv, head_dim] or a cache's [blocks * heads_kv,
+// block_size, head_dim]) for boxes of one column tile x the rows of a tile (or of a cache block)
+// x 1. Without them (`ready` false) every tile is copied by cp.async.
+struct KvTensorMaps {
+  CUtensorMap k, v;
+  bool ready;
+};
 
 // FP8 V [keys][D] (as copied, in K's layout) -> fp16 V for the P V wgmma (Shape's kV16 layout:
 // chunk j of key r's 128-byte row at chunk j ^ (r % 8)), by the 128 threads of the copying
@@ -92,7 +105,7 @@ FA_DEVICE void widen_v_to_fp16(uint32_t staging, uint32_t v16, int thread) {
     uint32_t x[4], h[8];
     asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
                  : "=r"(x[0]), "=r"(x[1]), "=r"(x[2]), "=r"(x[3])
-                 : "r"(staging + fp8_row_offset<Shape::kKTileBytes>(r, c)));
+                 : "r"(staging + fp8_row_offset<Shape, Shape::kKTileBytes>(r, c)));
 #pragma unroll
     for (int i = 0; i < 4; ++i) UnpackE4m3::four(x[i], h[2 * i], h[2 * i + 1]);
     // Columns 16c.. are chunks 2 (c % 4) and 2 (c % 4) + 1 of the row in column block c / 4.
@@ -106,7 +119,8 @@ FA_DEVICE void widen_v_to_fp16(uint32_t staging, uint32_t v16, int thread) {
 }
 
 template <int D, bool kPaged>
-__global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_kernel(const AttentionParams p) {
+__global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1)
+    attention_wgmma_kernel(const AttentionParams p, const __grid_constant__ KvTensorMaps maps) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   using Shape = WgmmaShape<D>;
   namespace roles = warp_roles;
@@ -120,10 +134,11 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
   __shared__ int cta_limit;
   __shared__ int unmapped_tile[kStages];
   __shared__ int2 row_place[Shape::kRows];  // a row's {token, q head}; token -1 past the sequence
-  // k_ready[s] / v16_ready[b]: the copying warpgroup's 128 threads arrive when a tile's K (stage
-  // s) / fp16 V (buffer b) is in. Apart, because a computing warpgroup issues Q K^T of tile j + 1
-  // with P V of tile j: waiting for V of j + 1 there would wait for the other warpgroups' P V
-  // of j - 1, issued just before, to finish, and for the widening after it.
+  // k_ready[s] / v16_ready[b]: the copying warpgroup's 128 threads arrive when their copies of a
+  // tile's K and V (stage s; the tensor copies' bytes count too) / its fp16 V (buffer b) are in.
+  // Apart, because a computing warpgroup issues Q K^T of tile j + 1 with P V of tile j: waiting
+  // for V of j + 1 there would wait for the other warpgroups' P V of j - 1, issued just before,
+  // to finish, and for the widening after it.
   // k_free[s] / v16_free[b]: the computing warpgroups' threads arrive when done with a K stage
   // (its Q K^T and softmax) / an fp16 V buffer (its P V).
   __shared__ __align__(8) uint64_t k_ready_bars[kStages], k_free_bars[kStages];
@@ -173,59 +188,57 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
     const uint8_t* k_base = static_cast<const uint8_t*>(kPaged ? p.key_cache : p.k);
     const uint8_t* v_base = static_cast<const uint8_t*>(kPaged ? p.value_cache : p.v);
     auto load_tile = [&](int tile) {
-      if (tile >= kStages) roles::mbarrier_wait(k_free(tile), phase_of(tile, kStages) ^ 1u);
       const uint32_t stage = stage_of(tile);
       const int key0 = range.begin + tile * kKeys;
-      constexpr int kRowStep = 128 / kChunks;  // a thread's rows are kRowStep keys apart
-      // Where a cache block holds a multiple of kRowStep keys (tiles start at multiples of the
-      // block size or lie inside one block), the thread's rows inside one block are kRowStep
-      // rows apart in the cache too: one table read per block, then adds.
-      const bool step_rows = !kPaged || p.layout.block_size >= kRowStep;
-      if (step_rows && key0 + kKeys <= range.end) {
-        // A whole tile of the sequence: no key check, and from a block's first row (contiguous
-        // keys: one block) a fixed number of bytes to the next (about 6 instructions per row,
-        // where a lookup per row takes about 30 of 64-bit arithmetic, checks and selects).
-        const int64_t step = int64_t(kRowStep) * D * (kPaged ? 1 : p.heads_kv);
-        const uint8_t* k_src = k_base;
-        const uint8_t* v_src = v_base;
-        bool valid = true;
-#pragma unroll
-        for (int it = 0; it < kKeys * kChunks / 128; ++it) {
-          const int i = thread + it * 128, r = i / kChunks, c = i % kChunks;
-          if (it == 0 || (kPaged && ((it * kRowStep) & (p.layout.block_size - 1)) == 0)) {
-            const int64_t row = key_row<kPaged>(p, cta, key0 + r, kv_head);
-            valid = !kPaged || row >= 0;
-            const int64_t offset = valid ? row * D + c * 16 : 0;
-            k_src = k_base + offset;
-            v_src = v_base + offset;
-            if (kPaged && !valid && c == 0) unmapped_tile[tile % kStages] = tile;
-          } else {
-            k_src += step;
-            v_src += step;
+      const bool by_tma = maps.ready && key0 + kKeys <= range.end;
+      if (by_tma && thread >= 32) return;
+      if (tile >= kStages) roles::mbarrier_wait(k_free(tile), phase_of(tile, kStages) ^ 1u);
+      if (by_tma) {
+        // A whole tile of the sequence: boxes of its kKeys rows (contiguous keys) or of a cache
+        // block's rows (at most kKeys), one per lane, K and V of every column tile.
+        const int box_rows = kPaged ? min(p.layout.block_size, kKeys) : kKeys;
+        if (thread == 0) tma::expect_bytes(k_ready(tile), Shape::kStageBytes);
+        __syncwarp();
+        if (thread * box_rows < kKeys) {
+          const int key = key0 + thread * box_rows;
+          int y = kv_head, z = cta.k_first + key;  // contiguous: (column, head, token)
+          if constexpr (kPaged) {
+            // (column, row in the block, block x heads + head); an unmapped block reads zeros.
+            const int64_t row = p.layout.row(cta.seq, key, kv_head);
+            y = row >= 0 ? int(row & (p.layout.block_size - 1)) : 0;
+            z = row >= 0 ? int(row >> p.layout.block_shift) : -1;
+            if (row < 0) unmapped_tile[tile % kStages] = tile;
           }
-          cp_async<16>(stage + fp8_row_offset<kKTile>(r, c), k_src, valid);
-          cp_async<16>(stage + Shape::kKBytes + fp8_row_offset<kKTile>(r, c), v_src, valid);
+          const uint32_t dst = stage + thread * box_rows * Shape::kSwizzleBytes;
+#pragma unroll
+          for (int ct = 0; ct < Shape::kColumnTiles; ++ct) {
+            tma::load_3d(dst + ct * kKTile, &maps.k, k_ready(tile), ct * Shape::kSwizzleBytes, y, z);
+            tma::load_3d(dst + Shape::kKBytes + ct * kKTile, &maps.v, k_ready(tile), ct * Shape::kSwizzleBytes, y, z);
+          }
         }
         return;
       }
-      // The sequence's last tile, and cache blocks of fewer than kRowStep keys: a lookup per row.
-#pragma unroll
-      for (int it = 0; it < kKeys * kChunks / 128; ++it) {  // unrolled: the table reads overlap
+      // The sequence's last tile (keys past it read as zeros), and caches without tensor maps:
+      // a lookup per row. Unrolled (the table reads overlap) at head_dim 128 only: elsewhere the
+      // copying warpgroup's registers then spilled in its loop (-7% at head_dim 256).
+      constexpr int kUnroll = D == 128 ? kKeys * kChunks / 128 : 1;
+#pragma unroll kUnroll
+      for (int it = 0; it < kKeys * kChunks / 128; ++it) {
         const int i = thread + it * 128, r = i / kChunks, c = i % kChunks, key = key0 + r;
         const int64_t row = key < range.end ? key_row<kPaged>(p, cta, key, kv_head) : -1;
         const bool valid = row >= 0;
         const int64_t offset = valid ? row * D + c * 16 : 0;
-        cp_async<16>(stage + fp8_row_offset<kKTile>(r, c), k_base + offset, valid);
-        cp_async<16>(stage + Shape::kKBytes + fp8_row_offset<kKTile>(r, c), v_base + offset, valid);
+        cp_async<16>(stage + fp8_row_offset<Shape, kKTile>(r, c), k_base + offset, valid);
+        cp_async<16>(stage + Shape::kKBytes + fp8_row_offset<Shape, kKTile>(r, c), v_base + offset, valid);
         if (kPaged && !valid && key < range.end && c == 0) unmapped_tile[tile % kStages] = tile;
       }
     };
-    // Tile j landed for this thread: K goes to the computing warpgroups at once, V to fp16 once
-    // everyone's copies are in and the buffer is free.
+    // This thread's copies of tile j (if any) landed: K goes to the computing warpgroups once
+    // everyone's have and the tensor copies' bytes are in, V to fp16 then, once its buffer is free.
     auto hand_over = [&](int tile) {
-      wgmma::fence_shared_for_async();  // this thread's copies of K (and Q), for the wgmma reads
+      wgmma::fence_shared_for_async();  // this thread's cp.async copies of K (and Q), for the wgmma reads
       roles::mbarrier_arrive(k_ready(tile));
-      roles::named_sync(1, 128);
+      roles::mbarrier_wait(k_ready(tile), phase_of(tile, kStages));
       if (tile >= kV16Buffers) roles::mbarrier_wait(v16_free(tile), phase_of(tile, kV16Buffers) ^ 1u);
       widen_v_to_fp16<Shape>(stage_of(tile) + Shape::kKBytes, v16_of(tile), thread);
       wgmma::fence_shared_for_async();
@@ -237,7 +250,7 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
       for (int i = thread; i < Shape::kRows * kChunks; i += 128) {
         const int r = min(cta.row0 + i / kChunks, cta.rows - 1), c = i % kChunks;
         const uint8_t* src = static_cast<const uint8_t*>(p.q) + (int64_t(cta.token(r)) * p.heads_q + cta.head(r, kv_head)) * D;
-        cp_async<16>(smem + Shape::kQOffset + fp8_row_offset<kQTile>(i / kChunks, c), src + c * 16, true);
+        cp_async<16>(smem + Shape::kQOffset + fp8_row_offset<Shape, kQTile>(i / kChunks, c), src + c * 16, true);
       }
     }
 #pragma unroll 1
@@ -265,7 +278,7 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
 #pragma unroll
     for (int i = 0; i < kPartRegs; ++i) o[part][i] = 0.0f;
   SoftmaxState2 state[2] = {SoftmaxState2::empty(), SoftmaxState2::empty()};
-  const uint32_t q_tile = smem + Shape::kQOffset + wg * 64 * 128;
+  const uint32_t q_tile = smem + Shape::kQOffset + wg * 64 * Shape::kSwizzleBytes;
   const FoldedScales scales = fold_scales<kPaged>(p, cta.seq, kv_head);
   // Where each row goes, worked out while the first tile is on its way. The epilogue reads it:
   // the other lanes of the quad at once (hence the warp's sync; with no key tile nothing else
@@ -299,11 +312,13 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1) attention_wgmma_ke
   auto issue_qk = [&](int tile) {
     wgmma::fence_registers(s);  // keeps the last reads of s (pack_p) before the fence
     wgmma::fence();
+    constexpr int kTileSteps = Shape::kSwizzleBytes / 32;  // k-steps of 32 bytes per column tile
 #pragma unroll
     for (int ks = 0; ks < D / 32; ++ks) {
-      const uint32_t column = 32 * (ks % 4);  // in the column tile ks / 4
-      wgmma::mma_e4m3_k32(s, wgmma::descriptor(q_tile + (ks / 4) * kQTile + column),
-                          wgmma::descriptor(stage_of(tile) + (ks / 4) * kKTile + column), ks > 0);
+      const uint32_t column = 32 * (ks % kTileSteps);  // in the column tile ks / kTileSteps
+      wgmma::mma_e4m3_k32(s, wgmma::descriptor<Shape::kSwizzleBytes>(q_tile + (ks / kTileSteps) * kQTile + column),
+                          wgmma::descriptor<Shape::kSwizzleBytes>(stage_of(tile) + (ks / kTileSteps) * kKTile + column),
+                          ks > 0);
     }
     wgmma::commit();
   };

@@ -1,6 +1,6 @@
 // Warpgroup tensor-core primitives of sm_90a (wgmma): shared-memory matrix descriptors for the
-// 128-byte swizzled layout, the m64n64 and m64n128 instructions the attention prefill uses, and
-// their fences.
+// 128- and 64-byte swizzled layouts, the m64n64 and m64n128 instructions the attention prefill
+// uses, and their fences.
 //
 // A warpgroup is 4 consecutive warps (128 threads). The m64nN accumulator of one warpgroup is
 // spread like mma.m16n8's C over the warps: warp w holds rows 16w + g and 16w + g + 8
@@ -8,12 +8,14 @@
 // 8 * (i / 4) + 2t + (i & 1). An A operand in registers (16-bit, k16) is mma.m16n8k16's A per
 // warp.
 //
-// Operands in shared memory have rows of exactly 128 bytes, stored in atoms of 8 rows (1024
-// bytes, 1024-aligned) where the 16-byte chunk c of row r sits at chunk c ^ (r % 8). K-major
-// operands (rows along M or N, K within a row): a K step of the instruction (32 bytes) starts
-// inside the row; its descriptor is the tile's plus the byte offset, and the hardware applies the
-// swizzle to the full address. N-major operands (16-bit only: rows along K, 64 N columns per row):
-// a K step (16 rows) is two atoms, and N columns beyond 64 are in blocks of their own.
+// Operands in shared memory have rows of 128 bytes (64 for K-major operands of 64 bytes), stored
+// in atoms of 8 rows (1024 or 512 bytes, aligned to that) where the 16-byte chunk c of row r sits
+// at chunk c ^ (r % 8) (c ^ (r / 2 % 4) in 64-byte rows): the bits of the chunk's address that
+// the hardware swizzles with. K-major operands (rows along M or N, K within a row): a K step of
+// the instruction (32 bytes) starts inside the row; its descriptor is the tile's plus the byte
+// offset, and the hardware applies the swizzle to the full address. N-major operands (16-bit
+// only: rows along K, 64 N columns per row): a K step (16 rows) is two atoms, and N columns
+// beyond 64 are in blocks of their own.
 #pragma once
 
 #if defined(__CUDACC__)
@@ -25,16 +27,23 @@
 namespace fastattn {
 namespace wgmma {
 
-// Byte offset of chunk `chunk` (16 bytes) of row `row` in a 128-byte swizzled tile.
-FA_DEVICE uint32_t swizzled_offset(int row, int chunk) { return uint32_t(row) * 128 + (uint32_t(chunk ^ (row & 7)) << 4); }
+// Byte offset of chunk `chunk` (16 bytes) of row `row` in a swizzled tile of kRowBytes-byte rows.
+template <int kRowBytes = 128>
+FA_DEVICE uint32_t swizzled_offset(int row, int chunk) {
+  static_assert(kRowBytes == 128 || kRowBytes == 64, "the 128- and 64-byte swizzles");
+  const int swizzle = kRowBytes == 128 ? row & 7 : (row >> 1) & 3;
+  return uint32_t(row) * kRowBytes + (uint32_t(chunk ^ swizzle) << 4);
+}
 
 // `leading_bytes`: unused for K-major operands; for N-major ones the distance between their
 // blocks of 64 columns.
+template <int kRowBytes = 128>
 FA_DEVICE uint64_t descriptor(uint32_t smem_addr, uint32_t leading_bytes = 16) {
+  static_assert(kRowBytes == 128 || kRowBytes == 64, "the 128- and 64-byte swizzles");
   uint64_t desc = (smem_addr & 0x3ffffu) >> 4;                 // start address / 16
   desc |= uint64_t((leading_bytes >> 4) & 0x3fffu) << 16;      // leading byte offset / 16
-  desc |= uint64_t(1024 >> 4) << 32;                           // stride byte offset: the next atom of 8 rows
-  desc |= uint64_t(1) << 62;                                   // 128-byte swizzle
+  desc |= uint64_t(8 * kRowBytes >> 4) << 32;                  // stride byte offset: the next atom of 8 rows
+  desc |= uint64_t(kRowBytes == 128 ? 1 : 2) << 62;            // the 128- or 64-byte swizzle
   return desc;
 }
 

@@ -93,22 +93,16 @@ template <int D>
 KvTensorMaps kv_tensor_maps(const AttentionParams& p) {
   using Shape = WgmmaShape<D>;
   KvTensorMaps maps{};
-  const uint32_t width = Shape::kSwizzleBytes;
-  if (p.paged) {
-    const PagedCacheLayout& cache = p.layout;
-    if (cache.block_size < 8 || cache.num_blocks <= 0) return maps;
-    const uint64_t dims[3] = {D, uint64_t(cache.block_size), uint64_t(cache.num_blocks) * cache.num_heads};
-    const uint64_t strides[2] = {D, uint64_t(cache.block_size) * D};
-    const uint32_t box[3] = {width, uint32_t(std::min(cache.block_size, Shape::kKeys)), 1};
-    maps.ready = tma::encode_bytes_3d(&maps.k, p.key_cache, dims, strides, box) &&
-                 tma::encode_bytes_3d(&maps.v, p.value_cache, dims, strides, box);
-  } else {
-    if (p.tokens_k <= 0) return maps;
-    const uint64_t dims[3] = {D, uint64_t(p.heads_kv), uint64_t(p.tokens_k)};
-    const uint64_t strides[2] = {D, uint64_t(p.heads_kv) * D};
-    const uint32_t box[3] = {width, 1, uint32_t(Shape::kKeys)};
-    maps.ready = tma::encode_bytes_3d(&maps.k, p.k, dims, strides, box) && tma::encode_bytes_3d(&maps.v, p.v, dims, strides, box);
-  }
+  const PagedCacheLayout& cache = p.layout;
+  if (p.paged ? cache.block_size < 8 || cache.num_blocks <= 0 : p.tokens_k <= 0) return maps;
+  // Paged: [blocks x heads_kv, block_size, D]; contiguous: [tokens_k, heads_kv, D].
+  const uint64_t dims[3] = {D, uint64_t(p.paged ? cache.block_size : p.heads_kv),
+                            p.paged ? uint64_t(cache.num_blocks) * cache.num_heads : uint64_t(p.tokens_k)};
+  const uint64_t strides[2] = {D, dims[1] * D};
+  const uint32_t rows = uint32_t(Shape::box_rows(p.paged, cache.block_size));
+  const uint32_t box[3] = {uint32_t(Shape::kSwizzleBytes), p.paged ? rows : 1u, p.paged ? 1u : rows};
+  maps.ready = tma::encode_bytes_3d(&maps.k, p.paged ? p.key_cache : p.k, dims, strides, box) &&
+               tma::encode_bytes_3d(&maps.v, p.paged ? p.value_cache : p.v, dims, strides, box);
   return maps;
 }
 

@@ -73,6 +73,9 @@ struct WgmmaShape {
   // Accumulator registers per thread: o in parts of at most 128 columns (one wgmma each), S.
   static constexpr int kOutParts = D > 128 ? D / 128 : 1, kPartRegs = (D > 128 ? 128 : D) / 2;
   static constexpr int kScoreRegs = kKeys / 2;
+  // Rows of a tensor copy's box (the host's tensor map and the kernel agree on it): a tile's keys,
+  // or a cache block's where blocks are smaller.
+  static FA_HD int box_rows(bool paged, int block_size) { return paged && block_size < kKeys ? block_size : kKeys; }
 };
 
 // Chunk `chunk` (16 bytes) of an FP8 row in column tiles of kTileBytes with the wgmma swizzle.
@@ -196,7 +199,7 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1)
       if (by_tma) {
         // A whole tile of the sequence: boxes of its kKeys rows (contiguous keys) or of a cache
         // block's rows (at most kKeys), one per lane, K and V of every column tile.
-        const int box_rows = kPaged ? min(p.layout.block_size, kKeys) : kKeys;
+        const int box_rows = Shape::box_rows(kPaged, p.layout.block_size);
         if (thread == 0) tma::expect_bytes(k_ready(tile), Shape::kStageBytes);
         __syncwarp();
         if (thread * box_rows < kKeys) {

@@ -97,26 +97,37 @@ struct KvTensorMaps {
 // chunk j of key r's 128-byte row at chunk j ^ (r % 8)), by the 128 threads of the copying
 // warpgroup. A thread converts the 16 columns of chunk c = (thread / 8) % kChunks of keys
 // 8 group + thread % 8: the 8 lanes of a quarter warp read and write one chunk of 8 different
-// keys, which fall in 8 different banks. Its addresses differ between passes by constants.
+// keys, which fall in 8 different banks. Its addresses differ between passes by constants. At
+// head_dim 256 the copying warpgroup keeps up with tiles of half as many keys only if the loads
+// of 4 passes go out together (+8-14%); elsewhere batches gained nothing and its registers spilled.
 template <class Shape>
 FA_DEVICE void widen_v_to_fp16(uint32_t staging, uint32_t v16, int thread) {
   constexpr int kChunks = Shape::kHeadDim / 16, kGroupsPerPass = 128 / (8 * kChunks);
+  constexpr int kPasses = Shape::kKeys / 8 / kGroupsPerPass, kBatch = Shape::kHeadDim == 256 ? 4 : 1;
   const int key = thread % 8, c = thread / 8 % kChunks, group = thread / (8 * kChunks);
+  auto key_of = [&](int pass) { return 8 * (group + pass * kGroupsPerPass) + key; };
 #pragma unroll
-  for (int pass = 0; pass < Shape::kKeys / 8 / kGroupsPerPass; ++pass) {
-    const int r = 8 * (group + pass * kGroupsPerPass) + key;
-    uint32_t x[4], h[8];
-    asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(x[0]), "=r"(x[1]), "=r"(x[2]), "=r"(x[3])
-                 : "r"(staging + fp8_row_offset<Shape, Shape::kKTileBytes>(r, c)));
+  for (int first = 0; first < kPasses; first += kBatch) {
+    uint32_t x[kBatch][4];
 #pragma unroll
-    for (int i = 0; i < 4; ++i) UnpackE4m3::four(x[i], h[2 * i], h[2 * i + 1]);
-    // Columns 16c.. are chunks 2 (c % 4) and 2 (c % 4) + 1 of the row in column block c / 4.
-    const uint32_t row = v16 + (c / 4) * Shape::kV16BlockBytes + r * 128;
+    for (int b = 0; b < kBatch; ++b) {
+      asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
+                   : "=r"(x[b][0]), "=r"(x[b][1]), "=r"(x[b][2]), "=r"(x[b][3])
+                   : "r"(staging + fp8_row_offset<Shape, Shape::kKTileBytes>(key_of(first + b), c)));
+    }
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};" ::"r"(row + (((2 * (c % 4) + half) ^ (r % 8)) << 4)),
-                   "r"(h[4 * half]), "r"(h[4 * half + 1]), "r"(h[4 * half + 2]), "r"(h[4 * half + 3]));
+    for (int b = 0; b < kBatch; ++b) {
+      const int r = key_of(first + b);
+      uint32_t h[8];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) UnpackE4m3::four(x[b][i], h[2 * i], h[2 * i + 1]);
+      // Columns 16c.. are chunks 2 (c % 4) and 2 (c % 4) + 1 of the row in column block c / 4.
+      const uint32_t row = v16 + (c / 4) * Shape::kV16BlockBytes + r * 128;
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};" ::"r"(row + (((2 * (c % 4) + half) ^ (r % 8)) << 4)),
+                     "r"(h[4 * half]), "r"(h[4 * half + 1]), "r"(h[4 * half + 2]), "r"(h[4 * half + 3]));
+      }
     }
   }
 }

@@ -358,6 +358,16 @@ def random_bytes_gpu(rng, shape, high=0x70):
     return from_numpy(np.resize(block, count).reshape(shape), "uint8", "gpu")
 
 
+def quantized_normal_gpu(rng, shape):
+    """FP8 (e4m3) codes of normal values as a per-tensor quantizer makes them (amax -> 448), tiled
+    from a 4M-element random block, and the descale that turns the codes back into the values."""
+    count = int(np.prod(shape))
+    block = rng.standard_normal(min(count, 1 << 22), dtype=np.float32)
+    descale = np.float32(np.abs(block).max() / ref.FP8_MAX)
+    codes = ref.float_to_e4m3(block / descale)
+    return from_numpy(np.resize(codes, count).reshape(shape), "uint8", "gpu"), descale
+
+
 # (batch, keys per sequence); the last: the per-call overhead
 DECODE_SHAPES = ((64, 32768), (256, 32768), (64, 8192), (256, 8192), (8, 1024), (1, 64))
 DECODE_HQ, DECODE_HKV, DECODE_DIM, DECODE_BLOCK = 32, 8, 128, 64
@@ -422,26 +432,36 @@ PREFILL_VARIANTS = ("fp8 q/k/v", "bf16 q, fp8 k/v", "bf16", "fp8 q, paged cache_
 
 def prefill_row(rng, args, seqs, length, hq, hkv, dim, variant):
     """Causal prefill: flash_attn_varlen with FP8 q/k/v, bf16 q over FP8 k/v or bf16; or
-    paged_attention with FP8 q over a cache_fp8 cache (the whole sequence as one chunk)."""
+    paged_attention with FP8 q over a cache_fp8 cache (the whole sequence as one chunk). The
+    inputs are normal values (FP8: quantized with a per-tensor scale), as in the bf16 ceiling's
+    run: the tensor cores' work and the softmax's (how spread P is, how often a row's max moves)
+    depend on them."""
     ops = ops_module()
-    one = from_numpy(np.ones(1, np.float32), "float32", "gpu")
+    scalar = lambda x: from_numpy(np.array([x], np.float32), "float32", "gpu")
     tokens = seqs * length
     cu = from_numpy(np.arange(0, tokens + 1, length, dtype=np.int32), None, "gpu")
     flops = 4 * seqs * hq * length * length * dim / 2
     fp8_q, fp8_kv = variant.startswith("fp8 q"), variant != "bf16"
-    q = random_bytes_gpu(rng, (tokens, hq, dim)) if fp8_q else random_gpu(rng, (tokens, hq, dim))
+    if fp8_q:
+        q, q_descale = quantized_normal_gpu(rng, (tokens, hq, dim))
+    else:
+        q, q_descale = random_gpu(rng, (tokens, hq, dim)), None
     if variant.endswith("paged cache_fp8"):
         blocks = tokens // PREFILL_BLOCK
         tables = from_numpy(rng.permutation(blocks).astype(np.int32).reshape(seqs, -1), None, "gpu")
-        cache = [random_bytes_gpu(rng, (blocks, hkv, PREFILL_BLOCK, dim)) for _ in range(2)]
-        scales = [from_numpy(np.full(hkv, 0.02, np.float32), "float32", "gpu") for _ in range(2)]
+        cache, scales = zip(*(quantized_normal_gpu(rng, (blocks, hkv, PREFILL_BLOCK, dim)) for _ in range(2)))
+        scales = [from_numpy(np.full(hkv, s, np.float32), "float32", "gpu") for s in scales]
         lens = from_numpy(np.full(seqs, length, np.int32), None, "gpu")
-        fn = lambda: ops.fastattn_paged_attention(q, *cache, tables, lens, cu, *scales, one, None,
+        q_scale = scalar(q_descale)
+        fn = lambda: ops.fastattn_paged_attention(q, *cache, tables, lens, cu, *scales, q_scale, None,
                                                   "cache_fp8", dim ** -0.5, True, "bfloat16", 0)
     else:
-        kv = [random_bytes_gpu(rng, (tokens, hkv, dim)) if fp8_kv else random_gpu(rng, (tokens, hkv, dim))
-              for _ in range(2)]
-        descales = (one if fp8_q else None, one if fp8_kv else None, one if fp8_kv else None)
+        if fp8_kv:
+            kv, kv_descales = zip(*(quantized_normal_gpu(rng, (tokens, hkv, dim)) for _ in range(2)))
+            kv_descales = [scalar(s) for s in kv_descales]
+        else:
+            kv, kv_descales = [random_gpu(rng, (tokens, hkv, dim)) for _ in range(2)], [None, None]
+        descales = (scalar(q_descale) if fp8_q else None, *kv_descales)
         fn = lambda: ops.fastattn_flash_attn_varlen(q, *kv, cu, cu, *descales, dim ** -0.5, True,
                                                     "bfloat16", length, 0)
     timing = time_gpu(fn, reps=max(args.reps // 3, 5), inner=3)

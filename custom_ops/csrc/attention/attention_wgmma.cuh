@@ -7,13 +7,13 @@
 // head_dim 64, where the softmax weighs most against a tile's matrix products. The copying one
 // copies every tile of K and V (128 keys, 64 at head_dim 256; two tiles ahead) and widens V to
 // fp16; mbarriers hand each buffer to the computing ones and back. Whole tiles travel by tensor
-// copies (TMA: one box per tile, or per cache block), issued by one warp; a sequence's last tile
-// by cp.async, a row per thread, so that keys past the sequence read as zeros. Those compute 64
-// rows each. S = Q K^T runs on the FP8 tensor cores straight from the stored bytes (m64nKk32, Q
-// and K swizzled in shared memory). P V runs in fp16 (m64nDk16, P from registers, V N-major;
-// two n128 halves at head_dim 256): P keeps 11 bits, as in the mma.sync kernel, so
-// accuracy does not change. (An FP8 P V would need V transposed: FP8 wgmma operands must be
-// K-major.) Each computing warpgroup keeps P V of tile j and Q K^T of tile j + 1 in flight while
+// copies (TMA: one box per tile, or per cache block), issued by one warp; a tile that runs past the
+// sequence's end by cp.async, a row per thread, so that keys past the sequence read as zeros. The
+// computing warpgroups take 64 rows each. S = Q K^T runs on the FP8 tensor cores straight from the
+// stored bytes (m64nKk32, Q and K swizzled in shared memory). P V runs in fp16 (m64nDk16, P from
+// registers, V N-major; two n128 halves at head_dim 256): P keeps 11 bits, as in the mma.sync
+// kernel, so accuracy does not change. (An FP8 P V would need V transposed: FP8 wgmma operands must
+// be K-major.) Each computing warpgroup keeps P V of tile j and Q K^T of tile j + 1 in flight while
 // it runs the softmax of tile j + 1, and they take turns to issue their wgmmas, so that one's
 // softmax runs while the others' matrix products do.
 #pragma once
@@ -204,7 +204,9 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1)
     auto load_tile = [&](int tile) {
       const uint32_t stage = stage_of(tile);
       const int key0 = range.begin + tile * kKeys;
-      const bool by_tma = maps.ready && key0 + kKeys <= range.end;
+      // Keys past the CTA's range but inside the sequence (the last tile of a causal range) are
+      // masked for every row, as a row's keys past its own limit are in any tile: they may come.
+      const bool by_tma = maps.ready && key0 + kKeys <= cta.k_len;
       if (by_tma && thread >= 32) return;
       if (tile >= kStages) roles::mbarrier_wait(k_free(tile), phase_of(tile, kStages) ^ 1u);
       if (by_tma) {
@@ -232,9 +234,9 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1)
         }
         return;
       }
-      // The sequence's last tile (keys past it read as zeros), and caches without tensor maps:
-      // a lookup per row. Unrolled (the table reads overlap) at head_dim 128 only: elsewhere the
-      // copying warpgroup's registers then spilled in its loop (-7% at head_dim 256).
+      // A tile past the sequence's last key (keys past it read as zeros), and caches without
+      // tensor maps: a lookup per row. Unrolled (the table reads overlap) at head_dim 128 only:
+      // elsewhere the copying warpgroup's registers then spilled in its loop (-7% at head_dim 256).
       constexpr int kUnroll = D == 128 ? kKeys * kChunks / 128 : 1;
 #pragma unroll kUnroll
       for (int it = 0; it < kKeys * kChunks / 128; ++it) {

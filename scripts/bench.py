@@ -363,8 +363,8 @@ def quantized_normal_gpu(rng, shape):
     from a 4M-element random block, and the descale that turns the codes back into the values."""
     count = int(np.prod(shape))
     block = rng.standard_normal(min(count, 1 << 22), dtype=np.float32)
-    descale = np.float32(np.abs(block).max() / ref.FP8_MAX)
-    codes = ref.float_to_e4m3(block / descale)
+    descale, multiplier = ref.dynamic_scale(np.abs(block).max())
+    codes = ref.float_to_e4m3(block * multiplier)
     return from_numpy(np.resize(codes, count).reshape(shape), "uint8", "gpu"), descale
 
 
@@ -444,6 +444,7 @@ def prefill_row(rng, args, seqs, length, hq, hkv, dim, variant):
     fp8_q, fp8_kv = variant.startswith("fp8 q"), variant != "bf16"
     if fp8_q:
         q, q_descale = quantized_normal_gpu(rng, (tokens, hq, dim))
+        q_descale = scalar(q_descale)
     else:
         q, q_descale = random_gpu(rng, (tokens, hq, dim)), None
     if variant.endswith("paged cache_fp8"):
@@ -452,8 +453,7 @@ def prefill_row(rng, args, seqs, length, hq, hkv, dim, variant):
         cache, scales = zip(*(quantized_normal_gpu(rng, (blocks, hkv, PREFILL_BLOCK, dim)) for _ in range(2)))
         scales = [from_numpy(np.full(hkv, s, np.float32), "float32", "gpu") for s in scales]
         lens = from_numpy(np.full(seqs, length, np.int32), None, "gpu")
-        q_scale = scalar(q_descale)
-        fn = lambda: ops.fastattn_paged_attention(q, *cache, tables, lens, cu, *scales, q_scale, None,
+        fn = lambda: ops.fastattn_paged_attention(q, *cache, tables, lens, cu, *scales, q_descale, None,
                                                   "cache_fp8", dim ** -0.5, True, "bfloat16", 0)
     else:
         if fp8_kv:
@@ -461,7 +461,7 @@ def prefill_row(rng, args, seqs, length, hq, hkv, dim, variant):
             kv_descales = [scalar(s) for s in kv_descales]
         else:
             kv, kv_descales = [random_gpu(rng, (tokens, hkv, dim)) for _ in range(2)], [None, None]
-        descales = (scalar(q_descale) if fp8_q else None, *kv_descales)
+        descales = (q_descale, *kv_descales)
         fn = lambda: ops.fastattn_flash_attn_varlen(q, *kv, cu, cu, *descales, dim ** -0.5, True,
                                                     "bfloat16", length, 0)
     timing = time_gpu(fn, reps=max(args.reps // 3, 5), inner=3)

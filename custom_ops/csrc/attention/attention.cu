@@ -109,8 +109,9 @@ KvTensorMaps kv_tensor_maps(const AttentionParams& p) {
 template <int D>
 void launch_head_dim(const AttentionParams& p) {
   if (p.wgmma) {
-    if (p.paged) return launch_kernel<WgmmaShape<D>, attention_wgmma_kernel<D, true>>(p, kv_tensor_maps<D>(p));
-    return launch_kernel<WgmmaShape<D>, attention_wgmma_kernel<D, false>>(p, kv_tensor_maps<D>(p));
+    const KvTensorMaps maps = kv_tensor_maps<D>(p);
+    if (p.paged) return launch_kernel<WgmmaShape<D>, attention_wgmma_kernel<D, true>>(p, maps);
+    return launch_kernel<WgmmaShape<D>, attention_wgmma_kernel<D, false>>(p, maps);
   }
   if (!p.paged) {
     switch (p.kv_type) {

@@ -204,8 +204,9 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1)
     auto load_tile = [&](int tile) {
       const uint32_t stage = stage_of(tile);
       const int key0 = range.begin + tile * kKeys;
-      // Keys past the CTA's range but inside the sequence (the last tile of a causal range) are
-      // masked for every row, as a row's keys past its own limit are in any tile: they may come.
+      // A tile inside the sequence goes whole, keys past the CTA's range included (the last tile
+      // of a causal range): the softmax masks them for every row, as it masks a row's keys past
+      // its own limit in any tile.
       const bool by_tma = maps.ready && key0 + kKeys <= cta.k_len;
       if (by_tma && thread >= 32) return;
       if (tile >= kStages) roles::mbarrier_wait(k_free(tile), phase_of(tile, kStages) ^ 1u);

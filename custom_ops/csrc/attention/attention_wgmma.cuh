@@ -11,11 +11,12 @@
 // sequence's end by cp.async, a row per thread, so that keys past the sequence read as zeros. The
 // computing warpgroups take 64 rows each. S = Q K^T runs on the FP8 tensor cores straight from the
 // stored bytes (m64nKk32, Q and K swizzled in shared memory). P V runs in fp16 (m64nDk16, P from
-// registers, V N-major; two n128 halves at head_dim 256): P keeps 11 bits, as in the mma.sync
-// kernel, so accuracy does not change. (An FP8 P V would need V transposed: FP8 wgmma operands must
-// be K-major.) Each computing warpgroup keeps P V of tile j and Q K^T of tile j + 1 in flight while
-// it runs the softmax of tile j + 1, and they take turns to issue their wgmmas, so that one's
-// softmax runs while the others' matrix products do.
+// registers, V N-major; two n128 halves at head_dim 256; at head_dim 64 8 more columns of ones
+// give P's row sums): P keeps 11 bits, as in the mma.sync kernel, so accuracy does not change.
+// (An FP8 P V would need V transposed: FP8 wgmma operands must be K-major.) Each computing
+// warpgroup keeps P V of tile j and Q K^T of tile j + 1 in flight while it runs the softmax of
+// tile j + 1, and they take turns to issue their wgmmas, so that one's softmax runs while the
+// others' matrix products do.
 #pragma once
 
 #include "attention_kernel.cuh"
@@ -52,8 +53,14 @@ struct WgmmaShape {
   static constexpr int kKBytes = kColumnTiles * kKTileBytes;  // K of a stage; V (same layout) follows
   static constexpr int kStageBytes = 2 * kKBytes;
   // fp16 V, N-major: blocks of 64 columns (128-byte rows), each kKeys rows in swizzle atoms of 8.
+  // At head_dim 64 a block of fp16 ones follows V in each buffer, and P V's wgmma takes 8 of its
+  // columns too (m64n72): the tensor cores sum P's rows in place of 64 adds per thread and tile,
+  // which weigh most where the softmax is longest against the matrix products (+4%). At head_dim
+  // 128 the ones need 32 KB that only a third stage frees, and neither that nor a separate m64n8
+  // wgmma per k-step was faster.
+  static constexpr bool kRowSumsByMma = D == 64;
   static constexpr int kV16BlockBytes = kKeys * 128;
-  static constexpr int kV16Bytes = D / 64 * kV16BlockBytes;
+  static constexpr int kV16Bytes = (D / 64 + kRowSumsByMma) * kV16BlockBytes;
   static constexpr int kQOffset = 0;
   static constexpr int kStagesOffset = kQOffset + kColumnTiles * kQTileBytes;
   static constexpr int kV16Offset = kStagesOffset + kStages * kStageBytes;
@@ -190,6 +197,14 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1)
       roles::mbarrier_init(v16_free(threadIdx.x), kComputeThreads);
     }
   }
+  if constexpr (Shape::kRowSumsByMma) {  // the fp16 ones after each buffer's V (fp16 1.0 = 0x3c00)
+    constexpr int kBlockChunks = Shape::kV16BlockBytes / 16;
+    for (int i = threadIdx.x; i < kV16Buffers * kBlockChunks; i += Shape::kThreads) {
+      const uint32_t ones = smem + Shape::kV16Offset + (i / kBlockChunks) * Shape::kV16Bytes + D / 64 * Shape::kV16BlockBytes;
+      asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};" ::"r"(ones + 16 * (i % kBlockChunks)), "r"(0x3c003c00u));
+    }
+    wgmma::fence_shared_for_async();
+  }
   __syncthreads();
   atomicMax(&cta_limit, max(limit[0], limit[1]));
   __syncthreads();
@@ -295,6 +310,7 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1)
 #pragma unroll
     for (int i = 0; i < kPartRegs; ++i) o[part][i] = 0.0f;
   SoftmaxState2 state[2] = {SoftmaxState2::empty(), SoftmaxState2::empty()};
+  float row_sums[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // kRowSumsByMma: P's row sums, laid out as o's columns
   const uint32_t q_tile = smem + Shape::kQOffset + wg * 64 * Shape::kSwizzleBytes;
   const FoldedScales scales = fold_scales<kPaged>(p, cta.seq, kv_head);
   // Where each row goes, worked out while the first tile is on its way. The epilogue reads it:
@@ -343,13 +359,18 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1)
   auto issue_pv = [&](int tile) {
     wgmma::fence_registers(o);  // keeps the rescale of o and the packing of P before the fence
     wgmma::fence_registers(pf);
+    if constexpr (Shape::kRowSumsByMma) wgmma::fence_registers(row_sums);
     wgmma::fence();
 #pragma unroll
     for (int ks = 0; ks < kKeys / 16; ++ks) {
       const uint32_t v = v16_of(tile) + ks * 16 * 128;  // keys 16 ks.. (two swizzle atoms)
+      if constexpr (Shape::kRowSumsByMma) {
+        wgmma::mma_f16_k16(o[0], row_sums, pf[ks], wgmma::descriptor(v, Shape::kV16BlockBytes));
+      } else {
 #pragma unroll
-      for (int part = 0; part < kOutParts; ++part)  // output columns 128 part.. are column blocks 2 part, 2 part + 1
-        wgmma::mma_f16_k16(o[part], pf[ks], wgmma::descriptor(v + 2 * part * Shape::kV16BlockBytes, Shape::kV16BlockBytes));
+        for (int part = 0; part < kOutParts; ++part)  // output columns 128 part.. are column blocks 2 part, 2 part + 1
+          wgmma::mma_f16_k16(o[part], pf[ks], wgmma::descriptor(v + 2 * part * Shape::kV16BlockBytes, Shape::kV16BlockBytes));
+      }
     }
     wgmma::commit();
   };
@@ -397,9 +418,9 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1)
       for (int i = 2 * h; i < kScoreRegs; i += 4) {
         s[i] = state[h].weight(s[i], exponent_scale);
         s[i + 1] = state[h].weight(s[i + 1], exponent_scale);
-        sum += s[i] + s[i + 1];
+        if constexpr (!Shape::kRowSumsByMma) sum += s[i] + s[i + 1];
       }
-      state[h].add_sum(sum);  // this lane's columns only: the lanes' sums add up at the end
+      if constexpr (!Shape::kRowSumsByMma) state[h].add_sum(sum);  // this lane's columns only: the lanes' sums add up at the end
     }
   };
   // The accumulator layout of S is the A layout of P.
@@ -440,6 +461,7 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1)
     wgmma::wait<0>();  // P V of tile
     wgmma::fence_registers(o);
     wgmma::fence_registers(pf);
+    if constexpr (Shape::kRowSumsByMma) wgmma::fence_registers(row_sums);
     roles::mbarrier_arrive(v16_free(tile));
     // Once a row's max settles most tiles leave it: skip the rescale where the whole warp's do.
     if (!__all_sync(0xffffffffu, rescale[0] == 1.0f && rescale[1] == 1.0f)) {
@@ -447,6 +469,8 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1)
       for (int part = 0; part < kOutParts; ++part)
 #pragma unroll
         for (int i = 0; i < kPartRegs; ++i) o[part][i] *= rescale[(i >> 1) & 1];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) row_sums[i] *= rescale[(i >> 1) & 1];
     }
     pack_p();
   }
@@ -457,6 +481,7 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1)
     pass_turn();
     wgmma::wait<0>();
     wgmma::fence_registers(o);
+    if constexpr (Shape::kRowSumsByMma) wgmma::fence_registers(row_sums);
   }
 
   // Epilogue: out = o / d (0 for a row that saw no key), the output's format chosen once (a
@@ -464,8 +489,12 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1)
   float mult[2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    state[h].d += __shfl_xor_sync(0xffffffffu, state[h].d, 1);
-    state[h].d += __shfl_xor_sync(0xffffffffu, state[h].d, 2);
+    if constexpr (Shape::kRowSumsByMma) {
+      state[h].d = row_sums[2 * h];
+    } else {
+      state[h].d += __shfl_xor_sync(0xffffffffu, state[h].d, 1);
+      state[h].d += __shfl_xor_sync(0xffffffffu, state[h].d, 2);
+    }
     mult[h] = state[h].inv_sum() * scales.out;
     const int2 place = row_place[row_g + 8 * h - cta.row0];
     if (t == 0 && place.x >= 0) store_lse(p, split, place.x, place.y, state[h].lse());

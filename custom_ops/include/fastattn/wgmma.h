@@ -1,6 +1,6 @@
 // Warpgroup tensor-core primitives of sm_90a (wgmma): shared-memory matrix descriptors for the
-// 128- and 64-byte swizzled layouts, the m64n64 and m64n128 instructions the attention prefill
-// uses, and their fences.
+// 128- and 64-byte swizzled layouts, the m64n64, m64n72 and m64n128 instructions the attention
+// prefill uses, and their fences.
 //
 // A warpgroup is 4 consecutive warps (128 threads). The m64nN accumulator of one warpgroup is
 // spread like mma.m16n8's C over the warps: warp w holds rows 16w + g and 16w + g + 8
@@ -81,10 +81,12 @@ FA_DEVICE void fence_registers(uint32_t (&r)[M][N]) {
     for (int j = 0; j < N; ++j) asm volatile("" : "+r"(r[i][j])::"memory");
 }
 
-// Accumulator operand lists: "{%0, ..., %31}" and "{%0, ..., %63}", and the matching "+f" bindings.
-#define FA_WGMMA_D32                                                                                            \
-  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, " \
-  "%23, %24, %25, %26, %27, %28, %29, %30, %31}"
+// Accumulator operand lists: "%0, ..., %31", "{%0, ..., %31}" and "{%0, ..., %63}", and the
+// matching "+f" bindings.
+#define FA_WGMMA_L32                                                                                          \
+  "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, " \
+  "%23, %24, %25, %26, %27, %28, %29, %30, %31"
+#define FA_WGMMA_D32 "{" FA_WGMMA_L32 "}"
 #define FA_WGMMA_D64                                                                                            \
   "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, " \
   "%23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, "   \
@@ -140,6 +142,21 @@ FA_DEVICE void mma_f16_k16(float (&d)[32], const uint32_t (&a)[4], uint64_t b_de
 #endif
 }
 
+// The same with P's row sums: m64n72k16, whose last 8 columns (B's second block of 64 columns,
+// `leading_bytes` from the first in b_desc) are fp16 ones, so that each of `sums` is the sum of
+// its row of A: sums[i] belongs to row (i >> 1) & 1 as d[i] does.
+FA_DEVICE void mma_f16_k16(float (&d)[32], float (&sums)[4], const uint32_t (&a)[4], uint64_t b_desc) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %41, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n72k16.f32.f16.f16 {" FA_WGMMA_L32 ", %32, %33, %34, %35}, "
+      "{%36, %37, %38, %39}, %40, p, 1, 1, 1;\n}\n"
+      : FA_WGMMA_F32(d), "+f"(sums[0]), "+f"(sums[1]), "+f"(sums[2]), "+f"(sums[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc), "r"(1));
+#endif
+}
+
+#undef FA_WGMMA_L32
 #undef FA_WGMMA_D32
 #undef FA_WGMMA_D64
 #undef FA_WGMMA_F8

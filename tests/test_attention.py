@@ -210,14 +210,16 @@ class TestFlashAttnVarlen(PlacedCase):
     @placed
     def test_fp8_prefill_rising_scores(self):
         """Scores that rise along the keys, about 3 (base 2) per 128-key tile with noise, and jump
-        by 20 at key 700: the GPU kernel moves a row's max only when a tile's exceeds it by more
-        than 8, so its weights P reach 2^8 before a rescale, and the jump forces one."""
+        by 20 at key 700 and by 150 at key 900: the GPU kernel moves a row's max only when a tile's
+        exceeds it by more than 8, so its weights P reach 2^8 before a rescale; it weighs a tile
+        against the max before checking it, so the first jump overflows fp16 there and the second
+        fp32 (that tile's scores are then computed again)."""
         lens = [1030, 300]
         for dim, causal in itertools.product((64, 128, 256), (True, False)):
             with self.subTest(dim=dim, causal=causal):
                 rng = seeded_rng(self, dim, causal)
                 keys = np.concatenate([np.arange(n) for n in lens])
-                rise = 1.0 + 3.0 * keys / 128 + rng.normal(0.0, 0.5, keys.size) + 20.0 * (keys >= 700)
+                rise = 1.0 + 3.0 * keys / 128 + rng.normal(0.0, 0.5, keys.size) + 20.0 * (keys >= 700) + 150.0 * (keys >= 900)
                 codes = [ref.float_to_e4m3(np.ones((sum(lens), 2, dim), np.float32)),
                          ref.float_to_e4m3(np.abs(rise).astype(np.float32)[:, None, None] * np.ones((1, 1, dim), np.float32)),
                          fp8_tensor(rng, (sum(lens), 1, dim))]

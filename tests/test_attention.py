@@ -211,9 +211,9 @@ class TestFlashAttnVarlen(PlacedCase):
     def test_fp8_prefill_rising_scores(self):
         """Scores that rise along the keys, about 3 (base 2) per 128-key tile with noise, and jump
         by 20 at key 700 and by 150 at key 900: the GPU kernel moves a row's max only when a tile's
-        exceeds it by more than 8, so its weights P reach 2^8 before a rescale; it weighs a tile
-        against the max before checking it, so the first jump overflows fp16 there and the second
-        fp32 (that tile's scores are then computed again)."""
+        exceeds it by more than 8, so its weights P reach 2^8 before a rescale; at head_dim 128 it
+        weighs a tile against the max before checking it, so the first jump overflows fp16 there
+        and the second fp32 (that tile's scores are then computed again)."""
         lens = [1030, 300]
         for dim, causal in itertools.product((64, 128, 256), (True, False)):
             with self.subTest(dim=dim, causal=causal):

@@ -16,7 +16,8 @@
 // (An FP8 P V would need V transposed: FP8 wgmma operands must be K-major.) Each computing
 // warpgroup keeps P V of tile j and Q K^T of tile j + 1 in flight while it runs the softmax of
 // tile j + 1, and they take turns to issue their wgmmas, so that one's softmax runs while the
-// others' matrix products do.
+// others' matrix products do. At head_dim 128 over contiguous keys the softmax weighs a tile
+// against the row's running max and checks the tile's max afterwards (softmax, settle_max).
 #pragma once
 
 #include "attention_kernel.cuh"
@@ -394,10 +395,10 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1)
   // of most tiles.
   constexpr float kMaxSlack = 8.0f, kMaxWeight = 256.0f;  // 2^kMaxSlack
   const float exponent_scale = scale_in_exponent ? scales.score : 1.0f;
-  // The weights before the max (softmax, settle_max) where that was faster: the contiguous kernels
-  // at head_dim 128 and 256, 8 x 4096 +5% and +4%. The paged kernel lost 2.5% with it (it gained
-  // only 1% even with no max at all, timing only), head_dim 64 1%.
-  constexpr bool kWeighFirst = !kPaged && D != 64;
+  // The weights before the max (softmax, settle_max) where that was faster: the contiguous kernel
+  // at head_dim 128 (8 x 4096 +5%). The paged kernel lost 2.5% with it (it gained only 1% even
+  // with no max at all, timing only), head_dim 64 1%, head_dim 256 4% at 1 x 16384.
+  constexpr bool kWeighFirst = !kPaged && D == 128;
   // S as the softmax reads it: scaled (unless the scale joins the exponent) and masked.
   auto prepare_scores = [&](int tile) {
     const int key0 = range.begin + tile * kKeys;

@@ -219,7 +219,8 @@ class TestFlashAttnVarlen(PlacedCase):
             with self.subTest(dim=dim, causal=causal):
                 rng = seeded_rng(self, dim, causal)
                 keys = np.concatenate([np.arange(n) for n in lens])
-                rise = 1.0 + 3.0 * keys / 128 + rng.normal(0.0, 0.5, keys.size) + 20.0 * (keys >= 700) + 150.0 * (keys >= 900)
+                rise = (1.0 + 3.0 * keys / 128 + rng.normal(0.0, 0.5, keys.size)
+                        + 20.0 * (keys >= 700) + 150.0 * (keys >= 900))
                 codes = [ref.float_to_e4m3(np.ones((sum(lens), 2, dim), np.float32)),
                          ref.float_to_e4m3(np.abs(rise).astype(np.float32)[:, None, None] * np.ones((1, 1, dim), np.float32)),
                          fp8_tensor(rng, (sum(lens), 1, dim))]

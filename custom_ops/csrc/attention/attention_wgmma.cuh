@@ -399,6 +399,7 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1)
   // at head_dim 128 (8 x 4096 +5%). The paged kernel lost 2.5% with it (it gained only 1% even
   // with no max at all, timing only), head_dim 64 1%, head_dim 256 4% at 1 x 16384.
   constexpr bool kWeighFirst = !kPaged && D == 128;
+  static_assert(!(kWeighFirst && Shape::kRowSumsByMma), "settle_max adds the weights' sums itself");
   // S as the softmax reads it: scaled (unless the scale joins the exponent) and masked.
   auto prepare_scores = [&](int tile) {
     const int key0 = range.begin + tile * kKeys;
@@ -485,7 +486,7 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1)
       const int h = (i >> 1) & 1;
       s[i] = state[h].weight(s[i], exponent_scale);
       s[i + 1] = state[h].weight(s[i + 1], exponent_scale);
-      if constexpr (!Shape::kRowSumsByMma) pending[h] += s[i] + s[i + 1];
+      pending[h] += s[i] + s[i + 1];
     }
     rescale[0] = rescale[1] = 1.0f;
     return true;
@@ -531,18 +532,14 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1)
         }
 #pragma unroll
         for (int i = 0; i < kScoreRegs; ++i) s[i] *= rescale[(i >> 1) & 1];
-        if constexpr (!Shape::kRowSumsByMma) {
 #pragma unroll
-          for (int h = 0; h < 2; ++h) state[h].add_sum(pending[h]);
-        }
+        for (int h = 0; h < 2; ++h) state[h].add_sum(pending[h]);
       }
       pack_p();
       return;
     }
-    if constexpr (!Shape::kRowSumsByMma) {
 #pragma unroll
-      for (int h = 0; h < 2; ++h) state[h].add_sum(pending[h]);  // this lane's columns only: the lanes' sums add up at the end
-    }
+    for (int h = 0; h < 2; ++h) state[h].add_sum(pending[h]);  // this lane's columns only: the lanes' sums add up at the end
   };
 
   // Software pipeline (see the top): tile 0's S and softmax come first; the loop runs every tile
@@ -556,10 +553,10 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1)
     pass_turn();
     wgmma::wait<0>();
     wgmma::fence_registers(s);
-    const bool max_pending = softmax(0, rescale, pending);  // o is still 0: nothing to rescale
+    prepare_scores(0);
+    softmax_max_first(rescale);  // no row has a max yet; o is still 0: nothing to rescale
     roles::mbarrier_arrive(k_free(0));
     pack_p();
-    if (max_pending) settle_max(0, rescale, pending);
   }
 #pragma unroll 1
   for (int tile = 0; tile + 1 < range.tiles; ++tile) {

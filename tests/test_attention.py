@@ -207,27 +207,38 @@ class TestFlashAttnVarlen(PlacedCase):
                          for lens, heads in ((lens_q, hq), (lens_k, hkv), (lens_k, hkv))]
                 self.check_fp8(codes, [np.float32([f / 64]) for f in (0.75, 0.5, 0.25)], lens_q, lens_k, causal, splits)
 
+    def check_rising_scores(self, rng, lens_q, lens_k, dim, causal):
+        """FP8 q/k/v whose scores (base 2) are the keys' codes: rising about 3 per 128 keys with
+        noise, jumping by 20 at key 700 and by 150 at key 900."""
+        keys = np.concatenate([np.arange(n) for n in lens_k])
+        rise = (1.0 + 3.0 * keys / 128 + rng.normal(0.0, 0.5, keys.size)
+                + 20.0 * (keys >= 700) + 150.0 * (keys >= 900))
+        codes = [ref.float_to_e4m3(np.ones((sum(lens_q), 2, dim), np.float32)),
+                 ref.float_to_e4m3(np.abs(rise).astype(np.float32)[:, None, None] * np.ones((1, 1, dim), np.float32)),
+                 fp8_tensor(rng, (sum(lens_k), 1, dim))]
+        # score (base 2) = log2(e) * dim^-0.5 * (q . k) * descales = the key's code value
+        descales = [np.float32([1.0]), np.float32([dim ** -0.5 / np.log2(np.e)]), np.float32([1 / 64])]
+        got, lse = self.check_fp8(codes, descales, lens_q, lens_k, causal)
+        self.assertTrue(np.isfinite(got).all() and np.isfinite(lse).all())
+
     @placed
     def test_fp8_prefill_rising_scores(self):
-        """Scores that rise along the keys, about 3 (base 2) per 128-key tile with noise, and jump
-        by 20 at key 700 and by 150 at key 900: the GPU kernel moves a row's max only when a tile's
-        exceeds it by more than 8, so its weights P reach 2^8 before a rescale; at head_dim 128 it
-        weighs a tile against the max before checking it, so the first jump overflows fp16 there
-        and the second fp32 (that tile's scores are then computed again)."""
-        lens = [1030, 300]
+        """Rising scores in a prefill: the GPU kernel moves a row's max only when a tile's exceeds
+        it by more than 8, so its weights P reach 2^8 before a rescale; at head_dim 128 it weighs a
+        tile against the max before checking it, so the first jump overflows fp16 there and the
+        second fp32 (that tile's scores are then computed again)."""
         for dim, causal in itertools.product((64, 128, 256), (True, False)):
             with self.subTest(dim=dim, causal=causal):
-                rng = seeded_rng(self, dim, causal)
-                keys = np.concatenate([np.arange(n) for n in lens])
-                rise = (1.0 + 3.0 * keys / 128 + rng.normal(0.0, 0.5, keys.size)
-                        + 20.0 * (keys >= 700) + 150.0 * (keys >= 900))
-                codes = [ref.float_to_e4m3(np.ones((sum(lens), 2, dim), np.float32)),
-                         ref.float_to_e4m3(np.abs(rise).astype(np.float32)[:, None, None] * np.ones((1, 1, dim), np.float32)),
-                         fp8_tensor(rng, (sum(lens), 1, dim))]
-                # score (base 2) = log2(e) * dim^-0.5 * (q . k) * descales = the key's code value
-                descales = [np.float32([1.0]), np.float32([dim ** -0.5 / np.log2(np.e)]), np.float32([1 / 64])]
-                got, lse = self.check_fp8(codes, descales, lens, lens, causal)
-                self.assertTrue(np.isfinite(got).all() and np.isfinite(lse).all())
+                self.check_rising_scores(seeded_rng(self, dim, causal), [1030, 300], [1030, 300], dim, causal)
+
+    @placed
+    def test_fp8_decode_rising_scores(self):
+        """Rising scores under one query per sequence (the GPU's decode kernel): it weighs a tile
+        against the running max while no score exceeds it by more than 8, and takes the tile's
+        max first where one does."""
+        for dim in (64, 128, 256):
+            with self.subTest(dim=dim):
+                self.check_rising_scores(seeded_rng(self, dim), [1, 1], [1030, 300], dim, True)
 
     def test_bad_input(self):
         from_numpy = host_from_numpy
@@ -335,6 +346,18 @@ class TestPagedAttention(PlacedCase):
                 kv_end[0], kv_end[2] = 0, 20  # a row with no key; a row masked past key 20
                 run = self.run_paged(rng, quant, lens, q_lens, heads_q, heads_kv, dim, block_size, kv_end=kv_end)
                 self.assertTrue((run.got[0] == 0).all() and np.isneginf(run.lse[:, 0]).all())
+                self.check(run, p_dtype_of("bfloat16", "bfloat16" if quant == "none" else "fp8"))
+
+    @placed
+    def test_decode_two_column_tiles(self):
+        """Decode batches of more than 8 rows (query x q head) per sequence: a GQA group of 16, and
+        a few queries per sequence at group 4 with causal rows; the GPU's decode CTAs then take
+        two tiles of 8 rows."""
+        for quant, (heads_q, heads_kv, q_lens) in itertools.product(
+                ("none", "cache_fp8", "block_wise_fp8"), ((16, 1, [1, 1, 1]), (8, 2, [4, 4, 1]))):
+            with self.subTest(quant=quant, heads_q=heads_q, heads_kv=heads_kv, q_lens=q_lens):
+                rng = seeded_rng(self, quant, heads_q, q_lens[0])
+                run = self.run_paged(rng, quant, [300, 77, 1000], q_lens, heads_q, heads_kv, 128, 64)
                 self.check(run, p_dtype_of("bfloat16", "bfloat16" if quant == "none" else "fp8"))
 
     @placed

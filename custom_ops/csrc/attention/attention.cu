@@ -1,6 +1,7 @@
 // CUDA launch of flash_attn_varlen and paged_attention: the plan (kernel, CTA shape, key splits),
-// the storage-format dispatch and the split combine. The kernels are in attention_kernel.cuh
-// (mma.sync, every case) and attention_wgmma.cuh (sm_90a prefill, FP8 q over FP8 k/v).
+// the storage-format dispatch and the split combine. The kernels are in attention_decode.cuh
+// (decode), attention_kernel.cuh (mma.sync prefill) and attention_wgmma.cuh (sm_90a prefill, FP8 q
+// over FP8 k/v).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 #include <string>
 #include <type_traits>
 
+#include "attention_decode.cuh"
 #include "attention_kernel.cuh"
 #include "attention_wgmma.cuh"
 #include "fastattn/device_property.h"
@@ -74,15 +76,24 @@ bool wgmma_prefill_applies(const AttentionParams& p) {
   return p.q_type == ElementType::kFp8 && fp8_kv && wgmma_prefill_available();
 }
 
-// Prefill: 4 warps over 128 rows (64 for head_dim 256). Decode: one 16-row tile whose key tiles 4 warps share (2 for
-// head_dim 256, whose 32-key tiles hold two k-steps). FP8 q over FP8 keys multiplies Q.K^T in FP8.
+// Prefill: 4 warps over 128 rows (64 for head_dim 256). Decode: 8 rows per CTA (16 where the batch
+// averages more than 8 per sequence) whose key tiles 4 warps share (2 for head_dim 256, whose tiles
+// have 32 keys). FP8 q over FP8 keys multiplies Q.K^T in FP8.
 template <int D, class Kv, bool kPaged, bool kTokenScales, bool kFp8QK = false>
 void launch_shape(const AttentionParams& p) {
   if constexpr (std::is_same_v<Kv, KvFp8> && !kFp8QK) {
     if (p.q_type == ElementType::kFp8) return launch_shape<D, Kv, kPaged, kTokenScales, true>(p);
   }
-  if (p.warps_m == 1) launch<TileShape<D, 1, D <= 128 ? 4 : 2, Kv, kFp8QK>, Kv, kPaged, kTokenScales>(p);
-  else launch<TileShape<D, 4, 1, Kv, kFp8QK, prefill_row_blocks(D)>, Kv, kPaged, kTokenScales>(p);
+  if (p.warps_m == 1) {
+    const int64_t rows = int64_t(p.tokens_q) * (p.heads_q / p.heads_kv);
+    if (decode_rows_per_cta(rows, p.batch) == 8) {
+      using Shape = DecodeShape<D, Kv, kFp8QK, 1>;
+      return launch_kernel<Shape, attention_decode_kernel<Shape, Kv, kPaged, kTokenScales>>(p);
+    }
+    using Shape = DecodeShape<D, Kv, kFp8QK, 2>;
+    return launch_kernel<Shape, attention_decode_kernel<Shape, Kv, kPaged, kTokenScales>>(p);
+  }
+  launch<TileShape<D, 4, Kv, kFp8QK, prefill_row_blocks(D)>, Kv, kPaged, kTokenScales>(p);
 }
 
 // The wgmma kernel's K and V as tensor maps: boxes of a tile's rows (contiguous keys) or a cache
@@ -136,12 +147,14 @@ void launch_head_dim(const AttentionParams& p) {
 AttentionPlan plan_attention(const AttentionParams& p, int64_t max_keys, int requested_splits) {
   const int group = p.heads_q / p.heads_kv;
   const int64_t rows = int64_t(p.tokens_q) * group;
-  // Decode-like batches (a row tile or less per sequence) take 16-row CTAs whose warps split the
-  // keys: a prefill tile of 64 or 128 rows would be mostly padding.
+  // Decode-like batches (16 rows or less per sequence) take the decode kernel's CTAs of 8 or 16
+  // rows: a prefill tile of 64 or 128 rows would be mostly padding.
   const int warps_m = rows <= int64_t(16) * std::max(p.batch, 1) ? 1 : 4;
   const bool wgmma = warps_m == 4 && wgmma_prefill_applies(p);
   const int row_blocks = warps_m == 1 ? 1 : prefill_row_blocks(p.head_dim);
-  const int rows_per_cta = wgmma ? wgmma_rows(p.head_dim) : 16 * warps_m * row_blocks;
+  const int rows_per_cta = wgmma          ? wgmma_rows(p.head_dim)
+                           : warps_m == 1 ? decode_rows_per_cta(rows, p.batch)
+                                          : 16 * warps_m * row_blocks;
   const int keys_per_tile = wgmma ? wgmma_tile_keys(p.head_dim) : tile_keys(p.head_dim, row_blocks);
   const int64_t max_tiles = std::max<int64_t>((max_keys + keys_per_tile - 1) / keys_per_tile, 1);
   int splits = requested_splits;

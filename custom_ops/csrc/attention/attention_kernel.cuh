@@ -1,5 +1,6 @@
-// The attention main loop on the tensor cores (mma.sync m16n8k16, sm_80 and newer), shared by
-// flash_attn_varlen and paged_attention.
+// The prefill main loop on the tensor cores (mma.sync m16n8k16, sm_80 and newer) for
+// flash_attn_varlen and paged_attention, and what every attention kernel shares: row tiles, key
+// splits, masks, scales, the K/V tile copies and the stores of finished rows.
 //
 // One CTA computes a tile of rows of one (sequence, kv head) over one split of its keys. Rows are
 // the sequence's queries times the query heads that share the kv head (row r: query r / group,
@@ -42,10 +43,8 @@ struct KvInt8 {
   using Unpack = UnpackInt8;
 };
 
-// kWarpsM warps split the CTA's rows (16 each; prefill), kWarpsN warps split each key tile
-// (decode: one row tile, so the warps share the tile's keys and merge their states at the end).
-// Keys per tile: 64, or 32 where a warp's score and output registers are already large. The host
-// plan sizes key splits by it too.
+// Keys per tile: 64, or 32 where a warp's score and output registers are already large (prefill
+// warps of two row blocks at head_dim 128; head_dim 256). The host plan sizes key splits by it.
 constexpr int tile_keys(int head_dim, int row_blocks) {
   return head_dim == 256 || (head_dim == 128 && row_blocks == 2) ? 32 : 64;
 }
@@ -54,32 +53,15 @@ constexpr int tile_keys(int head_dim, int row_blocks) {
 // feeds two MMAs.
 constexpr int prefill_row_blocks(int head_dim) { return head_dim <= 128 ? 2 : 1; }
 
-// Decode keeps 3 CTAs (12 warps) per SM: registers capped at 170 (the block_wise_fp8 variant
-// wanted 189, which left 2). The host plan sizes key splits by it.
-constexpr int kDecodeCtasPerSm = 3;
-
-template <int D, int kWarpsM, int kWarpsN, class Kv, bool kFp8QueryKeys, int kRowBlocksPerWarp = 1>
-struct TileShape {
+// One stage of K/V tiles in shared memory, in storage format, with the per-token scales of
+// block_wise_fp8 caches. Row strides in bytes are padded so that the fragment loads are free of
+// bank conflicts: K rows are read 16 (8) bytes per lane, 4 lanes per row, 2 (4) rows per phase,
+// so a stride of 64 (32) mod 128 bytes; V rows by ldmatrix, 8 rows of 16 bytes per matrix, so an
+// odd multiple of 16.
+template <int D, class Kv, int kTileKeys>
+struct KvTileLayout {
   static constexpr int kHeadDim = D;
-  static constexpr int kWarpsRows = kWarpsM;
-  static constexpr int kWarpsKeys = kWarpsN;
-  static constexpr int kThreads = 32 * kWarpsM * kWarpsN;
-  // Each warp owns kRowBlocks blocks of 16 rows: every K/V fragment it loads (and converts) feeds
-  // that many MMAs.
-  static constexpr int kRowBlocks = kRowBlocksPerWarp;
-  static constexpr int kRows = 16 * kRowBlocks * kWarpsM;
-  static constexpr int kKeys = tile_keys(D, kRowBlocks);
-  static constexpr int kWarpKeys = kKeys / kWarpsN;
-  static_assert(kWarpKeys % 16 == 0, "a warp's share of a key tile is whole k-steps of 16 keys");
-  // FP8 q over FP8 keys: Q.K^T on the FP8 tensor cores straight from the stored bytes.
-  static constexpr bool kFp8QK = kFp8QueryKeys;
-  static constexpr int kQElementBytes = kFp8QK ? 1 : 2;
-  static constexpr int kStages = kWarpsN > 1 ? 3 : 2;  // decode streams: deeper
-  static constexpr int kMinCtasPerSm = kWarpsN > 1 ? kDecodeCtasPerSm : 1;
-  // Row strides in bytes, padded so that shared loads are free of bank conflicts: Q and K rows
-  // are read 16 (8) bytes per lane, 4 lanes per row, 2 (4) rows per phase, so a stride of 64 (32)
-  // mod 128 bytes; V rows by ldmatrix, 8 rows of 16 bytes per matrix, so an odd multiple of 16.
-  static constexpr int kQStride = kFp8QK ? D + 32 : 2 * D + 64;
+  static constexpr int kKeys = kTileKeys;
   static constexpr int kKStride = Kv::kBytes == 2 ? 2 * D + 64 : D + 32;
   static constexpr int kVStride = Kv::kBytes * D + 16;
   static constexpr int kScaleBytes = kKeys * 4;
@@ -88,12 +70,27 @@ struct TileShape {
   static constexpr int kKScaleOffset = kVOffset + kKeys * kVStride;
   static constexpr int kVScaleOffset = kKScaleOffset + kScaleBytes;
   static constexpr int kStageBytes = kVScaleOffset + kScaleBytes;
+};
+
+// Q rows in shared memory: 16-bit (or the FP8 bytes), read like K rows.
+constexpr int q_stride(int head_dim, bool fp8) { return fp8 ? head_dim + 32 : 2 * head_dim + 64; }
+
+// kWarps warps split the CTA's rows; each owns kRowBlocks blocks of 16 rows, so every K/V
+// fragment it loads (and converts) feeds that many MMAs.
+template <int D, int kWarpsM, class Kv, bool kFp8QueryKeys, int kRowBlocksPerWarp>
+struct TileShape : KvTileLayout<D, Kv, tile_keys(D, kRowBlocksPerWarp)> {
+  using Layout = KvTileLayout<D, Kv, tile_keys(D, kRowBlocksPerWarp)>;
+  static constexpr int kWarps = kWarpsM;
+  static constexpr int kThreads = 32 * kWarpsM;
+  static constexpr int kRowBlocks = kRowBlocksPerWarp;
+  static constexpr int kRows = 16 * kRowBlocks * kWarpsM;
+  // FP8 q over FP8 keys: Q.K^T on the FP8 tensor cores straight from the stored bytes.
+  static constexpr bool kFp8QK = kFp8QueryKeys;
+  static constexpr int kQElementBytes = kFp8QK ? 1 : 2;
+  static constexpr int kStages = 2;
+  static constexpr int kQStride = q_stride(D, kFp8QK);
   static constexpr int kQBytes = kRows * kQStride;
-  static constexpr int kMergeBytes = (kWarpsN - 1) * kWarpsM * kRowBlocks * 32 * (D / 2 + 4) * 4;  // acc, m, d
-  static_assert(kMergeBytes <= kStages * kStageBytes, "the key-split merge reuses the stages");
-  static constexpr int kSmemBytes = kQBytes + kStages * kStageBytes;
-  // Q stays in registers where they allow; else it is reread from shared memory every tile.
-  static constexpr bool kQInRegisters = D <= 128 && kRowBlocks == 1;
+  static constexpr int kSmemBytes = kQBytes + kStages * Layout::kStageBytes;
 };
 
 // The first virtual tile of sequence b is floor(cu_q[b] * group / rows) + b: sequences never
@@ -198,6 +195,116 @@ FA_DEVICE FoldedScales fold_scales(const AttentionParams& p, int seq, int kv_hea
   return s;
 }
 
+// Q rows of the CTA -> shared memory as the tensor cores' 16-bit type (FP8 q over FP8 keys: the
+// bytes as they are). A bf16 q meeting an 8-bit cache goes to fp16 times a power of two that
+// keeps the tile's largest element below 2^15 (exact except for elements 2^29 times smaller than
+// that maximum); returns the inverse power, to fold into the score scale (1 where none). Rows
+// past the sequence's end copy its last row. Called by every thread after a barrier that follows
+// q_amax_bits = 0.
+template <class Shape, class Kv>
+FA_DEVICE float stage_queries(const AttentionParams& p, const CtaRows& cta, int kv_head, uint8_t* q_smem,
+                              int& q_amax_bits) {
+  constexpr int D = Shape::kHeadDim, kRows = Shape::kRows, kThreads = Shape::kThreads;
+  using Mma = typename Kv::Mma;
+  const bool rescale_q = Kv::kBytes == 1 && !Shape::kFp8QK && p.q_type == ElementType::kBf16;
+  constexpr int kQGroups = kRows * D / 8;
+  auto q_index = [&](int i) {  // element index of the first of 8 q elements of group i
+    const int r = min(cta.row0 + i / (D / 8), cta.rows - 1);
+    return (int64_t(cta.token(r)) * p.heads_q + cta.head(r, kv_head)) * D + (i % (D / 8)) * 8;
+  };
+  float q_mult = 1.0f, score_mult = 1.0f;
+  if (rescale_q) {
+    float amax = 0.0f;
+    for (int i = threadIdx.x; i < kQGroups; i += kThreads) {
+      const int64_t e = q_index(i);
+      for (int j = 0; j < 8; ++j) amax = fmaxf(amax, fabsf(load_element(p.q, e + j, p.q_type)));
+    }
+    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    if (threadIdx.x % 32 == 0) atomicMax(&q_amax_bits, __float_as_int(amax));  // non-negative floats order as ints
+    __syncthreads();
+    amax = __int_as_float(q_amax_bits);
+    if (amax > 0.0f && amax < INFINITY) {
+      const int e = min(max(14 - ilogbf(amax), -100), 100);  // amax * 2^e in [2^14, 2^15)
+      q_mult = ldexpf(1.0f, e);
+      score_mult = ldexpf(1.0f, -e);
+    }
+  }
+  for (int i = threadIdx.x; i < kQGroups; i += kThreads) {
+    const int64_t e = q_index(i);
+    if constexpr (Shape::kFp8QK) {
+      *reinterpret_cast<uint2*>(q_smem + (i / (D / 8)) * Shape::kQStride + (i % (D / 8)) * 8) =
+          *reinterpret_cast<const uint2*>(static_cast<const uint8_t*>(p.q) + e);
+    } else {
+      uint32_t packed[4];
+      for (int j = 0; j < 4; ++j) {
+        packed[j] = Mma::pack(load_element(p.q, e + 2 * j, p.q_type) * q_mult,
+                              load_element(p.q, e + 2 * j + 1, p.q_type) * q_mult);
+      }
+      *reinterpret_cast<uint4*>(q_smem + (i / (D / 8)) * Shape::kQStride + (i % (D / 8)) * 16) =
+          make_uint4(packed[0], packed[1], packed[2], packed[3]);
+    }
+  }
+  return score_mult;
+}
+
+// Copies of the K/V tile whose first key is key0 (and its per-token scales) into `stage`, by
+// cp.async from all Shape::kThreads threads; keys at key_end or past it read as zeros. A key of
+// an unmapped cache block reads zeros too and sets `unmapped` to `tile` (its scores are masked).
+// A tile starts at a multiple of kKeys, so where cache blocks hold at least kKeys keys (or keys are
+// contiguous) its keys' rows are evenly spaced from its first key's: one row lookup per tile, and
+// per copy only an add, not a table read and 64-bit address arithmetic.
+template <class Shape, class Kv, bool kPaged, bool kTokenScales>
+FA_DEVICE void load_kv_tile(const AttentionParams& p, const CtaRows& cta, int kv_head, int key0, int key_end,
+                            uint8_t* stage, int& unmapped, int tile) {
+  constexpr int kKeys = Shape::kKeys, kThreads = Shape::kThreads;
+  constexpr int kRowBytes = Shape::kHeadDim * Kv::kBytes, kRowChunks = kRowBytes / 16, kCopies = kKeys * kRowChunks;
+  const uint8_t* k_base = static_cast<const uint8_t*>(kPaged ? p.key_cache : p.k);
+  const uint8_t* v_base = static_cast<const uint8_t*>(kPaged ? p.value_cache : p.v);
+  const bool tile_in_one_block = !kPaged || p.layout.block_size >= kKeys;
+  const int row_step_bytes = (kPaged ? 1 : p.heads_kv) * kRowBytes;
+  const int64_t first_row = tile_in_one_block ? key_row<kPaged>(p, cta, key0, kv_head) : -1;
+  const int64_t tile_offset = first_row >= 0 ? first_row * kRowBytes : 0;
+#pragma unroll
+  for (int it = 0; it < (kCopies + kThreads - 1) / kThreads; ++it) {  // unrolled: table reads overlap
+    const int i = threadIdx.x + it * kThreads;
+    if (kCopies % kThreads != 0 && i >= kCopies) break;
+    const int r = i / kRowChunks, c = i % kRowChunks, key = key0 + r;
+    bool valid;
+    int64_t offset;
+    if (tile_in_one_block) {
+      valid = first_row >= 0 && key < key_end;
+      offset = tile_offset + (valid ? r * row_step_bytes + c * 16 : 0);
+    } else {
+      const int64_t row = key < key_end ? key_row<kPaged>(p, cta, key, kv_head) : -1;
+      valid = row >= 0;
+      offset = valid ? row * kRowBytes + c * 16 : 0;
+    }
+    cp_async<16>(smem_address(stage + Shape::kKOffset + r * Shape::kKStride + c * 16), k_base + offset, valid);
+    cp_async<16>(smem_address(stage + Shape::kVOffset + r * Shape::kVStride + c * 16), v_base + offset, valid);
+    if (kPaged && !valid && key < key_end && c == 0) unmapped = tile;
+  }
+  if constexpr (kTokenScales) {  // two keys per copy: a pair never straddles a block
+    for (int i = threadIdx.x; i < kKeys; i += kThreads) {
+      const int pair = i % (kKeys / 2), key = key0 + 2 * pair;
+      const ScaleTensor& table = i < kKeys / 2 ? p.k_scale : p.v_scale;
+      uint8_t* dst = stage + (i < kKeys / 2 ? Shape::kKScaleOffset : Shape::kVScaleOffset);
+      int64_t row = -1;
+      if (key < key_end) row = tile_in_one_block ? (first_row < 0 ? -1 : first_row + 2 * pair) : p.layout.row(cta.seq, key, kv_head);
+      const uint8_t* src = static_cast<const uint8_t*>(table.data);
+      if (table.is_bf16) cp_async<4>(smem_address(dst + pair * 4), src + (row >= 0 ? row * 2 : 0), row >= 0);
+      else cp_async<8>(smem_address(dst + pair * 8), src + (row >= 0 ? row * 4 : 0), row >= 0);
+    }
+  }
+}
+
+
+// A key's scale from the stage, 0 past the split's last key: scales are copied in pairs, and the
+// partner of the last key may be any bytes (even NaN, which 0 * NaN would spread).
+FA_DEVICE float staged_token_scale(const uint8_t* raw, const ScaleTensor& table, int key, int valid_keys) {
+  const float scale = ScaleTensor{const_cast<uint8_t*>(raw), table.is_bf16}.load(key);  // the table's own format
+  return key < valid_keys ? scale : 0.0f;
+}
+
 // The keys [begin, end) of this split for a CTA whose rows see keys below `limit`: the sequence's
 // keys in num_splits equal chunks of whole tiles.
 struct KeyRange {
@@ -227,151 +334,127 @@ FA_DEVICE void store_lse(const AttentionParams& p, int split, int token, int hea
   else p.lse[int64_t(head) * p.tokens_q + token] = lse;
 }
 
+// Every element of a (multi-dimensional) register array set to v, or multiplied by f.
+FA_DEVICE void set_all(float& x, float v) { x = v; }
+template <class T, int N>
+FA_DEVICE void set_all(T (&a)[N], float v) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) set_all(a[i], v);
+}
+FA_DEVICE void scale_all(float& x, float f) { x *= f; }
+template <class T, int N>
+FA_DEVICE void scale_all(T (&a)[N], float f) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) scale_all(a[i], f);
+}
+
+// What a CTA knows once it has started: its rows, the key limits of the lane's rows, the scales
+// (Q's power of two folded into the score's) and its split's keys.
+template <int kLaneRows>
+struct CtaStart {
+  CtaRows cta;
+  int limit[kLaneRows];  // key limits of the lane's rows
+  int min_limit;         // the smallest limit of the warp's rows
+  float score_scale, out_scale;
+  KeyRange keys;
+};
+
+// A CTA's start, by every thread: its rows (false where it has none; the tail rows it owns, if
+// any, are then written), the key limits of the lane's rows row_of(cta, i) for i < kLaneRows, Q in
+// shared memory, the scales and the split's keys. `unmapped` (kStages entries) is reset.
+template <class Shape, class Kv, bool kPaged, int kLaneRows, class RowOf>
+FA_DEVICE bool start_cta(const AttentionParams& p, int kv_head, int split, const RowOf& row_of, uint8_t* smem,
+                         int* unmapped, CtaStart<kLaneRows>& s) {
+  __shared__ int cta_limit;    // the largest key limit of the CTA's rows
+  __shared__ int q_amax_bits;  // the largest |q| of the tile, as float bits
+  if (!locate_rows<Shape, kPaged>(p, kv_head, split, s.cta)) return false;
+  int lane_min_limit = s.cta.k_len, lane_max_limit = 0;
+#pragma unroll
+  for (int i = 0; i < kLaneRows; ++i) {
+    s.limit[i] = s.cta.key_limit(p, row_of(s.cta, i));
+    lane_min_limit = min(lane_min_limit, s.limit[i]);
+    lane_max_limit = max(lane_max_limit, s.limit[i]);
+  }
+  s.min_limit = __reduce_min_sync(0xffffffffu, lane_min_limit);
+  if (threadIdx.x == 0) cta_limit = q_amax_bits = 0;
+  if (threadIdx.x < Shape::kStages) unmapped[threadIdx.x] = -1;
+  const FoldedScales scales = fold_scales<kPaged>(p, s.cta.seq, kv_head);
+  __syncthreads();
+  s.score_scale = scales.score * stage_queries<Shape, Kv>(p, s.cta, kv_head, smem, q_amax_bits);
+  s.out_scale = scales.out;
+  atomicMax(&cta_limit, lane_max_limit);
+  __syncthreads();
+  s.keys = split_key_range(p, s.cta.k_len, cta_limit, split, Shape::kKeys);
+  return true;
+}
+
+// The cp.async pipeline over a CTA's key tiles, Shape::kStages deep: the first kStages - 1 tiles
+// go out before the loop, and each tile's wait sends out the tile kStages - 1 ahead. A group is
+// committed for every tile, sent or not, so that the wait counts stay right at the end.
 template <class Shape, class Kv, bool kPaged, bool kTokenScales>
-__global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attention_kernel(const AttentionParams p) {
-  constexpr int D = Shape::kHeadDim, kKeys = Shape::kKeys, kRows = Shape::kRows, kThreads = Shape::kThreads;
-  constexpr int kStages = Shape::kStages, kChunks = D / 32, kOutTiles = D / 8;
-  constexpr int kWarpsN = Shape::kWarpsKeys, kWarpKeys = Shape::kWarpKeys, kKeyTiles = kWarpKeys / 8;
+struct KvTilePipeline {
+  static constexpr int kStages = Shape::kStages;
+  const AttentionParams& p;
+  const CtaRows& cta;
+  int kv_head;
+  KeyRange keys;
+  uint8_t* stages;
+  int* unmapped;  // [kStages]: a tile index whose copies met an unmapped cache block
+
+  FA_DEVICE uint8_t* stage(int tile) const { return stages + (tile % kStages) * Shape::kStageBytes; }
+  FA_DEVICE int key0(int tile) const { return keys.begin + tile * Shape::kKeys; }
+  FA_DEVICE void load(int tile) const {
+    load_kv_tile<Shape, Kv, kPaged, kTokenScales>(p, cta, kv_head, key0(tile), keys.end, stage(tile),
+                                                  unmapped[tile % kStages], tile);
+  }
+  FA_DEVICE void start() const {
+#pragma unroll 1
+    for (int tile = 0; tile < kStages - 1; ++tile) {
+      if (tile < keys.tiles) load(tile);
+      cp_async_commit();
+    }
+  }
+  // Every thread: tile's stage, once its copies have landed.
+  FA_DEVICE const uint8_t* await(int tile) const {
+    if (tile + kStages - 1 < keys.tiles) load(tile + kStages - 1);
+    cp_async_commit();
+    cp_async_wait<kStages - 1>();
+    __syncthreads();
+    return stage(tile);
+  }
+  FA_DEVICE bool tile_unmapped(int tile) const { return kPaged && unmapped[tile % kStages] == tile; }
+};
+
+template <class Shape, class Kv, bool kPaged, bool kTokenScales>
+__global__ void __launch_bounds__(Shape::kThreads, 1) attention_kernel(const AttentionParams p) {
+  constexpr int D = Shape::kHeadDim, kKeys = Shape::kKeys, kStages = Shape::kStages, kChunks = D / 32;
+  constexpr int kOutTiles = D / 8, kKeyTiles = kKeys / 8;
   constexpr int kRowBlocks = Shape::kRowBlocks;
   constexpr bool k8Bit = Kv::kBytes == 1;
   using Mma = typename Kv::Mma;
 
   extern __shared__ __align__(16) uint8_t smem[];
-  __shared__ int cta_limit;    // the largest key limit of the CTA's rows
-  __shared__ int q_amax_bits;  // the largest |q| of the tile, as float bits
   __shared__ int unmapped_tile[kStages];  // a tile index whose load met an unmapped block
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int warp_m = warp / kWarpsN, warp_n = warp % kWarpsN;
   const int kv_head = blockIdx.y, split = blockIdx.z;
-  CtaRows cta;
-  if (!locate_rows<Shape, kPaged>(p, kv_head, split, cta)) return;
-  const int seq = cta.seq, rows = cta.rows, row0 = cta.row0, k_len = cta.k_len;
-  // This lane's rows: warp_row0 + 16 * rb + g + 8 * h.
-  const int warp_row0 = row0 + warp_m * 16 * kRowBlocks;
-  int limit[kRowBlocks][2];
-  int lane_min_limit = k_len, lane_max_limit = 0;
-#pragma unroll
-  for (int rb = 0; rb < kRowBlocks; ++rb)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      limit[rb][h] = cta.key_limit(p, warp_row0 + 16 * rb + g + 8 * h);
-      lane_min_limit = min(lane_min_limit, limit[rb][h]);
-      lane_max_limit = max(lane_max_limit, limit[rb][h]);
-    }
-  const int warp_min_limit = __reduce_min_sync(0xffffffffu, lane_min_limit);
-  if (threadIdx.x == 0) cta_limit = q_amax_bits = 0;
-  if (threadIdx.x < kStages) unmapped_tile[threadIdx.x] = -1;
+  // This lane's rows: the warp's first + 16 rb + g + 8 h, as lane row 2 rb + h.
+  auto lane_row = [&](const CtaRows& c, int i) { return c.row0 + (warp * kRowBlocks + i / 2) * 16 + g + 8 * (i % 2); };
+  CtaStart<2 * kRowBlocks> start;
+  if (!start_cta<Shape, Kv, kPaged>(p, kv_head, split, lane_row, smem, unmapped_tile, start)) return;
+  const CtaRows& cta = start.cta;
+  const int seq = cta.seq, rows = cta.rows, warp_min_limit = start.min_limit;
+  const float score_scale = start.score_scale;
+  const int key_end = start.keys.end, num_tiles = start.keys.tiles;
+  const int(&limit)[2 * kRowBlocks] = start.limit;
 
-  const FoldedScales scales = fold_scales<kPaged>(p, seq, kv_head);
-  float score_scale = scales.score;
-
-  // Q -> shared memory as the tensor cores' 16-bit type. A bf16 q meeting an 8-bit cache goes to
-  // fp16 times a power of two that keeps the tile's largest element below 2^15 (exact except
-  // for elements 2^29 times smaller than that maximum); the power folds back into the score.
-  uint8_t* q_smem = smem;
-  const bool rescale_q = k8Bit && !Shape::kFp8QK && p.q_type == ElementType::kBf16;
-  constexpr int kQGroups = kRows * D / 8;
-  auto q_index = [&](int i) {  // element index of the first of 8 q elements of group i
-    const int r = min(row0 + i / (D / 8), rows - 1);
-    return (int64_t(cta.token(r)) * p.heads_q + cta.head(r, kv_head)) * D + (i % (D / 8)) * 8;
-  };
-  __syncthreads();
-  float q_mult = 1.0f;
-  if (rescale_q) {
-    float amax = 0.0f;
-    for (int i = threadIdx.x; i < kQGroups; i += kThreads) {
-      const int64_t e = q_index(i);
-      for (int j = 0; j < 8; ++j) amax = fmaxf(amax, fabsf(load_element(p.q, e + j, p.q_type)));
-    }
-    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    if (lane == 0) atomicMax(&q_amax_bits, __float_as_int(amax));  // non-negative floats order as ints
-    __syncthreads();
-    amax = __int_as_float(q_amax_bits);
-    if (amax > 0.0f && amax < INFINITY) {
-      const int e = min(max(14 - ilogbf(amax), -100), 100);  // amax * 2^e in [2^14, 2^15)
-      q_mult = ldexpf(1.0f, e);
-      score_scale *= ldexpf(1.0f, -e);
-    }
-  }
-  for (int i = threadIdx.x; i < kQGroups; i += kThreads) {
-    const int64_t e = q_index(i);
-    if constexpr (Shape::kFp8QK) {  // the bytes as they are
-      *reinterpret_cast<uint2*>(q_smem + (i / (D / 8)) * Shape::kQStride + (i % (D / 8)) * 8) =
-          *reinterpret_cast<const uint2*>(static_cast<const uint8_t*>(p.q) + e);
-    } else {
-      uint32_t packed[4];
-      for (int j = 0; j < 4; ++j) {
-        packed[j] = Mma::pack(load_element(p.q, e + 2 * j, p.q_type) * q_mult,
-                              load_element(p.q, e + 2 * j + 1, p.q_type) * q_mult);
-      }
-      *reinterpret_cast<uint4*>(q_smem + (i / (D / 8)) * Shape::kQStride + (i % (D / 8)) * 16) =
-          make_uint4(packed[0], packed[1], packed[2], packed[3]);
-    }
-  }
-  atomicMax(&cta_limit, lane_max_limit);
-  __syncthreads();
-
-  const KeyRange range = split_key_range(p, k_len, cta_limit, split, kKeys);
-  const int key_begin = range.begin, key_end = range.end, num_tiles = range.tiles;
-
-  const uint8_t* k_base = static_cast<const uint8_t*>(kPaged ? p.key_cache : p.k);
-  const uint8_t* v_base = static_cast<const uint8_t*>(kPaged ? p.value_cache : p.v);
   uint8_t* stages = smem + Shape::kQBytes;
-  // A tile starts at a multiple of kKeys, so where cache blocks hold at least kKeys keys (or keys
-  // are contiguous) its keys' rows are evenly spaced from its first key's: one row lookup per
-  // tile, and per copy only an add, not a table read and 64-bit address arithmetic.
-  const bool tile_in_one_block = !kPaged || p.layout.block_size >= kKeys;
-  constexpr int kRowBytes = D * Kv::kBytes, kRowChunks = kRowBytes / 16, kCopies = kKeys * kRowChunks;
-  const int row_step_bytes = (kPaged ? 1 : p.heads_kv) * kRowBytes;
-  auto load_tile = [&](int tile) {
-    uint8_t* stage = stages + (tile % kStages) * Shape::kStageBytes;
-    const int key0 = key_begin + tile * kKeys;
-    const int64_t first_row = tile_in_one_block ? key_row<kPaged>(p, cta, key0, kv_head) : -1;
-    const int64_t tile_offset = first_row >= 0 ? first_row * kRowBytes : 0;
-#pragma unroll
-    for (int it = 0; it < (kCopies + kThreads - 1) / kThreads; ++it) {  // unrolled: table reads overlap
-      const int i = threadIdx.x + it * kThreads;
-      if (kCopies % kThreads != 0 && i >= kCopies) break;
-      const int r = i / kRowChunks, c = i % kRowChunks, key = key0 + r;
-      bool valid;
-      int64_t offset;
-      if (tile_in_one_block) {
-        valid = first_row >= 0 && key < key_end;
-        offset = tile_offset + (valid ? r * row_step_bytes + c * 16 : 0);
-      } else {
-        const int64_t row = key < key_end ? key_row<kPaged>(p, cta, key, kv_head) : -1;
-        valid = row >= 0;
-        offset = valid ? row * kRowBytes + c * 16 : 0;
-      }
-      cp_async<16>(smem_address(stage + Shape::kKOffset + r * Shape::kKStride + c * 16), k_base + offset, valid);
-      cp_async<16>(smem_address(stage + Shape::kVOffset + r * Shape::kVStride + c * 16), v_base + offset, valid);
-      if (kPaged && !valid && key < key_end && c == 0) unmapped_tile[tile % kStages] = tile;
-    }
-    if constexpr (kTokenScales) {  // two keys per copy: a pair never straddles a block
-      for (int i = threadIdx.x; i < kKeys; i += kThreads) {
-        const int pair = i % (kKeys / 2), key = key0 + 2 * pair;
-        const ScaleTensor& table = i < kKeys / 2 ? p.k_scale : p.v_scale;
-        uint8_t* dst = stage + (i < kKeys / 2 ? Shape::kKScaleOffset : Shape::kVScaleOffset);
-        int64_t row = -1;
-        if (key < key_end) row = tile_in_one_block ? (first_row < 0 ? -1 : first_row + 2 * pair) : p.layout.row(seq, key, kv_head);
-        const uint8_t* src = static_cast<const uint8_t*>(table.data);
-        if (table.is_bf16) cp_async<4>(smem_address(dst + pair * 4), src + (row >= 0 ? row * 2 : 0), row >= 0);
-        else cp_async<8>(smem_address(dst + pair * 8), src + (row >= 0 ? row * 4 : 0), row >= 0);
-      }
-    }
-  };
-  // A key's scale from the stage, 0 past the split's last key: scales are copied in pairs, and
-  // the partner of the last key may be any bytes (even NaN, which 0 * NaN would spread).
-  auto token_scale = [&](const uint8_t* raw, const ScaleTensor& table, int key, int valid_keys) {
-    const float scale = ScaleTensor{const_cast<uint8_t*>(raw), table.is_bf16}.load(key);  // the table's own format
-    return key < valid_keys ? scale : 0.0f;
-  };
+  const KvTilePipeline<Shape, Kv, kPaged, kTokenScales> tiles{p, cta, kv_head, start.keys, stages, unmapped_tile};
 
   // Q fragments (rows g and g+8 of row block rb), k-steps 2c and 2c+1 of chunk c.
   constexpr int kQChunkBytes = 32 * Shape::kQElementBytes;
   const uint32_t q_warp_addr =
-      smem_address(q_smem + (warp_m * 16 * kRowBlocks + g) * Shape::kQStride + t * 8 * Shape::kQElementBytes);
+      smem_address(smem + (warp * 16 * kRowBlocks + g) * Shape::kQStride + t * 8 * Shape::kQElementBytes);
   auto q_fragments = [&](int rb, int c, uint32_t (&a0)[4], uint32_t (&a1)[4]) {
     const uint32_t q_row_addr = q_warp_addr + rb * 16 * Shape::kQStride;
     if constexpr (Shape::kFp8QK) {  // one k32 step: a0 only
@@ -383,36 +466,19 @@ __global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attenti
       a1[0] = x.z; a1[1] = y.z; a1[2] = x.w; a1[3] = y.w;
     }
   };
-  uint32_t q_regs[Shape::kQInRegisters ? kChunks : 1][2][4];
-  if constexpr (Shape::kQInRegisters) {
-#pragma unroll
-    for (int c = 0; c < kChunks; ++c) q_fragments(0, c, q_regs[c][0], q_regs[c][1]);
-  }
 
   SoftmaxState2 state[kRowBlocks][2];  // rows g, g+8 of each row block
   float acc[kRowBlocks][kOutTiles][4];
+  set_all(acc, 0.0f);
 #pragma unroll
-  for (int rb = 0; rb < kRowBlocks; ++rb) {
-    state[rb][0] = state[rb][1] = SoftmaxState2::empty();
-#pragma unroll
-    for (int j = 0; j < kOutTiles; ++j) acc[rb][j][0] = acc[rb][j][1] = acc[rb][j][2] = acc[rb][j][3] = 0.0f;
-  }
+  for (int rb = 0; rb < kRowBlocks; ++rb) state[rb][0] = state[rb][1] = SoftmaxState2::empty();
   float v_ref = 0.0f, inv_ref = 0.0f;  // per-token v scales: the largest seen, so that p * scale / v_ref <= 1
 
-#pragma unroll 1
-  for (int tile = 0; tile < kStages - 1; ++tile) {
-    if (tile < num_tiles) load_tile(tile);
-    cp_async_commit();
-  }
+  tiles.start();
 #pragma unroll 1
   for (int tile = 0; tile < num_tiles; ++tile) {
-    if (tile + kStages - 1 < num_tiles) load_tile(tile + kStages - 1);
-    cp_async_commit();
-    cp_async_wait<kStages - 1>();
-    __syncthreads();
-    const uint8_t* stage = stages + (tile % kStages) * Shape::kStageBytes;
-    const int key0 = key_begin + tile * kKeys;
-    const int warp_key0 = warp_n * kWarpKeys;  // this warp's keys: key0 + warp_key0 + [0, kWarpKeys)
+    const uint8_t* stage = tiles.await(tile);
+    const int key0 = tiles.key0(tile);
 
     // Per-token scales of this lane's columns (2t, 2t + 1 of each 8-key block), read before
     // Q.K^T so that their latency and the v_ref reduction hide under it. P is scaled by
@@ -424,9 +490,9 @@ __global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attenti
       for (int j = 0; j < kKeyTiles; ++j)
 #pragma unroll
         for (int c = 0; c < 2; ++c) {
-          const int col = warp_key0 + 8 * j + 2 * t + c;
-          k_token[j][c] = token_scale(stage + Shape::kKScaleOffset, p.k_scale, col, key_end - key0);
-          v_token[j][c] = token_scale(stage + Shape::kVScaleOffset, p.v_scale, col, key_end - key0);
+          const int col = 8 * j + 2 * t + c;
+          k_token[j][c] = staged_token_scale(stage + Shape::kKScaleOffset, p.k_scale, col, key_end - key0);
+          v_token[j][c] = staged_token_scale(stage + Shape::kVScaleOffset, p.v_scale, col, key_end - key0);
           tile_ref = fmaxf(tile_ref, v_token[j][c]);
         }
       tile_ref = fmaxf(tile_ref, __shfl_xor_sync(0xffffffffu, tile_ref, 1));  // a row's 4 lanes hold all its columns
@@ -446,17 +512,12 @@ __global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attenti
 #pragma unroll
       for (int j = 0; j < kKeyTiles; ++j) s[rb][j][0] = s[rb][j][1] = s[rb][j][2] = s[rb][j][3] = 0.0f;
     const uint32_t k_addr =
-        smem_address(stage + Shape::kKOffset + (warp_key0 + g) * Shape::kKStride + t * 8 * Kv::kBytes);
+        smem_address(stage + Shape::kKOffset + g * Shape::kKStride + t * 8 * Kv::kBytes);
 #pragma unroll
     for (int c = 0; c < kChunks; ++c) {
       uint32_t a0[kRowBlocks][4], a1[kRowBlocks][4];
-      if constexpr (Shape::kQInRegisters) {
 #pragma unroll
-        for (int i = 0; i < 4; ++i) { a0[0][i] = q_regs[c][0][i]; a1[0][i] = q_regs[c][1][i]; }
-      } else {
-#pragma unroll
-        for (int rb = 0; rb < kRowBlocks; ++rb) q_fragments(rb, c, a0[rb], a1[rb]);
-      }
+      for (int rb = 0; rb < kRowBlocks; ++rb) q_fragments(rb, c, a0[rb], a1[rb]);
 #pragma unroll
       for (int j = 0; j < kKeyTiles; ++j) {
         const uint32_t addr = k_addr + j * 8 * Shape::kKStride + c * 32 * Kv::kBytes;
@@ -495,17 +556,17 @@ __global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attenti
         }
     // Masks, in a branch of their own: only a tile that crosses some row's key limit or met an
     // unmapped cache block has any.
-    const bool tile_unmapped = kPaged && unmapped_tile[tile % kStages] == tile;
+    const bool tile_unmapped = tiles.tile_unmapped(tile);
     if (key0 + kKeys > warp_min_limit || tile_unmapped) {
 #pragma unroll
       for (int j = 0; j < kKeyTiles; ++j) {
-        const int key = key0 + warp_key0 + 8 * j + 2 * t;
+        const int key = key0 + 8 * j + 2 * t;
         const bool mapped = !tile_unmapped || p.layout.row(seq, key, kv_head) >= 0;
 #pragma unroll
         for (int rb = 0; rb < kRowBlocks; ++rb)
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
-            if (!(mapped && key + (e & 1) < limit[rb][e / 2])) s[rb][j][e] = -INFINITY;
+            if (!(mapped && key + (e & 1) < limit[2 * rb + e / 2])) s[rb][j][e] = -INFINITY;
           }
       }
     }
@@ -557,9 +618,9 @@ __global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attenti
 
     // O += P V, 16 keys per k-step; P's accumulator layout is the A fragment's.
     const uint32_t v_addr =
-        smem_address(stage + Shape::kVOffset + (warp_key0 + (lane & 15)) * Shape::kVStride + (lane >> 4) * 16);
+        smem_address(stage + Shape::kVOffset + (lane & 15) * Shape::kVStride + (lane >> 4) * 16);
 #pragma unroll
-    for (int ks = 0; ks < kWarpKeys / 16; ++ks) {
+    for (int ks = 0; ks < kKeys / 16; ++ks) {
       uint32_t a[kRowBlocks][4];
 #pragma unroll
       for (int rb = 0; rb < kRowBlocks; ++rb) {
@@ -607,8 +668,7 @@ __global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attenti
   }
   cp_async_wait<0>();
 
-  // The lanes' partial sums, the accumulator back in real units (each warp kept its own v_ref),
-  // then (key-split warps) the other warps' states folded into warp 0's.
+  // The lanes' partial sums, the accumulator back in real units (each warp kept its own v_ref).
 #pragma unroll
   for (int rb = 0; rb < kRowBlocks; ++rb)
 #pragma unroll
@@ -616,68 +676,16 @@ __global__ void __launch_bounds__(Shape::kThreads, Shape::kMinCtasPerSm) attenti
       state[rb][h].d += __shfl_xor_sync(0xffffffffu, state[rb][h].d, 1);
       state[rb][h].d += __shfl_xor_sync(0xffffffffu, state[rb][h].d, 2);
     }
-  if constexpr (kTokenScales) {
-#pragma unroll
-    for (int rb = 0; rb < kRowBlocks; ++rb)
-#pragma unroll
-      for (int j = 0; j < kOutTiles; ++j)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) acc[rb][j][e] *= v_ref;
-  }
-  if constexpr (kWarpsN > 1) {
-    // Shared memory is free now: lane-major so that every access is one word per bank.
-    __syncthreads();
-    constexpr int kSlots = (kWarpsN - 1) * Shape::kWarpsRows * kRowBlocks;
-    float* shared_acc = reinterpret_cast<float*>(stages);
-    float* shared_m = shared_acc + kSlots * kOutTiles * 4 * 32;
-    float* shared_d = shared_m + kSlots * 2 * 32;
-    auto slot = [&](int other, int rb) { return (warp_m * (kWarpsN - 1) + other - 1) * kRowBlocks + rb; };
-    if (warp_n > 0) {
-#pragma unroll
-      for (int rb = 0; rb < kRowBlocks; ++rb) {
-#pragma unroll
-        for (int j = 0; j < kOutTiles; ++j)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) shared_acc[((slot(warp_n, rb) * kOutTiles + j) * 4 + e) * 32 + lane] = acc[rb][j][e];
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          shared_m[(slot(warp_n, rb) * 2 + h) * 32 + lane] = state[rb][h].m;
-          shared_d[(slot(warp_n, rb) * 2 + h) * 32 + lane] = state[rb][h].d;
-        }
-      }
-    }
-    __syncthreads();
-    if (warp_n > 0) return;
-    for (int other = 1; other < kWarpsN; ++other) {
-#pragma unroll
-      for (int rb = 0; rb < kRowBlocks; ++rb) {
-        SoftmaxState2::Step step[2];
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int i = (slot(other, rb) * 2 + h) * 32 + lane;
-          step[h] = state[rb][h].add(SoftmaxState2{shared_m[i], shared_d[i]});
-        }
-#pragma unroll
-        for (int j = 0; j < kOutTiles; ++j)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const float theirs = shared_acc[((slot(other, rb) * kOutTiles + j) * 4 + e) * 32 + lane];
-            const SoftmaxState2::Step& st = step[e / 2];
-            acc[rb][j][e] = acc[rb][j][e] * st.rescale + (st.weight != 0.0f ? theirs * st.weight : 0.0f);
-          }
-      }
-    }
-  }
-
+  if constexpr (kTokenScales) scale_all(acc, v_ref);
   // Epilogue: out = acc / d (0 for a row that saw no key).
 #pragma unroll
   for (int rb = 0; rb < kRowBlocks; ++rb)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const int r = warp_row0 + 16 * rb + g + 8 * h;
+      const int r = lane_row(cta, 2 * rb + h);
       if (r >= rows) continue;
       const int token = cta.token(r), head = cta.head(r, kv_head);
-      const float mult = state[rb][h].inv_sum() * scales.out;
+      const float mult = state[rb][h].inv_sum() * start.out_scale;
 #pragma unroll
       for (int j = 0; j < kOutTiles; ++j)
 #pragma unroll

@@ -78,6 +78,14 @@ FA_DEVICE void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t addr) {
                : "r"(addr));
 }
 
+// The transpose of an 8x8 matrix of 16-bit elements held as one fragment (lane 4g+t: row g,
+// columns 2t and 2t+1): lane 4g+t receives rows 2t and 2t+1 of column g.
+FA_DEVICE uint32_t movmatrix_trans(uint32_t x) {
+  uint32_t r;
+  asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;" : "=r"(r) : "r"(x));
+  return r;
+}
+
 // Asynchronous global -> shared copies; a false `valid` writes zeros and reads nothing.
 template <int kBytes>
 FA_DEVICE void cp_async(uint32_t dst, const void* src, bool valid) {

@@ -162,9 +162,10 @@ AttentionPlan plan_attention(const AttentionParams& p, int64_t max_keys, int req
   if (splits <= 0 && warps_m == 1) {
     // Decode: every sequence takes a CTA per kv head (tiles never span sequences). Model the time
     // in key tiles: waves of CTAs over the SMs' slots, each wave as long as a split's tiles plus
-    // a CTA's fixed cost (its start, the last tile's wait, the epilogue), about 3 tiles. Few
+    // a CTA's fixed cost (its start, the last tile's wait, the epilogue, the split's share of the
+    // combine), about 6 tiles (fitted to a sweep of splits on an H200, docs/perf-notes.md). Few
     // splits leave slots empty or a wave mostly idle; many multiply the fixed cost.
-    constexpr int64_t kCtaCostTiles = 3;
+    constexpr int64_t kCtaCostTiles = 6;
     const int64_t ctas = std::max<int64_t>(row_tiles, p.batch) * p.heads_kv;
     const int64_t slots = int64_t(multiprocessor_count()) * kDecodeCtasPerSm;
     int64_t best_time = INT64_MAX;

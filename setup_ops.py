@@ -75,11 +75,16 @@ def main():
 
     cc_sources = sorted(glob.glob("custom_ops/csrc/**/*.cc", recursive=True))
     cu_sources = sorted(glob.glob("custom_ops/csrc/**/*.cu", recursive=True))
+    # build_ext rebuilds only when a file it knows of is newer than the library: without the
+    # headers, an edit to a kernel in a .cuh would leave the old library installed.
+    headers = sorted(glob.glob("custom_ops/**/*.h", recursive=True) +
+                     glob.glob("custom_ops/**/*.cuh", recursive=True))
     if cuda_home:
         archs = cuda_archs()
         print(f"fastattn: building CPU and CUDA kernels for sm_{', sm_'.join(archs)} (CUDA at {cuda_home})")
         extension = CUDAExtension(
             sources=cc_sources + cu_sources,
+            depends=headers,
             include_dirs=include_dirs(cuda_home),
             extra_compile_args={
                 "cxx": COMMON_FLAGS + ["-DFASTATTN_WITH_CUDA"],
@@ -89,7 +94,7 @@ def main():
         )
     else:
         print("fastattn: nvcc not found, building CPU kernels only")
-        extension = CppExtension(sources=cc_sources, include_dirs=include_dirs(None),
+        extension = CppExtension(sources=cc_sources, depends=headers, include_dirs=include_dirs(None),
                                  extra_compile_args={"cxx": COMMON_FLAGS})
 
     setup(

@@ -35,25 +35,51 @@ void check_launch(const char* what) {
   if (err != cudaSuccess) throw std::runtime_error(std::string("fastattn: ") + what + ": " + cudaGetErrorString(err));
 }
 
-template <class Shape, auto kernel, class... Extra>
-void launch_kernel(const AttentionParams& p, const Extra&... extra) {
+// A kernel and its CTA shape, as the dispatch below hands them over; kTensorMaps: it takes K and
+// V's tensor maps after the params (the sm_90a kernel).
+template <class CtaShape, auto kKernel, bool kTakesTensorMaps = false>
+struct KernelChoice {
+  using Shape = CtaShape;
+  static constexpr auto kernel = kKernel;
+  static constexpr bool kTensorMaps = kTakesTensorMaps;
+};
+
+// Lets the kernel have its dynamic shared memory, once per device; false where the device refuses.
+template <class Choice>
+bool configure() {
   static std::atomic<int> configured[kMaxDevices] = {};  // per device, like the attribute: 1 done, 2 refused
-  const bool fits = device_property(configured, [](int) {
-    return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Shape::kSmemBytes) == cudaSuccess ? 1 : 2;
+  return device_property(configured, [](int) {
+    return cudaFuncSetAttribute(Choice::kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                Choice::Shape::kSmemBytes) == cudaSuccess ? 1 : 2;
   }) == 1;
-  if (!fits) throw std::runtime_error("fastattn: attention kernel needs more shared memory");
+}
+
+// CTAs of the kernel that one multiprocessor holds at once (registers, shared memory, threads).
+template <class Choice>
+int resident_ctas() {
+  static std::atomic<int> cache[kMaxDevices] = {};
+  return device_property(cache, [](int) {
+    int ctas = 0;
+    if (configure<Choice>()) {
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, Choice::kernel, Choice::Shape::kThreads,
+                                                    Choice::Shape::kSmemBytes);
+    }
+    cudaGetLastError();  // a refusal shows at the launch
+    return std::max(ctas, 1);
+  });
+}
+
+template <class Choice, class... Extra>
+void launch_kernel(const AttentionParams& p, const Extra&... extra) {
+  using Shape = typename Choice::Shape;
+  if (!configure<Choice>()) throw std::runtime_error("fastattn: attention kernel needs more shared memory");
   const int group = p.heads_q / p.heads_kv;
   // Virtual tiles: every sequence's rows start a fresh tile, and the rows past the last
   // sequence get tiles of their own (see first_tile_of).
   const int64_t tiles = int64_t(p.tokens_q) * group / Shape::kRows + p.batch + 2;
   const dim3 grid(unsigned(tiles), unsigned(p.heads_kv), unsigned(p.num_splits));
-  kernel<<<grid, Shape::kThreads, Shape::kSmemBytes, static_cast<cudaStream_t>(p.stream)>>>(p, extra...);
+  Choice::kernel<<<grid, Shape::kThreads, Shape::kSmemBytes, static_cast<cudaStream_t>(p.stream)>>>(p, extra...);
   check_launch("attention kernel launch");
-}
-
-template <class Shape, class Kv, bool kPaged, bool kTokenScales>
-void launch(const AttentionParams& p) {
-  launch_kernel<Shape, attention_kernel<Shape, Kv, kPaged, kTokenScales>>(p);
 }
 
 // The sm_90a kernel exists where the build targeted sm_90a and the device is an sm_90 part.
@@ -79,21 +105,22 @@ bool wgmma_prefill_applies(const AttentionParams& p) {
 // Prefill: 4 warps over 128 rows (64 for head_dim 256). Decode: 8 rows per CTA (16 where the batch
 // averages more than 8 per sequence) whose key tiles 4 warps share (2 for head_dim 256, whose tiles
 // have 32 keys). FP8 q over FP8 keys multiplies Q.K^T in FP8.
-template <int D, class Kv, bool kPaged, bool kTokenScales, bool kFp8QK = false>
-void launch_shape(const AttentionParams& p) {
+template <int D, class Kv, bool kPaged, bool kTokenScales, bool kFp8QK = false, class Fn>
+void with_shape(const AttentionParams& p, Fn&& fn) {
   if constexpr (std::is_same_v<Kv, KvFp8> && !kFp8QK) {
-    if (p.q_type == ElementType::kFp8) return launch_shape<D, Kv, kPaged, kTokenScales, true>(p);
+    if (p.q_type == ElementType::kFp8) return with_shape<D, Kv, kPaged, kTokenScales, true>(p, fn);
   }
   if (p.warps_m == 1) {
     const int64_t rows = int64_t(p.tokens_q) * (p.heads_q / p.heads_kv);
     if (decode_rows_per_cta(rows, p.batch) == 8) {
       using Shape = DecodeShape<D, Kv, kFp8QK, 1>;
-      return launch_kernel<Shape, attention_decode_kernel<Shape, Kv, kPaged, kTokenScales>>(p);
+      return fn(KernelChoice<Shape, attention_decode_kernel<Shape, Kv, kPaged, kTokenScales>>{});
     }
     using Shape = DecodeShape<D, Kv, kFp8QK, 2>;
-    return launch_kernel<Shape, attention_decode_kernel<Shape, Kv, kPaged, kTokenScales>>(p);
+    return fn(KernelChoice<Shape, attention_decode_kernel<Shape, Kv, kPaged, kTokenScales>>{});
   }
-  launch<TileShape<D, 4, Kv, kFp8QK, prefill_row_blocks(D)>, Kv, kPaged, kTokenScales>(p);
+  using Shape = TileShape<D, 4, Kv, kFp8QK, prefill_row_blocks(D)>;
+  fn(KernelChoice<Shape, attention_kernel<Shape, Kv, kPaged, kTokenScales>>{});
 }
 
 // The wgmma kernel's K and V as tensor maps: boxes of a tile's rows (contiguous keys) or a cache
@@ -117,28 +144,38 @@ KvTensorMaps kv_tensor_maps(const AttentionParams& p) {
   return maps;
 }
 
-template <int D>
-void launch_head_dim(const AttentionParams& p) {
+// Calls fn(KernelChoice) with the kernel that runs p, as planned (warps_m, wgmma).
+template <int D, class Fn>
+void with_kernel(const AttentionParams& p, Fn&& fn) {
   if (p.wgmma) {
-    const KvTensorMaps maps = kv_tensor_maps<D>(p);
-    if (p.paged) return launch_kernel<WgmmaShape<D>, attention_wgmma_kernel<D, true>>(p, maps);
-    return launch_kernel<WgmmaShape<D>, attention_wgmma_kernel<D, false>>(p, maps);
+    if (p.paged) return fn(KernelChoice<WgmmaShape<D>, attention_wgmma_kernel<D, true>, true>{});
+    return fn(KernelChoice<WgmmaShape<D>, attention_wgmma_kernel<D, false>, true>{});
   }
   if (!p.paged) {
     switch (p.kv_type) {
-      case ElementType::kBf16: return launch_shape<D, KvBf16, false, false>(p);
-      case ElementType::kFp16: return launch_shape<D, KvFp16, false, false>(p);
-      case ElementType::kFp8: return launch_shape<D, KvFp8, false, false>(p);
+      case ElementType::kBf16: return with_shape<D, KvBf16, false, false>(p, fn);
+      case ElementType::kFp16: return with_shape<D, KvFp16, false, false>(p, fn);
+      case ElementType::kFp8: return with_shape<D, KvFp8, false, false>(p, fn);
       default: throw std::invalid_argument("fastattn: unsupported k/v dtype");
     }
   }
   switch (p.quant) {
     case CacheQuant::kNone:
-      if (p.kv_type == ElementType::kBf16) return launch_shape<D, KvBf16, true, false>(p);
-      return launch_shape<D, KvFp16, true, false>(p);
-    case CacheQuant::kInt8: return launch_shape<D, KvInt8, true, false>(p);
-    case CacheQuant::kFp8: return launch_shape<D, KvFp8, true, false>(p);
-    case CacheQuant::kBlockWiseFp8: return launch_shape<D, KvFp8, true, true>(p);
+      if (p.kv_type == ElementType::kBf16) return with_shape<D, KvBf16, true, false>(p, fn);
+      return with_shape<D, KvFp16, true, false>(p, fn);
+    case CacheQuant::kInt8: return with_shape<D, KvInt8, true, false>(p, fn);
+    case CacheQuant::kFp8: return with_shape<D, KvFp8, true, false>(p, fn);
+    case CacheQuant::kBlockWiseFp8: return with_shape<D, KvFp8, true, true>(p, fn);
+  }
+}
+
+template <class Fn>
+void with_kernel(const AttentionParams& p, Fn&& fn) {
+  switch (p.head_dim) {
+    case 64: return with_kernel<64>(p, fn);
+    case 128: return with_kernel<128>(p, fn);
+    case 256: return with_kernel<256>(p, fn);
+    default: throw std::invalid_argument("fastattn: head_dim must be 64, 128 or 256");
   }
 }
 
@@ -161,13 +198,19 @@ AttentionPlan plan_attention(const AttentionParams& p, int64_t max_keys, int req
   const int64_t row_tiles = std::max<int64_t>((rows + rows_per_cta - 1) / rows_per_cta, 1);
   if (splits <= 0 && warps_m == 1) {
     // Decode: every sequence takes a CTA per kv head (tiles never span sequences). Model the time
-    // in key tiles: waves of CTAs over the SMs' slots, each wave as long as a split's tiles plus
+    // in key tiles: waves of CTAs over the SMs' slots (as many per SM as the kernel's registers
+    // and shared memory let reside), each wave as long as a split's tiles plus
     // a CTA's fixed cost (its start, the last tile's wait, the epilogue, the split's share of the
     // combine), about 6 tiles (fitted to a sweep of splits on an H200, docs/perf-notes.md). Few
     // splits leave slots empty or a wave mostly idle; many multiply the fixed cost.
     constexpr int64_t kCtaCostTiles = 6;
     const int64_t ctas = std::max<int64_t>(row_tiles, p.batch) * p.heads_kv;
-    const int64_t slots = int64_t(multiprocessor_count()) * kDecodeCtasPerSm;
+    AttentionParams decode = p;
+    decode.warps_m = 1;
+    decode.wgmma = false;
+    int ctas_per_sm = 1;
+    with_kernel(decode, [&](auto choice) { ctas_per_sm = resident_ctas<decltype(choice)>(); });
+    const int64_t slots = int64_t(multiprocessor_count()) * ctas_per_sm;
     int64_t best_time = INT64_MAX;
     for (int64_t s = 1; s <= std::min<int64_t>(max_tiles, 64); ++s) {
       const int64_t time = (ctas * s + slots - 1) / slots * ((max_tiles + s - 1) / s + kCtaCostTiles);
@@ -186,12 +229,14 @@ AttentionPlan plan_attention(const AttentionParams& p, int64_t max_keys, int req
 }
 
 void attention_cuda(const AttentionParams& p) {
-  switch (p.head_dim) {
-    case 64: launch_head_dim<64>(p); break;
-    case 128: launch_head_dim<128>(p); break;
-    case 256: launch_head_dim<256>(p); break;
-    default: throw std::invalid_argument("fastattn: head_dim must be 64, 128 or 256");
-  }
+  with_kernel(p, [&](auto choice) {
+    using Choice = decltype(choice);
+    if constexpr (Choice::kTensorMaps) {
+      launch_kernel<Choice>(p, kv_tensor_maps<Choice::Shape::kHeadDim>(p));
+    } else {
+      launch_kernel<Choice>(p);
+    }
+  });
   if (p.num_splits > 1 && p.tokens_q > 0) {
     constexpr int kRowsPerBlock = 4;
     const int64_t blocks = (int64_t(p.tokens_q) * p.heads_q + kRowsPerBlock - 1) / kRowsPerBlock;

@@ -15,8 +15,8 @@
 namespace fastattn {
 namespace attention_gpu {
 
-// Decode keeps 3 CTAs per SM (three stages each fill the shared memory); the host plan sizes key
-// splits by it.
+// Registers are capped for 3 CTAs per SM, as many as three stages of head_dim 128 leave room for
+// in shared memory (head_dim 64 fits more; the host plan asks the runtime).
 constexpr int kDecodeCtasPerSm = 3;
 
 template <int D, class Kv, bool kFp8QueryKeys, int kColumnTiles>

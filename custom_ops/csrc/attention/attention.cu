@@ -15,6 +15,7 @@
 #include "attention_kernel.cuh"
 #include "attention_wgmma.cuh"
 #include "fastattn/device_property.h"
+#include "fastattn/launch.h"
 
 namespace fastattn {
 namespace {
@@ -30,8 +31,10 @@ int multiprocessor_count() {
   });
 }
 
-void check_launch(const char* what) {
-  const cudaError_t err = cudaGetLastError();
+// Throws the launch's error (`launched`, or else the last error, which this clears).
+void check_launch(const char* what, cudaError_t launched = cudaSuccess) {
+  const cudaError_t last = cudaGetLastError();
+  const cudaError_t err = launched != cudaSuccess ? launched : last;
   if (err != cudaSuccess) throw std::runtime_error(std::string("fastattn: ") + what + ": " + cudaGetErrorString(err));
 }
 
@@ -78,8 +81,8 @@ void launch_kernel(const AttentionParams& p, const Extra&... extra) {
   // sequence get tiles of their own (see first_tile_of).
   const int64_t tiles = int64_t(p.tokens_q) * group / Shape::kRows + p.batch + 2;
   const dim3 grid(unsigned(tiles), unsigned(p.heads_kv), unsigned(p.num_splits));
-  Choice::kernel<<<grid, Shape::kThreads, Shape::kSmemBytes, static_cast<cudaStream_t>(p.stream)>>>(p, extra...);
-  check_launch("attention kernel launch");
+  check_launch("attention kernel launch", launch_overlapping(Choice::kernel, grid, dim3(Shape::kThreads), Shape::kSmemBytes,
+                                                            static_cast<cudaStream_t>(p.stream), p, extra...));
 }
 
 // The sm_90a kernel exists where the build targeted sm_90a and the device is an sm_90 part.
@@ -240,13 +243,11 @@ void attention_cuda(const AttentionParams& p) {
   if (p.num_splits > 1 && p.tokens_q > 0) {
     constexpr int kRowsPerBlock = 4;
     const int64_t blocks = (int64_t(p.tokens_q) * p.heads_q + kRowsPerBlock - 1) / kRowsPerBlock;
-    const auto stream = static_cast<cudaStream_t>(p.stream);
-    switch (p.head_dim) {
-      case 64: combine_splits_kernel<64><<<unsigned(blocks), 32 * kRowsPerBlock, 0, stream>>>(p); break;
-      case 128: combine_splits_kernel<128><<<unsigned(blocks), 32 * kRowsPerBlock, 0, stream>>>(p); break;
-      default: combine_splits_kernel<256><<<unsigned(blocks), 32 * kRowsPerBlock, 0, stream>>>(p); break;
-    }
-    check_launch("split combine launch");
+    auto* combine = p.head_dim == 64    ? combine_splits_kernel<64>
+                    : p.head_dim == 128 ? combine_splits_kernel<128>
+                                        : combine_splits_kernel<256>;
+    check_launch("split combine launch", launch_overlapping(combine, dim3(unsigned(blocks)), dim3(32 * kRowsPerBlock), 0,
+                                                            static_cast<cudaStream_t>(p.stream), p));
   }
 }
 

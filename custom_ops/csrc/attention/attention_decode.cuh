@@ -107,11 +107,12 @@ __global__ void __launch_bounds__(Shape::kThreads, kDecodeCtasPerSm) attention_d
     const int key0 = tiles.key0(tile);
     const int warp_key0 = warp * 16;  // this warp's keys: key0 + warp_key0 + [0, 16); the lane's: g, g + 8
 
-    // Per-token scales of the lane's keys, read before S so that their latency hides under it.
-    // P is scaled by v_scale / v_ref with v_ref the running max of the warp's v scales.
-    float k_token[2], v_token[2];
+    // Per-token scales of the lane's keys and the warp's largest v scale, read before S so that
+    // their latency and the shuffles' hide under it. The branch on the largest comes after the
+    // softmax: ahead of S it made S wait for the shuffles (1-4% slower). P is scaled by
+    // v_scale / v_ref with v_ref the running max of the warp's v scales.
+    float k_token[2], v_token[2], tile_ref = 0.0f;
     if constexpr (kTokenScales) {
-      float tile_ref = 0.0f;
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const int key = warp_key0 + g + 8 * h;
@@ -121,12 +122,6 @@ __global__ void __launch_bounds__(Shape::kThreads, kDecodeCtasPerSm) attention_d
       }
 #pragma unroll
       for (int o = 4; o < 32; o <<= 1) tile_ref = fmaxf(tile_ref, __shfl_xor_sync(kAll, tile_ref, o));
-      if (tile_ref > v_ref) {  // warp-uniform and rare: the accumulator moves to the new reference
-        const float new_inv = __frcp_rn(tile_ref), ratio = v_ref * new_inv;
-        v_ref = tile_ref;
-        inv_ref = new_inv;
-        scale_all(acc, ratio);
-      }
     }
 
     // S^T = K Q^T: lane (g, t) gets keys g and g + 8 (elements 0-1 and 2-3) of columns 2t, 2t + 1.
@@ -235,6 +230,12 @@ __global__ void __launch_bounds__(Shape::kThreads, kDecodeCtasPerSm) attention_d
 #pragma unroll
       for (int c = 0; c < 2; ++c) state[nt][c].add_sum(w[nt][c] + w[nt][2 + c]);
     if constexpr (kTokenScales) {  // p * v_scale / v_ref
+      if (tile_ref > v_ref) {  // warp-uniform and rare: the accumulator moves to the new reference
+        const float new_inv = __frcp_rn(tile_ref), ratio = v_ref * new_inv;
+        v_ref = tile_ref;
+        inv_ref = new_inv;
+        scale_all(acc, ratio);
+      }
 #pragma unroll
       for (int nt = 0; nt < kNTiles; ++nt)
 #pragma unroll

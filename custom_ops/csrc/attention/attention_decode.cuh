@@ -56,8 +56,7 @@ __global__ void __launch_bounds__(Shape::kThreads, kDecodeCtasPerSm) attention_d
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ int unmapped_tile[kStages];  // a tile index whose load met an unmapped block
 
-  wait_for_previous_grid();  // launched overlapping, as attention_kernel
-  allow_next_grid();
+  wait_then_allow_next_grid();  // launched overlapping the kernel before it
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int kv_head = blockIdx.y, split = blockIdx.z;
   // This lane's columns: rows row0 + 8 nt + 2t + c of the sequence (c = 0, 1), as lane row 2 nt + c.

@@ -437,10 +437,7 @@ __global__ void __launch_bounds__(Shape::kThreads, 1) attention_kernel(const Att
   extern __shared__ __align__(16) uint8_t smem[];
   __shared__ int unmapped_tile[kStages];  // a tile index whose load met an unmapped block
 
-  // Launched to overlap the kernel before it (launch_overlapping): nothing is read before its
-  // writes are visible, and the kernel after this one may queue up behind these CTAs.
-  wait_for_previous_grid();
-  allow_next_grid();
+  wait_then_allow_next_grid();  // launched overlapping the kernel before it
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int kv_head = blockIdx.y, split = blockIdx.z;
   // This lane's rows: the warp's first + 16 rb + g + 8 h, as lane row 2 rb + h.
@@ -711,8 +708,7 @@ __global__ void __launch_bounds__(Shape::kThreads, 1) attention_kernel(const Att
 template <int D>
 __global__ void combine_splits_kernel(const AttentionParams p) {
   constexpr int kPerLane = D / 32, kUnroll = 4;
-  wait_for_previous_grid();  // the splits' results, from the kernel just before
-  allow_next_grid();
+  wait_then_allow_next_grid();  // the splits' results come from the kernel just before
   const int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (row >= int64_t(p.tokens_q) * p.heads_q) return;

@@ -177,8 +177,7 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1)
   // that used the buffer before it that of the phase before.
   auto phase_of = [&](int tile, int n) { return uint32_t(tile / n) & 1u; };
 
-  wait_for_previous_grid();  // launched overlapping, as attention_kernel
-  allow_next_grid();
+  wait_then_allow_next_grid();  // launched overlapping the kernel before it
   const int warpgroup = threadIdx.x / 128, warp = threadIdx.x / 32 % 4, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
   const bool computes = warpgroup > 0;

@@ -30,6 +30,13 @@ FA_DEVICE void allow_next_grid() {
 #endif
 }
 
+// A kernel whose every read may depend on the kernel before it: waits for that kernel, then lets
+// the next one queue up behind this grid. Called first thing.
+FA_DEVICE void wait_then_allow_next_grid() {
+  wait_for_previous_grid();
+  allow_next_grid();
+}
+
 // Whether the current device can overlap launches (compute capability 9.0 and newer).
 inline bool overlapping_launch_supported() {
   static std::atomic<int> cache[kMaxDevices] = {};  // 1 yes, 2 no

@@ -132,6 +132,20 @@ class TestFlashAttnVarlen(PlacedCase):
         self.assertLess(rel_err(got, want), bound(self.place, "float32", "bfloat16"))
 
     @placed
+    def test_many_sequences(self):
+        """Batches of 5, 40 and 1100 sequences, up to 3 queries each (decode CTAs) or up to 40
+        (prefill CTAs), some with none: on the GPU each CTA finds its sequence in cu_seqlens_q by
+        rounds of 32 candidates, one, two and three rounds at these batches."""
+        for batch, most_queries in itertools.product((5, 40, 1100), (3, 40)):
+            with self.subTest(batch=batch, most_queries=most_queries):
+                rng = seeded_rng(self, batch, most_queries)
+                lens_q = rng.integers(0, most_queries + 1, batch).tolist()
+                lens_k = [n + int(rng.integers(1, 30)) for n in lens_q]
+                got, lse, want, want_lse = self.run_case(rng, lens_q, lens_k, 4, 2, 64, True, out_dtype="float32")
+                self.assertLess(rel_err(got, want), bound(self.place, "float32", "bfloat16"))
+                self.check_lse(lse, want_lse)
+
+    @placed
     def test_fp8_inputs_with_descales(self):
         """FP8 q/k/v, and bf16 q over FP8 k/v, with per-(batch, kv head) and broadcast descales;
         the reference runs on the FP8 values times their descales."""

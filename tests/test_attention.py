@@ -429,6 +429,20 @@ class TestPagedAttention(PlacedCase):
                 self.check(run, "float16")
 
     @placed
+    def test_fp8_query_unmapped_blocks_in_long_chunks(self):
+        """Unmapped blocks far into long sequences, in tiles that arrive by tensor copies and in a
+        sequence's last, partial tile (copied row by row): the sm_90a kernel notes them per tile
+        in a ring of words that later tiles reuse, so a stale note would mask mapped keys."""
+        for dim, block_size, splits in itertools.product((64, 128, 256), (16, 64, 128), (None, 3)):
+            with self.subTest(dim=dim, block_size=block_size, splits=splits):
+                rng = seeded_rng(self, dim, block_size, splits)
+                lens, q_lens = [1900, 700], [130, 70]
+                unmap = sorted({(0, key // block_size) for key in (300, 1100, 1500, 1850)} | {(1, 650 // block_size)})
+                run = self.run_paged(rng, "cache_fp8", lens, q_lens, 8, 2, dim, block_size, unmap=unmap,
+                                     fp8_q=True, num_splits=splits)
+                self.check(run, "float16")
+
+    @placed
     def test_rows_masked_in_the_first_key_block_only(self):
         """Unmapped blocks at the start of a sequence: the first key tile a row sees is fully
         masked, later ones are not; an unmapped block in the middle is skipped too."""

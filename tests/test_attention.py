@@ -431,8 +431,9 @@ class TestPagedAttention(PlacedCase):
     @placed
     def test_fp8_query_unmapped_blocks_in_long_chunks(self):
         """Unmapped blocks far into long sequences, in tiles that arrive by tensor copies and in a
-        sequence's last, partial tile (copied row by row): the sm_90a kernel notes them per tile
-        in a ring of words that later tiles reuse, so a stale note would mask mapped keys."""
+        sequence's last, partial tile (copied row by row): the sm_90a kernel notes such a tile in
+        its stage, which later tiles reuse, so a stale note would mask mapped keys and a lost one
+        would let an unmapped block's zeros in."""
         for dim, block_size, splits in itertools.product((64, 128, 256), (16, 64, 128), (None, 3)):
             with self.subTest(dim=dim, block_size=block_size, splits=splits):
                 rng = seeded_rng(self, dim, block_size, splits)

@@ -9,7 +9,9 @@ loop; and the host time to issue one call (see time_gpu). Working sets smaller t
 cache (the batch 8 and 1 decodes, merges of 21 MB) partly stay there from call to call: their
 GPU times are best cases. Memory-bound ops are judged by the bytes they must move (each input
 read once, each output written once) over the device-to-device copy bandwidth measured at the
-start of the run.
+start of the run. Under load the GPU's power cap moves the SM clock (1.7-1.98 GHz on an H200), so
+each row and each ceiling also gives the mean SM clock sampled while it was timed: compare
+ratios at like clocks.
 
 Inputs are built on the CPU and copied over; the ops are called through the registered op
 (no Python validation) so the numbers are the kernels'.
@@ -108,7 +110,44 @@ class DriverEvents:
         self.flag.value = 1
 
 
-Timing = collections.namedtuple("Timing", "gpu_ms call_ms host_ms")
+class SmClockLog:
+    """The SM clock of the GPU Paddle runs on, sampled every 20 ms by NVML in a background thread,
+    so that any wall-clock window of the run (this process's or the ceiling script's) can be given
+    its mean clock. Without NVML it records nothing and every window reads nan."""
+
+    def __init__(self, period_s=0.02):
+        self.samples, self.period_s = [], period_s  # samples: (time.time(), MHz)
+        try:
+            nvml = ctypes.CDLL("libnvidia-ml.so.1")
+            cuda = ctypes.CDLL("libcuda.so.1")
+            device, bus_id, handle = ctypes.c_int(), ctypes.create_string_buffer(32), ctypes.c_void_p()
+            ok = (cuda.cuDeviceGet(ctypes.byref(device), int(paddle.device.get_device().split(":")[1])) == 0
+                  and cuda.cuDeviceGetPCIBusId(bus_id, 32, device) == 0 and nvml.nvmlInit_v2() == 0
+                  and nvml.nvmlDeviceGetHandleByPciBusId_v2(bus_id, ctypes.byref(handle)) == 0)
+        except (OSError, AttributeError):
+            ok = False
+        if not ok:
+            print("warning: no NVML; SM clocks not recorded", file=sys.stderr)
+            return
+
+        def sample():
+            mhz = ctypes.c_uint()
+            while True:
+                if nvml.nvmlDeviceGetClockInfo(handle, 1, ctypes.byref(mhz)) == 0:  # NVML_CLOCK_SM
+                    self.samples.append((time.time(), mhz.value))
+                time.sleep(period_s)
+        threading.Thread(target=sample, daemon=True).start()
+
+    def mean_mhz(self, begin, end):
+        """The mean clock over [begin, end], widened by a period on each side so that a window
+        shorter than the period still meets a sample."""
+        inside = [mhz for t, mhz in self.samples if begin - self.period_s <= t <= end + self.period_s]
+        return float(np.mean(inside)) if inside else float("nan")
+
+
+SM_CLOCK = None  # the run's SmClockLog, started by main()
+
+Timing = collections.namedtuple("Timing", "gpu_ms call_ms host_ms sm_mhz")
 
 
 def time_gpu(fn, reps=30, inner=10, warmup=3):
@@ -116,13 +155,15 @@ def time_gpu(fn, reps=30, inner=10, warmup=3):
     gpu_ms: GPU time per call, the batch queued behind a held stream (no gaps between calls);
     call_ms: time per call of a plain back-to-back loop, what a dygraph caller sees (host-bound
              where issuing a call takes longer than its kernels);
-    host_ms: host time to issue one call."""
+    host_ms: host time to issue one call;
+    sm_mhz: the mean SM clock while the batches ran."""
     events = DriverEvents()
     for _ in range(warmup):
         fn()
     paddle.device.cuda.synchronize()
     start, end = events.create(), events.create()
     gpu, host, call = [], [], []
+    begin = time.time()
     for _ in range(reps):
         events.hold()
         events.record(start)
@@ -135,33 +176,37 @@ def time_gpu(fn, reps=30, inner=10, warmup=3):
         gpu.append(events.elapsed_ms(start, end) / inner)
     if events.watchdog_fired:
         raise RuntimeError("a call waited on the GPU while the stream was held: no GPU-only timing")
+    mhz = SM_CLOCK.mean_mhz(begin, time.time()) if SM_CLOCK else float("nan")
     for _ in range(max(reps // 3, 3)):
         events.record(start)
         for _ in range(inner):
             fn()
         events.record(end)
         call.append(events.elapsed_ms(start, end) / inner)
-    return Timing(float(np.median(gpu)), float(np.median(call)), float(np.median(host)))
+    return Timing(float(np.median(gpu)), float(np.median(call)), float(np.median(host)), mhz)
 
 
 CEILING_SCRIPT = r"""
-import json, sys, torch
+import json, sys, time, torch
+windows = {}  # what was timed -> its wall-clock window, for the SM clock over it
 x = torch.randn(2 * 1024**3 // 4, device="cuda")  # 2 GiB
 y = torch.empty_like(x)
 for _ in range(3): y.copy_(x)
 torch.cuda.synchronize()
 s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-ts = []
+ts = []; t0 = time.time()
 for _ in range(20):
     s.record(); y.copy_(x); e.record(); e.synchronize(); ts.append(s.elapsed_time(e))
+windows["copy"] = (t0, time.time())
 ts.sort(); ms = ts[len(ts) // 2]
 copy = 2 * x.numel() * 4 / (ms * 1e-3) / 1e9
 del x, y
 a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16); b = torch.randn_like(a)
 for _ in range(3): a @ b
-torch.cuda.synchronize(); ts = []
+torch.cuda.synchronize(); ts = []; t0 = time.time()
 for _ in range(10):
     s.record(); a @ b; e.record(); e.synchronize(); ts.append(s.elapsed_time(e))
+windows["bf16 matmul"] = (t0, time.time())
 ts.sort(); bf16 = 2 * 8192**3 / (ts[len(ts) // 2] * 1e-3) / 1e12
 fp8 = float("nan")
 try:
@@ -169,9 +214,10 @@ try:
     one = torch.ones((), device="cuda")
     mm = lambda: torch._scaled_mm(a8, b8, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
     for _ in range(3): mm()
-    torch.cuda.synchronize(); ts = []
+    torch.cuda.synchronize(); ts = []; t0 = time.time()
     for _ in range(10):
         s.record(); mm(); e.record(); e.synchronize(); ts.append(s.elapsed_time(e))
+    windows["fp8 matmul"] = (t0, time.time())
     ts.sort(); fp8 = 2 * 8192**3 / (ts[len(ts) // 2] * 1e-3) / 1e12
 except Exception:
     pass
@@ -191,10 +237,11 @@ def sdpa_rates(seqs, length, hq, hkv, dim):
         try:
             with sdpa_kernel(backend):
                 for _ in range(3): F.scaled_dot_product_attention(q, k, v, is_causal=True)
-                torch.cuda.synchronize(); ts = []
+                torch.cuda.synchronize(); ts = []; t0 = time.time()
                 for _ in range(10):
                     s.record(); F.scaled_dot_product_attention(q, k, v, is_causal=True); e.record(); e.synchronize()
                     ts.append(s.elapsed_time(e))
+                windows[f"sdpa {hq}/{hkv}/{dim} {name}"] = (t0, time.time())
             ts.sort(); rates[name] = flops / (ts[len(ts) // 2] * 1e-3) / 1e12
         except Exception:
             pass
@@ -205,7 +252,7 @@ for seqs, length, hq, hkv, dim in json.loads(sys.argv[1]):
     rates = sdpa_rates(seqs, length, hq, hkv, dim)
     if rates: by_layout[f"{hq}/{hkv}/{dim}"] = max(rates.values())
 print(json.dumps({"copy_GBps": copy, "bf16_matmul_TFLOPs": bf16, "fp8_matmul_TFLOPs": fp8,
-                  "sdpa_bf16_TFLOPs": sdpa, "sdpa_bf16_by_layout": by_layout,
+                  "sdpa_bf16_TFLOPs": sdpa, "sdpa_bf16_by_layout": by_layout, "windows": windows,
                   "device": torch.cuda.get_device_name()}))
 """
 
@@ -218,7 +265,10 @@ def measure_ceilings():
         layouts = [(*HEAD_LAYOUT_PREFILL, hq, hkv, dim) for hq, hkv, dim in HEAD_LAYOUTS]
         out = subprocess.run([sys.executable, "-c", CEILING_SCRIPT, json.dumps(layouts)], capture_output=True,
                              text=True, env=env, timeout=300)
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        ceilings = json.loads(out.stdout.strip().splitlines()[-1])
+        windows = ceilings.pop("windows", {})
+        ceilings["sm_mhz"] = {what: SM_CLOCK.mean_mhz(*window) for what, window in windows.items()} if SM_CLOCK else {}
+        return ceilings
     except (subprocess.SubprocessError, ValueError, IndexError, OSError) as err:
         print(f"warning: no torch ceiling ({err}); copy bandwidth unknown", file=sys.stderr)
         return {"copy_GBps": float("nan"), "bf16_matmul_TFLOPs": float("nan"), "fp8_matmul_TFLOPs": float("nan"),
@@ -269,7 +319,7 @@ CACHE_TOKENS = CACHE_BATCH * CACHE_PER_SEQ
 
 
 def timing_fields(t):
-    return dict(us=t.gpu_ms * 1e3, call_us=t.call_ms * 1e3, host_us=t.host_ms * 1e3)
+    return dict(us=t.gpu_ms * 1e3, call_us=t.call_ms * 1e3, host_us=t.host_ms * 1e3, sm_mhz=t.sm_mhz)
 
 
 def cache_op_row(op, quant, timing):
@@ -520,19 +570,23 @@ def report(rows, ceilings, out_dir):
              + (", ".join(f"{k} {v:.0f}" for k, v in sdpa.items()) or "n/a")
              + " TFLOP/s; best SDPA bf16 at 8 x 4096 with q/kv heads/head_dim "
              + (", ".join(f"{k}: {v:.0f}" for k, v in sdpa_by_layout.items()) or "n/a")
-             + " TFLOP/s (all measured in this run, through torch)", "",
+             + " TFLOP/s (all measured in this run, through torch)",
+             "SM clock (MHz, mean while timed) of the ceilings: "
+             + (", ".join(f"{k} {v:.0f}" for k, v in (ceilings.get("sm_mhz") or {}).items()) or "n/a"), "",
              "µs: GPU time per call (calls queued back to back); per call: a plain dygraph loop, host-bound "
              "where issuing a call (host µs) takes longer than its kernels. GB/s and TFLOP/s from the GPU time; "
              "x best SDPA bf16: TFLOP/s over the best torch bf16 SDPA with the same heads and head_dim; "
-             "x none cache: the same shape's GPU time with a bf16 cache over this one's.", "",
-             "| op | shape | variant | µs | per call µs | host µs | GB/s | % of copy | TFLOP/s | x best SDPA bf16 | x none cache |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "x none cache: the same shape's GPU time with a bf16 cache over this one's; SM MHz: the mean "
+             "SM clock while the row was timed.", "",
+             "| op | shape | variant | µs | per call µs | host µs | GB/s | % of copy | TFLOP/s | x best SDPA bf16 | x none cache | SM MHz |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     nan = float("nan")
     for r in rows:
         lines.append(f"| {r['op']} | {r['shape']} | {r['variant']} | {r['us']:.1f} | {r['call_us']:.1f} | "
                      f"{r['host_us']:.1f} | "
                      f"{r.get('GBps', nan):.0f} | {r.get('pct_of_copy', nan):.0f}% | {r.get('TFLOPs', nan):.0f} | "
-                     f"{r.get('vs_best_sdpa_bf16', nan):.2f} | {r.get('x_faster_than_none', nan):.2f} |")
+                     f"{r.get('vs_best_sdpa_bf16', nan):.2f} | {r.get('x_faster_than_none', nan):.2f} | "
+                     f"{r.get('sm_mhz', nan):.0f} |")
     table = "\n".join(lines)
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "bench.md"), "w") as f:
@@ -566,6 +620,8 @@ def main():
     if not (paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0):
         sys.exit("bench.py needs a CUDA GPU visible to Paddle")
     paddle.set_device("gpu")
+    global SM_CLOCK
+    SM_CLOCK = SmClockLog()
     ceilings = measure_ceilings()
     rng = np.random.default_rng(0)
     rows = []

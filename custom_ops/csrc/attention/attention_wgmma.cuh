@@ -397,7 +397,7 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1)
   constexpr float kMaxSlack = 8.0f, kMaxWeight = 256.0f;  // 2^kMaxSlack
   const float exponent_scale = scale_in_exponent ? scales.score : 1.0f;
   // The weights before the max (softmax, settle_max) where that was faster: the contiguous kernel
-  // at head_dim 128 (8 x 4096 +5%). The paged kernel lost 2.5% with it (it gained only 1% even
+  // at head_dim 128 (8 x 4096 +5%). The paged kernel lost 3-4% with it (it gained only 1% even
   // with no max at all, timing only), head_dim 64 1%, head_dim 256 4% at 1 x 16384.
   constexpr bool kWeighFirst = !kPaged && D == 128;
   static_assert(!(kWeighFirst && Shape::kRowSumsByMma), "settle_max adds the weights' sums itself");

@@ -97,8 +97,17 @@ struct PagedCacheLayout {
     return shift;
   }
 
+  // The cache block that holds position `pos` of sequence `seq`, or -1 if unmapped.
+  FA_HD int block(int seq, int pos) const {
+    const int logical_block = pos >> block_shift;
+    if (pos < 0 || logical_block >= max_blocks_per_seq) return -1;
+    const int block = block_tables[int64_t(seq) * max_blocks_per_seq + logical_block];
+    return block >= 0 && block < num_blocks ? block : -1;
+  }
+
   // Row index of (seq, pos, head) in [num_blocks * num_heads * block_size), or -1 if unmapped.
-  // The row's elements start at row * head_dim; its dynamic scale sits at row.
+  // The row's elements start at row * head_dim; its dynamic scale sits at row. Its own lookup:
+  // written on block(), the paged prefill kernel at head_dim 128 spilled 124 bytes, not 12.
   FA_HD int64_t row(int seq, int pos, int head) const {
     const int logical_block = pos >> block_shift;
     if (pos < 0 || logical_block >= max_blocks_per_seq) return -1;

@@ -109,8 +109,8 @@ void attention_cpu(const AttentionParams& p) {
               const float w = step.weight * keys.v_mult[j];
               for (int d = 0; d < D; ++d) part_acc[d] = part_acc[d] * step.rescale + w * keys.v[size_t(j) * D + d];
             }
-            const SoftmaxState::Step fold = state.add(part);
-            for (int d = 0; d < D; ++d) acc[d] = acc[d] * fold.rescale + part_acc[d] * fold.weight;
+            const SoftmaxState::Step merge = state.add(part);
+            for (int d = 0; d < D; ++d) acc[d] = merge.fold(acc[d], part_acc[d]);
           }
           const float out_mult = state.inv_sum() * keys.v_head;
           for (int d = 0; d < D; ++d) store_element(p.out, row + d, p.out_type, acc[d] * out_mult);

@@ -343,10 +343,7 @@ __global__ void __launch_bounds__(Shape::kThreads, kDecodeCtasPerSm) attention_d
         for (int h = 0; h < 2; ++h) {
           float o = shared_acc[acc_slot(0, mt, nt, 2 * h + c)];
 #pragma unroll
-          for (int w = 1; w < kWarps; ++w) {
-            const float theirs = shared_acc[acc_slot(w, mt, nt, 2 * h + c)];
-            o = o * steps[w].rescale + (steps[w].weight != 0.0f ? theirs * steps[w].weight : 0.0f);
-          }
+          for (int w = 1; w < kWarps; ++w) o = steps[w].fold(o, shared_acc[acc_slot(w, mt, nt, 2 * h + c)]);
           const int d = k8Bit ? 16 * mt + 2 * g + h : 16 * mt + g + 8 * h;
           store_output(p, split, token, head, d, o * mult);
         }

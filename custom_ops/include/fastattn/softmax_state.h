@@ -105,6 +105,12 @@ struct BasicSoftmaxState {
   // accumulator (exp(m_old - m_new), 0 while empty) and the weight exp(s - m_new) of s's value.
   struct Step {
     float rescale, weight;
+    // One element of the merged accumulator after add(other): acc * rescale + part * weight. A
+    // factor of 0 drops its side whatever that holds: the accumulator of a part that saw no key
+    // may carry NaN (0 x a NaN code read past the keys), which must not reach the result.
+    FA_HD float fold(float acc, float part) const {
+      return (rescale != 0.0f ? acc * rescale : 0.0f) + (weight != 0.0f ? part * weight : 0.0f);
+    }
   };
   FA_HD Step add(float s) {
     const float m_new = fmaxf(m, s);

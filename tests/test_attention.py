@@ -313,16 +313,41 @@ class TestPagedAttention(PlacedCase):
                                               None if table is None else to_numpy(table), dtype))
         return batch, lc, tables, real
 
+    # NaN in each cache dtype's raw form (to_numpy's): FP8 and 16-bit floats as bits. int8 has none.
+    NAN_CODES = {"float8_e4m3fn": 0x7F, "bfloat16": 0x7FC0, "float16": 0x7E00, "float32": np.nan}
+
+    def poison_unwritten(self, lc, block_tables, lens):
+        """Fills every cache slot that holds no key of a sequence under `block_tables` (past its
+        length in its last block; unmapped and free blocks) with NaN, and its per-token scale too."""
+        written = np.zeros(to_numpy(lc.key_cache).shape[::2], bool)  # [blocks, block_size]
+        block_size = written.shape[1]
+        for seq, n in enumerate(lens):
+            for pos in range(n):
+                block = block_tables[seq, pos // block_size]
+                if block >= 0:
+                    written[block, pos % block_size] = True
+        for name in ("key_cache", "value_cache", "k_scale_cache", "v_scale_cache"):
+            t = getattr(lc, name)
+            dtype = None if t is None else str(t.dtype).replace("paddle.", "")
+            if dtype not in self.NAN_CODES:
+                continue
+            array = to_numpy(t).copy()
+            array.transpose(0, 2, 1, *range(3, array.ndim))[~written] = self.NAN_CODES[dtype]
+            setattr(lc, name, self.t(array, dtype))
+
     def run_paged(self, rng, quant, lens, q_lens, heads_q, heads_kv, dim, block_size, dtype="bfloat16",
-                  kv_end=None, unmap=(), fp8_q=False, **kwargs):
+                  kv_end=None, unmap=(), fp8_q=False, poison=False, **kwargs):
         """Writes `lens` tokens per sequence, optionally unmaps (sequence, logical block) entries
-        of the table, attends with `q_lens` queries per sequence (FP8 codes with a q_descale if
-        fp8_q); returns (got, lse, want, want_lse)."""
+        of the table and fills the slots left without a key with NaN (poison), attends with
+        `q_lens` queries per sequence (FP8 codes with a q_descale if fp8_q); returns (got, lse,
+        want, want_lse)."""
         batch, lc, tables, (k_real, v_real) = self.make_cache(rng, quant, lens, heads_kv, dim, block_size, dtype)
         for seq, logical in unmap:
             batch.block_tables[seq, logical] = -1
         if unmap:
             tables = self.t(batch.block_tables)
+        if poison:
+            self.poison_unwritten(lc, batch.block_tables, lens)
         if fp8_q:
             codes = fp8_tensor(rng, (sum(q_lens), heads_q, dim))
             q_descale = np.float32([0.75 / 64])
@@ -442,6 +467,25 @@ class TestPagedAttention(PlacedCase):
                 run = self.run_paged(rng, "cache_fp8", lens, q_lens, 8, 2, dim, block_size, unmap=unmap,
                                      fp8_q=True, num_splits=splits)
                 self.check(run, "float16")
+
+    @placed
+    def test_slots_without_a_key_hold_nan(self):
+        """Every cache slot that holds no key (past a sequence's length in its last block, in
+        unmapped and free blocks) and its per-token scale hold NaN: keys past the end read as
+        zeros, unmapped blocks are skipped, and warps or splits that saw no key drop out of the
+        merges, so no NaN reaches the output (0 x NaN in P V would). Decode, bf16 chunks and FP8
+        q chunks (the sm_90a kernel over cache_fp8), split and not, every head_dim for cache_fp8."""
+        modes = {"decode": ([1, 1, 1], False), "chunk": ([40, 1, 9], False), "fp8 q chunk": ([150, 1, 9], True)}
+        cases = [(quant, 128, mode) for quant, mode in itertools.product(ref.QUANT_TYPES, modes)
+                 if quant != "none" or mode != "fp8 q chunk"]
+        cases += [("cache_fp8", dim, mode) for dim, mode in itertools.product((64, 256), ("decode", "fp8 q chunk"))]
+        for (quant, dim, mode), splits in itertools.product(cases, (None, 3)):
+            with self.subTest(quant=quant, dim=dim, mode=mode, splits=splits):
+                rng = seeded_rng(self, quant, dim, mode, splits)
+                q_lens, fp8_q = modes[mode]
+                run = self.run_paged(rng, quant, [420, 77, 9], q_lens, 8, 2, dim, 64, unmap=[(0, 2)], poison=True,
+                                     fp8_q=fp8_q, num_splits=splits)
+                self.check(run, "float16" if fp8_q else p_dtype_of("bfloat16", "bfloat16" if quant == "none" else "fp8"))
 
     @placed
     def test_rows_masked_in_the_first_key_block_only(self):

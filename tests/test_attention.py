@@ -314,18 +314,19 @@ class TestPagedAttention(PlacedCase):
         return batch, lc, tables, real
 
     # NaN in each cache dtype's raw form (to_numpy's): FP8 and 16-bit floats as bits. int8 has none.
-    NAN_CODES = {"float8_e4m3fn": 0x7F, "bfloat16": 0x7FC0, "float16": 0x7E00, "float32": np.nan}
+    NAN_CODES = {"float8_e4m3fn": ref.FP8_NAN_BYTE, "bfloat16": ref.HALF_NAN_BITS, "float16": ref.HALF_NAN_BITS,
+                 "float32": np.nan}
 
     def poison_unwritten(self, lc, block_tables, lens):
         """Fills every cache slot that holds no key of a sequence under `block_tables` (past its
         length in its last block; unmapped and free blocks) with NaN, and its per-token scale too."""
-        written = np.zeros(to_numpy(lc.key_cache).shape[::2], bool)  # [blocks, block_size]
-        block_size = written.shape[1]
+        num_blocks, _, block_size = to_numpy(lc.key_cache).shape[:3]
+        written = np.zeros((num_blocks, block_size), bool)
         for seq, n in enumerate(lens):
             for pos in range(n):
-                block = block_tables[seq, pos // block_size]
-                if block >= 0:
-                    written[block, pos % block_size] = True
+                place = ref.cache_row(block_tables, num_blocks, block_size, seq, pos)
+                if place is not None:
+                    written[place] = True
         for name in ("key_cache", "value_cache", "k_scale_cache", "v_scale_cache"):
             t = getattr(lc, name)
             dtype = None if t is None else str(t.dtype).replace("paddle.", "")

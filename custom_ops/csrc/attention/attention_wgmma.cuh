@@ -224,9 +224,8 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1)
     // goes out ahead of Q's copies. Whole tiles are a prefix of the range and load_tile takes them
     // in order, so the block held is always the next whole tile's.
     const int box_rows = Shape::box_rows(kPaged, p.layout.block_size);
-    auto box_block = [&](int tile) { return p.layout.block(cta.seq, range.begin + tile * kKeys + thread * box_rows); };
     int next_block = -1;
-    if (kPaged && maps.ready && thread * box_rows < kKeys) next_block = box_block(0);
+    if (kPaged && maps.ready && thread * box_rows < kKeys) next_block = p.layout.block(cta.seq, range.begin + thread * box_rows);
     auto load_tile = [&](int tile) {
       const uint32_t stage = stage_of(tile);
       const int key0 = range.begin + tile * kKeys;
@@ -247,7 +246,7 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1)
           if constexpr (kPaged) {
             // (column, row in the block, block x heads + head); an unmapped block reads zeros.
             const int block = next_block;
-            next_block = box_block(tile + 1);
+            next_block = p.layout.block(cta.seq, key + kKeys);  // this lane's box in the next tile
             y = block >= 0 ? key & (p.layout.block_size - 1) : 0;
             z = block >= 0 ? block * p.layout.num_heads + kv_head : -1;
             if (block < 0) unmapped_tile[tile % kStages] = tile;

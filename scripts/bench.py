@@ -487,12 +487,12 @@ def bench_paged_decode(rng, args):
 
 PREFILL_SHAPES = ((8, 4096), (1, 16384))  # (sequences, tokens each), causal
 PREFILL_HQ, PREFILL_HKV, PREFILL_DIM, PREFILL_BLOCK = 32, 8, 128, 64
-PREFILL_VARIANTS = ("fp8 q/k/v", "bf16 q, fp8 k/v", "bf16", "fp8 q, paged cache_fp8")
+PREFILL_VARIANTS = ("fp8 q/k/v", "bf16 q, fp8 k/v", "bf16", "fp8 q, paged cache_fp8", "bf16 q, paged cache_fp8")
 
 
 def prefill_row(rng, args, seqs, length, hq, hkv, dim, variant):
     """Causal prefill: flash_attn_varlen with FP8 q/k/v, bf16 q over FP8 k/v or bf16; or
-    paged_attention with FP8 q over a cache_fp8 cache (the whole sequence as one chunk). The
+    paged_attention with FP8 or bf16 q over a cache_fp8 cache (the whole sequence as one chunk). The
     inputs are normal values (FP8: quantized with a per-tensor scale), as in the bf16 ceiling's
     run: the tensor cores' work and the softmax's (how spread P is, how often a row's max moves)
     depend on them."""

@@ -184,22 +184,27 @@ class TestFlashAttnVarlen(PlacedCase):
                 self.assertLess(rel_err(float_values(out), want), bound(self.place, "float32", "float16") + score_error)
                 self.check_lse(to_numpy(lse), want_lse, score_error)
 
-    def check_fp8(self, codes, descales, lens_q, lens_k, causal, splits=None):
+    def check_fp8(self, codes, descales, lens_q, lens_k, causal, splits=None, q_dtype=None, scale=None):
         """FP8 q/k/v codes with per-tensor descales through flash_attn_varlen, against the
         reference on their real values: no NaN, and within the bounds (plus the FP8 score error on
-        the GPU). Returns the output and log-sum-exp."""
+        the GPU). With q_dtype (bf16 or fp16), codes[0] is q's values in that dtype and
+        descales[0] is None. Returns the output and log-sum-exp."""
         dim = codes[0].shape[2]
+        scale = dim ** -0.5 if scale is None else scale
         cq, ck = cu_seqlens(lens_q), cu_seqlens(lens_k)
         fp8 = fp8_dtype_name()
-        real = [ref.e4m3_to_float(c) * d[0] for c, d in zip(codes, descales)]
+        real = [ref.e4m3_to_float(c) * d[0] for c, d in zip(codes[1:], descales[1:])]
+        q_real = codes[0] if q_dtype else ref.e4m3_to_float(codes[0]) * descales[0][0]
+        q_in = self.t(codes[0], q_dtype or fp8)
+        q_descale = None if q_dtype else self.t(descales[0], "float32")
         out, lse = ops.flash_attn_varlen(
-            *(self.t(c, fp8) for c in codes), self.t(cq), self.t(ck), max(lens_q), max(lens_k),
-            causal=causal, q_descale=self.t(descales[0], "float32"), k_descale=self.t(descales[1], "float32"),
+            q_in, *(self.t(c, fp8) for c in codes[1:]), self.t(cq), self.t(ck), max(lens_q), max(lens_k),
+            softmax_scale=scale, causal=causal, q_descale=q_descale, k_descale=self.t(descales[1], "float32"),
             v_descale=self.t(descales[2], "float32"), out_dtype="float32", num_splits=splits)
-        want, want_lse = ref.flash_attn_varlen(*real, cq, ck, dim ** -0.5, causal)
+        want, want_lse = ref.flash_attn_varlen(q_real, *real, cq, ck, scale, causal)
         got, lse = float_values(out), to_numpy(lse)
         self.assertFalse(np.isnan(got).any() or np.isnan(lse).any())
-        score_error = fp8_score_error(real[0], real[1], dim ** -0.5) if self.place == "gpu" else 0.0
+        score_error = fp8_score_error(q_real, real[0], scale) if self.place == "gpu" and not q_dtype else 0.0
         self.assertLess(rel_err(got, want), bound(self.place, "float32", "float16") + score_error)
         self.check_lse(lse, want_lse, score_error)
         return got, lse
@@ -221,18 +226,40 @@ class TestFlashAttnVarlen(PlacedCase):
                          for lens, heads in ((lens_q, hq), (lens_k, hkv), (lens_k, hkv))]
                 self.check_fp8(codes, [np.float32([f / 64]) for f in (0.75, 0.5, 0.25)], lens_q, lens_k, causal, splits)
 
-    def check_rising_scores(self, rng, lens_q, lens_k, dim, causal):
-        """FP8 q/k/v whose scores (base 2) are the keys' codes: rising about 3 per 128 keys with
-        noise, jumping by 20 at key 700 and by 150 at key 900."""
+    @placed
+    def test_16bit_query_over_fp8_prefill(self):
+        """bf16 and fp16 q over FP8 k/v in a prefill (on sm_90 the wgmma kernel at head_dim 128,
+        with Q K^T in fp16): sequences of 600 and 17 queries over 600 and 700 keys, causal and
+        not, GQA 1/4/8, key splits. A bf16 q goes to fp16 times a power of two: its values here
+        are 2^40 or 2^-40 times normal ones (the softmax scale brings the scores back), and one
+        sequence's are all zero."""
+        lens_q, lens_k = [600, 1, 17, 6, 0], [600, 1, 700, 2, 3]
+        dim = 128
+        for (q_dtype, magnitude), (hq, hkv, causal, splits) in itertools.product(
+                (("bfloat16", 2.0 ** 40), ("bfloat16", 2.0 ** -40), ("float16", 1.0)),
+                ((8, 2, True, None), (8, 2, False, 3), (2, 2, True, 3), (8, 1, False, None))):
+            with self.subTest(q_dtype=q_dtype, magnitude=magnitude, hq=hq, hkv=hkv, causal=causal, splits=splits):
+                rng = seeded_rng(self, q_dtype, magnitude, hq, hkv, causal, splits)
+                q, _ = ref.random_half(rng, (sum(lens_q), hq, dim), q_dtype, magnitude)
+                q[sum(lens_q[:3]):sum(lens_q[:4])] = 0.0
+                codes = [q] + [fp8_tensor(rng, (sum(lens_k), hkv, dim)) for _ in range(2)]
+                descales = [None, np.float32([0.5 / 64]), np.float32([0.25 / 64])]
+                self.check_fp8(codes, descales, lens_q, lens_k, causal, splits, q_dtype, dim ** -0.5 / magnitude)
+
+    def check_rising_scores(self, rng, lens_q, lens_k, dim, causal, q_dtype=None):
+        """FP8 k/v (and FP8 q, or q_dtype's) whose scores (base 2) are the keys' codes: rising
+        about 3 per 128 keys with noise, jumping by 20 at key 700 and by 150 at key 900."""
         keys = np.concatenate([np.arange(n) for n in lens_k])
         rise = (1.0 + 3.0 * keys / 128 + rng.normal(0.0, 0.5, keys.size)
                 + 20.0 * (keys >= 700) + 150.0 * (keys >= 900))
-        codes = [ref.float_to_e4m3(np.ones((sum(lens_q), 2, dim), np.float32)),
+        ones = np.ones((sum(lens_q), 2, dim), np.float32)
+        codes = [ones if q_dtype else ref.float_to_e4m3(ones),
                  ref.float_to_e4m3(np.abs(rise).astype(np.float32)[:, None, None] * np.ones((1, 1, dim), np.float32)),
                  fp8_tensor(rng, (sum(lens_k), 1, dim))]
         # score (base 2) = log2(e) * dim^-0.5 * (q . k) * descales = the key's code value
-        descales = [np.float32([1.0]), np.float32([dim ** -0.5 / np.log2(np.e)]), np.float32([1 / 64])]
-        got, lse = self.check_fp8(codes, descales, lens_q, lens_k, causal)
+        descales = [None if q_dtype else np.float32([1.0]), np.float32([dim ** -0.5 / np.log2(np.e)]),
+                    np.float32([1 / 64])]
+        got, lse = self.check_fp8(codes, descales, lens_q, lens_k, causal, q_dtype=q_dtype)
         self.assertTrue(np.isfinite(got).all() and np.isfinite(lse).all())
 
     @placed
@@ -240,10 +267,14 @@ class TestFlashAttnVarlen(PlacedCase):
         """Rising scores in a prefill: the GPU kernel moves a row's max only when a tile's exceeds
         it by more than 8, so its weights P reach 2^8 before a rescale; at head_dim 128 it weighs a
         tile against the max before checking it, so the first jump overflows fp16 there and the
-        second fp32 (that tile's scores are then computed again)."""
-        for dim, causal in itertools.product((64, 128, 256), (True, False)):
-            with self.subTest(dim=dim, causal=causal):
-                self.check_rising_scores(seeded_rng(self, dim, causal), [1030, 300], [1030, 300], dim, causal)
+        second fp32 (that tile's scores are then computed again, from Q as staged: FP8, or a
+        bf16 q's fp16)."""
+        cases = [(dim, causal, None) for dim, causal in itertools.product((64, 128, 256), (True, False))]
+        cases += [(128, causal, "bfloat16") for causal in (True, False)]
+        for dim, causal, q_dtype in cases:
+            with self.subTest(dim=dim, causal=causal, q_dtype=q_dtype):
+                self.check_rising_scores(seeded_rng(self, dim, causal, q_dtype), [1030, 300], [1030, 300], dim, causal,
+                                         q_dtype)
 
     @placed
     def test_fp8_decode_rising_scores(self):
@@ -442,15 +473,17 @@ class TestPagedAttention(PlacedCase):
     def test_fp8_query_chunked_prefill_head_dims(self):
         """The same over cache_fp8 at head_dim 64, 128 and 256 (the sm_90a kernel's tiles are 128,
         128 and 64 keys; whole tiles arrive by tensor copies of a cache block, or of a tile from a
-        larger block), with every block size: smaller than, equal to and larger than a tile."""
-        for dim, block_size, splits in itertools.product((64, 128, 256), (16, 32, 64, 128), (None, 3)):
-            with self.subTest(dim=dim, block_size=block_size, splits=splits):
-                rng = seeded_rng(self, dim, block_size, splits)
+        larger block), with every block size: smaller than, equal to and larger than a tile; and
+        bf16 q at head_dim 128, which the sm_90a kernel takes too."""
+        cases = [(dim, True) for dim in (64, 128, 256)] + [(128, False)]
+        for (dim, fp8_q), block_size, splits in itertools.product(cases, (16, 32, 64, 128), (None, 3)):
+            with self.subTest(dim=dim, fp8_q=fp8_q, block_size=block_size, splits=splits):
+                rng = seeded_rng(self, dim, fp8_q, block_size, splits)
                 lens, q_lens = [420, 77, 9], [150, 1, 9]
                 kv_end = np.full(sum(q_lens), 10 ** 6, np.int32)
                 kv_end[[0, 7, 150]] = 0, 200, 0
                 run = self.run_paged(rng, "cache_fp8", lens, q_lens, 8, 2, dim, block_size, kv_end=kv_end,
-                                     unmap=[(0, 0), (0, 2)], fp8_q=True, num_splits=splits)
+                                     unmap=[(0, 0), (0, 2)], fp8_q=fp8_q, num_splits=splits)
                 self.assertTrue((run.got[[0, 150]] == 0).all() and np.isneginf(run.lse[:, [0, 150]]).all())
                 self.check(run, "float16")
 
@@ -459,14 +492,15 @@ class TestPagedAttention(PlacedCase):
         """Unmapped blocks far into long sequences, in tiles that arrive by tensor copies and in a
         sequence's last, partial tile (copied row by row): the sm_90a kernel notes such a tile in
         its stage, which later tiles reuse, so a stale note would mask mapped keys and a lost one
-        would let an unmapped block's zeros in."""
-        for dim, block_size, splits in itertools.product((64, 128, 256), (16, 64, 128), (None, 3)):
-            with self.subTest(dim=dim, block_size=block_size, splits=splits):
-                rng = seeded_rng(self, dim, block_size, splits)
+        would let an unmapped block's zeros in. FP8 q at every head_dim, bf16 q at 128."""
+        cases = [(dim, True) for dim in (64, 128, 256)] + [(128, False)]
+        for (dim, fp8_q), block_size, splits in itertools.product(cases, (16, 64, 128), (None, 3)):
+            with self.subTest(dim=dim, fp8_q=fp8_q, block_size=block_size, splits=splits):
+                rng = seeded_rng(self, dim, fp8_q, block_size, splits)
                 lens, q_lens = [1900, 700], [130, 70]
                 unmap = sorted({(0, key // block_size) for key in (300, 1100, 1500, 1850)} | {(1, 650 // block_size)})
                 run = self.run_paged(rng, "cache_fp8", lens, q_lens, 8, 2, dim, block_size, unmap=unmap,
-                                     fp8_q=True, num_splits=splits)
+                                     fp8_q=fp8_q, num_splits=splits)
                 self.check(run, "float16")
 
     @placed

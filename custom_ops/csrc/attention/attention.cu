@@ -1,7 +1,7 @@
 // CUDA launch of flash_attn_varlen and paged_attention: the plan (kernel, CTA shape, key splits),
 // the storage-format dispatch and the split combine. The kernels are in attention_decode.cuh
-// (decode), attention_kernel.cuh (mma.sync prefill) and attention_wgmma.cuh (sm_90a prefill, FP8 q
-// over FP8 k/v).
+// (decode), attention_kernel.cuh (mma.sync prefill) and attention_wgmma.cuh (sm_90a prefill over
+// FP8 k/v).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -102,7 +102,9 @@ bool wgmma_prefill_available() {
 
 bool wgmma_prefill_applies(const AttentionParams& p) {
   const bool fp8_kv = p.paged ? p.quant == CacheQuant::kFp8 : p.kv_type == ElementType::kFp8;
-  return p.q_type == ElementType::kFp8 && fp8_kv && wgmma_prefill_available();
+  const bool q_16bit = p.q_type == ElementType::kBf16 || p.q_type == ElementType::kFp16;
+  const bool q_taken = p.q_type == ElementType::kFp8 || (q_16bit && wgmma_takes_16bit_q(p.head_dim));
+  return q_taken && fp8_kv && wgmma_prefill_available();
 }
 
 // Prefill: 4 warps over 128 rows (64 for head_dim 256). Decode: 8 rows per CTA (16 where the batch
@@ -151,6 +153,13 @@ KvTensorMaps kv_tensor_maps(const AttentionParams& p) {
 template <int D, class Fn>
 void with_kernel(const AttentionParams& p, Fn&& fn) {
   if (p.wgmma) {
+    if constexpr (wgmma_takes_16bit_q(D)) {
+      if (p.q_type != ElementType::kFp8) {
+        using Shape = WgmmaShape<D, false>;
+        if (p.paged) return fn(KernelChoice<Shape, attention_wgmma_kernel<D, true, false>, true>{});
+        return fn(KernelChoice<Shape, attention_wgmma_kernel<D, false, false>, true>{});
+      }
+    }
     if (p.paged) return fn(KernelChoice<WgmmaShape<D>, attention_wgmma_kernel<D, true>, true>{});
     return fn(KernelChoice<WgmmaShape<D>, attention_wgmma_kernel<D, false>, true>{});
   }

@@ -206,12 +206,17 @@ FA_DEVICE FoldedScales fold_scales(const AttentionParams& p, int seq, int kv_hea
   return s;
 }
 
+// A bf16 q meeting 8-bit keys goes to fp16 times 2^e, e chosen so that the tile's largest element
+// lands in [2^14, 2^15): exact except for elements 2^29 times smaller than that maximum. 0 for a
+// tile of zeros (or one holding inf or NaN, which then reach the scores as they are).
+FA_DEVICE int fp16_query_exponent(float amax) {
+  return amax > 0.0f && amax < INFINITY ? min(max(14 - ilogbf(amax), -100), 100) : 0;
+}
+
 // Q rows of the CTA -> shared memory as the tensor cores' 16-bit type (FP8 q over FP8 keys: the
-// bytes as they are). A bf16 q meeting an 8-bit cache goes to fp16 times a power of two that
-// keeps the tile's largest element below 2^15 (exact except for elements 2^29 times smaller than
-// that maximum); returns the inverse power, to fold into the score scale (1 where none). Rows
-// past the sequence's end copy its last row. Called by every thread after a barrier that follows
-// q_amax_bits = 0.
+// bytes as they are; a bf16 q over 8-bit keys times 2^fp16_query_exponent). Returns the inverse
+// power, to fold into the score scale (1 where none). Rows past the sequence's end copy its last
+// row. Called by every thread after a barrier that follows q_amax_bits = 0.
 template <class Shape, class Kv>
 FA_DEVICE float stage_queries(const AttentionParams& p, const CtaRows& cta, int kv_head, uint8_t* q_smem,
                               int& q_amax_bits) {
@@ -233,12 +238,9 @@ FA_DEVICE float stage_queries(const AttentionParams& p, const CtaRows& cta, int 
     for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
     if (threadIdx.x % 32 == 0) atomicMax(&q_amax_bits, __float_as_int(amax));  // non-negative floats order as ints
     __syncthreads();
-    amax = __int_as_float(q_amax_bits);
-    if (amax > 0.0f && amax < INFINITY) {
-      const int e = min(max(14 - ilogbf(amax), -100), 100);  // amax * 2^e in [2^14, 2^15)
-      q_mult = ldexpf(1.0f, e);
-      score_mult = ldexpf(1.0f, -e);
-    }
+    const int e = fp16_query_exponent(__int_as_float(q_amax_bits));
+    q_mult = ldexpf(1.0f, e);
+    score_mult = ldexpf(1.0f, -e);
   }
   for (int i = threadIdx.x; i < kQGroups; i += kThreads) {
     const int64_t e = q_index(i);

@@ -1,7 +1,7 @@
-// The prefill main loop on sm_90a's warpgroup tensor cores (wgmma), for FP8 q over FP8 keys and
-// values at head_dim 64, 128 and 256: flash_attn_varlen with FP8 q/k/v and paged_attention over a
-// cache_fp8 cache. Everything else runs attention_kernel.cuh, whose row tiling, masking, scales
-// and epilogue this kernel shares.
+// The prefill main loop on sm_90a's warpgroup tensor cores (wgmma), over FP8 keys and values
+// (flash_attn_varlen with FP8 k/v, paged_attention over a cache_fp8 cache): FP8 q at head_dim 64,
+// 128 and 256, and bf16 or fp16 q at head_dim 128. Everything else runs attention_kernel.cuh,
+// whose row tiling, masking, scales and epilogue this kernel shares.
 //
 // A CTA is a copying warpgroup and two computing ones over 128 rows; three over 192 rows at
 // head_dim 64, where the softmax weighs most against a tile's matrix products. The copying one
@@ -18,6 +18,13 @@
 // tile j + 1, and they take turns to issue their wgmmas, so that one's softmax runs while the
 // others' matrix products do. At head_dim 128 over contiguous keys the softmax weighs a tile
 // against the row's running max and checks the tile's max afterwards (softmax, settle_max).
+//
+// A 16-bit q (kFp8Q false) goes to shared memory as fp16, a bf16 q times a power of two as in the
+// mma.sync kernel (so every element stays exact), each computing warpgroup its own rows while the
+// first tile is copied; the copying warpgroup widens K to fp16 as it does V. S = Q K^T then runs
+// on the fp16 tensor cores (m64n128k16, both operands K-major in shared memory) with the mma.sync
+// kernel's products. The fp16 K and V take the shared memory of two of the four FP8 stages; the
+// copying warpgroup frees a stage itself once it has widened it.
 #pragma once
 
 #include "attention_kernel.cuh"
@@ -36,23 +43,32 @@ constexpr int wgmma_compute_groups(int head_dim) { return head_dim == 64 ? 3 : 2
 // Rows per CTA (the plan sizes its grid and key splits by it).
 constexpr int wgmma_rows(int head_dim) { return 64 * wgmma_compute_groups(head_dim); }
 
-template <int D>
+// A 16-bit q needs K in fp16 as well, which leaves room for it at head_dim 128 only.
+constexpr bool wgmma_takes_16bit_q(int head_dim) { return head_dim == 128; }
+
+template <int D, bool kFp8Query = true>
 struct WgmmaShape {
   static_assert(D == 64 || D == 128 || D == 256, "head_dim 64, 128 or 256");
+  static_assert(kFp8Query || wgmma_takes_16bit_q(D), "a 16-bit q at head_dim 128 only");
   static constexpr int kHeadDim = D;
+  static constexpr bool kFp8Q = kFp8Query;
   static constexpr int kComputeGroups = wgmma_compute_groups(D);
   static constexpr int kThreads = 128 * (1 + kComputeGroups);  // the copying warpgroup first
   static constexpr int kRows = wgmma_rows(D), kKeys = wgmma_tile_keys(D);
   // Copies run two tiles ahead of the widening, which runs one ahead of the consumers: 4 stages
-  // of K and V as copied, 2 of fp16 V.
-  static constexpr int kStages = 4, kV16Buffers = 2;
+  // of K and V as copied, 2 of fp16 V. With a 16-bit q, 2 stages (copied one tile ahead of the
+  // widening) and 2 of fp16 K.
+  static constexpr int kStages = kFp8Q ? 4 : 2, kV16Buffers = 2, kK16Buffers = kFp8Q ? 0 : 2;
   // FP8 rows sit in column tiles one swizzle wide: 128 bytes, two per row at head_dim 256; at
   // head_dim 64 the 64-byte swizzle and one.
   static constexpr int kSwizzleBytes = D < 128 ? D : 128;
   static constexpr int kColumnTiles = D / kSwizzleBytes;
-  static constexpr int kQTileBytes = kRows * kSwizzleBytes, kKTileBytes = kKeys * kSwizzleBytes;
+  static constexpr int kKTileBytes = kKeys * kSwizzleBytes;
   static constexpr int kKBytes = kColumnTiles * kKTileBytes;  // K of a stage; V (same layout) follows
   static constexpr int kStageBytes = 2 * kKBytes;
+  // Q in column tiles of 128-byte rows: FP8 as K in a stage; fp16 as V16's blocks, kRows rows each.
+  static constexpr int kQTileBytes = kRows * (kFp8Q ? kSwizzleBytes : 128);
+  static constexpr int kQBytes = (kFp8Q ? kColumnTiles : D / 64) * kQTileBytes;
   // fp16 V, N-major: blocks of 64 columns (128-byte rows), each kKeys rows in swizzle atoms of 8.
   // At head_dim 64 a block of fp16 ones follows V in each buffer, and P V's wgmma takes 8 of its
   // columns too (m64n72): the tensor cores sum P's rows in place of 64 adds per thread and tile,
@@ -62,9 +78,11 @@ struct WgmmaShape {
   static constexpr bool kRowSumsByMma = D == 64;
   static constexpr int kV16BlockBytes = kKeys * 128;
   static constexpr int kV16Bytes = (D / 64 + kRowSumsByMma) * kV16BlockBytes;
+  static constexpr int kK16Bytes = D / 64 * kV16BlockBytes;  // fp16 K (16-bit q): V16's layout
   static constexpr int kQOffset = 0;
-  static constexpr int kStagesOffset = kQOffset + kColumnTiles * kQTileBytes;
-  static constexpr int kV16Offset = kStagesOffset + kStages * kStageBytes;
+  static constexpr int kStagesOffset = kQOffset + kQBytes;
+  static constexpr int kK16Offset = kStagesOffset + kStages * kStageBytes;
+  static constexpr int kV16Offset = kK16Offset + kK16Buffers * kK16Bytes;
   static constexpr int kSmemBytes = kV16Offset + kV16Buffers * kV16Bytes + 1024;  // + 1024-byte alignment
   // Registers per thread after the hand-over. The CTA launches with 65536 / kThreads each,
   // rounded down to a multiple of 8 (168 for 384 threads, 128 for 512); the computing warpgroups
@@ -101,15 +119,16 @@ struct KvTensorMaps {
   bool ready;
 };
 
-// FP8 V [keys][D] (as copied, in K's layout) -> fp16 V for the P V wgmma (Shape's kV16 layout:
-// chunk j of key r's 128-byte row at chunk j ^ (r % 8)), by the 128 threads of the copying
-// warpgroup. A thread converts the 16 columns of chunk c = (thread / 8) % kChunks of keys
-// 8 group + thread % 8: the 8 lanes of a quarter warp read and write one chunk of 8 different
-// keys, which fall in 8 different banks. Its addresses differ between passes by constants. At
-// head_dim 256 the copying warpgroup keeps up with tiles of half as many keys only if the loads
-// of 4 passes go out together (+8-14%); elsewhere batches gained nothing and its registers spilled.
+// FP8 V (or K) [keys][D] as copied -> fp16 in Shape's kV16 layout (blocks of 64 columns, chunk j
+// of key r's 128-byte row at chunk j ^ (r % 8)): the N-major B operand of P V, and the K-major B
+// operand of an fp16 Q K^T. By the 128 threads of the copying warpgroup. A thread converts the 16
+// columns of chunk c = (thread / 8) % kChunks of keys 8 group + thread % 8: the 8 lanes of a
+// quarter warp read and write one chunk of 8 different keys, which fall in 8 different banks. Its
+// addresses differ between passes by constants. At head_dim 256 the copying warpgroup keeps up
+// with tiles of half as many keys only if the loads of 4 passes go out together (+8-14%);
+// elsewhere batches gained nothing and its registers spilled.
 template <class Shape>
-FA_DEVICE void widen_v_to_fp16(uint32_t staging, uint32_t v16, int thread) {
+FA_DEVICE void widen_to_fp16(uint32_t staging, uint32_t v16, int thread) {
   constexpr int kChunks = Shape::kHeadDim / 16, kGroupsPerPass = 128 / (8 * kChunks);
   constexpr int kPasses = Shape::kKeys / 8 / kGroupsPerPass, kBatch = Shape::kHeadDim == 256 ? 4 : 1;
   const int key = thread % 8, c = thread / 8 % kChunks, group = thread / (8 * kChunks);
@@ -140,21 +159,76 @@ FA_DEVICE void widen_v_to_fp16(uint32_t staging, uint32_t v16, int thread) {
   }
 }
 
-template <int D, bool kPaged>
-__global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1)
+// A computing warpgroup's 64 rows of a 16-bit q (the CTA's rows first_row..) -> fp16 in shared
+// memory at `q_smem` (column tile d / 64, 128-byte rows, their 8-element chunks swizzled as
+// V16's), by its 128 threads, while the copying warpgroup brings the first tile; rows past the
+// sequence repeat its last row. A bf16 q goes times 2^fp16_query_exponent of the rows' largest
+// element, as in the mma.sync kernel (`amax_bits` 0 on entry: its bits; `barrier` a named barrier
+// of the warpgroup); returns the inverse power, to fold into the score scale. The stores still
+// need a fence and the warpgroup's barrier before a wgmma reads them.
+template <class Shape>
+FA_DEVICE float stage_16bit_query(const AttentionParams& p, const CtaRows& cta, int kv_head, int first_row,
+                                  uint32_t q_smem, int thread, int barrier, int& amax_bits) {
+  constexpr int D = Shape::kHeadDim, kRowChunks = D / 8, kPerThread = 64 * kRowChunks / 128;
+  uint32_t x[kPerThread][4];  // chunk i: row i / kRowChunks, elements 8 (i % kRowChunks).., i = thread + 128 j
+#pragma unroll
+  for (int j = 0; j < kPerThread; ++j) {  // all loads in flight at once
+    const int i = thread + 128 * j, r = min(cta.row0 + first_row + i / kRowChunks, cta.rows - 1);
+    const auto* row = static_cast<const uint16_t*>(p.q) + (int64_t(cta.token(r)) * p.heads_q + cta.head(r, kv_head)) * D;
+    const uint4 chunk = *reinterpret_cast<const uint4*>(row + 8 * (i % kRowChunks));
+    x[j][0] = chunk.x, x[j][1] = chunk.y, x[j][2] = chunk.z, x[j][3] = chunk.w;
+  }
+  auto for_each_pair = [&](auto&& f) {  // f(two bf16 elements' bits, and as floats: lo, hi)
+#pragma unroll
+    for (int j = 0; j < kPerThread; ++j)
+#pragma unroll
+      for (int w = 0; w < 4; ++w) f(x[j][w], __uint_as_float(x[j][w] << 16), __uint_as_float(x[j][w] & 0xffff0000u));
+  };
+  const bool rescale = p.q_type == ElementType::kBf16;
+  int e = 0;
+  if (rescale) {
+    float amax = 0.0f;
+    for_each_pair([&](uint32_t, float lo, float hi) { amax = fmaxf(amax, fmaxf(fabsf(lo), fabsf(hi))); });
+    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    if (thread % 32 == 0) atomicMax(&amax_bits, __float_as_int(amax));  // non-negative floats order as ints
+    warp_roles::named_sync(barrier, 128);
+    e = fp16_query_exponent(__int_as_float(amax_bits));
+    const float mult = ldexpf(1.0f, e);
+    for_each_pair([&](uint32_t& pair, float lo, float hi) { pair = MmaFp16::pack(lo * mult, hi * mult); });
+  }
+#pragma unroll
+  for (int j = 0; j < kPerThread; ++j) {
+    const int i = thread + 128 * j, r = first_row + i / kRowChunks, c = i % kRowChunks;
+    const uint32_t dst = q_smem + (c / 8) * Shape::kQTileBytes + wgmma::swizzled_offset(r, c % 8);
+    asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};" ::"r"(dst), "r"(x[j][0]), "r"(x[j][1]), "r"(x[j][2]), "r"(x[j][3]));
+  }
+  return ldexpf(1.0f, -e);
+}
+
+template <int D, bool kPaged, bool kFp8Q = true>
+__global__ void __launch_bounds__(WgmmaShape<D, kFp8Q>::kThreads, 1)
     attention_wgmma_kernel(const AttentionParams p, const __grid_constant__ KvTensorMaps maps) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using Shape = WgmmaShape<D>;
+  using Shape = WgmmaShape<D, kFp8Q>;
   namespace roles = warp_roles;
   constexpr int kKeys = Shape::kKeys, kChunks = D / 16;  // 16-byte chunks per FP8 row
   constexpr int kQTile = Shape::kQTileBytes, kKTile = Shape::kKTileBytes;
-  constexpr int kStages = Shape::kStages, kV16Buffers = Shape::kV16Buffers;
+  constexpr int kStages = Shape::kStages, kV16Buffers = Shape::kV16Buffers, kK16Buffers = Shape::kK16Buffers;
   constexpr int kOutParts = Shape::kOutParts, kPartRegs = Shape::kPartRegs, kScoreRegs = Shape::kScoreRegs;
   constexpr int kGroups = Shape::kComputeGroups, kComputeThreads = 128 * kGroups;
-  static_assert(kGroups < kStages, "the epilogue stages each warpgroup's rows in a stage of its own");
+  // The epilogue stages each warpgroup's rows in a stage of its own; with FP8 q not in the last
+  // tile's, which the other warpgroups may still read (a 16-bit q leaves the stages to the copying
+  // warpgroup, done with them by then).
+  static_assert(kGroups + int(kFp8Q) <= kStages, "a stage per computing warpgroup at the end");
+  // A tile's note that it met an unmapped cache block, at unmapped_tile[tile % kNotes]: the
+  // copying warpgroup writes tile j + 4's only once the computing ones are done with tile j (its
+  // stage with FP8 q, its fp16 K otherwise, released after the softmax that reads the note).
+  constexpr int kNotes = 4;
+  static_assert(kNotes >= kStages && kNotes >= 2 * kK16Buffers, "notes outlive the buffers they describe");
   extern __shared__ uint8_t smem_raw[];
   __shared__ int cta_limit;
-  __shared__ int unmapped_tile[kStages];
+  __shared__ int q_amax_bits[kGroups];  // a 16-bit q's largest element per computing warpgroup, as bits
+  __shared__ int unmapped_tile[kNotes];
   __shared__ int2 row_place[Shape::kRows];  // a row's {token, q head}; token -1 past the sequence
   // k_ready[s] / v16_ready[b]: the copying warpgroup's 128 threads arrive when their copies of a
   // tile's K and V (stage s; the tensor copies' bytes count too) / its fp16 V (buffer b) are in.
@@ -163,15 +237,26 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1)
   // to finish, and for the widening after it.
   // k_free[s] / v16_free[b]: the computing warpgroups' threads arrive when done with a K stage
   // (its Q K^T and softmax) / an fp16 V buffer (its P V).
+  // With a 16-bit q the computing warpgroups read fp16 K (k16_ready / k16_free, as for V) and
+  // never a stage: k_ready only tells the copying warpgroup that a stage's copies are in, and
+  // k_free goes unused.
   __shared__ __align__(8) uint64_t k_ready_bars[kStages], k_free_bars[kStages];
   __shared__ __align__(8) uint64_t v16_ready_bars[kV16Buffers], v16_free_bars[kV16Buffers];
+  __shared__ __align__(8) uint64_t k16_ready_bars[kFp8Q ? 1 : kK16Buffers], k16_free_bars[kFp8Q ? 1 : kK16Buffers];
   const uint32_t smem = (smem_address(smem_raw) + 1023u) & ~1023u;  // swizzle atoms are 1024-aligned
   auto k_ready = [&](int tile) { return smem_address(&k_ready_bars[tile % kStages]); };
   auto v16_ready = [&](int tile) { return smem_address(&v16_ready_bars[tile % kV16Buffers]); };
   auto k_free = [&](int tile) { return smem_address(&k_free_bars[tile % kStages]); };
   auto v16_free = [&](int tile) { return smem_address(&v16_free_bars[tile % kV16Buffers]); };
+  auto k16_ready = [&](int tile) { return smem_address(&k16_ready_bars[tile % (kFp8Q ? 1 : kK16Buffers)]); };
+  auto k16_free = [&](int tile) { return smem_address(&k16_free_bars[tile % (kFp8Q ? 1 : kK16Buffers)]); };
+  // What the computing warpgroups' Q K^T waits for and releases.
+  auto qk_ready = [&](int tile) { return kFp8Q ? k_ready(tile) : k16_ready(tile); };
+  auto qk_free = [&](int tile) { return kFp8Q ? k_free(tile) : k16_free(tile); };
+  constexpr int kQkBuffers = kFp8Q ? kStages : kK16Buffers;
   auto stage_of = [&](int tile) { return smem + Shape::kStagesOffset + (tile % kStages) * Shape::kStageBytes; };
   auto v16_of = [&](int tile) { return smem + Shape::kV16Offset + (tile % kV16Buffers) * Shape::kV16Bytes; };
+  auto k16_of = [&](int tile) { return smem + Shape::kK16Offset + (tile % (kFp8Q ? 1 : kK16Buffers)) * Shape::kK16Bytes; };
   // A barrier of a ring of n completes its phase k when it has seen tile (its index) + k n: the
   // wait for `tile` checks the parity of phase tile / n, the wait for the release of the tile
   // that used the buffer before it that of the phase before.
@@ -190,14 +275,19 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1)
   const int limit[2] = {cta.key_limit(p, row_g), cta.key_limit(p, row_g + 8)};
   const int warp_min_limit = __reduce_min_sync(0xffffffffu, min(limit[0], limit[1]));
   if (threadIdx.x == 0) cta_limit = 0;
+  if (threadIdx.x < kGroups) q_amax_bits[threadIdx.x] = 0;
+  if (threadIdx.x < kNotes) unmapped_tile[threadIdx.x] = -1;
   if (threadIdx.x < kStages) {
-    unmapped_tile[threadIdx.x] = -1;
     roles::mbarrier_init(k_ready(threadIdx.x), 128);
     roles::mbarrier_init(k_free(threadIdx.x), kComputeThreads);
-    if (threadIdx.x < kV16Buffers) {
-      roles::mbarrier_init(v16_ready(threadIdx.x), 128);
-      roles::mbarrier_init(v16_free(threadIdx.x), kComputeThreads);
-    }
+  }
+  if (threadIdx.x < kV16Buffers) {
+    roles::mbarrier_init(v16_ready(threadIdx.x), 128);
+    roles::mbarrier_init(v16_free(threadIdx.x), kComputeThreads);
+  }
+  if (int(threadIdx.x) < kK16Buffers) {  // (none with FP8 q)
+    roles::mbarrier_init(k16_ready(threadIdx.x), 128);
+    roles::mbarrier_init(k16_free(threadIdx.x), kComputeThreads);
   }
   if constexpr (Shape::kRowSumsByMma) {  // the fp16 ones after each buffer's V (fp16 1.0 = 0x3c00)
     constexpr int kBlockChunks = Shape::kV16BlockBytes / 16;
@@ -234,7 +324,8 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1)
       // its own limit in any tile.
       const bool by_tma = maps.ready && key0 + kKeys <= cta.k_len;
       if (by_tma && thread >= 32) return;
-      if (tile >= kStages) roles::mbarrier_wait(k_free(tile), phase_of(tile, kStages) ^ 1u);
+      // (With a 16-bit q the copying warpgroup's own barrier after the widening frees a stage.)
+      if (kFp8Q && tile >= kStages) roles::mbarrier_wait(k_free(tile), phase_of(tile, kStages) ^ 1u);
       if (by_tma) {
         // A whole tile of the sequence: boxes of its kKeys rows (contiguous keys) or of a cache
         // block's rows (at most kKeys), one per lane, K and V of every column tile.
@@ -249,7 +340,7 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1)
             next_block = p.layout.block(cta.seq, key + kKeys);  // this lane's box in the next tile
             y = block >= 0 ? key & (p.layout.block_size - 1) : 0;
             z = block >= 0 ? block * p.layout.num_heads + kv_head : -1;
-            if (block < 0) unmapped_tile[tile % kStages] = tile;
+            if (block < 0) unmapped_tile[tile % kNotes] = tile;
           }
           const uint32_t dst = stage + thread * box_rows * Shape::kSwizzleBytes;
 #pragma unroll
@@ -272,23 +363,28 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1)
         const int64_t offset = valid ? row * D + c * 16 : 0;
         cp_async<16>(stage + fp8_row_offset<Shape, kKTile>(r, c), k_base + offset, valid);
         cp_async<16>(stage + Shape::kKBytes + fp8_row_offset<Shape, kKTile>(r, c), v_base + offset, valid);
-        if (kPaged && !valid && key < range.end && c == 0) unmapped_tile[tile % kStages] = tile;
+        if (kPaged && !valid && key < range.end && c == 0) unmapped_tile[tile % kNotes] = tile;
       }
     };
     // This thread's copies of tile j (if any) landed: K goes to the computing warpgroups once
     // everyone's have and the tensor copies' bytes are in, V to fp16 then, once its buffer is free.
+    // With a 16-bit q, K is widened first, to its own buffers.
+    auto widen = [&](int tile, uint32_t from, uint32_t to, uint32_t ready, uint32_t free, int buffers) {
+      if (tile >= buffers) roles::mbarrier_wait(free, phase_of(tile, buffers) ^ 1u);
+      widen_to_fp16<Shape>(from, to, thread);
+      wgmma::fence_shared_for_async();
+      roles::mbarrier_arrive(ready);
+    };
     auto hand_over = [&](int tile) {
       wgmma::fence_shared_for_async();  // this thread's cp.async copies of K (and Q), for the wgmma reads
       roles::mbarrier_arrive(k_ready(tile));
       roles::mbarrier_wait(k_ready(tile), phase_of(tile, kStages));
-      if (tile >= kV16Buffers) roles::mbarrier_wait(v16_free(tile), phase_of(tile, kV16Buffers) ^ 1u);
-      widen_v_to_fp16<Shape>(stage_of(tile) + Shape::kKBytes, v16_of(tile), thread);
-      wgmma::fence_shared_for_async();
-      roles::mbarrier_arrive(v16_ready(tile));
+      if constexpr (!kFp8Q) widen(tile, stage_of(tile), k16_of(tile), k16_ready(tile), k16_free(tile), kK16Buffers);
+      widen(tile, stage_of(tile) + Shape::kKBytes, v16_of(tile), v16_ready(tile), v16_free(tile), kV16Buffers);
     };
-    // Q (the CTA's rows, the bytes as they are; rows past the sequence repeat its last row)
+    // FP8 Q (the CTA's rows, the bytes as they are; rows past the sequence repeat its last row)
     // travels with the first tile: k_ready(0) covers both, and no CTA barrier waits for it.
-    if (range.tiles > 0) {
+    if (kFp8Q && range.tiles > 0) {
       for (int i = thread; i < Shape::kRows * kChunks; i += 128) {
         const int r = min(cta.row0 + i / kChunks, cta.rows - 1), c = i % kChunks;
         const uint8_t* src = static_cast<const uint8_t*>(p.q) + (int64_t(cta.token(r)) * p.heads_q + cta.head(r, kv_head)) * D;
@@ -299,6 +395,19 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1)
     for (int tile = 0; tile < 2; ++tile) {
       if (tile < range.tiles) load_tile(tile);
       cp_async_commit();
+    }
+    if constexpr (!kFp8Q) {
+      // A stage takes the next tile's copies once the whole warpgroup has widened it.
+#pragma unroll 1
+      for (int tile = 0; tile < range.tiles; ++tile) {
+        cp_async_wait<1>();  // this thread's copies of tile j
+        hand_over(tile);
+        roles::named_sync(1, 128);
+        if (tile + 2 < range.tiles) load_tile(tile + 2);
+        cp_async_commit();
+      }
+      cp_async_wait<0>();
+      return;
     }
     // The copies of tile j + 2 go out before tile j's V is widened, except in the paged kernel at
     // head_dim 128, which widens first: there 8 x 4096 588 -> 599 TFLOP/s, while the other kernels
@@ -330,8 +439,17 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1)
     for (int i = 0; i < kPartRegs; ++i) o[part][i] = 0.0f;
   SoftmaxState2 state[2] = {SoftmaxState2::empty(), SoftmaxState2::empty()};
   float row_sums[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // kRowSumsByMma: P's row sums, laid out as o's columns
-  const uint32_t q_tile = smem + Shape::kQOffset + wg * 64 * Shape::kSwizzleBytes;
-  const FoldedScales scales = fold_scales<kPaged>(p, cta.seq, kv_head);
+  const uint32_t q_tile = smem + Shape::kQOffset + wg * 64 * (kFp8Q ? Shape::kSwizzleBytes : 128);
+  FoldedScales scales = fold_scales<kPaged>(p, cta.seq, kv_head);
+  if constexpr (!kFp8Q) {  // each warpgroup stages its rows of a 16-bit q; its power of two joins the scale
+    if (range.tiles > 0) {
+      const int barrier = 2 + kGroups + wg;  // the epilogue's, free until then
+      scales.score *= stage_16bit_query<Shape>(p, cta, kv_head, 64 * wg, smem + Shape::kQOffset, threadIdx.x % 128,
+                                               barrier, q_amax_bits[wg]);
+      wgmma::fence_shared_for_async();
+      roles::named_sync(barrier, 128);
+    }
+  }
   // Where each row goes, worked out while the first tile is on its way. The epilogue reads it:
   // the other lanes of the quad at once (hence the warp's sync; with no key tile nothing else
   // orders it), the other warps after the warpgroup's barrier there.
@@ -360,17 +478,24 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1)
 
   float s[kScoreRegs];          // S of the tile after the one whose P V runs; no initial value needed
   uint32_t pf[kKeys / 16][4];  // P as fp16 A fragments, one per 16 keys
-  // S = Q K^T of `tile` on the FP8 tensor cores (asynchronous: a commit group of its own).
+  // S = Q K^T of `tile` on the FP8 tensor cores, or the fp16 ones for a 16-bit q (asynchronous: a
+  // commit group of its own).
   auto issue_qk = [&](int tile) {
     wgmma::fence_registers(s);  // keeps the last reads of s (pack_p) before the fence
     wgmma::fence();
-    constexpr int kTileSteps = Shape::kSwizzleBytes / 32;  // k-steps of 32 bytes per column tile
+    constexpr int kTileSteps = (kFp8Q ? Shape::kSwizzleBytes : 128) / 32;  // k-steps of 32 bytes per column tile
 #pragma unroll
-    for (int ks = 0; ks < D / 32; ++ks) {
+    for (int ks = 0; ks < D / (kFp8Q ? 32 : 16); ++ks) {
       const uint32_t column = 32 * (ks % kTileSteps);  // in the column tile ks / kTileSteps
-      wgmma::mma_e4m3_k32(s, wgmma::descriptor<Shape::kSwizzleBytes>(q_tile + (ks / kTileSteps) * kQTile + column),
-                          wgmma::descriptor<Shape::kSwizzleBytes>(stage_of(tile) + (ks / kTileSteps) * kKTile + column),
-                          ks > 0);
+      const uint32_t q = q_tile + (ks / kTileSteps) * kQTile + column;
+      if constexpr (kFp8Q) {
+        wgmma::mma_e4m3_k32(s, wgmma::descriptor<Shape::kSwizzleBytes>(q),
+                            wgmma::descriptor<Shape::kSwizzleBytes>(stage_of(tile) + (ks / kTileSteps) * kKTile + column),
+                            ks > 0);
+      } else {
+        wgmma::mma_f16_k16(s, wgmma::descriptor(q),
+                           wgmma::descriptor(k16_of(tile) + (ks / kTileSteps) * Shape::kV16BlockBytes + column), ks > 0);
+      }
     }
     wgmma::commit();
   };
@@ -424,7 +549,7 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1)
     }
     // Columns of unmapped cache blocks: rare, and kept out of the common path (as a predicated
     // branch its 32 table reads cost as much as the softmax). Both keys of a pair share a block.
-    if (kPaged && __builtin_expect(unmapped_tile[tile % kStages] == tile, 0)) {
+    if (kPaged && __builtin_expect(unmapped_tile[tile % kNotes] == tile, 0)) {
 #pragma unroll
       for (int i = 0; i < kScoreRegs; i += 2) {
         if (p.layout.row(cta.seq, key0 + 8 * (i / 4) + 2 * t, kv_head) < 0) s[i] = s[i + 1] = -INFINITY;
@@ -456,6 +581,15 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1)
   // with it: Q K^T again in fp32, a score at a time, from Q in shared memory and the keys in global
   // memory (their stage may be in use again). Rare (a row whose scores leap by more than 88 in
   // natural units after its first tile), so kept small. Keys past the sequence score 0 (masked).
+  auto query_element = [&](int row, int d) {  // Q as staged (a 16-bit q times its power of two)
+    const uint8_t* q = smem_raw + (smem + Shape::kQOffset - smem_address(smem_raw));
+    if constexpr (kFp8Q) {
+      return e4m3_to_float(q[fp8_row_offset<Shape, kQTile>(row, d / 16) + d % 16]);
+    } else {
+      const int offset = (d / 64) * kQTile + wgmma::swizzled_offset(row, d % 64 / 8) + 2 * (d % 8);
+      return __half2float(*reinterpret_cast<const __half*>(q + offset));
+    }
+  };
   auto recompute_scores = [&](int tile) {
     const uint8_t* k_base = static_cast<const uint8_t*>(kPaged ? p.key_cache : p.k);
     float fresh[kScoreRegs];
@@ -466,11 +600,10 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1)
       const int64_t key_at = key < cta.k_len ? key_row<kPaged>(p, cta, key, kv_head) : -1;
       float acc = 0.0f;
 #pragma unroll 1
-      for (int c = 0; key_at >= 0 && c < kChunks; ++c) {
-        const uint8_t* q = smem_raw + (smem + Shape::kQOffset + fp8_row_offset<Shape, kQTile>(row, c) - smem_address(smem_raw));
+      for (int c = 0; key_at >= 0 && c < kChunks; ++c) {  // 16 elements at a time
         const uint8_t* k = k_base + key_at * D + 16 * c;
 #pragma unroll
-        for (int b = 0; b < 16; ++b) acc = fmaf(e4m3_to_float(q[b]), e4m3_to_float(k[b]), acc);
+        for (int b = 0; b < 16; ++b) acc = fmaf(query_element(row, 16 * c + b), e4m3_to_float(k[b]), acc);
       }
       fresh[i] = acc;
     }
@@ -555,7 +688,7 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1)
   // next tile's Q K^T under an `if`, ptxas serialized every wgmma of the kernel (warning C7514).
   float rescale[2], pending[2];
   if (range.tiles > 0) {
-    roles::mbarrier_wait(k_ready(0), phase_of(0, kStages));
+    roles::mbarrier_wait(qk_ready(0), phase_of(0, kQkBuffers));
     take_turn();
     issue_qk(0);
     pass_turn();
@@ -563,12 +696,12 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1)
     wgmma::fence_registers(s);
     prepare_scores(0);
     softmax_max_first(rescale);  // no row has a max yet; o is still 0: nothing to rescale
-    roles::mbarrier_arrive(k_free(0));
+    roles::mbarrier_arrive(qk_free(0));
     pack_p();
   }
 #pragma unroll 1
   for (int tile = 0; tile + 1 < range.tiles; ++tile) {
-    roles::mbarrier_wait(k_ready(tile + 1), phase_of(tile + 1, kStages));
+    roles::mbarrier_wait(qk_ready(tile + 1), phase_of(tile + 1, kQkBuffers));
     roles::mbarrier_wait(v16_ready(tile), phase_of(tile, kV16Buffers));
     take_turn();
     issue_qk(tile + 1);
@@ -577,7 +710,7 @@ __global__ void __launch_bounds__(WgmmaShape<D>::kThreads, 1)
     wgmma::wait<1>();  // Q K^T of tile + 1 (groups complete in order)
     wgmma::fence_registers(s);
     const bool max_pending = softmax(tile + 1, rescale, pending);
-    roles::mbarrier_arrive(k_free(tile + 1));  // after the softmax, which reads the stage's unmapped_tile
+    roles::mbarrier_arrive(qk_free(tile + 1));  // after the softmax, which reads the tile's unmapped_tile note
     wgmma::wait<0>();  // P V of tile
     wgmma::fence_registers(o);
     wgmma::fence_registers(pf);

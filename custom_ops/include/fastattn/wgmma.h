@@ -121,6 +121,17 @@ FA_DEVICE void mma_e4m3_k32(float (&d)[32], uint64_t a_desc, uint64_t b_desc, bo
 #endif
 }
 
+// d (+)= A B^T for A [64 x 16] and B [128 x 16] fp16, both K-major in shared memory.
+FA_DEVICE void mma_f16_k16(float (&d)[64], uint64_t a_desc, uint64_t b_desc, bool accumulate) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 " FA_WGMMA_D64 ", %64, %65, p, 1, 1, 0, 0;\n}\n"
+      : FA_WGMMA_F64(d)
+      : "l"(a_desc), "l"(b_desc), "r"(int(accumulate)));
+#endif
+}
+
 // d += A B for A [64 x 16] fp16 in registers and B [16 x N] fp16, N-major in shared memory
 // (descriptor with the blocks' distance).
 FA_DEVICE void mma_f16_k16(float (&d)[64], const uint32_t (&a)[4], uint64_t b_desc) {

@@ -29,6 +29,7 @@
 
 #include "attention_kernel.cuh"
 #include "fastattn/tma.h"
+#include "fastattn/vec.h"
 #include "fastattn/warp_roles.h"
 #include "fastattn/wgmma.h"
 
@@ -170,37 +171,42 @@ template <class Shape>
 FA_DEVICE float stage_16bit_query(const AttentionParams& p, const CtaRows& cta, int kv_head, int first_row,
                                   uint32_t q_smem, int thread, int barrier, int& amax_bits) {
   constexpr int D = Shape::kHeadDim, kRowChunks = D / 8, kPerThread = 64 * kRowChunks / 128;
-  uint32_t x[kPerThread][4];  // chunk i: row i / kRowChunks, elements 8 (i % kRowChunks).., i = thread + 128 j
+  uint4 x[kPerThread];  // chunk i: row i / kRowChunks, elements 8 (i % kRowChunks).., i = thread + 128 j
 #pragma unroll
   for (int j = 0; j < kPerThread; ++j) {  // all loads in flight at once
     const int i = thread + 128 * j, r = min(cta.row0 + first_row + i / kRowChunks, cta.rows - 1);
     const auto* row = static_cast<const uint16_t*>(p.q) + (int64_t(cta.token(r)) * p.heads_q + cta.head(r, kv_head)) * D;
-    const uint4 chunk = *reinterpret_cast<const uint4*>(row + 8 * (i % kRowChunks));
-    x[j][0] = chunk.x, x[j][1] = chunk.y, x[j][2] = chunk.z, x[j][3] = chunk.w;
+    x[j] = *reinterpret_cast<const uint4*>(row + 8 * (i % kRowChunks));
   }
-  auto for_each_pair = [&](auto&& f) {  // f(two bf16 elements' bits, and as floats: lo, hi)
-#pragma unroll
-    for (int j = 0; j < kPerThread; ++j)
-#pragma unroll
-      for (int w = 0; w < 4; ++w) f(x[j][w], __uint_as_float(x[j][w] << 16), __uint_as_float(x[j][w] & 0xffff0000u));
-  };
   const bool rescale = p.q_type == ElementType::kBf16;
   int e = 0;
   if (rescale) {
     float amax = 0.0f;
-    for_each_pair([&](uint32_t, float lo, float hi) { amax = fmaxf(amax, fmaxf(fabsf(lo), fabsf(hi))); });
+#pragma unroll
+    for (int j = 0; j < kPerThread; ++j) {
+      float f[8];
+      unpack_half8<Bf16Format>(x[j], f);
+#pragma unroll
+      for (int k = 0; k < 8; ++k) amax = fmaxf(amax, fabsf(f[k]));
+    }
     for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
     if (thread % 32 == 0) atomicMax(&amax_bits, __float_as_int(amax));  // non-negative floats order as ints
     warp_roles::named_sync(barrier, 128);
     e = fp16_query_exponent(__int_as_float(amax_bits));
     const float mult = ldexpf(1.0f, e);
-    for_each_pair([&](uint32_t& pair, float lo, float hi) { pair = MmaFp16::pack(lo * mult, hi * mult); });
+#pragma unroll
+    for (int j = 0; j < kPerThread; ++j) {
+      float f[8];
+      unpack_half8<Bf16Format>(x[j], f);
+      x[j] = make_uint4(MmaFp16::pack(f[0] * mult, f[1] * mult), MmaFp16::pack(f[2] * mult, f[3] * mult),
+                        MmaFp16::pack(f[4] * mult, f[5] * mult), MmaFp16::pack(f[6] * mult, f[7] * mult));
+    }
   }
 #pragma unroll
   for (int j = 0; j < kPerThread; ++j) {
     const int i = thread + 128 * j, r = first_row + i / kRowChunks, c = i % kRowChunks;
     const uint32_t dst = q_smem + (c / 8) * Shape::kQTileBytes + wgmma::swizzled_offset(r, c % 8);
-    asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};" ::"r"(dst), "r"(x[j][0]), "r"(x[j][1]), "r"(x[j][2]), "r"(x[j][3]));
+    asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};" ::"r"(dst), "r"(x[j].x), "r"(x[j].y), "r"(x[j].z), "r"(x[j].w));
   }
   return ldexpf(1.0f, -e);
 }
@@ -242,21 +248,22 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q>::kThreads, 1)
   // k_free goes unused.
   __shared__ __align__(8) uint64_t k_ready_bars[kStages], k_free_bars[kStages];
   __shared__ __align__(8) uint64_t v16_ready_bars[kV16Buffers], v16_free_bars[kV16Buffers];
-  __shared__ __align__(8) uint64_t k16_ready_bars[kFp8Q ? 1 : kK16Buffers], k16_free_bars[kFp8Q ? 1 : kK16Buffers];
+  constexpr int kK16Slots = kFp8Q ? 1 : kK16Buffers;  // (one unused with FP8 q)
+  __shared__ __align__(8) uint64_t k16_ready_bars[kK16Slots], k16_free_bars[kK16Slots];
   const uint32_t smem = (smem_address(smem_raw) + 1023u) & ~1023u;  // swizzle atoms are 1024-aligned
   auto k_ready = [&](int tile) { return smem_address(&k_ready_bars[tile % kStages]); };
   auto v16_ready = [&](int tile) { return smem_address(&v16_ready_bars[tile % kV16Buffers]); };
   auto k_free = [&](int tile) { return smem_address(&k_free_bars[tile % kStages]); };
   auto v16_free = [&](int tile) { return smem_address(&v16_free_bars[tile % kV16Buffers]); };
-  auto k16_ready = [&](int tile) { return smem_address(&k16_ready_bars[tile % (kFp8Q ? 1 : kK16Buffers)]); };
-  auto k16_free = [&](int tile) { return smem_address(&k16_free_bars[tile % (kFp8Q ? 1 : kK16Buffers)]); };
+  auto k16_ready = [&](int tile) { return smem_address(&k16_ready_bars[tile % kK16Slots]); };
+  auto k16_free = [&](int tile) { return smem_address(&k16_free_bars[tile % kK16Slots]); };
   // What the computing warpgroups' Q K^T waits for and releases.
   auto qk_ready = [&](int tile) { return kFp8Q ? k_ready(tile) : k16_ready(tile); };
   auto qk_free = [&](int tile) { return kFp8Q ? k_free(tile) : k16_free(tile); };
   constexpr int kQkBuffers = kFp8Q ? kStages : kK16Buffers;
   auto stage_of = [&](int tile) { return smem + Shape::kStagesOffset + (tile % kStages) * Shape::kStageBytes; };
   auto v16_of = [&](int tile) { return smem + Shape::kV16Offset + (tile % kV16Buffers) * Shape::kV16Bytes; };
-  auto k16_of = [&](int tile) { return smem + Shape::kK16Offset + (tile % (kFp8Q ? 1 : kK16Buffers)) * Shape::kK16Bytes; };
+  auto k16_of = [&](int tile) { return smem + Shape::kK16Offset + (tile % kK16Slots) * Shape::kK16Bytes; };
   // A barrier of a ring of n completes its phase k when it has seen tile (its index) + k n: the
   // wait for `tile` checks the parity of phase tile / n, the wait for the release of the tile
   // that used the buffer before it that of the phase before.

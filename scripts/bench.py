@@ -538,11 +538,13 @@ def bench_prefill(rng, args):
 
 @case("head_layouts")
 def bench_head_layouts(rng, args):
-    """FP8 decode and prefill at the other head dims and GQA ratios (HEAD_LAYOUTS)."""
+    """FP8 decode and prefill at the other head dims and GQA ratios (HEAD_LAYOUTS): the prefill
+    with FP8 q/k/v, and as a server runs it, bf16 q over a cache_fp8 cache."""
     rows = []
     for hq, hkv, dim in HEAD_LAYOUTS:
         rows += decode_rows(rng, args, *HEAD_LAYOUT_DECODE, hq, hkv, dim, ("cache_fp8",))
-        rows.append(prefill_row(rng, args, *HEAD_LAYOUT_PREFILL, hq, hkv, dim, "fp8 q/k/v"))
+        rows += [prefill_row(rng, args, *HEAD_LAYOUT_PREFILL, hq, hkv, dim, variant)
+                 for variant in ("fp8 q/k/v", "bf16 q, paged cache_fp8")]
     return rows
 
 

@@ -11,7 +11,9 @@ import unittest
 import util  # noqa: F401  (puts the repository root on the path)
 from setup_ops import HERE as ROOT, find_cuda_home, include_dirs, nvcc_flags
 
-KERNELS = [(d, paged) for d in (64, 128, 256) for paged in ("false", "true")]
+# (head_dim, paged, FP8 q): FP8 q at every head_dim, a 16-bit q at 64 and 128.
+KERNELS = [(d, paged, fp8_q) for d in (64, 128, 256) for paged in ("false", "true") for fp8_q in ("true", "false")
+           if fp8_q == "true" or d != 256]
 CUDA_HOME = find_cuda_home()
 
 
@@ -20,8 +22,8 @@ class TestWgmmaBuild(unittest.TestCase):
     def test_no_serialized_wgmma(self):
         source = '#include "attention/attention_wgmma.cuh"\nnamespace fastattn { namespace attention_gpu {\n'
         source += "".join(
-            f"template __global__ void attention_wgmma_kernel<{d}, {paged}>(const AttentionParams, const __grid_constant__ KvTensorMaps);\n"
-            for d, paged in KERNELS)
+            f"template __global__ void attention_wgmma_kernel<{d}, {paged}, {fp8_q}>(const AttentionParams, const __grid_constant__ KvTensorMaps);\n"
+            for d, paged, fp8_q in KERNELS)
         source += "}}\n"
         with tempfile.TemporaryDirectory() as tmp:
             unit = os.path.join(tmp, "wgmma_kernels.cu")

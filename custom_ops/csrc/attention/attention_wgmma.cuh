@@ -1,6 +1,6 @@
 // The prefill main loop on sm_90a's warpgroup tensor cores (wgmma), over FP8 keys and values
 // (flash_attn_varlen with FP8 k/v, paged_attention over a cache_fp8 cache): FP8 q at head_dim 64,
-// 128 and 256, and bf16 or fp16 q at head_dim 128. Everything else runs attention_kernel.cuh,
+// 128 and 256, and bf16 or fp16 q at head_dim 64 and 128. Everything else runs attention_kernel.cuh,
 // whose row tiling, masking, scales and epilogue this kernel shares.
 //
 // A CTA is a copying warpgroup and two computing ones over 128 rows; three over 192 rows at
@@ -23,8 +23,8 @@
 // mma.sync kernel (so every element stays exact), each computing warpgroup its own rows while the
 // first tile is copied; the copying warpgroup widens K to fp16 as it does V. S = Q K^T then runs
 // on the fp16 tensor cores (m64n128k16, both operands K-major in shared memory) with the mma.sync
-// kernel's products. The fp16 K and V take the shared memory of two of the four FP8 stages; the
-// copying warpgroup frees a stage itself once it has widened it.
+// kernel's products. The copying warpgroup frees a stage itself once it has widened it; at head_dim
+// 128 the fp16 K and V take the shared memory of two of the four FP8 stages.
 #pragma once
 
 #include "attention_kernel.cuh"
@@ -44,22 +44,22 @@ constexpr int wgmma_compute_groups(int head_dim) { return head_dim == 64 ? 3 : 2
 // Rows per CTA (the plan sizes its grid and key splits by it).
 constexpr int wgmma_rows(int head_dim) { return 64 * wgmma_compute_groups(head_dim); }
 
-// A 16-bit q needs K in fp16 as well, which leaves room for it at head_dim 128 only.
-constexpr bool wgmma_takes_16bit_q(int head_dim) { return head_dim == 128; }
+// A 16-bit q needs Q and K in fp16 as well: at head_dim 256 they leave no room for stages.
+constexpr bool wgmma_takes_16bit_q(int head_dim) { return head_dim != 256; }
 
 template <int D, bool kFp8Query = true>
 struct WgmmaShape {
   static_assert(D == 64 || D == 128 || D == 256, "head_dim 64, 128 or 256");
-  static_assert(kFp8Query || wgmma_takes_16bit_q(D), "a 16-bit q at head_dim 128 only");
+  static_assert(kFp8Query || wgmma_takes_16bit_q(D), "a 16-bit q at head_dim 64 or 128 only");
   static constexpr int kHeadDim = D;
   static constexpr bool kFp8Q = kFp8Query;
   static constexpr int kComputeGroups = wgmma_compute_groups(D);
   static constexpr int kThreads = 128 * (1 + kComputeGroups);  // the copying warpgroup first
   static constexpr int kRows = wgmma_rows(D), kKeys = wgmma_tile_keys(D);
   // Copies run two tiles ahead of the widening, which runs one ahead of the consumers: 4 stages
-  // of K and V as copied, 2 of fp16 V. With a 16-bit q, 2 stages (copied one tile ahead of the
-  // widening) and 2 of fp16 K.
-  static constexpr int kStages = kFp8Q ? 4 : 2, kV16Buffers = 2, kK16Buffers = kFp8Q ? 0 : 2;
+  // of K and V as copied, 2 of fp16 V. With a 16-bit q 2 of fp16 K too, and the copies run
+  // kStages - 1 tiles ahead of the widening: 4 stages at head_dim 64, only 2 at 128 (225 KB).
+  static constexpr int kStages = kFp8Q || D == 64 ? 4 : 2, kV16Buffers = 2, kK16Buffers = kFp8Q ? 0 : 2;
   // FP8 rows sit in column tiles one swizzle wide: 128 bytes, two per row at head_dim 256; at
   // head_dim 64 the 64-byte swizzle and one.
   static constexpr int kSwizzleBytes = D < 128 ? D : 128;
@@ -75,8 +75,10 @@ struct WgmmaShape {
   // columns too (m64n72): the tensor cores sum P's rows in place of 64 adds per thread and tile,
   // which weigh most where the softmax is longest against the matrix products (+4%). At head_dim
   // 128 the ones need 32 KB that only a third stage frees, and neither that nor a separate m64n8
-  // wgmma per k-step was faster.
-  static constexpr bool kRowSumsByMma = D == 64;
+  // wgmma per k-step was faster. Those sums are of P as rounded to fp16, so the log-sum-exp moves
+  // by up to 2^-12 (a row over a few keys): inside FP8 q's score error, but a 16-bit q keeps the
+  // fp32 sums, with the mma.sync kernel's log-sum-exp.
+  static constexpr bool kRowSumsByMma = D == 64 && kFp8Q;
   static constexpr int kV16BlockBytes = kKeys * 128;
   static constexpr int kV16Bytes = (D / 64 + kRowSumsByMma) * kV16BlockBytes;
   static constexpr int kK16Bytes = D / 64 * kV16BlockBytes;  // fp16 K (16-bit q): V16's layout
@@ -226,11 +228,12 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q>::kThreads, 1)
   // tile's, which the other warpgroups may still read (a 16-bit q leaves the stages to the copying
   // warpgroup, done with them by then).
   static_assert(kGroups + int(kFp8Q) <= kStages, "a stage per computing warpgroup at the end");
-  // A tile's note that it met an unmapped cache block, at unmapped_tile[tile % kNotes]: the
-  // copying warpgroup writes tile j + 4's only once the computing ones are done with tile j (its
-  // stage with FP8 q, its fp16 K otherwise, released after the softmax that reads the note).
-  constexpr int kNotes = 4;
-  static_assert(kNotes >= kStages && kNotes >= 2 * kK16Buffers, "notes outlive the buffers they describe");
+  // A tile's note that it met an unmapped cache block, at unmapped_tile[tile % kNotes], read by
+  // the softmax. The copying warpgroup writes tile j's when it copies it: with FP8 q once tile
+  // j - kStages released its stage (after its softmax); with a 16-bit q once it has widened tile
+  // j - kStages, by when it has seen only tile j - kStages - kK16Buffers release its fp16 K.
+  constexpr int kNotes = 8;
+  static_assert(kNotes >= kStages + kK16Buffers, "a note outlives the softmax that reads it");
   extern __shared__ uint8_t smem_raw[];
   __shared__ int cta_limit;
   __shared__ int q_amax_bits[kGroups];  // a 16-bit q's largest element per computing warpgroup, as bits
@@ -404,13 +407,18 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q>::kThreads, 1)
       cp_async_commit();
     }
     if constexpr (!kFp8Q) {
-      // A stage takes the next tile's copies once the whole warpgroup has widened it.
+      // A stage takes its next tile's copies once the whole warpgroup has widened it.
+#pragma unroll 1
+      for (int tile = 2; tile < kStages; ++tile) {
+        if (tile < range.tiles) load_tile(tile);
+        cp_async_commit();
+      }
 #pragma unroll 1
       for (int tile = 0; tile < range.tiles; ++tile) {
-        cp_async_wait<1>();  // this thread's copies of tile j
+        cp_async_wait<kStages - 1>();  // this thread's copies of tile j
         hand_over(tile);
         roles::named_sync(1, 128);
-        if (tile + 2 < range.tiles) load_tile(tile + 2);
+        if (tile + kStages < range.tiles) load_tile(tile + kStages);
         cp_async_commit();
       }
       cp_async_wait<0>();

@@ -11,13 +11,13 @@
 // sequence's end by cp.async, a row per thread, so that keys past the sequence read as zeros. The
 // computing warpgroups take 64 rows each. S = Q K^T runs on the FP8 tensor cores straight from the
 // stored bytes (m64nKk32, Q and K swizzled in shared memory). P V runs in fp16 (m64nDk16, P from
-// registers, V N-major; two n128 halves at head_dim 256; at head_dim 64 with FP8 q 8 more
-// columns of ones give P's row sums): P keeps 11 bits, as in the mma.sync kernel, so accuracy does not change.
-// (An FP8 P V would need V transposed: FP8 wgmma operands must be K-major.) Each computing
-// warpgroup keeps P V of tile j and Q K^T of tile j + 1 in flight while it runs the softmax of
-// tile j + 1, and they take turns to issue their wgmmas, so that one's softmax runs while the
-// others' matrix products do. At head_dim 128 over contiguous keys the softmax weighs a tile
-// against the row's running max and checks the tile's max afterwards (softmax, settle_max).
+// registers, V N-major; two n128 halves at head_dim 256; at head_dim 64 with FP8 q 8 more columns
+// of ones give P's row sums): P keeps 11 bits, as in the mma.sync kernel, so accuracy does not
+// change. (An FP8 P V would need V transposed: FP8 wgmma operands must be K-major.) Each computing
+// warpgroup keeps P V of tile j and Q K^T of tile j + 1 in flight while it runs the softmax of tile
+// j + 1, and they take turns to issue their wgmmas, so that one's softmax runs while the others'
+// matrix products do. At head_dim 128 over contiguous keys the softmax weighs a tile against the
+// row's running max and checks the tile's max afterwards (softmax, settle_max).
 //
 // A 16-bit q (kFp8Q false) goes to shared memory as fp16, a bf16 q times a power of two as in the
 // mma.sync kernel (so every element stays exact), each computing warpgroup its own rows while the

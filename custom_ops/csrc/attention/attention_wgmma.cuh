@@ -401,18 +401,16 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q>::kThreads, 1)
         cp_async<16>(smem + Shape::kQOffset + fp8_row_offset<Shape, kQTile>(i / kChunks, c), src + c * 16, true);
       }
     }
+    // Tiles copied before the first widening: two with FP8 q (the stage ring's other two wait for
+    // the computing warpgroups), every stage with a 16-bit q.
+    constexpr int kFirstCopies = kFp8Q ? 2 : kStages;
 #pragma unroll 1
-    for (int tile = 0; tile < 2; ++tile) {
+    for (int tile = 0; tile < kFirstCopies; ++tile) {
       if (tile < range.tiles) load_tile(tile);
       cp_async_commit();
     }
     if constexpr (!kFp8Q) {
       // A stage takes its next tile's copies once the whole warpgroup has widened it.
-#pragma unroll 1
-      for (int tile = 2; tile < kStages; ++tile) {
-        if (tile < range.tiles) load_tile(tile);
-        cp_async_commit();
-      }
 #pragma unroll 1
       for (int tile = 0; tile < range.tiles; ++tile) {
         cp_async_wait<kStages - 1>();  // this thread's copies of tile j

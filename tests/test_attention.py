@@ -228,14 +228,14 @@ class TestFlashAttnVarlen(PlacedCase):
 
     @placed
     def test_16bit_query_over_fp8_prefill(self):
-        """bf16 and fp16 q over FP8 k/v in a prefill (on sm_90 the wgmma kernel at head_dim 64 and
-        128, with Q K^T in fp16): sequences of 600 and 17 queries over 600 and 700 keys, causal
-        and not, GQA 1/4/8, key splits. A bf16 q goes to fp16 times a power of two: its values
-        here are 2^40 or 2^-40 times normal ones (the softmax scale brings the scores back), and
-        one sequence's are all zero."""
+        """bf16 and fp16 q over FP8 k/v in a prefill (on sm_90 the wgmma kernel, with Q K^T in
+        fp16): sequences of 600 and 17 queries over 600 and 700 keys, causal and not, GQA 1/4/8,
+        key splits, every head_dim. A bf16 q goes to fp16 times a power of two: its values here
+        are 2^40 or 2^-40 times normal ones (the softmax scale brings the scores back), and one
+        sequence's are all zero."""
         lens_q, lens_k = [600, 1, 17, 6, 0], [600, 1, 700, 2, 3]
         for dim, (q_dtype, magnitude), (hq, hkv, causal, splits) in itertools.product(
-                (64, 128), (("bfloat16", 2.0 ** 40), ("bfloat16", 2.0 ** -40), ("float16", 1.0)),
+                (64, 128, 256), (("bfloat16", 2.0 ** 40), ("bfloat16", 2.0 ** -40), ("float16", 1.0)),
                 ((8, 2, True, None), (8, 2, False, 3), (2, 2, True, 3), (8, 1, False, None))):
             with self.subTest(dim=dim, q_dtype=q_dtype, magnitude=magnitude, hq=hq, hkv=hkv, causal=causal,
                               splits=splits):
@@ -270,7 +270,7 @@ class TestFlashAttnVarlen(PlacedCase):
         second fp32 (that tile's scores are then computed again, from Q as staged: FP8, or a
         bf16 q's fp16)."""
         cases = [(dim, causal, None) for dim, causal in itertools.product((64, 128, 256), (True, False))]
-        cases += [(dim, causal, "bfloat16") for dim, causal in itertools.product((64, 128), (True, False))]
+        cases += [(dim, causal, "bfloat16") for dim, causal in itertools.product((64, 128, 256), (True, False))]
         for dim, causal, q_dtype in cases:
             with self.subTest(dim=dim, causal=causal, q_dtype=q_dtype):
                 self.check_rising_scores(seeded_rng(self, dim, causal, q_dtype), [1030, 300], [1030, 300], dim, causal,
@@ -474,8 +474,8 @@ class TestPagedAttention(PlacedCase):
         """The same over cache_fp8 at head_dim 64, 128 and 256 (the sm_90a kernel's tiles are 128,
         128 and 64 keys; whole tiles arrive by tensor copies of a cache block, or of a tile from a
         larger block), with every block size: smaller than, equal to and larger than a tile; and
-        bf16 q at head_dim 64 and 128, which the sm_90a kernel takes too."""
-        cases = [(dim, True) for dim in (64, 128, 256)] + [(dim, False) for dim in (64, 128)]
+        bf16 q at each head_dim, which the sm_90a kernel takes too."""
+        cases = list(itertools.product((64, 128, 256), (True, False)))
         for (dim, fp8_q), block_size, splits in itertools.product(cases, (16, 32, 64, 128), (None, 3)):
             with self.subTest(dim=dim, fp8_q=fp8_q, block_size=block_size, splits=splits):
                 rng = seeded_rng(self, dim, fp8_q, block_size, splits)
@@ -492,8 +492,8 @@ class TestPagedAttention(PlacedCase):
         """Unmapped blocks far into long sequences, in tiles that arrive by tensor copies and in a
         sequence's last, partial tile (copied row by row): the sm_90a kernel notes such a tile in
         its stage, which later tiles reuse, so a stale note would mask mapped keys and a lost one
-        would let an unmapped block's zeros in. FP8 q at every head_dim, bf16 q at 64 and 128."""
-        cases = [(dim, True) for dim in (64, 128, 256)] + [(dim, False) for dim in (64, 128)]
+        would let an unmapped block's zeros in. FP8 and bf16 q at every head_dim."""
+        cases = list(itertools.product((64, 128, 256), (True, False)))
         for (dim, fp8_q), block_size, splits in itertools.product(cases, (16, 64, 128), (None, 3)):
             with self.subTest(dim=dim, fp8_q=fp8_q, block_size=block_size, splits=splits):
                 rng = seeded_rng(self, dim, fp8_q, block_size, splits)

@@ -103,8 +103,7 @@ bool wgmma_prefill_available() {
 bool wgmma_prefill_applies(const AttentionParams& p) {
   const bool fp8_kv = p.paged ? p.quant == CacheQuant::kFp8 : p.kv_type == ElementType::kFp8;
   const bool q_16bit = p.q_type == ElementType::kBf16 || p.q_type == ElementType::kFp16;
-  const bool q_taken = p.q_type == ElementType::kFp8 || (q_16bit && wgmma_takes_16bit_q(p.head_dim));
-  return q_taken && fp8_kv && wgmma_prefill_available();
+  return (p.q_type == ElementType::kFp8 || q_16bit) && fp8_kv && wgmma_prefill_available();
 }
 
 // Prefill: 4 warps over 128 rows (64 for head_dim 256). Decode: 8 rows per CTA (16 where the batch
@@ -153,12 +152,10 @@ KvTensorMaps kv_tensor_maps(const AttentionParams& p) {
 template <int D, class Fn>
 void with_kernel(const AttentionParams& p, Fn&& fn) {
   if (p.wgmma) {
-    if constexpr (wgmma_takes_16bit_q(D)) {
-      if (p.q_type != ElementType::kFp8) {
-        using Shape = WgmmaShape<D, false>;
-        if (p.paged) return fn(KernelChoice<Shape, attention_wgmma_kernel<D, true, false>, true>{});
-        return fn(KernelChoice<Shape, attention_wgmma_kernel<D, false, false>, true>{});
-      }
+    if (p.q_type != ElementType::kFp8) {
+      using Shape = WgmmaShape<D, false>;
+      if (p.paged) return fn(KernelChoice<Shape, attention_wgmma_kernel<D, true, false>, true>{});
+      return fn(KernelChoice<Shape, attention_wgmma_kernel<D, false, false>, true>{});
     }
     if (p.paged) return fn(KernelChoice<WgmmaShape<D>, attention_wgmma_kernel<D, true>, true>{});
     return fn(KernelChoice<WgmmaShape<D>, attention_wgmma_kernel<D, false>, true>{});

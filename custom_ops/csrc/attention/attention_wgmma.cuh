@@ -1,7 +1,7 @@
 // The prefill main loop on sm_90a's warpgroup tensor cores (wgmma), over FP8 keys and values
-// (flash_attn_varlen with FP8 k/v, paged_attention over a cache_fp8 cache): FP8 q at head_dim 64,
-// 128 and 256, and bf16 or fp16 q at head_dim 64 and 128. Everything else runs attention_kernel.cuh,
-// whose row tiling, masking, scales and epilogue this kernel shares.
+// (flash_attn_varlen with FP8 k/v, paged_attention over a cache_fp8 cache), FP8, bf16 or fp16 q,
+// head_dim 64, 128 and 256. Everything else runs attention_kernel.cuh, whose row tiling, masking,
+// scales and epilogue this kernel shares.
 //
 // A CTA is a copying warpgroup and two computing ones over 128 rows; three over 192 rows at
 // head_dim 64, where the softmax weighs most against a tile's matrix products. The copying one
@@ -22,9 +22,9 @@
 // A 16-bit q (kFp8Q false) goes to shared memory as fp16, a bf16 q times a power of two as in the
 // mma.sync kernel (so every element stays exact), each computing warpgroup its own rows while the
 // first tile is copied; the copying warpgroup widens K to fp16 as it does V. S = Q K^T then runs
-// on the fp16 tensor cores (m64n128k16, both operands K-major in shared memory) with the mma.sync
-// kernel's products. The copying warpgroup frees a stage itself once it has widened it; at head_dim
-// 128 the fp16 K and V take the shared memory of two of the four FP8 stages.
+// on the fp16 tensor cores (m64nKk16, both operands K-major in shared memory) with the mma.sync
+// kernel's products. The copying warpgroup frees a stage itself once it has widened it; the fp16 K
+// and V take the shared memory of two of the four FP8 stages at head_dim 128, of three at 256.
 #pragma once
 
 #include "attention_kernel.cuh"
@@ -44,13 +44,9 @@ constexpr int wgmma_compute_groups(int head_dim) { return head_dim == 64 ? 3 : 2
 // Rows per CTA (the plan sizes its grid and key splits by it).
 constexpr int wgmma_rows(int head_dim) { return 64 * wgmma_compute_groups(head_dim); }
 
-// A 16-bit q needs Q and K in fp16 as well: at head_dim 256 they leave no room for stages.
-constexpr bool wgmma_takes_16bit_q(int head_dim) { return head_dim != 256; }
-
 template <int D, bool kFp8Query = true>
 struct WgmmaShape {
   static_assert(D == 64 || D == 128 || D == 256, "head_dim 64, 128 or 256");
-  static_assert(kFp8Query || wgmma_takes_16bit_q(D), "a 16-bit q at head_dim 64 or 128 only");
   static constexpr int kHeadDim = D;
   static constexpr bool kFp8Q = kFp8Query;
   static constexpr int kComputeGroups = wgmma_compute_groups(D);
@@ -58,8 +54,10 @@ struct WgmmaShape {
   static constexpr int kRows = wgmma_rows(D), kKeys = wgmma_tile_keys(D);
   // Copies run two tiles ahead of the widening, which runs one ahead of the consumers: 4 stages
   // of K and V as copied, 2 of fp16 V. With a 16-bit q 2 of fp16 K too, and the copies run
-  // kStages - 1 tiles ahead of the widening: 4 stages at head_dim 64, only 2 at 128 (225 KB).
-  static constexpr int kStages = kFp8Q || D == 64 ? 4 : 2, kV16Buffers = 2, kK16Buffers = kFp8Q ? 0 : 2;
+  // kStages - 1 tiles ahead of the widening: 4 stages at head_dim 64, 2 at 128, and at 256 (fp16
+  // Q alone takes 64 KB) one: the next tile's copies wait for the widening of the last (225 KB).
+  static constexpr int kStages = kFp8Q || D == 64 ? 4 : D == 128 ? 2 : 1;
+  static constexpr int kV16Buffers = 2, kK16Buffers = kFp8Q ? 0 : 2;
   // FP8 rows sit in column tiles one swizzle wide: 128 bytes, two per row at head_dim 256; at
   // head_dim 64 the 64-byte swizzle and one.
   static constexpr int kSwizzleBytes = D < 128 ? D : 128;
@@ -226,8 +224,11 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q>::kThreads, 1)
   constexpr int kGroups = Shape::kComputeGroups, kComputeThreads = 128 * kGroups;
   // The epilogue stages each warpgroup's rows in a stage of its own; with FP8 q not in the last
   // tile's, which the other warpgroups may still read (a 16-bit q leaves the stages to the copying
-  // warpgroup, done with them by then).
-  static_assert(kGroups + int(kFp8Q) <= kStages, "a stage per computing warpgroup at the end");
+  // warpgroup, done with them by then). A 16-bit q at head_dim 256 has one stage: there each
+  // warpgroup takes an fp16 K buffer, once every one is done with the last tile's K.
+  constexpr bool kOutputInStages = kGroups + int(kFp8Q) <= kStages;
+  static_assert(kOutputInStages || (!kFp8Q && kGroups <= kK16Buffers), "a buffer per computing warpgroup at the end");
+  constexpr int kOutputBufferBytes = kOutputInStages ? Shape::kStageBytes : Shape::kK16Bytes;
   // A tile's note that it met an unmapped cache block, at unmapped_tile[tile % kNotes], read by
   // the softmax. The copying warpgroup writes tile j's when it copies it: with FP8 q once tile
   // j - kStages released its stage (after its softmax); with a 16-bit q once it has widened tile
@@ -782,12 +783,16 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q>::kThreads, 1)
     using Format = decltype(format);
     using Storage = typename Format::Storage;
     constexpr int kRowBytes = D * int(sizeof(Storage));
-    if constexpr (64 * kRowBytes <= Shape::kStageBytes) {
+    if constexpr (64 * kRowBytes <= kOutputBufferBytes) {
       // Through shared memory, so that each warp writes whole rows with 16-byte stores: the
       // warpgroup's 64 rows go to stage tiles + wg, free by now (only the last tile's stage
-      // may still be read, by the others), 16-byte chunks swizzled by row.
+      // may still be read, by the others), or to fp16 K buffer wg, 16-byte chunks swizzled by row.
       constexpr int kRowChunks = kRowBytes / 16, kSwizzle = (kRowChunks < 8 ? kRowChunks : 8) - 1;
-      uint8_t* staging = smem_raw + (stage_of(range.tiles + wg) - smem_address(smem_raw));
+      if (!kOutputInStages && range.tiles > 0) {
+        roles::mbarrier_wait(k16_free(range.tiles - 1), phase_of(range.tiles - 1, kK16Buffers));
+      }
+      const uint32_t buffer = kOutputInStages ? stage_of(range.tiles + wg) : k16_of(wg);
+      uint8_t* staging = smem_raw + (buffer - smem_address(smem_raw));
       auto offset = [&](int row, int byte) {
         return row * kRowBytes + ((((byte >> 4) ^ (row & kSwizzle)) << 4) | (byte & 15));
       };

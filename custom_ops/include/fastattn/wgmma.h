@@ -121,13 +121,22 @@ FA_DEVICE void mma_e4m3_k32(float (&d)[32], uint64_t a_desc, uint64_t b_desc, bo
 #endif
 }
 
-// d (+)= A B^T for A [64 x 16] and B [128 x 16] fp16, both K-major in shared memory.
+// d (+)= A B^T for A [64 x 16] and B [N x 16] fp16, both K-major in shared memory.
 FA_DEVICE void mma_f16_k16(float (&d)[64], uint64_t a_desc, uint64_t b_desc, bool accumulate) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
       "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 " FA_WGMMA_D64 ", %64, %65, p, 1, 1, 0, 0;\n}\n"
       : FA_WGMMA_F64(d)
+      : "l"(a_desc), "l"(b_desc), "r"(int(accumulate)));
+#endif
+}
+FA_DEVICE void mma_f16_k16(float (&d)[32], uint64_t a_desc, uint64_t b_desc, bool accumulate) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " FA_WGMMA_D32 ", %32, %33, p, 1, 1, 0, 0;\n}\n"
+      : FA_WGMMA_F32(d)
       : "l"(a_desc), "l"(b_desc), "r"(int(accumulate)));
 #endif
 }

@@ -23,8 +23,8 @@
 // mma.sync kernel (so every element stays exact), each computing warpgroup its own rows while the
 // first tile is copied; the copying warpgroup widens K to fp16 as it does V. S = Q K^T then runs
 // on the fp16 tensor cores (m64nKk16, both operands K-major in shared memory) with the mma.sync
-// kernel's products. The copying warpgroup frees a stage itself once it has widened it; the fp16 K
-// and V take the shared memory of two of the four FP8 stages at head_dim 128, of three at 256.
+// kernel's products. The copying warpgroup frees a stage itself once it has widened it; fp16 Q and
+// K leave room for two of the four FP8 stages at head_dim 128 and for one at 256.
 #pragma once
 
 #include "attention_kernel.cuh"

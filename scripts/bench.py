@@ -487,15 +487,16 @@ def bench_paged_decode(rng, args):
 
 PREFILL_SHAPES = ((8, 4096), (1, 16384))  # (sequences, tokens each), causal
 PREFILL_HQ, PREFILL_HKV, PREFILL_DIM, PREFILL_BLOCK = 32, 8, 128, 64
-PREFILL_VARIANTS = ("fp8 q/k/v", "bf16 q, fp8 k/v", "bf16", "fp8 q, paged cache_fp8", "bf16 q, paged cache_fp8")
+PREFILL_VARIANTS = ("fp8 q/k/v", "bf16 q, fp8 k/v", "bf16", "fp8 q, paged cache_fp8", "bf16 q, paged cache_fp8",
+                    "bf16 q, paged block_wise_fp8")
 
 
 def prefill_row(rng, args, seqs, length, hq, hkv, dim, variant):
     """Causal prefill: flash_attn_varlen with FP8 q/k/v, bf16 q over FP8 k/v or bf16; or
-    paged_attention with FP8 or bf16 q over a cache_fp8 cache (the whole sequence as one chunk). The
-    inputs are normal values (FP8: quantized with a per-tensor scale), as in the bf16 ceiling's
-    run: the tensor cores' work and the softmax's (how spread P is, how often a row's max moves)
-    depend on them."""
+    paged_attention with FP8 or bf16 q over a cache_fp8 or block_wise_fp8 cache (the whole sequence
+    as one chunk). The inputs are normal values (FP8: quantized with a per-tensor scale, times a
+    per-token factor in [0.5, 1) for block_wise_fp8), as in the bf16 ceiling's run: the tensor
+    cores' work and the softmax's (how spread P is, how often a row's max moves) depend on them."""
     ops = ops_module()
     scalar = lambda x: from_numpy(np.array([x], np.float32), "float32", "gpu")
     tokens = seqs * length
@@ -507,14 +508,19 @@ def prefill_row(rng, args, seqs, length, hq, hkv, dim, variant):
         q_descale = scalar(q_descale)
     else:
         q, q_descale = random_gpu(rng, (tokens, hq, dim)), None
-    if variant.endswith("paged cache_fp8"):
+    if "paged " in variant:
+        quant = variant.split("paged ")[1]
         blocks = tokens // PREFILL_BLOCK
         tables = from_numpy(rng.permutation(blocks).astype(np.int32).reshape(seqs, -1), None, "gpu")
         cache, scales = zip(*(quantized_normal_gpu(rng, (blocks, hkv, PREFILL_BLOCK, dim)) for _ in range(2)))
-        scales = [from_numpy(np.full(hkv, s, np.float32), "float32", "gpu") for s in scales]
+        if quant == "block_wise_fp8":  # per-token scale tables [blocks, kv heads, block_size]
+            scales = [s * rng.uniform(0.5, 1.0, (blocks, hkv, PREFILL_BLOCK)).astype(np.float32) for s in scales]
+        else:
+            scales = [np.full(hkv, s, np.float32) for s in scales]
+        scales = [from_numpy(s, "float32", "gpu") for s in scales]
         lens = from_numpy(np.full(seqs, length, np.int32), None, "gpu")
         fn = lambda: ops.fastattn_paged_attention(q, *cache, tables, lens, cu, *scales, q_descale, None,
-                                                  "cache_fp8", dim ** -0.5, True, "bfloat16", 0)
+                                                  quant, dim ** -0.5, True, "bfloat16", 0)
     else:
         if fp8_kv:
             kv, kv_descales = zip(*(quantized_normal_gpu(rng, (tokens, hkv, dim)) for _ in range(2)))

@@ -86,16 +86,21 @@ FA_DEVICE uint32_t movmatrix_trans(uint32_t x) {
   return r;
 }
 
-// Asynchronous global -> shared copies; a false `valid` writes zeros and reads nothing.
+// Asynchronous global -> shared copies of kBytes: the first src_bytes read, the rest zeros.
 template <int kBytes>
-FA_DEVICE void cp_async(uint32_t dst, const void* src, bool valid) {
+FA_DEVICE void cp_async_prefix(uint32_t dst, const void* src, int src_bytes) {
   static_assert(kBytes == 4 || kBytes == 8 || kBytes == 16, "cp.async copies 4, 8 or 16 bytes");
-  const int src_bytes = valid ? kBytes : 0;
   if constexpr (kBytes == 16) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(src_bytes));
   } else {
     asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;" ::"r"(dst), "l"(src), "n"(kBytes), "r"(src_bytes));
   }
+}
+
+// A false `valid` writes zeros and reads nothing.
+template <int kBytes>
+FA_DEVICE void cp_async(uint32_t dst, const void* src, bool valid) {
+  cp_async_prefix<kBytes>(dst, src, valid ? kBytes : 0);
 }
 
 FA_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;"); }

@@ -11,8 +11,10 @@ import unittest
 import util  # noqa: F401  (puts the repository root on the path)
 from setup_ops import HERE as ROOT, find_cuda_home, include_dirs, nvcc_flags
 
-# (head_dim, paged, FP8 q): FP8 and 16-bit q at every head_dim.
-KERNELS = [(d, paged, fp8_q) for d in (64, 128, 256) for paged in ("false", "true") for fp8_q in ("true", "false")]
+# (head_dim, paged, FP8 q, per-token scales): FP8 and 16-bit q at every head_dim, and over a
+# block_wise_fp8 cache (paged) but for a 16-bit q at head_dim 256.
+KERNELS = [(d, paged, fp8_q, "false") for d in (64, 128, 256) for paged in ("false", "true") for fp8_q in ("true", "false")]
+KERNELS += [(d, "true", fp8_q, "true") for d in (64, 128, 256) for fp8_q in ("true", "false") if (d, fp8_q) != (256, "false")]
 CUDA_HOME = find_cuda_home()
 
 
@@ -21,8 +23,8 @@ class TestWgmmaBuild(unittest.TestCase):
     def test_no_serialized_wgmma(self):
         source = '#include "attention/attention_wgmma.cuh"\nnamespace fastattn { namespace attention_gpu {\n'
         source += "".join(
-            f"template __global__ void attention_wgmma_kernel<{d}, {paged}, {fp8_q}>(const AttentionParams, const __grid_constant__ KvTensorMaps);\n"
-            for d, paged, fp8_q in KERNELS)
+            f"template __global__ void attention_wgmma_kernel<{d}, {paged}, {fp8_q}, {scales}>(const AttentionParams, const __grid_constant__ KvTensorMaps);\n"
+            for d, paged, fp8_q, scales in KERNELS)
         source += "}}\n"
         with tempfile.TemporaryDirectory() as tmp:
             unit = os.path.join(tmp, "wgmma_kernels.cu")

@@ -100,9 +100,13 @@ bool wgmma_prefill_available() {
   }) == 1;
 }
 
+// FP8 k/v: contiguous, or a cache_fp8 or block_wise_fp8 cache (but for a 16-bit q at head_dim 256,
+// whose shared memory has no room for per-token scales).
 bool wgmma_prefill_applies(const AttentionParams& p) {
-  const bool fp8_kv = p.paged ? p.quant == CacheQuant::kFp8 : p.kv_type == ElementType::kFp8;
   const bool q_16bit = p.q_type == ElementType::kBf16 || p.q_type == ElementType::kFp16;
+  const bool token_scales_fit = !(q_16bit && p.head_dim == 256);
+  const bool fp8_kv = p.paged ? p.quant == CacheQuant::kFp8 || (p.quant == CacheQuant::kBlockWiseFp8 && token_scales_fit)
+                              : p.kv_type == ElementType::kFp8;
   return (p.q_type == ElementType::kFp8 || q_16bit) && fp8_kv && wgmma_prefill_available();
 }
 
@@ -148,17 +152,31 @@ KvTensorMaps kv_tensor_maps(const AttentionParams& p) {
   return maps;
 }
 
+template <int D, bool kFp8Q, bool kTokenScales, class Fn>
+void with_wgmma_kernel(const AttentionParams& p, Fn&& fn) {
+  using Shape = WgmmaShape<D, kFp8Q, kTokenScales>;
+  if constexpr (kTokenScales) {
+    fn(KernelChoice<Shape, attention_wgmma_kernel<D, true, kFp8Q, true>, true>{});
+  } else if (p.paged) {
+    fn(KernelChoice<Shape, attention_wgmma_kernel<D, true, kFp8Q>, true>{});
+  } else {
+    fn(KernelChoice<Shape, attention_wgmma_kernel<D, false, kFp8Q>, true>{});
+  }
+}
+
 // Calls fn(KernelChoice) with the kernel that runs p, as planned (warps_m, wgmma).
 template <int D, class Fn>
 void with_kernel(const AttentionParams& p, Fn&& fn) {
   if (p.wgmma) {
-    if (p.q_type != ElementType::kFp8) {
-      using Shape = WgmmaShape<D, false>;
-      if (p.paged) return fn(KernelChoice<Shape, attention_wgmma_kernel<D, true, false>, true>{});
-      return fn(KernelChoice<Shape, attention_wgmma_kernel<D, false, false>, true>{});
+    const bool token_scales = p.paged && p.quant == CacheQuant::kBlockWiseFp8;
+    if (p.q_type == ElementType::kFp8) {
+      if (token_scales) return with_wgmma_kernel<D, true, true>(p, fn);
+      return with_wgmma_kernel<D, true, false>(p, fn);
     }
-    if (p.paged) return fn(KernelChoice<WgmmaShape<D>, attention_wgmma_kernel<D, true>, true>{});
-    return fn(KernelChoice<WgmmaShape<D>, attention_wgmma_kernel<D, false>, true>{});
+    if constexpr (D != 256) {  // (see wgmma_prefill_applies)
+      if (token_scales) return with_wgmma_kernel<D, false, true>(p, fn);
+    }
+    return with_wgmma_kernel<D, false, false>(p, fn);
   }
   if (!p.paged) {
     switch (p.kv_type) {

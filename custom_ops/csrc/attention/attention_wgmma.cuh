@@ -44,11 +44,12 @@ constexpr int wgmma_compute_groups(int head_dim) { return head_dim == 64 ? 3 : 2
 // Rows per CTA (the plan sizes its grid and key splits by it).
 constexpr int wgmma_rows(int head_dim) { return 64 * wgmma_compute_groups(head_dim); }
 
-template <int D, bool kFp8Query = true>
+template <int D, bool kFp8Query = true, bool kPerTokenScales = false>
 struct WgmmaShape {
   static_assert(D == 64 || D == 128 || D == 256, "head_dim 64, 128 or 256");
+  static_assert(!(kPerTokenScales && !kFp8Query && D == 256), "no room for per-token scales");
   static constexpr int kHeadDim = D;
-  static constexpr bool kFp8Q = kFp8Query;
+  static constexpr bool kFp8Q = kFp8Query, kTokenScales = kPerTokenScales;
   static constexpr int kComputeGroups = wgmma_compute_groups(D);
   static constexpr int kThreads = 128 * (1 + kComputeGroups);  // the copying warpgroup first
   static constexpr int kRows = wgmma_rows(D), kKeys = wgmma_tile_keys(D);
@@ -56,7 +57,10 @@ struct WgmmaShape {
   // of K and V as copied, 2 of fp16 V. With a 16-bit q 2 of fp16 K too, and the copies run
   // kStages - 1 tiles ahead of the widening: 4 stages at head_dim 64, 2 at 128, and at 256 (fp16
   // Q alone takes 64 KB) one: the next tile's copies wait for the widening of the last (225 KB).
-  static constexpr int kStages = kFp8Q || D == 64 ? 4 : D == 128 ? 2 : 1;
+  // Per-token scales (kTokenScales: a block_wise_fp8 cache) take a stage's room at head_dim 256
+  // with FP8 q and at 128 with a 16-bit q; a 16-bit q at 256 leaves no room for them.
+  static constexpr int kStages = kFp8Q ? (kTokenScales && D == 256 ? 3 : 4)
+                                       : D == 64 ? 4 : D == 128 && !kTokenScales ? 2 : 1;
   static constexpr int kV16Buffers = 2, kK16Buffers = kFp8Q ? 0 : 2;
   // FP8 rows sit in column tiles one swizzle wide: 128 bytes, two per row at head_dim 256; at
   // head_dim 64 the 64-byte swizzle and one.
@@ -76,7 +80,8 @@ struct WgmmaShape {
   // wgmma per k-step was faster. Those sums are of P as rounded to fp16, so the log-sum-exp moves
   // by up to 2^-12 (a row over a few keys): inside FP8 q's score error, but a 16-bit q keeps the
   // fp32 sums, with the mma.sync kernel's log-sum-exp.
-  static constexpr bool kRowSumsByMma = D == 64 && kFp8Q;
+  // (Not with per-token scales: P then goes to the tensor cores times each key's v scale.)
+  static constexpr bool kRowSumsByMma = D == 64 && kFp8Q && !kTokenScales;
   static constexpr int kV16BlockBytes = kKeys * 128;
   static constexpr int kV16Bytes = (D / 64 + kRowSumsByMma) * kV16BlockBytes;
   static constexpr int kK16Bytes = D / 64 * kV16BlockBytes;  // fp16 K (16-bit q): V16's layout
@@ -84,7 +89,16 @@ struct WgmmaShape {
   static constexpr int kStagesOffset = kQOffset + kQBytes;
   static constexpr int kK16Offset = kStagesOffset + kStages * kStageBytes;
   static constexpr int kV16Offset = kK16Offset + kK16Buffers * kK16Bytes;
-  static constexpr int kSmemBytes = kV16Offset + kV16Buffers * kV16Bytes + 1024;  // + 1024-byte alignment
+  // Per-token scales: a tile's k scales, then its v scales, in the table's format (fp32 or bf16),
+  // then the largest v scale of each warp that copied them (kKeys / 64 warps), in a ring of slots
+  // that a tile holds from its copies to its softmax: as long as its stage with FP8 q, and as its
+  // fp16 K with a 16-bit q, which frees the stage before.
+  static constexpr int kScaleSlots = kTokenScales ? kStages + kK16Buffers : 0;
+  static constexpr int kValueScalesOffset = kKeys * int(sizeof(float)), kScaleMaxOffset = 2 * kValueScalesOffset;
+  static constexpr int kScaleCopyWarps = kKeys / 64;
+  static constexpr int kScaleSlotBytes = kScaleMaxOffset + 16;
+  static constexpr int kScalesOffset = kV16Offset + kV16Buffers * kV16Bytes;
+  static constexpr int kSmemBytes = kScalesOffset + kScaleSlots * kScaleSlotBytes + 1024;  // + 1024-byte alignment
   // Registers per thread after the hand-over. The CTA launches with 65536 / kThreads each,
   // rounded down to a multiple of 8 (168 for 384 threads, 128 for 512); the computing warpgroups
   // share what the copying one gives up. At head_dim 64 they need 160: with 152 ptxas runs every
@@ -211,11 +225,21 @@ FA_DEVICE float stage_16bit_query(const AttentionParams& p, const CtaRows& cta, 
   return ldexpf(1.0f, -e);
 }
 
-template <int D, bool kPaged, bool kFp8Q = true>
-__global__ void __launch_bounds__(WgmmaShape<D, kFp8Q>::kThreads, 1)
+// Keys 2 pair and 2 pair + 1 of a tile's k or v scales as staged (the table's format).
+FA_DEVICE float2 staged_scale_pair(const uint8_t* scales, bool is_bf16, int pair) {
+  if (is_bf16) {
+    const uint32_t two = *reinterpret_cast<const uint32_t*>(scales + 4 * pair);
+    return make_float2(Bf16Format::to_float(uint16_t(two & 0xffffu)), Bf16Format::to_float(uint16_t(two >> 16)));
+  }
+  return *reinterpret_cast<const float2*>(scales + 8 * pair);
+}
+
+template <int D, bool kPaged, bool kFp8Q = true, bool kTokenScales = false>
+__global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 1)
     attention_wgmma_kernel(const AttentionParams p, const __grid_constant__ KvTensorMaps maps) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  using Shape = WgmmaShape<D, kFp8Q>;
+  static_assert(kPaged || !kTokenScales, "per-token scales are a paged cache's");
+  using Shape = WgmmaShape<D, kFp8Q, kTokenScales>;
   namespace roles = warp_roles;
   constexpr int kKeys = Shape::kKeys, kChunks = D / 16;  // 16-byte chunks per FP8 row
   constexpr int kQTile = Shape::kQTileBytes, kKTile = Shape::kKTileBytes;
@@ -268,6 +292,9 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q>::kThreads, 1)
   auto stage_of = [&](int tile) { return smem + Shape::kStagesOffset + (tile % kStages) * Shape::kStageBytes; };
   auto v16_of = [&](int tile) { return smem + Shape::kV16Offset + (tile % kV16Buffers) * Shape::kV16Bytes; };
   auto k16_of = [&](int tile) { return smem + Shape::kK16Offset + (tile % kK16Slots) * Shape::kK16Bytes; };
+  constexpr int kScaleSlots = Shape::kTokenScales ? Shape::kScaleSlots : 1;  // (none without per-token scales)
+  auto scales_of = [&](int tile) { return smem + Shape::kScalesOffset + (tile % kScaleSlots) * Shape::kScaleSlotBytes; };
+  auto scales_at = [&](int tile) { return smem_raw + (scales_of(tile) - smem_address(smem_raw)); };
   // A barrier of a ring of n completes its phase k when it has seen tile (its index) + k n: the
   // wait for `tile` checks the parity of phase tile / n, the wait for the release of the tile
   // that used the buffer before it that of the phase before.
@@ -327,6 +354,34 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q>::kThreads, 1)
     const int box_rows = Shape::box_rows(kPaged, p.layout.block_size);
     int next_block = -1;
     if (kPaged && maps.ready && thread * box_rows < kKeys) next_block = p.layout.block(cta.seq, range.begin + thread * box_rows);
+    // A tile's per-token scales: one key pair's k or v scales per thread, in the table's format.
+    // A pair never straddles a cache block (blocks hold an even number of keys). Keys past the
+    // sequence read as 0, the last key's partner too: a stale scale there (NaN, say) would meet a
+    // masked key's zero weight.
+    auto copy_token_scales = [&](int tile, int key0) {
+      if (thread >= kKeys) return;
+      const bool values = thread >= kKeys / 2;
+      const int pair = thread % (kKeys / 2), key = key0 + 2 * pair;
+      const ScaleTensor& table = values ? p.v_scale : p.k_scale;
+      const int64_t row = key < cta.k_len ? p.layout.row(cta.seq, key, kv_head) : -1;
+      const int keys = row < 0 ? 0 : min(cta.k_len - key, 2), bytes = table.is_bf16 ? 2 : 4;
+      const uint32_t dst = scales_of(tile) + (values ? Shape::kValueScalesOffset : 0) + pair * 2 * bytes;
+      const uint8_t* src = static_cast<const uint8_t*>(table.data) + (row < 0 ? 0 : row * bytes);
+      if (table.is_bf16) cp_async_prefix<4>(dst, src, keys * bytes);
+      else cp_async_prefix<8>(dst, src, keys * bytes);
+    };
+    // Once this thread's copies landed: the largest v scale of those its warp copied, for the
+    // computing warpgroups' reference (see scale_by_values).
+    auto note_value_scale_max = [&](int tile) {
+      if (thread < kKeys / 2 || thread >= kKeys) return;  // whole warps
+      const uint8_t* slot = scales_at(tile);
+      const float2 v = staged_scale_pair(slot + Shape::kValueScalesOffset, p.v_scale.is_bf16, thread - kKeys / 2);
+      float mx = fmaxf(v.x, v.y);
+      for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+      if (thread % 32 == 0) {
+        *reinterpret_cast<float*>(scales_at(tile) + Shape::kScaleMaxOffset + 4 * ((thread - kKeys / 2) / 32)) = mx;
+      }
+    };
     auto load_tile = [&](int tile) {
       const uint32_t stage = stage_of(tile);
       const int key0 = range.begin + tile * kKeys;
@@ -334,10 +389,10 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q>::kThreads, 1)
       // of a causal range): the softmax masks them for every row, as it masks a row's keys past
       // its own limit in any tile.
       const bool by_tma = maps.ready && key0 + kKeys <= cta.k_len;
-      if (by_tma && thread >= 32) return;
+      if (by_tma && thread >= 32 && !kTokenScales) return;  // the tensor copies are one warp's
       // (With a 16-bit q the copying warpgroup's own barrier after the widening frees a stage.)
       if (kFp8Q && tile >= kStages) roles::mbarrier_wait(k_free(tile), phase_of(tile, kStages) ^ 1u);
-      if (by_tma) {
+      if (by_tma && thread < 32) {
         // A whole tile of the sequence: boxes of its kKeys rows (contiguous keys) or of a cache
         // block's rows (at most kKeys), one per lane, K and V of every column tile.
         if (thread == 0) tma::expect_bytes(k_ready(tile), Shape::kStageBytes);
@@ -360,8 +415,9 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q>::kThreads, 1)
             tma::load_3d(dst + Shape::kKBytes + ct * kKTile, &maps.v, k_ready(tile), ct * Shape::kSwizzleBytes, y, z);
           }
         }
-        return;
       }
+      if constexpr (kTokenScales) copy_token_scales(tile, key0);
+      if (by_tma) return;
       // A tile past the sequence's last key (keys past it read as zeros), and caches without
       // tensor maps: a lookup per row. Unrolled (the table reads overlap) at head_dim 128 only:
       // elsewhere the copying warpgroup's registers then spilled in its loop (-7% at head_dim 256).
@@ -387,6 +443,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q>::kThreads, 1)
       roles::mbarrier_arrive(ready);
     };
     auto hand_over = [&](int tile) {
+      if constexpr (kTokenScales) note_value_scale_max(tile);
       wgmma::fence_shared_for_async();  // this thread's cp.async copies of K (and Q), for the wgmma reads
       roles::mbarrier_arrive(k_ready(tile));
       roles::mbarrier_wait(k_ready(tile), phase_of(tile, kStages));
@@ -546,11 +603,23 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q>::kThreads, 1)
   // at head_dim 128 (8 x 4096 +5%). The paged kernel lost 3-4% with it (it gained only 1% even
   // with no max at all, timing only), head_dim 64 1%, head_dim 256 4% at 1 x 16384.
   constexpr bool kWeighFirst = !kPaged && D == 128;
+  static_assert(!(kWeighFirst && kTokenScales), "scale_by_values takes the weights as softmax_max_first leaves them");
   static_assert(!(kWeighFirst && Shape::kRowSumsByMma), "settle_max adds the weights' sums itself");
   // S as the softmax reads it: scaled (unless the scale joins the exponent) and masked.
   auto prepare_scores = [&](int tile) {
     const int key0 = range.begin + tile * kKeys;
     const bool need_mask = key0 + kKeys > warp_min_limit;
+    if constexpr (kTokenScales) {  // each key's k scale, in fp32 (the masks below overwrite any NaN)
+      const uint8_t* k_scales = scales_at(tile);
+#pragma unroll
+      for (int m = 0; m < kKeys / 8; ++m) {  // registers 4m..4m + 3: keys 8m + 2t, 8m + 2t + 1 of both rows
+        const float2 k = staged_scale_pair(k_scales, p.k_scale.is_bf16, 4 * m + t);
+        s[4 * m] *= k.x;
+        s[4 * m + 1] *= k.y;
+        s[4 * m + 2] *= k.x;
+        s[4 * m + 3] *= k.y;
+      }
+    }
     if (!scale_in_exponent) {
 #pragma unroll
       for (int i = 0; i < kScoreRegs; ++i) s[i] *= scales.score;
@@ -589,6 +658,35 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q>::kThreads, 1)
         if constexpr (!Shape::kRowSumsByMma) sum += s[i] + s[i + 1];
       }
       if constexpr (!Shape::kRowSumsByMma) state[h].add_sum(sum);  // this lane's columns only: the lanes' sums add up at the end
+    }
+  };
+  // Per-token v scales (kTokenScales): the weights go to P V times v_scale / v_ref, v_ref the largest
+  // v scale seen so far, as in the mma.sync kernel: P stays at most 2^kMaxSlack in fp16, its sums
+  // stay those of the weights, and the accumulator takes v_ref at the end. A tile whose scales
+  // exceed v_ref rescales the accumulator (by `rescale`) to the new reference.
+  float v_ref = 0.0f, inv_ref = 0.0f;
+  auto scale_by_values = [&](int tile, float (&rescale)[2]) {
+    const uint8_t* slot = scales_at(tile);
+    float tile_ref = 0.0f;
+#pragma unroll
+    for (int w = 0; w < Shape::kScaleCopyWarps; ++w) {
+      tile_ref = fmaxf(tile_ref, *reinterpret_cast<const float*>(slot + Shape::kScaleMaxOffset + 4 * w));
+    }
+    if (tile_ref > v_ref) {  // uniform over the CTA
+      const float new_inv = __frcp_rn(tile_ref);
+      rescale[0] *= v_ref * new_inv;
+      rescale[1] *= v_ref * new_inv;
+      v_ref = tile_ref;
+      inv_ref = new_inv;
+    }
+#pragma unroll
+    for (int m = 0; m < kKeys / 8; ++m) {
+      const float2 v = staged_scale_pair(slot + Shape::kValueScalesOffset, p.v_scale.is_bf16, 4 * m + t);
+      const float x = v.x * inv_ref, y = v.y * inv_ref;
+      s[4 * m] *= x;
+      s[4 * m + 1] *= y;
+      s[4 * m + 2] *= x;
+      s[4 * m + 3] *= y;
     }
   };
   // A weight overflowed (a score 2^7 or more above its row's max, in the exponent's units), and S
@@ -710,6 +808,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q>::kThreads, 1)
     wgmma::fence_registers(s);
     prepare_scores(0);
     softmax_max_first(rescale);  // no row has a max yet; o is still 0: nothing to rescale
+    if constexpr (kTokenScales) scale_by_values(0, rescale);
     roles::mbarrier_arrive(qk_free(0));
     pack_p();
   }
@@ -724,7 +823,8 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q>::kThreads, 1)
     wgmma::wait<1>();  // Q K^T of tile + 1 (groups complete in order)
     wgmma::fence_registers(s);
     const bool max_pending = softmax(tile + 1, rescale, pending);
-    roles::mbarrier_arrive(qk_free(tile + 1));  // after the softmax, which reads the tile's unmapped_tile note
+    if constexpr (kTokenScales) scale_by_values(tile + 1, rescale);
+    roles::mbarrier_arrive(qk_free(tile + 1));  // after the softmax, which reads the tile's unmapped_tile note and scales
     wgmma::wait<0>();  // P V of tile
     wgmma::fence_registers(o);
     wgmma::fence_registers(pf);
@@ -766,7 +866,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q>::kThreads, 1)
       state[h].d += __shfl_xor_sync(0xffffffffu, state[h].d, 1);
       state[h].d += __shfl_xor_sync(0xffffffffu, state[h].d, 2);
     }
-    mult[h] = state[h].inv_sum() * scales.out;
+    mult[h] = state[h].inv_sum() * (kTokenScales ? v_ref : scales.out);
     const int2 place = row_place[row_g + 8 * h - cta.row0];
     if (t == 0 && place.x >= 0) store_lse(p, split, place.x, place.y, state[h].lse());
   }

@@ -321,7 +321,11 @@ PagedRun = collections.namedtuple("PagedRun", "got lse want want_lse score_error
 
 
 class TestPagedAttention(PlacedCase):
-    def make_cache(self, rng, quant, lens, heads, dim, block_size, dtype="bfloat16"):
+    def make_cache(self, rng, quant, lens, heads, dim, block_size, dtype="bfloat16", value_gain=None,
+                   scale_dtype="float32"):
+        """A cache holding `lens` random keys and values per sequence (values times `value_gain`
+        [tokens] where given; block_wise_fp8 scale tables in `scale_dtype`); returns (batch,
+        layer caches, block tables, real k and v)."""
         from_numpy = self.t
         batch = PagedBatch(rng, block_size, lens)
         caches = cache.allocate_kv_caches(1, batch.num_blocks, heads, block_size, dim, quant, dtype, self.place)
@@ -332,9 +336,14 @@ class TestPagedAttention(PlacedCase):
         lc = cache.layer_caches(caches, layer)
         k, _ = ref.random_half(rng, (sum(lens), heads, dim), dtype)
         v, _ = ref.random_half(rng, (sum(lens), heads, dim), dtype)
+        if value_gain is not None:
+            v = ref.half_bits_to_float(ref.to_half_bits(v * np.float32(value_gain)[:, None, None], dtype), dtype)
         tables = from_numpy(batch.block_tables)
         ops.write_cache_kv(from_numpy(k, dtype), from_numpy(v, dtype), lc.key_cache, lc.value_cache, tables,
                            from_numpy(cu_seqlens(lens)), from_numpy(np.zeros(len(lens), np.int32)), **lc.write_args())
+        if scale_dtype == "bfloat16":  # the tables as written, rounded to bf16
+            for name in ("k_scale_cache", "v_scale_cache"):
+                setattr(lc, name, from_numpy(ref.to_half_bits(to_numpy(getattr(lc, name)), "bfloat16"), "bfloat16"))
         real = []
         for c, dq, table in ((lc.key_cache, lc.k_dequant_scale, lc.k_scale_cache),
                              (lc.value_cache, lc.v_dequant_scale, lc.v_scale_cache)):
@@ -366,12 +375,14 @@ class TestPagedAttention(PlacedCase):
             setattr(lc, name, self.t(array, dtype))
 
     def run_paged(self, rng, quant, lens, q_lens, heads_q, heads_kv, dim, block_size, dtype="bfloat16",
-                  kv_end=None, unmap=(), fp8_q=False, poison=False, **kwargs):
-        """Writes `lens` tokens per sequence, optionally unmaps (sequence, logical block) entries
-        of the table and fills the slots left without a key with NaN (poison), attends with
-        `q_lens` queries per sequence (FP8 codes with a q_descale if fp8_q); returns (got, lse,
-        want, want_lse)."""
-        batch, lc, tables, (k_real, v_real) = self.make_cache(rng, quant, lens, heads_kv, dim, block_size, dtype)
+                  kv_end=None, unmap=(), fp8_q=False, poison=False, value_gain=None, scale_dtype="float32",
+                  **kwargs):
+        """Writes `lens` tokens per sequence (see make_cache), optionally unmaps (sequence, logical
+        block) entries of the table and fills the slots left without a key with NaN (poison),
+        attends with `q_lens` queries per sequence (FP8 codes with a q_descale if fp8_q); returns
+        (got, lse, want, want_lse)."""
+        batch, lc, tables, (k_real, v_real) = self.make_cache(rng, quant, lens, heads_kv, dim, block_size, dtype,
+                                                              value_gain, scale_dtype)
         for seq, logical in unmap:
             batch.block_tables[seq, logical] = -1
         if unmap:
@@ -499,6 +510,30 @@ class TestPagedAttention(PlacedCase):
                 unmap = sorted({(0, key // block_size) for key in (300, 1100, 1500, 1850)} | {(1, 650 // block_size)})
                 run = self.run_paged(rng, "cache_fp8", lens, q_lens, 8, 2, dim, block_size, unmap=unmap,
                                      fp8_q=fp8_q, num_splits=splits)
+                self.check(run, "float16")
+
+    @placed
+    def test_block_wise_chunked_prefill(self):
+        """Chunks over a block_wise_fp8 cache long enough for the prefill kernels (the sm_90a one
+        stages each tile's per-token scales beside its keys, except for a 16-bit q at head_dim
+        256): FP8 and bf16 q at every head_dim, block sizes against the tiles, fp32 and bf16 scale
+        tables, forced splits, kv_end cuts and unmapped blocks, NaN in every slot and scale that
+        holds no key (the odd lengths leave one beside a sequence's last scale). Every 61st value
+        is larger by a gain rising along the sequence: most tiles raise the largest value scale
+        so far, and what the tiles before them added must follow."""
+        lens, q_lens = [1000, 77, 9], [130, 1, 9]
+        gain = np.ones(sum(lens))
+        gain[::61] = 2.0 ** (np.arange(sum(lens))[::61] / 200.0)
+        cases = itertools.product((64, 128, 256), (True, False), (16, 64, 128), (("float32", None), ("bfloat16", 3)))
+        for dim, fp8_q, block_size, (scale_dtype, splits) in cases:
+            with self.subTest(dim=dim, fp8_q=fp8_q, block_size=block_size, scale_dtype=scale_dtype, splits=splits):
+                rng = seeded_rng(self, dim, fp8_q, block_size, splits)
+                kv_end = np.full(sum(q_lens), 10 ** 6, np.int32)
+                kv_end[[0, 7, 130]] = 0, 200, 0  # rows with no key, a cut mid-tile, a decode with none
+                run = self.run_paged(rng, "block_wise_fp8", lens, q_lens, 8, 2, dim, block_size, kv_end=kv_end,
+                                     unmap=[(0, 0), (0, 2), (0, 700 // block_size)], poison=True, fp8_q=fp8_q,
+                                     num_splits=splits, value_gain=gain, scale_dtype=scale_dtype)
+                self.assertTrue((run.got[[0, 130]] == 0).all() and np.isneginf(run.lse[:, [0, 130]]).all())
                 self.check(run, "float16")
 
     @placed

@@ -483,8 +483,9 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
     // The copies of tile j + 2 go out before tile j's V is widened, except in the paged kernel at
     // head_dim 128, which widens first: there 8 x 4096 588 -> 599 TFLOP/s, while the other kernels
     // lost with that order (-1.5% contiguous at head_dim 128, -5% at 256, where the widening sets
-    // the pace).
-    constexpr bool kCopiesAfterWidening = kPaged && D == 128;
+    // the pace). With three stages they must widen first: tile j + 2 takes tile j - 1's stage,
+    // whose V the other copying threads may widen until they all reach tile j's hand-over.
+    constexpr bool kCopiesAfterWidening = (kPaged && D == 128) || kStages < 4;
     auto copy_ahead = [&](int tile) {
       if (tile + 2 < range.tiles) load_tile(tile + 2);
       cp_async_commit();

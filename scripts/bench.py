@@ -488,7 +488,7 @@ def bench_paged_decode(rng, args):
 PREFILL_SHAPES = ((8, 4096), (1, 16384))  # (sequences, tokens each), causal
 PREFILL_HQ, PREFILL_HKV, PREFILL_DIM, PREFILL_BLOCK = 32, 8, 128, 64
 PREFILL_VARIANTS = ("fp8 q/k/v", "bf16 q, fp8 k/v", "bf16", "fp8 q, paged cache_fp8", "bf16 q, paged cache_fp8",
-                    "bf16 q, paged block_wise_fp8")
+                    "fp8 q, paged block_wise_fp8", "bf16 q, paged block_wise_fp8")
 
 
 def prefill_row(rng, args, seqs, length, hq, hkv, dim, variant):

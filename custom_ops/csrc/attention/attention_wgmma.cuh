@@ -89,14 +89,16 @@ struct WgmmaShape {
   static constexpr int kStagesOffset = kQOffset + kQBytes;
   static constexpr int kK16Offset = kStagesOffset + kStages * kStageBytes;
   static constexpr int kV16Offset = kK16Offset + kK16Buffers * kK16Bytes;
-  // Per-token scales: a tile's k scales, then its v scales, in the table's format (fp32 or bf16),
-  // then the largest v scale of each warp that copied them (kKeys / 64 warps), in a ring of slots
-  // that a tile holds from its copies to its softmax: as long as its stage with FP8 q, and as its
-  // fp16 K with a 16-bit q, which frees the stage before.
+  // Per-token scales: a tile's k scales and its v scales as copied (the table's format, fp32 or
+  // bf16), its v scales over the reference v_ref (fp32; see weigh_values), then v_ref and the
+  // largest v scale of each warp that copied them (kKeys / 64 warps). In a ring of slots that a
+  // tile holds from its copies to its softmax: as long as its stage with FP8 q, and as its fp16 K
+  // with a 16-bit q, which frees the stage before.
   static constexpr int kScaleSlots = kTokenScales ? kStages + kK16Buffers : 0;
-  static constexpr int kValueScalesOffset = kKeys * int(sizeof(float)), kScaleMaxOffset = 2 * kValueScalesOffset;
-  static constexpr int kScaleCopyWarps = kKeys / 64;
-  static constexpr int kScaleSlotBytes = kScaleMaxOffset + 16;
+  static constexpr int kScaleArrayBytes = kKeys * int(sizeof(float));
+  static constexpr int kValueScalesOffset = kScaleArrayBytes, kValueWeightsOffset = 2 * kScaleArrayBytes;
+  static constexpr int kValueRefOffset = 3 * kScaleArrayBytes, kScaleCopyWarps = kKeys / 64;
+  static constexpr int kScaleSlotBytes = kValueRefOffset + 16;
   static constexpr int kScalesOffset = kV16Offset + kV16Buffers * kV16Bytes;
   static constexpr int kSmemBytes = kScalesOffset + kScaleSlots * kScaleSlotBytes + 1024;  // + 1024-byte alignment
   // Registers per thread after the hand-over. The CTA launches with 65536 / kThreads each,
@@ -253,6 +255,11 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
   constexpr bool kOutputInStages = kGroups + int(kFp8Q) <= kStages;
   static_assert(kOutputInStages || (!kFp8Q && kGroups <= kK16Buffers), "a buffer per computing warpgroup at the end");
   constexpr int kOutputBufferBytes = kOutputInStages ? Shape::kStageBytes : Shape::kK16Bytes;
+  // Named barriers: 1 the copying warpgroup's (16-bit q), 2 + w computing warpgroup w's turn at
+  // the tensor cores, 2 + kGroups + w its epilogue's (and its q staging's), then the v-copying
+  // warps' (weigh_values).
+  constexpr int kValueWarpsBarrier = 2 + 2 * kGroups;
+  static_assert(kValueWarpsBarrier < 16, "16 named barriers");
   // A tile's note that it met an unmapped cache block, at unmapped_tile[tile % kNotes], read by
   // the softmax. The copying warpgroup writes tile j's when it copies it: with FP8 q once tile
   // j - kStages released its stage (after its softmax); with a 16-bit q once it has widened tile
@@ -370,17 +377,31 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
       if (table.is_bf16) cp_async_prefix<4>(dst, src, keys * bytes);
       else cp_async_prefix<8>(dst, src, keys * bytes);
     };
-    // Once this thread's copies landed: the largest v scale of those its warp copied, for the
-    // computing warpgroups' reference (see scale_by_values).
-    auto note_value_scale_max = [&](int tile) {
+    // Once this thread's copies landed: its pair's v scales over v_ref, the largest v scale of the
+    // tiles so far, for the computing warpgroups' P (see scale_by_values), and v_ref. Every
+    // v-copying thread keeps v_ref; their warps pool their maxima through the slot.
+    float value_ref = 0.0f, value_inv = 0.0f;
+    auto weigh_values = [&](int tile) {
       if (thread < kKeys / 2 || thread >= kKeys) return;  // whole warps
-      const uint8_t* slot = scales_at(tile);
-      const float2 v = staged_scale_pair(slot + Shape::kValueScalesOffset, p.v_scale.is_bf16, thread - kKeys / 2);
+      uint8_t* slot = scales_at(tile);
+      const int pair = thread - kKeys / 2;
+      const float2 v = staged_scale_pair(slot + Shape::kValueScalesOffset, p.v_scale.is_bf16, pair);
       float mx = fmaxf(v.x, v.y);
       for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-      if (thread % 32 == 0) {
-        *reinterpret_cast<float*>(scales_at(tile) + Shape::kScaleMaxOffset + 4 * ((thread - kKeys / 2) / 32)) = mx;
+      if constexpr (Shape::kScaleCopyWarps > 1) {
+        float* maxima = reinterpret_cast<float*>(slot + Shape::kValueRefOffset + 4);
+        if (thread % 32 == 0) maxima[pair / 32] = mx;
+        roles::named_sync(kValueWarpsBarrier, 32 * Shape::kScaleCopyWarps);
+#pragma unroll
+        for (int w = 0; w < Shape::kScaleCopyWarps; ++w) mx = fmaxf(mx, maxima[w]);
       }
+      if (mx > value_ref) {  // uniform over these warps
+        value_ref = mx;
+        value_inv = __frcp_rn(mx);
+      }
+      *reinterpret_cast<float2*>(slot + Shape::kValueWeightsOffset + 8 * pair) =
+          make_float2(v.x * value_inv, v.y * value_inv);
+      if (pair == 0) *reinterpret_cast<float*>(slot + Shape::kValueRefOffset) = value_ref;
     };
     auto load_tile = [&](int tile) {
       const uint32_t stage = stage_of(tile);
@@ -443,7 +464,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
       roles::mbarrier_arrive(ready);
     };
     auto hand_over = [&](int tile) {
-      if constexpr (kTokenScales) note_value_scale_max(tile);
+      if constexpr (kTokenScales) weigh_values(tile);
       wgmma::fence_shared_for_async();  // this thread's cp.async copies of K (and Q), for the wgmma reads
       roles::mbarrier_arrive(k_ready(tile));
       roles::mbarrier_wait(k_ready(tile), phase_of(tile, kStages));
@@ -663,31 +684,26 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
   };
   // Per-token v scales (kTokenScales): the weights go to P V times v_scale / v_ref, v_ref the largest
   // v scale seen so far, as in the mma.sync kernel: P stays at most 2^kMaxSlack in fp16, its sums
-  // stay those of the weights, and the accumulator takes v_ref at the end. A tile whose scales
-  // exceed v_ref rescales the accumulator (by `rescale`) to the new reference.
-  float v_ref = 0.0f, inv_ref = 0.0f;
+  // stay those of the weights, and the accumulator takes v_ref at the end. The copying warpgroup
+  // works out the quotients and v_ref (weigh_values); a tile that raises v_ref rescales the
+  // accumulator (by `rescale`) to it.
+  float v_ref = 0.0f;
   auto scale_by_values = [&](int tile, float (&rescale)[2]) {
     const uint8_t* slot = scales_at(tile);
-    float tile_ref = 0.0f;
-#pragma unroll
-    for (int w = 0; w < Shape::kScaleCopyWarps; ++w) {
-      tile_ref = fmaxf(tile_ref, *reinterpret_cast<const float*>(slot + Shape::kScaleMaxOffset + 4 * w));
-    }
+    const float tile_ref = *reinterpret_cast<const float*>(slot + Shape::kValueRefOffset);
     if (tile_ref > v_ref) {  // uniform over the CTA
-      const float new_inv = __frcp_rn(tile_ref);
-      rescale[0] *= v_ref * new_inv;
-      rescale[1] *= v_ref * new_inv;
+      const float ratio = v_ref * __frcp_rn(tile_ref);
+      rescale[0] *= ratio;
+      rescale[1] *= ratio;
       v_ref = tile_ref;
-      inv_ref = new_inv;
     }
 #pragma unroll
     for (int m = 0; m < kKeys / 8; ++m) {
-      const float2 v = staged_scale_pair(slot + Shape::kValueScalesOffset, p.v_scale.is_bf16, 4 * m + t);
-      const float x = v.x * inv_ref, y = v.y * inv_ref;
-      s[4 * m] *= x;
-      s[4 * m + 1] *= y;
-      s[4 * m + 2] *= x;
-      s[4 * m + 3] *= y;
+      const float2 w = *reinterpret_cast<const float2*>(slot + Shape::kValueWeightsOffset + 8 * (4 * m + t));
+      s[4 * m] *= w.x;
+      s[4 * m + 1] *= w.y;
+      s[4 * m + 2] *= w.x;
+      s[4 * m + 3] *= w.y;
     }
   };
   // A weight overflowed (a score 2^7 or more above its row's max, in the exponent's units), and S

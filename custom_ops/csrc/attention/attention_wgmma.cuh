@@ -90,7 +90,7 @@ struct WgmmaShape {
   static constexpr int kK16Offset = kStagesOffset + kStages * kStageBytes;
   static constexpr int kV16Offset = kK16Offset + kK16Buffers * kK16Bytes;
   // Per-token scales: a tile's k scales and its v scales as copied (the table's format, fp32 or
-  // bf16), its v scales over the reference v_ref (fp32; see weigh_values), then v_ref and the
+  // bf16), its v scales over the reference v_ref (fp16; see weigh_values), then v_ref and the
   // largest v scale of each warp that copied them (kKeys / 64 warps). In a ring of slots that a
   // tile holds from its copies to its softmax: as long as its stage with FP8 q, and as its fp16 K
   // with a 16-bit q, which frees the stage before.
@@ -378,7 +378,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
       else cp_async_prefix<8>(dst, src, keys * bytes);
     };
     // Once this thread's copies landed: its pair's v scales over v_ref, the largest v scale of the
-    // tiles so far, for the computing warpgroups' P (see scale_by_values), and v_ref. Every
+    // tiles so far, in fp16 for the computing warpgroups' P (see scale_by_values), and v_ref. Every
     // v-copying thread keeps v_ref; their warps pool their maxima through the slot.
     float value_ref = 0.0f, value_inv = 0.0f;
     auto weigh_values = [&](int tile) {
@@ -399,8 +399,8 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
         value_ref = mx;
         value_inv = __frcp_rn(mx);
       }
-      *reinterpret_cast<float2*>(slot + Shape::kValueWeightsOffset + 8 * pair) =
-          make_float2(v.x * value_inv, v.y * value_inv);
+      *reinterpret_cast<__half2*>(slot + Shape::kValueWeightsOffset + 4 * pair) =
+          __floats2half2_rn(v.x * value_inv, v.y * value_inv);
       if (pair == 0) *reinterpret_cast<float*>(slot + Shape::kValueRefOffset) = value_ref;
     };
     auto load_tile = [&](int tile) {
@@ -622,10 +622,11 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
   constexpr float kMaxSlack = 8.0f, kMaxWeight = 256.0f;  // 2^kMaxSlack
   const float exponent_scale = scale_in_exponent ? scales.score : 1.0f;
   // The weights before the max (softmax, settle_max) where that was faster: the contiguous kernel
-  // at head_dim 128 (8 x 4096 +5%). The paged kernel lost 3-4% with it (it gained only 1% even
-  // with no max at all, timing only), head_dim 64 1%, head_dim 256 4% at 1 x 16384.
-  constexpr bool kWeighFirst = !kPaged && D == 128;
-  static_assert(!(kWeighFirst && kTokenScales), "scale_by_values takes the weights as softmax_max_first leaves them");
+  // at head_dim 128 (8 x 4096 +5%), and per-token scales but at head_dim 128 (head_dim 256 +2%,
+  // 64 with a 16-bit q +5%; at 128 -3%). The paged kernel over one scale lost 3-4% with it (it
+  // gained only 1% even with no max at all, timing only), head_dim 64 1%, head_dim 256 4% at
+  // 1 x 16384.
+  constexpr bool kWeighFirst = kTokenScales ? D != 128 : !kPaged && D == 128;
   static_assert(!(kWeighFirst && Shape::kRowSumsByMma), "settle_max adds the weights' sums itself");
   // S as the softmax reads it: scaled (unless the scale joins the exponent) and masked.
   auto prepare_scores = [&](int tile) {
@@ -685,8 +686,9 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
   // Per-token v scales (kTokenScales): the weights go to P V times v_scale / v_ref, v_ref the largest
   // v scale seen so far, as in the mma.sync kernel: P stays at most 2^kMaxSlack in fp16, its sums
   // stay those of the weights, and the accumulator takes v_ref at the end. The copying warpgroup
-  // works out the quotients and v_ref (weigh_values); a tile that raises v_ref rescales the
-  // accumulator (by `rescale`) to it.
+  // works out the quotients, in fp16, and v_ref (weigh_values); here they multiply P as packed
+  // (two weights an instruction; the quotient's rounding and the product's add two fp16 roundings
+  // to P's), and a tile that raises v_ref rescales the accumulator (by `rescale`) to it.
   float v_ref = 0.0f;
   auto scale_by_values = [&](int tile, float (&rescale)[2]) {
     const uint8_t* slot = scales_at(tile);
@@ -699,11 +701,12 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
     }
 #pragma unroll
     for (int m = 0; m < kKeys / 8; ++m) {
-      const float2 w = *reinterpret_cast<const float2*>(slot + Shape::kValueWeightsOffset + 8 * (4 * m + t));
-      s[4 * m] *= w.x;
-      s[4 * m + 1] *= w.y;
-      s[4 * m + 2] *= w.x;
-      s[4 * m + 3] *= w.y;
+      const __half2 w = *reinterpret_cast<const __half2*>(slot + Shape::kValueWeightsOffset + 4 * (4 * m + t));
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const __half2 x = __hmul2(MmaFp16::as_half2(pf[m / 2][2 * (m % 2) + h]), w);
+        pf[m / 2][2 * (m % 2) + h] = *reinterpret_cast<const uint32_t*>(&x);
+      }
     }
   };
   // A weight overflowed (a score 2^7 or more above its row's max, in the exponent's units), and S
@@ -825,9 +828,9 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
     wgmma::fence_registers(s);
     prepare_scores(0);
     softmax_max_first(rescale);  // no row has a max yet; o is still 0: nothing to rescale
+    pack_p();
     if constexpr (kTokenScales) scale_by_values(0, rescale);
     roles::mbarrier_arrive(qk_free(0));
-    pack_p();
   }
 #pragma unroll 1
   for (int tile = 0; tile + 1 < range.tiles; ++tile) {
@@ -840,16 +843,21 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
     wgmma::wait<1>();  // Q K^T of tile + 1 (groups complete in order)
     wgmma::fence_registers(s);
     const bool max_pending = softmax(tile + 1, rescale, pending);
-    if constexpr (kTokenScales) scale_by_values(tile + 1, rescale);
-    roles::mbarrier_arrive(qk_free(tile + 1));  // after the softmax, which reads the tile's unmapped_tile note and scales
-    wgmma::wait<0>();  // P V of tile
+    // After the softmax, which reads the tile's unmapped_tile note and k scales; with per-token
+    // scales after scale_by_values, which reads its v weights.
+    if constexpr (!kTokenScales) roles::mbarrier_arrive(qk_free(tile + 1));
+    wgmma::wait<0>();  // P V of tile (it reads pf: P of tile + 1 goes there only now)
     wgmma::fence_registers(o);
     wgmma::fence_registers(pf);
     if constexpr (Shape::kRowSumsByMma) wgmma::fence_registers(row_sums);
     roles::mbarrier_arrive(v16_free(tile));
+    if constexpr (kWeighFirst || kTokenScales) pack_p();  // (scale_by_values takes P packed)
     if constexpr (kWeighFirst) {
-      pack_p();
       if (max_pending) settle_max(tile + 1, rescale, pending);
+    }
+    if constexpr (kTokenScales) {
+      scale_by_values(tile + 1, rescale);
+      roles::mbarrier_arrive(qk_free(tile + 1));
     }
     // Once a row's max settles most tiles leave it: skip the rescale where the whole warp's do.
     if (!__all_sync(0xffffffffu, rescale[0] == 1.0f && rescale[1] == 1.0f)) {
@@ -860,7 +868,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
 #pragma unroll
       for (int i = 0; i < 4; ++i) row_sums[i] *= rescale[(i >> 1) & 1];
     }
-    if constexpr (!kWeighFirst) pack_p();
+    if constexpr (!kWeighFirst && !kTokenScales) pack_p();
   }
   if (range.tiles > 0) {
     roles::mbarrier_wait(v16_ready(range.tiles - 1), phase_of(range.tiles - 1, kV16Buffers));

@@ -16,8 +16,9 @@
 // change. (An FP8 P V would need V transposed: FP8 wgmma operands must be K-major.) Each computing
 // warpgroup keeps P V of tile j and Q K^T of tile j + 1 in flight while it runs the softmax of tile
 // j + 1, and they take turns to issue their wgmmas, so that one's softmax runs while the others'
-// matrix products do. At head_dim 128 over contiguous keys the softmax weighs a tile against the
-// row's running max and checks the tile's max afterwards (softmax, settle_max).
+// matrix products do. At head_dim 128 over contiguous keys, and mostly over per-token scales, the
+// softmax weighs a tile against the row's running max and checks the tile's max afterwards
+// (softmax, settle_max).
 //
 // A 16-bit q (kFp8Q false) goes to shared memory as fp16, a bf16 q times a power of two as in the
 // mma.sync kernel (so every element stays exact), each computing warpgroup its own rows while the
@@ -89,11 +90,12 @@ struct WgmmaShape {
   static constexpr int kStagesOffset = kQOffset + kQBytes;
   static constexpr int kK16Offset = kStagesOffset + kStages * kStageBytes;
   static constexpr int kV16Offset = kK16Offset + kK16Buffers * kK16Bytes;
-  // Per-token scales: a tile's k scales and its v scales as copied (the table's format, fp32 or
-  // bf16), its v scales over the reference v_ref (fp16; see weigh_values), then v_ref and the
-  // largest v scale of each warp that copied them (kKeys / 64 warps). In a ring of slots that a
-  // tile holds from its copies to its softmax: as long as its stage with FP8 q, and as its fp16 K
-  // with a 16-bit q, which frees the stage before.
+  // Per-token scales: a tile's k scales and its v scales as copied (a key pair in 8 bytes, in the
+  // table's format, fp32 or bf16; the k scales at head_dim 64 then times the score scale, fp32:
+  // see weigh_keys), its v scales over the reference v_ref (fp16; see weigh_values), then v_ref
+  // and the largest v scale of each warp that copied them (kKeys / 64 warps). In a ring of slots
+  // that a tile holds from its copies to its softmax: as long as its stage with FP8 q, and as its
+  // fp16 K with a 16-bit q, which frees the stage before.
   static constexpr int kScaleSlots = kTokenScales ? kStages + kK16Buffers : 0;
   static constexpr int kScaleArrayBytes = kKeys * int(sizeof(float));
   static constexpr int kValueScalesOffset = kScaleArrayBytes, kValueWeightsOffset = 2 * kScaleArrayBytes;
@@ -227,10 +229,10 @@ FA_DEVICE float stage_16bit_query(const AttentionParams& p, const CtaRows& cta, 
   return ldexpf(1.0f, -e);
 }
 
-// Keys 2 pair and 2 pair + 1 of a tile's k or v scales as staged (the table's format).
+// Keys 2 pair and 2 pair + 1 of a tile's k or v scales as staged (8 bytes a pair, the table's format).
 FA_DEVICE float2 staged_scale_pair(const uint8_t* scales, bool is_bf16, int pair) {
   if (is_bf16) {
-    const uint32_t two = *reinterpret_cast<const uint32_t*>(scales + 4 * pair);
+    const uint32_t two = *reinterpret_cast<const uint32_t*>(scales + 8 * pair);
     return make_float2(Bf16Format::to_float(uint16_t(two & 0xffffu)), Bf16Format::to_float(uint16_t(two >> 16)));
   }
   return *reinterpret_cast<const float2*>(scales + 8 * pair);
@@ -242,6 +244,11 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   static_assert(kPaged || !kTokenScales, "per-token scales are a paged cache's");
   using Shape = WgmmaShape<D, kFp8Q, kTokenScales>;
+  // Per-token scales: where the copying warpgroup multiplies each key's k scale by the score scale
+  // (weigh_keys): at head_dim 64 (FP8 q 333 -> 354 TFLOP/s at 8 x 4096), whose softmax weighs most
+  // against the matrix products. Elsewhere the copying warpgroup sets more of the pace (with it
+  // head_dim 128 with a 16-bit q lost 2-4%, 256 4%), and the computing warpgroups fold it.
+  constexpr bool kFoldKeysInCopies = kTokenScales && D == 64;
   namespace roles = warp_roles;
   constexpr int kKeys = Shape::kKeys, kChunks = D / 16;  // 16-byte chunks per FP8 row
   constexpr int kQTile = Shape::kQTileBytes, kKTile = Shape::kKTileBytes;
@@ -372,10 +379,19 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
       const ScaleTensor& table = values ? p.v_scale : p.k_scale;
       const int64_t row = key < cta.k_len ? p.layout.row(cta.seq, key, kv_head) : -1;
       const int keys = row < 0 ? 0 : min(cta.k_len - key, 2), bytes = table.is_bf16 ? 2 : 4;
-      const uint32_t dst = scales_of(tile) + (values ? Shape::kValueScalesOffset : 0) + pair * 2 * bytes;
+      const uint32_t dst = scales_of(tile) + (values ? Shape::kValueScalesOffset : 0) + 8 * pair;
       const uint8_t* src = static_cast<const uint8_t*>(table.data) + (row < 0 ? 0 : row * bytes);
       if (table.is_bf16) cp_async_prefix<4>(dst, src, keys * bytes);
       else cp_async_prefix<8>(dst, src, keys * bytes);
+    };
+    // Once this thread's copies landed (kFoldKeysInCopies): its pair's k scales times the score
+    // scale, in fp32 in place, so that the computing warpgroups take one multiply per score for
+    // both (see softmax). A 16-bit q's power of two stays with them: it differs between them.
+    const float key_scale = kFoldKeysInCopies ? fold_scales<kPaged>(p, cta.seq, kv_head).score : 0.0f;
+    auto weigh_keys = [&](int tile) {
+      if (thread >= kKeys / 2) return;  // whole warps
+      const float2 k = staged_scale_pair(scales_at(tile), p.k_scale.is_bf16, thread);
+      *reinterpret_cast<float2*>(scales_at(tile) + 8 * thread) = make_float2(k.x * key_scale, k.y * key_scale);
     };
     // Once this thread's copies landed: its pair's v scales over v_ref, the largest v scale of the
     // tiles so far, in fp16 for the computing warpgroups' P (see scale_by_values), and v_ref. Every
@@ -464,7 +480,10 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
       roles::mbarrier_arrive(ready);
     };
     auto hand_over = [&](int tile) {
-      if constexpr (kTokenScales) weigh_values(tile);
+      if constexpr (kTokenScales) {
+        if constexpr (kFoldKeysInCopies) weigh_keys(tile);
+        weigh_values(tile);
+      }
       wgmma::fence_shared_for_async();  // this thread's cp.async copies of K (and Q), for the wgmma reads
       roles::mbarrier_arrive(k_ready(tile));
       roles::mbarrier_wait(k_ready(tile), phase_of(tile, kStages));
@@ -534,11 +553,13 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
   float row_sums[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // kRowSumsByMma: P's row sums, laid out as o's columns
   const uint32_t q_tile = smem + Shape::kQOffset + wg * 64 * (kFp8Q ? Shape::kSwizzleBytes : 128);
   FoldedScales scales = fold_scales<kPaged>(p, cta.seq, kv_head);
+  float query_power = 1.0f;
   if constexpr (!kFp8Q) {  // each warpgroup stages its rows of a 16-bit q; its power of two joins the scale
     if (range.tiles > 0) {
       const int barrier = 2 + kGroups + wg;  // the epilogue's, free until then
-      scales.score *= stage_16bit_query<Shape>(p, cta, kv_head, 64 * wg, smem + Shape::kQOffset, threadIdx.x % 128,
-                                               barrier, q_amax_bits[wg]);
+      query_power = stage_16bit_query<Shape>(p, cta, kv_head, 64 * wg, smem + Shape::kQOffset, threadIdx.x % 128,
+                                             barrier, q_amax_bits[wg]);
+      scales.score *= query_power;
       wgmma::fence_shared_for_async();
       roles::named_sync(barrier, 128);
     }
@@ -614,29 +635,39 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
   // Scale, mask and online softmax of S in place (S becomes P); the factor for the accumulator.
   // Register i: row h = (i >> 1) & 1, key 8 (i / 4) + 2t + (i & 1). For a positive scale (every
   // real one) the row max is taken over the raw scores and the scale joins the exponent's
-  // fused multiply-add; otherwise the scores are scaled first.
-  const bool scale_in_exponent = scales.score > 0.0f;
+  // fused multiply-add; otherwise the scores are scaled first. Where the copying warpgroup folds
+  // the score scale into the k scales (weigh_keys) the exponent takes only a 16-bit q's power of two.
+  const bool scale_in_exponent = kFoldKeysInCopies || scales.score > 0.0f;
   // The row max moves only when a tile's exceeds it by more than 8: P then stays at most 2^8 (fp16
   // keeps its relative precision there), and the accumulator's rescale, 64 multiplies, drops out
   // of most tiles.
   constexpr float kMaxSlack = 8.0f, kMaxWeight = 256.0f;  // 2^kMaxSlack
-  const float exponent_scale = scale_in_exponent ? scales.score : 1.0f;
+  const float exponent_scale = kFoldKeysInCopies ? query_power : scale_in_exponent ? scales.score : 1.0f;
   // The weights before the max (softmax, settle_max) where that was faster: the contiguous kernel
-  // at head_dim 128 (8 x 4096 +5%), and per-token scales but at head_dim 128 (head_dim 256 +2%,
-  // 64 with a 16-bit q +5%; at 128 -3%). The paged kernel over one scale lost 3-4% with it (it
-  // gained only 1% even with no max at all, timing only), head_dim 64 1%, head_dim 256 4% at
-  // 1 x 16384.
-  constexpr bool kWeighFirst = kTokenScales ? D != 128 : !kPaged && D == 128;
+  // at head_dim 128 (8 x 4096 +5%), and per-token scales but with a 16-bit q at head_dim 128
+  // (head_dim 256 +2%, 64 with a 16-bit q +5%; at 128 -3%). With FP8 q the k scales then join
+  // the exponent's multiply-add (softmax): at head_dim 128 483 -> 498 TFLOP/s at 8 x 4096. The
+  // paged kernel over one scale lost 3-4% with it (it gained only 1% even with no max at all,
+  // timing only), head_dim 64 1%, head_dim 256 4% at 1 x 16384.
+  constexpr bool kWeighFirst = kTokenScales ? D != 128 || kFp8Q : !kPaged && D == 128;
   static_assert(!(kWeighFirst && Shape::kRowSumsByMma), "settle_max adds the weights' sums itself");
+  // A tile's k scales for registers 4m..4m + 3 (keys 8m + 2t, 8m + 2t + 1 of both rows) as staged:
+  // fp32 and times the score scale where the copying warpgroup folded it.
+  auto key_scale_pair = [&](int tile, int m) {
+    return staged_scale_pair(scales_at(tile), !kFoldKeysInCopies && p.k_scale.is_bf16, 4 * m + t);
+  };
+  // Whether a row of the warp stops inside the tile (need_mask), and whether it met an unmapped
+  // cache block: rare, and kept out of the common path (as a predicated branch its 32 table reads
+  // cost as much as the softmax).
+  auto need_mask = [&](int tile) { return range.begin + (tile + 1) * kKeys > warp_min_limit; };
+  auto unmapped = [&](int tile) { return kPaged && __builtin_expect(unmapped_tile[tile % kNotes] == tile, 0); };
   // S as the softmax reads it: scaled (unless the scale joins the exponent) and masked.
   auto prepare_scores = [&](int tile) {
     const int key0 = range.begin + tile * kKeys;
-    const bool need_mask = key0 + kKeys > warp_min_limit;
-    if constexpr (kTokenScales) {  // each key's k scale, in fp32 (the masks below overwrite any NaN)
-      const uint8_t* k_scales = scales_at(tile);
+    if constexpr (kTokenScales) {  // times each key's k scale (the masks below overwrite any NaN)
 #pragma unroll
-      for (int m = 0; m < kKeys / 8; ++m) {  // registers 4m..4m + 3: keys 8m + 2t, 8m + 2t + 1 of both rows
-        const float2 k = staged_scale_pair(k_scales, p.k_scale.is_bf16, 4 * m + t);
+      for (int m = 0; m < kKeys / 8; ++m) {
+        const float2 k = key_scale_pair(tile, m);
         s[4 * m] *= k.x;
         s[4 * m + 1] *= k.y;
         s[4 * m + 2] *= k.x;
@@ -647,15 +678,13 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
 #pragma unroll
       for (int i = 0; i < kScoreRegs; ++i) s[i] *= scales.score;
     }
-    if (__builtin_expect(need_mask, 0)) {  // a branch, not predication: most tiles need no mask
+    if (__builtin_expect(need_mask(tile), 0)) {  // a branch, not predication: most tiles need no mask
 #pragma unroll
       for (int i = 0; i < kScoreRegs; ++i) {
         if (key0 + 8 * (i / 4) + 2 * t + (i & 1) >= limit[(i >> 1) & 1]) s[i] = -INFINITY;
       }
     }
-    // Columns of unmapped cache blocks: rare, and kept out of the common path (as a predicated
-    // branch its 32 table reads cost as much as the softmax). Both keys of a pair share a block.
-    if (kPaged && __builtin_expect(unmapped_tile[tile % kNotes] == tile, 0)) {
+    if (unmapped(tile)) {  // both keys of a pair share a block
 #pragma unroll
       for (int i = 0; i < kScoreRegs; i += 2) {
         if (p.layout.row(cta.seq, key0 + 8 * (i / 4) + 2 * t, kv_head) < 0) s[i] = s[i + 1] = -INFINITY;
@@ -747,19 +776,36 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
   // the exponentials then holds no max reduction and no shuffles (+5% at head_dim 128, where
   // removing the max altogether, timing only, gave +9%). Returns whether it went that way
   // (uniform over the warp); the weights' sums then wait in `pending` for the check.
+  // With FP8 q over per-token scales, a tile that no mask touches takes each key's k scale times
+  // the score scale in the exponent's multiply-add (its one multiply per score, as over a single
+  // scale, but for the k scale pair's 2 where the copying warpgroup did not fold them).
   auto softmax = [&](int tile, float (&rescale)[2], float (&pending)[2]) {
-    prepare_scores(tile);
-    if (!kWeighFirst || !__all_sync(0xffffffffu, !state[0].is_empty() && !state[1].is_empty())) {
+    const bool weigh_first = kWeighFirst && __all_sync(0xffffffffu, !state[0].is_empty() && !state[1].is_empty());
+    const bool keys_in_exponent = kTokenScales && kFp8Q && weigh_first && !need_mask(tile) && !unmapped(tile);
+    if (!keys_in_exponent) prepare_scores(tile);
+    if (!weigh_first) {
       softmax_max_first(rescale);
       return false;
     }
     pending[0] = pending[1] = 0.0f;
+    auto weigh = [&](auto scale_pair) {
 #pragma unroll
-    for (int i = 0; i < kScoreRegs; i += 2) {
-      const int h = (i >> 1) & 1;
-      s[i] = state[h].weight(s[i], exponent_scale);
-      s[i + 1] = state[h].weight(s[i + 1], exponent_scale);
-      pending[h] += s[i] + s[i + 1];
+      for (int m = 0; m < kKeys / 8; ++m) {
+        const float2 c = scale_pair(m);
+#pragma unroll
+        for (int i = 4 * m; i < 4 * m + 4; ++i) s[i] = state[(i >> 1) & 1].weight(s[i], i & 1 ? c.y : c.x);
+        pending[0] += s[4 * m] + s[4 * m + 1];
+        pending[1] += s[4 * m + 2] + s[4 * m + 3];
+      }
+    };
+    if (keys_in_exponent) {
+      const float fold = kFoldKeysInCopies ? 1.0f : exponent_scale;
+      weigh([&](int m) {
+        const float2 k = key_scale_pair(tile, m);
+        return make_float2(k.x * fold, k.y * fold);
+      });
+    } else {
+      weigh([&](int) { return make_float2(exponent_scale, exponent_scale); });
     }
     rescale[0] = rescale[1] = 1.0f;
     return true;

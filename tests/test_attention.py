@@ -376,11 +376,13 @@ class TestPagedAttention(PlacedCase):
 
     def run_paged(self, rng, quant, lens, q_lens, heads_q, heads_kv, dim, block_size, dtype="bfloat16",
                   kv_end=None, unmap=(), fp8_q=False, poison=False, value_gain=None, scale_dtype="float32",
-                  **kwargs):
+                  q_spread=64.0, **kwargs):
         """Writes `lens` tokens per sequence (see make_cache), optionally unmaps (sequence, logical
         block) entries of the table and fills the slots left without a key with NaN (poison),
-        attends with `q_lens` queries per sequence (FP8 codes with a q_descale if fp8_q); returns
+        attends with `q_lens` queries per sequence (FP8 codes of standard normal values times
+        q_spread, with a q_descale, if fp8_q; softmax_scale 1/sqrt(dim) unless given); returns
         (got, lse, want, want_lse)."""
+        scale = kwargs.setdefault("softmax_scale", dim ** -0.5)
         batch, lc, tables, (k_real, v_real) = self.make_cache(rng, quant, lens, heads_kv, dim, block_size, dtype,
                                                               value_gain, scale_dtype)
         for seq, logical in unmap:
@@ -390,7 +392,7 @@ class TestPagedAttention(PlacedCase):
         if poison:
             self.poison_unwritten(lc, batch.block_tables, lens)
         if fp8_q:
-            codes = fp8_tensor(rng, (sum(q_lens), heads_q, dim))
+            codes = fp8_tensor(rng, (sum(q_lens), heads_q, dim), q_spread)
             q_descale = np.float32([0.75 / 64])
             q = ref.e4m3_to_float(codes) * q_descale[0]
             q_in = self.t(codes, fp8_dtype_name())
@@ -403,11 +405,12 @@ class TestPagedAttention(PlacedCase):
                                        self.t(np.int32(lens)), self.t(cq),
                                        kv_end=None if kv_end is None else self.t(kv_end),
                                        out_dtype="float32", **lc.read_args(), **kwargs)
-        want, want_lse = ref.paged_attention(q, k_real, v_real, batch.block_tables, lens, cq, dim ** -0.5,
-                                             True, kv_end)
+        want, want_lse = ref.paged_attention(q, k_real, v_real, batch.block_tables, lens, cq, scale, True, kv_end)
         score_error = 0.0
         if fp8_q and quant != "cache_int8" and self.place == "gpu":
-            score_error = fp8_score_error(q, k_real.transpose(0, 2, 1, 3).reshape(-1, heads_kv, dim), dim ** -0.5)
+            score_error = fp8_score_error(q, k_real.transpose(0, 2, 1, 3).reshape(-1, heads_kv, dim), abs(scale))
+            if dim == 64 and quant == "cache_fp8":  # P's row sums on the tensor cores: fp16, the LSE within 2^-12
+                score_error = max(score_error, 2.0 ** -12)
         return PagedRun(float_values(out), to_numpy(lse), want, want_lse, score_error)
 
     def check(self, run, p_dtype):
@@ -534,6 +537,22 @@ class TestPagedAttention(PlacedCase):
                                      unmap=[(0, 0), (0, 2), (0, 700 // block_size)], poison=True, fp8_q=fp8_q,
                                      num_splits=splits, value_gain=gain, scale_dtype=scale_dtype)
                 self.assertTrue((run.got[[0, 130]] == 0).all() and np.isneginf(run.lse[:, [0, 130]]).all())
+                self.check(run, "float16")
+
+    @placed
+    def test_prefill_with_a_scale_not_positive(self):
+        """A negative or zero softmax scale (legal, if odd) over the 8-bit caches, in chunks long
+        enough for the prefill kernels: FP8 and bf16 q at every head_dim. The kernels fold a
+        positive scale into the exponent, after the max; any other must reach the scores before.
+        One key range per sequence, so that a CTA's rows meet several tiles without a mask, and
+        small FP8 q codes, so that a score left unscaled would rarely overflow a weight (whose
+        recovery would hide it)."""
+        cases = itertools.product((64, 128, 256), (True, False), ("cache_fp8", "block_wise_fp8"), (-0.7, 0.0))
+        for dim, fp8_q, quant, factor in cases:
+            with self.subTest(dim=dim, fp8_q=fp8_q, quant=quant, factor=factor):
+                rng = seeded_rng(self, dim, fp8_q, quant, factor)
+                run = self.run_paged(rng, quant, [700, 9], [130, 9], 8, 2, dim, 64, fp8_q=fp8_q, num_splits=1,
+                                     softmax_scale=factor * dim ** -0.5, q_spread=0.25)
                 self.check(run, "float16")
 
     @placed

@@ -16,7 +16,7 @@
 // change. (An FP8 P V would need V transposed: FP8 wgmma operands must be K-major.) Each computing
 // warpgroup keeps P V of tile j and Q K^T of tile j + 1 in flight while it runs the softmax of tile
 // j + 1, and they take turns to issue their wgmmas, so that one's softmax runs while the others'
-// matrix products do. At head_dim 128 over contiguous keys, and mostly over per-token scales, the
+// matrix products do. At head_dim 128 over contiguous keys, and over per-token scales, the
 // softmax weighs a tile against the row's running max and checks the tile's max afterwards
 // (softmax, settle_max).
 //
@@ -644,12 +644,12 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
   constexpr float kMaxSlack = 8.0f, kMaxWeight = 256.0f;  // 2^kMaxSlack
   const float exponent_scale = kFoldKeysInCopies ? query_power : scale_in_exponent ? scales.score : 1.0f;
   // The weights before the max (softmax, settle_max) where that was faster: the contiguous kernel
-  // at head_dim 128 (8 x 4096 +5%), and per-token scales but with a 16-bit q at head_dim 128
-  // (head_dim 256 +2%, 64 with a 16-bit q +5%; at 128 -3%). With FP8 q the k scales then join
-  // the exponent's multiply-add (softmax): at head_dim 128 483 -> 498 TFLOP/s at 8 x 4096. The
-  // paged kernel over one scale lost 3-4% with it (it gained only 1% even with no max at all,
-  // timing only), head_dim 64 1%, head_dim 256 4% at 1 x 16384.
-  constexpr bool kWeighFirst = kTokenScales ? D != 128 || kFp8Q : !kPaged && D == 128;
+  // at head_dim 128 (8 x 4096 +5%), and every kernel over per-token scales, whose k scales then
+  // join the exponent's multiply-add (softmax; head_dim 128 at 8 x 4096: FP8 q 483 -> 497
+  // TFLOP/s, a 16-bit q 358 -> 366). The paged kernel over one scale lost 3-4% with it (it
+  // gained only 1% even with no max at all, timing only), head_dim 64 1%, head_dim 256 4% at
+  // 1 x 16384.
+  constexpr bool kWeighFirst = kTokenScales || (!kPaged && D == 128);
   static_assert(!(kWeighFirst && Shape::kRowSumsByMma), "settle_max adds the weights' sums itself");
   // A tile's k scales for registers 4m..4m + 3 (keys 8m + 2t, 8m + 2t + 1 of both rows) as staged:
   // fp32 and times the score scale where the copying warpgroup folded it.
@@ -776,12 +776,13 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
   // the exponentials then holds no max reduction and no shuffles (+5% at head_dim 128, where
   // removing the max altogether, timing only, gave +9%). Returns whether it went that way
   // (uniform over the warp); the weights' sums then wait in `pending` for the check.
-  // With FP8 q over per-token scales, a tile that no mask touches takes each key's k scale times
-  // the score scale in the exponent's multiply-add (its one multiply per score, as over a single
-  // scale, but for the k scale pair's 2 where the copying warpgroup did not fold them).
+  // With per-token scales (and a positive scale), a tile that no mask touches takes each key's k
+  // scale times the exponent's scale as the multiplier of the exponent's multiply-add: one
+  // instruction per score, as over a single scale, and 2 multiplies per key pair (none with FP8
+  // q where the copying warpgroup folded the score scale).
   auto softmax = [&](int tile, float (&rescale)[2], float (&pending)[2]) {
     const bool weigh_first = kWeighFirst && __all_sync(0xffffffffu, !state[0].is_empty() && !state[1].is_empty());
-    const bool keys_in_exponent = kTokenScales && kFp8Q && weigh_first && !need_mask(tile) && !unmapped(tile);
+    const bool keys_in_exponent = kTokenScales && scale_in_exponent && weigh_first && !need_mask(tile) && !unmapped(tile);
     if (!keys_in_exponent) prepare_scores(tile);
     if (!weigh_first) {
       softmax_max_first(rescale);
@@ -799,10 +800,9 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
       }
     };
     if (keys_in_exponent) {
-      const float fold = kFoldKeysInCopies ? 1.0f : exponent_scale;
       weigh([&](int m) {
         const float2 k = key_scale_pair(tile, m);
-        return make_float2(k.x * fold, k.y * fold);
+        return make_float2(k.x * exponent_scale, k.y * exponent_scale);
       });
     } else {
       weigh([&](int) { return make_float2(exponent_scale, exponent_scale); });

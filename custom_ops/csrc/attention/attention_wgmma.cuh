@@ -633,16 +633,17 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
     wgmma::commit();
   };
   // Scale, mask and online softmax of S in place (S becomes P); the factor for the accumulator.
-  // Register i: row h = (i >> 1) & 1, key 8 (i / 4) + 2t + (i & 1). For a positive scale (every
-  // real one) the row max is taken over the raw scores and the scale joins the exponent's
-  // fused multiply-add; otherwise the scores are scaled first. Where the copying warpgroup folds
-  // the score scale into the k scales (weigh_keys) the exponent takes only a 16-bit q's power of two.
-  const bool scale_in_exponent = kFoldKeysInCopies || scales.score > 0.0f;
+  // Register i: row h = (i >> 1) & 1, key 8 (i / 4) + 2t + (i & 1). Over one scale, a positive
+  // one (every real one) joins the exponent's fused multiply-add and the row max is taken over
+  // the raw scores; otherwise the scores are scaled first. Per-token scales give each key its own
+  // multiplier, its k scale times the whole score scale (key_multipliers), whatever its sign:
+  // the exponent then takes none.
+  const bool scale_in_exponent = !kTokenScales && scales.score > 0.0f;
   // The row max moves only when a tile's exceeds it by more than 8: P then stays at most 2^8 (fp16
   // keeps its relative precision there), and the accumulator's rescale, 64 multiplies, drops out
   // of most tiles.
   constexpr float kMaxSlack = 8.0f, kMaxWeight = 256.0f;  // 2^kMaxSlack
-  const float exponent_scale = kFoldKeysInCopies ? query_power : scale_in_exponent ? scales.score : 1.0f;
+  const float exponent_scale = scale_in_exponent ? scales.score : 1.0f;
   // The weights before the max (softmax, settle_max) where that was faster: the contiguous kernel
   // at head_dim 128 (8 x 4096 +5%), and every kernel over per-token scales, whose k scales then
   // join the exponent's multiply-add (softmax; head_dim 128 at 8 x 4096: FP8 q 483 -> 497
@@ -651,10 +652,13 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
   // 1 x 16384.
   constexpr bool kWeighFirst = kTokenScales || (!kPaged && D == 128);
   static_assert(!(kWeighFirst && Shape::kRowSumsByMma), "settle_max adds the weights' sums itself");
-  // A tile's k scales for registers 4m..4m + 3 (keys 8m + 2t, 8m + 2t + 1 of both rows) as staged:
-  // fp32 and times the score scale where the copying warpgroup folded it.
-  auto key_scale_pair = [&](int tile, int m) {
-    return staged_scale_pair(scales_at(tile), !kFoldKeysInCopies && p.k_scale.is_bf16, 4 * m + t);
+  // The multipliers of registers 4m..4m + 3 (keys 8m + 2t, 8m + 2t + 1 of both rows) over
+  // per-token scales: each key's k scale times the score scale, whose part other than a 16-bit q's
+  // power of two the copying warpgroup folded in where kFoldKeysInCopies (in fp32, in place).
+  auto key_multipliers = [&](int tile, int m) {
+    const float2 k = staged_scale_pair(scales_at(tile), !kFoldKeysInCopies && p.k_scale.is_bf16, 4 * m + t);
+    const float c = kFoldKeysInCopies ? query_power : scales.score;  // (1 with FP8 q: no multiply)
+    return make_float2(k.x * c, k.y * c);
   };
   // Whether a row of the warp stops inside the tile (need_mask), and whether it met an unmapped
   // cache block: rare, and kept out of the common path (as a predicated branch its 32 table reads
@@ -664,17 +668,16 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
   // S as the softmax reads it: scaled (unless the scale joins the exponent) and masked.
   auto prepare_scores = [&](int tile) {
     const int key0 = range.begin + tile * kKeys;
-    if constexpr (kTokenScales) {  // times each key's k scale (the masks below overwrite any NaN)
+    if constexpr (kTokenScales) {  // times each key's multiplier (the masks below overwrite any NaN)
 #pragma unroll
       for (int m = 0; m < kKeys / 8; ++m) {
-        const float2 k = key_scale_pair(tile, m);
+        const float2 k = key_multipliers(tile, m);
         s[4 * m] *= k.x;
         s[4 * m + 1] *= k.y;
         s[4 * m + 2] *= k.x;
         s[4 * m + 3] *= k.y;
       }
-    }
-    if (!scale_in_exponent) {
+    } else if (!scale_in_exponent) {
 #pragma unroll
       for (int i = 0; i < kScoreRegs; ++i) s[i] *= scales.score;
     }
@@ -776,13 +779,12 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
   // the exponentials then holds no max reduction and no shuffles (+5% at head_dim 128, where
   // removing the max altogether, timing only, gave +9%). Returns whether it went that way
   // (uniform over the warp); the weights' sums then wait in `pending` for the check.
-  // With per-token scales (and a positive scale), a tile that no mask touches takes each key's k
-  // scale times the exponent's scale as the multiplier of the exponent's multiply-add: one
-  // instruction per score, as over a single scale, and 2 multiplies per key pair (none with FP8
-  // q where the copying warpgroup folded the score scale).
+  // With per-token scales, a tile that no mask touches takes each key's multiplier as that of the
+  // exponent's multiply-add: one instruction per score, as over a single scale, and 2 multiplies
+  // per key pair (none with FP8 q where the copying warpgroup folded the score scale).
   auto softmax = [&](int tile, float (&rescale)[2], float (&pending)[2]) {
     const bool weigh_first = kWeighFirst && __all_sync(0xffffffffu, !state[0].is_empty() && !state[1].is_empty());
-    const bool keys_in_exponent = kTokenScales && scale_in_exponent && weigh_first && !need_mask(tile) && !unmapped(tile);
+    const bool keys_in_exponent = kTokenScales && weigh_first && !need_mask(tile) && !unmapped(tile);
     if (!keys_in_exponent) prepare_scores(tile);
     if (!weigh_first) {
       softmax_max_first(rescale);
@@ -800,10 +802,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
       }
     };
     if (keys_in_exponent) {
-      weigh([&](int m) {
-        const float2 k = key_scale_pair(tile, m);
-        return make_float2(k.x * exponent_scale, k.y * exponent_scale);
-      });
+      weigh([&](int m) { return key_multipliers(tile, m); });
     } else {
       weigh([&](int) { return make_float2(exponent_scale, exponent_scale); });
     }

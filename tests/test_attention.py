@@ -542,9 +542,10 @@ class TestPagedAttention(PlacedCase):
     @placed
     def test_prefill_with_a_scale_not_positive(self):
         """A negative or zero softmax scale (legal, if odd) over the 8-bit caches, in chunks long
-        enough for the prefill kernels: FP8 and bf16 q at every head_dim. The kernels fold a
-        positive scale into the exponent, after the max; any other must reach the scores before.
-        One key range per sequence, so that a CTA's rows meet several tiles without a mask, and
+        enough for the prefill kernels: FP8 and bf16 q at every head_dim. Over one scale the
+        kernels fold a positive scale into the exponent, after the max, and any other into the
+        scores before it; over per-token scales each key's multiplier carries the scale, sign and
+        all. One key range per sequence, so that a CTA's rows meet several tiles without a mask, and
         small FP8 q codes, so that a score left unscaled would rarely overflow a weight (whose
         recovery would hide it)."""
         cases = itertools.product((64, 128, 256), (True, False), ("cache_fp8", "block_wise_fp8"), (-0.7, 0.0))

@@ -647,8 +647,8 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
   constexpr float kMaxSlack = 8.0f, kMaxWeight = 256.0f;  // 2^kMaxSlack
   const float exponent_scale = scale_in_exponent ? scales.score : 1.0f;
   // The weights before the max (softmax, settle_max) where that was faster: the contiguous kernel
-  // at head_dim 128 (8 x 4096 +5%), and every kernel over per-token scales, whose k scales then
-  // join the exponent's multiply-add (softmax; head_dim 128 at 8 x 4096: FP8 q 483 -> 497
+  // at head_dim 128 (8 x 4096 +5%), and every kernel over per-token scales, whose keys' multipliers
+  // then join the exponent's multiply-add (softmax; head_dim 128 at 8 x 4096: FP8 q 483 -> 497
   // TFLOP/s, a 16-bit q 358 -> 366). The paged kernel over one scale lost 3-4% with it (it
   // gained only 1% even with no max at all, timing only), head_dim 64 1%, head_dim 256 4% at
   // 1 x 16384.

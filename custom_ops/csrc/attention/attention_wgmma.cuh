@@ -1006,7 +1006,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
     }
   }
 #else
-  __trap();  // launched only where the sm_90a build exists (see wgmma_prefill_available)
+  __trap();  // launched only where the sm_90a build exists (see wgmma_prefill_applies)
 #endif
 }
 

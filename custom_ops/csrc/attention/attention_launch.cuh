@@ -1,0 +1,218 @@
+// The launches of one head_dim's attention kernels: which kernel runs a call as planned (its
+// storage formats, CTA shape and tensor maps), the launch, and the split combine. Included by the
+// head_dim's translation unit only (attention_hd64.cu, ...), which instantiates the entry points
+// of attention_launch.h with FASTATTN_ATTENTION_HEAD_DIM.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <atomic>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+#include "attention_decode.cuh"
+#include "attention_kernel.cuh"
+#include "attention_launch.h"
+#include "attention_wgmma.cuh"
+#include "fastattn/device_property.h"
+#include "fastattn/launch.h"
+
+namespace fastattn {
+namespace {
+
+using namespace attention_gpu;
+
+// Throws the launch's error (`launched`, or else the last error, which this clears).
+void check_launch(const char* what, cudaError_t launched = cudaSuccess) {
+  const cudaError_t last = cudaGetLastError();
+  const cudaError_t err = launched != cudaSuccess ? launched : last;
+  if (err != cudaSuccess) throw std::runtime_error(std::string("fastattn: ") + what + ": " + cudaGetErrorString(err));
+}
+
+// A kernel and its CTA shape, as the dispatch below hands them over; kTensorMaps: it takes K and
+// V's tensor maps after the params (the sm_90a kernel).
+template <class CtaShape, auto kKernel, bool kTakesTensorMaps = false>
+struct KernelChoice {
+  using Shape = CtaShape;
+  static constexpr auto kernel = kKernel;
+  static constexpr bool kTensorMaps = kTakesTensorMaps;
+};
+
+// Lets the kernel have its dynamic shared memory, once per device; false where the device refuses.
+template <class Choice>
+bool configure() {
+  static std::atomic<int> configured[kMaxDevices] = {};  // per device, like the attribute: 1 done, 2 refused
+  return device_property(configured, [](int) {
+    return cudaFuncSetAttribute(Choice::kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                Choice::Shape::kSmemBytes) == cudaSuccess ? 1 : 2;
+  }) == 1;
+}
+
+// CTAs of the kernel that one multiprocessor holds at once (registers, shared memory, threads).
+template <class Choice>
+int resident_ctas() {
+  static std::atomic<int> cache[kMaxDevices] = {};
+  return device_property(cache, [](int) {
+    int ctas = 0;
+    if (configure<Choice>()) {
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ctas, Choice::kernel, Choice::Shape::kThreads,
+                                                    Choice::Shape::kSmemBytes);
+    }
+    cudaGetLastError();  // a refusal shows at the launch
+    return std::max(ctas, 1);
+  });
+}
+
+template <class Choice, class... Extra>
+void launch_kernel(const AttentionParams& p, const Extra&... extra) {
+  using Shape = typename Choice::Shape;
+  if (!configure<Choice>()) throw std::runtime_error("fastattn: attention kernel needs more shared memory");
+  const int group = p.heads_q / p.heads_kv;
+  // Virtual tiles: every sequence's rows start a fresh tile, and the rows past the last
+  // sequence get tiles of their own (see first_tile_of).
+  const int64_t tiles = int64_t(p.tokens_q) * group / Shape::kRows + p.batch + 2;
+  const dim3 grid(unsigned(tiles), unsigned(p.heads_kv), unsigned(p.num_splits));
+  check_launch("attention kernel launch", launch_overlapping(Choice::kernel, grid, dim3(Shape::kThreads), Shape::kSmemBytes,
+                                                            static_cast<cudaStream_t>(p.stream), p, extra...));
+}
+
+// Prefill: 4 warps over 128 rows (64 for head_dim 256). Decode: 8 rows per CTA (16 where the batch
+// averages more than 8 per sequence) whose key tiles 4 warps share (2 for head_dim 256, whose tiles
+// have 32 keys). FP8 q over FP8 keys multiplies Q.K^T in FP8.
+template <int D, class Kv, bool kPaged, bool kTokenScales, bool kFp8QK = false, class Fn>
+void with_shape(const AttentionParams& p, Fn&& fn) {
+  if constexpr (std::is_same_v<Kv, KvFp8> && !kFp8QK) {
+    if (p.q_type == ElementType::kFp8) return with_shape<D, Kv, kPaged, kTokenScales, true>(p, fn);
+  }
+  if (p.warps_m == 1) {
+    const int64_t rows = int64_t(p.tokens_q) * (p.heads_q / p.heads_kv);
+    if (decode_rows_per_cta(rows, p.batch) == 8) {
+      using Shape = DecodeShape<D, Kv, kFp8QK, 1>;
+      return fn(KernelChoice<Shape, attention_decode_kernel<Shape, Kv, kPaged, kTokenScales>>{});
+    }
+    using Shape = DecodeShape<D, Kv, kFp8QK, 2>;
+    return fn(KernelChoice<Shape, attention_decode_kernel<Shape, Kv, kPaged, kTokenScales>>{});
+  }
+  using Shape = TileShape<D, 4, Kv, kFp8QK, prefill_row_blocks(D)>;
+  fn(KernelChoice<Shape, attention_kernel<Shape, Kv, kPaged, kTokenScales>>{});
+}
+
+// The wgmma kernel's K and V as tensor maps: boxes of a tile's rows (contiguous keys) or a cache
+// block's (at most a tile's), one column tile wide. Not ready (every tile copied row by row)
+// where the driver cannot encode them, or for blocks of under 8 keys (the ops take 16 to 128),
+// whose boxes would not start on the swizzle's atoms.
+template <int D>
+KvTensorMaps kv_tensor_maps(const AttentionParams& p) {
+  using Shape = WgmmaShape<D>;
+  KvTensorMaps maps{};
+  const PagedCacheLayout& cache = p.layout;
+  if (p.paged ? cache.block_size < 8 || cache.num_blocks <= 0 : p.tokens_k <= 0) return maps;
+  // Paged: [blocks x heads_kv, block_size, D]; contiguous: [tokens_k, heads_kv, D].
+  const uint64_t dims[3] = {D, uint64_t(p.paged ? cache.block_size : p.heads_kv),
+                            p.paged ? uint64_t(cache.num_blocks) * cache.num_heads : uint64_t(p.tokens_k)};
+  const uint64_t strides[2] = {D, dims[1] * D};
+  const uint32_t rows = uint32_t(Shape::box_rows(p.paged, cache.block_size));
+  const uint32_t box[3] = {uint32_t(Shape::kSwizzleBytes), p.paged ? rows : 1u, p.paged ? 1u : rows};
+  maps.ready = tma::encode_bytes_3d(&maps.k, p.paged ? p.key_cache : p.k, dims, strides, box) &&
+               tma::encode_bytes_3d(&maps.v, p.paged ? p.value_cache : p.v, dims, strides, box);
+  return maps;
+}
+
+template <int D, bool kFp8Q, bool kTokenScales, class Fn>
+void with_wgmma_kernel(const AttentionParams& p, Fn&& fn) {
+  using Shape = WgmmaShape<D, kFp8Q, kTokenScales>;
+  if constexpr (kTokenScales) {
+    fn(KernelChoice<Shape, attention_wgmma_kernel<D, true, kFp8Q, true>, true>{});
+  } else if (p.paged) {
+    fn(KernelChoice<Shape, attention_wgmma_kernel<D, true, kFp8Q>, true>{});
+  } else {
+    fn(KernelChoice<Shape, attention_wgmma_kernel<D, false, kFp8Q>, true>{});
+  }
+}
+
+// Calls fn(KernelChoice) with the kernel that runs p, as planned (warps_m, wgmma).
+template <int D, class Fn>
+void with_kernel(const AttentionParams& p, Fn&& fn) {
+  if (p.wgmma) {
+    const bool token_scales = p.paged && p.quant == CacheQuant::kBlockWiseFp8;
+    if (p.q_type == ElementType::kFp8) {
+      if (token_scales) return with_wgmma_kernel<D, true, true>(p, fn);
+      return with_wgmma_kernel<D, true, false>(p, fn);
+    }
+    if constexpr (D != 256) {  // (see wgmma_prefill_applies)
+      if (token_scales) return with_wgmma_kernel<D, false, true>(p, fn);
+    }
+    return with_wgmma_kernel<D, false, false>(p, fn);
+  }
+  if (!p.paged) {
+    switch (p.kv_type) {
+      case ElementType::kBf16: return with_shape<D, KvBf16, false, false>(p, fn);
+      case ElementType::kFp16: return with_shape<D, KvFp16, false, false>(p, fn);
+      case ElementType::kFp8: return with_shape<D, KvFp8, false, false>(p, fn);
+      default: throw std::invalid_argument("fastattn: unsupported k/v dtype");
+    }
+  }
+  switch (p.quant) {
+    case CacheQuant::kNone:
+      if (p.kv_type == ElementType::kBf16) return with_shape<D, KvBf16, true, false>(p, fn);
+      return with_shape<D, KvFp16, true, false>(p, fn);
+    case CacheQuant::kInt8: return with_shape<D, KvInt8, true, false>(p, fn);
+    case CacheQuant::kFp8: return with_shape<D, KvFp8, true, false>(p, fn);
+    case CacheQuant::kBlockWiseFp8: return with_shape<D, KvFp8, true, true>(p, fn);
+  }
+}
+
+}  // namespace
+
+template <int D>
+bool wgmma_kernels_built() {
+  static std::atomic<int> cache[kMaxDevices] = {};  // 1 yes, 2 no
+  return device_property(cache, [](int) {
+    cudaFuncAttributes attributes{};
+    const bool built = cudaFuncGetAttributes(&attributes, attention_wgmma_kernel<D, false>) == cudaSuccess &&
+                       attributes.binaryVersion == 90;
+    cudaGetLastError();  // a missing image is an answer here, not an error for the next launch
+    return built ? 1 : 2;
+  }) == 1;
+}
+
+template <int D>
+int decode_ctas_per_sm(const AttentionParams& p) {
+  AttentionParams decode = p;
+  decode.warps_m = 1;
+  decode.wgmma = false;
+  int ctas = 1;
+  with_kernel<D>(decode, [&](auto choice) { ctas = resident_ctas<decltype(choice)>(); });
+  return ctas;
+}
+
+template <int D>
+void run_attention(const AttentionParams& p) {
+  with_kernel<D>(p, [&](auto choice) {
+    using Choice = decltype(choice);
+    if constexpr (Choice::kTensorMaps) {
+      launch_kernel<Choice>(p, kv_tensor_maps<D>(p));
+    } else {
+      launch_kernel<Choice>(p);
+    }
+  });
+  if (p.num_splits > 1 && p.tokens_q > 0) {
+    constexpr int kRowsPerBlock = 4;
+    const int64_t blocks = (int64_t(p.tokens_q) * p.heads_q + kRowsPerBlock - 1) / kRowsPerBlock;
+    check_launch("split combine launch", launch_overlapping(combine_splits_kernel<D>, dim3(unsigned(blocks)), dim3(32 * kRowsPerBlock), 0,
+                                                            static_cast<cudaStream_t>(p.stream), p));
+  }
+}
+
+}  // namespace fastattn
+
+// Instantiates the entry points of attention_launch.h for head_dim d (once per head_dim, in its
+// own translation unit).
+#define FASTATTN_ATTENTION_HEAD_DIM(d)                                        \
+  namespace fastattn {                                                        \
+  template bool wgmma_kernels_built<d>();                                     \
+  template int decode_ctas_per_sm<d>(const AttentionParams& p);               \
+  template void run_attention<d>(const AttentionParams& p);                   \
+  }

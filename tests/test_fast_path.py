@@ -114,6 +114,13 @@ class TestFastPath(unittest.TestCase):
                                 from_numpy(np.int32([9]), None), from_numpy(np.int32([0, 1]), None),
                                 cache_quant_type="cache_fp8", k_dequant_scale=scale, v_dequant_scale=scale,
                                 check_inputs=False)
+        odd_shape = (batch.num_blocks, HEADS_KV, 24, DIM)  # a block size the cache writers refuse
+        odd_cache = from_numpy(random_bytes(rng, odd_shape) & 0x77, "uint8")
+        with self.assertRaisesRegex(Exception, "block_size must be"):
+            ops.paged_attention(q, odd_cache, odd_cache, from_numpy(batch.block_tables, None),
+                                from_numpy(np.int32([9]), None), from_numpy(np.int32([0, 1]), None),
+                                cache_quant_type="cache_fp8", k_dequant_scale=scale, v_dequant_scale=scale,
+                                check_inputs=False)
 
     def test_bad_input_raises(self):
         a = from_numpy(np.zeros((4, 2, 32), np.float32), "float32")

@@ -977,8 +977,10 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
         });
       }
       roles::named_sync(2 + kGroups + wg, 128);
-      for (int index = threadIdx.x % 128; index < 64 * kRowChunks; index += 128) {
-        const int row = index / kRowChunks, chunk = index % kRowChunks;
+      // Unrolled, so that the rows' places and chunks are read before the first store.
+#pragma unroll
+      for (int pass = 0; pass < 64 * kRowChunks / 128; ++pass) {
+        const int index = threadIdx.x % 128 + 128 * pass, row = index / kRowChunks, chunk = index % kRowChunks;
         const int2 place = row_place[64 * wg + row];
         if (place.x < 0) continue;
         const int64_t element = output_row_index(p, split, place.x, place.y);

@@ -57,7 +57,9 @@ auto with_head_dim(int head_dim, Fn&& fn) {
 // whose shared memory has no room for per-token scales).
 bool wgmma_prefill_applies(const AttentionParams& p) {
   const bool q_16bit = p.q_type == ElementType::kBf16 || p.q_type == ElementType::kFp16;
-  const bool token_scales_fit = !(q_16bit && p.head_dim == 256);
+  // Per-token scales: room for them, and tables that the kernel copies 16 bytes at a time.
+  const bool token_scales_fit = !(q_16bit && p.head_dim == 256) &&
+                                ((reinterpret_cast<uintptr_t>(p.k_scale.data) | reinterpret_cast<uintptr_t>(p.v_scale.data)) & 15) == 0;
   const bool fp8_kv = p.paged ? p.quant == CacheQuant::kFp8 || (p.quant == CacheQuant::kBlockWiseFp8 && token_scales_fit)
                               : p.kv_type == ElementType::kFp8;
   return (p.q_type == ElementType::kFp8 || q_16bit) && fp8_kv && sm90_device() &&

@@ -90,17 +90,23 @@ struct WgmmaShape {
   static constexpr int kStagesOffset = kQOffset + kQBytes;
   static constexpr int kK16Offset = kStagesOffset + kStages * kStageBytes;
   static constexpr int kV16Offset = kK16Offset + kK16Buffers * kK16Bytes;
-  // Per-token scales: a tile's k scales and its v scales as copied (a key pair in 8 bytes, in the
-  // table's format, fp32 or bf16; the k scales at head_dim 64 then times the score scale, fp32:
-  // see weigh_keys), its v scales over the reference v_ref (fp16; see weigh_values), then v_ref
-  // and the largest v scale of each warp that copied them (kKeys / 64 warps). In a ring of slots
-  // that a tile holds from its copies to its softmax: as long as its stage with FP8 q, and as its
-  // fp16 K with a 16-bit q, which frees the stage before.
+  // Per-token scales: where the copying warpgroup multiplies each key's k scale by the score scale
+  // (weigh_keys): at head_dim 64 (FP8 q 333 -> 354 TFLOP/s at 8 x 4096), whose softmax weighs most
+  // against the matrix products. Elsewhere the copying warpgroup sets more of the pace (with it
+  // head_dim 128 with a 16-bit q lost 2-4%, 256 4%), and the computing warpgroups fold it.
+  static constexpr bool kFoldKeysInCopies = kTokenScales && D == 64;
+  // Per-token scales: a tile's k scales and its v scales as copied (the tables' rows, fp32 or
+  // bf16), its v scales over the reference v_ref (fp16 pairs; see weigh_values), v_ref, and with
+  // kFoldKeysInCopies the k scales times the score scale (fp32; see weigh_keys). In a ring of
+  // slots that a tile holds from its copies to its softmax: as long as its stage with FP8 q, and
+  // as its fp16 K with a 16-bit q, which frees the stage before. Two copying warps copy them,
+  // kScaleKeys keys a lane.
   static constexpr int kScaleSlots = kTokenScales ? kStages + kK16Buffers : 0;
+  static constexpr int kScaleKeys = kKeys / 32;
   static constexpr int kScaleArrayBytes = kKeys * int(sizeof(float));
   static constexpr int kValueScalesOffset = kScaleArrayBytes, kValueWeightsOffset = 2 * kScaleArrayBytes;
-  static constexpr int kValueRefOffset = 3 * kScaleArrayBytes, kScaleCopyWarps = kKeys / 64;
-  static constexpr int kScaleSlotBytes = kValueRefOffset + 16;
+  static constexpr int kValueRefOffset = kValueWeightsOffset + kKeys * 2, kKeyMultipliersOffset = kValueRefOffset + 16;
+  static constexpr int kScaleSlotBytes = kKeyMultipliersOffset + (kFoldKeysInCopies ? kScaleArrayBytes : 0);
   static constexpr int kScalesOffset = kV16Offset + kV16Buffers * kV16Bytes;
   static constexpr int kSmemBytes = kScalesOffset + kScaleSlots * kScaleSlotBytes + 1024;  // + 1024-byte alignment
   // Registers per thread after the hand-over. The CTA launches with 65536 / kThreads each,
@@ -229,10 +235,10 @@ FA_DEVICE float stage_16bit_query(const AttentionParams& p, const CtaRows& cta, 
   return ldexpf(1.0f, -e);
 }
 
-// Keys 2 pair and 2 pair + 1 of a tile's k or v scales as staged (8 bytes a pair, the table's format).
+// Keys 2 pair and 2 pair + 1 of a tile's k or v scales as staged (the table's format).
 FA_DEVICE float2 staged_scale_pair(const uint8_t* scales, bool is_bf16, int pair) {
   if (is_bf16) {
-    const uint32_t two = *reinterpret_cast<const uint32_t*>(scales + 8 * pair);
+    const uint32_t two = *reinterpret_cast<const uint32_t*>(scales + 4 * pair);
     return make_float2(Bf16Format::to_float(uint16_t(two & 0xffffu)), Bf16Format::to_float(uint16_t(two >> 16)));
   }
   return *reinterpret_cast<const float2*>(scales + 8 * pair);
@@ -244,11 +250,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   static_assert(kPaged || !kTokenScales, "per-token scales are a paged cache's");
   using Shape = WgmmaShape<D, kFp8Q, kTokenScales>;
-  // Per-token scales: where the copying warpgroup multiplies each key's k scale by the score scale
-  // (weigh_keys): at head_dim 64 (FP8 q 333 -> 354 TFLOP/s at 8 x 4096), whose softmax weighs most
-  // against the matrix products. Elsewhere the copying warpgroup sets more of the pace (with it
-  // head_dim 128 with a 16-bit q lost 2-4%, 256 4%), and the computing warpgroups fold it.
-  constexpr bool kFoldKeysInCopies = kTokenScales && D == 64;
+  constexpr bool kFoldKeysInCopies = Shape::kFoldKeysInCopies;
   namespace roles = warp_roles;
   constexpr int kKeys = Shape::kKeys, kChunks = D / 16;  // 16-byte chunks per FP8 row
   constexpr int kQTile = Shape::kQTileBytes, kKTile = Shape::kKTileBytes;
@@ -263,10 +265,8 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
   static_assert(kOutputInStages || (!kFp8Q && kGroups <= kK16Buffers), "a buffer per computing warpgroup at the end");
   constexpr int kOutputBufferBytes = kOutputInStages ? Shape::kStageBytes : Shape::kK16Bytes;
   // Named barriers: 1 the copying warpgroup's (16-bit q), 2 + w computing warpgroup w's turn at
-  // the tensor cores, 2 + kGroups + w its epilogue's (and its q staging's), then the v-copying
-  // warps' (weigh_values).
-  constexpr int kValueWarpsBarrier = 2 + 2 * kGroups;
-  static_assert(kValueWarpsBarrier < 16, "16 named barriers");
+  // the tensor cores, 2 + kGroups + w its epilogue's (and its q staging's).
+  static_assert(2 + 2 * kGroups <= 16, "16 named barriers");
   // A tile's note that it met an unmapped cache block, at unmapped_tile[tile % kNotes], read by
   // the softmax. The copying warpgroup writes tile j's when it copies it: with FP8 q once tile
   // j - kStages released its stage (after its softmax); with a 16-bit q once it has widened tile
@@ -368,56 +368,69 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
     const int box_rows = Shape::box_rows(kPaged, p.layout.block_size);
     int next_block = -1;
     if (kPaged && maps.ready && thread * box_rows < kKeys) next_block = p.layout.block(cta.seq, range.begin + thread * box_rows);
-    // A tile's per-token scales: one key pair's k or v scales per thread, in the table's format.
-    // A pair never straddles a cache block (blocks hold an even number of keys). Keys past the
-    // sequence read as 0, the last key's partner too: a stale scale there (NaN, say) would meet a
-    // masked key's zero weight.
+    // A tile's per-token scales, in the tables' format: copying warp 2 copies the k scales and warp
+    // 3 the v scales, kScaleKeys keys a lane (a lane's keys never straddle a cache block, which
+    // holds 16 or more). Keys past the sequence read as 0, those of the last key's lane too: a
+    // stale scale there (NaN, say) would meet a masked key's zero weight.
+    constexpr int kScaleKeys = Shape::kScaleKeys;
+    const int scale_lane = thread % 32;
+    const bool copies_scales = thread / 32 >= 2, copies_values = thread / 32 == 3;
     auto copy_token_scales = [&](int tile, int key0) {
-      if (thread >= kKeys) return;
-      const bool values = thread >= kKeys / 2;
-      const int pair = thread % (kKeys / 2), key = key0 + 2 * pair;
-      const ScaleTensor& table = values ? p.v_scale : p.k_scale;
+      if (!copies_scales) return;  // whole warps
+      const int key = key0 + kScaleKeys * scale_lane;
+      const ScaleTensor& table = copies_values ? p.v_scale : p.k_scale;
       const int64_t row = key < cta.k_len ? p.layout.row(cta.seq, key, kv_head) : -1;
-      const int keys = row < 0 ? 0 : min(cta.k_len - key, 2), bytes = table.is_bf16 ? 2 : 4;
-      const uint32_t dst = scales_of(tile) + (values ? Shape::kValueScalesOffset : 0) + 8 * pair;
+      const int keys = row < 0 ? 0 : min(cta.k_len - key, kScaleKeys), bytes = table.is_bf16 ? 2 : 4;
+      const uint32_t dst = scales_of(tile) + (copies_values ? Shape::kValueScalesOffset : 0) + kScaleKeys * bytes * scale_lane;
       const uint8_t* src = static_cast<const uint8_t*>(table.data) + (row < 0 ? 0 : row * bytes);
-      if (table.is_bf16) cp_async_prefix<4>(dst, src, keys * bytes);
-      else cp_async_prefix<8>(dst, src, keys * bytes);
+      if (table.is_bf16) cp_async_prefix<2 * kScaleKeys>(dst, src, keys * bytes);
+      else cp_async_prefix<4 * kScaleKeys>(dst, src, keys * bytes);
     };
-    // Once this thread's copies landed (kFoldKeysInCopies): its pair's k scales times the score
-    // scale, in fp32 in place, so that the computing warpgroups take one multiply per score for
-    // both (see softmax). A 16-bit q's power of two stays with them: it differs between them.
+    // This lane's keys' scales as staged (warp 2's k scales, warp 3's v scales), in fp32.
+    auto staged_scales = [&](int tile, const ScaleTensor& table, int offset, float (&x)[kScaleKeys]) {
+#pragma unroll
+      for (int i = 0; i < kScaleKeys / 2; ++i) {
+        const float2 two = staged_scale_pair(scales_at(tile) + offset, table.is_bf16, kScaleKeys / 2 * scale_lane + i);
+        x[2 * i] = two.x;
+        x[2 * i + 1] = two.y;
+      }
+    };
+    // Once warp 2's copies landed (kFoldKeysInCopies): the k scales times the score scale, in fp32,
+    // so that the computing warpgroups take one multiply per score for both (see softmax). A
+    // 16-bit q's power of two stays with them: it differs between them.
     const float key_scale = kFoldKeysInCopies ? fold_scales<kPaged>(p, cta.seq, kv_head).score : 0.0f;
     auto weigh_keys = [&](int tile) {
-      if (thread >= kKeys / 2) return;  // whole warps
-      const float2 k = staged_scale_pair(scales_at(tile), p.k_scale.is_bf16, thread);
-      *reinterpret_cast<float2*>(scales_at(tile) + 8 * thread) = make_float2(k.x * key_scale, k.y * key_scale);
+      if (!copies_scales || copies_values) return;  // warp 2
+      float k[kScaleKeys];
+      staged_scales(tile, p.k_scale, 0, k);
+      float* out = reinterpret_cast<float*>(scales_at(tile) + Shape::kKeyMultipliersOffset) + kScaleKeys * scale_lane;
+#pragma unroll
+      for (int i = 0; i < kScaleKeys; ++i) out[i] = k[i] * key_scale;
     };
-    // Once this thread's copies landed: its pair's v scales over v_ref, the largest v scale of the
-    // tiles so far, in fp16 for the computing warpgroups' P (see scale_by_values), and v_ref. Every
-    // v-copying thread keeps v_ref; their warps pool their maxima through the slot.
+    // Once warp 3's copies landed: the v scales over v_ref, the largest v scale of the tiles so
+    // far, in fp16 for the computing warpgroups' P (see scale_by_values), and v_ref. A tile whose
+    // scales are all within v_ref keeps it: a vote instead of the tile's max (and no other warp).
     float value_ref = 0.0f, value_inv = 0.0f;
     auto weigh_values = [&](int tile) {
-      if (thread < kKeys / 2 || thread >= kKeys) return;  // whole warps
-      uint8_t* slot = scales_at(tile);
-      const int pair = thread - kKeys / 2;
-      const float2 v = staged_scale_pair(slot + Shape::kValueScalesOffset, p.v_scale.is_bf16, pair);
-      float mx = fmaxf(v.x, v.y);
-      for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-      if constexpr (Shape::kScaleCopyWarps > 1) {
-        float* maxima = reinterpret_cast<float*>(slot + Shape::kValueRefOffset + 4);
-        if (thread % 32 == 0) maxima[pair / 32] = mx;
-        roles::named_sync(kValueWarpsBarrier, 32 * Shape::kScaleCopyWarps);
+      if (!copies_values) return;  // warp 3
+      float v[kScaleKeys];
+      staged_scales(tile, p.v_scale, Shape::kValueScalesOffset, v);
+      bool above = false;
 #pragma unroll
-        for (int w = 0; w < Shape::kScaleCopyWarps; ++w) mx = fmaxf(mx, maxima[w]);
-      }
-      if (mx > value_ref) {  // uniform over these warps
+      for (int i = 0; i < kScaleKeys; ++i) above |= v[i] > value_ref;
+      if (__any_sync(0xffffffffu, above)) {
+        float mx = v[0];
+#pragma unroll
+        for (int i = 1; i < kScaleKeys; ++i) mx = fmaxf(mx, v[i]);
+        for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
         value_ref = mx;
         value_inv = __frcp_rn(mx);
       }
-      *reinterpret_cast<__half2*>(slot + Shape::kValueWeightsOffset + 4 * pair) =
-          __floats2half2_rn(v.x * value_inv, v.y * value_inv);
-      if (pair == 0) *reinterpret_cast<float*>(slot + Shape::kValueRefOffset) = value_ref;
+      uint8_t* slot = scales_at(tile);
+      __half2* weights = reinterpret_cast<__half2*>(slot + Shape::kValueWeightsOffset) + kScaleKeys / 2 * scale_lane;
+#pragma unroll
+      for (int i = 0; i < kScaleKeys / 2; ++i) weights[i] = __floats2half2_rn(v[2 * i] * value_inv, v[2 * i + 1] * value_inv);
+      if (scale_lane == 0) *reinterpret_cast<float*>(slot + Shape::kValueRefOffset) = value_ref;
     };
     auto load_tile = [&](int tile) {
       const uint32_t stage = stage_of(tile);
@@ -426,7 +439,8 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
       // of a causal range): the softmax masks them for every row, as it masks a row's keys past
       // its own limit in any tile.
       const bool by_tma = maps.ready && key0 + kKeys <= cta.k_len;
-      if (by_tma && thread >= 32 && !kTokenScales) return;  // the tensor copies are one warp's
+      // The tensor copies are one warp's; per-token scales two others'.
+      if (by_tma && thread >= 32 && !(kTokenScales && copies_scales)) return;
       // (With a 16-bit q the copying warpgroup's own barrier after the widening frees a stage.)
       if (kFp8Q && tile >= kStages) roles::mbarrier_wait(k_free(tile), phase_of(tile, kStages) ^ 1u);
       if (by_tma && thread < 32) {
@@ -656,9 +670,11 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
   static_assert(!(kWeighFirst && Shape::kRowSumsByMma), "settle_max adds the weights' sums itself");
   // The multipliers of registers 4m..4m + 3 (keys 8m + 2t, 8m + 2t + 1 of both rows) over
   // per-token scales: each key's k scale times the score scale, whose part other than a 16-bit q's
-  // power of two the copying warpgroup folded in where kFoldKeysInCopies (in fp32, in place).
+  // power of two the copying warpgroup folded in where kFoldKeysInCopies (fp32, in a region of its own).
   auto key_multipliers = [&](int tile, int m) {
-    const float2 k = staged_scale_pair(scales_at(tile), !kFoldKeysInCopies && p.k_scale.is_bf16, 4 * m + t);
+    const float2 k = kFoldKeysInCopies
+                         ? *reinterpret_cast<const float2*>(scales_at(tile) + Shape::kKeyMultipliersOffset + 8 * (4 * m + t))
+                         : staged_scale_pair(scales_at(tile), p.k_scale.is_bf16, 4 * m + t);
     const float c = kFoldKeysInCopies ? query_power : scales.score;  // (1 with FP8 q: no multiply)
     return make_float2(k.x * c, k.y * c);
   };

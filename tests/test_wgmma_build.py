@@ -21,26 +21,32 @@ CUDA_HOME = find_cuda_home()
 class TestWgmmaBuild(unittest.TestCase):
     @unittest.skipUnless(CUDA_HOME, "needs nvcc")
     def test_no_serialized_wgmma(self):
-        source = '#include "attention/attention_wgmma.cuh"\nnamespace fastattn { namespace attention_gpu {\n'
-        source += "".join(
-            f"template __global__ void attention_wgmma_kernel<{d}, {paged}, {fp8_q}, {scales}>(const AttentionParams, const __grid_constant__ KvTensorMaps);\n"
-            for d, paged, fp8_q, scales in KERNELS)
-        source += "}}\n"
+        includes = [f"-I{d}" for d in include_dirs(CUDA_HOME) + [os.path.join(ROOT, "custom_ops", "csrc")]]
+        head_dims = sorted({d for d, *_ in KERNELS})
         with tempfile.TemporaryDirectory() as tmp:
-            unit = os.path.join(tmp, "wgmma_kernels.cu")
-            with open(unit, "w") as f:
-                f.write(source)
-            includes = [f"-I{d}" for d in include_dirs(CUDA_HOME) + [os.path.join(ROOT, "custom_ops", "csrc")]]
-            result = subprocess.run(
-                [os.path.join(CUDA_HOME, "bin", "nvcc"), *nvcc_flags(["90"]), *includes, "-Xptxas", "-v",
-                 "-c", unit, "-o", os.path.join(tmp, "wgmma_kernels.o")],
-                capture_output=True, text=True)
-        log = result.stdout + result.stderr
-        self.assertEqual(result.returncode, 0, log[-3000:])
-        compiled = re.findall(r"Compiling entry function '(\w*attention_wgmma_kernel\w*)'", log)
-        self.assertEqual(len(compiled), len(KERNELS), log[-3000:])
-        serialized = [line for line in log.splitlines() if "C7512" in line or "C7514" in line or "serialized" in line]
-        self.assertEqual(serialized, [])
+            builds = {}  # a unit per head_dim, compiled side by side (as setup_ops.py builds them)
+            for head_dim in head_dims:
+                kernels = [k for k in KERNELS if k[0] == head_dim]
+                source = '#include "attention/attention_wgmma.cuh"\nnamespace fastattn { namespace attention_gpu {\n'
+                source += "".join(
+                    f"template __global__ void attention_wgmma_kernel<{d}, {paged}, {fp8_q}, {scales}>(const AttentionParams, const __grid_constant__ KvTensorMaps);\n"
+                    for d, paged, fp8_q, scales in kernels)
+                source += "}}\n"
+                unit = os.path.join(tmp, f"wgmma_kernels_{head_dim}.cu")
+                with open(unit, "w") as f:
+                    f.write(source)
+                command = [os.path.join(CUDA_HOME, "bin", "nvcc"), *nvcc_flags(["90"]), *includes, "-Xptxas", "-v",
+                           "-c", unit, "-o", unit + ".o"]
+                builds[head_dim] = (len(kernels), subprocess.Popen(command, stdout=subprocess.PIPE,
+                                                                  stderr=subprocess.STDOUT, text=True))
+            logs = {d: (count, process.communicate()[0], process.returncode) for d, (count, process) in builds.items()}
+        for head_dim, (count, log, returncode) in logs.items():
+            with self.subTest(head_dim=head_dim):
+                self.assertEqual(returncode, 0, log[-3000:])
+                compiled = re.findall(r"Compiling entry function '(\w*attention_wgmma_kernel\w*)'", log)
+                self.assertEqual(len(compiled), count, log[-3000:])
+                serialized = [line for line in log.splitlines() if "C7512" in line or "C7514" in line or "serialized" in line]
+                self.assertEqual(serialized, [])
 
 
 if __name__ == "__main__":

@@ -124,10 +124,7 @@ std::vector<paddle::Tensor> PagedAttention(const paddle::Tensor& q, const paddle
   check_int32(seq_lens_kv, "seq_lens_kv");
   const auto& s = key_cache.shape();
   PD_CHECK(s[3] == q.shape()[2], "key_cache: head_dim differs from q's");
-  // As the cache writers take them: the kernels shift by log2(block_size), and the prefill kernel
-  // copies 4 keys' scales at a time from one block.
-  PD_CHECK(s[2] == 16 || s[2] == 32 || s[2] == 64 || s[2] == 128, "key_cache: block_size must be 16, 32, 64 or 128, got ",
-           s[2]);
+  check_block_size(s[2], "key_cache");
   AttentionParams p{};
   auto outs = prepare(p, q, cu_seqlens_q, s[1], softmax_scale, causal, q_descale, out_dtype);
   PD_CHECK(block_tables.shape().size() == 2 && block_tables.shape()[0] == p.batch, "block_tables: expected [batch, *]");

@@ -32,8 +32,7 @@ PagedCacheLayout check_cache(const paddle::Tensor& key_cache, const paddle::Tens
   PD_CHECK(rows.shape().size() == 3 && rows.shape()[1] == s[1] && rows.shape()[2] == s[3], rows_name,
            ": expected [tokens, ", s[1], ", ", s[3], "], got ", shape_str(rows.shape()));
   PD_CHECK(s[3] == 64 || s[3] == 128 || s[3] == 256, "head_dim must be 64, 128 or 256, got ", s[3]);
-  PD_CHECK(s[2] == 16 || s[2] == 32 || s[2] == 64 || s[2] == 128,
-           "block_size must be 16, 32, 64 or 128, got ", s[2]);
+  check_block_size(s[2], "key_cache");
   for (const paddle::Tensor* t : {&value_cache, &block_tables, &rows}) {
     check_same_place(key_cache, *t, "inputs");
   }

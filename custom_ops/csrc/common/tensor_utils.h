@@ -78,7 +78,6 @@ inline void check_same_place(const paddle::Tensor& a, const paddle::Tensor& b, c
   PD_CHECK(a.is_gpu() == b.is_gpu(), name, ": must be on the same device as the other inputs");
 }
 
-// A float32 or bf16 scale tensor with `numel` elements.
 // A paged cache's block size, as every op takes it: the kernels shift by log2(block_size), and the
 // prefill kernel copies 4 keys' scales at a time from one block.
 inline void check_block_size(int64_t block_size, const char* name) {
@@ -86,6 +85,7 @@ inline void check_block_size(int64_t block_size, const char* name) {
            ": block_size must be 16, 32, 64 or 128, got ", block_size);
 }
 
+// A float32 or bf16 scale tensor with `numel` elements.
 inline ScaleTensor scale_tensor(const paddle::Tensor& t, int64_t numel, const char* name) {
   PD_CHECK(t.dtype() == paddle::DataType::FLOAT32 || t.dtype() == paddle::DataType::BFLOAT16, name,
            ": expected float32 or bfloat16");

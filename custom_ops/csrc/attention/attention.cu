@@ -57,9 +57,14 @@ auto with_head_dim(int head_dim, Fn&& fn) {
 // whose shared memory has no room for per-token scales).
 bool wgmma_prefill_applies(const AttentionParams& p) {
   const bool q_16bit = p.q_type == ElementType::kBf16 || p.q_type == ElementType::kFp16;
-  // Per-token scales: room for them, and tables that the kernel copies 16 bytes at a time.
-  const bool token_scales_fit = !(q_16bit && p.head_dim == 256) &&
-                                ((reinterpret_cast<uintptr_t>(p.k_scale.data) | reinterpret_cast<uintptr_t>(p.v_scale.data)) & 15) == 0;
+  // Per-token scales: room for them, and tables aligned to a lane's copy of its keys' scales; the
+  // other kernels copy pairs (the op checks the tables for those).
+  auto lane_copy_aligned = [&](const ScaleTensor& table) {
+    const uintptr_t bytes = uintptr_t(wgmma_scale_keys(p.head_dim) * (table.is_bf16 ? 2 : 4));
+    return reinterpret_cast<uintptr_t>(table.data) % bytes == 0;
+  };
+  const bool token_scales_fit = !(q_16bit && p.head_dim == 256) && lane_copy_aligned(p.k_scale) &&
+                                lane_copy_aligned(p.v_scale);
   const bool fp8_kv = p.paged ? p.quant == CacheQuant::kFp8 || (p.quant == CacheQuant::kBlockWiseFp8 && token_scales_fit)
                               : p.kv_type == ElementType::kFp8;
   return (p.q_type == ElementType::kFp8 || q_16bit) && fp8_kv && sm90_device() &&

@@ -25,6 +25,17 @@ Descale descale_of(const paddle::optional<paddle::Tensor>& t, int64_t batch, int
   return {t->data<float>(), t->numel() == 1};
 }
 
+// The GPU kernels copy a block_wise_fp8 table's scales two keys at a time (a pair never straddles
+// a cache block), so a table on the GPU must start on a pair: 8 bytes in float32, 4 in bf16. Every
+// allocation does; a view that starts at an odd element does not.
+void check_scale_pairs_aligned(const paddle::Tensor& t, const char* name) {
+  if (!t.is_gpu()) return;
+  const uintptr_t pair_bytes = t.dtype() == paddle::DataType::BFLOAT16 ? 4 : 8;
+  PD_CHECK(reinterpret_cast<uintptr_t>(t.data()) % pair_bytes == 0, name,
+           ": the GPU kernels read scales in pairs, so the table must start ", pair_bytes,
+           "-byte aligned (a view at an even element); pass a copy");
+}
+
 // Runs the CPU kernel, or plans and launches the CUDA one (with its split workspace).
 // max_keys bounds every sequence's key count; num_splits <= 0 lets the plan choose.
 void run(AttentionParams& p, const paddle::Tensor& q, int64_t max_keys, int num_splits, const char* op) {
@@ -141,6 +152,10 @@ std::vector<paddle::Tensor> PagedAttention(const paddle::Tensor& q, const paddle
     const int64_t numel = p.quant == CacheQuant::kBlockWiseFp8 ? s[0] * s[1] * s[2] : s[1];
     p.k_scale = scale_tensor(*k_scale, numel, "k_scale");
     p.v_scale = scale_tensor(*v_scale, numel, "v_scale");
+    if (p.quant == CacheQuant::kBlockWiseFp8) {
+      check_scale_pairs_aligned(*k_scale, "k_scale");
+      check_scale_pairs_aligned(*v_scale, "v_scale");
+    }
   }
   p.seq_lens_kv = seq_lens_kv.data<int32_t>();
   if (kv_end) {

@@ -39,6 +39,9 @@ namespace attention_gpu {
 
 // Keys per tile: 128, or 64 at head_dim 256, where the accumulator alone takes 128 registers.
 constexpr int wgmma_tile_keys(int head_dim) { return head_dim == 256 ? 64 : 128; }
+// Per-token scales: the keys whose scales a lane of a copying warp copies (a warp copies a tile's
+// k or v scales).
+constexpr int wgmma_scale_keys(int head_dim) { return wgmma_tile_keys(head_dim) / 32; }
 // Computing warpgroups of 64 rows: three at head_dim 64, whose accumulator is small enough for
 // three in the register file; two otherwise.
 constexpr int wgmma_compute_groups(int head_dim) { return head_dim == 64 ? 3 : 2; }
@@ -102,7 +105,7 @@ struct WgmmaShape {
   // as its fp16 K with a 16-bit q, which frees the stage before. Two copying warps copy them,
   // kScaleKeys keys a lane.
   static constexpr int kScaleSlots = kTokenScales ? kStages + kK16Buffers : 0;
-  static constexpr int kScaleKeys = kKeys / 32;
+  static constexpr int kScaleKeys = wgmma_scale_keys(D);
   static constexpr int kScaleArrayBytes = kKeys * int(sizeof(float));
   static constexpr int kValueScalesOffset = kScaleArrayBytes, kValueWeightsOffset = 2 * kScaleArrayBytes;
   static constexpr int kValueRefOffset = kValueWeightsOffset + kKeys * 2, kKeyMultipliersOffset = kValueRefOffset + 16;

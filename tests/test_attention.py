@@ -184,11 +184,12 @@ class TestFlashAttnVarlen(PlacedCase):
                 self.assertLess(rel_err(float_values(out), want), bound(self.place, "float32", "float16") + score_error)
                 self.check_lse(to_numpy(lse), want_lse, score_error)
 
-    def check_fp8(self, codes, descales, lens_q, lens_k, causal, splits=None, q_dtype=None, scale=None):
+    def check_fp8(self, codes, descales, lens_q, lens_k, causal, splits=None, q_dtype=None, scale=None,
+                  out_dtype="float32"):
         """FP8 q/k/v codes with per-tensor descales through flash_attn_varlen, against the
-        reference on their real values: no NaN, and within the bounds (plus the FP8 score error on
-        the GPU). With q_dtype (bf16 or fp16), codes[0] is q's values in that dtype and
-        descales[0] is None. Returns the output and log-sum-exp."""
+        reference on their real values: no NaN, and within the bounds of `out_dtype` (plus the FP8
+        score error on the GPU). With q_dtype (bf16 or fp16), codes[0] is q's values in that dtype
+        and descales[0] is None. Returns the output and log-sum-exp."""
         dim = codes[0].shape[2]
         scale = dim ** -0.5 if scale is None else scale
         cq, ck = cu_seqlens(lens_q), cu_seqlens(lens_k)
@@ -200,12 +201,12 @@ class TestFlashAttnVarlen(PlacedCase):
         out, lse = ops.flash_attn_varlen(
             q_in, *(self.t(c, fp8) for c in codes[1:]), self.t(cq), self.t(ck), max(lens_q), max(lens_k),
             softmax_scale=scale, causal=causal, q_descale=q_descale, k_descale=self.t(descales[1], "float32"),
-            v_descale=self.t(descales[2], "float32"), out_dtype="float32", num_splits=splits)
+            v_descale=self.t(descales[2], "float32"), out_dtype=out_dtype, num_splits=splits)
         want, want_lse = ref.flash_attn_varlen(q_real, *real, cq, ck, scale, causal)
         got, lse = float_values(out), to_numpy(lse)
         self.assertFalse(np.isnan(got).any() or np.isnan(lse).any())
         score_error = fp8_score_error(q_real, real[0], scale) if self.place == "gpu" and not q_dtype else 0.0
-        self.assertLess(rel_err(got, want), bound(self.place, "float32", "float16") + score_error)
+        self.assertLess(rel_err(got, want), bound(self.place, out_dtype, "float16") + score_error)
         self.check_lse(lse, want_lse, score_error)
         return got, lse
 
@@ -225,6 +226,22 @@ class TestFlashAttnVarlen(PlacedCase):
                 codes = [fp8_tensor(rng, (sum(lens), heads, dim))
                          for lens, heads in ((lens_q, hq), (lens_k, hkv), (lens_k, hkv))]
                 self.check_fp8(codes, [np.float32([f / 64]) for f in (0.75, 0.5, 0.25)], lens_q, lens_k, causal, splits)
+
+    @placed
+    def test_fp8_prefill_output_dtypes(self):
+        """FP8 q/k/v prefill in each output dtype at every head_dim. The sm_90a kernel stages each
+        computing warpgroup's 64 rows in shared memory: where all of them are a sequence's and the
+        GQA group divides 64, they leave by tensor copies (64- or 128-byte column tiles), elsewhere
+        (a sequence's last rows; a group of 3) a 16-byte chunk at a time."""
+        lens_q, lens_k = [600, 70, 17], [600, 200, 17]
+        for dim, out_dtype, (hq, hkv) in itertools.product((64, 128, 256), ("bfloat16", "float16", "float32"),
+                                                          ((8, 2), (8, 1), (6, 2))):
+            with self.subTest(dim=dim, out_dtype=out_dtype, hq=hq, hkv=hkv):
+                rng = seeded_rng(self, dim, out_dtype, hq, hkv)
+                codes = [fp8_tensor(rng, (sum(lens), heads, dim))
+                         for lens, heads in ((lens_q, hq), (lens_k, hkv), (lens_k, hkv))]
+                self.check_fp8(codes, [np.float32([f / 64]) for f in (0.75, 0.5, 0.25)], lens_q, lens_k, True,
+                               out_dtype=out_dtype)
 
     @placed
     def test_16bit_query_over_fp8_prefill(self):
@@ -549,23 +566,6 @@ class TestPagedAttention(PlacedCase):
                 self.check(run, "float16")
 
     @placed
-    def test_prefill_with_a_scale_not_positive(self):
-        """A negative or zero softmax scale (legal, if odd) over the 8-bit caches, in chunks long
-        enough for the prefill kernels: FP8 and bf16 q at every head_dim. Over one scale the
-        kernels fold a positive scale into the exponent, after the max, and any other into the
-        scores before it; over per-token scales each key's multiplier carries the scale, sign and
-        all. One key range per sequence, so that a CTA's rows meet several tiles without a mask, and
-        small FP8 q codes, so that a score left unscaled would rarely overflow a weight (whose
-        recovery would hide it)."""
-        cases = itertools.product((64, 128, 256), (True, False), ("cache_fp8", "block_wise_fp8"), (-0.7, 0.0))
-        for dim, fp8_q, quant, factor in cases:
-            with self.subTest(dim=dim, fp8_q=fp8_q, quant=quant, factor=factor):
-                rng = seeded_rng(self, dim, fp8_q, quant, factor)
-                run = self.run_paged(rng, quant, [700, 9], [130, 9], 8, 2, dim, 64, fp8_q=fp8_q, num_splits=1,
-                                     softmax_scale=factor * dim ** -0.5, q_spread=0.25)
-                self.check(run, "float16")
-
-    @placed
     def test_block_wise_scale_tables_at_an_offset(self):
         """Scale tables that are views starting past their allocation's first element, as tables
         sliced from a larger buffer would be. The GPU kernels copy scales in pairs: a table that
@@ -585,6 +585,23 @@ class TestPagedAttention(PlacedCase):
                         run()
                 else:
                     self.check(run(), "float16")
+
+    @placed
+    def test_prefill_with_a_scale_not_positive(self):
+        """A negative or zero softmax scale (legal, if odd) over the 8-bit caches, in chunks long
+        enough for the prefill kernels: FP8 and bf16 q at every head_dim. Over one scale the
+        kernels fold a positive scale into the exponent, after the max, and any other into the
+        scores before it; over per-token scales each key's multiplier carries the scale, sign and
+        all. One key range per sequence, so that a CTA's rows meet several tiles without a mask, and
+        small FP8 q codes, so that a score left unscaled would rarely overflow a weight (whose
+        recovery would hide it)."""
+        cases = itertools.product((64, 128, 256), (True, False), ("cache_fp8", "block_wise_fp8"), (-0.7, 0.0))
+        for dim, fp8_q, quant, factor in cases:
+            with self.subTest(dim=dim, fp8_q=fp8_q, quant=quant, factor=factor):
+                rng = seeded_rng(self, dim, fp8_q, quant, factor)
+                run = self.run_paged(rng, quant, [700, 9], [130, 9], 8, 2, dim, 64, fp8_q=fp8_q, num_splits=1,
+                                     softmax_scale=factor * dim ** -0.5, q_spread=0.25)
+                self.check(run, "float16")
 
     @placed
     def test_slots_without_a_key_hold_nan(self):

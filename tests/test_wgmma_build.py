@@ -29,7 +29,7 @@ class TestWgmmaBuild(unittest.TestCase):
                 kernels = [k for k in KERNELS if k[0] == head_dim]
                 source = '#include "attention/attention_wgmma.cuh"\nnamespace fastattn { namespace attention_gpu {\n'
                 source += "".join(
-                    f"template __global__ void attention_wgmma_kernel<{d}, {paged}, {fp8_q}, {scales}>(const AttentionParams, const __grid_constant__ KvTensorMaps);\n"
+                    f"template __global__ void attention_wgmma_kernel<{d}, {paged}, {fp8_q}, {scales}>(const AttentionParams, const __grid_constant__ PrefillTensorMaps);\n"
                     for d, paged, fp8_q, scales in kernels)
                 source += "}}\n"
                 unit = os.path.join(tmp, f"wgmma_kernels_{head_dim}.cu")

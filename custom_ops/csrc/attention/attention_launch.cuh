@@ -102,21 +102,34 @@ void with_shape(const AttentionParams& p, Fn&& fn) {
 // The wgmma kernel's K and V as tensor maps: boxes of a tile's rows (contiguous keys) or a cache
 // block's (at most a tile's), one column tile wide. Not ready (every tile copied row by row)
 // where the driver cannot encode them, or for blocks of under 8 keys (the ops take 16 to 128),
-// whose boxes would not start on the swizzle's atoms.
+// whose boxes would not start on the swizzle's atoms. And the output's: boxes of a computing
+// warpgroup's 64 rows (64 / group tokens x the group's heads), a column tile wide. Not ready
+// (rows stored a chunk at a time) for key splits (their rows go to the fp32 partials), where the
+// group does not divide 64 (a box would not hold whole tokens), or where the driver cannot
+// encode it (an output not 16-byte aligned, say).
 template <int D>
-KvTensorMaps kv_tensor_maps(const AttentionParams& p) {
+PrefillTensorMaps prefill_tensor_maps(const AttentionParams& p) {
   using Shape = WgmmaShape<D>;
-  KvTensorMaps maps{};
+  PrefillTensorMaps maps{};
   const PagedCacheLayout& cache = p.layout;
-  if (p.paged ? cache.block_size < 8 || cache.num_blocks <= 0 : p.tokens_k <= 0) return maps;
-  // Paged: [blocks x heads_kv, block_size, D]; contiguous: [tokens_k, heads_kv, D].
-  const uint64_t dims[3] = {D, uint64_t(p.paged ? cache.block_size : p.heads_kv),
-                            p.paged ? uint64_t(cache.num_blocks) * cache.num_heads : uint64_t(p.tokens_k)};
-  const uint64_t strides[2] = {D, dims[1] * D};
-  const uint32_t rows = uint32_t(Shape::box_rows(p.paged, cache.block_size));
-  const uint32_t box[3] = {uint32_t(Shape::kSwizzleBytes), p.paged ? rows : 1u, p.paged ? 1u : rows};
-  maps.ready = tma::encode_bytes_3d(&maps.k, p.paged ? p.key_cache : p.k, dims, strides, box) &&
-               tma::encode_bytes_3d(&maps.v, p.paged ? p.value_cache : p.v, dims, strides, box);
+  if (p.paged ? cache.block_size >= 8 && cache.num_blocks > 0 : p.tokens_k > 0) {
+    // Paged: [blocks x heads_kv, block_size, D]; contiguous: [tokens_k, heads_kv, D].
+    const uint64_t dims[3] = {D, uint64_t(p.paged ? cache.block_size : p.heads_kv),
+                              p.paged ? uint64_t(cache.num_blocks) * cache.num_heads : uint64_t(p.tokens_k)};
+    const uint64_t strides[2] = {D, dims[1] * D};
+    const uint32_t rows = uint32_t(Shape::box_rows(p.paged, cache.block_size));
+    const uint32_t box[3] = {uint32_t(Shape::kSwizzleBytes), p.paged ? rows : 1u, p.paged ? 1u : rows};
+    maps.kv_ready = tma::encode_bytes_3d(&maps.k, p.paged ? p.key_cache : p.k, dims, strides, box) &&
+                    tma::encode_bytes_3d(&maps.v, p.paged ? p.value_cache : p.v, dims, strides, box);
+  }
+  const int group = p.heads_q / p.heads_kv;
+  if (p.num_splits == 1 && p.tokens_q > 0 && 64 % group == 0) {
+    const uint64_t row_bytes = uint64_t(D) * element_bytes(p.out_type);
+    const uint64_t dims[3] = {row_bytes, uint64_t(p.heads_q), uint64_t(p.tokens_q)};
+    const uint64_t strides[2] = {row_bytes, row_bytes * p.heads_q};
+    const uint32_t box[3] = {uint32_t(out_tile_bytes(int(row_bytes))), uint32_t(group), uint32_t(64 / group)};
+    maps.out_ready = tma::encode_bytes_3d(&maps.out, p.out, dims, strides, box);
+  }
   return maps;
 }
 
@@ -193,7 +206,7 @@ void run_attention(const AttentionParams& p) {
   with_kernel<D>(p, [&](auto choice) {
     using Choice = decltype(choice);
     if constexpr (Choice::kTensorMaps) {
-      launch_kernel<Choice>(p, kv_tensor_maps<D>(p));
+      launch_kernel<Choice>(p, prefill_tensor_maps<D>(p));
     } else {
       launch_kernel<Choice>(p);
     }

@@ -141,11 +141,19 @@ FA_DEVICE uint32_t fp8_row_offset(int row, int chunk) {
 
 // Tensor maps of K and V (contiguous [tokens, heads_kv, head_dim] or a cache's [blocks * heads_kv,
 // block_size, head_dim]) for boxes of one column tile x the rows of a tile (or of a cache block)
-// x 1. Without them (`ready` false) every tile is copied by cp.async.
-struct KvTensorMaps {
-  CUtensorMap k, v;
-  bool ready;
+// x 1; without them (`kv_ready` false) every tile is copied by cp.async. And of the output
+// ([tokens, heads_q, head_dim] in its format) for boxes of a column tile of the staged rows
+// (out_tile_bytes below) x the group's heads x the tokens of a computing warpgroup's 64 rows;
+// without it (`out_ready` false: key splits, a group that does not divide 64) rows are stored a
+// chunk at a time.
+struct PrefillTensorMaps {
+  CUtensorMap k, v, out;
+  bool kv_ready, out_ready;
 };
+
+// Bytes per row of a column tile of the output as staged: one swizzle wide (64 for FP8 rows at
+// head_dim 64, 128 otherwise).
+FA_HD constexpr int out_tile_bytes(int row_bytes) { return row_bytes < 128 ? row_bytes : 128; }
 
 // FP8 V (or K) [keys][D] as copied -> fp16 in Shape's kV16 layout (blocks of 64 columns, chunk j
 // of key r's 128-byte row at chunk j ^ (r % 8)): the N-major B operand of P V, and the K-major B
@@ -249,7 +257,7 @@ FA_DEVICE float2 staged_scale_pair(const uint8_t* scales, bool is_bf16, int pair
 
 template <int D, bool kPaged, bool kFp8Q = true, bool kTokenScales = false>
 __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 1)
-    attention_wgmma_kernel(const AttentionParams p, const __grid_constant__ KvTensorMaps maps) {
+    attention_wgmma_kernel(const AttentionParams p, const __grid_constant__ PrefillTensorMaps maps) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   static_assert(kPaged || !kTokenScales, "per-token scales are a paged cache's");
   using Shape = WgmmaShape<D, kFp8Q, kTokenScales>;
@@ -370,7 +378,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
     // in order, so the block held is always the next whole tile's.
     const int box_rows = Shape::box_rows(kPaged, p.layout.block_size);
     int next_block = -1;
-    if (kPaged && maps.ready && thread * box_rows < kKeys) next_block = p.layout.block(cta.seq, range.begin + thread * box_rows);
+    if (kPaged && maps.kv_ready && thread * box_rows < kKeys) next_block = p.layout.block(cta.seq, range.begin + thread * box_rows);
     // A tile's per-token scales, in the tables' format: copying warp 2 copies the k scales and warp
     // 3 the v scales, kScaleKeys keys a lane (a lane's keys never straddle a cache block, which
     // holds 16 or more). Keys past the sequence read as 0, those of the last key's lane too: a
@@ -441,7 +449,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
       // A tile inside the sequence goes whole, keys past the CTA's range included (the last tile
       // of a causal range): the softmax masks them for every row, as it masks a row's keys past
       // its own limit in any tile.
-      const bool by_tma = maps.ready && key0 + kKeys <= cta.k_len;
+      const bool by_tma = maps.kv_ready && key0 + kKeys <= cta.k_len;
       // The tensor copies are one warp's; per-token scales two others'.
       if (by_tma && thread >= 32 && !(kTokenScales && copies_scales)) return;
       // (With a 16-bit q the copying warpgroup's own barrier after the widening frees a stage.)
@@ -937,13 +945,17 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
     take_turn();
     issue_pv(range.tiles - 1);
     pass_turn();
+  }
+  auto await_last_pv = [&] {  // (unconditional: under an `if` ptxas adds a wait of its own at the issue)
     wgmma::wait<0>();
     wgmma::fence_registers(o);
     if constexpr (Shape::kRowSumsByMma) wgmma::fence_registers(row_sums);
-  }
+  };
 
   // Epilogue: out = o / d (0 for a row that saw no key), the output's format chosen once (a
-  // switch per store cost as much as the stores).
+  // switch per store cost as much as the stores). The row sums and log-sum-exps go out under
+  // the last P V, unless the tensor cores sum the rows.
+  if constexpr (Shape::kRowSumsByMma) await_last_pv();
   float mult[2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
@@ -957,6 +969,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
     const int2 place = row_place[row_g + 8 * h - cta.row0];
     if (t == 0 && place.x >= 0) store_lse(p, split, place.x, place.y, state[h].lse());
   }
+  if constexpr (!Shape::kRowSumsByMma) await_last_pv();
   const bool row_in[2] = {row_g < cta.rows, row_g + 8 < cta.rows};
   // f(d, x0, x1) for each pair of this thread's columns d, d + 1 of row h, normalized.
   auto for_each_pair = [&](int h, auto&& f) {
@@ -971,17 +984,20 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
     using Storage = typename Format::Storage;
     constexpr int kRowBytes = D * int(sizeof(Storage));
     if constexpr (64 * kRowBytes <= kOutputBufferBytes) {
-      // Through shared memory, so that each warp writes whole rows with 16-byte stores: the
-      // warpgroup's 64 rows go to stage tiles + wg, free by now (only the last tile's stage
-      // may still be read, by the others), or to fp16 K buffer wg, 16-byte chunks swizzled by row.
-      constexpr int kRowChunks = kRowBytes / 16, kSwizzle = (kRowChunks < 8 ? kRowChunks : 8) - 1;
+      // Through shared memory: the warpgroup's 64 rows go to stage tiles + wg, free by now (only
+      // the last tile's stage may still be read, by the others), or to fp16 K buffer wg, in column
+      // tiles one swizzle wide as the tensor copies read them. Where all 64 rows are the
+      // sequence's, one thread stores them by a tensor copy per column tile; elsewhere each warp
+      // writes whole rows with 16-byte stores.
+      constexpr int kTileBytes = out_tile_bytes(kRowBytes), kRowChunks = kRowBytes / 16;
       if (!kOutputInStages && range.tiles > 0) {
         roles::mbarrier_wait(k16_free(range.tiles - 1), phase_of(range.tiles - 1, kK16Buffers));
       }
       const uint32_t buffer = kOutputInStages ? stage_of(range.tiles + wg) : k16_of(wg);
       uint8_t* staging = smem_raw + (buffer - smem_address(smem_raw));
       auto offset = [&](int row, int byte) {
-        return row * kRowBytes + ((((byte >> 4) ^ (row & kSwizzle)) << 4) | (byte & 15));
+        return (byte / kTileBytes) * 64 * kTileBytes + wgmma::swizzled_offset<kTileBytes>(row, byte % kTileBytes / 16) +
+               byte % 16;
       };
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
@@ -991,7 +1007,21 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
           store_pair_as<Format>(staging + offset(row, d * int(sizeof(Storage))), 0, x0, x1);
         });
       }
+      const bool whole_rows = maps.out_ready && cta.row0 + 64 * (wg + 1) <= cta.rows;
+      if (whole_rows) wgmma::fence_shared_for_async();
       roles::named_sync(2 + kGroups + wg, 128);
+      if (whole_rows) {
+        if (threadIdx.x % 128 == 0) {
+          const int token = cta.token(cta.row0 + 64 * wg);  // the group's heads of 64 / group tokens
+#pragma unroll
+          for (int ct = 0; ct < kRowBytes / kTileBytes; ++ct) {
+            tma::store_3d(&maps.out, buffer + ct * 64 * kTileBytes, ct * kTileBytes, kv_head * cta.group, token);
+          }
+          tma::commit_stores();
+          tma::wait_stores_read();  // the staging stays the CTA's until then
+        }
+        return;
+      }
       // Unrolled, so that the rows' places and chunks are read before the first store.
 #pragma unroll
       for (int pass = 0; pass < 64 * kRowChunks / 128; ++pass) {

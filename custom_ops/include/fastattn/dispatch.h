@@ -44,6 +44,10 @@ void dispatch_head_dim(int head_dim, F&& f) {
 // Element types of activations (attention outputs and the like).
 enum class ElementType : int { kBf16, kFp16, kFp32, kFp8 };
 
+FA_HD constexpr int element_bytes(ElementType type) {
+  return type == ElementType::kFp32 ? 4 : type == ElementType::kFp8 ? 1 : 2;
+}
+
 // Element i of a tensor whose element type is known at run time only, read or written through
 // its format (host and device: the attention kernels' q loads and output stores).
 template <typename Format>

@@ -1,5 +1,6 @@
 // Tensor copies of sm_90 (TMA): one thread asks the copy engine for a whole tile, global to shared
-// memory, swizzled on the way as wgmma reads it, its bytes counted on an mbarrier. The host
+// memory, swizzled on the way as wgmma reads it, its bytes counted on an mbarrier; or back, shared
+// to global memory, unswizzled on the way. The host
 // describes each tensor once per launch (a tensor map), and the kernel takes the map as a
 // __grid_constant__ parameter.
 #pragma once
@@ -23,6 +24,30 @@ FA_DEVICE void load_3d(uint32_t dst, const CUtensorMap* map, uint32_t bar, int x
       "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4, %5}], [%2];"
       ::"r"(dst), "l"(map), "r"(bar), "r"(x), "r"(y), "r"(z)
       : "memory");
+#endif
+}
+
+// The 3-D box of `map` at element coordinates (x, y, z) from shared memory at `src` to global
+// memory, in the bulk group of the issuing thread. The generic proxy's writes of `src` need
+// fence.proxy.async first, and `src` must stay as it is until wait_stores_read.
+FA_DEVICE void store_3d(const CUtensorMap* map, uint32_t src, int x, int y, int z) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.tensor.3d.global.shared::cta.tile.bulk_group [%0, {%2, %3, %4}], [%1];"
+               ::"l"(map), "r"(src), "r"(x), "r"(y), "r"(z)
+               : "memory");
+#endif
+}
+
+// The issuing thread's stores so far, as a bulk group; then the wait until every group's shared
+// memory has been read (the global writes complete on their own).
+FA_DEVICE void commit_stores() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.commit_group;" ::: "memory");
+#endif
+}
+FA_DEVICE void wait_stores_read() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.wait_group.read 0;" ::: "memory");
 #endif
 }
 

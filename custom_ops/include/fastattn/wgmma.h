@@ -54,8 +54,9 @@ FA_DEVICE void wait() {
   asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(kPending) : "memory");
 }
 
-// Shared-memory writes of the generic proxy (st.shared, cp.async) made visible to the wgmma reads
-// of the async proxy; a barrier must follow before another thread's wgmma reads them.
+// Shared-memory writes of the generic proxy (st.shared, cp.async) made visible to the reads of
+// the async proxy (wgmma, tensor copies); a barrier must follow before another thread's wgmma or
+// tensor copy reads them.
 FA_DEVICE void fence_shared_for_async() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
 
 // Keeps the compiler from moving accesses of accumulator registers across a wait.

@@ -1,8 +1,7 @@
 // Tensor copies of sm_90 (TMA): one thread asks the copy engine for a whole tile, global to shared
 // memory, swizzled on the way as wgmma reads it, its bytes counted on an mbarrier; or back, shared
-// to global memory, unswizzled on the way. The host
-// describes each tensor once per launch (a tensor map), and the kernel takes the map as a
-// __grid_constant__ parameter.
+// to global memory, unswizzled on the way. The host describes each tensor once per launch (a
+// tensor map), and the kernel takes the map as a __grid_constant__ parameter.
 #pragma once
 
 #include <cuda.h>  // CUtensorMap and the encoding function's type; the driver is reached at run time

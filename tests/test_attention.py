@@ -231,7 +231,7 @@ class TestFlashAttnVarlen(PlacedCase):
     def test_fp8_prefill_output_dtypes(self):
         """FP8 q/k/v prefill in each output dtype at every head_dim. The sm_90a kernel stages each
         computing warpgroup's 64 rows in shared memory: where all of them are a sequence's and the
-        GQA group divides 64, they leave by tensor copies (64- or 128-byte column tiles), elsewhere
+        GQA group divides 64, they leave by tensor copies (a 128-byte column tile each), elsewhere
         (a sequence's last rows; a group of 3) a 16-byte chunk at a time."""
         lens_q, lens_k = [600, 70, 17], [600, 200, 17]
         for dim, out_dtype, (hq, hkv) in itertools.product((64, 128, 256), ("bfloat16", "float16", "float32"),

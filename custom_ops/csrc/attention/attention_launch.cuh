@@ -127,7 +127,7 @@ PrefillTensorMaps prefill_tensor_maps(const AttentionParams& p) {
     const uint64_t row_bytes = uint64_t(D) * element_bytes(p.out_type);
     const uint64_t dims[3] = {row_bytes, uint64_t(p.heads_q), uint64_t(p.tokens_q)};
     const uint64_t strides[2] = {row_bytes, row_bytes * p.heads_q};
-    const uint32_t box[3] = {uint32_t(out_tile_bytes(int(row_bytes))), uint32_t(group), uint32_t(64 / group)};
+    const uint32_t box[3] = {uint32_t(kOutTileBytes), uint32_t(group), uint32_t(64 / group)};
     maps.out_ready = tma::encode_bytes_3d(&maps.out, p.out, dims, strides, box);
   }
   return maps;

@@ -143,7 +143,7 @@ FA_DEVICE uint32_t fp8_row_offset(int row, int chunk) {
 // block_size, head_dim]) for boxes of one column tile x the rows of a tile (or of a cache block)
 // x 1; without them (`kv_ready` false) every tile is copied by cp.async. And of the output
 // ([tokens, heads_q, head_dim] in its format) for boxes of a column tile of the staged rows
-// (out_tile_bytes below) x the group's heads x the tokens of a computing warpgroup's 64 rows;
+// (kOutTileBytes below) x the group's heads x the tokens of a computing warpgroup's 64 rows;
 // without it (`out_ready` false: key splits, a group that does not divide 64) rows are stored a
 // chunk at a time.
 struct PrefillTensorMaps {
@@ -151,9 +151,9 @@ struct PrefillTensorMaps {
   bool kv_ready, out_ready;
 };
 
-// Bytes per row of a column tile of the output as staged: one swizzle wide (64 for FP8 rows at
-// head_dim 64, 128 otherwise).
-FA_HD constexpr int out_tile_bytes(int row_bytes) { return row_bytes < 128 ? row_bytes : 128; }
+// Bytes per row of a column tile of the output as staged: one 128-byte swizzle wide (an output
+// row, bf16, fp16 or fp32 of 64 or more elements, is a whole number of them).
+constexpr int kOutTileBytes = 128;
 
 // FP8 V (or K) [keys][D] as copied -> fp16 in Shape's kV16 layout (blocks of 64 columns, chunk j
 // of key r's 128-byte row at chunk j ^ (r % 8)): the N-major B operand of P V, and the K-major B
@@ -989,14 +989,15 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
       // tiles one swizzle wide as the tensor copies read them. Where all 64 rows are the
       // sequence's, one thread stores them by a tensor copy per column tile; elsewhere each warp
       // writes whole rows with 16-byte stores.
-      constexpr int kTileBytes = out_tile_bytes(kRowBytes), kRowChunks = kRowBytes / 16;
+      constexpr int kRowChunks = kRowBytes / 16;
+      static_assert(kRowBytes % kOutTileBytes == 0, "whole column tiles");
       if (!kOutputInStages && range.tiles > 0) {
         roles::mbarrier_wait(k16_free(range.tiles - 1), phase_of(range.tiles - 1, kK16Buffers));
       }
       const uint32_t buffer = kOutputInStages ? stage_of(range.tiles + wg) : k16_of(wg);
       uint8_t* staging = smem_raw + (buffer - smem_address(smem_raw));
       auto offset = [&](int row, int byte) {
-        return (byte / kTileBytes) * 64 * kTileBytes + wgmma::swizzled_offset<kTileBytes>(row, byte % kTileBytes / 16) +
+        return (byte / kOutTileBytes) * 64 * kOutTileBytes + wgmma::swizzled_offset(row, byte % kOutTileBytes / 16) +
                byte % 16;
       };
 #pragma unroll
@@ -1014,8 +1015,8 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
         if (threadIdx.x % 128 == 0) {
           const int token = cta.token(cta.row0 + 64 * wg);  // the group's heads of 64 / group tokens
 #pragma unroll
-          for (int ct = 0; ct < kRowBytes / kTileBytes; ++ct) {
-            tma::store_3d(&maps.out, buffer + ct * 64 * kTileBytes, ct * kTileBytes, kv_head * cta.group, token);
+          for (int ct = 0; ct < kRowBytes / kOutTileBytes; ++ct) {
+            tma::store_3d(&maps.out, buffer + ct * 64 * kOutTileBytes, ct * kOutTileBytes, kv_head * cta.group, token);
           }
           tma::commit_stores();
           tma::wait_stores_read();  // the staging stays the CTA's until then
@@ -1045,10 +1046,9 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
   if (p.num_splits > 1) {
     write(Fp32Format{}, p.partial_out);
   } else {
-    switch (p.out_type) {
+    switch (p.out_type) {  // (the attention ops write bf16, fp16 or fp32)
       case ElementType::kBf16: write(Bf16Format{}, p.out); break;
       case ElementType::kFp16: write(Fp16Format{}, p.out); break;
-      case ElementType::kFp8: write(E4m3Format{}, p.out); break;
       default: write(Fp32Format{}, p.out); break;
     }
   }

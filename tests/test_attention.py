@@ -229,19 +229,27 @@ class TestFlashAttnVarlen(PlacedCase):
 
     @placed
     def test_fp8_prefill_output_dtypes(self):
-        """FP8 q/k/v prefill in each output dtype at every head_dim. The sm_90a kernel stages each
-        computing warpgroup's 64 rows in shared memory: where all of them are a sequence's and the
-        GQA group divides 64, they leave by tensor copies (a 128-byte column tile each), elsewhere
-        (a sequence's last rows; a group of 3) a 16-byte chunk at a time."""
+        """FP8 q/k/v prefill, and bf16 q over FP8 k/v, in each output dtype at every head_dim. The
+        sm_90a kernel stages each computing warpgroup's 64 rows in shared memory (a stage, or with
+        a 16-bit q an fp16 K buffer; not fp32 rows at head_dim 256, which go out from registers):
+        where all of them are a sequence's and the GQA group divides 64, they leave by tensor copies
+        (a 128-byte column tile each), elsewhere (a sequence's last rows; a group of 3) a 16-byte
+        chunk at a time."""
         lens_q, lens_k = [600, 70, 17], [600, 200, 17]
-        for dim, out_dtype, (hq, hkv) in itertools.product((64, 128, 256), ("bfloat16", "float16", "float32"),
-                                                          ((8, 2), (8, 1), (6, 2))):
-            with self.subTest(dim=dim, out_dtype=out_dtype, hq=hq, hkv=hkv):
-                rng = seeded_rng(self, dim, out_dtype, hq, hkv)
-                codes = [fp8_tensor(rng, (sum(lens), heads, dim))
-                         for lens, heads in ((lens_q, hq), (lens_k, hkv), (lens_k, hkv))]
-                self.check_fp8(codes, [np.float32([f / 64]) for f in (0.75, 0.5, 0.25)], lens_q, lens_k, True,
-                               out_dtype=out_dtype)
+        cases = [(q_dtype, heads) for q_dtype in (None, "bfloat16")
+                 for heads in (((8, 2), (8, 1), (6, 2)) if q_dtype is None else ((8, 2),))]
+        out_dtypes = ("bfloat16", "float16", "float32")
+        for dim, out_dtype, (q_dtype, (hq, hkv)) in itertools.product((64, 128, 256), out_dtypes, cases):
+            with self.subTest(dim=dim, out_dtype=out_dtype, q_dtype=q_dtype, hq=hq, hkv=hkv):
+                rng = seeded_rng(self, dim, out_dtype, q_dtype, hq, hkv)
+                kv = [fp8_tensor(rng, (sum(lens_k), hkv, dim)) for _ in range(2)]
+                if q_dtype is None:
+                    codes = [fp8_tensor(rng, (sum(lens_q), hq, dim))] + kv
+                    descales = [np.float32([f / 64]) for f in (0.75, 0.5, 0.25)]
+                else:
+                    codes = [ref.random_half(rng, (sum(lens_q), hq, dim), q_dtype)[0]] + kv
+                    descales = [None, np.float32([0.5 / 64]), np.float32([0.25 / 64])]
+                self.check_fp8(codes, descales, lens_q, lens_k, True, q_dtype=q_dtype, out_dtype=out_dtype)
 
     @placed
     def test_16bit_query_over_fp8_prefill(self):

@@ -145,7 +145,8 @@ FA_DEVICE uint32_t fp8_row_offset(int row, int chunk) {
 // ([tokens, heads_q, head_dim] in its format) for boxes of a column tile of the staged rows
 // (kOutTileBytes below) x the group's heads x the tokens of a computing warpgroup's 64 rows;
 // without it (`out_ready` false: key splits, a group that does not divide 64) rows are stored a
-// chunk at a time.
+// chunk at a time, as they are under key splits whatever the host encoded (their rows go to the
+// fp32 partials).
 struct PrefillTensorMaps {
   CUtensorMap k, v, out;
   bool kv_ready, out_ready;
@@ -1008,7 +1009,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
           store_pair_as<Format>(staging + offset(row, d * int(sizeof(Storage))), 0, x0, x1);
         });
       }
-      const bool whole_rows = maps.out_ready && cta.row0 + 64 * (wg + 1) <= cta.rows;
+      const bool whole_rows = maps.out_ready && p.num_splits == 1 && cta.row0 + 64 * (wg + 1) <= cta.rows;
       if (whole_rows) wgmma::fence_shared_for_async();
       roles::named_sync(2 + kGroups + wg, 128);
       if (whole_rows) {

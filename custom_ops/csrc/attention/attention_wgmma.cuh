@@ -161,13 +161,15 @@ constexpr int kOutTileBytes = 128;
 // operand of an fp16 Q K^T. By the 128 threads of the copying warpgroup. A thread converts the 16
 // columns of chunk c = (thread / 8) % kChunks of keys 8 group + thread % 8: the 8 lanes of a
 // quarter warp read and write one chunk of 8 different keys, which fall in 8 different banks. Its
-// addresses differ between passes by constants. At head_dim 256 the copying warpgroup keeps up
-// with tiles of half as many keys only if the loads of 4 passes go out together (+8-14%);
-// elsewhere batches gained nothing and its registers spilled.
+// addresses differ between passes by constants. The loads of 4 passes go out together where the
+// widening sets the pace: at head_dim 256, whose tiles have half as many keys (+8-14%), and for a
+// 16-bit q at head_dim 128, whose K is widened too (+6-11% at 8 x 4096). With FP8 q at 128 they
+// gained nothing (-1%) and the registers spilled.
 template <class Shape>
 FA_DEVICE void widen_to_fp16(uint32_t staging, uint32_t v16, int thread) {
   constexpr int kChunks = Shape::kHeadDim / 16, kGroupsPerPass = 128 / (8 * kChunks);
-  constexpr int kPasses = Shape::kKeys / 8 / kGroupsPerPass, kBatch = Shape::kHeadDim == 256 ? 4 : 1;
+  constexpr bool kBatched = Shape::kHeadDim == 256 || (Shape::kHeadDim == 128 && !Shape::kFp8Q);
+  constexpr int kPasses = Shape::kKeys / 8 / kGroupsPerPass, kBatch = kBatched ? 4 : 1;
   const int key = thread % 8, c = thread / 8 % kChunks, group = thread / (8 * kChunks);
   auto key_of = [&](int pass) { return 8 * (group + pass * kGroupsPerPass) + key; };
 #pragma unroll

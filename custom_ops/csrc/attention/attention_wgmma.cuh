@@ -117,8 +117,8 @@ struct WgmmaShape {
   // share what the copying one gives up. At head_dim 64 they need 160: with 152 ptxas runs every
   // wgmma synchronously (warning C7512 under -Xptxas -v; 15-18% slower), so the copying
   // warpgroup gets the 32 left and spills a few registers in its loop. Elsewhere it keeps enough
-  // not to spill there (with 8 fewer at head_dim 128 it reloaded spilled registers every tile).
-  // The paged kernel at head_dim 128 spills 12 bytes.
+  // not to spill there while it widens a pass at a time (with 8 fewer at head_dim 128 it reloaded
+  // spilled registers every tile); the batches of widen_to_fp16 spill some and still gain.
   static constexpr int kLaunchRegisters = 65536 / kThreads / 8 * 8;
   static constexpr int kCopyRegisters = D == 256 ? 80 : D == 128 ? 88 : 32;
   static constexpr int kComputeRegisters = D == 64 ? 160 : 208;
@@ -163,13 +163,14 @@ constexpr int kOutTileBytes = 128;
 // quarter warp read and write one chunk of 8 different keys, which fall in 8 different banks. Its
 // addresses differ between passes by constants. The loads of 4 passes go out together where the
 // widening sets the pace: at head_dim 256, whose tiles have half as many keys (+8-14%), and for a
-// 16-bit q at head_dim 128, whose K is widened too (+6-11% at 8 x 4096). With FP8 q at 128 they
-// gained nothing (-1%) and the registers spilled.
+// 16-bit q at head_dim 128, whose K is widened too (+5-12%). With FP8 q at 128 (-1%) and at
+// head_dim 64 (at most +2%; its copying warpgroup has 32 registers) they do not pay for their spills.
 template <class Shape>
 FA_DEVICE void widen_to_fp16(uint32_t staging, uint32_t v16, int thread) {
   constexpr int kChunks = Shape::kHeadDim / 16, kGroupsPerPass = 128 / (8 * kChunks);
   constexpr bool kBatched = Shape::kHeadDim == 256 || (Shape::kHeadDim == 128 && !Shape::kFp8Q);
   constexpr int kPasses = Shape::kKeys / 8 / kGroupsPerPass, kBatch = kBatched ? 4 : 1;
+  static_assert(kPasses % kBatch == 0, "whole batches of passes");
   const int key = thread % 8, c = thread / 8 % kChunks, group = thread / (8 * kChunks);
   auto key_of = [&](int pass) { return 8 * (group + pass * kGroupsPerPass) + key; };
 #pragma unroll

@@ -499,26 +499,55 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
         if (kPaged && !valid && key < range.end && c == 0) unmapped_tile[tile % kNotes] = tile;
       }
     };
-    // This thread's copies of tile j (if any) landed: K goes to the computing warpgroups once
-    // everyone's have and the tensor copies' bytes are in, V to fp16 then, once its buffer is free.
-    // With a 16-bit q, K is widened first, to its own buffers.
+    // Tile j's copies landed: with FP8 q this thread's own (if any), and K goes to the computing
+    // warpgroups once everyone's have and the tensor copies' bytes are in; V to fp16 then, once its
+    // buffer is free. With a 16-bit q every copy of the tile has landed once k_ready completes, and
+    // K is widened first, to its own buffers. The tile's per-token scales are weighed first.
     auto widen = [&](int tile, uint32_t from, uint32_t to, uint32_t ready, uint32_t free, int buffers) {
       if (tile >= buffers) roles::mbarrier_wait(free, phase_of(tile, buffers) ^ 1u);
       widen_to_fp16<Shape>(from, to, thread);
       wgmma::fence_shared_for_async();
       roles::mbarrier_arrive(ready);
     };
-    auto hand_over = [&](int tile) {
+    auto weigh_scales = [&](int tile) {
       if constexpr (kTokenScales) {
         if constexpr (kFoldKeysInCopies) weigh_keys(tile);
         weigh_values(tile);
       }
-      wgmma::fence_shared_for_async();  // this thread's cp.async copies of K (and Q), for the wgmma reads
-      roles::mbarrier_arrive(k_ready(tile));
+    };
+    auto hand_over = [&](int tile) {
+      if constexpr (kFp8Q) {
+        weigh_scales(tile);
+        wgmma::fence_shared_for_async();  // this thread's cp.async copies of K and Q, for the wgmma reads
+        roles::mbarrier_arrive(k_ready(tile));
+      }
       roles::mbarrier_wait(k_ready(tile), phase_of(tile, kStages));
-      if constexpr (!kFp8Q) widen(tile, stage_of(tile), k16_of(tile), k16_ready(tile), k16_free(tile), kK16Buffers);
+      if constexpr (!kFp8Q) {
+        weigh_scales(tile);  // (before K's widening, which hands the weights over with it)
+        widen(tile, stage_of(tile), k16_of(tile), k16_ready(tile), k16_free(tile), kK16Buffers);
+      }
       widen(tile, stage_of(tile) + Shape::kKBytes, v16_of(tile), v16_ready(tile), v16_free(tile), kV16Buffers);
     };
+    if constexpr (!kFp8Q) {
+      // Each thread arrives on a tile's k_ready as its copies of the tile go out, the arrival made
+      // once they land (cp_async_arrive): the widening then waits for the tile's bytes alone, not
+      // for every copying thread to reach it. A stage takes its next tile's copies once the whole
+      // warpgroup has widened it; every stage is copied before the first widening.
+      auto copy_tile = [&](int tile) {
+        if (tile >= range.tiles) return;
+        load_tile(tile);
+        cp_async_arrive(k_ready(tile));
+      };
+#pragma unroll 1
+      for (int tile = 0; tile < kStages; ++tile) copy_tile(tile);
+#pragma unroll 1
+      for (int tile = 0; tile < range.tiles; ++tile) {
+        hand_over(tile);
+        roles::named_sync(1, 128);
+        copy_tile(tile + kStages);
+      }
+      return;
+    }
     // FP8 Q (the CTA's rows, the bytes as they are; rows past the sequence repeat its last row)
     // travels with the first tile: k_ready(0) covers both, and no CTA barrier waits for it.
     if (kFp8Q && range.tiles > 0) {
@@ -528,26 +557,12 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
         cp_async<16>(smem + Shape::kQOffset + fp8_row_offset<Shape, kQTile>(i / kChunks, c), src + c * 16, true);
       }
     }
-    // Tiles copied before the first widening: two with FP8 q (the stage ring's other two wait for
-    // the computing warpgroups), every stage with a 16-bit q.
-    constexpr int kFirstCopies = kFp8Q ? 2 : kStages;
+    // Two tiles copied before the first widening (the stage ring's other two wait for the
+    // computing warpgroups).
 #pragma unroll 1
-    for (int tile = 0; tile < kFirstCopies; ++tile) {
+    for (int tile = 0; tile < 2; ++tile) {
       if (tile < range.tiles) load_tile(tile);
       cp_async_commit();
-    }
-    if constexpr (!kFp8Q) {
-      // A stage takes its next tile's copies once the whole warpgroup has widened it.
-#pragma unroll 1
-      for (int tile = 0; tile < range.tiles; ++tile) {
-        cp_async_wait<kStages - 1>();  // this thread's copies of tile j
-        hand_over(tile);
-        roles::named_sync(1, 128);
-        if (tile + kStages < range.tiles) load_tile(tile + kStages);
-        cp_async_commit();
-      }
-      cp_async_wait<0>();
-      return;
     }
     // The copies of tile j + 2 go out before tile j's V is widened, except where the other order
     // was faster: over one scale the paged kernel at head_dim 128 (8 x 4096 588 -> 599 TFLOP/s;

@@ -105,6 +105,12 @@ FA_DEVICE void cp_async(uint32_t dst, const void* src, bool valid) {
 
 FA_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
 
+// One of the arrivals the mbarrier at `bar` expects, made once this thread's earlier cp.async
+// copies have landed (their writes visible to whoever then sees the phase complete).
+FA_DEVICE void cp_async_arrive(uint32_t bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(bar) : "memory");
+}
+
 template <int kPending>
 FA_DEVICE void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;" ::"n"(kPending));

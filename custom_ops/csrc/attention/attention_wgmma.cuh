@@ -294,7 +294,8 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
   __shared__ int unmapped_tile[kNotes];
   __shared__ int2 row_place[Shape::kRows];  // a row's {token, q head}; token -1 past the sequence
   // k_ready[s] / v16_ready[b]: the copying warpgroup's 128 threads arrive when their copies of a
-  // tile's K and V (stage s; the tensor copies' bytes count too) / its fp16 V (buffer b) are in.
+  // tile's K and V (stage s; the tensor copies' bytes count too; with a 16-bit q each arrival is
+  // made as the thread's copies land) / its fp16 V (buffer b) are in.
   // Apart, because a computing warpgroup issues Q K^T of tile j + 1 with P V of tile j: waiting
   // for V of j + 1 there would wait for the other warpgroups' P V of j - 1, issued just before,
   // to finish, and for the widening after it.
@@ -370,8 +371,8 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
   const KeyRange range = split_key_range(p, cta.k_len, cta_limit, split, kKeys);
 
   if (!computes) {
-    // The copying warpgroup: the copies of tiles j + 1 and j + 2 are in flight around the widening
-    // of tile j's V.
+    // The copying warpgroup: with FP8 q the copies of tiles j + 1 and j + 2 are in flight around
+    // the widening of tile j's V; with a 16-bit q those of the kStages - 1 tiles after it.
     roles::lower_registers<Shape::kCopyRegisters>();
     const int thread = threadIdx.x;
     const uint8_t* k_base = static_cast<const uint8_t*>(kPaged ? p.key_cache : p.k);
@@ -557,8 +558,8 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
         cp_async<16>(smem + Shape::kQOffset + fp8_row_offset<Shape, kQTile>(i / kChunks, c), src + c * 16, true);
       }
     }
-    // Two tiles copied before the first widening (the stage ring's other two wait for the
-    // computing warpgroups).
+    // Two tiles copied before the first widening (the stage ring's others wait for the computing
+    // warpgroups).
 #pragma unroll 1
     for (int tile = 0; tile < 2; ++tile) {
       if (tile < range.tiles) load_tile(tile);

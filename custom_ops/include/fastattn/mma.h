@@ -105,8 +105,9 @@ FA_DEVICE void cp_async(uint32_t dst, const void* src, bool valid) {
 
 FA_DEVICE void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
 
-// One of the arrivals the mbarrier at `bar` expects, made once this thread's earlier cp.async
-// copies have landed (their writes visible to whoever then sees the phase complete).
+// One of the arrivals the mbarrier at `bar` expects, made once every cp.async copy this thread
+// issued before it has landed, whatever its group (their writes visible to whoever then sees the
+// phase complete): a thread that arrives this way for a tile must have no other copies in flight.
 FA_DEVICE void cp_async_arrive(uint32_t bar) {
   asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];" ::"r"(bar) : "memory");
 }

@@ -1,5 +1,6 @@
 """Input validation for the op wrappers: every failure names the argument, what was expected
 and what was received, and is raised before any kernel runs."""
+import numbers
 import os
 
 import numpy as np
@@ -30,7 +31,8 @@ def place_name(t):
 
 
 def tensor(name, t, dtypes=None, shape=None):
-    """Checks that `t` is a paddle.Tensor of one of `dtypes` and of `shape` (None = any size)."""
+    """Checks that `t` is a contiguous paddle.Tensor of one of `dtypes` and of `shape` (None = any
+    size)."""
     if not isinstance(t, paddle.Tensor):
         raise TypeError(f"{name}: expected a paddle.Tensor, got {type(t).__name__}")
     if dtypes is not None and dtype_name(t) not in dtypes:
@@ -40,7 +42,20 @@ def tensor(name, t, dtypes=None, shape=None):
         if len(got) != len(shape) or any(e is not None and e != g for e, g in zip(shape, got)):
             want = "[" + ", ".join("*" if e is None else str(e) for e in shape) + "]"
             raise ValueError(f"{name}: expected shape {want}, got {got}")
+    if not t.is_contiguous():
+        # The kernels index the data as packed rows, and an op's writes into a view would be lost
+        # (Paddle's dispatcher hands the op a copy of it).
+        raise ValueError(f"{name}: expected a contiguous tensor, got a strided view of shape {list(t.shape)}; "
+                         f"pass {name}.contiguous()")
     return t
+
+
+def gpu_alignment(name, t, bytes_):
+    """A GPU kernel that reads `bytes_` at a time needs t's data to start on such a boundary (every
+    allocation does, a view at an offset may not). The CPU kernels take any address."""
+    if place_name(t) == "gpu" and t.data_ptr() % bytes_:
+        raise ValueError(f"{name}: the GPU kernels read {bytes_} bytes at a time, so the data must start "
+                         f"{bytes_}-byte aligned (a view at an offset may not be); pass a copy")
 
 
 def same_place(**named):
@@ -92,6 +107,24 @@ def block_table_entries(block_tables, num_blocks, block_size, spans):
                     f"{min(end, (logical + 1) * block_size) - 1} in that block")
 
 
-def cu_seqlens(name, values, total):
-    if values[0] < 0 or np.any(np.diff(values) < 0) or values[-1] > total:
-        raise ValueError(f"{name}: expected non-decreasing offsets in [0, {total}], got {values.tolist()}")
+def cu_seqlens(name, values, total, from_zero=False):
+    """Raises ValueError unless `values` (host ints) are non-decreasing offsets in [0, total], the
+    first of them 0 where `from_zero`."""
+    if (values[0] != 0 if from_zero else values[0] < 0) or np.any(np.diff(values) < 0) or values[-1] > total:
+        start = "starting at 0, " if from_zero else ""
+        raise ValueError(f"{name}: expected non-decreasing offsets {start}in [0, {total}], got {values.tolist()}")
+
+
+def non_negative(name, values):
+    """Raises ValueError naming the first negative entry of `values` (host ints)."""
+    negative = np.flatnonzero(values < 0)
+    if negative.size:
+        raise ValueError(f"{name}[{negative[0]}] = {values[negative[0]]}: expected a non-negative length")
+
+
+def int32(name, value, low=0, expected=None):
+    """Raises ValueError unless `value` is an int (numpy's too, not a bool) in [low, 2^31)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or not low <= value < 2**31:
+        expected = expected or f"a {'non-negative' if low == 0 else 'positive'} int"
+        raise ValueError(f"{name}: expected {expected} below 2^31, got {value!r}")
+    return int(value)

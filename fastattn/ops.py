@@ -2,10 +2,12 @@
 
 Every op runs on the CPU and on CUDA GPUs (where the extension was built with nvcc). Inputs are
 validated here, before any kernel runs: a bad dtype, shape or device raises TypeError/ValueError
-naming the argument, what was expected and what was received. The per-layer ops take
-check_inputs=False for callers that built their arguments themselves (fastattn.backends): the
-Python checks, about 150 us of host time a call, are skipped and the C++ op's own checks of
-shapes, dtypes and devices raise RuntimeError instead.
+naming the argument, what was expected and what was received. Tensors must be contiguous (the
+kernels read packed rows): the checks refuse a strided view with ValueError, and so does the
+dygraph fast path when they are skipped. The per-layer ops take check_inputs=False for callers
+that built their arguments themselves (fastattn.backends): the Python checks, about 150 us of host
+time a call, are skipped and the C++ op's own checks of shapes, dtypes and devices raise
+RuntimeError instead.
 
 Block tables: an entry outside [0, num_blocks) for a position an op must read or write is never
 dereferenced (that row is skipped). With `validate=True`, or the environment variable
@@ -13,11 +15,16 @@ FASTATTN_VALIDATE=1, the ops also copy the small batch tensors to the host and r
 for such entries; this costs a device-to-host sync per call, so it is off by default and must stay
 off inside CUDA-graph capture.
 
+Batch offsets: the attention ops need cu_seqlens non-decreasing within the packed tensors, and
+cu_seqlens_q starting at 0. They are checked always where they are on the CPU, and by `validate`
+where they are on the GPU, whose kernels otherwise trust them.
+
 In dygraph mode the per-layer ops (write_cache_kv, append_cache_kv_c8, flash_attn_varlen,
 paged_attention, merge_attn_states) call their C++ functions through a Python module in the
 same library (fastattn._ext.fast_module) instead of Paddle's op dispatcher, which takes 20-50 us
 of host time per call; static graphs use the registered ops. Both run the same code.
 """
+import numpy as np
 import paddle
 
 from . import _checks
@@ -135,6 +142,7 @@ def write_cache_kv(k, v, key_cache, value_cache, block_tables, cu_seqlens_q, seq
         cu = _checks.host(cu_seqlens_q)
         _checks.cu_seqlens("cu_seqlens_q", cu, k.shape[0])
         cached = _checks.host(seq_lens_decoder)
+        _checks.non_negative("seq_lens_decoder", np.where(np.diff(cu) > 0, cached, 0))
         spans = {b: (int(cached[b]), int(cached[b]) + int(cu[b + 1] - cu[b])) for b in range(batch)}
         _checks.block_table_entries(block_tables, num_blocks, block_size, spans)
 
@@ -200,6 +208,7 @@ def append_cache_kv_c8(key_cache, value_cache, k_out, v_out, block_tables, seq_l
         cu = _checks.host(cu_seqlens_k)
         _checks.cu_seqlens("cu_seqlens_k", cu, k_out.shape[0])
         active, cached = _checks.host(seq_lens_this_time), _checks.host(seq_lens_decoder)
+        _checks.non_negative("seq_lens_decoder", np.where(active > 0, cached, 0))
         for b in range(batch):
             if active[b] > 0 and cached[b] > cu[b + 1] - cu[b]:
                 raise ValueError(f"cu_seqlens_k: sequence {b} has {cu[b + 1] - cu[b]} rows in k_out "
@@ -304,6 +313,7 @@ def quant_mxfp4(x):
     _checks.tensor("x", x, FLOAT_DTYPES)
     if len(x.shape) == 0 or x.shape[-1] % 32:
         raise ValueError(f"x: the last dimension must be a multiple of 32, got shape {list(x.shape)}")
+    _checks.gpu_alignment("x", x, 16)
     packed, scales = ops_module().fastattn_quant_mxfp4(x)
     return packed, scales
 
@@ -324,6 +334,7 @@ def dequant_mxfp4(packed, scales, out_dtype="float32"):
     _checks.tensor("scales", scales, ("uint8",), list(packed.shape[:-1]) + [packed.shape[-1] // 16])
     _checks.choice("out_dtype", out_dtype, FLOAT_DTYPES)
     _checks.same_place(packed=packed, scales=scales)
+    _checks.gpu_alignment("packed", packed, 4)
     return ops_module().fastattn_dequant_mxfp4(packed, scales, out_dtype)
 
 
@@ -401,19 +412,34 @@ def _attention_out_dtype(q, out_dtype):
     return out_dtype
 
 
-def _check_query(q, kv_heads, cu_seqlens_q):
+def _check_query(q, kv_name, kv_heads, cu_seqlens_q):
     _checks.tensor("q", q, ATTN_INPUT_DTYPES, [None, None, None])
     _checks.choice("head_dim (q.shape[2])", q.shape[2], _checks.HEAD_DIMS)
-    if q.shape[1] % kv_heads:
+    if kv_heads < 1:
+        raise ValueError(f"{kv_name}: expected at least one kv head (shape[1]), got 0")
+    if q.shape[1] < 1 or q.shape[1] % kv_heads:
         raise ValueError(f"q: {q.shape[1]} query heads is not a multiple of {kv_heads} kv heads")
     _checks.tensor("cu_seqlens_q", cu_seqlens_q, ("int32",), [None])
+    if cu_seqlens_q.shape[0] < 1:
+        raise ValueError("cu_seqlens_q: expected [batch + 1] offsets, got an empty tensor")
     return cu_seqlens_q.shape[0] - 1
 
 
 def _check_num_splits(num_splits):
-    if num_splits is not None and (not isinstance(num_splits, int) or num_splits < 1):
-        raise ValueError(f"num_splits: expected None or a positive int, got {num_splits!r}")
-    return num_splits or 0
+    return 0 if num_splits is None else _checks.int32("num_splits", num_splits, 1, "None or a positive int")
+
+
+def _check_offsets(validate, check_inputs, q, cu_seqlens_q, k_offsets=None):
+    """The attention ops' batch offsets on the host: always for CPU tensors (where that costs no
+    sync) unless the checks are skipped, and wherever `validate` asks. k_offsets: (cu_seqlens_k,
+    key rows) of flash_attn_varlen. Returns cu_seqlens_q as host ints, or None if unchecked."""
+    if not (_checks.validation_enabled(validate) or (check_inputs and _checks.place_name(q) == "cpu")):
+        return None
+    cu = _checks.host(cu_seqlens_q)
+    _checks.cu_seqlens("cu_seqlens_q", cu, q.shape[0], from_zero=True)
+    if k_offsets is not None:
+        _checks.cu_seqlens("cu_seqlens_k", _checks.host(k_offsets[0]), k_offsets[1])
+    return cu
 
 
 def _check_same_half(q, kv_name, kv):
@@ -424,15 +450,17 @@ def _check_same_half(q, kv_name, kv):
 
 def flash_attn_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale=None,
                       causal=False, q_descale=None, k_descale=None, v_descale=None, out_dtype=None,
-                      num_splits=None, check_inputs=True):
+                      num_splits=None, validate=None, check_inputs=True):
     """Attention over packed variable-length sequences, with FP8 inputs.
 
     Args:
         q: [Tq, Hq, D]; k, v: [Tk, Hkv, D], Hq a multiple of Hkv (grouped-query); D in 64/128/256.
             Each is bfloat16/float16 or FP8 e4m3fn (uint8 or float8_e4m3fn). FP8 q needs FP8 k/v.
-        cu_seqlens_q, cu_seqlens_k: int32 [batch + 1] offsets of each sequence.
-        max_seqlen_q, max_seqlen_k: the longest sequence lengths (checked on the host against the
-            offsets' shapes only; they size launch grids on the GPU).
+        cu_seqlens_q, cu_seqlens_k: int32 [batch + 1] offsets of each sequence, non-decreasing,
+            cu_seqlens_q from 0 (see the module docstring). Queries past cu_seqlens_q[batch]
+            belong to no sequence: out 0, lse -inf.
+        max_seqlen_q, max_seqlen_k: the longest sequence lengths (ints; not checked against the
+            offsets: on the GPU they size the key splits).
         softmax_scale: default 1/sqrt(D).
         causal: bottom-right aligned: query i of a sequence with Lq queries and Lk keys sees keys
             j <= i + Lk - Lq.
@@ -442,6 +470,7 @@ def flash_attn_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seq
         out_dtype: "bfloat16", "float16" or "float32"; default q's dtype (bf16 for FP8 q).
         num_splits: GPU only: split every sequence's keys into this many ranges computed by
             separate CTAs and merged afterwards; default: chosen from the shapes.
+        validate: check the offsets on the host first, on any device (see the module docstring).
         check_inputs: False skips the Python checks (see the module docstring).
 
     Returns:
@@ -451,7 +480,7 @@ def flash_attn_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seq
     if check_inputs:
         _checks.tensor("q", q, ATTN_INPUT_DTYPES, [None, None, None])
         _checks.tensor("k", k, ATTN_INPUT_DTYPES, [None, None, q.shape[2]])
-        batch = _check_query(q, k.shape[1], cu_seqlens_q)
+        batch = _check_query(q, "k", k.shape[1], cu_seqlens_q)
         _checks.tensor("v", v, (_checks.dtype_name(k),), list(k.shape))
         _checks.tensor("cu_seqlens_k", cu_seqlens_k, ("int32",), [batch + 1])
         if _is_fp8(q) and not _is_fp8(k):
@@ -461,11 +490,11 @@ def flash_attn_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seq
             if t is not None and not _is_fp8(x):
                 raise ValueError(f"{name}: only FP8 inputs take a descale, {name[0]} is {_checks.dtype_name(x)}")
             _check_descale(name, t, batch, k.shape[1])
-        for name, value in (("max_seqlen_q", max_seqlen_q), ("max_seqlen_k", max_seqlen_k)):
-            if not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name}: expected a non-negative int, got {value!r}")
+        _checks.int32("max_seqlen_q", max_seqlen_q)
+        _checks.int32("max_seqlen_k", max_seqlen_k)
         _checks.same_place(q=q, k=k, v=v, cu_seqlens_q=cu_seqlens_q, cu_seqlens_k=cu_seqlens_k, q_descale=q_descale,
                            k_descale=k_descale, v_descale=v_descale)
+    _check_offsets(validate, check_inputs, q, cu_seqlens_q, (cu_seqlens_k, k.shape[0]))
     splits = _check_num_splits(num_splits)
     scale = float(softmax_scale) if softmax_scale is not None else q.shape[2] ** -0.5
     out, lse = _run("flash_attn_varlen", q, k, v, cu_seqlens_q, cu_seqlens_k, q_descale, k_descale, v_descale,
@@ -476,7 +505,7 @@ def flash_attn_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seq
 def paged_attention(q, key_cache, value_cache, block_tables, seq_lens_kv, cu_seqlens_q, cache_quant_type="none",
                     k_dequant_scale=None, v_dequant_scale=None, k_scale_cache=None, v_scale_cache=None,
                     softmax_scale=None, causal=True, q_descale=None, kv_end=None, out_dtype=None, num_splits=None,
-                    check_inputs=True):
+                    validate=None, check_inputs=True):
     """Attention that reads a paged KV cache as write_cache_kv left it (decode and chunked prefill).
 
     Args:
@@ -485,7 +514,8 @@ def paged_attention(q, key_cache, value_cache, block_tables, seq_lens_kv, cu_seq
         block_tables: int32 [batch, max_blocks_per_seq].
         seq_lens_kv: int32 [batch]: keys of each sequence in the cache, this step's included; the
             sequence's queries are its last positions.
-        cu_seqlens_q: int32 [batch + 1].
+        cu_seqlens_q: int32 [batch + 1], non-decreasing from 0 (see the module docstring);
+            queries past cu_seqlens_q[batch] belong to no sequence: out 0, lse -inf.
         cache_quant_type, k_dequant_scale, v_dequant_scale, k_scale_cache, v_scale_cache: as for
             append_cache_kv_c8.
         softmax_scale: default 1/sqrt(D). causal: bottom-right aligned (default True).
@@ -493,6 +523,8 @@ def paged_attention(q, key_cache, value_cache, block_tables, seq_lens_kv, cu_seq
         kv_end: optional int32 [Tq]: query i sees only keys j < kv_end[i], on top of causality
             (flash-mask style limits; 0 gives a row with no visible key).
         out_dtype, num_splits: as for flash_attn_varlen.
+        validate: check the offsets, seq_lens_kv and the block tables over each queried
+            sequence's keys on the host first (see the module docstring).
         check_inputs: False skips the Python checks (see the module docstring).
 
     Returns:
@@ -504,7 +536,7 @@ def paged_attention(q, key_cache, value_cache, block_tables, seq_lens_kv, cu_seq
             raise TypeError("q: an FP8 q needs an FP8/INT8 cache (FP8 q with a bf16/fp16 cache is not supported)")
         num_blocks, heads, block_size, head_dim = _check_cache_pair(
             key_cache, value_cache, cache_quant_type, "q", q, ATTN_INPUT_DTYPES, grouped_heads=True)
-        batch = _check_query(q, heads, cu_seqlens_q)
+        batch = _check_query(q, "key_cache", heads, cu_seqlens_q)
         _checks.tensor("block_tables", block_tables, ("int32",), [batch, None])
         _checks.tensor("seq_lens_kv", seq_lens_kv, ("int32",), [batch])
         _check_scales(cache_quant_type, heads, [num_blocks, heads, block_size],
@@ -519,6 +551,12 @@ def paged_attention(q, key_cache, value_cache, block_tables, seq_lens_kv, cu_seq
                            seq_lens_kv=seq_lens_kv, cu_seqlens_q=cu_seqlens_q, k_dequant_scale=k_dequant_scale,
                            v_dequant_scale=v_dequant_scale, k_scale_cache=k_scale_cache, v_scale_cache=v_scale_cache,
                            q_descale=q_descale, kv_end=kv_end)
+    cu = _check_offsets(validate, check_inputs, q, cu_seqlens_q)
+    if _checks.validation_enabled(validate):
+        queried, keys = np.diff(cu) > 0, _checks.host(seq_lens_kv)
+        _checks.non_negative("seq_lens_kv", np.where(queried, keys, 0))
+        spans = {b: (0, int(keys[b])) for b in np.flatnonzero(queried)}
+        _checks.block_table_entries(block_tables, key_cache.shape[0], key_cache.shape[2], spans)
     splits = _check_num_splits(num_splits)
     scale = float(softmax_scale) if softmax_scale is not None else key_cache.shape[3] ** -0.5
     scale_k = k_scale_cache if cache_quant_type == "block_wise_fp8" else k_dequant_scale

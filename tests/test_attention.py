@@ -334,11 +334,50 @@ class TestFlashAttnVarlen(PlacedCase):
             (TypeError, "k: expected bfloat16 like q", dict(k=from_numpy(np.zeros((4, 2, 64), np.float32), "float16"),
                                                             v=from_numpy(np.zeros((4, 2, 64), np.float32), "float16"))),
             (ValueError, "num_splits: expected None or a positive int", dict(num_splits=0)),
+            (ValueError, "max_seqlen_k: expected a non-negative int below 2", dict(max_seqlen_k=2**31)),
+            (ValueError, "max_seqlen_k: expected a non-negative int", dict(max_seqlen_k=True)),
+            (ValueError, "k: expected at least one kv head", dict(k=from_numpy(np.zeros((4, 0, 64), np.float32), "bfloat16"),
+                                                                  v=from_numpy(np.zeros((4, 0, 64), np.float32), "bfloat16"))),
+            (ValueError, "cu_seqlens_q: expected \\[batch \\+ 1\\] offsets, got an empty tensor",
+             dict(cu_seqlens_q=from_numpy(np.zeros(0, np.int32)), cu_seqlens_k=from_numpy(np.zeros(0, np.int32)))),
+            (ValueError, "q: expected a contiguous tensor, got a strided view", dict(q=q.transpose([1, 0, 2]))),
+        ] + [(ValueError, f"cu_seqlens_{side}: expected non-decreasing offsets", {f"cu_seqlens_{side}": from_numpy(np.int32(bad))})
+             for side in "qk" for bad in ([0, 5], [0, 100000], [0, -1])] + [
+            (ValueError, "cu_seqlens_q: expected non-decreasing offsets starting at 0", dict(cu_seqlens_q=from_numpy(np.int32([1, 4])))),
         ]
         for error, message, override in cases:
             with self.subTest(message=message):
                 with self.assertRaisesRegex(error, message):
                     ops.flash_attn_varlen(**{**good, **override})
+
+    def test_bad_offsets_without_the_python_checks(self):
+        """check_inputs=False skips the wrapper's checks; the op still refuses offsets that would
+        take it outside q, k or the output, and an empty batch, on the CPU (where the offsets are in
+        host memory) and through `validate` on any device."""
+        for place in places():
+            rng = seeded_rng(self, place)
+            t = functools.partial(host_from_numpy, place=place)
+            q = t(ref.random_half(rng, (6, 4, 64), "bfloat16")[0], "bfloat16")
+            k = t(ref.random_half(rng, (5, 2, 64), "bfloat16")[0], "bfloat16")
+            good_q, good_k = t(np.int32([0, 2, 6])), t(np.int32([0, 3, 5]))
+            for name, cu_q, cu_k in (("cu_seqlens_q", [0, 7, 7], [0, 3, 5]), ("cu_seqlens_q", [0, 4, 2], [0, 3, 5]),
+                                     ("cu_seqlens_q", [3, 4, 6], [0, 3, 5]), ("cu_seqlens_k", [0, 2, 6], [0, 3, 6]),
+                                     ("cu_seqlens_k", [0, 2, 6], [-1, 3, 5]), ("cu_seqlens_k", [0, 2, 6], [0, 4, 3])):
+                for validate in ((False, True) if place == "cpu" else (True,)):
+                    with self.subTest(place=place, cu_q=cu_q, cu_k=cu_k, validate=validate):
+                        with self.assertRaisesRegex(ValueError if validate else Exception,
+                                                    f"{name}: expected non-decreasing offsets"):
+                            ops.flash_attn_varlen(q, k, k, t(np.int32(cu_q)), t(np.int32(cu_k)), 6, 6,
+                                                  validate=validate, check_inputs=False)
+            with self.subTest(place=place, offsets="good"):
+                ops.flash_attn_varlen(q, k, k, good_q, good_k, 4, 3, validate=True, check_inputs=False)
+            if place == "cpu":
+                empty = t(np.zeros(0, np.int32))
+                with self.assertRaisesRegex(Exception, r"cu_seqlens_q: expected \[batch \+ 1\]"):
+                    ops.flash_attn_varlen(q, k, k, empty, empty, 6, 6, check_inputs=False)
+                with self.assertRaisesRegex(Exception, "must be a positive multiple of the kv heads"):
+                    none = t(np.zeros((5, 0, 64), np.float32), "bfloat16")
+                    ops.flash_attn_varlen(q, none, none, good_q, good_k, 6, 6, check_inputs=False)
 
 
 # One paged_attention run against the reference, with fp8_score_error where it applies.
@@ -669,11 +708,52 @@ class TestPagedAttention(PlacedCase):
              dict(q=from_numpy(np.zeros((1, 4, 64), np.uint8), fp8_dtype_name()), cache_quant_type="none",
                   k_dequant_scale=None, v_dequant_scale=None)),
             (ValueError, "q_descale: only an FP8 q takes a descale", dict(q_descale=from_numpy(np.ones(1, np.float32)))),
+            (ValueError, "cu_seqlens_q: expected non-decreasing offsets starting at 0",
+             dict(cu_seqlens_q=from_numpy(np.int32([0, 2])))),
+            (ValueError, "seq_lens_kv\\[0\\] = -1: expected a non-negative length",
+             dict(seq_lens_kv=from_numpy(np.int32([-1])), validate=True)),
+            (ValueError, r"block_tables\[0, 2\] = -1 is outside", dict(seq_lens_kv=from_numpy(np.int32([40])), validate=True)),
+            (ValueError, "value_cache: expected a contiguous tensor",
+             dict(value_cache=from_numpy(np.stack([to_numpy(lc.value_cache)] * 2, axis=1),
+                                         str(lc.value_cache.dtype).replace("paddle.", ""))[:, 0])),
         ]
         for error, message, override in cases:
             with self.subTest(message=message):
                 with self.assertRaisesRegex(error, message):
                     ops.paged_attention(**{**good, **override})
+
+        unchecked = dict(good, check_inputs=False)
+        for message, override in (
+                ("value_cache: dtype differs from key_cache",
+                 dict(value_cache=from_numpy(np.zeros(lc.value_cache.shape, np.float32), "bfloat16"))),
+                ("key_cache: cache_quant_type 'none' holds bfloat16 or float16",
+                 dict(cache_quant_type="none", k_dequant_scale=None, v_dequant_scale=None)),
+                ("must be a positive multiple of the kv heads",
+                 dict(key_cache=from_numpy(np.zeros((2, 0, 16, 64), np.uint8), "uint8"),
+                      value_cache=from_numpy(np.zeros((2, 0, 16, 64), np.uint8), "uint8"))),
+                ("cu_seqlens_q: expected non-decreasing offsets", dict(cu_seqlens_q=from_numpy(np.int32([0, 100000]))))):
+            with self.subTest(message=message, checked=False):
+                with self.assertRaisesRegex(Exception, message):
+                    ops.paged_attention(**{**unchecked, **override})
+
+    def test_keys_past_the_block_table(self):
+        """seq_lens_kv past what the block table can map: those positions hold no key, so the
+        result is attention over the keys the table maps. The CPU kernel does not visit the rest,
+        so it takes the int32 limit at once (the GPU kernels step through the unmapped tiles)."""
+        for place in places():
+            with self.subTest(place=place):
+                self.place = place
+                rng = seeded_rng(self, place)
+                batch, lc, tables, _ = self.make_cache(rng, "cache_fp8", [40], 2, 64, 16)
+                reach = tables.shape[1] * 16
+                q = self.t(ref.random_half(rng, (3, 4, 64), "bfloat16")[0], "bfloat16")
+                args = dict(q=q, key_cache=lc.key_cache, value_cache=lc.value_cache, block_tables=tables,
+                            cu_seqlens_q=self.t(np.int32([0, 3])), **lc.read_args())
+                want = ops.paged_attention(seq_lens_kv=self.t(np.int32([reach])), causal=False, **args)
+                for keys in (reach + 1, reach + 300) + ((2**31 - 1,) if place == "cpu" else ()):
+                    got = ops.paged_attention(seq_lens_kv=self.t(np.int32([keys])), **args)
+                    for g, w in zip(got, want):
+                        np.testing.assert_array_equal(to_numpy(g), to_numpy(w))
 
 
 if __name__ == "__main__":

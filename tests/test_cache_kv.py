@@ -303,6 +303,14 @@ class TestUnmappedPositions(unittest.TestCase):
                                    from_numpy(np.int32([1])), from_numpy(np.int32([40])),
                                    from_numpy(np.int32([0, 41])), "cache_fp8", validate=True,
                                    **case.read_scales)
+        with self.assertRaisesRegex(ValueError, r"seq_lens_decoder\[0\] = -2: expected a non-negative length"):
+            ops.write_cache_kv(k, k, case.caches[0], case.caches[1], from_numpy(case.batch.block_tables),
+                               from_numpy(np.int32([0, 40])), from_numpy(np.int32([-2])),
+                               "cache_fp8", validate=True, **case.write_scales)
+        with self.assertRaisesRegex(ValueError, r"seq_lens_decoder\[0\] = -20: expected a non-negative length"):
+            ops.append_cache_kv_c8(case.caches[0], case.caches[1], out, out, from_numpy(case.batch.block_tables),
+                                   from_numpy(np.int32([1])), from_numpy(np.int32([-20])),
+                                   from_numpy(np.int32([0, 41])), "cache_fp8", validate=True, **case.read_scales)
         with self.assertRaisesRegex(ValueError, "cu_seqlens_k: sequence 0 has 41 rows"):
             ops.append_cache_kv_c8(case.caches[0], case.caches[1], out, out,
                                    from_numpy(case.batch.block_tables * 0), from_numpy(np.int32([1])),

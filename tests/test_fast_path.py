@@ -122,6 +122,72 @@ class TestFastPath(unittest.TestCase):
                                 cache_quant_type="cache_fp8", k_dequant_scale=scale, v_dequant_scale=scale,
                                 check_inputs=False)
 
+    def test_strided_views_are_refused(self):
+        """The ops read packed rows: a strided view (q sliced out of a packed qkv, a cache sliced out
+        of a wider buffer) must raise, by name, not be read as if packed or written where the
+        caller cannot see it. A view that is contiguous at an offset is taken as it is."""
+        rng = seeded_rng(self)
+        lens = [3, 6]
+        tokens = sum(lens)
+        qkv = half(rng, (tokens, HEADS_Q + 2 * HEADS_KV, DIM), "cpu")
+        q, k, v = qkv[:, :HEADS_Q], qkv[:, HEADS_Q:HEADS_Q + HEADS_KV], qkv[:, HEADS_Q + HEADS_KV:]
+        self.assertFalse(q.is_contiguous())
+        cu = from_numpy(cu_seqlens(lens))
+        dense = [from_numpy(to_numpy(t), "bfloat16") for t in (q, k, v)]  # (contiguous() makes a view dense in place)
+        for checked in (True, False):
+            with self.subTest(checked=checked):
+                with self.assertRaisesRegex(ValueError, r"\bq\b.*(strided view|contiguous)"):
+                    ops.flash_attn_varlen(q, *dense[1:], cu, cu, 6, 6, check_inputs=checked)
+                with self.assertRaisesRegex(ValueError, r"\bv\b.*(strided view|contiguous)"):
+                    ops.flash_attn_varlen(*dense[:2], v, cu, cu, 6, 6, check_inputs=checked)
+        batch = PagedBatch(rng, BLOCK, lens)
+        shape = (batch.num_blocks, HEADS_KV, BLOCK, DIM)
+        pair = from_numpy(np.stack([random_bytes(rng, shape) & 0x77] * 2, axis=1), "uint8")  # [blocks, 2, ...]
+        key_cache, value_cache = pair[:, 0], pair[:, 1]
+        self.assertFalse(key_cache.is_contiguous())
+        scale = from_numpy(np.float32([0.05] * HEADS_KV))
+        tables = from_numpy(batch.block_tables)
+        args = (dense[1], dense[2], key_cache, value_cache, tables, cu, from_numpy(np.zeros(2, np.int32)))
+        before = to_numpy(pair).copy()
+        for checked in (True, False):
+            with self.subTest(checked=checked, op="write_cache_kv"):
+                with self.assertRaisesRegex(ValueError, r"value_cache|key_cache"):
+                    ops.write_cache_kv(*args, "cache_fp8", scale, scale, check_inputs=checked)
+                np.testing.assert_array_equal(to_numpy(pair), before)
+        k_rows = half(rng, (tokens, 2 * HEADS_KV, DIM), "cpu")[:, :HEADS_KV]
+        for checked in (True, False):
+            with self.subTest(checked=checked, op="append_cache_kv_c8"):
+                with self.assertRaisesRegex(ValueError, r"k_out"):
+                    ops.append_cache_kv_c8(*(from_numpy(to_numpy(c), "uint8") for c in (key_cache, value_cache)),
+                                           k_rows, dense[1], tables,
+                                           from_numpy(np.int32(lens)), from_numpy(np.int32(lens)), cu, "cache_fp8",
+                                           scale, scale, check_inputs=checked)
+        out, lse = ops.flash_attn_varlen(*dense, cu, cu, 6, 6)
+        for checked in (True, False):
+            with self.subTest(checked=checked, op="merge_attn_states"):
+                with self.assertRaisesRegex(ValueError, r"prefix_lse"):
+                    ops.merge_attn_states(out, from_numpy(to_numpy(lse).T.copy()).t(), out, lse, check_inputs=checked)
+
+        # Contiguous at an offset: the same result as a fresh copy.
+        wide = from_numpy(np.concatenate([to_numpy(dense[0]), to_numpy(dense[0])]), "bfloat16")
+        late = wide[tokens:]
+        self.assertTrue(late.is_contiguous())
+        np.testing.assert_array_equal(to_numpy(ops.flash_attn_varlen(late, *dense[1:], cu, cu, 6, 6)[0]),
+                                      to_numpy(out))
+
+    def test_integer_attributes_fit_int32(self):
+        a = half(seeded_rng(self), (4, HEADS_KV, DIM), "cpu")
+        cu = from_numpy(np.int32([0, 4]))
+        with self.assertRaisesRegex(ValueError, "max_seqlen_k = 4294967299 does not fit in int32"):
+            self.fast.flash_attn_varlen(a, a, a, cu, cu, None, None, None, 0.1, True, "bfloat16", 2**32 + 3, 0)
+        for checked in (True, False):
+            with self.subTest(checked=checked):
+                with self.assertRaisesRegex(ValueError, "max_seqlen_k"):
+                    ops.flash_attn_varlen(a, a, a, cu, cu, 4, 2**40, check_inputs=checked)
+        want = to_numpy(ops.flash_attn_varlen(a, a, a, cu, cu, 4, 4)[0])
+        got = to_numpy(ops.flash_attn_varlen(a, a, a, cu, cu, np.int64(4), np.int32(4), num_splits=np.int16(1))[0])
+        np.testing.assert_array_equal(got, want)
+
     def test_bad_input_raises(self):
         a = from_numpy(np.zeros((4, 2, 32), np.float32), "float32")
         lse = from_numpy(np.zeros((2, 4), np.float32), "float32")

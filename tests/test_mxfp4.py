@@ -117,6 +117,32 @@ class TestQuantMxfp4(unittest.TestCase):
             ops.dequant_mxfp4(from_numpy(np.zeros((4, 16), np.int32)), from_numpy(np.zeros((4, 1), np.uint8)))
 
 
+class TestViewsAtAnOffset(unittest.TestCase):
+    def test_misaligned_views(self):
+        """A contiguous view that starts an element into its allocation: the CPU kernels take it as
+        it is; the GPU kernels load 16 (quant) or 4 (dequant) bytes at a time and refuse it."""
+        rng = seeded_rng(self)
+        x = as_dtype(rng.standard_normal(65) * 10, "bfloat16")
+        codes = rng.integers(0, 256, 17, dtype=np.uint8)
+        for place in places():
+            with self.subTest(place=place):
+                x_view = from_numpy(x, "bfloat16", place)[1:]
+                packed_view = from_numpy(codes, "uint8", place)[1:]
+                scales = from_numpy(np.uint8([130]), "uint8", place)
+                if place == "gpu":
+                    with self.assertRaisesRegex(ValueError, "x: the GPU kernels read 16 bytes at a time"):
+                        ops.quant_mxfp4(x_view)
+                    with self.assertRaisesRegex(ValueError, "packed: the GPU kernels read 4 bytes at a time"):
+                        ops.dequant_mxfp4(packed_view, scales)
+                    continue
+                packed, block_scales = ops.quant_mxfp4(x_view)
+                want_packed, want_scales = ref.quant_mxfp4(x[1:])
+                np.testing.assert_array_equal(to_numpy(packed), want_packed)
+                np.testing.assert_array_equal(to_numpy(block_scales), want_scales)
+                np.testing.assert_array_equal(to_numpy(ops.dequant_mxfp4(packed_view, scales)),
+                                              ref.dequant_mxfp4(codes[1:], np.uint8([130])).astype(np.float32))
+
+
 class TestE2m1Conversion(unittest.TestCase):
     def test_sampled_on_cpu(self):
         """Every 4099th float32 bit pattern (about a million, all exponents and signs)."""

@@ -85,13 +85,16 @@ void attention_cpu(const AttentionParams& p) {
     const int q_first = p.cu_seqlens_q[seq], q_len = p.cu_seqlens_q[seq + 1] - q_first;
     if (q_len <= 0) continue;
     const int k_len = p.paged ? p.seq_lens_kv[seq] : p.cu_seqlens_k[seq + 1] - p.cu_seqlens_k[seq];
+    // Paged keys past the block table's reach map to no block: none is read (nor loaded).
+    const int64_t reach = p.paged ? int64_t(p.layout.max_blocks_per_seq) * p.layout.block_size : k_len;
+    const int loaded = int(std::clamp<int64_t>(k_len, 0, reach));
     for (int kv_head = 0; kv_head < p.heads_kv; ++kv_head) {
-      const KeyRows keys = load_keys(p, seq, kv_head, std::max(k_len, 0));
+      const KeyRows keys = load_keys(p, seq, kv_head, loaded);
       const float score_scale = p.softmax_scale * p.q_descale.at(seq, kv_head, p.heads_kv) * keys.k_head;
       for (int i = 0; i < q_len; ++i) {
         const int token = q_first + i;
-        int limit = std::max(k_len, 0);
-        if (p.causal) limit = std::min(limit, i + k_len - q_len + 1);
+        int limit = loaded;
+        if (p.causal) limit = int(std::min<int64_t>(limit, int64_t(i) + k_len - q_len + 1));
         if (p.kv_end != nullptr) limit = std::min(limit, p.kv_end[token]);
         for (int h = kv_head * group; h < (kv_head + 1) * group; ++h) {
           const int64_t row = (int64_t(token) * p.heads_q + h) * D;

@@ -16,24 +16,27 @@ ElementType input_type(const paddle::Tensor& t, const char* name) {
   return type;
 }
 
-Descale descale_of(const paddle::optional<paddle::Tensor>& t, int64_t batch, int64_t kv_heads, const char* name) {
+Descale descale_of(const paddle::optional<paddle::Tensor>& t, const paddle::Tensor& q, int64_t batch, int64_t kv_heads,
+                   const char* name) {
   if (!t) return {nullptr, true};
   PD_CHECK(t->dtype() == paddle::DataType::FLOAT32, name, ": expected float32");
+  check_same_place(q, *t, name);
   const std::vector<int64_t> per_head = {batch, kv_heads};
   PD_CHECK(t->numel() == 1 || t->shape() == per_head, name, ": expected [", batch, ", ", kv_heads, "] or [1], got ",
            shape_str(t->shape()));
   return {t->data<float>(), t->numel() == 1};
 }
 
-// The GPU kernels copy a block_wise_fp8 table's scales two keys at a time (a pair never straddles
-// a cache block), so a table on the GPU must start on a pair: 8 bytes in float32, 4 in bf16. Every
-// allocation does; a view that starts at an odd element does not.
-void check_scale_pairs_aligned(const paddle::Tensor& t, const char* name) {
-  if (!t.is_gpu()) return;
-  const uintptr_t pair_bytes = t.dtype() == paddle::DataType::BFLOAT16 ? 4 : 8;
-  PD_CHECK(reinterpret_cast<uintptr_t>(t.data()) % pair_bytes == 0, name,
-           ": the GPU kernels read scales in pairs, so the table must start ", pair_bytes,
-           "-byte aligned (a view at an even element); pass a copy");
+// Offsets [batch + 1] into packed rows: non-decreasing within [0, total], cu_seqlens_q's from 0.
+// Checked where they sit in host memory; the GPU kernels trust them (the Python wrappers'
+// `validate` checks them there, at the cost of a copy to the host).
+void check_offsets(const paddle::Tensor& cu, int64_t total, bool from_zero, const char* name) {
+  if (cu.is_gpu()) return;
+  const int32_t* x = cu.data<int32_t>();
+  bool valid = (from_zero ? x[0] == 0 : x[0] >= 0) && x[cu.numel() - 1] <= total;
+  for (int64_t i = 1; valid && i < cu.numel(); ++i) valid = x[i] >= x[i - 1];
+  PD_CHECK(valid, name, ": expected non-decreasing offsets", from_zero ? " starting at 0" : "", " in [0, ", total,
+           "]");
 }
 
 // Runs the CPU kernel, or plans and launches the CUDA one (with its split workspace).
@@ -65,14 +68,22 @@ void run(AttentionParams& p, const paddle::Tensor& q, int64_t max_keys, int num_
 #endif
 }
 
-// Shared output allocation and the query-side fields.
+void check_query_rank(const paddle::Tensor& q) {
+  PD_CHECK(q.shape().size() == 3, "q: expected [tokens, heads, head_dim], got ", shape_str(q.shape()));
+}
+
+// Shared output allocation and the query-side fields (q's rank checked).
 std::vector<paddle::Tensor> prepare(AttentionParams& p, const paddle::Tensor& q, const paddle::Tensor& cu_seqlens_q,
                                     int64_t kv_heads, float softmax_scale, bool causal,
                                     const paddle::optional<paddle::Tensor>& q_descale, const std::string& out_dtype) {
-  PD_CHECK(q.shape().size() == 3, "q: expected [tokens, heads, head_dim]");
   const auto& s = q.shape();
-  PD_CHECK(s[1] % kv_heads == 0, "q: heads (", s[1], ") must be a multiple of the kv heads (", kv_heads, ")");
+  PD_CHECK(kv_heads > 0 && s[1] > 0 && s[1] % kv_heads == 0, "q: heads (", s[1],
+           ") must be a positive multiple of the kv heads (", kv_heads, ")");
   check_int32(cu_seqlens_q, "cu_seqlens_q");
+  PD_CHECK(cu_seqlens_q.shape().size() == 1 && cu_seqlens_q.numel() >= 1, "cu_seqlens_q: expected [batch + 1], got ",
+           shape_str(cu_seqlens_q.shape()));
+  check_same_place(q, cu_seqlens_q, "cu_seqlens_q");
+  check_offsets(cu_seqlens_q, s[0], true, "cu_seqlens_q");
   p.q = q.data();
   p.q_type = input_type(q, "q");
   p.cu_seqlens_q = cu_seqlens_q.data<int32_t>();
@@ -83,7 +94,7 @@ std::vector<paddle::Tensor> prepare(AttentionParams& p, const paddle::Tensor& q,
   p.head_dim = int(s[2]);
   p.softmax_scale = softmax_scale;
   p.causal = causal;
-  p.q_descale = descale_of(q_descale, p.batch, kv_heads, "q_descale");
+  p.q_descale = descale_of(q_descale, q, p.batch, kv_heads, "q_descale");
   const paddle::DataType out_type = parse_dtype(out_dtype, "out_dtype");
   p.out_type = float_element_type(out_type, "out_dtype");
   paddle::Tensor out = paddle::empty(s, out_type, q.place());
@@ -102,20 +113,26 @@ std::vector<paddle::Tensor> FlashAttnVarlen(const paddle::Tensor& q, const paddl
                                             const paddle::optional<paddle::Tensor>& v_descale, float softmax_scale,
                                             bool causal, const std::string& out_dtype, int max_seqlen_k,
                                             int num_splits) {
+  check_query_rank(q);
   PD_CHECK(k.shape().size() == 3 && k.shape()[2] == q.shape()[2], "k: expected [tokens_k, kv_heads, head_dim]");
   check_shape(v, k.shape(), "v");
   check_int32(cu_seqlens_k, "cu_seqlens_k");
-  PD_CHECK(cu_seqlens_k.numel() == cu_seqlens_q.numel(), "cu_seqlens_k: expected as many entries as cu_seqlens_q");
+  PD_CHECK(cu_seqlens_k.shape().size() == 1 && cu_seqlens_k.numel() == cu_seqlens_q.numel(),
+           "cu_seqlens_k: expected as many entries as cu_seqlens_q");
+  check_same_place(q, k, "k");
+  check_same_place(q, v, "v");
+  check_same_place(q, cu_seqlens_k, "cu_seqlens_k");
   AttentionParams p{};
   auto outs = prepare(p, q, cu_seqlens_q, k.shape()[1], softmax_scale, causal, q_descale, out_dtype);
+  check_offsets(cu_seqlens_k, k.shape()[0], false, "cu_seqlens_k");
   p.k = k.data();
   p.v = v.data();
   p.kv_type = input_type(k, "k");
   PD_CHECK(input_type(v, "v") == p.kv_type, "v: dtype differs from k");
   p.cu_seqlens_k = cu_seqlens_k.data<int32_t>();
   p.tokens_k = int(k.shape()[0]);
-  p.k_descale = descale_of(k_descale, p.batch, p.heads_kv, "k_descale");
-  p.v_descale = descale_of(v_descale, p.batch, p.heads_kv, "v_descale");
+  p.k_descale = descale_of(k_descale, q, p.batch, p.heads_kv, "k_descale");
+  p.v_descale = descale_of(v_descale, q, p.batch, p.heads_kv, "v_descale");
   run(p, q, std::max(max_seqlen_k, 0), num_splits, "flash_attn_varlen");
   return outs;
 }
@@ -129,10 +146,16 @@ std::vector<paddle::Tensor> PagedAttention(const paddle::Tensor& q, const paddle
                                            const paddle::optional<paddle::Tensor>& kv_end,
                                            const std::string& cache_quant_type, float softmax_scale, bool causal,
                                            const std::string& out_dtype, int num_splits) {
+  check_query_rank(q);
   PD_CHECK(key_cache.shape().size() == 4, "key_cache: expected [num_blocks, kv_heads, block_size, head_dim]");
   check_shape(value_cache, key_cache.shape(), "value_cache");
+  PD_CHECK(value_cache.dtype() == key_cache.dtype(), "value_cache: dtype differs from key_cache");
   check_int32(block_tables, "block_tables");
   check_int32(seq_lens_kv, "seq_lens_kv");
+  check_same_place(q, key_cache, "key_cache");
+  check_same_place(q, value_cache, "value_cache");
+  check_same_place(q, block_tables, "block_tables");
+  check_same_place(q, seq_lens_kv, "seq_lens_kv");
   const auto& s = key_cache.shape();
   PD_CHECK(s[3] == q.shape()[2], "key_cache: head_dim differs from q's");
   check_block_size(s[2], "key_cache");
@@ -144,6 +167,11 @@ std::vector<paddle::Tensor> PagedAttention(const paddle::Tensor& q, const paddle
   p.quant = parse_cache_quant(cache_quant_type);
   p.key_cache = key_cache.data();
   p.value_cache = value_cache.data();
+  if (p.quant == CacheQuant::kNone) {
+    PD_CHECK(is_half_dtype(key_cache), "key_cache: cache_quant_type 'none' holds bfloat16 or float16");
+  } else {
+    PD_CHECK(is_byte_dtype(key_cache), "key_cache: ", cache_quant_type, " holds uint8 (or float8_e4m3fn)");
+  }
   p.kv_type = p.quant == CacheQuant::kNone ? input_type(key_cache, "key_cache") : ElementType::kFp8;
   p.layout = {block_tables.data<int32_t>(), int(s[0]), int(s[1]), int(s[2]), int(s[3]),
               int(block_tables.shape()[1]), PagedCacheLayout::log2_of(int(s[2]))};
@@ -152,15 +180,19 @@ std::vector<paddle::Tensor> PagedAttention(const paddle::Tensor& q, const paddle
     const int64_t numel = p.quant == CacheQuant::kBlockWiseFp8 ? s[0] * s[1] * s[2] : s[1];
     p.k_scale = scale_tensor(*k_scale, numel, "k_scale");
     p.v_scale = scale_tensor(*v_scale, numel, "v_scale");
+    check_same_place(q, *k_scale, "k_scale");
+    check_same_place(q, *v_scale, "v_scale");
     if (p.quant == CacheQuant::kBlockWiseFp8) {
-      check_scale_pairs_aligned(*k_scale, "k_scale");
-      check_scale_pairs_aligned(*v_scale, "v_scale");
+      // The GPU kernels copy two keys' scales at a time (a pair never straddles a cache block).
+      check_gpu_alignment(*k_scale, p.k_scale.is_bf16 ? 4 : 8, "scales in pairs", "k_scale");
+      check_gpu_alignment(*v_scale, p.v_scale.is_bf16 ? 4 : 8, "scales in pairs", "v_scale");
     }
   }
   p.seq_lens_kv = seq_lens_kv.data<int32_t>();
   if (kv_end) {
     check_int32(*kv_end, "kv_end");
     check_shape(*kv_end, {p.tokens_q}, "kv_end");
+    check_same_place(q, *kv_end, "kv_end");
     p.kv_end = kv_end->data<int32_t>();
   }
   run(p, q, int64_t(p.layout.max_blocks_per_seq) * p.layout.block_size, num_splits, "paged_attention");

@@ -78,6 +78,14 @@ inline void check_same_place(const paddle::Tensor& a, const paddle::Tensor& b, c
   PD_CHECK(a.is_gpu() == b.is_gpu(), name, ": must be on the same device as the other inputs");
 }
 
+// A GPU kernel that reads t `unit` at a time ("16 bytes", "scales in pairs") needs its data to
+// start `bytes`-aligned: every allocation does, a view at an offset may not. The CPU kernels take
+// any address.
+inline void check_gpu_alignment(const paddle::Tensor& t, uintptr_t bytes, const char* unit, const char* name) {
+  PD_CHECK(!t.is_gpu() || reinterpret_cast<uintptr_t>(t.data()) % bytes == 0, name, ": the GPU kernels read ", unit,
+           ", so the data must start ", bytes, "-byte aligned (a view at an offset may not be); pass a copy");
+}
+
 // A paged cache's block size, as every op takes it: the kernels shift by log2(block_size), and the
 // prefill kernel copies 4 keys' scales at a time from one block.
 inline void check_block_size(int64_t block_size, const char* name) {

@@ -17,6 +17,7 @@
 
 #include <Python.h>
 
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -31,24 +32,56 @@ namespace {
 
 using paddle::Tensor;
 
-// A wrong argument type: raised as TypeError.
+// A wrong argument type: raised as TypeError; a wrong value of the right type: ValueError.
 struct ArgumentTypeError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
+struct ArgumentValueError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
 
-// The positional arguments of one call, read by position with the type the op expects.
+// Whether a tensor's elements are packed row-major: the ops index data() as dense, and only this
+// path can hand them a strided view (Paddle's dispatcher copies views of inputs first, and drops
+// what an op writes into the copy of an in-place one). Paddle 3's C++ tensor answers itself;
+// 2.6's lacks the method, so its Python object is asked.
+template <class T>
+auto is_contiguous(const T& t, PyObject*, int) -> decltype(t.is_contiguous()) {
+  return t.is_contiguous();
+}
+template <class T>
+bool is_contiguous(const T&, PyObject* object, long) {
+  static PyObject* const method = PyUnicode_InternFromString("is_contiguous");
+  PyObject* answer = PyObject_CallMethodNoArgs(object, method);
+  const int contiguous = answer ? PyObject_IsTrue(answer) : -1;
+  Py_XDECREF(answer);
+  if (contiguous < 0) {  // no such method: that Paddle makes no strided views
+    PyErr_Clear();
+    return true;
+  }
+  return contiguous == 1;
+}
+
+// The positional arguments of one call, read by position with the type the op expects; `names`
+// (one per argument) name them in errors.
 class Args {
  public:
-  Args(const char* op, PyObject* const* items, Py_ssize_t count, Py_ssize_t expected) : op_(op), items_(items) {
-    if (count != expected) {
-      throw ArgumentTypeError(std::string(op) + "() takes " + std::to_string(expected) + " arguments (" +
+  template <size_t N>
+  Args(const char* op, PyObject* const* items, Py_ssize_t count, const char* const (&names)[N])
+      : op_(op), items_(items), names_(names) {
+    if (count != Py_ssize_t(N)) {
+      throw ArgumentTypeError(std::string(op) + "() takes " + std::to_string(N) + " arguments (" +
                               std::to_string(count) + " given)");
     }
   }
 
   Tensor& tensor(int i) const {
     if (!paddle::pybind::PyCheckTensor(items_[i])) wrong_type(i, "a paddle.Tensor");
-    return paddle::pybind::CastPyArg2Tensor(items_[i], i);
+    Tensor& t = paddle::pybind::CastPyArg2Tensor(items_[i], i);
+    if (t.initialized() && !is_contiguous(t, items_[i], 0)) {
+      throw ArgumentValueError(prefix(i) + " is a strided view; pass a contiguous tensor (" + names_[i] +
+                               ".contiguous())");
+    }
+    return t;
   }
   paddle::optional<Tensor> optional_tensor(int i) const {
     if (items_[i] == Py_None) return paddle::none;
@@ -66,9 +99,14 @@ class Args {
   }
   int integer(int i) const {
     PyObject* index = PyNumber_Index(items_[i]);  // any integer type, numpy's included
-    const long value = index ? PyLong_AsLong(index) : -1;
+    int overflow = 0;
+    const long long value = index ? PyLong_AsLongLongAndOverflow(index, &overflow) : -1;
     Py_XDECREF(index);
     if (value == -1 && PyErr_Occurred()) wrong_type(i, "an int");
+    if (overflow != 0 || value < INT32_MIN || value > INT32_MAX) {
+      throw ArgumentValueError(prefix(i) + " = " + (overflow ? std::string("an int") : std::to_string(value)) +
+                               " does not fit in int32");
+    }
     return int(value);
   }
   bool boolean(int i) const {
@@ -77,13 +115,14 @@ class Args {
   }
 
  private:
+  std::string prefix(int i) const { return std::string(op_) + "(): " + names_[i]; }
   [[noreturn]] void wrong_type(int i, const char* expected) const {
     PyErr_Clear();
-    throw ArgumentTypeError(std::string(op_) + "(): argument " + std::to_string(i) + " must be " + expected +
-                            ", not " + Py_TYPE(items_[i])->tp_name);
+    throw ArgumentTypeError(prefix(i) + " must be " + expected + ", not " + Py_TYPE(items_[i])->tp_name);
   }
   const char* op_;
   PyObject* const* items_;
+  const char* const* names_;
 };
 
 PyObject* to_python(const std::vector<Tensor>& outputs) {
@@ -109,6 +148,8 @@ PyObject* guarded(Body body) {
     return body();
   } catch (const ArgumentTypeError& e) {
     PyErr_SetString(PyExc_TypeError, e.what());
+  } catch (const ArgumentValueError& e) {
+    PyErr_SetString(PyExc_ValueError, e.what());
   } catch (const std::exception& e) {
     PyErr_SetString(PyExc_RuntimeError, e.what());
   } catch (...) {
@@ -119,7 +160,9 @@ PyObject* guarded(Body body) {
 
 PyObject* write_cache_kv(PyObject*, PyObject* const* items, Py_ssize_t count) {
   return guarded([&] {
-    const Args a("write_cache_kv", items, count, 10);
+    static const char* const kNames[] = {"k", "v", "key_cache", "value_cache", "block_tables", "cu_seqlens_q",
+                                         "seq_lens_decoder", "k_quant_scale", "v_quant_scale", "cache_quant_type"};
+    const Args a("write_cache_kv", items, count, kNames);
     WriteCacheKV(a.tensor(0), a.tensor(1), a.tensor(2), a.tensor(3), a.tensor(4), a.tensor(5), a.tensor(6),
                  a.optional_tensor(7), a.optional_tensor(8), a.string(9));
     return to_python();
@@ -128,7 +171,9 @@ PyObject* write_cache_kv(PyObject*, PyObject* const* items, Py_ssize_t count) {
 
 PyObject* write_cache_kv_dynamic(PyObject*, PyObject* const* items, Py_ssize_t count) {
   return guarded([&] {
-    const Args a("write_cache_kv_dynamic", items, count, 9);
+    static const char* const kNames[] = {"k", "v", "key_cache", "value_cache", "k_scale_cache", "v_scale_cache",
+                                         "block_tables", "cu_seqlens_q", "seq_lens_decoder"};
+    const Args a("write_cache_kv_dynamic", items, count, kNames);
     WriteCacheKVDynamic(a.tensor(0), a.tensor(1), a.tensor(2), a.tensor(3), a.tensor(4), a.tensor(5), a.tensor(6),
                         a.tensor(7), a.tensor(8));
     return to_python();
@@ -137,7 +182,10 @@ PyObject* write_cache_kv_dynamic(PyObject*, PyObject* const* items, Py_ssize_t c
 
 PyObject* append_cache_kv_c8(PyObject*, PyObject* const* items, Py_ssize_t count) {
   return guarded([&] {
-    const Args a("append_cache_kv_c8", items, count, 11);
+    static const char* const kNames[] = {"key_cache", "value_cache", "k_out", "v_out", "block_tables",
+                                         "seq_lens_this_time", "seq_lens_decoder", "cu_seqlens_k", "k_scale", "v_scale",
+                                         "cache_quant_type"};
+    const Args a("append_cache_kv_c8", items, count, kNames);
     AppendCacheKVC8(a.tensor(0), a.tensor(1), a.tensor(2), a.tensor(3), a.tensor(4), a.tensor(5), a.tensor(6),
                     a.tensor(7), a.optional_tensor(8), a.optional_tensor(9), a.string(10));
     return to_python();
@@ -146,7 +194,10 @@ PyObject* append_cache_kv_c8(PyObject*, PyObject* const* items, Py_ssize_t count
 
 PyObject* flash_attn_varlen(PyObject*, PyObject* const* items, Py_ssize_t count) {
   return guarded([&] {
-    const Args a("flash_attn_varlen", items, count, 13);
+    static const char* const kNames[] = {"q", "k", "v", "cu_seqlens_q", "cu_seqlens_k", "q_descale", "k_descale",
+                                         "v_descale", "softmax_scale", "causal", "out_dtype", "max_seqlen_k",
+                                         "num_splits"};
+    const Args a("flash_attn_varlen", items, count, kNames);
     return to_python(FlashAttnVarlen(a.tensor(0), a.tensor(1), a.tensor(2), a.tensor(3), a.tensor(4),
                                      a.optional_tensor(5), a.optional_tensor(6), a.optional_tensor(7),
                                      float(a.number(8)), a.boolean(9), a.string(10), a.integer(11), a.integer(12)));
@@ -155,7 +206,10 @@ PyObject* flash_attn_varlen(PyObject*, PyObject* const* items, Py_ssize_t count)
 
 PyObject* paged_attention(PyObject*, PyObject* const* items, Py_ssize_t count) {
   return guarded([&] {
-    const Args a("paged_attention", items, count, 15);
+    static const char* const kNames[] = {"q", "key_cache", "value_cache", "block_tables", "seq_lens_kv", "cu_seqlens_q",
+                                         "k_scale", "v_scale", "q_descale", "kv_end", "cache_quant_type",
+                                         "softmax_scale", "causal", "out_dtype", "num_splits"};
+    const Args a("paged_attention", items, count, kNames);
     return to_python(PagedAttention(a.tensor(0), a.tensor(1), a.tensor(2), a.tensor(3), a.tensor(4), a.tensor(5),
                                     a.optional_tensor(6), a.optional_tensor(7), a.optional_tensor(8),
                                     a.optional_tensor(9), a.string(10), float(a.number(11)), a.boolean(12),
@@ -165,7 +219,9 @@ PyObject* paged_attention(PyObject*, PyObject* const* items, Py_ssize_t count) {
 
 PyObject* merge_attn_states(PyObject*, PyObject* const* items, Py_ssize_t count) {
   return guarded([&] {
-    const Args a("merge_attn_states", items, count, 6);
+    static const char* const kNames[] = {"prefix_output", "prefix_lse", "suffix_output", "suffix_lse", "output_scale",
+                                         "out_dtype"};
+    const Args a("merge_attn_states", items, count, kNames);
     return to_python(MergeAttnStates(a.tensor(0), a.tensor(1), a.tensor(2), a.tensor(3), a.optional_tensor(4),
                                      a.string(5)));
   });

@@ -24,7 +24,7 @@ std::vector<paddle::Tensor> QuantMxfp4(const paddle::Tensor& x) {
   const auto& s = x.shape();
   PD_CHECK(!s.empty() && s.back() % kMxBlock == 0, "x: the last dimension must be a multiple of 32, got ",
            shape_str(s));
-  PD_CHECK(reinterpret_cast<uintptr_t>(x.data()) % 16 == 0, "x: data must be 16-byte aligned");
+  check_gpu_alignment(x, 16, "16 bytes at a time", "x");
   paddle::Tensor packed = paddle::empty(with_last(s, s.back() / 2), paddle::DataType::UINT8, x.place());
   paddle::Tensor scales = paddle::empty(with_last(s, s.back() / kMxBlock), paddle::DataType::UINT8, x.place());
   QuantMxfp4Params p{x.data(), packed.data<uint8_t>(), scales.data<uint8_t>(), x.numel() / kMxBlock,
@@ -49,6 +49,7 @@ std::vector<paddle::Tensor> DequantMxfp4(const paddle::Tensor& packed, const pad
   PD_CHECK(!s.empty() && s.back() % (kMxBlock / 2) == 0, "packed: the last dimension must be a multiple of 16");
   check_shape(scales, with_last(s, s.back() / (kMxBlock / 2)), "scales");
   check_same_place(packed, scales, "scales");
+  check_gpu_alignment(packed, 4, "4 bytes at a time", "packed");
   const paddle::DataType dtype = parse_float_dtype(out_dtype);
   paddle::Tensor out = paddle::empty(with_last(s, s.back() * 2), dtype, packed.place());
   DequantMxfp4Params p{packed.data<uint8_t>(), scales.data<uint8_t>(), out.data(), scales.numel(),

@@ -73,7 +73,14 @@ def _check_cache_pair(key_cache, value_cache, cache_quant_type, rows_name, rows,
         raise ValueError(f"{rows_name}: expected [tokens, {heads}, {head_dim}] to match key_cache "
                          f"[num_blocks, kv_num_heads, block_size, head_dim] = {list(key_cache.shape)}, "
                          f"got {list(rows.shape)}")
+    _check_rows_aligned(**{rows_name: rows, "key_cache": key_cache, "value_cache": value_cache})
     return num_blocks, heads, block_size, head_dim
+
+
+def _check_rows_aligned(**named):
+    """Activations, K/V rows and caches: the GPU kernels move their rows 16 bytes at a time."""
+    for name, t in named.items():
+        _checks.gpu_alignment(name, t, 16)
 
 
 def _check_scales(cache_quant_type, heads, table_shape, static_names, static, table_names, tables):
@@ -124,6 +131,7 @@ def write_cache_kv(k, v, key_cache, value_cache, block_tables, cu_seqlens_q, seq
         num_blocks, heads, block_size, head_dim = _check_cache_pair(
             key_cache, value_cache, cache_quant_type, "k", k)
         _checks.tensor("v", v, (_checks.dtype_name(k),), list(k.shape))
+        _check_rows_aligned(v=v)
         _checks.tensor("block_tables", block_tables, ("int32",), [None, None])
         batch = block_tables.shape[0]
         _checks.tensor("cu_seqlens_q", cu_seqlens_q, ("int32",), [batch + 1])
@@ -189,6 +197,7 @@ def append_cache_kv_c8(key_cache, value_cache, k_out, v_out, block_tables, seq_l
         num_blocks, heads, block_size, head_dim = _check_cache_pair(
             key_cache, value_cache, cache_quant_type, "k_out", k_out)
         _checks.tensor("v_out", v_out, (_checks.dtype_name(k_out),), list(k_out.shape))
+        _check_rows_aligned(v_out=v_out)
         _checks.tensor("block_tables", block_tables, ("int32",), [None, None])
         batch = block_tables.shape[0]
         _checks.tensor("seq_lens_this_time", seq_lens_this_time, ("int32",), [batch])
@@ -414,6 +423,7 @@ def _attention_out_dtype(q, out_dtype):
 
 def _check_query(q, kv_name, kv_heads, cu_seqlens_q):
     _checks.tensor("q", q, ATTN_INPUT_DTYPES, [None, None, None])
+    _check_rows_aligned(q=q)
     _checks.choice("head_dim (q.shape[2])", q.shape[2], _checks.HEAD_DIMS)
     if kv_heads < 1:
         raise ValueError(f"{kv_name}: expected at least one kv head (shape[1]), got 0")
@@ -482,6 +492,7 @@ def flash_attn_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seq
         _checks.tensor("k", k, ATTN_INPUT_DTYPES, [None, None, q.shape[2]])
         batch = _check_query(q, "k", k.shape[1], cu_seqlens_q)
         _checks.tensor("v", v, (_checks.dtype_name(k),), list(k.shape))
+        _check_rows_aligned(k=k, v=v)
         _checks.tensor("cu_seqlens_k", cu_seqlens_k, ("int32",), [batch + 1])
         if _is_fp8(q) and not _is_fp8(k):
             raise TypeError("q: an FP8 q needs FP8 k and v (FP8 q with bf16/fp16 k/v is not supported)")

@@ -350,6 +350,27 @@ class TestFlashAttnVarlen(PlacedCase):
                 with self.assertRaisesRegex(error, message):
                     ops.flash_attn_varlen(**{**good, **override})
 
+    @placed
+    def test_rows_view_one_element_in(self):
+        """q as a contiguous view one element into its allocation: the CPU kernel takes it as it
+        is; the GPU kernels move rows 16 bytes at a time and refuse it."""
+        rng = seeded_rng(self, self.place)
+        q_vals = ref.random_half(rng, (6, 4, 64), "bfloat16")[0]
+        k = self.t(ref.random_half(rng, (6, 2, 64), "bfloat16")[0], "bfloat16")
+        flat = np.concatenate([np.zeros(1, np.uint16), ref.to_half_bits(q_vals, "bfloat16").ravel()])
+        q_view = self.t(flat, "bfloat16")[1:].reshape([6, 4, 64])
+        cu = self.t(np.int32([0, 6]))
+        if self.place == "gpu":
+            for checked in (True, False):
+                with self.assertRaisesRegex(ValueError if checked else Exception,
+                                            "q: the GPU kernels read .*16.*bytes at a time"):
+                    ops.flash_attn_varlen(q_view, k, k, cu, cu, 6, 6, check_inputs=checked)
+            return
+        want = ops.flash_attn_varlen(self.t(q_vals, "bfloat16"), k, k, cu, cu, 6, 6, causal=True)
+        got = ops.flash_attn_varlen(q_view, k, k, cu, cu, 6, 6, causal=True)
+        for g, w in zip(got, want):
+            np.testing.assert_array_equal(to_numpy(g), to_numpy(w))
+
     def test_bad_offsets_without_the_python_checks(self):
         """check_inputs=False skips the wrapper's checks; the op still refuses offsets that would
         take it outside q, k or the output, and an empty batch, on the CPU (where the offsets are in

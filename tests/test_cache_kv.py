@@ -318,6 +318,35 @@ class TestUnmappedPositions(unittest.TestCase):
                                    "cache_fp8", validate=True, **case.read_scales)
 
 
+class TestRowsAtAnOddOffset(unittest.TestCase):
+    def test_rows_view_one_element_in(self):
+        """k as a contiguous view one element into its allocation: the CPU kernels take it as it is
+        (bit for bit the reference); the GPU kernels move rows 16 bytes at a time and refuse it,
+        with or without the wrapper's checks."""
+        for place in places():
+            with self.subTest(place=place):
+                rng = seeded_rng(self, place)
+                case = CacheCase(rng, place, "cache_fp8", 64, 16, "bfloat16", [9])
+                k_vals, _ = ref.random_half(rng, (9, 2, 64), "bfloat16")
+                flat = np.concatenate([np.zeros(1, np.uint16), ref.to_half_bits(k_vals, "bfloat16").ravel()])
+                k_view = from_numpy(flat, "bfloat16", place)[1:].reshape([9, 2, 64])
+                v = from_numpy(ref.to_half_bits(k_vals, "bfloat16"), "bfloat16", place)
+                args = (k_view, v, *case.caches, case.block_tables, from_numpy(np.int32([0, 9]), None, place),
+                        from_numpy(np.int32([0]), None, place), "cache_fp8")
+                if place == "gpu":
+                    for checked in (True, False):
+                        with self.assertRaisesRegex(ValueError if checked else Exception,
+                                                    "k: the GPU kernels read .*16.*bytes at a time"):
+                            ops.write_cache_kv(*args, **case.write_scales, check_inputs=checked)
+                    continue
+                ops.write_cache_kv(*args, **case.write_scales)
+                expected = ref.write_cache_kv(
+                    k_vals, k_vals, *case.np_caches, case.batch.block_tables, np.int32([0, 9]), np.int32([0]),
+                    "cache_fp8", k_quant_scale=case.static[0][0], v_quant_scale=case.static[0][1], dtype="bfloat16")
+                for got, want in zip(case.device_state(), expected[:2]):
+                    assert_bits_equal(self, got, want, "cache")
+
+
 class TestBadInput(unittest.TestCase):
     def setUp(self):
         rng = seeded_rng(self)

@@ -68,11 +68,12 @@ void run(AttentionParams& p, const paddle::Tensor& q, int64_t max_keys, int num_
 #endif
 }
 
-void check_query_rank(const paddle::Tensor& q) {
+void check_query(const paddle::Tensor& q) {
   PD_CHECK(q.shape().size() == 3, "q: expected [tokens, heads, head_dim], got ", shape_str(q.shape()));
+  check_gpu_rows_aligned(q, "q");
 }
 
-// Shared output allocation and the query-side fields (q's rank checked).
+// Shared output allocation and the query-side fields (q checked).
 std::vector<paddle::Tensor> prepare(AttentionParams& p, const paddle::Tensor& q, const paddle::Tensor& cu_seqlens_q,
                                     int64_t kv_heads, float softmax_scale, bool causal,
                                     const paddle::optional<paddle::Tensor>& q_descale, const std::string& out_dtype) {
@@ -113,7 +114,7 @@ std::vector<paddle::Tensor> FlashAttnVarlen(const paddle::Tensor& q, const paddl
                                             const paddle::optional<paddle::Tensor>& v_descale, float softmax_scale,
                                             bool causal, const std::string& out_dtype, int max_seqlen_k,
                                             int num_splits) {
-  check_query_rank(q);
+  check_query(q);
   PD_CHECK(k.shape().size() == 3 && k.shape()[2] == q.shape()[2], "k: expected [tokens_k, kv_heads, head_dim]");
   check_shape(v, k.shape(), "v");
   check_int32(cu_seqlens_k, "cu_seqlens_k");
@@ -122,6 +123,8 @@ std::vector<paddle::Tensor> FlashAttnVarlen(const paddle::Tensor& q, const paddl
   check_same_place(q, k, "k");
   check_same_place(q, v, "v");
   check_same_place(q, cu_seqlens_k, "cu_seqlens_k");
+  check_gpu_rows_aligned(k, "k");
+  check_gpu_rows_aligned(v, "v");
   AttentionParams p{};
   auto outs = prepare(p, q, cu_seqlens_q, k.shape()[1], softmax_scale, causal, q_descale, out_dtype);
   check_offsets(cu_seqlens_k, k.shape()[0], false, "cu_seqlens_k");
@@ -146,7 +149,7 @@ std::vector<paddle::Tensor> PagedAttention(const paddle::Tensor& q, const paddle
                                            const paddle::optional<paddle::Tensor>& kv_end,
                                            const std::string& cache_quant_type, float softmax_scale, bool causal,
                                            const std::string& out_dtype, int num_splits) {
-  check_query_rank(q);
+  check_query(q);
   PD_CHECK(key_cache.shape().size() == 4, "key_cache: expected [num_blocks, kv_heads, block_size, head_dim]");
   check_shape(value_cache, key_cache.shape(), "value_cache");
   PD_CHECK(value_cache.dtype() == key_cache.dtype(), "value_cache: dtype differs from key_cache");
@@ -154,6 +157,8 @@ std::vector<paddle::Tensor> PagedAttention(const paddle::Tensor& q, const paddle
   check_int32(seq_lens_kv, "seq_lens_kv");
   check_same_place(q, key_cache, "key_cache");
   check_same_place(q, value_cache, "value_cache");
+  check_gpu_rows_aligned(key_cache, "key_cache");
+  check_gpu_rows_aligned(value_cache, "value_cache");
   check_same_place(q, block_tables, "block_tables");
   check_same_place(q, seq_lens_kv, "seq_lens_kv");
   const auto& s = key_cache.shape();

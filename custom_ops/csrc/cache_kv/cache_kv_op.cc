@@ -36,6 +36,9 @@ PagedCacheLayout check_cache(const paddle::Tensor& key_cache, const paddle::Tens
   for (const paddle::Tensor* t : {&value_cache, &block_tables, &rows}) {
     check_same_place(key_cache, *t, "inputs");
   }
+  check_gpu_rows_aligned(key_cache, "key_cache");
+  check_gpu_rows_aligned(value_cache, "value_cache");
+  check_gpu_rows_aligned(rows, rows_name);
   return {block_tables.data<int32_t>(), int(s[0]), int(s[1]), int(s[2]), int(s[3]),
           int(block_tables.shape()[1]), PagedCacheLayout::log2_of(int(s[2]))};
 }
@@ -55,6 +58,7 @@ WriteCacheKVParams write_params(const paddle::Tensor& k, const paddle::Tensor& v
   check_shape(v, k.shape(), "v");
   PD_CHECK(v.dtype() == k.dtype(), "v: dtype differs from k");
   check_same_place(k, v, "v");
+  check_gpu_rows_aligned(v, "v");
   const int64_t batch = block_tables.shape()[0];
   check_batch_vector(cu_seqlens_q, batch + 1, k, "cu_seqlens_q");
   check_batch_vector(seq_lens_decoder, batch, k, "seq_lens_decoder");
@@ -123,6 +127,7 @@ void AppendCacheKVC8(const paddle::Tensor& key_cache, const paddle::Tensor& valu
   check_shape(v_out, k_out.shape(), "v_out");
   PD_CHECK(v_out.dtype() == k_out.dtype(), "v_out: dtype differs from k_out");
   check_same_place(key_cache, v_out, "v_out");
+  check_gpu_rows_aligned(v_out, "v_out");
   const int64_t batch = block_tables.shape()[0];
   check_batch_vector(seq_lens_this_time, batch, key_cache, "seq_lens_this_time");
   check_batch_vector(seq_lens_decoder, batch, key_cache, "seq_lens_decoder");

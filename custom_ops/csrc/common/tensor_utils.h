@@ -86,6 +86,11 @@ inline void check_gpu_alignment(const paddle::Tensor& t, uintptr_t bytes, const 
            ", so the data must start ", bytes, "-byte aligned (a view at an offset may not be); pass a copy");
 }
 
+// Activations, K/V rows and caches: the GPU kernels move their rows 16 bytes at a time.
+inline void check_gpu_rows_aligned(const paddle::Tensor& t, const char* name) {
+  check_gpu_alignment(t, 16, "rows 16 bytes at a time", name);
+}
+
 // A paged cache's block size, as every op takes it: the kernels shift by log2(block_size), and the
 // prefill kernel copies 4 keys' scales at a time from one block.
 inline void check_block_size(int64_t block_size, const char* name) {

@@ -22,7 +22,9 @@ where they are on the GPU, whose kernels otherwise trust them.
 In dygraph mode the per-layer ops (write_cache_kv, append_cache_kv_c8, flash_attn_varlen,
 paged_attention, merge_attn_states) call their C++ functions through a Python module in the
 same library (fastattn._ext.fast_module) instead of Paddle's op dispatcher, which takes 20-50 us
-of host time per call; static graphs use the registered ops. Both run the same code.
+of host time per call; static graphs use the registered ops. Both run the same code. In a static
+program (paddle.static, paddle.jit.to_static) the checks that need data, devices or strides are
+left out, and sizes of -1 (known when the program runs) match any.
 """
 import numpy as np
 import paddle
@@ -33,6 +35,16 @@ from .cache import QUANT_TYPES
 from .tensors import fp8_dtype
 
 FLOAT_DTYPES = ("bfloat16", "float16", "float32")
+
+
+def _graph_op(wrapper):
+    """An op's wrapper is one node of a program that paddle.jit.to_static builds: it runs as written,
+    with the program's values, rather than being traced or rewritten with the model's code (Paddle
+    3's `unified` covers both ways of converting; Paddle 2.6's `not_to_static` the rewriting)."""
+    marker = getattr(paddle.jit, "marker", None)
+    if marker is not None and hasattr(marker, "unified"):
+        return marker.unified(wrapper)
+    return paddle.jit.not_to_static(wrapper)
 
 
 def _run(name, *args):
@@ -51,16 +63,18 @@ def _fp8_out_dtype():
 
 
 def _check_cache_pair(key_cache, value_cache, cache_quant_type, rows_name, rows, rows_dtypes=_checks.HALF_DTYPES,
-                      grouped_heads=False):
+                      grouped_heads=False, written=()):
     """Checks a layer's key/value cache against the rows written to or read from it (16-bit, or
-    `rows_dtypes`; with grouped_heads, queries whose heads need only be a multiple of the cache's);
-    returns (num_blocks, kv_num_heads, block_size, head_dim)."""
+    `rows_dtypes`; with grouped_heads, queries whose heads need only be a multiple of the cache's;
+    `written`: the names of those the op writes); returns (num_blocks, kv_num_heads, block_size,
+    head_dim)."""
     _checks.choice("cache_quant_type", cache_quant_type, QUANT_TYPES)
-    _checks.tensor(rows_name, rows, rows_dtypes, [None, None, None])
+    _checks.tensor(rows_name, rows, rows_dtypes, [None, None, None], written=rows_name in written)
     cache_dtypes = (_checks.dtype_name(rows),) if cache_quant_type == "none" else _checks.BYTE_DTYPES
-    _checks.tensor("key_cache", key_cache, cache_dtypes, [None, None, None, None])
+    _checks.tensor("key_cache", key_cache, cache_dtypes, [None, None, None, None], written="key_cache" in written)
     num_blocks, heads, block_size, head_dim = key_cache.shape
-    _checks.tensor("value_cache", value_cache, cache_dtypes, list(key_cache.shape))
+    _checks.tensor("value_cache", value_cache, cache_dtypes, list(key_cache.shape),
+                   written="value_cache" in written)
     if _checks.dtype_name(value_cache) != _checks.dtype_name(key_cache):
         raise TypeError(f"value_cache: expected the dtype of key_cache ({_checks.dtype_name(key_cache)}), "
                         f"got {_checks.dtype_name(value_cache)}")
@@ -83,8 +97,10 @@ def _check_rows_aligned(**named):
         _checks.gpu_alignment(name, t, 16)
 
 
-def _check_scales(cache_quant_type, heads, table_shape, static_names, static, table_names, tables):
-    """Static types need per-head scales, block_wise_fp8 needs scale tables, none needs neither."""
+def _check_scales(cache_quant_type, heads, table_shape, static_names, static, table_names, tables,
+                  tables_written=False):
+    """Static types need per-head scales, block_wise_fp8 needs scale tables (written by the op
+    where `tables_written`), none needs neither."""
     for kind, names, values, shape in (("static", static_names, static, [heads]),
                                        ("table", table_names, tables, table_shape)):
         needed = (cache_quant_type in ("cache_int8", "cache_fp8")) if kind == "static" else \
@@ -95,9 +111,10 @@ def _check_scales(cache_quant_type, heads, table_shape, static_names, static, ta
             elif value is None:
                 raise ValueError(f"{name}: required for cache_quant_type {cache_quant_type!r}")
             else:
-                _checks.tensor(name, value, _checks.SCALE_DTYPES, shape)
+                _checks.tensor(name, value, _checks.SCALE_DTYPES, shape, written=tables_written and kind == "table")
 
 
+@_graph_op
 def write_cache_kv(k, v, key_cache, value_cache, block_tables, cu_seqlens_q, seq_lens_decoder,
                    cache_quant_type="none", k_quant_scale=None, v_quant_scale=None,
                    k_scale_cache=None, v_scale_cache=None, validate=None, check_inputs=True):
@@ -129,22 +146,22 @@ def write_cache_kv(k, v, key_cache, value_cache, block_tables, cu_seqlens_q, seq
     """
     if check_inputs:
         num_blocks, heads, block_size, head_dim = _check_cache_pair(
-            key_cache, value_cache, cache_quant_type, "k", k)
+            key_cache, value_cache, cache_quant_type, "k", k, written=("key_cache", "value_cache"))
         _checks.tensor("v", v, (_checks.dtype_name(k),), list(k.shape))
         _check_rows_aligned(v=v)
         _checks.tensor("block_tables", block_tables, ("int32",), [None, None])
         batch = block_tables.shape[0]
-        _checks.tensor("cu_seqlens_q", cu_seqlens_q, ("int32",), [batch + 1])
+        _checks.tensor("cu_seqlens_q", cu_seqlens_q, ("int32",), [_checks.plus(batch, 1)])
         _checks.tensor("seq_lens_decoder", seq_lens_decoder, ("int32",), [batch])
         _check_scales(cache_quant_type, heads, [num_blocks, heads, block_size],
                       ("k_quant_scale", "v_quant_scale"), (k_quant_scale, v_quant_scale),
-                      ("k_scale_cache", "v_scale_cache"), (k_scale_cache, v_scale_cache))
+                      ("k_scale_cache", "v_scale_cache"), (k_scale_cache, v_scale_cache), tables_written=True)
         _checks.same_place(k=k, v=v, key_cache=key_cache, value_cache=value_cache,
                            block_tables=block_tables, cu_seqlens_q=cu_seqlens_q,
                            seq_lens_decoder=seq_lens_decoder, k_quant_scale=k_quant_scale,
                            v_quant_scale=v_quant_scale, k_scale_cache=k_scale_cache,
                            v_scale_cache=v_scale_cache)
-    if _checks.validation_enabled(validate):
+    if _checks.validation_enabled(validate, k):
         num_blocks, _, block_size, _ = key_cache.shape
         batch = block_tables.shape[0]
         cu = _checks.host(cu_seqlens_q)
@@ -163,6 +180,7 @@ def write_cache_kv(k, v, key_cache, value_cache, block_tables, cu_seqlens_q, seq
     return key_cache, value_cache
 
 
+@_graph_op
 def append_cache_kv_c8(key_cache, value_cache, k_out, v_out, block_tables, seq_lens_this_time,
                        seq_lens_decoder, cu_seqlens_k, cache_quant_type, k_dequant_scale=None,
                        v_dequant_scale=None, k_scale_cache=None, v_scale_cache=None,
@@ -195,14 +213,14 @@ def append_cache_kv_c8(key_cache, value_cache, k_out, v_out, block_tables, seq_l
     """
     if check_inputs:
         num_blocks, heads, block_size, head_dim = _check_cache_pair(
-            key_cache, value_cache, cache_quant_type, "k_out", k_out)
-        _checks.tensor("v_out", v_out, (_checks.dtype_name(k_out),), list(k_out.shape))
+            key_cache, value_cache, cache_quant_type, "k_out", k_out, written=("k_out",))
+        _checks.tensor("v_out", v_out, (_checks.dtype_name(k_out),), list(k_out.shape), written=True)
         _check_rows_aligned(v_out=v_out)
         _checks.tensor("block_tables", block_tables, ("int32",), [None, None])
         batch = block_tables.shape[0]
         _checks.tensor("seq_lens_this_time", seq_lens_this_time, ("int32",), [batch])
         _checks.tensor("seq_lens_decoder", seq_lens_decoder, ("int32",), [batch])
-        _checks.tensor("cu_seqlens_k", cu_seqlens_k, ("int32",), [batch + 1])
+        _checks.tensor("cu_seqlens_k", cu_seqlens_k, ("int32",), [_checks.plus(batch, 1)])
         _check_scales(cache_quant_type, heads, [num_blocks, heads, block_size],
                       ("k_dequant_scale", "v_dequant_scale"), (k_dequant_scale, v_dequant_scale),
                       ("k_scale_cache", "v_scale_cache"), (k_scale_cache, v_scale_cache))
@@ -211,7 +229,7 @@ def append_cache_kv_c8(key_cache, value_cache, k_out, v_out, block_tables, seq_l
                            seq_lens_decoder=seq_lens_decoder, cu_seqlens_k=cu_seqlens_k,
                            k_dequant_scale=k_dequant_scale, v_dequant_scale=v_dequant_scale,
                            k_scale_cache=k_scale_cache, v_scale_cache=v_scale_cache)
-    if _checks.validation_enabled(validate):
+    if _checks.validation_enabled(validate, k_out):
         num_blocks, _, block_size, _ = key_cache.shape
         batch = block_tables.shape[0]
         cu = _checks.host(cu_seqlens_k)
@@ -232,6 +250,7 @@ def append_cache_kv_c8(key_cache, value_cache, k_out, v_out, block_tables, seq_l
     return k_out, v_out
 
 
+@_graph_op
 def merge_attn_states(prefix_output, prefix_lse, suffix_output, suffix_lse, output_scale=None,
                       out_dtype=None, check_inputs=True):
     """Merges two partial attention results over disjoint key sets by their log-sum-exps.
@@ -260,14 +279,13 @@ def merge_attn_states(prefix_output, prefix_lse, suffix_output, suffix_lse, outp
                        list(prefix_output.shape))
         for name, lse in (("prefix_lse", prefix_lse), ("suffix_lse", suffix_lse)):
             _checks.tensor(name, lse, ("float32",))
-            if list(lse.shape) != [heads, tokens]:
+            if not _checks.shape_matches(list(lse.shape), [heads, tokens]):
                 raise ValueError(f"{name}: expected [heads, tokens] = [{heads}, {tokens}], got {list(lse.shape)}"
                                  + (" (that is [tokens, heads]: transpose it)"
                                     if list(lse.shape) == [tokens, heads] and tokens != heads else ""))
         if output_scale is not None:
             _checks.tensor("output_scale", output_scale, ("float32",))
-            if output_scale.size != 1:
-                raise ValueError(f"output_scale: expected one element, got shape {list(output_scale.shape)}")
+            _checks.one_element("output_scale", output_scale)
         _checks.same_place(prefix_output=prefix_output, prefix_lse=prefix_lse, suffix_output=suffix_output,
                            suffix_lse=suffix_lse, output_scale=output_scale)
     if output_scale is not None:
@@ -285,6 +303,7 @@ def merge_attn_states(prefix_output, prefix_lse, suffix_output, suffix_lse, outp
     return out, lse
 
 
+@_graph_op
 def quantize_fp8(x, scale):
     """Static-scale FP8 quantization: e4m3(clamp(x / scale, -448, 448)), round to nearest even,
     the division done once (x * (1 / scale) per element). NaN -> 0x7f.
@@ -296,14 +315,14 @@ def quantize_fp8(x, scale):
     Returns:
         float8_e4m3fn tensor of x's shape (uint8 bits on a Paddle without that dtype).
     """
-    _checks.tensor("x", x, FLOAT_DTYPES)
-    _checks.tensor("scale", scale, ("float32",))
-    if scale.size != 1:
-        raise ValueError(f"scale: expected one element, got shape {list(scale.shape)}")
+    _checks.tensor("x", x, FLOAT_DTYPES, dense=False)
+    _checks.tensor("scale", scale, ("float32",), dense=False)
+    _checks.one_element("scale", scale)
     _checks.same_place(x=x, scale=scale)
     return ops_module().fastattn_quantize_fp8(x, scale, _fp8_out_dtype())
 
 
+@_graph_op
 def quant_mxfp4(x):
     """MXFP4 quantization (OCP microscaling FP4): blocks of 32 consecutive elements along the last
     axis share a power-of-two scale.
@@ -319,14 +338,15 @@ def quant_mxfp4(x):
     Returns:
         (packed uint8 [..., D/2], low nibble = even element; scales uint8 [..., D/32]).
     """
-    _checks.tensor("x", x, FLOAT_DTYPES)
-    if len(x.shape) == 0 or x.shape[-1] % 32:
+    _checks.tensor("x", x, FLOAT_DTYPES, dense=False)
+    if len(x.shape) == 0 or x.shape[-1] % 32 and x.shape[-1] >= 0:
         raise ValueError(f"x: the last dimension must be a multiple of 32, got shape {list(x.shape)}")
     _checks.gpu_alignment("x", x, 16)
     packed, scales = ops_module().fastattn_quant_mxfp4(x)
     return packed, scales
 
 
+@_graph_op
 def dequant_mxfp4(packed, scales, out_dtype="float32"):
     """Inverse of quant_mxfp4: e2m1 value * 2^(scale - 127), NaN for a block whose scale is 0xff.
 
@@ -337,10 +357,10 @@ def dequant_mxfp4(packed, scales, out_dtype="float32"):
     Returns:
         [..., D] of out_dtype.
     """
-    _checks.tensor("packed", packed, ("uint8",))
-    if len(packed.shape) == 0 or packed.shape[-1] % 16:
+    _checks.tensor("packed", packed, ("uint8",), dense=False)
+    if len(packed.shape) == 0 or packed.shape[-1] % 16 and packed.shape[-1] >= 0:
         raise ValueError(f"packed: the last dimension must be a multiple of 16, got shape {list(packed.shape)}")
-    _checks.tensor("scales", scales, ("uint8",), list(packed.shape[:-1]) + [packed.shape[-1] // 16])
+    _checks.tensor("scales", scales, ("uint8",), list(packed.shape[:-1]) + [packed.shape[-1] // 16], dense=False)
     _checks.choice("out_dtype", out_dtype, FLOAT_DTYPES)
     _checks.same_place(packed=packed, scales=scales)
     _checks.gpu_alignment("packed", packed, 4)
@@ -410,7 +430,7 @@ def _check_descale(name, t, batch, kv_heads):
     if t is None:
         return
     _checks.tensor(name, t, ("float32",))
-    if list(t.shape) not in ([1], [batch, kv_heads]):
+    if not any(_checks.shape_matches(list(t.shape), want) for want in ([1], [batch, kv_heads])):
         raise ValueError(f"{name}: expected shape [{batch}, {kv_heads}] or [1], got {list(t.shape)}")
 
 
@@ -425,14 +445,16 @@ def _check_query(q, kv_name, kv_heads, cu_seqlens_q):
     _checks.tensor("q", q, ATTN_INPUT_DTYPES, [None, None, None])
     _check_rows_aligned(q=q)
     _checks.choice("head_dim (q.shape[2])", q.shape[2], _checks.HEAD_DIMS)
-    if kv_heads < 1:
+    if kv_heads == 0:
         raise ValueError(f"{kv_name}: expected at least one kv head (shape[1]), got 0")
-    if q.shape[1] < 1 or q.shape[1] % kv_heads:
+    if q.shape[1] == 0:
+        raise ValueError("q: expected at least one query head (shape[1]), got 0")
+    if kv_heads > 0 and q.shape[1] % kv_heads:
         raise ValueError(f"q: {q.shape[1]} query heads is not a multiple of {kv_heads} kv heads")
     _checks.tensor("cu_seqlens_q", cu_seqlens_q, ("int32",), [None])
-    if cu_seqlens_q.shape[0] < 1:
+    if cu_seqlens_q.shape[0] == 0:
         raise ValueError("cu_seqlens_q: expected [batch + 1] offsets, got an empty tensor")
-    return cu_seqlens_q.shape[0] - 1
+    return _checks.plus(cu_seqlens_q.shape[0], -1)  # batch (-1: unknown until a static program runs)
 
 
 def _check_num_splits(num_splits):
@@ -443,7 +465,7 @@ def _check_offsets(validate, check_inputs, q, cu_seqlens_q, k_offsets=None):
     """The attention ops' batch offsets on the host: always for CPU tensors (where that costs no
     sync) unless the checks are skipped, and wherever `validate` asks. k_offsets: (cu_seqlens_k,
     key rows) of flash_attn_varlen. Returns cu_seqlens_q as host ints, or None if unchecked."""
-    if not (_checks.validation_enabled(validate) or (check_inputs and _checks.place_name(q) == "cpu")):
+    if not (_checks.validation_enabled(validate, q) or (check_inputs and _checks.place_name(q) == "cpu")):
         return None
     cu = _checks.host(cu_seqlens_q)
     _checks.cu_seqlens("cu_seqlens_q", cu, q.shape[0], from_zero=True)
@@ -458,6 +480,7 @@ def _check_same_half(q, kv_name, kv):
         raise TypeError(f"{kv_name}: expected {_checks.dtype_name(q)} like q (or FP8), got {_checks.dtype_name(kv)}")
 
 
+@_graph_op
 def flash_attn_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale=None,
                       causal=False, q_descale=None, k_descale=None, v_descale=None, out_dtype=None,
                       num_splits=None, validate=None, check_inputs=True):
@@ -493,7 +516,7 @@ def flash_attn_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seq
         batch = _check_query(q, "k", k.shape[1], cu_seqlens_q)
         _checks.tensor("v", v, (_checks.dtype_name(k),), list(k.shape))
         _check_rows_aligned(k=k, v=v)
-        _checks.tensor("cu_seqlens_k", cu_seqlens_k, ("int32",), [batch + 1])
+        _checks.tensor("cu_seqlens_k", cu_seqlens_k, ("int32",), [_checks.plus(batch, 1)])
         if _is_fp8(q) and not _is_fp8(k):
             raise TypeError("q: an FP8 q needs FP8 k and v (FP8 q with bf16/fp16 k/v is not supported)")
         _check_same_half(q, "k", k)
@@ -513,6 +536,7 @@ def flash_attn_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seq
     return out, lse
 
 
+@_graph_op
 def paged_attention(q, key_cache, value_cache, block_tables, seq_lens_kv, cu_seqlens_q, cache_quant_type="none",
                     k_dequant_scale=None, v_dequant_scale=None, k_scale_cache=None, v_scale_cache=None,
                     softmax_scale=None, causal=True, q_descale=None, kv_end=None, out_dtype=None, num_splits=None,
@@ -563,7 +587,7 @@ def paged_attention(q, key_cache, value_cache, block_tables, seq_lens_kv, cu_seq
                            v_dequant_scale=v_dequant_scale, k_scale_cache=k_scale_cache, v_scale_cache=v_scale_cache,
                            q_descale=q_descale, kv_end=kv_end)
     cu = _check_offsets(validate, check_inputs, q, cu_seqlens_q)
-    if _checks.validation_enabled(validate):
+    if _checks.validation_enabled(validate, q):
         queried, keys = np.diff(cu) > 0, _checks.host(seq_lens_kv)
         _checks.non_negative("seq_lens_kv", np.where(queried, keys, 0))
         spans = {b: (0, int(keys[b])) for b in np.flatnonzero(queried)}

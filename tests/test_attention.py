@@ -392,8 +392,11 @@ class TestFlashAttnVarlen(PlacedCase):
                                                   validate=validate, check_inputs=False)
             with self.subTest(place=place, offsets="good"):
                 ops.flash_attn_varlen(q, k, k, good_q, good_k, 4, 3, validate=True, check_inputs=False)
+            empty = t(np.zeros(0, np.int32))
+            with self.subTest(place=place, offsets="empty", validate=True):
+                with self.assertRaisesRegex(ValueError, r"cu_seqlens_q: expected \[batch \+ 1\] offsets"):
+                    ops.flash_attn_varlen(q, k, k, empty, empty, 6, 6, validate=True, check_inputs=False)
             if place == "cpu":
-                empty = t(np.zeros(0, np.int32))
                 with self.assertRaisesRegex(Exception, r"cu_seqlens_q: expected \[batch \+ 1\]"):
                     ops.flash_attn_varlen(q, k, k, empty, empty, 6, 6, check_inputs=False)
                 with self.assertRaisesRegex(Exception, "must be a positive multiple of the kv heads"):

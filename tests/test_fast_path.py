@@ -151,7 +151,7 @@ class TestFastPath(unittest.TestCase):
         before = to_numpy(pair).copy()
         for checked in (True, False):
             with self.subTest(checked=checked, op="write_cache_kv"):
-                with self.assertRaisesRegex(ValueError, r"value_cache|key_cache"):
+                with self.assertRaisesRegex(ValueError, r"(value_cache|key_cache).*(the tensor itself|not a view)"):
                     ops.write_cache_kv(*args, "cache_fp8", scale, scale, check_inputs=checked)
                 np.testing.assert_array_equal(to_numpy(pair), before)
         k_rows = half(rng, (tokens, 2 * HEADS_KV, DIM), "cpu")[:, :HEADS_KV]
@@ -167,6 +167,18 @@ class TestFastPath(unittest.TestCase):
             with self.subTest(checked=checked, op="merge_attn_states"):
                 with self.assertRaisesRegex(ValueError, r"prefix_lse"):
                     ops.merge_attn_states(out, from_numpy(to_numpy(lse).T.copy()).t(), out, lse, check_inputs=checked)
+
+        # Packed although Paddle calls it non-contiguous (a size-1 dimension's stride): taken as it is.
+        one = qkv[:1, :HEADS_Q]
+        self.assertFalse(one.is_contiguous())
+        cu_one = from_numpy(np.int32([0, 1]))
+        for checked in (True, False):
+            with self.subTest(checked=checked, tokens=1):
+                got = ops.flash_attn_varlen(one, *(t[:1].contiguous() for t in dense[1:]), cu_one, cu_one, 1, 1,
+                                            check_inputs=checked)
+                want = ops.flash_attn_varlen(dense[0][:1].contiguous(), *(t[:1].contiguous() for t in dense[1:]),
+                                             cu_one, cu_one, 1, 1)
+                np.testing.assert_array_equal(to_numpy(got[0]), to_numpy(want[0]))
 
         # Contiguous at an offset: the same result as a fresh copy.
         wide = from_numpy(np.concatenate([to_numpy(dense[0]), to_numpy(dense[0])]), "bfloat16")

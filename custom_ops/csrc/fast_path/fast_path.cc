@@ -40,10 +40,8 @@ struct ArgumentValueError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// Whether a tensor's elements are packed row-major: the ops index data() as dense, and only this
-// path can hand them a strided view (Paddle's dispatcher copies views of inputs first, and drops
-// what an op writes into the copy of an in-place one). Paddle 3's C++ tensor answers itself;
-// 2.6's lacks the method, so its Python object is asked.
+// Whether a tensor is contiguous. Paddle 3's C++ tensor answers itself; 2.6's lacks the method,
+// so its Python object is asked.
 template <class T>
 auto is_contiguous(const T& t, PyObject*, int) -> decltype(t.is_contiguous()) {
   return t.is_contiguous();
@@ -59,6 +57,30 @@ bool is_contiguous(const T&, PyObject* object, long) {
     return true;
   }
   return contiguous == 1;
+}
+
+// Whether a tensor's elements are packed row-major, as the ops index data(): only this path can
+// hand them a strided view (Paddle's dispatcher copies views first, and drops what an op writes
+// into the copy of an in-place one). Paddle calls a tensor non-contiguous where a dimension of
+// size 1 has another stride ([1, 8, 64] cut from [1, 24, 64]), whose elements are packed all the
+// same: its strides (get_strides(), in Paddle 2.6 and 3) decide.
+bool packed_elements(const Tensor& t, PyObject* object) {
+  if (is_contiguous(t, object, 0)) return true;
+  static PyObject* const method = PyUnicode_InternFromString("get_strides");
+  PyObject* strides = PyObject_CallMethodNoArgs(object, method);
+  PyObject* list = strides ? PySequence_Fast(strides, "strides") : nullptr;
+  Py_XDECREF(strides);
+  const std::vector<int64_t> shape = t.shape();
+  bool packed = list != nullptr && PySequence_Fast_GET_SIZE(list) == Py_ssize_t(shape.size());
+  int64_t step = 1;
+  for (Py_ssize_t i = Py_ssize_t(shape.size()) - 1; packed && i >= 0; --i) {
+    const long long stride = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(list, i));
+    packed = shape[i] == 1 || stride == step;
+    step *= shape[i];
+  }
+  Py_XDECREF(list);
+  PyErr_Clear();
+  return packed;
 }
 
 // The positional arguments of one call, read by position with the type the op expects; `names`
@@ -77,9 +99,9 @@ class Args {
   Tensor& tensor(int i) const {
     if (!paddle::pybind::PyCheckTensor(items_[i])) wrong_type(i, "a paddle.Tensor");
     Tensor& t = paddle::pybind::CastPyArg2Tensor(items_[i], i);
-    if (t.initialized() && !is_contiguous(t, items_[i], 0)) {
-      throw ArgumentValueError(prefix(i) + " is a strided view; pass a contiguous tensor (" + names_[i] +
-                               ".contiguous())");
+    if (t.initialized() && !packed_elements(t, items_[i])) {
+      throw ArgumentValueError(prefix(i) + " is a strided view: the op reads and writes packed rows; pass a dense "
+                               "tensor (the tensor itself, not a view of a larger one, where the op writes it)");
     }
     return t;
   }
@@ -104,7 +126,7 @@ class Args {
     Py_XDECREF(index);
     if (value == -1 && PyErr_Occurred()) wrong_type(i, "an int");
     if (overflow != 0 || value < INT32_MIN || value > INT32_MAX) {
-      throw ArgumentValueError(prefix(i) + " = " + (overflow ? std::string("an int") : std::to_string(value)) +
+      throw ArgumentValueError(prefix(i) + (overflow ? std::string() : " = " + std::to_string(value)) +
                                " does not fit in int32");
     }
     return int(value);

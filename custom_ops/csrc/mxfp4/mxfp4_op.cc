@@ -20,6 +20,11 @@ std::vector<int64_t> with_last(std::vector<int64_t> shape, int64_t last) {
   return shape;
 }
 
+// The last dimension scaled by num / den, or left -1 where a static program knows it only at run time.
+std::vector<int64_t> with_last_scaled(const std::vector<int64_t>& shape, int64_t num, int64_t den) {
+  return with_last(shape, shape.back() < 0 ? -1 : shape.back() * num / den);
+}
+
 std::vector<paddle::Tensor> QuantMxfp4(const paddle::Tensor& x) {
   const auto& s = x.shape();
   PD_CHECK(!s.empty() && s.back() % kMxBlock == 0, "x: the last dimension must be a multiple of 32, got ",
@@ -34,7 +39,7 @@ std::vector<paddle::Tensor> QuantMxfp4(const paddle::Tensor& x) {
 }
 
 std::vector<std::vector<int64_t>> QuantMxfp4Shape(const std::vector<int64_t>& x) {
-  return {with_last(x, x.back() / 2), with_last(x, x.back() / kMxBlock)};
+  return {with_last_scaled(x, 1, 2), with_last_scaled(x, 1, kMxBlock)};
 }
 
 std::vector<paddle::DataType> QuantMxfp4Dtype(const paddle::DataType&) {
@@ -60,7 +65,7 @@ std::vector<paddle::Tensor> DequantMxfp4(const paddle::Tensor& packed, const pad
 
 std::vector<std::vector<int64_t>> DequantMxfp4Shape(const std::vector<int64_t>& packed,
                                                     const std::vector<int64_t>&, const std::string&) {
-  return {with_last(packed, packed.back() * 2)};
+  return {with_last_scaled(packed, 2, 1)};
 }
 
 std::vector<paddle::DataType> DequantMxfp4Dtype(const paddle::DataType&, const paddle::DataType&,

@@ -361,6 +361,7 @@ class TestFlashAttnVarlen(PlacedCase):
         q_view = self.t(flat, "bfloat16")[1:].reshape([6, 4, 64])
         cu = self.t(np.int32([0, 6]))
         if self.place == "gpu":
+            self.assertEqual(q_view.data_ptr() % 16, 2, "a view one element in")
             for checked in (True, False):
                 with self.assertRaisesRegex(ValueError if checked else Exception,
                                             "q: the GPU kernels read .*16.*bytes at a time"):
@@ -762,8 +763,10 @@ class TestPagedAttention(PlacedCase):
 
     def test_keys_past_the_block_table(self):
         """seq_lens_kv past what the block table can map: those positions hold no key, so the
-        result is attention over the keys the table maps. The CPU kernel does not visit the rest,
-        so it takes the int32 limit at once (the GPU kernels step through the unmapped tiles)."""
+        result is attention over the keys the table maps (bit for bit on the CPU; on the GPU the
+        key splits cut the longer range elsewhere, so sums may round differently). The CPU kernel
+        does not visit the rest, so it takes the int32 limit at once (the GPU kernels step through
+        the unmapped tiles)."""
         for place in places():
             with self.subTest(place=place):
                 self.place = place
@@ -776,8 +779,12 @@ class TestPagedAttention(PlacedCase):
                 want = ops.paged_attention(seq_lens_kv=self.t(np.int32([reach])), causal=False, **args)
                 for keys in (reach + 1, reach + 300) + ((2**31 - 1,) if place == "cpu" else ()):
                     got = ops.paged_attention(seq_lens_kv=self.t(np.int32([keys])), **args)
-                    for g, w in zip(got, want):
-                        np.testing.assert_array_equal(to_numpy(g), to_numpy(w))
+                    if place == "cpu":
+                        for g, w in zip(got, want):
+                            np.testing.assert_array_equal(to_numpy(g), to_numpy(w))
+                    else:
+                        self.assertLess(rel_err(float_values(got[0]), float_values(want[0])), 2 * 2.0 ** -8)
+                        self.check_lse(to_numpy(got[1]), to_numpy(want[1]))
 
 
 if __name__ == "__main__":

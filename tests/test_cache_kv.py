@@ -334,6 +334,7 @@ class TestRowsAtAnOddOffset(unittest.TestCase):
                 args = (k_view, v, *case.caches, case.block_tables, from_numpy(np.int32([0, 9]), None, place),
                         from_numpy(np.int32([0]), None, place), "cache_fp8")
                 if place == "gpu":
+                    self.assertEqual(k_view.data_ptr() % 16, 2, "a view one element in")
                     for checked in (True, False):
                         with self.assertRaisesRegex(ValueError if checked else Exception,
                                                     "k: the GPU kernels read .*16.*bytes at a time"):

@@ -130,6 +130,7 @@ class TestViewsAtAnOffset(unittest.TestCase):
                 packed_view = from_numpy(codes, "uint8", place)[1:]
                 scales = from_numpy(np.uint8([130]), "uint8", place)
                 if place == "gpu":
+                    self.assertEqual(x_view.data_ptr() % 16, 2, "a view one element in")
                     with self.assertRaisesRegex(ValueError, "x: the GPU kernels read 16 bytes at a time"):
                         ops.quant_mxfp4(x_view)
                     with self.assertRaisesRegex(ValueError, "packed: the GPU kernels read 4 bytes at a time"):

@@ -181,8 +181,8 @@ def write_cache_kv(k, v, key_cache, value_cache, block_tables, cu_seqlens_q, seq
                     if cache_quant_type == "none":
                         caches[i][block, h, slot] = to_half_bits(row, dtype)
                     elif cache_quant_type == "block_wise_fp8":
-                        amax = np.fmax.reduce(np.abs(row)) if row.size else np.float32(0)
-                        scale, inv = dynamic_scale(np.fmax(amax, np.float32(0)))
+                        magnitudes = np.abs(row[~np.isnan(row)])  # NaN, quiet or signaling, never counts
+                        scale, inv = dynamic_scale(magnitudes.max(initial=np.float32(0)))
                         caches[i][block, h, slot] = float_to_e4m3(row * inv)
                         table = tables[i]
                         if table.dtype == np.uint16:

@@ -18,8 +18,11 @@ void write_row(const uint16_t* src, void* cache, const ScaleTensor& scale, int64
     uint8_t* dst = static_cast<uint8_t*>(cache) + row * head_dim;
     float mult;
     if constexpr (kDynamicQuant) {
-      float amax = 0.0f;
-      for (int d = 0; d < head_dim; ++d) amax = fmaxf(amax, fabsf(Fmt::to_float(src[d])));
+      float amax = 0.0f;  // NaN, quiet or signaling, never counts (glibc's fmaxf returns a signaling one)
+      for (int d = 0; d < head_dim; ++d) {
+        const float a = fabsf(Fmt::to_float(src[d]));
+        if (a > amax) amax = a;
+      }
       const DynamicScale s = dynamic_fp8_scale(amax);
       scale.store(row, s.scale);
       mult = s.inverse;

@@ -256,8 +256,9 @@ def merge_attn_states(prefix_output, prefix_lse, suffix_output, suffix_lse, outp
     """Merges two partial attention results over disjoint key sets by their log-sum-exps.
 
     With m = max(lse_p, lse_s): out = (exp(lse_p - m) * prefix + exp(lse_s - m) * suffix) / sum,
-    lse = m + log(sum), in fp32. An lse of +inf counts as -inf. A side with lse -inf contributes
-    nothing (its output is never read into the sum); both sides -inf give out 0 and lse -inf.
+    lse = m + log(sum), in fp32. An lse of +inf or NaN counts as -inf. A side with lse -inf
+    contributes nothing (its output is never read into the sum); both sides -inf give out 0 and
+    lse -inf.
 
     Args:
         prefix_output, suffix_output: [tokens, heads, head_dim] bfloat16/float16/float32, same dtype.

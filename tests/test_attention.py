@@ -336,14 +336,17 @@ class TestFlashAttnVarlen(PlacedCase):
             (ValueError, "num_splits: expected None or a positive int", dict(num_splits=0)),
             (ValueError, "max_seqlen_k: expected a non-negative int below 2", dict(max_seqlen_k=2**31)),
             (ValueError, "max_seqlen_k: expected a non-negative int", dict(max_seqlen_k=True)),
-            (ValueError, "k: expected at least one kv head", dict(k=from_numpy(np.zeros((4, 0, 64), np.float32), "bfloat16"),
-                                                                  v=from_numpy(np.zeros((4, 0, 64), np.float32), "bfloat16"))),
+            (ValueError, "k: expected at least one kv head",
+             dict(k=from_numpy(np.zeros((4, 0, 64), np.float32), "bfloat16"),
+                  v=from_numpy(np.zeros((4, 0, 64), np.float32), "bfloat16"))),
             (ValueError, "cu_seqlens_q: expected \\[batch \\+ 1\\] offsets, got an empty tensor",
              dict(cu_seqlens_q=from_numpy(np.zeros(0, np.int32)), cu_seqlens_k=from_numpy(np.zeros(0, np.int32)))),
             (ValueError, "q: expected a contiguous tensor, got a strided view", dict(q=q.transpose([1, 0, 2]))),
-        ] + [(ValueError, f"cu_seqlens_{side}: expected non-decreasing offsets", {f"cu_seqlens_{side}": from_numpy(np.int32(bad))})
+        ] + [(ValueError, f"cu_seqlens_{side}: expected non-decreasing offsets",
+              {f"cu_seqlens_{side}": from_numpy(np.int32(bad))})
              for side in "qk" for bad in ([0, 5], [0, 100000], [0, -1])] + [
-            (ValueError, "cu_seqlens_q: expected non-decreasing offsets starting at 0", dict(cu_seqlens_q=from_numpy(np.int32([1, 4])))),
+            (ValueError, "cu_seqlens_q: expected non-decreasing offsets starting at 0",
+             dict(cu_seqlens_q=from_numpy(np.int32([1, 4])))),
         ]
         for error, message, override in cases:
             with self.subTest(message=message):
@@ -737,7 +740,8 @@ class TestPagedAttention(PlacedCase):
              dict(cu_seqlens_q=from_numpy(np.int32([0, 2])))),
             (ValueError, "seq_lens_kv\\[0\\] = -1: expected a non-negative length",
              dict(seq_lens_kv=from_numpy(np.int32([-1])), validate=True)),
-            (ValueError, r"block_tables\[0, 2\] = -1 is outside", dict(seq_lens_kv=from_numpy(np.int32([40])), validate=True)),
+            (ValueError, r"block_tables\[0, 2\] = -1 is outside",
+             dict(seq_lens_kv=from_numpy(np.int32([40])), validate=True)),
             (ValueError, "value_cache: expected a contiguous tensor",
              dict(value_cache=from_numpy(np.stack([to_numpy(lc.value_cache)] * 2, axis=1),
                                          str(lc.value_cache.dtype).replace("paddle.", ""))[:, 0])),
@@ -756,7 +760,8 @@ class TestPagedAttention(PlacedCase):
                 ("must be a positive multiple of the kv heads",
                  dict(key_cache=from_numpy(np.zeros((2, 0, 16, 64), np.uint8), "uint8"),
                       value_cache=from_numpy(np.zeros((2, 0, 16, 64), np.uint8), "uint8"))),
-                ("cu_seqlens_q: expected non-decreasing offsets", dict(cu_seqlens_q=from_numpy(np.int32([0, 100000]))))):
+                ("cu_seqlens_q: expected non-decreasing offsets",
+                 dict(cu_seqlens_q=from_numpy(np.int32([0, 100000]))))):
             with self.subTest(message=message, checked=False):
                 with self.assertRaisesRegex(Exception, message):
                     ops.paged_attention(**{**unchecked, **override})

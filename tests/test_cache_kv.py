@@ -257,7 +257,8 @@ class TestAdversarialRows(unittest.TestCase):
             signaling_nan = 0x7F81 if dtype == "bfloat16" else 0x7C01
             for largest, nan_at in ((0, 1), (0, 40), (48, 49)):
                 with self.subTest(place=place, dtype=dtype, largest=largest, nan_at=nan_at):
-                    case = CacheCase(seeded_rng(self, place, dtype), place, "block_wise_fp8", 64, 16, dtype, [1], heads=1)
+                    rng = seeded_rng(self, place, dtype)
+                    case = CacheCase(rng, place, "block_wise_fp8", 64, 16, dtype, [1], heads=1)
                     bits = np.zeros((1, 1, 64), np.uint16)
                     bits[0, 0, largest] = ref.to_half_bits(np.float32([100.0]), dtype)[0]
                     bits[0, 0, nan_at] = signaling_nan
@@ -265,15 +266,17 @@ class TestAdversarialRows(unittest.TestCase):
                     row = from_numpy(bits.view(np.float16), None, place) if dtype == "float16" else \
                         from_numpy(bits, "bfloat16", place)
                     self.assertEqual(to_numpy(row)[0, 0, nan_at], signaling_nan)
-                    ops.write_cache_kv(row, row, *case.caches, case.block_tables, from_numpy(np.int32([0, 1]), None, place),
+                    ops.write_cache_kv(row, row, *case.caches, case.block_tables,
+                                       from_numpy(np.int32([0, 1]), None, place),
                                        from_numpy(np.int32([0]), None, place), "block_wise_fp8", **case.write_scales)
                     block = case.batch.block_tables[0, 0]
                     scale = case.device_state()[2][block, 0, 0]
                     self.assertEqual(scale, ref.dynamic_scale(100.0)[0])
                     values = ref.half_bits_to_float(bits, dtype)
-                    want = ref.write_cache_kv(values, values, *case.np_caches, case.batch.block_tables, np.int32([0, 1]),
-                                              np.int32([0]), "block_wise_fp8", k_scale_cache=case.np_tables[0],
-                                              v_scale_cache=case.np_tables[1], dtype=dtype)
+                    want = ref.write_cache_kv(values, values, *case.np_caches, case.batch.block_tables,
+                                              np.int32([0, 1]), np.int32([0]), "block_wise_fp8",
+                                              k_scale_cache=case.np_tables[0], v_scale_cache=case.np_tables[1],
+                                              dtype=dtype)
                     for i, (got, w) in enumerate(zip(case.device_state(), want)):
                         assert_bits_equal(self, got, w, f"cache tensor {i}")
 

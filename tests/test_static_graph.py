@@ -80,7 +80,7 @@ class TestStaticGraph(unittest.TestCase):
                                                                               ("v", HEADS_KV))}
             caches = [data(name, list(self.arrays[name].shape), "uint8") for name in ("key_cache", "value_cache")]
             tables = data("block_tables", [None, self.batch.block_tables.shape[1]], "int32")
-            cu, zeros, seq_lens = data("cu", [None], "int32"), data("zeros", [None], "int32"), data("seq_lens", [None], "int32")
+            cu, zeros, seq_lens = (data(name, [None], "int32") for name in ("cu", "zeros", "seq_lens"))
             scales = [data(name, [HEADS_KV], "float32") for name in ("k_scale", "v_scale", "k_dequant", "v_dequant")]
             written = ops.write_cache_kv(x["k"], x["v"], *caches, tables, cu, zeros, "cache_fp8", *scales[:2])
             out, lse = ops.paged_attention(x["q"], *written, tables, seq_lens, cu, "cache_fp8", *scales[2:])
@@ -106,8 +106,9 @@ class TestStaticGraph(unittest.TestCase):
         want += [packed, scales, ops.dequant_mxfp4(packed, scales)]
 
         def build():
-            merged = ops.merge_attn_states(data("po", [None, HEADS_Q, DIM], "float16"), data("pl", [HEADS_Q, None], "float32"),
-                                           data("so", [None, HEADS_Q, DIM], "float16"), data("sl", [HEADS_Q, None], "float32"))
+            merged = ops.merge_attn_states(
+                data("po", [None, HEADS_Q, DIM], "float16"), data("pl", [HEADS_Q, None], "float32"),
+                data("so", [None, HEADS_Q, DIM], "float16"), data("sl", [HEADS_Q, None], "float32"))
             quantized = ops.quant_mxfp4(data("x", [None, None], "float32"))
             self.assertEqual([list(t.shape) for t in quantized], [[-1, -1], [-1, -1]])
             return [*merged, *quantized, ops.dequant_mxfp4(*quantized)]

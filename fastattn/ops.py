@@ -444,7 +444,6 @@ def _attention_out_dtype(q, out_dtype):
 
 def _check_query(q, kv_name, kv_heads, cu_seqlens_q):
     _checks.tensor("q", q, ATTN_INPUT_DTYPES, [None, None, None])
-    _check_rows_aligned(q=q)
     _checks.choice("head_dim (q.shape[2])", q.shape[2], _checks.HEAD_DIMS)
     if kv_heads == 0:
         raise ValueError(f"{kv_name}: expected at least one kv head (shape[1]), got 0")
@@ -516,7 +515,7 @@ def flash_attn_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seq
         _checks.tensor("k", k, ATTN_INPUT_DTYPES, [None, None, q.shape[2]])
         batch = _check_query(q, "k", k.shape[1], cu_seqlens_q)
         _checks.tensor("v", v, (_checks.dtype_name(k),), list(k.shape))
-        _check_rows_aligned(k=k, v=v)
+        _check_rows_aligned(q=q, k=k, v=v)
         _checks.tensor("cu_seqlens_k", cu_seqlens_k, ("int32",), [_checks.plus(batch, 1)])
         if _is_fp8(q) and not _is_fp8(k):
             raise TypeError("q: an FP8 q needs FP8 k and v (FP8 q with bf16/fp16 k/v is not supported)")

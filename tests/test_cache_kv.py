@@ -4,8 +4,8 @@ import unittest
 
 import numpy as np
 
-from util import (PagedBatch, cu_seqlens, from_numpy, places, random_bits16, random_bytes,
-                  seeded_rng, to_numpy)
+from util import (PagedBatch, assert_bits_equal, cu_seqlens, from_numpy, places, random_bits16,
+                  random_bytes, seeded_rng, to_numpy)
 from fastattn import ops
 from fastattn import reference as ref
 from fastattn.cache import QUANT_BOUND
@@ -107,16 +107,6 @@ class CacheCase:
             v_dequant_scale=self.static[1][1] if self.static[1] is not None else None,
             k_scale_cache=self.np_tables[0], v_scale_cache=self.np_tables[1], dtype=self.dtype)
         return to_numpy(returned[0]), to_numpy(returned[1]), expected[0], expected[1]
-
-
-def assert_bits_equal(test, got, want, what):
-    got, want = np.asarray(got), np.asarray(want)
-    test.assertEqual(got.shape, want.shape, what)
-    bad = np.flatnonzero(got.reshape(-1) != want.reshape(-1))
-    if bad.size:
-        i = np.unravel_index(bad[0], got.shape)
-        test.fail(f"{what}: {bad.size} of {got.size} elements differ; first at {i}: got {got[i]!r}, "
-                  f"expected {want[i]!r}")
 
 
 # Three steps over four sequences: a prefill in chunks, decodes that land in a partly filled

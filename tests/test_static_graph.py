@@ -8,7 +8,7 @@ import numpy as np
 import paddle
 from paddle.static import InputSpec
 
-from util import PagedBatch, cu_seqlens, from_numpy, random_bytes, seeded_rng, to_numpy
+from util import PagedBatch, assert_bits_equal, cu_seqlens, from_numpy, random_bytes, seeded_rng, to_numpy
 from fastattn import ops
 from fastattn import reference as ref
 
@@ -38,9 +38,8 @@ def assert_same_bits(test, fetched, want, what):
     """A fetched array against a dygraph tensor's (16-bit floats compared as bits)."""
     want = to_numpy(want)
     fetched = np.asarray(fetched)
-    test.assertEqual(fetched.shape, want.shape, what)
-    np.testing.assert_array_equal(fetched.view(want.dtype) if fetched.dtype.itemsize == want.dtype.itemsize
-                                  else fetched, want, err_msg=what)
+    assert_bits_equal(test, fetched.view(want.dtype) if fetched.dtype.itemsize == want.dtype.itemsize else fetched,
+                      want, what)
 
 
 class TestStaticGraph(unittest.TestCase):

@@ -73,3 +73,13 @@ def float_values(t):
 def rel_err(got, want):
     """||got - want|| / ||want||, the attention-style error measure."""
     return np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30)
+
+
+def assert_bits_equal(test, got, want, what):
+    got, want = np.asarray(got), np.asarray(want)
+    test.assertEqual(got.shape, want.shape, what)
+    bad = np.flatnonzero(got.reshape(-1) != want.reshape(-1))
+    if bad.size:
+        i = np.unravel_index(bad[0], got.shape)
+        test.fail(f"{what}: {bad.size} of {got.size} elements differ; first at {i}: got {got[i]!r}, "
+                  f"expected {want[i]!r}")

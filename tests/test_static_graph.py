@@ -44,6 +44,10 @@ def assert_same_bits(test, fetched, want, what):
 
 class TestStaticGraph(unittest.TestCase):
     def setUp(self):
+        # Programs run where the current device says; a GPU build of Paddle would put them (and
+        # Paddle's own kernels, such as the layer's `* 2` below) on the GPU.
+        self.addCleanup(paddle.set_device, paddle.get_device())
+        paddle.set_device("cpu")
         rng = seeded_rng(self)
         self.lens = [5, 12]
         tokens = sum(self.lens)

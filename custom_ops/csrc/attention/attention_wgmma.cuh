@@ -590,7 +590,9 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
 
   // The computing warpgroups.
   roles::raise_registers<Shape::kComputeRegisters>();
-  const int wg = warpgroup - 1;
+  // (Broadcast from lane 0 so that the compiler knows it is the same across the warp and keeps
+  // what derives from it, the wgmma descriptors of Q among them, in uniform registers.)
+  const int wg = __shfl_sync(0xffffffffu, warpgroup - 1, 0);
   float o[kOutParts][kPartRegs];  // columns 128 part + (the register layout of wgmma.h)
 #pragma unroll
   for (int part = 0; part < kOutParts; ++part)
@@ -598,7 +600,8 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
     for (int i = 0; i < kPartRegs; ++i) o[part][i] = 0.0f;
   SoftmaxState2 state[2] = {SoftmaxState2::empty(), SoftmaxState2::empty()};
   float row_sums[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // kRowSumsByMma: P's row sums, laid out as o's columns
-  const uint32_t q_tile = smem + Shape::kQOffset + wg * 64 * (kFp8Q ? Shape::kSwizzleBytes : 128);
+  const uint64_t q_desc = wgmma::descriptor<kFp8Q ? Shape::kSwizzleBytes : 128>(
+      smem + Shape::kQOffset + wg * 64 * (kFp8Q ? Shape::kSwizzleBytes : 128));  // this warpgroup's rows of Q
   FoldedScales scales = fold_scales<kPaged>(p, cta.seq, kv_head);
   float query_power = 1.0f;
   if constexpr (!kFp8Q) {  // each warpgroup stages its rows of a 16-bit q; its power of two joins the scale
@@ -645,17 +648,17 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
     wgmma::fence_registers(s);  // keeps the last reads of s (pack_p) before the fence
     wgmma::fence();
     constexpr int kTileSteps = (kFp8Q ? Shape::kSwizzleBytes : 128) / 32;  // k-steps of 32 bytes per column tile
+    constexpr int kRowBytes = kFp8Q ? Shape::kSwizzleBytes : 128;
+    const uint64_t k_desc = wgmma::descriptor<kRowBytes>(kFp8Q ? stage_of(tile) : k16_of(tile));
 #pragma unroll
     for (int ks = 0; ks < D / (kFp8Q ? 32 : 16); ++ks) {
       const uint32_t column = 32 * (ks % kTileSteps);  // in the column tile ks / kTileSteps
-      const uint32_t q = q_tile + (ks / kTileSteps) * kQTile + column;
+      const uint64_t q = wgmma::advanced(q_desc, (ks / kTileSteps) * kQTile + column);
+      const uint64_t k = wgmma::advanced(k_desc, (ks / kTileSteps) * (kFp8Q ? kKTile : Shape::kV16BlockBytes) + column);
       if constexpr (kFp8Q) {
-        wgmma::mma_e4m3_k32(s, wgmma::descriptor<Shape::kSwizzleBytes>(q),
-                            wgmma::descriptor<Shape::kSwizzleBytes>(stage_of(tile) + (ks / kTileSteps) * kKTile + column),
-                            ks > 0);
+        wgmma::mma_e4m3_k32(s, q, k, ks > 0);
       } else {
-        wgmma::mma_f16_k16(s, wgmma::descriptor(q),
-                           wgmma::descriptor(k16_of(tile) + (ks / kTileSteps) * Shape::kV16BlockBytes + column), ks > 0);
+        wgmma::mma_f16_k16(s, q, k, ks > 0);
       }
     }
     wgmma::commit();
@@ -666,15 +669,16 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
     wgmma::fence_registers(pf);
     if constexpr (Shape::kRowSumsByMma) wgmma::fence_registers(row_sums);
     wgmma::fence();
+    const uint64_t v_desc = wgmma::descriptor(v16_of(tile), Shape::kV16BlockBytes);
 #pragma unroll
     for (int ks = 0; ks < kKeys / 16; ++ks) {
-      const uint32_t v = v16_of(tile) + ks * 16 * 128;  // keys 16 ks.. (two swizzle atoms)
+      const uint32_t v = ks * 16 * 128;  // keys 16 ks.. (two swizzle atoms)
       if constexpr (Shape::kRowSumsByMma) {
-        wgmma::mma_f16_k16(o[0], row_sums, pf[ks], wgmma::descriptor(v, Shape::kV16BlockBytes));
+        wgmma::mma_f16_k16(o[0], row_sums, pf[ks], wgmma::advanced(v_desc, v));
       } else {
 #pragma unroll
         for (int part = 0; part < kOutParts; ++part)  // output columns 128 part.. are column blocks 2 part, 2 part + 1
-          wgmma::mma_f16_k16(o[part], pf[ks], wgmma::descriptor(v + 2 * part * Shape::kV16BlockBytes, Shape::kV16BlockBytes));
+          wgmma::mma_f16_k16(o[part], pf[ks], wgmma::advanced(v_desc, v + 2 * part * Shape::kV16BlockBytes));
       }
     }
     wgmma::commit();

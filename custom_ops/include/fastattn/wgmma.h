@@ -47,6 +47,15 @@ FA_DEVICE uint64_t descriptor(uint32_t smem_addr, uint32_t leading_bytes = 16) {
   return desc;
 }
 
+// The descriptor of the operand `bytes` further into the same buffer. The start address is the
+// low 14 bits in 16-byte units and shared memory ends below 256 KB, so the add never carries out
+// of that field; the other half of the descriptor, a constant, is left as it is (a uniform add
+// per instruction where building the descriptor again took five).
+FA_DEVICE uint64_t advanced(uint64_t desc, uint32_t bytes) {
+  const uint32_t lo = uint32_t(desc) + (bytes >> 4), hi = uint32_t(desc >> 32);
+  return uint64_t(hi) << 32 | lo;
+}
+
 FA_DEVICE void fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
 FA_DEVICE void commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
 template <int kPending>

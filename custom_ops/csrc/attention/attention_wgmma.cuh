@@ -647,8 +647,8 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
   auto issue_qk = [&](int tile) {
     wgmma::fence_registers(s);  // keeps the last reads of s (pack_p) before the fence
     wgmma::fence();
-    constexpr int kTileSteps = (kFp8Q ? Shape::kSwizzleBytes : 128) / 32;  // k-steps of 32 bytes per column tile
     constexpr int kRowBytes = kFp8Q ? Shape::kSwizzleBytes : 128;
+    constexpr int kTileSteps = kRowBytes / 32;  // k-steps of 32 bytes per column tile
     const uint64_t k_desc = wgmma::descriptor<kRowBytes>(kFp8Q ? stage_of(tile) : k16_of(tile));
 #pragma unroll
     for (int ks = 0; ks < D / (kFp8Q ? 32 : 16); ++ks) {

@@ -74,7 +74,9 @@ struct WgmmaShape {
   static constexpr int kKBytes = kColumnTiles * kKTileBytes;  // K of a stage; V (same layout) follows
   static constexpr int kStageBytes = 2 * kKBytes;
   // Q in column tiles of 128-byte rows: FP8 as K in a stage; fp16 as V16's blocks, kRows rows each.
-  static constexpr int kQTileBytes = kRows * (kFp8Q ? kSwizzleBytes : 128);
+  // kQkRowBytes: a row of a column tile of Q, and of K, as Q K^T reads them.
+  static constexpr int kQkRowBytes = kFp8Q ? kSwizzleBytes : 128;
+  static constexpr int kQTileBytes = kRows * kQkRowBytes;
   static constexpr int kQBytes = (kFp8Q ? kColumnTiles : D / 64) * kQTileBytes;
   // fp16 V, N-major: blocks of 64 columns (128-byte rows), each kKeys rows in swizzle atoms of 8.
   // At head_dim 64 a block of fp16 ones follows V in each buffer, and P V's wgmma takes 8 of its
@@ -600,8 +602,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
     for (int i = 0; i < kPartRegs; ++i) o[part][i] = 0.0f;
   SoftmaxState2 state[2] = {SoftmaxState2::empty(), SoftmaxState2::empty()};
   float row_sums[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // kRowSumsByMma: P's row sums, laid out as o's columns
-  const uint64_t q_desc = wgmma::descriptor<kFp8Q ? Shape::kSwizzleBytes : 128>(
-      smem + Shape::kQOffset + wg * 64 * (kFp8Q ? Shape::kSwizzleBytes : 128));  // this warpgroup's rows of Q
+  const uint64_t q_desc = wgmma::descriptor<Shape::kQkRowBytes>(smem + Shape::kQOffset + wg * 64 * Shape::kQkRowBytes);
   FoldedScales scales = fold_scales<kPaged>(p, cta.seq, kv_head);
   float query_power = 1.0f;
   if constexpr (!kFp8Q) {  // each warpgroup stages its rows of a 16-bit q; its power of two joins the scale
@@ -647,9 +648,8 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
   auto issue_qk = [&](int tile) {
     wgmma::fence_registers(s);  // keeps the last reads of s (pack_p) before the fence
     wgmma::fence();
-    constexpr int kRowBytes = kFp8Q ? Shape::kSwizzleBytes : 128;
-    constexpr int kTileSteps = kRowBytes / 32;  // k-steps of 32 bytes per column tile
-    const uint64_t k_desc = wgmma::descriptor<kRowBytes>(kFp8Q ? stage_of(tile) : k16_of(tile));
+    constexpr int kTileSteps = Shape::kQkRowBytes / 32;  // k-steps of 32 bytes per column tile
+    const uint64_t k_desc = wgmma::descriptor<Shape::kQkRowBytes>(kFp8Q ? stage_of(tile) : k16_of(tile));
 #pragma unroll
     for (int ks = 0; ks < D / (kFp8Q ? 32 : 16); ++ks) {
       const uint32_t column = 32 * (ks % kTileSteps);  // in the column tile ks / kTileSteps

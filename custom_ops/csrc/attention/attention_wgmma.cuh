@@ -302,7 +302,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
   // for V of j + 1 there would wait for the other warpgroups' P V of j - 1, issued just before,
   // to finish, and for the widening after it. Each copying thread arrives for K of j + 1 after
   // widening V of j, so with FP8 q the wait for K of j + 1 covers V of j (fewer instructions
-  // before each tile's wgmmas: +0.3-1.4%); with a 16-bit q dropping its V wait cost 1-2% (not understood).
+  // before each tile's wgmmas: +0.3-1.4%); a 16-bit q keeps its V wait (without it 0-2% slower).
   // k_free[s] / v16_free[b]: the computing warpgroups' threads arrive when done with a K stage
   // (its Q K^T and softmax) / an fp16 V buffer (its P V).
   // With a 16-bit q the computing warpgroups read fp16 K (k16_ready / k16_free, as for V) and

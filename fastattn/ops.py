@@ -443,7 +443,8 @@ def _attention_out_dtype(q, out_dtype):
 
 
 def _check_query(q, kv_name, kv_heads, cu_seqlens_q):
-    _checks.tensor("q", q, ATTN_INPUT_DTYPES, [None, None, None])
+    """q's head layout against the kv heads, and cu_seqlens_q; returns the batch. (q itself is
+    checked by the callers, before they read its shape.)"""
     _checks.choice("head_dim (q.shape[2])", q.shape[2], _checks.HEAD_DIMS)
     if kv_heads == 0:
         raise ValueError(f"{kv_name}: expected at least one kv head (shape[1]), got 0")

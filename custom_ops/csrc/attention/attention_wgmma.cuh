@@ -120,10 +120,14 @@ struct WgmmaShape {
   // wgmma synchronously (warning C7512 under -Xptxas -v; 15-18% slower), so the copying
   // warpgroup gets the 32 left and spills a few registers in its loop. Elsewhere it keeps enough
   // not to spill there while it widens a pass at a time (with 8 fewer at head_dim 128 it reloaded
-  // spilled registers every tile); the batches of widen_to_fp16 spill some and still gain.
+  // spilled registers every tile); the batches of widen_to_fp16 spill some and still gain. A
+  // 16-bit q at head_dim 128, whose copying warpgroup widens K too, four passes a batch, gets 104
+  // (its computing warpgroups 200): with 88 the contiguous kernel's copying loop reloaded about 17
+  // spilled registers every tile (H100: bf16 q over FP8 k/v +3.5-4%, over cache_fp8 +2-3%, over
+  // block_wise_fp8 +8%).
   static constexpr int kLaunchRegisters = 65536 / kThreads / 8 * 8;
-  static constexpr int kCopyRegisters = D == 256 ? 80 : D == 128 ? 88 : 32;
-  static constexpr int kComputeRegisters = D == 64 ? 160 : 208;
+  static constexpr int kCopyRegisters = D == 256 ? 80 : D == 128 ? (kFp8Q ? 88 : 104) : 32;
+  static constexpr int kComputeRegisters = D == 64 ? 160 : D == 128 && !kFp8Q ? 200 : 208;
   static_assert(128 * kCopyRegisters + 128 * kComputeGroups * kComputeRegisters <= kThreads * kLaunchRegisters,
                 "the registers the CTA launched with hold both roles");
   // Accumulator registers per thread: o in parts of at most 128 columns (one wgmma each), S.

@@ -131,6 +131,18 @@ FA_DEVICE void mma_e4m3_k32(float (&d)[32], uint64_t a_desc, uint64_t b_desc, bo
 #endif
 }
 
+// d (+)= A B^T for A [64 x 32] e4m3 in registers (the k32 A fragment: bytes 4t.. and 16 + 4t.. of
+// rows g and g + 8 of the warp's 16) and B [128 x 32] e4m3, K-major in shared memory.
+FA_DEVICE void mma_e4m3_k32(float (&d)[64], const uint32_t (&a)[4], uint64_t b_desc, bool accumulate) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 " FA_WGMMA_D64 ", {%64, %65, %66, %67}, %68, p, 1, 1;\n}\n"
+      : FA_WGMMA_F64(d)
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc), "r"(int(accumulate)));
+#endif
+}
+
 // d (+)= A B^T for A [64 x 16] and B [N x 16] fp16, both K-major in shared memory.
 FA_DEVICE void mma_f16_k16(float (&d)[64], uint64_t a_desc, uint64_t b_desc, bool accumulate) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)

@@ -654,8 +654,11 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
   // whose computing warpgroups then spilled and ran 0-1.5% slower.
   constexpr bool kQInRegisters = kFp8Q && D == 128 && (!kPaged || kTokenScales);
   uint32_t qf[kQInRegisters ? D / 32 : 1][4];
+  auto query_bytes = [&] {  // Q as staged, for these fragments and for recompute_scores
+    return static_cast<const uint8_t*>(smem_raw + (smem + Shape::kQOffset - smem_address(smem_raw)));
+  };
   auto load_query_fragments = [&] {
-    const uint8_t* q = smem_raw + (smem + Shape::kQOffset - smem_address(smem_raw));
+    const uint8_t* q = query_bytes();
     const int row = 64 * wg + 16 * warp + g;
 #pragma unroll
     for (int ks = 0; ks < D / 32; ++ks)
@@ -826,7 +829,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
   // memory (their stage may be in use again). Rare (a row whose scores leap by more than 88 in
   // natural units after its first tile), so kept small. Keys past the sequence score 0 (masked).
   auto query_element = [&](int row, int d) {  // Q as staged (a 16-bit q times its power of two)
-    const uint8_t* q = smem_raw + (smem + Shape::kQOffset - smem_address(smem_raw));
+    const uint8_t* q = query_bytes();
     if constexpr (kFp8Q) {
       return e4m3_to_float(q[fp8_row_offset<Shape, kQTile>(row, d / 16) + d % 16]);
     } else {

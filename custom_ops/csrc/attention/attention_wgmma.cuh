@@ -167,14 +167,11 @@ constexpr int kOutTileBytes = 128;
 // operand of an fp16 Q K^T. By the 128 threads of the copying warpgroup. A thread converts the 16
 // columns of chunk c = (thread / 8) % kChunks of keys 8 group + thread % 8: the 8 lanes of a
 // quarter warp read and write one chunk of 8 different keys, which fall in 8 different banks. Its
-// addresses differ between passes by constants. The loads of 4 passes go out together where the
-// widening sets the pace: at head_dim 256, whose tiles have half as many keys (+8-14%), and for a
-// 16-bit q at head_dim 128, whose K is widened too (+5-12%). With FP8 q at 128 (-1%) and at
-// head_dim 64 (at most +2%; its copying warpgroup has 32 registers) they do not pay for their spills.
-template <class Shape>
+// addresses differ between passes by constants. kBatched: the loads of 4 passes go out together
+// (more registers; the kernel says where that pays).
+template <class Shape, bool kBatched>
 FA_DEVICE void widen_to_fp16(uint32_t staging, uint32_t v16, int thread) {
   constexpr int kChunks = Shape::kHeadDim / 16, kGroupsPerPass = 128 / (8 * kChunks);
-  constexpr bool kBatched = Shape::kHeadDim == 256 || (Shape::kHeadDim == 128 && !Shape::kFp8Q);
   constexpr int kPasses = Shape::kKeys / 8 / kGroupsPerPass, kBatch = kBatched ? 4 : 1;
   static_assert(kPasses % kBatch == 0, "whole batches of passes");
   const int key = thread % 8, c = thread / 8 % kChunks, group = thread / (8 * kChunks);
@@ -512,9 +509,16 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
     // warpgroups once everyone's have and the tensor copies' bytes are in; V to fp16 then, once its
     // buffer is free. With a 16-bit q every copy of the tile has landed once k_ready completes, and
     // K is widened first, to its own buffers. The tile's per-token scales are weighed first.
+    // The widening's loads go out 4 passes at a time where it sets the pace: at head_dim 256, whose
+    // tiles have half as many keys (+8-14%); for a 16-bit q at 128, whose K is widened too (+5-12%);
+    // with FP8 q over one scale's cache at 128, which widens a tile before it sends the next copies
+    // (+2% / +1.7% at 8 x 4096 / 1 x 16384). Not with FP8 q at 128 otherwise (contiguous -2.7%: its
+    // copying loop then reloads 10 spilled registers a tile; over block_wise_fp8 -1.3%), nor at
+    // head_dim 64 (at most +2%; its copying warpgroup has 32 registers).
+    constexpr bool kBatchedWidening = D == 256 || (D == 128 && (!kFp8Q || (kPaged && !kTokenScales)));
     auto widen = [&](int tile, uint32_t from, uint32_t to, uint32_t ready, uint32_t free, int buffers) {
       if (tile >= buffers) roles::mbarrier_wait(free, phase_of(tile, buffers) ^ 1u);
-      widen_to_fp16<Shape>(from, to, thread);
+      widen_to_fp16<Shape, kBatchedWidening>(from, to, thread);
       wgmma::fence_shared_for_async();
       roles::mbarrier_arrive(ready);
     };

@@ -730,15 +730,17 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
   constexpr float kMaxSlack = 8.0f, kMaxWeight = 256.0f;  // 2^kMaxSlack
   const float exponent_scale = scale_in_exponent ? scales.score : 1.0f;
   // The weights before the max (softmax, settle_max) where that was faster: the contiguous kernel
-  // at head_dim 128 (8 x 4096 +5%), and every kernel over per-token scales, whose keys' multipliers
-  // then join the exponent's multiply-add (softmax; head_dim 128 at 8 x 4096: FP8 q 483 -> 497
-  // TFLOP/s, a 16-bit q 358 -> 366), and a 16-bit q over one scale's cache (H100, 8 x 4096:
-  // +1.2% at head_dim 128, +1.5% at 64, +4.6% at 256). With the max first, ptxas puts the wait
-  // for P V between the max and the exponentials, so that they no longer run under it; the
-  // branches of this path keep them ahead of it. FP8 q over that cache still lost 1.5% with it at
-  // head_dim 128 (3-4% when it came), and the max first stays for the contiguous kernel at head_dim
-  // 64 and 256 (1% and 4% lost at 1 x 16384 then; not measured since).
-  constexpr bool kWeighFirst = kTokenScales || (!kPaged && D == 128) || (kPaged && !kFp8Q);
+  // with FP8 q at head_dim 128 (8 x 4096 +5%) and 256 (H100: +4% at 8 x 4096, +5% at 1 x 16384),
+  // every kernel over per-token scales, whose keys' multipliers then join the exponent's
+  // multiply-add (softmax; head_dim 128 at 8 x 4096: FP8 q 483 -> 497 TFLOP/s, a 16-bit q 358 ->
+  // 366), and a 16-bit q over one scale's cache (H100, 8 x 4096: +1.2% at head_dim 128, +1.5% at
+  // 64, +4.6% at 256). With the max first, ptxas puts the wait for P V ahead of the whole softmax,
+  // so that a warpgroup's softmax runs only once its P V is done, and that is the faster order
+  // there: with the exponentials kept ahead of the wait, FP8 q over cache_fp8 lost 10%, the
+  // contiguous kernel 4% at head_dim 64 and 2% at 256. The weigh-first path, conversely, loses
+  // 2-3.5% with its wait moved ahead of the softmax. FP8 q over cache_fp8 stays max first (1.5%
+  // lost with the weights first).
+  constexpr bool kWeighFirst = kTokenScales || (!kPaged && (D == 128 || (kFp8Q && D == 256))) || (kPaged && !kFp8Q);
   static_assert(!(kWeighFirst && Shape::kRowSumsByMma), "settle_max adds the weights' sums itself");
   // The multipliers of registers 4m..4m + 3 (keys 8m + 2t, 8m + 2t + 1 of both rows) over
   // per-token scales: each key's k scale times the score scale, whose part other than a 16-bit q's

@@ -730,7 +730,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
   constexpr float kMaxSlack = 8.0f, kMaxWeight = 256.0f;  // 2^kMaxSlack
   const float exponent_scale = scale_in_exponent ? scales.score : 1.0f;
   // The weights before the max (softmax, settle_max) where that was faster: the contiguous kernel
-  // with FP8 q at head_dim 128 (8 x 4096 +5%) and 256 (H100: +4% at 8 x 4096, +5% at 1 x 16384),
+  // at head_dim 128 (8 x 4096 +5%), and with FP8 q at 256 (H100: +4% at 8 x 4096, +5% at 1 x 16384),
   // every kernel over per-token scales, whose keys' multipliers then join the exponent's
   // multiply-add (softmax; head_dim 128 at 8 x 4096: FP8 q 483 -> 497 TFLOP/s, a 16-bit q 358 ->
   // 366), and a 16-bit q over one scale's cache (H100, 8 x 4096: +1.2% at head_dim 128, +1.5% at

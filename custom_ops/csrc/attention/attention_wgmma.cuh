@@ -736,9 +736,9 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
   // 366), and a 16-bit q over one scale's cache (H100, 8 x 4096: +1.2% at head_dim 128, +1.5% at
   // 64, +4.6% at 256). With the max first, ptxas puts the wait for P V ahead of the whole softmax,
   // so that a warpgroup's softmax runs only once its P V is done, and that is the faster order
-  // there: with the exponentials kept ahead of the wait, FP8 q over cache_fp8 lost 10%, the
+  // there: with the exponentials kept ahead of the wait, FP8 q over cache_fp8 lost 9%, the
   // contiguous kernel 4% at head_dim 64 and 2% at 256. The weigh-first path, conversely, loses
-  // 2-3.5% with its wait moved ahead of the softmax. FP8 q over cache_fp8 stays max first (1.5%
+  // 2-5% with its wait moved ahead of the softmax. FP8 q over cache_fp8 stays max first (1.5%
   // lost with the weights first).
   constexpr bool kWeighFirst = kTokenScales || (!kPaged && (D == 128 || (kFp8Q && D == 256))) || (kPaged && !kFp8Q);
   static_assert(!(kWeighFirst && Shape::kRowSumsByMma), "settle_max adds the weights' sums itself");

@@ -16,9 +16,10 @@
 // kernel, so accuracy does not change. (An FP8 P V would need V transposed: FP8 wgmma operands must
 // be K-major.) Each computing warpgroup keeps P V of tile j and Q K^T of tile j + 1 in flight while
 // it runs the softmax of tile j + 1, and they take turns to issue their wgmmas, so that one's
-// softmax runs while the others' matrix products do. At head_dim 128 over contiguous keys, and over
-// per-token scales, the softmax weighs a tile against the row's running max and checks the tile's
-// max afterwards (softmax, settle_max).
+// softmax runs while the others' matrix products do. Where that was faster (kWeighFirst: all but FP8
+// q over cache_fp8 and the contiguous kernel at head_dim 64, and at 256 with a 16-bit q), the
+// softmax weighs a tile against the row's running max and checks the tile's max afterwards
+// (softmax, settle_max).
 //
 // A 16-bit q (kFp8Q false) goes to shared memory as fp16, a bf16 q times a power of two as in the
 // mma.sync kernel (so every element stays exact), each computing warpgroup its own rows while the

@@ -16,8 +16,7 @@
 // kernel, so accuracy does not change. (An FP8 P V would need V transposed: FP8 wgmma operands must
 // be K-major.) Each computing warpgroup keeps P V of tile j and Q K^T of tile j + 1 in flight while
 // it runs the softmax of tile j + 1, and they take turns to issue their wgmmas, so that one's
-// softmax runs while the others' matrix products do. Where that was faster (kWeighFirst: all but FP8
-// q over cache_fp8 and the contiguous kernel at head_dim 64, and at 256 with a 16-bit q), the
+// softmax runs while the others' matrix products do. Where that was faster (kWeighFirst), the
 // softmax weighs a tile against the row's running max and checks the tile's max afterwards
 // (softmax, settle_max).
 //
@@ -741,7 +740,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
   // contiguous kernel 4% at head_dim 64 and 2% at 256. The weigh-first path, conversely, loses
   // 2-5% with its wait moved ahead of the softmax. FP8 q over cache_fp8 stays max first (1.5%
   // lost with the weights first).
-  constexpr bool kWeighFirst = kTokenScales || (!kPaged && (D == 128 || (kFp8Q && D == 256))) || (kPaged && !kFp8Q);
+  constexpr bool kWeighFirst = kPaged ? kTokenScales || !kFp8Q : D == 128 || (kFp8Q && D == 256);
   static_assert(!(kWeighFirst && Shape::kRowSumsByMma), "settle_max adds the weights' sums itself");
   // The multipliers of registers 4m..4m + 3 (keys 8m + 2t, 8m + 2t + 1 of both rows) over
   // per-token scales: each key's k scale times the score scale, whose part other than a 16-bit q's

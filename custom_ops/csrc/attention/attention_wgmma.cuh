@@ -729,17 +729,12 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
   // of most tiles.
   constexpr float kMaxSlack = 8.0f, kMaxWeight = 256.0f;  // 2^kMaxSlack
   const float exponent_scale = scale_in_exponent ? scales.score : 1.0f;
-  // The weights before the max (softmax, settle_max) where that was faster: the contiguous kernel
-  // at head_dim 128 (8 x 4096 +5%), and with FP8 q at 256 (H100: +4% at 8 x 4096, +5% at 1 x 16384),
-  // every kernel over per-token scales, whose keys' multipliers then join the exponent's
-  // multiply-add (softmax; head_dim 128 at 8 x 4096: FP8 q 483 -> 497 TFLOP/s, a 16-bit q 358 ->
-  // 366), and a 16-bit q over one scale's cache (H100, 8 x 4096: +1.2% at head_dim 128, +1.5% at
-  // 64, +4.6% at 256). With the max first, ptxas puts the wait for P V ahead of the whole softmax,
-  // so that a warpgroup's softmax runs only once its P V is done, and that is the faster order
-  // there: with the exponentials kept ahead of the wait, FP8 q over cache_fp8 lost 9%, the
-  // contiguous kernel 4% at head_dim 64 and 2% at 256. The weigh-first path, conversely, loses
-  // 2-5% with its wait moved ahead of the softmax. FP8 q over cache_fp8 stays max first (1.5%
-  // lost with the weights first).
+  // The weights before the max (softmax, settle_max) where that measured faster (perf notes v19, v31-v32,
+  // v47-v48): the contiguous kernel at head_dim 128, and with FP8 q at 256; every kernel over
+  // per-token scales, whose keys' multipliers then join the exponent's multiply-add; a 16-bit q over
+  // one scale's cache. The others keep the max first: there ptxas waits for P V ahead of the whole
+  // softmax, and that order was the faster one for them (the exponentials kept ahead of the wait
+  // lost 2-9%).
   constexpr bool kWeighFirst = kPaged ? kTokenScales || !kFp8Q : D == 128 || (kFp8Q && D == 256);
   static_assert(!(kWeighFirst && Shape::kRowSumsByMma), "settle_max adds the weights' sums itself");
   // The multipliers of registers 4m..4m + 3 (keys 8m + 2t, 8m + 2t + 1 of both rows) over

@@ -462,7 +462,7 @@ def decode_rows(rng, args, batch, keys, hq, hkv, dim, quants):
             scales = [from_numpy(np.full(hkv, 0.02, np.float32), "float32", "gpu") for _ in range(2)]
         else:
             scales = [None, None]
-        call = (q, *cache, tables, lens, cu, *scales, None, None, quant, dim ** -0.5, True, "bfloat16", 0)
+        call = (q, *cache, tables, lens, cu, *scales, None, None, quant, dim ** -0.5, True, "bfloat16", 0, False)
         read = 2 * batch * keys * hkv * cache_row_bytes(quant, dim)
         timing = time_gpu(lambda: ops.fastattn_paged_attention(*call), reps=args.reps)
         rows.append(dict(op="paged_attention decode", variant=quant, bytes=read, **timing_fields(timing),
@@ -488,28 +488,31 @@ def bench_paged_decode(rng, args):
 PREFILL_SHAPES = ((8, 4096), (1, 16384))  # (sequences, tokens each), causal
 PREFILL_HQ, PREFILL_HKV, PREFILL_DIM, PREFILL_BLOCK = 32, 8, 128, 64
 PREFILL_VARIANTS = ("fp8 q/k/v", "bf16 q, fp8 k/v", "bf16", "fp8 q, paged cache_fp8", "bf16 q, paged cache_fp8",
-                    "fp8 q, paged block_wise_fp8", "bf16 q, paged block_wise_fp8")
+                    "fp8 q, paged block_wise_fp8", "bf16 q, paged block_wise_fp8", "fp8 q/k/v, fp8_pv",
+                    "fp8 q, paged cache_fp8, fp8_pv", "fp8 q, paged block_wise_fp8, fp8_pv")
 
 
 def prefill_row(rng, args, seqs, length, hq, hkv, dim, variant):
     """Causal prefill: flash_attn_varlen with FP8 q/k/v, bf16 q over FP8 k/v or bf16; or
     paged_attention with FP8 or bf16 q over a cache_fp8 or block_wise_fp8 cache (the whole sequence
-    as one chunk). The inputs are normal values (FP8: quantized with a per-tensor scale, times a
-    per-token factor in [0.5, 1) for block_wise_fp8), as in the bf16 ceiling's run: the tensor
-    cores' work and the softmax's (how spread P is, how often a row's max moves) depend on them."""
+    as one chunk); ", fp8_pv" at the end: with the op's fp8_pv. The inputs are normal values (FP8:
+    quantized with a per-tensor scale, times a per-token factor in [0.5, 1) for block_wise_fp8), as
+    in the bf16 ceiling's run: the tensor cores' work and the softmax's (how spread P is, how often
+    a row's max moves) depend on them."""
     ops = ops_module()
     scalar = lambda x: from_numpy(np.array([x], np.float32), "float32", "gpu")
     tokens = seqs * length
     cu = from_numpy(np.arange(0, tokens + 1, length, dtype=np.int32), None, "gpu")
     flops = 4 * seqs * hq * length * length * dim / 2
     fp8_q, fp8_kv = variant.startswith("fp8 q"), variant != "bf16"
+    fp8_pv = variant.endswith(", fp8_pv")
     if fp8_q:
         q, q_descale = quantized_normal_gpu(rng, (tokens, hq, dim))
         q_descale = scalar(q_descale)
     else:
         q, q_descale = random_gpu(rng, (tokens, hq, dim)), None
     if "paged " in variant:
-        quant = variant.split("paged ")[1]
+        quant = variant.split("paged ")[1].split(",")[0]
         blocks = tokens // PREFILL_BLOCK
         tables = from_numpy(rng.permutation(blocks).astype(np.int32).reshape(seqs, -1), None, "gpu")
         cache, scales = zip(*(quantized_normal_gpu(rng, (blocks, hkv, PREFILL_BLOCK, dim)) for _ in range(2)))
@@ -520,7 +523,7 @@ def prefill_row(rng, args, seqs, length, hq, hkv, dim, variant):
         scales = [from_numpy(s, "float32", "gpu") for s in scales]
         lens = from_numpy(np.full(seqs, length, np.int32), None, "gpu")
         fn = lambda: ops.fastattn_paged_attention(q, *cache, tables, lens, cu, *scales, q_descale, None,
-                                                  quant, dim ** -0.5, True, "bfloat16", 0)
+                                                  quant, dim ** -0.5, True, "bfloat16", 0, fp8_pv)
     else:
         if fp8_kv:
             kv, kv_descales = zip(*(quantized_normal_gpu(rng, (tokens, hkv, dim)) for _ in range(2)))
@@ -529,7 +532,7 @@ def prefill_row(rng, args, seqs, length, hq, hkv, dim, variant):
             kv, kv_descales = [random_gpu(rng, (tokens, hkv, dim)) for _ in range(2)], [None, None]
         descales = (q_descale, *kv_descales)
         fn = lambda: ops.fastattn_flash_attn_varlen(q, *kv, cu, cu, *descales, dim ** -0.5, True,
-                                                    "bfloat16", length, 0)
+                                                    "bfloat16", length, 0, fp8_pv)
     timing = time_gpu(fn, reps=max(args.reps // 3, 5), inner=3)
     op = "paged_attention prefill" if "paged" in variant else "flash_attn_varlen prefill"
     return dict(op=op, shape=f"{seqs} x {length} causal, {hq}/{hkv} heads, D {dim}", variant=variant,

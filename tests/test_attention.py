@@ -17,8 +17,9 @@ BOUNDS = {"bfloat16": 6e-3, "float16": 1e-3, "float32": 2e-5}
 # The GPU kernel also rounds the softmax weights P to the tensor cores' 16-bit type: bf16 where q
 # and k/v are bf16, fp16 otherwise. A relative rounding error of rms 2^-9/sqrt(3) (bf16) or
 # 2^-12/sqrt(3) (fp16) per weight moves the output by about that much relative to its norm;
-# the bounds allow 3.5x.
-P_BOUNDS = {"bfloat16": 4e-3, "float16": 5e-4}
+# the bounds allow 3.5x. With fp8_pv the sm_90a kernel at head_dim 128 with FP8 q rounds P to e4m3
+# (4 significant bits: rms 2^-4/sqrt(3)).
+P_BOUNDS = {"bfloat16": 4e-3, "float16": 5e-4, "e4m3": 0.13}
 LSE_TOL = {"cpu": 1e-5, "gpu": 2e-5}  # the GPU's exp2/log2 are the hardware approximations
 
 
@@ -185,11 +186,12 @@ class TestFlashAttnVarlen(PlacedCase):
                 self.check_lse(to_numpy(lse), want_lse, score_error)
 
     def check_fp8(self, codes, descales, lens_q, lens_k, causal, splits=None, q_dtype=None, scale=None,
-                  out_dtype="float32"):
+                  out_dtype="float32", fp8_pv=False):
         """FP8 q/k/v codes with per-tensor descales through flash_attn_varlen, against the
         reference on their real values: no NaN, and within the bounds of `out_dtype` (plus the FP8
-        score error on the GPU). With q_dtype (bf16 or fp16), codes[0] is q's values in that dtype
-        and descales[0] is None. Returns the output and log-sum-exp."""
+        score error on the GPU; with fp8_pv, e4m3 P's). With q_dtype (bf16 or fp16), codes[0] is
+        q's values in that dtype and descales[0] is None. Returns the output, log-sum-exp and the
+        reference output."""
         dim = codes[0].shape[2]
         scale = dim ** -0.5 if scale is None else scale
         cq, ck = cu_seqlens(lens_q), cu_seqlens(lens_k)
@@ -201,14 +203,15 @@ class TestFlashAttnVarlen(PlacedCase):
         out, lse = ops.flash_attn_varlen(
             q_in, *(self.t(c, fp8) for c in codes[1:]), self.t(cq), self.t(ck), max(lens_q), max(lens_k),
             softmax_scale=scale, causal=causal, q_descale=q_descale, k_descale=self.t(descales[1], "float32"),
-            v_descale=self.t(descales[2], "float32"), out_dtype=out_dtype, num_splits=splits)
+            v_descale=self.t(descales[2], "float32"), out_dtype=out_dtype, num_splits=splits, fp8_pv=fp8_pv)
         want, want_lse = ref.flash_attn_varlen(q_real, *real, cq, ck, scale, causal)
         got, lse = float_values(out), to_numpy(lse)
         self.assertFalse(np.isnan(got).any() or np.isnan(lse).any())
         score_error = fp8_score_error(q_real, real[0], scale) if self.place == "gpu" and not q_dtype else 0.0
-        self.assertLess(rel_err(got, want), bound(self.place, out_dtype, "float16") + score_error)
+        p_dtype = "e4m3" if fp8_pv else "float16"
+        self.assertLess(rel_err(got, want), bound(self.place, out_dtype, p_dtype) + score_error)
         self.check_lse(lse, want_lse, score_error)
-        return got, lse
+        return got, lse, want
 
     @placed
     def test_fp8_prefill(self):
@@ -271,7 +274,7 @@ class TestFlashAttnVarlen(PlacedCase):
                 descales = [None, np.float32([0.5 / 64]), np.float32([0.25 / 64])]
                 self.check_fp8(codes, descales, lens_q, lens_k, causal, splits, q_dtype, dim ** -0.5 / magnitude)
 
-    def check_rising_scores(self, rng, lens_q, lens_k, dim, causal, q_dtype=None):
+    def check_rising_scores(self, rng, lens_q, lens_k, dim, causal, q_dtype=None, fp8_pv=False):
         """FP8 k/v (and FP8 q, or q_dtype's) whose scores (base 2) are the keys' codes: rising
         about 3 per 128 keys with noise, jumping by 20 at key 700 and by 150 at key 900."""
         keys = np.concatenate([np.arange(n) for n in lens_k])
@@ -284,7 +287,7 @@ class TestFlashAttnVarlen(PlacedCase):
         # score (base 2) = log2(e) * dim^-0.5 * (q . k) * descales = the key's code value
         descales = [None if q_dtype else np.float32([1.0]), np.float32([dim ** -0.5 / np.log2(np.e)]),
                     np.float32([1 / 64])]
-        got, lse = self.check_fp8(codes, descales, lens_q, lens_k, causal, q_dtype=q_dtype)
+        got, lse, _ = self.check_fp8(codes, descales, lens_q, lens_k, causal, q_dtype=q_dtype, fp8_pv=fp8_pv)
         self.assertTrue(np.isfinite(got).all() and np.isfinite(lse).all())
 
     @placed
@@ -298,6 +301,54 @@ class TestFlashAttnVarlen(PlacedCase):
             with self.subTest(dim=dim, causal=causal, q_dtype=q_dtype):
                 self.check_rising_scores(seeded_rng(self, dim, causal, q_dtype), [1030, 300], [1030, 300], dim, causal,
                                          q_dtype)
+
+    @placed
+    def test_fp8_pv(self):
+        """fp8_pv, on the cases of test_fp8_prefill and test_fp8_prefill_rising_scores: within e4m3
+        P's bound where the sm_90a kernel takes it (head_dim 128, FP8 q); and bit for bit the default
+        output where it is ignored (the CPU; head_dim 64 and 256; a bf16 q)."""
+        lens_q, lens_k = [1030, 1, 17, 6, 0], [1030, 1, 1100, 2, 3]
+        cases = [(128, None, hq, hkv, causal, splits) for (hq, hkv), causal, splits in
+                 itertools.product(((2, 2), (8, 2), (8, 1)), (True, False), (None, 3))]
+        cases += [(dim, None, 8, 2, True, None) for dim in (64, 256)] + [(128, "bfloat16", 8, 2, True, 3)]
+        for dim, q_dtype, hq, hkv, causal, splits in cases:
+            with self.subTest(dim=dim, q_dtype=q_dtype, hq=hq, hkv=hkv, causal=causal, splits=splits):
+                rng = seeded_rng(self, dim, q_dtype, hq, hkv, causal, splits)
+                codes = [fp8_tensor(rng, (sum(lens), heads, dim))
+                         for lens, heads in ((lens_q, hq), (lens_k, hkv), (lens_k, hkv))]
+                descales = [np.float32([f / 64]) for f in (0.75, 0.5, 0.25)]
+                if q_dtype:
+                    codes[0] = ref.random_half(rng, codes[0].shape, q_dtype)[0]
+                    descales[0] = None
+                got, lse, _ = self.check_fp8(codes, descales, lens_q, lens_k, causal, splits, q_dtype, fp8_pv=True)
+                if self.place == "cpu" or dim != 128 or q_dtype:
+                    default = self.check_fp8(codes, descales, lens_q, lens_k, causal, splits, q_dtype)
+                    np.testing.assert_array_equal(got, default[0])
+                    np.testing.assert_array_equal(lse, default[1])
+        for causal in (True, False):
+            with self.subTest(rising_scores=True, causal=causal):
+                self.check_rising_scores(seeded_rng(self, causal), [1030, 300], [1030, 300], 128, causal, fp8_pv=True)
+
+    @placed
+    def test_fp8_pv_long_rows(self):
+        """fp8_pv over rows of 1024 and 32768 keys in one key range (one CTA sums them all). The FP8
+        tensor cores keep about 13 bits of a sum and truncate what a product has below them, so o
+        alone would lose the later keys' share as it grows; the kernel adds it into fp32 sums every
+        few tiles. With q = 0 every weight is the same power of two, exact in e4m3, and P V's
+        accumulation is the only error: within 2^-10 (one level alone loses most of a long row, a
+        fold every 2048 keys 8e-3); random values stay within e4m3 P's bound at either length."""
+        dim, hq, hkv, lq = 128, 2, 1, 64
+        for exact_weights, lk in itertools.product((True, False), (1024, 32768)):
+            with self.subTest(exact_weights=exact_weights, keys=lk):
+                rng = seeded_rng(self, exact_weights, lk)
+                q, k, v = (rng.standard_normal((n, h, dim)) for n, h in ((lq, hq), (lk, hkv), (lk, hkv)))
+                if exact_weights:
+                    q, v = np.zeros_like(q), 1.0 + 0.25 * v
+                codes = [ref.float_to_e4m3((x * 64).astype(np.float32)) for x in (q, k, v)]
+                got, _, want = self.check_fp8(codes, [np.float32([1 / 64])] * 3, [lq], [lk], False, splits=1,
+                                              fp8_pv=True)
+                if exact_weights:
+                    self.assertLess(rel_err(got, want), 2.0 ** -10)
 
     @placed
     def test_fp8_decode_rising_scores(self):
@@ -639,6 +690,28 @@ class TestPagedAttention(PlacedCase):
                                      num_splits=splits, value_gain=gain, scale_dtype=scale_dtype)
                 self.assertTrue((run.got[[0, 130]] == 0).all() and np.isneginf(run.lse[:, [0, 130]]).all())
                 self.check(run, "float16")
+
+    @placed
+    def test_fp8_pv_chunked_prefill(self):
+        """fp8_pv with FP8 q over cache_fp8 and block_wise_fp8 (the sm_90a kernels at head_dim 128;
+        over block_wise_fp8 each key's v scale multiplies its fp32 weight before P is rounded to
+        e4m3): block sizes against the tiles, forced splits, kv_end cuts, unmapped blocks, NaN in
+        every slot without a key, and v scales rising along the sequence (as in
+        test_block_wise_chunked_prefill); within e4m3 P's bound."""
+        lens, q_lens = [1000, 77, 9], [130, 1, 9]
+        gain = np.ones(sum(lens))
+        gain[::61] = 2.0 ** (np.arange(sum(lens))[::61] / 200.0)
+        for quant, block_size, splits in itertools.product(("cache_fp8", "block_wise_fp8"), (16, 64, 128), (None, 3)):
+            with self.subTest(quant=quant, block_size=block_size, splits=splits):
+                rng = seeded_rng(self, quant, block_size, splits)
+                kv_end = np.full(sum(q_lens), 10 ** 6, np.int32)
+                kv_end[[0, 7, 130]] = 0, 200, 0
+                run = self.run_paged(rng, quant, lens, q_lens, 8, 2, 128, block_size, kv_end=kv_end,
+                                     unmap=[(0, 0), (0, 2), (0, 700 // block_size)], poison=True, fp8_q=True,
+                                     num_splits=splits, value_gain=gain if quant == "block_wise_fp8" else None,
+                                     fp8_pv=True)
+                self.assertTrue((run.got[[0, 130]] == 0).all() and np.isneginf(run.lse[:, [0, 130]]).all())
+                self.check(run, "e4m3")
 
     @placed
     def test_block_wise_scale_tables_at_an_offset(self):

@@ -38,7 +38,7 @@ class TestFastPath(unittest.TestCase):
                 tokens = sum(lens)
                 q, k, v = (half(rng, (tokens, h, DIM), place) for h in (HEADS_Q, HEADS_KV, HEADS_KV))
                 cu = from_numpy(cu_seqlens(lens), None, place)
-                args = (q, k, v, cu, cu, None, None, None, DIM ** -0.5, True, "bfloat16", max(lens), 2)
+                args = (q, k, v, cu, cu, None, None, None, DIM ** -0.5, True, "bfloat16", max(lens), 2, False)
                 varlen = self.fast.flash_attn_varlen(*args)
                 same(self, varlen, self.ops.fastattn_flash_attn_varlen(*args), "flash_attn_varlen")
 
@@ -49,7 +49,7 @@ class TestFastPath(unittest.TestCase):
                 tables = from_numpy(batch.block_tables, None, place)
                 seq_lens = from_numpy(np.int32(lens), None, place)
                 kv_end = from_numpy(np.int32(rng.integers(0, 40, tokens)), None, place)
-                args = (q, *caches, tables, seq_lens, cu, *scales, None, kv_end, "cache_fp8", 0.1, True, "float32", 0)
+                args = (q, *caches, tables, seq_lens, cu, *scales, None, kv_end, "cache_fp8", 0.1, True, "float32", 0, False)
                 same(self, self.fast.paged_attention(*args), self.ops.fastattn_paged_attention(*args),
                      "paged_attention")
 
@@ -191,7 +191,7 @@ class TestFastPath(unittest.TestCase):
         a = half(seeded_rng(self), (4, HEADS_KV, DIM), "cpu")
         cu = from_numpy(np.int32([0, 4]))
         with self.assertRaisesRegex(ValueError, "max_seqlen_k = 4294967299 does not fit in int32"):
-            self.fast.flash_attn_varlen(a, a, a, cu, cu, None, None, None, 0.1, True, "bfloat16", 2**32 + 3, 0)
+            self.fast.flash_attn_varlen(a, a, a, cu, cu, None, None, None, 0.1, True, "bfloat16", 2**32 + 3, 0, False)
         for checked in (True, False):
             with self.subTest(checked=checked):
                 with self.assertRaisesRegex(ValueError, "max_seqlen_k"):

@@ -48,6 +48,9 @@ struct AttentionParams {
   const int32_t* seq_lens_kv;    // [batch]: all keys of each sequence, this step's included
   const int32_t* kv_end;         // [tokens_q] or nullptr: query i sees keys j < kv_end[i]
   void* stream;
+  // P V on the FP8 tensor cores, P rounded to e4m3 (the ops' fp8_pv): only the sm_90a kernel at
+  // head_dim 128 with FP8 q takes it; every other kernel, and the CPU, computes as without it.
+  bool fp8_pv;
 
   // CUDA only (see plan_attention): key splits and their normalized partial results
   // [num_splits, tokens_q, heads_q, head_dim] and log-sum-exps [num_splits, heads_q, tokens_q].

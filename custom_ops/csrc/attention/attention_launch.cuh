@@ -133,15 +133,18 @@ PrefillTensorMaps prefill_tensor_maps(const AttentionParams& p) {
   return maps;
 }
 
-template <int D, bool kFp8Q, bool kTokenScales, class Fn>
+template <int D, bool kFp8Q, bool kTokenScales, bool kFp8Pv = false, class Fn>
 void with_wgmma_kernel(const AttentionParams& p, Fn&& fn) {
-  using Shape = WgmmaShape<D, kFp8Q, kTokenScales>;
+  if constexpr (D == 128 && kFp8Q && !kFp8Pv) {
+    if (p.fp8_pv) return with_wgmma_kernel<D, kFp8Q, kTokenScales, true>(p, fn);
+  }
+  using Shape = WgmmaShape<D, kFp8Q, kTokenScales, kFp8Pv>;
   if constexpr (kTokenScales) {
-    fn(KernelChoice<Shape, attention_wgmma_kernel<D, true, kFp8Q, true>, true>{});
+    fn(KernelChoice<Shape, attention_wgmma_kernel<D, true, kFp8Q, true, kFp8Pv>, true>{});
   } else if (p.paged) {
-    fn(KernelChoice<Shape, attention_wgmma_kernel<D, true, kFp8Q>, true>{});
+    fn(KernelChoice<Shape, attention_wgmma_kernel<D, true, kFp8Q, false, kFp8Pv>, true>{});
   } else {
-    fn(KernelChoice<Shape, attention_wgmma_kernel<D, false, kFp8Q>, true>{});
+    fn(KernelChoice<Shape, attention_wgmma_kernel<D, false, kFp8Q, false, kFp8Pv>, true>{});
   }
 }
 

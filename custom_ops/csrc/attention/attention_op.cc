@@ -113,7 +113,7 @@ std::vector<paddle::Tensor> FlashAttnVarlen(const paddle::Tensor& q, const paddl
                                             const paddle::optional<paddle::Tensor>& k_descale,
                                             const paddle::optional<paddle::Tensor>& v_descale, float softmax_scale,
                                             bool causal, const std::string& out_dtype, int max_seqlen_k,
-                                            int num_splits) {
+                                            int num_splits, bool fp8_pv) {
   check_query(q);
   PD_CHECK(k.shape().size() == 3 && k.shape()[2] == q.shape()[2], "k: expected [tokens_k, kv_heads, head_dim]");
   check_shape(v, k.shape(), "v");
@@ -136,6 +136,7 @@ std::vector<paddle::Tensor> FlashAttnVarlen(const paddle::Tensor& q, const paddl
   p.tokens_k = int(k.shape()[0]);
   p.k_descale = descale_of(k_descale, q, p.batch, p.heads_kv, "k_descale");
   p.v_descale = descale_of(v_descale, q, p.batch, p.heads_kv, "v_descale");
+  p.fp8_pv = fp8_pv;
   run(p, q, std::max(max_seqlen_k, 0), num_splits, "flash_attn_varlen");
   return outs;
 }
@@ -148,7 +149,7 @@ std::vector<paddle::Tensor> PagedAttention(const paddle::Tensor& q, const paddle
                                            const paddle::optional<paddle::Tensor>& q_descale,
                                            const paddle::optional<paddle::Tensor>& kv_end,
                                            const std::string& cache_quant_type, float softmax_scale, bool causal,
-                                           const std::string& out_dtype, int num_splits) {
+                                           const std::string& out_dtype, int num_splits, bool fp8_pv) {
   check_query(q);
   PD_CHECK(key_cache.shape().size() == 4, "key_cache: expected [num_blocks, kv_heads, block_size, head_dim]");
   check_shape(value_cache, key_cache.shape(), "value_cache");
@@ -200,6 +201,7 @@ std::vector<paddle::Tensor> PagedAttention(const paddle::Tensor& q, const paddle
     check_same_place(q, *kv_end, "kv_end");
     p.kv_end = kv_end->data<int32_t>();
   }
+  p.fp8_pv = fp8_pv;
   run(p, q, int64_t(p.layout.max_blocks_per_seq) * p.layout.block_size, num_splits, "paged_attention");
   return outs;
 }
@@ -214,7 +216,7 @@ using OptDtype = paddle::optional<paddle::DataType>;
 
 std::vector<Shape> FlashAttnVarlenShape(const Shape& q, const Shape&, const Shape&, const Shape&, const Shape&,
                                         const OptShape&, const OptShape&, const OptShape&, float, bool,
-                                        const std::string&, int, int) {
+                                        const std::string&, int, int, bool) {
   return {q, {q[1], q[0]}};
 }
 
@@ -222,13 +224,14 @@ std::vector<paddle::DataType> FlashAttnVarlenDtype(const paddle::DataType&, cons
                                                    const paddle::DataType&, const paddle::DataType&,
                                                    const paddle::DataType&, const OptDtype&, const OptDtype&,
                                                    const OptDtype&, float, bool, const std::string& out_dtype, int,
-                                                   int) {
+                                                   int, bool) {
   return {parse_dtype(out_dtype, "out_dtype"), paddle::DataType::FLOAT32};
 }
 
 std::vector<Shape> PagedAttentionShape(const Shape& q, const Shape&, const Shape&, const Shape&, const Shape&,
                                        const Shape&, const OptShape&, const OptShape&, const OptShape&,
-                                       const OptShape&, const std::string&, float, bool, const std::string&, int) {
+                                       const OptShape&, const std::string&, float, bool, const std::string&, int,
+                                       bool) {
   return {q, {q[1], q[0]}};
 }
 
@@ -237,7 +240,7 @@ std::vector<paddle::DataType> PagedAttentionDtype(const paddle::DataType&, const
                                                   const paddle::DataType&, const paddle::DataType&, const OptDtype&,
                                                   const OptDtype&, const OptDtype&, const OptDtype&,
                                                   const std::string&, float, bool, const std::string& out_dtype,
-                                                  int) {
+                                                  int, bool) {
   return {parse_dtype(out_dtype, "out_dtype"), paddle::DataType::FLOAT32};
 }
 
@@ -248,7 +251,8 @@ PD_BUILD_OP(fastattn_flash_attn_varlen)
     .Inputs({"q", "k", "v", "cu_seqlens_q", "cu_seqlens_k", paddle::Optional("q_descale"),
              paddle::Optional("k_descale"), paddle::Optional("v_descale")})
     .Outputs({"out", "lse"})
-    .Attrs({"softmax_scale: float", "causal: bool", "out_dtype: std::string", "max_seqlen_k: int", "num_splits: int"})
+    .Attrs({"softmax_scale: float", "causal: bool", "out_dtype: std::string", "max_seqlen_k: int", "num_splits: int",
+            "fp8_pv: bool"})
     .SetKernelFn(PD_KERNEL(fastattn::FlashAttnVarlen))
     .SetInferShapeFn(PD_INFER_SHAPE(fastattn::FlashAttnVarlenShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(fastattn::FlashAttnVarlenDtype));
@@ -258,7 +262,7 @@ PD_BUILD_OP(fastattn_paged_attention)
              paddle::Optional("v_scale"), paddle::Optional("q_descale"), paddle::Optional("kv_end")})
     .Outputs({"out", "lse"})
     .Attrs({"cache_quant_type: std::string", "softmax_scale: float", "causal: bool", "out_dtype: std::string",
-            "num_splits: int"})
+            "num_splits: int", "fp8_pv: bool"})
     .SetKernelFn(PD_KERNEL(fastattn::PagedAttention))
     .SetInferShapeFn(PD_INFER_SHAPE(fastattn::PagedAttentionShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(fastattn::PagedAttentionDtype));

@@ -48,12 +48,14 @@ constexpr int wgmma_compute_groups(int head_dim) { return head_dim == 64 ? 3 : 2
 // Rows per CTA (the plan sizes its grid and key splits by it).
 constexpr int wgmma_rows(int head_dim) { return 64 * wgmma_compute_groups(head_dim); }
 
-template <int D, bool kFp8Query = true, bool kPerTokenScales = false>
+// kFp8Values: P V on the FP8 tensor cores (the ops' fp8_pv), at head_dim 128 with FP8 q only.
+template <int D, bool kFp8Query = true, bool kPerTokenScales = false, bool kFp8Values = false>
 struct WgmmaShape {
   static_assert(D == 64 || D == 128 || D == 256, "head_dim 64, 128 or 256");
   static_assert(!(kPerTokenScales && !kFp8Query && D == 256), "no room for per-token scales");
+  static_assert(!kFp8Values || (D == 128 && kFp8Query), "FP8 P V at head_dim 128 with FP8 q");
   static constexpr int kHeadDim = D;
-  static constexpr bool kFp8Q = kFp8Query, kTokenScales = kPerTokenScales;
+  static constexpr bool kFp8Q = kFp8Query, kTokenScales = kPerTokenScales, kFp8Pv = kFp8Values;
   static constexpr int kComputeGroups = wgmma_compute_groups(D);
   static constexpr int kThreads = 128 * (1 + kComputeGroups);  // the copying warpgroup first
   static constexpr int kRows = wgmma_rows(D), kKeys = wgmma_tile_keys(D);
@@ -63,7 +65,8 @@ struct WgmmaShape {
   // Q alone takes 64 KB) one: the next tile's copies wait for the widening of the last (225 KB).
   // Per-token scales (kTokenScales: a block_wise_fp8 cache) take a stage's room at head_dim 256
   // with FP8 q and at 128 with a 16-bit q; a 16-bit q at 256 leaves no room for them.
-  static constexpr int kStages = kFp8Q ? (kTokenScales && D == 256 ? 3 : 4)
+  // FP8 P V (P in e4m3, V^T in place of fp16 V) takes a stage's room for its fp32 sums.
+  static constexpr int kStages = kFp8Q ? ((kTokenScales && D == 256) || kFp8Pv ? 3 : 4)
                                        : D == 64 ? 4 : D == 128 && !kTokenScales ? 2 : 1;
   static constexpr int kV16Buffers = 2, kK16Buffers = kFp8Q ? 0 : 2;
   // FP8 rows sit in column tiles one swizzle wide: 128 bytes, two per row at head_dim 256; at
@@ -89,7 +92,7 @@ struct WgmmaShape {
   // (Not with per-token scales: P then goes to the tensor cores times each key's v scale.)
   static constexpr bool kRowSumsByMma = D == 64 && kFp8Q && !kTokenScales;
   static constexpr int kV16BlockBytes = kKeys * 128;
-  static constexpr int kV16Bytes = (D / 64 + kRowSumsByMma) * kV16BlockBytes;
+  static constexpr int kV16Bytes = kFp8Pv ? D * kKeys : (D / 64 + kRowSumsByMma) * kV16BlockBytes;
   static constexpr int kK16Bytes = D / 64 * kV16BlockBytes;  // fp16 K (16-bit q): V16's layout
   static constexpr int kQOffset = 0;
   static constexpr int kStagesOffset = kQOffset + kQBytes;
@@ -101,8 +104,9 @@ struct WgmmaShape {
   // head_dim 128 with a 16-bit q lost 2-4%, 256 4%), and the computing warpgroups fold it.
   static constexpr bool kFoldKeysInCopies = kTokenScales && D == 64;
   // Per-token scales: a tile's k scales and its v scales as copied (the tables' rows, fp32 or
-  // bf16), its v scales over the reference v_ref (fp16 pairs; see weigh_values), v_ref, and with
-  // kFoldKeysInCopies the k scales times the score scale (fp32; see weigh_keys). In a ring of
+  // bf16), its v scales over the reference v_ref (fp16 pairs; fp32 with FP8 P V; see
+  // weigh_values), v_ref, and with kFoldKeysInCopies the k scales times the score scale (fp32;
+  // see weigh_keys). In a ring of
   // slots that a tile holds from its copies to its softmax: as long as its stage with FP8 q, and
   // as its fp16 K with a 16-bit q, which frees the stage before. Two copying warps copy them,
   // kScaleKeys keys a lane.
@@ -110,10 +114,13 @@ struct WgmmaShape {
   static constexpr int kScaleKeys = wgmma_scale_keys(D);
   static constexpr int kScaleArrayBytes = kKeys * int(sizeof(float));
   static constexpr int kValueScalesOffset = kScaleArrayBytes, kValueWeightsOffset = 2 * kScaleArrayBytes;
-  static constexpr int kValueRefOffset = kValueWeightsOffset + kKeys * 2, kKeyMultipliersOffset = kValueRefOffset + 16;
+  static constexpr int kValueRefOffset = kValueWeightsOffset + kKeys * (kFp8Pv ? 4 : 2), kKeyMultipliersOffset = kValueRefOffset + 16;
   static constexpr int kScaleSlotBytes = kKeyMultipliersOffset + (kFoldKeysInCopies ? kScaleArrayBytes : 0);
   static constexpr int kScalesOffset = kV16Offset + kV16Buffers * kV16Bytes;
-  static constexpr int kSmemBytes = kScalesOffset + kScaleSlots * kScaleSlotBytes + 1024;  // + 1024-byte alignment
+  // kFp8Pv: o's second accumulation level, fp32, each computing thread's 64 values in 16-byte chunks.
+  static constexpr int kOutSumsOffset = kScalesOffset + kScaleSlots * kScaleSlotBytes;
+  static constexpr int kOutSumsBytes = kFp8Pv ? kComputeGroups * 64 * D * 4 : 0;
+  static constexpr int kSmemBytes = kOutSumsOffset + kOutSumsBytes + 1024;  // + 1024-byte alignment
   // Registers per thread after the hand-over. The CTA launches with 65536 / kThreads each,
   // rounded down to a multiple of 8 (168 for 384 threads, 128 for 512); the computing warpgroups
   // share what the copying one gives up. At head_dim 64 they need 160: with 152 ptxas runs every
@@ -202,6 +209,36 @@ FA_DEVICE void widen_to_fp16(uint32_t staging, uint32_t v16, int thread) {
   }
 }
 
+// FP8 V [keys][D] as copied -> V^T [D][keys] (128-byte rows, swizzled as K), the K-major B operand
+// of an FP8 P V. Within each 16 keys the positions follow P's registers: position 4t + i holds key
+// {2t, 2t + 1, 8 + 2t, 9 + 2t}[i], so that P packs without shuffles. Warp w takes columns
+// 32w..32w + 31, 16 keys a step: ldmatrix.trans gives lane (g, t) keys 2t, 2t + 1 (and 8 + 2t, 9 + 2t)
+// of columns 2g, 2g + 1; two byte permutes make rows 2g and 2g + 1; stmatrix stores them, matrix 0
+// taking even rows from lanes g < 4 and odd ones from the others (8 rows in 8 bank groups).
+template <class Shape>
+FA_DEVICE void transpose_values(uint32_t staging, uint32_t vt, int thread) {
+  static_assert(Shape::kHeadDim == 128 && Shape::kKeys == 128, "head_dim 128, 128-key tiles");
+  const int warp = thread / 32, lane = thread % 32, g = lane / 4;
+  const int mat = lane / 8, r = lane % 8;
+  const uint32_t src = staging + (8 * (mat & 1) + r) * 128 + (((2 * warp + (mat >> 1)) ^ r) << 4);
+  const int d = 32 * warp + 16 * (mat >> 1) + 2 * r + ((mat & 1) ? (r < 4) : (r >= 4));
+  const uint32_t dst = vt + d * 128 + ((d & 7) << 4);
+  const uint32_t sel0 = g < 4 ? 0x6420u : 0x7531u, sel1 = sel0 ^ 0x1111u;
+#pragma unroll
+  for (int b = 0; b < Shape::kKeys / 16; ++b) {
+    uint32_t x0, x1, x2, x3;
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(x0), "=r"(x1), "=r"(x2), "=r"(x3) : "r"(src + b * 16 * 128));
+    uint32_t w0, w1, w2, w3;
+    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(w0) : "r"(x0), "r"(x1), "r"(sel0));
+    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(w1) : "r"(x0), "r"(x1), "r"(sel1));
+    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(w2) : "r"(x2), "r"(x3), "r"(sel0));
+    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(w3) : "r"(x2), "r"(x3), "r"(sel1));
+    asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};"
+                 :: "r"(dst ^ (b << 4)), "r"(w0), "r"(w1), "r"(w2), "r"(w3));
+  }
+}
+
 // A computing warpgroup's 64 rows of a 16-bit q (the CTA's rows first_row..) -> fp16 in shared
 // memory at `q_smem` (column tile d / 64, 128-byte rows, their 8-element chunks swizzled as
 // V16's), by its 128 threads, while the copying warpgroup brings the first tile; rows past the
@@ -262,12 +299,12 @@ FA_DEVICE float2 staged_scale_pair(const uint8_t* scales, bool is_bf16, int pair
   return *reinterpret_cast<const float2*>(scales + 8 * pair);
 }
 
-template <int D, bool kPaged, bool kFp8Q = true, bool kTokenScales = false>
-__global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 1)
+template <int D, bool kPaged, bool kFp8Q = true, bool kTokenScales = false, bool kFp8Values = false>
+__global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values>::kThreads, 1)
     attention_wgmma_kernel(const AttentionParams p, const __grid_constant__ PrefillTensorMaps maps) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   static_assert(kPaged || !kTokenScales, "per-token scales are a paged cache's");
-  using Shape = WgmmaShape<D, kFp8Q, kTokenScales>;
+  using Shape = WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values>;
   constexpr bool kFoldKeysInCopies = Shape::kFoldKeysInCopies;
   namespace roles = warp_roles;
   constexpr int kKeys = Shape::kKeys, kChunks = D / 16;  // 16-byte chunks per FP8 row
@@ -429,8 +466,9 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
       for (int i = 0; i < kScaleKeys; ++i) out[i] = k[i] * key_scale;
     };
     // Once warp 3's copies landed: the v scales over v_ref, the largest v scale of the tiles so
-    // far, in fp16 for the computing warpgroups' P (see scale_by_values), and v_ref. A tile whose
-    // scales are all within v_ref keeps it: a vote instead of the tile's max (and no other warp).
+    // far, in fp16 for the computing warpgroups' P (fp32 with FP8 P V; see scale_by_values), and
+    // v_ref. A tile whose scales are all within v_ref keeps it: a vote instead of the tile's max
+    // (and no other warp).
     float value_ref = 0.0f, value_inv = 0.0f;
     auto weigh_values = [&](int tile) {
       if (!copies_values) return;  // warp 3
@@ -448,9 +486,15 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
         value_inv = __frcp_rn(mx);
       }
       uint8_t* slot = scales_at(tile);
-      __half2* weights = reinterpret_cast<__half2*>(slot + Shape::kValueWeightsOffset) + kScaleKeys / 2 * scale_lane;
+      if constexpr (Shape::kFp8Pv) {
+        float* weights = reinterpret_cast<float*>(slot + Shape::kValueWeightsOffset) + kScaleKeys * scale_lane;
 #pragma unroll
-      for (int i = 0; i < kScaleKeys / 2; ++i) weights[i] = __floats2half2_rn(v[2 * i] * value_inv, v[2 * i + 1] * value_inv);
+        for (int i = 0; i < kScaleKeys; ++i) weights[i] = v[i] * value_inv;
+      } else {
+        __half2* weights = reinterpret_cast<__half2*>(slot + Shape::kValueWeightsOffset) + kScaleKeys / 2 * scale_lane;
+#pragma unroll
+        for (int i = 0; i < kScaleKeys / 2; ++i) weights[i] = __floats2half2_rn(v[2 * i] * value_inv, v[2 * i + 1] * value_inv);
+      }
       if (scale_lane == 0) *reinterpret_cast<float*>(slot + Shape::kValueRefOffset) = value_ref;
     };
     auto load_tile = [&](int tile) {
@@ -518,7 +562,11 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
     constexpr bool kBatchedWidening = D == 256 || (D == 128 && (!kFp8Q || (kPaged && !kTokenScales)));
     auto widen = [&](int tile, uint32_t from, uint32_t to, uint32_t ready, uint32_t free, int buffers) {
       if (tile >= buffers) roles::mbarrier_wait(free, phase_of(tile, buffers) ^ 1u);
-      widen_to_fp16<Shape, kBatchedWidening>(from, to, thread);
+      if constexpr (Shape::kFp8Pv) {
+        transpose_values<Shape>(from, to, thread);
+      } else {
+        widen_to_fp16<Shape, kBatchedWidening>(from, to, thread);
+      }
       wgmma::fence_shared_for_async();
       roles::mbarrier_arrive(ready);
     };
@@ -672,7 +720,8 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
         qf[ks][j] = *reinterpret_cast<const uint32_t*>(q + fp8_row_offset<Shape, kQTile>(r, chunk) + 4 * t);
       }
   };
-  uint32_t pf[kKeys / 16][4];  // P as fp16 A fragments, one per 16 keys
+  constexpr bool kFp8Pv = Shape::kFp8Pv;
+  uint32_t pf[kFp8Pv ? kKeys / 32 : kKeys / 16][4];  // P as A fragments: fp16 per 16 keys, e4m3 per 32
   // S = Q K^T of `tile` on the FP8 tensor cores, or the fp16 ones for a 16-bit q (asynchronous: a
   // commit group of its own).
   auto issue_qk = [&](int tile) {
@@ -697,12 +746,51 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
     }
     wgmma::commit();
   };
+  // kFp8Pv: the FP8 tensor cores keep about 13 bits of each sum and truncate what a product has
+  // below them (alone, o lost 60% of a long row's small weights' share), so o holds at most
+  // kFoldTiles tiles' P V; then each thread adds it, times the rescales since the last fold, into
+  // fp32 sums of its own in shared memory (16-byte chunks, chunk-major across the warpgroup: no
+  // bank conflicts), and the next P V starts from zero. Every 8 tiles: with exact weights and
+  // values near 1 the output comes out 2e-4 low, every 16 tiles 8e-3, every 4 2.5e-5 at a 2-4%
+  // higher cost (perf notes v51).
+  constexpr int kFoldTiles = 8;
+  float carried[2] = {1.0f, 1.0f};
+  bool pv_fresh = false;
+  const uint32_t out_sums = smem + Shape::kOutSumsOffset + wg * (64 * D * 4) + (threadIdx.x % 128) * 16;
+  if constexpr (kFp8Pv) {
+#pragma unroll
+    for (int c = 0; c < 16; ++c) asm volatile("st.shared.v4.f32 [%0], {%1, %1, %1, %1};" ::"r"(out_sums + c * 2048), "f"(0.0f));
+  }
+  auto fold_output = [&](bool into_sums) {
+#pragma unroll
+    for (int c = 0; c < 16; ++c) {
+      float x[4];
+      asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];" : "=f"(x[0]), "=f"(x[1]), "=f"(x[2]), "=f"(x[3]) : "r"(out_sums + c * 2048));
+#pragma unroll
+      for (int i = 0; i < 4; ++i) x[i] = fmaf(x[i], carried[i >> 1], o[0][4 * c + i]);
+      if (into_sums) {
+        asm volatile("st.shared.v4.f32 [%0], {%1, %2, %3, %4};" ::"r"(out_sums + c * 2048), "f"(x[0]), "f"(x[1]), "f"(x[2]), "f"(x[3]));
+      } else {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) o[0][4 * c + i] = x[i];
+      }
+    }
+  };
   // o += P V of `tile` (asynchronous: a commit group of its own).
   auto issue_pv = [&](int tile) {
     wgmma::fence_registers(o);  // keeps the rescale of o and the packing of P before the fence
     wgmma::fence_registers(pf);
     if constexpr (Shape::kRowSumsByMma) wgmma::fence_registers(row_sums);
     wgmma::fence();
+    if constexpr (kFp8Pv) {
+      const uint64_t vt_desc = wgmma::descriptor<128>(v16_of(tile));
+#pragma unroll
+      for (int ks = 0; ks < kKeys / 32; ++ks)
+        wgmma::mma_e4m3_k32(o[0], pf[ks], wgmma::advanced(vt_desc, 32 * ks), ks > 0 || !pv_fresh);
+      wgmma::commit();
+      pv_fresh = false;
+      return;
+    }
     const uint64_t v_desc = wgmma::descriptor(v16_of(tile), Shape::kV16BlockBytes);
 #pragma unroll
     for (int ks = 0; ks < kKeys / 16; ++ks) {
@@ -727,7 +815,10 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
   // The row max moves only when a tile's exceeds it by more than 8: P then stays at most 2^8 (fp16
   // keeps its relative precision there), and the accumulator's rescale, 64 multiplies, drops out
   // of most tiles.
-  constexpr float kMaxSlack = 8.0f, kMaxWeight = 256.0f;  // 2^kMaxSlack
+  // e4m3 P: a raised max goes kHeadroom below the tile's, so that the row's largest weights sit at
+  // 2^3..2^8 (e4m3's normal range reaches 2^-6), and the slack shrinks to keep them within 2^8.
+  constexpr float kHeadroom = kFp8Pv ? 3.0f : 0.0f;
+  constexpr float kMaxSlack = 8.0f - kHeadroom, kMaxWeight = 256.0f;  // 2^(kMaxSlack + kHeadroom)
   const float exponent_scale = scale_in_exponent ? scales.score : 1.0f;
   // The weights before the max (softmax, settle_max) where that measured faster (perf notes v19, v31-v32,
   // v47-v48): the contiguous kernel at head_dim 128, and with FP8 q at 256; every kernel over
@@ -792,7 +883,8 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
       for (int i = 2 * h; i < kScoreRegs; i += 4) mx = fmaxf(mx, fmaxf(s[i], s[i + 1]));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      rescale[h] = state[h].raise_max(state[h].max_with_slack(mx * exponent_scale, kMaxSlack));
+      const float raised = state[h].max_with_slack(mx * exponent_scale, kMaxSlack);
+      rescale[h] = state[h].raise_max(raised == state[h].m ? raised : raised - kHeadroom);
       float sum = 0.0f;
 #pragma unroll
       for (int i = 2 * h; i < kScoreRegs; i += 4) {
@@ -808,7 +900,8 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
   // stay those of the weights, and the accumulator takes v_ref at the end. The copying warpgroup
   // works out the quotients, in fp16, and v_ref (weigh_values); here they multiply P as packed
   // (two weights an instruction; the quotient's rounding and the product's add two fp16 roundings
-  // to P's), and a tile that raises v_ref rescales the accumulator (by `rescale`) to it.
+  // to P's), and a tile that raises v_ref rescales the accumulator (by `rescale`) to it. With FP8
+  // P V the quotients are fp32 and multiply the fp32 weights, before P is rounded to e4m3.
   float v_ref = 0.0f;
   auto scale_by_values = [&](int tile, float (&rescale)[2]) {
     const uint8_t* slot = scales_at(tile);
@@ -819,13 +912,24 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
       rescale[1] *= ratio;
       v_ref = tile_ref;
     }
+    if constexpr (kFp8Pv) {  // on the fp32 weights, before they are packed
 #pragma unroll
-    for (int m = 0; m < kKeys / 8; ++m) {
-      const __half2 w = *reinterpret_cast<const __half2*>(slot + Shape::kValueWeightsOffset + 4 * (4 * m + t));
+      for (int m = 0; m < kKeys / 8; ++m) {
+        const float2 w = *reinterpret_cast<const float2*>(slot + Shape::kValueWeightsOffset + 8 * (4 * m + t));
+        s[4 * m] *= w.x;
+        s[4 * m + 1] *= w.y;
+        s[4 * m + 2] *= w.x;
+        s[4 * m + 3] *= w.y;
+      }
+    } else {
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const __half2 x = __hmul2(MmaFp16::as_half2(pf[m / 2][2 * (m % 2) + h]), w);
-        pf[m / 2][2 * (m % 2) + h] = *reinterpret_cast<const uint32_t*>(&x);
+      for (int m = 0; m < kKeys / 8; ++m) {
+        const __half2 w = *reinterpret_cast<const __half2*>(slot + Shape::kValueWeightsOffset + 4 * (4 * m + t));
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const __half2 x = __hmul2(MmaFp16::as_half2(pf[m / 2][2 * (m % 2) + h]), w);
+          pf[m / 2][2 * (m % 2) + h] = *reinterpret_cast<const uint32_t*>(&x);
+        }
       }
     }
   };
@@ -906,10 +1010,20 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
   };
   // The accumulator layout of S is the A layout of P.
   auto pack_p = [&] {
+    if constexpr (kFp8Pv) {
 #pragma unroll
-    for (int ks = 0; ks < kKeys / 16; ++ks)
+      for (int ks = 0; ks < kKeys / 32; ++ks)
 #pragma unroll
-      for (int j = 0; j < 4; ++j) pf[ks][j] = MmaFp16::pack(s[8 * ks + 2 * j], s[8 * ks + 2 * j + 1]);
+        for (int j = 0; j < 4; ++j) {
+          const int i = 16 * ks + 8 * (j >> 1) + 2 * (j & 1);
+          pf[ks][j] = E4m3Format::pack2(s[i], s[i + 1]) | uint32_t(E4m3Format::pack2(s[i + 4], s[i + 5])) << 16;
+        }
+    } else {
+#pragma unroll
+      for (int ks = 0; ks < kKeys / 16; ++ks)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) pf[ks][j] = MmaFp16::pack(s[8 * ks + 2 * j], s[8 * ks + 2 * j + 1]);
+    }
   };
   // After softmax's weights against the old max. Weights are positive, so one above 2^kMaxSlack
   // (fp32's overflow included) takes its row's sum in this lane above that too: the two sums
@@ -936,7 +1050,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
       } else {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-          if (largest[h] > kMaxWeight) rescale[h] = state[h].raise_max(state[h].m + fast_log2(largest[h]));
+          if (largest[h] > kMaxWeight) rescale[h] = state[h].raise_max(state[h].m + fast_log2(largest[h]) - kHeadroom);
           pending[h] *= rescale[h];
         }
 #pragma unroll
@@ -944,7 +1058,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
 #pragma unroll
         for (int h = 0; h < 2; ++h) state[h].add_sum(pending[h]);
       }
-      pack_p();
+      if constexpr (!kFp8Pv) pack_p();
       return;
     }
 #pragma unroll
@@ -965,8 +1079,9 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
     wgmma::fence_registers(s);
     prepare_scores(0);
     softmax_max_first(rescale);  // no row has a max yet; o is still 0: nothing to rescale
+    if constexpr (kFp8Pv && kTokenScales) scale_by_values(0, rescale);
     pack_p();
-    if constexpr (kTokenScales) scale_by_values(0, rescale);
+    if constexpr (!kFp8Pv && kTokenScales) scale_by_values(0, rescale);
     roles::mbarrier_arrive(qk_free(0));
   }
 #pragma unroll 1
@@ -988,7 +1103,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
     wgmma::fence_registers(pf);
     if constexpr (Shape::kRowSumsByMma) wgmma::fence_registers(row_sums);
     roles::mbarrier_arrive(v16_free(tile));
-    if constexpr (kWeighFirst || kTokenScales) pack_p();  // (scale_by_values takes P packed)
+    if constexpr (!kFp8Pv && (kWeighFirst || kTokenScales)) pack_p();  // (scale_by_values takes P packed)
     if constexpr (kWeighFirst) {
       if (max_pending) settle_max(tile + 1, rescale, pending);
     }
@@ -996,6 +1111,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
       scale_by_values(tile + 1, rescale);
       roles::mbarrier_arrive(qk_free(tile + 1));
     }
+    if constexpr (kFp8Pv && (kWeighFirst || kTokenScales)) pack_p();
     // Once a row's max settles most tiles leave it: skip the rescale where the whole warp's do.
     if (!__all_sync(0xffffffffu, rescale[0] == 1.0f && rescale[1] == 1.0f)) {
 #pragma unroll
@@ -1004,6 +1120,14 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
         for (int i = 0; i < kPartRegs; ++i) o[part][i] *= rescale[(i >> 1) & 1];
 #pragma unroll
       for (int i = 0; i < 4; ++i) row_sums[i] *= rescale[(i >> 1) & 1];
+      if constexpr (kFp8Pv) carried[0] *= rescale[0], carried[1] *= rescale[1];
+    }
+    if constexpr (kFp8Pv) {
+      if (tile % kFoldTiles == kFoldTiles - 1) {
+        fold_output(true);
+        carried[0] = carried[1] = 1.0f;
+        pv_fresh = true;
+      }
     }
     if constexpr (!kWeighFirst && !kTokenScales) pack_p();
   }
@@ -1016,6 +1140,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales>::kThreads, 
   auto await_last_pv = [&] {  // (unconditional: under an `if` ptxas adds a wait of its own at the issue)
     wgmma::wait<0>();
     wgmma::fence_registers(o);
+    if constexpr (kFp8Pv) fold_output(false);
     if constexpr (Shape::kRowSumsByMma) wgmma::fence_registers(row_sums);
   };
 

@@ -34,7 +34,7 @@ std::vector<paddle::Tensor> FlashAttnVarlen(const paddle::Tensor& q, const paddl
                                             const paddle::optional<paddle::Tensor>& k_descale,
                                             const paddle::optional<paddle::Tensor>& v_descale, float softmax_scale,
                                             bool causal, const std::string& out_dtype, int max_seqlen_k,
-                                            int num_splits);
+                                            int num_splits, bool fp8_pv);
 
 std::vector<paddle::Tensor> PagedAttention(const paddle::Tensor& q, const paddle::Tensor& key_cache,
                                            const paddle::Tensor& value_cache, const paddle::Tensor& block_tables,
@@ -44,7 +44,7 @@ std::vector<paddle::Tensor> PagedAttention(const paddle::Tensor& q, const paddle
                                            const paddle::optional<paddle::Tensor>& q_descale,
                                            const paddle::optional<paddle::Tensor>& kv_end,
                                            const std::string& cache_quant_type, float softmax_scale, bool causal,
-                                           const std::string& out_dtype, int num_splits);
+                                           const std::string& out_dtype, int num_splits, bool fp8_pv);
 
 std::vector<paddle::Tensor> MergeAttnStates(const paddle::Tensor& prefix_output, const paddle::Tensor& prefix_lse,
                                             const paddle::Tensor& suffix_output, const paddle::Tensor& suffix_lse,

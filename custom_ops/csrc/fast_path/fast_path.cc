@@ -218,11 +218,12 @@ PyObject* flash_attn_varlen(PyObject*, PyObject* const* items, Py_ssize_t count)
   return guarded([&] {
     static const char* const kNames[] = {"q", "k", "v", "cu_seqlens_q", "cu_seqlens_k", "q_descale", "k_descale",
                                          "v_descale", "softmax_scale", "causal", "out_dtype", "max_seqlen_k",
-                                         "num_splits"};
+                                         "num_splits", "fp8_pv"};
     const Args a("flash_attn_varlen", items, count, kNames);
     return to_python(FlashAttnVarlen(a.tensor(0), a.tensor(1), a.tensor(2), a.tensor(3), a.tensor(4),
                                      a.optional_tensor(5), a.optional_tensor(6), a.optional_tensor(7),
-                                     float(a.number(8)), a.boolean(9), a.string(10), a.integer(11), a.integer(12)));
+                                     float(a.number(8)), a.boolean(9), a.string(10), a.integer(11), a.integer(12),
+                                     a.boolean(13)));
   });
 }
 
@@ -230,12 +231,12 @@ PyObject* paged_attention(PyObject*, PyObject* const* items, Py_ssize_t count) {
   return guarded([&] {
     static const char* const kNames[] = {"q", "key_cache", "value_cache", "block_tables", "seq_lens_kv", "cu_seqlens_q",
                                          "k_scale", "v_scale", "q_descale", "kv_end", "cache_quant_type",
-                                         "softmax_scale", "causal", "out_dtype", "num_splits"};
+                                         "softmax_scale", "causal", "out_dtype", "num_splits", "fp8_pv"};
     const Args a("paged_attention", items, count, kNames);
     return to_python(PagedAttention(a.tensor(0), a.tensor(1), a.tensor(2), a.tensor(3), a.tensor(4), a.tensor(5),
                                     a.optional_tensor(6), a.optional_tensor(7), a.optional_tensor(8),
                                     a.optional_tensor(9), a.string(10), float(a.number(11)), a.boolean(12),
-                                    a.string(13), a.integer(14)));
+                                    a.string(13), a.integer(14), a.boolean(15)));
   });
 }
 

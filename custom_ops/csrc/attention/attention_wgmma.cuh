@@ -6,17 +6,19 @@
 // A CTA is a copying warpgroup and two computing ones over 128 rows; three over 192 rows at
 // head_dim 64, where the softmax weighs most against a tile's matrix products. The copying one
 // copies every tile of K and V (128 keys, 64 at head_dim 256; two tiles ahead) and widens V to
-// fp16; mbarriers hand each buffer to the computing ones and back. Whole tiles travel by tensor
+// fp16 (with fp8_pv transposes it); mbarriers hand each buffer to the computing ones and back. Whole tiles travel by tensor
 // copies (TMA: one box per tile, or per cache block), issued by one warp; a tile that runs past the
 // sequence's end by cp.async, a row per thread, so that keys past the sequence read as zeros. The
 // computing warpgroups take 64 rows each. S = Q K^T runs on the FP8 tensor cores straight from the
 // stored bytes (m64nKk32, Q and K swizzled in shared memory; Q in registers where that paid). P V
 // runs in fp16 (m64nDk16, P from registers, V N-major; two n128 halves at head_dim 256; at head_dim
 // 64 with FP8 q 8 more columns of ones give P's row sums): P keeps 11 bits, as in the mma.sync
-// kernel, so accuracy does not change. (An FP8 P V would need V transposed: FP8 wgmma operands must
-// be K-major.) Each computing warpgroup keeps P V of tile j and Q K^T of tile j + 1 in flight while
-// it runs the softmax of tile j + 1, and they take turns to issue their wgmmas, so that one's
-// softmax runs while the others' matrix products do. Where that was faster (kWeighFirst), the
+// kernel, so accuracy does not change. The ops' opt-in fp8_pv (kFp8Pv: head_dim 128, FP8 q) runs P V
+// on the FP8 tensor cores instead: P in e4m3, V transposed by the copying warpgroup (FP8 wgmma
+// operands must be K-major), o added into fp32 sums every few tiles. Each computing warpgroup
+// keeps P V of tile j and Q K^T of tile j + 1 in flight while it runs the softmax of tile j + 1,
+// and they take turns to issue their wgmmas, so that one's softmax runs while the others' matrix
+// products do. Where that was faster (kWeighFirst), the
 // softmax weighs a tile against the row's running max and checks the tile's max afterwards
 // (softmax, settle_max).
 //
@@ -226,16 +228,10 @@ FA_DEVICE void transpose_values(uint32_t staging, uint32_t vt, int thread) {
   const uint32_t sel0 = g < 4 ? 0x6420u : 0x7531u, sel1 = sel0 ^ 0x1111u;
 #pragma unroll
   for (int b = 0; b < Shape::kKeys / 16; ++b) {
-    uint32_t x0, x1, x2, x3;
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(x0), "=r"(x1), "=r"(x2), "=r"(x3) : "r"(src + b * 16 * 128));
-    uint32_t w0, w1, w2, w3;
-    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(w0) : "r"(x0), "r"(x1), "r"(sel0));
-    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(w1) : "r"(x0), "r"(x1), "r"(sel1));
-    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(w2) : "r"(x2), "r"(x3), "r"(sel0));
-    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(w3) : "r"(x2), "r"(x3), "r"(sel1));
-    asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};"
-                 :: "r"(dst ^ (b << 4)), "r"(w0), "r"(w1), "r"(w2), "r"(w3));
+    uint32_t x[4];
+    ldmatrix_x4_trans(x, src + b * 16 * 128);
+    stmatrix_x4(dst ^ (b << 4), __byte_perm(x[0], x[1], sel0), __byte_perm(x[0], x[1], sel1),
+                __byte_perm(x[2], x[3], sel0), __byte_perm(x[2], x[3], sel1));
   }
 }
 
@@ -754,22 +750,27 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values>
   // values near 1 the output comes out 2e-4 low, every 16 tiles 8e-3, every 4 2.5e-5 at a 2-4%
   // higher cost (perf notes v51).
   constexpr int kFoldTiles = 8;
+  // Chunk c (o's registers 4c..4c + 3) of the warpgroup's 128 threads at c * kSumChunkStride.
+  constexpr int kSumChunks = Shape::kPartRegs / 4, kSumChunkStride = 128 * 16;
   float carried[2] = {1.0f, 1.0f};
   bool pv_fresh = false;
-  const uint32_t out_sums = smem + Shape::kOutSumsOffset + wg * (64 * D * 4) + (threadIdx.x % 128) * 16;
+  const uint32_t out_sums =
+      smem + Shape::kOutSumsOffset + wg * (kSumChunks * kSumChunkStride) + (threadIdx.x % 128) * 16;
   if constexpr (kFp8Pv) {
 #pragma unroll
-    for (int c = 0; c < 16; ++c) asm volatile("st.shared.v4.f32 [%0], {%1, %1, %1, %1};" ::"r"(out_sums + c * 2048), "f"(0.0f));
+    for (int c = 0; c < kSumChunks; ++c)
+      asm volatile("st.shared.v4.f32 [%0], {%1, %1, %1, %1};" ::"r"(out_sums + c * kSumChunkStride), "f"(0.0f));
   }
   auto fold_output = [&](bool into_sums) {
 #pragma unroll
-    for (int c = 0; c < 16; ++c) {
+    for (int c = 0; c < kSumChunks; ++c) {
+      const uint32_t chunk = out_sums + c * kSumChunkStride;
       float x[4];
-      asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];" : "=f"(x[0]), "=f"(x[1]), "=f"(x[2]), "=f"(x[3]) : "r"(out_sums + c * 2048));
+      asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];" : "=f"(x[0]), "=f"(x[1]), "=f"(x[2]), "=f"(x[3]) : "r"(chunk));
 #pragma unroll
       for (int i = 0; i < 4; ++i) x[i] = fmaf(x[i], carried[i >> 1], o[0][4 * c + i]);
       if (into_sums) {
-        asm volatile("st.shared.v4.f32 [%0], {%1, %2, %3, %4};" ::"r"(out_sums + c * 2048), "f"(x[0]), "f"(x[1]), "f"(x[2]), "f"(x[3]));
+        asm volatile("st.shared.v4.f32 [%0], {%1, %2, %3, %4};" ::"r"(chunk), "f"(x[0]), "f"(x[1]), "f"(x[2]), "f"(x[3]));
       } else {
 #pragma unroll
         for (int i = 0; i < 4; ++i) o[0][4 * c + i] = x[i];

@@ -78,6 +78,13 @@ FA_DEVICE void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t addr) {
                : "r"(addr));
 }
 
+// Four 8x8 matrices of 16-bit elements to shared memory, lane 8i + r giving the address of matrix
+// i's row r and each lane its fragments' elements (row g, columns 2t and 2t + 1 for lane 4g + t).
+FA_DEVICE void stmatrix_x4(uint32_t addr, uint32_t r0, uint32_t r1, uint32_t r2, uint32_t r3) {
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1,%2,%3,%4};" ::"r"(addr), "r"(r0), "r"(r1), "r"(r2),
+               "r"(r3));
+}
+
 // The transpose of an 8x8 matrix of 16-bit elements held as one fragment (lane 4g+t: row g,
 // columns 2t and 2t+1): lane 4g+t receives rows 2t and 2t+1 of column g.
 FA_DEVICE uint32_t movmatrix_trans(uint32_t x) {

@@ -49,7 +49,7 @@ struct AttentionParams {
   const int32_t* kv_end;         // [tokens_q] or nullptr: query i sees keys j < kv_end[i]
   void* stream;
   // P V on the FP8 tensor cores, P rounded to e4m3 (the ops' fp8_pv): only the sm_90a kernel at
-  // head_dim 128 with FP8 q takes it; every other kernel, and the CPU, computes as without it.
+  // head_dim 64 and 128 with FP8 q takes it; every other kernel, and the CPU, computes as without it.
   bool fp8_pv;
 
   // CUDA only (see plan_attention): key splits and their normalized partial results

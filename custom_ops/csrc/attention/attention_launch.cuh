@@ -135,16 +135,20 @@ PrefillTensorMaps prefill_tensor_maps(const AttentionParams& p) {
 
 template <int D, bool kFp8Q, bool kTokenScales, bool kFp8Pv = false, class Fn>
 void with_wgmma_kernel(const AttentionParams& p, Fn&& fn) {
-  if constexpr (D == 128 && kFp8Q && !kFp8Pv) {
+  if constexpr (D <= 128 && kFp8Q && !kFp8Pv) {
     if (p.fp8_pv) return with_wgmma_kernel<D, kFp8Q, kTokenScales, true>(p, fn);
   }
-  using Shape = WgmmaShape<D, kFp8Q, kTokenScales, kFp8Pv>;
-  if constexpr (kTokenScales) {
-    fn(KernelChoice<Shape, attention_wgmma_kernel<D, true, kFp8Q, true, kFp8Pv>, true>{});
+  auto with = [&](auto paged) {
+    constexpr bool kPaged = decltype(paged)::value;
+    fn(KernelChoice<WgmmaShape<D, kFp8Q, kTokenScales, kFp8Pv, kPaged>,
+                    attention_wgmma_kernel<D, kPaged, kFp8Q, kTokenScales, kFp8Pv>, true>{});
+  };
+  if constexpr (kTokenScales) {  // (a cache's)
+    with(std::true_type{});
   } else if (p.paged) {
-    fn(KernelChoice<Shape, attention_wgmma_kernel<D, true, kFp8Q, false, kFp8Pv>, true>{});
+    with(std::true_type{});
   } else {
-    fn(KernelChoice<Shape, attention_wgmma_kernel<D, false, kFp8Q, false, kFp8Pv>, true>{});
+    with(std::false_type{});
   }
 }
 

@@ -13,9 +13,10 @@
 // stored bytes (m64nKk32, Q and K swizzled in shared memory; Q in registers where that paid). P V
 // runs in fp16 (m64nDk16, P from registers, V N-major; two n128 halves at head_dim 256; at head_dim
 // 64 with FP8 q 8 more columns of ones give P's row sums): P keeps 11 bits, as in the mma.sync
-// kernel, so accuracy does not change. The ops' opt-in fp8_pv (kFp8Pv: head_dim 128, FP8 q) runs P V
+// kernel, so accuracy does not change. The ops' opt-in fp8_pv (kFp8Pv: head_dim 64 and 128, FP8 q) runs P V
 // on the FP8 tensor cores instead: P in e4m3, V transposed by the copying warpgroup (FP8 wgmma
-// operands must be K-major), o added into fp32 sums every few tiles. Each computing warpgroup
+// operands must be K-major), o added into fp32 sums every few tiles; where the softmax takes the
+// max first, 8 rows of e4m3 ones after V^T give P's row sums. Each computing warpgroup
 // keeps P V of tile j and Q K^T of tile j + 1 in flight while it runs the softmax of tile j + 1,
 // and they take turns to issue their wgmmas, so that one's softmax runs while the others' matrix
 // products do. Where that was faster (kWeighFirst), the
@@ -50,12 +51,13 @@ constexpr int wgmma_compute_groups(int head_dim) { return head_dim == 64 ? 3 : 2
 // Rows per CTA (the plan sizes its grid and key splits by it).
 constexpr int wgmma_rows(int head_dim) { return 64 * wgmma_compute_groups(head_dim); }
 
-// kFp8Values: P V on the FP8 tensor cores (the ops' fp8_pv), at head_dim 128 with FP8 q only.
-template <int D, bool kFp8Query = true, bool kPerTokenScales = false, bool kFp8Values = false>
+// kFp8Values: P V on the FP8 tensor cores (the ops' fp8_pv), at head_dim 64 and 128 with FP8 q only.
+// kPagedKeys: the paged kernel's (a cache's keys), which sets the softmax's order.
+template <int D, bool kFp8Query = true, bool kPerTokenScales = false, bool kFp8Values = false, bool kPagedKeys = false>
 struct WgmmaShape {
   static_assert(D == 64 || D == 128 || D == 256, "head_dim 64, 128 or 256");
   static_assert(!(kPerTokenScales && !kFp8Query && D == 256), "no room for per-token scales");
-  static_assert(!kFp8Values || (D == 128 && kFp8Query), "FP8 P V at head_dim 128 with FP8 q");
+  static_assert(!kFp8Values || (D <= 128 && kFp8Query), "FP8 P V at head_dim 64 and 128 with FP8 q");
   static constexpr int kHeadDim = D;
   static constexpr bool kFp8Q = kFp8Query, kTokenScales = kPerTokenScales, kFp8Pv = kFp8Values;
   static constexpr int kComputeGroups = wgmma_compute_groups(D);
@@ -67,8 +69,9 @@ struct WgmmaShape {
   // Q alone takes 64 KB) one: the next tile's copies wait for the widening of the last (225 KB).
   // Per-token scales (kTokenScales: a block_wise_fp8 cache) take a stage's room at head_dim 256
   // with FP8 q and at 128 with a 16-bit q; a 16-bit q at 256 leaves no room for them.
-  // FP8 P V (P in e4m3, V^T in place of fp16 V) takes a stage's room for its fp32 sums.
-  static constexpr int kStages = kFp8Q ? ((kTokenScales && D == 256) || kFp8Pv ? 3 : 4)
+  // FP8 P V (P in e4m3, V^T in place of fp16 V) takes a stage's room for its fp32 sums at head_dim
+  // 128; at 64 fp16 V's room holds them.
+  static constexpr int kStages = kFp8Q ? ((kTokenScales && D == 256) || (kFp8Pv && D == 128) ? 3 : 4)
                                        : D == 64 ? 4 : D == 128 && !kTokenScales ? 2 : 1;
   static constexpr int kV16Buffers = 2, kK16Buffers = kFp8Q ? 0 : 2;
   // FP8 rows sit in column tiles one swizzle wide: 128 bytes, two per row at head_dim 256; at
@@ -83,6 +86,13 @@ struct WgmmaShape {
   static constexpr int kQkRowBytes = kFp8Q ? kSwizzleBytes : 128;
   static constexpr int kQTileBytes = kRows * kQkRowBytes;
   static constexpr int kQBytes = (kFp8Q ? kColumnTiles : D / 64) * kQTileBytes;
+  // The weights before the max (the kernel's softmax, settle_max) where that measured faster (perf
+  // notes v19, v31-v32, v47-v48): the contiguous kernel at head_dim 128, and with FP8 q at 256;
+  // every kernel over per-token scales, whose keys' multipliers then join the exponent's
+  // multiply-add; a 16-bit q over one scale's cache. The others keep the max first: there ptxas
+  // waits for P V ahead of the whole softmax, and that order was the faster one for them (the
+  // exponentials kept ahead of the wait lost 2-9%).
+  static constexpr bool kWeighFirst = kPagedKeys ? kTokenScales || !kFp8Q : D == 128 || (kFp8Q && D == 256);
   // fp16 V, N-major: blocks of 64 columns (128-byte rows), each kKeys rows in swizzle atoms of 8.
   // At head_dim 64 a block of fp16 ones follows V in each buffer, and P V's wgmma takes 8 of its
   // columns too (m64n72): the tensor cores sum P's rows in place of 64 adds per thread and tile,
@@ -91,10 +101,18 @@ struct WgmmaShape {
   // wgmma per k-step was faster. Those sums are of P as rounded to fp16, so the log-sum-exp moves
   // by up to 2^-12 (a row over a few keys): inside FP8 q's score error, but a 16-bit q keeps the
   // fp32 sums, with the mma.sync kernel's log-sum-exp.
-  // (Not with per-token scales: P then goes to the tensor cores times each key's v scale.)
-  static constexpr bool kRowSumsByMma = D == 64 && kFp8Q && !kTokenScales;
+  // (Not with per-token scales: P then goes to the tensor cores times each key's v scale; nor where
+  // the softmax weighs first, and sums the weights anyway to screen the tile.) With FP8 P V, at
+  // head_dim 64 and over cache_fp8 at 128, 8 rows of e4m3 ones follow V^T (1 KB; m64n72k32,
+  // m64n136k32; over cache_fp8 +1-2%): the sums are then of P as rounded to e4m3, as P V takes it,
+  // and the log-sum-exp goes with them.
+  static constexpr bool kRowSumsByMma = kFp8Q && !kTokenScales && !kWeighFirst && (D == 64 || kFp8Values);
   static constexpr int kV16BlockBytes = kKeys * 128;
-  static constexpr int kV16Bytes = kFp8Pv ? D * kKeys : (D / 64 + kRowSumsByMma) * kV16BlockBytes;
+  static constexpr int kV16Bytes = kFp8Pv ? (D + 8 * kRowSumsByMma) * kKeys : (D / 64 + kRowSumsByMma) * kV16BlockBytes;
+  // Where the ones start in each buffer, their bytes, and 4 of them: fp16 1.0 = 0x3c00, e4m3 0x38.
+  static constexpr int kOnesOffset = kFp8Pv ? D * kKeys : D / 64 * kV16BlockBytes;
+  static constexpr int kOnesBytes = kFp8Pv ? 8 * kKeys : kV16BlockBytes;
+  static constexpr uint32_t kOnesWord = kFp8Pv ? 0x38383838u : 0x3c003c00u;
   static constexpr int kK16Bytes = D / 64 * kV16BlockBytes;  // fp16 K (16-bit q): V16's layout
   static constexpr int kQOffset = 0;
   static constexpr int kStagesOffset = kQOffset + kQBytes;
@@ -214,23 +232,28 @@ FA_DEVICE void widen_to_fp16(uint32_t staging, uint32_t v16, int thread) {
 // FP8 V [keys][D] as copied -> V^T [D][keys] (128-byte rows, swizzled as K), the K-major B operand
 // of an FP8 P V. Within each 16 keys the positions follow P's registers: position 4t + i holds key
 // {2t, 2t + 1, 8 + 2t, 9 + 2t}[i], so that P packs without shuffles. Warp w takes columns
-// 32w..32w + 31, 16 keys a step: ldmatrix.trans gives lane (g, t) keys 2t, 2t + 1 (and 8 + 2t, 9 + 2t)
-// of columns 2g, 2g + 1; two byte permutes make rows 2g and 2g + 1; stmatrix stores them, matrix 0
-// taking even rows from lanes g < 4 and odd ones from the others (8 rows in 8 bank groups).
+// D/4 w.. (two 16-byte chunks at head_dim 128, one at 64), 32 bytes of chunk-keys a step: 16 keys
+// of both chunks, or 32 keys of the one. ldmatrix.trans gives lane (g, t) keys 2t, 2t + 1 (and
+// 8 + 2t, 9 + 2t) of columns 2g, 2g + 1 of a chunk; two byte permutes make rows 2g and 2g + 1;
+// stmatrix stores them, matrices 0 and 2 taking even rows from lanes g < 4 and odd ones from the
+// others (8 rows in 8 bank groups).
 template <class Shape>
 FA_DEVICE void transpose_values(uint32_t staging, uint32_t vt, int thread) {
-  static_assert(Shape::kHeadDim == 128 && Shape::kKeys == 128, "head_dim 128, 128-key tiles");
+  constexpr int D = Shape::kHeadDim, kWide = D == 128;  // kWide: matrices 2, 3 the warp's second chunk
+  static_assert((D == 128 || D == 64) && Shape::kKeys == 128, "head_dim 64 or 128, 128-key tiles");
   const int warp = thread / 32, lane = thread % 32, g = lane / 4;
-  const int mat = lane / 8, r = lane % 8;
-  const uint32_t src = staging + (8 * (mat & 1) + r) * 128 + (((2 * warp + (mat >> 1)) ^ r) << 4);
-  const int d = 32 * warp + 16 * (mat >> 1) + 2 * r + ((mat & 1) ? (r < 4) : (r >= 4));
-  const uint32_t dst = vt + d * 128 + ((d & 7) << 4);
+  const int mat = lane / 8, r = lane % 8, half = mat >> 1;  // half: the second chunk, or keys 16..
+  const uint32_t src = staging + fp8_row_offset<Shape, Shape::kKTileBytes>(8 * (mat & 1) + 16 * !kWide * half + r,
+                                                                          (1 + kWide) * warp + kWide * half);
+  const int d = D / 4 * warp + 16 * kWide * half + 2 * r + ((mat & 1) ? (r < 4) : (r >= 4));
+  const uint32_t dst = vt + d * 128 + (((!kWide * half) ^ (d & 7)) << 4);
   const uint32_t sel0 = g < 4 ? 0x6420u : 0x7531u, sel1 = sel0 ^ 0x1111u;
+  constexpr int kStepKeys = kWide ? 16 : 32;
 #pragma unroll
-  for (int b = 0; b < Shape::kKeys / 16; ++b) {
+  for (int b = 0; b < Shape::kKeys / kStepKeys; ++b) {
     uint32_t x[4];
-    ldmatrix_x4_trans(x, src + b * 16 * 128);
-    stmatrix_x4(dst ^ (b << 4), __byte_perm(x[0], x[1], sel0), __byte_perm(x[0], x[1], sel1),
+    ldmatrix_x4_trans(x, src + b * kStepKeys * Shape::kSwizzleBytes);
+    stmatrix_x4(dst ^ (b * kStepKeys / 16 << 4), __byte_perm(x[0], x[1], sel0), __byte_perm(x[0], x[1], sel1),
                 __byte_perm(x[2], x[3], sel0), __byte_perm(x[2], x[3], sel1));
   }
 }
@@ -296,11 +319,11 @@ FA_DEVICE float2 staged_scale_pair(const uint8_t* scales, bool is_bf16, int pair
 }
 
 template <int D, bool kPaged, bool kFp8Q = true, bool kTokenScales = false, bool kFp8Values = false>
-__global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values>::kThreads, 1)
+__global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values, kPaged>::kThreads, 1)
     attention_wgmma_kernel(const AttentionParams p, const __grid_constant__ PrefillTensorMaps maps) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   static_assert(kPaged || !kTokenScales, "per-token scales are a paged cache's");
-  using Shape = WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values>;
+  using Shape = WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values, kPaged>;
   constexpr bool kFoldKeysInCopies = Shape::kFoldKeysInCopies;
   namespace roles = warp_roles;
   constexpr int kKeys = Shape::kKeys, kChunks = D / 16;  // 16-byte chunks per FP8 row
@@ -395,11 +418,11 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values>
     roles::mbarrier_init(k16_ready(threadIdx.x), 128);
     roles::mbarrier_init(k16_free(threadIdx.x), kComputeThreads);
   }
-  if constexpr (Shape::kRowSumsByMma) {  // the fp16 ones after each buffer's V (fp16 1.0 = 0x3c00)
-    constexpr int kBlockChunks = Shape::kV16BlockBytes / 16;
+  if constexpr (Shape::kRowSumsByMma) {  // the ones after each buffer's V
+    constexpr int kBlockChunks = Shape::kOnesBytes / 16;
     for (int i = threadIdx.x; i < kV16Buffers * kBlockChunks; i += Shape::kThreads) {
-      const uint32_t ones = smem + Shape::kV16Offset + (i / kBlockChunks) * Shape::kV16Bytes + D / 64 * Shape::kV16BlockBytes;
-      asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};" ::"r"(ones + 16 * (i % kBlockChunks)), "r"(0x3c003c00u));
+      const uint32_t ones = smem + Shape::kV16Offset + (i / kBlockChunks) * Shape::kV16Bytes + Shape::kOnesOffset;
+      asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};" ::"r"(ones + 16 * (i % kBlockChunks)), "r"(Shape::kOnesWord));
     }
     wgmma::fence_shared_for_async();
   }
@@ -753,6 +776,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values>
   // Chunk c (o's registers 4c..4c + 3) of the warpgroup's 128 threads at c * kSumChunkStride.
   constexpr int kSumChunks = Shape::kPartRegs / 4, kSumChunkStride = 128 * 16;
   float carried[2] = {1.0f, 1.0f};
+  float summed_rows[2] = {0.0f, 0.0f};  // kRowSumsByMma: the row sums' second level
   bool pv_fresh = false;
   const uint32_t out_sums =
       smem + Shape::kOutSumsOffset + wg * (kSumChunks * kSumChunkStride) + (threadIdx.x % 128) * 16;
@@ -776,6 +800,14 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values>
         for (int i = 0; i < 4; ++i) o[0][4 * c + i] = x[i];
       }
     }
+    if constexpr (Shape::kRowSumsByMma) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const float total = fmaf(summed_rows[h], carried[h], row_sums[2 * h]);
+        if (into_sums) summed_rows[h] = total;
+        else row_sums[2 * h] = total;
+      }
+    }
   };
   // o += P V of `tile` (asynchronous: a commit group of its own).
   auto issue_pv = [&](int tile) {
@@ -786,22 +818,27 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values>
     if constexpr (kFp8Pv) {
       const uint64_t vt_desc = wgmma::descriptor<128>(v16_of(tile));
 #pragma unroll
-      for (int ks = 0; ks < kKeys / 32; ++ks)
-        wgmma::mma_e4m3_k32(o[0], pf[ks], wgmma::advanced(vt_desc, 32 * ks), ks > 0 || !pv_fresh);
-      wgmma::commit();
+      for (int ks = 0; ks < kKeys / 32; ++ks) {
+        const uint64_t vt = wgmma::advanced(vt_desc, 32 * ks);
+        if constexpr (Shape::kRowSumsByMma) {
+          wgmma::mma_e4m3_k32(o[0], row_sums, pf[ks], vt, ks > 0 || !pv_fresh);
+        } else {
+          wgmma::mma_e4m3_k32(o[0], pf[ks], vt, ks > 0 || !pv_fresh);
+        }
+      }
       pv_fresh = false;
-      return;
-    }
-    const uint64_t v_desc = wgmma::descriptor(v16_of(tile), Shape::kV16BlockBytes);
+    } else {
+      const uint64_t v_desc = wgmma::descriptor(v16_of(tile), Shape::kV16BlockBytes);
 #pragma unroll
-    for (int ks = 0; ks < kKeys / 16; ++ks) {
-      const uint32_t v = ks * 16 * 128;  // keys 16 ks.. (two swizzle atoms)
-      if constexpr (Shape::kRowSumsByMma) {
-        wgmma::mma_f16_k16(o[0], row_sums, pf[ks], wgmma::advanced(v_desc, v));
-      } else {
+      for (int ks = 0; ks < kKeys / 16; ++ks) {
+        const uint32_t v = ks * 16 * 128;  // keys 16 ks.. (two swizzle atoms)
+        if constexpr (Shape::kRowSumsByMma) {
+          wgmma::mma_f16_k16(o[0], row_sums, pf[ks], wgmma::advanced(v_desc, v));
+        } else {
 #pragma unroll
-        for (int part = 0; part < kOutParts; ++part)  // output columns 128 part.. are column blocks 2 part, 2 part + 1
-          wgmma::mma_f16_k16(o[part], pf[ks], wgmma::advanced(v_desc, v + 2 * part * Shape::kV16BlockBytes));
+          for (int part = 0; part < kOutParts; ++part)  // output columns 128 part.. are column blocks 2 part, 2 part + 1
+            wgmma::mma_f16_k16(o[part], pf[ks], wgmma::advanced(v_desc, v + 2 * part * Shape::kV16BlockBytes));
+        }
       }
     }
     wgmma::commit();
@@ -821,13 +858,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values>
   constexpr float kHeadroom = kFp8Pv ? 3.0f : 0.0f;
   constexpr float kMaxSlack = 8.0f - kHeadroom, kMaxWeight = 256.0f;  // 2^(kMaxSlack + kHeadroom)
   const float exponent_scale = scale_in_exponent ? scales.score : 1.0f;
-  // The weights before the max (softmax, settle_max) where that measured faster (perf notes v19, v31-v32,
-  // v47-v48): the contiguous kernel at head_dim 128, and with FP8 q at 256; every kernel over
-  // per-token scales, whose keys' multipliers then join the exponent's multiply-add; a 16-bit q over
-  // one scale's cache. The others keep the max first: there ptxas waits for P V ahead of the whole
-  // softmax, and that order was the faster one for them (the exponentials kept ahead of the wait
-  // lost 2-9%).
-  constexpr bool kWeighFirst = kPaged ? kTokenScales || !kFp8Q : D == 128 || (kFp8Q && D == 256);
+  constexpr bool kWeighFirst = Shape::kWeighFirst;
   static_assert(!(kWeighFirst && Shape::kRowSumsByMma), "settle_max adds the weights' sums itself");
   // The multipliers of registers 4m..4m + 3 (keys 8m + 2t, 8m + 2t + 1 of both rows) over
   // per-token scales: each key's k scale times the score scale, whose part other than a 16-bit q's
@@ -1141,8 +1172,8 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values>
   auto await_last_pv = [&] {  // (unconditional: under an `if` ptxas adds a wait of its own at the issue)
     wgmma::wait<0>();
     wgmma::fence_registers(o);
-    if constexpr (kFp8Pv) fold_output(false);
     if constexpr (Shape::kRowSumsByMma) wgmma::fence_registers(row_sums);
+    if constexpr (kFp8Pv) fold_output(false);
   };
 
   // Epilogue: out = o / d (0 for a row that saw no key), the output's format chosen once (a

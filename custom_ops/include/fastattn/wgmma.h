@@ -1,5 +1,5 @@
 // Warpgroup tensor-core primitives of sm_90a (wgmma): shared-memory matrix descriptors for the
-// 128- and 64-byte swizzled layouts, the m64n64, m64n72 and m64n128 instructions the attention
+// 128- and 64-byte swizzled layouts, the m64n64, m64n72, m64n128 and m64n136 instructions the attention
 // prefill uses, and their fences.
 //
 // A warpgroup is 4 consecutive warps (128 threads). The m64nN accumulator of one warpgroup is
@@ -91,16 +91,16 @@ FA_DEVICE void fence_registers(uint32_t (&r)[M][N]) {
     for (int j = 0; j < N; ++j) asm volatile("" : "+r"(r[i][j])::"memory");
 }
 
-// Accumulator operand lists: "%0, ..., %31", "{%0, ..., %31}" and "{%0, ..., %63}", and the
+// Accumulator operand lists: "%0, ..., %31", "{%0, ..., %31}", "%0, ..., %63" and "{%0, ..., %63}", and the
 // matching "+f" bindings.
 #define FA_WGMMA_L32                                                                                          \
   "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, " \
   "%23, %24, %25, %26, %27, %28, %29, %30, %31"
 #define FA_WGMMA_D32 "{" FA_WGMMA_L32 "}"
-#define FA_WGMMA_D64                                                                                            \
-  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, " \
-  "%23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, "   \
-  "%44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
+#define FA_WGMMA_L64                                                                                          \
+  FA_WGMMA_L32 ", %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, " \
+  "%50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+#define FA_WGMMA_D64 "{" FA_WGMMA_L64 "}"
 #define FA_WGMMA_F8(d, i) \
   "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), "+f"(d[i + 7])
 #define FA_WGMMA_F32(d) FA_WGMMA_F8(d, 0), FA_WGMMA_F8(d, 8), FA_WGMMA_F8(d, 16), FA_WGMMA_F8(d, 24)
@@ -132,13 +132,48 @@ FA_DEVICE void mma_e4m3_k32(float (&d)[32], uint64_t a_desc, uint64_t b_desc, bo
 }
 
 // d (+)= A B^T for A [64 x 32] e4m3 in registers (the k32 A fragment: bytes 4t.. and 16 + 4t.. of
-// rows g and g + 8 of the warp's 16) and B [128 x 32] e4m3, K-major in shared memory.
+// rows g and g + 8 of the warp's 16) and B [N x 32] e4m3, K-major in shared memory.
 FA_DEVICE void mma_e4m3_k32(float (&d)[64], const uint32_t (&a)[4], uint64_t b_desc, bool accumulate) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
       "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 " FA_WGMMA_D64 ", {%64, %65, %66, %67}, %68, p, 1, 1;\n}\n"
       : FA_WGMMA_F64(d)
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc), "r"(int(accumulate)));
+#endif
+}
+
+FA_DEVICE void mma_e4m3_k32(float (&d)[32], const uint32_t (&a)[4], uint64_t b_desc, bool accumulate) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 " FA_WGMMA_D32 ", {%32, %33, %34, %35}, %36, p, 1, 1;\n}\n"
+      : FA_WGMMA_F32(d)
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc), "r"(int(accumulate)));
+#endif
+}
+
+// The same with A's row sums: m64n72k32 / m64n136k32, whose last 8 rows of B (an atom of 8 rows
+// after d's) are e4m3 ones; `sums` as in the m64n72k16 below.
+FA_DEVICE void mma_e4m3_k32(float (&d)[32], float (&sums)[4], const uint32_t (&a)[4], uint64_t b_desc,
+                            bool accumulate) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %41, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n72k32.f32.e4m3.e4m3 {" FA_WGMMA_L32 ", %32, %33, %34, %35}, "
+      "{%36, %37, %38, %39}, %40, p, 1, 1;\n}\n"
+      : FA_WGMMA_F32(d), "+f"(sums[0]), "+f"(sums[1]), "+f"(sums[2]), "+f"(sums[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc), "r"(int(accumulate)));
+#endif
+}
+FA_DEVICE void mma_e4m3_k32(float (&d)[64], float (&sums)[4], const uint32_t (&a)[4], uint64_t b_desc,
+                            bool accumulate) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %73, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n136k32.f32.e4m3.e4m3 {" FA_WGMMA_L64 ", %64, %65, %66, %67}, "
+      "{%68, %69, %70, %71}, %72, p, 1, 1;\n}\n"
+      : FA_WGMMA_F64(d), "+f"(sums[0]), "+f"(sums[1]), "+f"(sums[2]), "+f"(sums[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc), "r"(int(accumulate)));
 #endif
 }
@@ -200,6 +235,7 @@ FA_DEVICE void mma_f16_k16(float (&d)[32], float (&sums)[4], const uint32_t (&a)
 
 #undef FA_WGMMA_L32
 #undef FA_WGMMA_D32
+#undef FA_WGMMA_L64
 #undef FA_WGMMA_D64
 #undef FA_WGMMA_F8
 #undef FA_WGMMA_F32

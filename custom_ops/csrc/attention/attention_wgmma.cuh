@@ -877,17 +877,19 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   auto need_mask = [&](int tile) { return range.begin + (tile + 1) * kKeys > warp_min_limit; };
   auto unmapped = [&](int tile) { return kPaged && __builtin_expect(unmapped_tile[tile % kNotes] == tile, 0); };
   // S as the softmax reads it: scaled (unless the scale joins the exponent) and masked.
+  // S (or fp32 P) times a pair of keys' multipliers: those of keys 8m + 2t, 8m + 2t + 1, which
+  // registers 4m..4m + 3 hold for both rows.
+  auto times_key_pair = [&](int m, float2 k) {
+    s[4 * m] *= k.x;
+    s[4 * m + 1] *= k.y;
+    s[4 * m + 2] *= k.x;
+    s[4 * m + 3] *= k.y;
+  };
   auto prepare_scores = [&](int tile) {
     const int key0 = range.begin + tile * kKeys;
     if constexpr (kTokenScales) {  // times each key's multiplier (the masks below overwrite any NaN)
 #pragma unroll
-      for (int m = 0; m < kKeys / 8; ++m) {
-        const float2 k = key_multipliers(tile, m, p.k_scale.is_bf16);
-        s[4 * m] *= k.x;
-        s[4 * m + 1] *= k.y;
-        s[4 * m + 2] *= k.x;
-        s[4 * m + 3] *= k.y;
-      }
+      for (int m = 0; m < kKeys / 8; ++m) times_key_pair(m, key_multipliers(tile, m, p.k_scale.is_bf16));
     } else if (!scale_in_exponent) {
 #pragma unroll
       for (int i = 0; i < kScoreRegs; ++i) s[i] *= scales.score;
@@ -946,13 +948,8 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
     }
     if constexpr (kFp8Pv) {  // on the fp32 weights, before they are packed
 #pragma unroll
-      for (int m = 0; m < kKeys / 8; ++m) {
-        const float2 w = *reinterpret_cast<const float2*>(slot + Shape::kValueWeightsOffset + 8 * (4 * m + t));
-        s[4 * m] *= w.x;
-        s[4 * m + 1] *= w.y;
-        s[4 * m + 2] *= w.x;
-        s[4 * m + 3] *= w.y;
-      }
+      for (int m = 0; m < kKeys / 8; ++m)
+        times_key_pair(m, *reinterpret_cast<const float2*>(slot + Shape::kValueWeightsOffset + 8 * (4 * m + t)));
     } else {
 #pragma unroll
       for (int m = 0; m < kKeys / 8; ++m) {

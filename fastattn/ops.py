@@ -507,11 +507,13 @@ def flash_attn_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seq
         fp8_pv: GPU only, opt-in speed for accuracy: where the sm_90a prefill kernel runs at
             head_dim 64 or 128 with an FP8 q, multiply the softmax weights P by V on the FP8 tensor
             cores, P rounded to e4m3: 1-9% faster there (H100; 2% at head_dim 64), and the output's
-            relative error goes from about 3e-4 to 2-3% on random data, more where most of a row's
-            weight lies 7 to 10 (base 2) below its largest score (e4m3's subnormals). o is summed in
-            fp32 every 1024 keys, so the error does not grow with the row. At head_dim 64, and over
-            cache_fp8 at 128, the row sums, and so the log-sum-exp, are of P as rounded (within
-            about 2^-4 of the exact log-sum-exp). Other kernels and the CPU ignore it.
+            relative error goes from about 3e-4 to 2-3% on random data. Weights down to 2^-10 of a
+            row's largest stay in e4m3's normal range (within 2^-4 of themselves); keys whose scores
+            are alike round alike, which can bias their share of the output by up to that much (4e-2
+            measured, 32k keys 10 (base 2) below one). o is summed in fp32 every 1024 keys, so the
+            error does not grow with the row. At head_dim 64, and over cache_fp8 at 128, the row
+            sums, and so the log-sum-exp, are of P as rounded (within about 2^-4 of the exact
+            log-sum-exp), which also cancels that bias. Other kernels and the CPU ignore it.
         validate: check the offsets on the host first, on any device (see the module docstring).
         check_inputs: False skips the Python checks (see the module docstring).
 

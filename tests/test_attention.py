@@ -359,6 +359,25 @@ class TestFlashAttnVarlen(PlacedCase):
                     self.assertLess(rel_err(got, want), 2.0 ** -10)
 
     @placed
+    def test_fp8_pv_small_weights(self):
+        """fp8_pv moves a row's max so that its largest weight is 2^4: weights down to 2^-10 of it
+        stay in e4m3's normal range (from 2^-6). Here one key scores 10 - log2(1.125) (base 2) above
+        the other 511, whose weights, 9 x 2^-13 of its, become 9 x 2^-9: a normal e4m3 value, exact.
+        One step lower they would be 4.5 x 2^-9, a subnormal that rounds by 11%. Their values are 1
+        and the high key's 0, so the output is their share. At head_dim 128 the contiguous kernel
+        weighs first and sums the weights in fp32, and o stays below 16 over 512 keys, where the FP8
+        tensor cores' 13 bits still hold 2^-9: the output is exact up to fp32 (within 2^-10)."""
+        lq, lk, hq, dim = 64, 512, 2, 128
+        q = np.full((lq, hq, dim), 1.0, np.float32)
+        k, v = np.zeros((lk, 1, dim), np.float32), np.ones((lk, 1, dim), np.float32)
+        k[0], v[0] = 1.0, 0.0
+        codes = [ref.float_to_e4m3(x) for x in (q, k, v)]
+        scale = float(np.float32((10.0 - np.log2(1.125)) / (dim * np.log2(np.e))))
+        got, _, want = self.check_fp8(codes, [np.float32([1.0])] * 3, [lq], [lk], False, splits=1, scale=scale,
+                                      fp8_pv=True)
+        self.assertLess(rel_err(got, want), 2.0 ** -10)
+
+    @placed
     def test_fp8_decode_rising_scores(self):
         """Rising scores under one query per sequence (the GPU's decode kernel): it weighs a tile
         against the running max while no score exceeds it by more than 8, and takes the tile's

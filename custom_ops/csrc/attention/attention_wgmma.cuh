@@ -853,10 +853,13 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   // The row max moves only when a tile's exceeds it by more than 8: P then stays at most 2^8 (fp16
   // keeps its relative precision there), and the accumulator's rescale, 64 multiplies, drops out
   // of most tiles.
-  // e4m3 P: a raised max goes kHeadroom below the tile's, so that the row's largest weights sit at
-  // 2^3..2^8 (e4m3's normal range reaches 2^-6), and the slack shrinks to keep them within 2^8.
-  constexpr float kHeadroom = kFp8Pv ? 3.0f : 0.0f;
-  constexpr float kMaxSlack = 8.0f - kHeadroom, kMaxWeight = 256.0f;  // 2^(kMaxSlack + kHeadroom)
+  // e4m3 P: a raised max goes kHeadroom below the tile's, so that the row's largest weight is 2^4
+  // and weights down to 2^-10 of it stay in e4m3's normal range (from 2^-6). It may then creep up
+  // to 2^8 where the max goes first, to 448 (e4m3's largest) where the weights go first: settle_max
+  // screens a tile by each lane's sums, which set off its slow path too often with a headroom of 5
+  // (-2.5 to -6%) or 2^8 as the bound there (-13 to -16%; perf notes v53).
+  constexpr float kHeadroom = kFp8Pv ? 4.0f : 0.0f;
+  constexpr float kMaxSlack = 8.0f, kMaxWeight = kFp8Pv ? 448.0f : 256.0f;
   const float exponent_scale = scale_in_exponent ? scales.score : 1.0f;
   constexpr bool kWeighFirst = Shape::kWeighFirst;
   static_assert(!(kWeighFirst && Shape::kRowSumsByMma), "settle_max adds the weights' sums itself");
@@ -1054,11 +1057,11 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
         for (int j = 0; j < 4; ++j) pf[ks][j] = MmaFp16::pack(s[8 * ks + 2 * j], s[8 * ks + 2 * j + 1]);
     }
   };
-  // After softmax's weights against the old max. Weights are positive, so one above 2^kMaxSlack
+  // After softmax's weights against the old max. Weights are positive, so one above kMaxWeight
   // (fp32's overflow included) takes its row's sum in this lane above that too: the two sums
   // screen the tile (a scan of the packed weights put 19 instructions before the next wgmmas;
   // without it +1-1.5% over block_wise_fp8 at head_dim 128), and only a warp with such a sum looks
-  // at its weights. Where one exceeds 2^kMaxSlack the row's max moves to the tile's, as
+  // at its weights. Where one exceeds it the row's max moves to the tile's, as
   // softmax_max_first would move it, and the weights, their sum and (by `rescale`) the accumulator
   // follow; a weight that overflowed fp32 (a score 2^7 or more above the max) takes S from
   // recompute_scores.

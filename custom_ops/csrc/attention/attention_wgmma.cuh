@@ -920,8 +920,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       for (int i = 2 * h; i < kScoreRegs; i += 4) mx = fmaxf(mx, fmaxf(s[i], s[i + 1]));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const float raised = state[h].max_with_slack(mx * exponent_scale, kMaxSlack);
-      rescale[h] = state[h].raise_max(raised == state[h].m ? raised : raised - kHeadroom);
+      rescale[h] = state[h].raise_max(state[h].max_with_slack(mx * exponent_scale, kMaxSlack, kHeadroom));
       float sum = 0.0f;
 #pragma unroll
       for (int i = 2 * h; i < kScoreRegs; i += 4) {

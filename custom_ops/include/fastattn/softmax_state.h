@@ -143,8 +143,12 @@ struct BasicSoftmaxState {
   FA_HD void add_sum(float block_sum) { d += block_sum; }
   // The max to raise to for a kernel whose weights may exceed 1: m_block where it exceeds m by
   // more than `slack`, else m (rescale 1), so that most blocks leave the accumulator as it is.
-  // The block's weights are then at most exp(slack) (base 2: 2^slack).
-  FA_HD float max_with_slack(float m_block, float slack) const { return m_block > m + slack ? m_block : m; }
+  // The block's weights are then at most exp(slack) (base 2: 2^slack). A raised max may go
+  // `headroom` (<= slack) below m_block, so that the block's largest weight is exp(headroom): an
+  // 8-bit P keeps more of the smaller weights in its normal range.
+  FA_HD float max_with_slack(float m_block, float slack, float headroom = 0.0f) const {
+    return m_block > m + slack ? m_block - headroom : m;
+  }
 };
 
 using SoftmaxState = BasicSoftmaxState<NaturalBase>;

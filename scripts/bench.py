@@ -1,6 +1,6 @@
 """Benchmarks of every fastattn op on the GPU, next to ceilings measured in the same run.
 
-    PYTHONPATH=... python scripts/bench.py [--out DIR] [--only NAME ...] [--reps N]
+    PYTHONPATH=... python scripts/bench.py [--out DIR] [--only NAME ...] [--reps N] [--sustain S]
 
 Writes DIR/bench.json, DIR/bench.md and, where matplotlib imports, DIR/bench.png. Each op is
 timed three ways (medians over --reps batches, CUDA events): its GPU time, with a batch of calls
@@ -11,7 +11,10 @@ GPU times are best cases. Memory-bound ops are judged by the bytes they must mov
 read once, each output written once) over the device-to-device copy bandwidth measured at the
 start of the run. Under load the GPU's power cap moves the SM clock (1.7-1.98 GHz on an H200), so
 each row and each ceiling also gives the mean SM clock sampled while it was timed: compare
-ratios at like clocks.
+ratios at like clocks. A few warm-up calls leave the clock where the last pause left it, so the
+compute-bound rows time a GPU that has not yet reached its cap. --sustain S runs each op and each
+ceiling back to back for S seconds before timing it: the steady state of a GPU serving without
+pause (an H100 at its 700 W cap ran FP8 prefill at 1.5-1.7 GHz there, 5-14% slower).
 
 Inputs are built on the CPU and copied over; the ops are called through the registered op
 (no Python validation) so the numbers are the kernels'.
@@ -146,6 +149,7 @@ class SmClockLog:
 
 
 SM_CLOCK = None  # the run's SmClockLog, started by main()
+SUSTAIN_S = 0.0  # --sustain: seconds of back-to-back calls before each timing
 
 Timing = collections.namedtuple("Timing", "gpu_ms call_ms host_ms sm_mhz")
 
@@ -161,6 +165,11 @@ def time_gpu(fn, reps=30, inner=10, warmup=3):
     for _ in range(warmup):
         fn()
     paddle.device.cuda.synchronize()
+    sustained_until = time.time() + SUSTAIN_S
+    while time.time() < sustained_until:
+        for _ in range(inner):
+            fn()
+        paddle.device.cuda.synchronize()
     start, end = events.create(), events.create()
     gpu, host, call = [], [], []
     begin = time.time()
@@ -189,10 +198,17 @@ def time_gpu(fn, reps=30, inner=10, warmup=3):
 CEILING_SCRIPT = r"""
 import json, sys, time, torch
 windows = {}  # what was timed -> its wall-clock window, for the SM clock over it
+sustain_s = float(sys.argv[2])
+def warm(fn):  # three calls, then back to back for sustain_s seconds (bench.py --sustain)
+    for _ in range(3): fn()
+    torch.cuda.synchronize()
+    until = time.time() + sustain_s
+    while time.time() < until:
+        for _ in range(5): fn()
+        torch.cuda.synchronize()
 x = torch.randn(2 * 1024**3 // 4, device="cuda")  # 2 GiB
 y = torch.empty_like(x)
-for _ in range(3): y.copy_(x)
-torch.cuda.synchronize()
+warm(lambda: y.copy_(x))
 s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
 ts = []; t0 = time.time()
 for _ in range(20):
@@ -202,8 +218,8 @@ ts.sort(); ms = ts[len(ts) // 2]
 copy = 2 * x.numel() * 4 / (ms * 1e-3) / 1e9
 del x, y
 a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16); b = torch.randn_like(a)
-for _ in range(3): a @ b
-torch.cuda.synchronize(); ts = []; t0 = time.time()
+warm(lambda: a @ b)
+ts = []; t0 = time.time()
 for _ in range(10):
     s.record(); a @ b; e.record(); e.synchronize(); ts.append(s.elapsed_time(e))
 windows["bf16 matmul"] = (t0, time.time())
@@ -213,8 +229,8 @@ try:
     a8, b8 = a.to(torch.float8_e4m3fn), b.to(torch.float8_e4m3fn).t().contiguous().t()
     one = torch.ones((), device="cuda")
     mm = lambda: torch._scaled_mm(a8, b8, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)
-    for _ in range(3): mm()
-    torch.cuda.synchronize(); ts = []; t0 = time.time()
+    warm(mm)
+    ts = []; t0 = time.time()
     for _ in range(10):
         s.record(); mm(); e.record(); e.synchronize(); ts.append(s.elapsed_time(e))
     windows["fp8 matmul"] = (t0, time.time())
@@ -236,8 +252,8 @@ def sdpa_rates(seqs, length, hq, hkv, dim):
     for name, backend in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)):
         try:
             with sdpa_kernel(backend):
-                for _ in range(3): F.scaled_dot_product_attention(q, k, v, is_causal=True)
-                torch.cuda.synchronize(); ts = []; t0 = time.time()
+                warm(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True))
+                ts = []; t0 = time.time()
                 for _ in range(10):
                     s.record(); F.scaled_dot_product_attention(q, k, v, is_causal=True); e.record(); e.synchronize()
                     ts.append(s.elapsed_time(e))
@@ -263,8 +279,8 @@ def measure_ceilings():
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     try:
         layouts = [(*HEAD_LAYOUT_PREFILL, hq, hkv, dim) for hq, hkv, dim in HEAD_LAYOUTS]
-        out = subprocess.run([sys.executable, "-c", CEILING_SCRIPT, json.dumps(layouts)], capture_output=True,
-                             text=True, env=env, timeout=300)
+        out = subprocess.run([sys.executable, "-c", CEILING_SCRIPT, json.dumps(layouts), str(SUSTAIN_S)],
+                             capture_output=True, text=True, env=env, timeout=300 + 20 * SUSTAIN_S)
         ceilings = json.loads(out.stdout.strip().splitlines()[-1])
         windows = ceilings.pop("windows", {})
         ceilings["sm_mhz"] = {what: SM_CLOCK.mean_mhz(*window) for what, window in windows.items()} if SM_CLOCK else {}
@@ -628,12 +644,15 @@ def main():
     parser.add_argument("--out", default="bench_out")
     parser.add_argument("--only", nargs="*", choices=sorted(CASES), help="cases to run (default: all)")
     parser.add_argument("--reps", type=int, default=30)
+    parser.add_argument("--sustain", type=float, default=0.0, metavar="S",
+                        help="seconds of back-to-back calls before each timing (the GPU's steady, power-capped clock)")
     args = parser.parse_args()
     if not (paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0):
         sys.exit("bench.py needs a CUDA GPU visible to Paddle")
     paddle.set_device("gpu")
-    global SM_CLOCK
+    global SM_CLOCK, SUSTAIN_S
     SM_CLOCK = SmClockLog()
+    SUSTAIN_S = args.sustain
     ceilings = measure_ceilings()
     rng = np.random.default_rng(0)
     rows = []

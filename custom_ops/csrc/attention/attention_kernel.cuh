@@ -150,8 +150,8 @@ struct CtaRows {
   FA_DEVICE int token(int r) const { return q_first + r / group; }
   FA_DEVICE int head(int r, int kv_head) const { return kv_head * group + r % group; }
 
-  // Keys visible to row r: causal (bottom-right), kv_end. Rows past the sequence's end copy the
-  // last real row (finite work whose results are dropped).
+  // Keys visible to row r: causal (bottom-right), kv_end. Rows past the sequence's end take the
+  // last real row's (finite work whose results are dropped).
   FA_DEVICE int key_limit(const AttentionParams& p, int r) const {
     const int query = min(r, rows - 1) / group;
     int limit = k_len;

@@ -106,7 +106,9 @@ void with_shape(const AttentionParams& p, Fn&& fn) {
 // warpgroup's 64 rows (64 / group tokens x the group's heads), a column tile wide. Not ready
 // (rows stored a chunk at a time) for key splits (their rows go to the fp32 partials), where the
 // group does not divide 64 (a box would not hold whole tokens), or where the driver cannot
-// encode it (an output not 16-byte aligned, say).
+// encode it (an output not 16-byte aligned, say). And an FP8 q's: boxes of a CTA's rows (its tokens
+// x the group's heads), one column tile wide; not ready (rows copied one by one) where the group
+// does not divide the CTA's rows or the driver cannot encode it.
 template <int D>
 PrefillTensorMaps prefill_tensor_maps(const AttentionParams& p) {
   using Shape = WgmmaShape<D>;
@@ -123,6 +125,12 @@ PrefillTensorMaps prefill_tensor_maps(const AttentionParams& p) {
                     tma::encode_bytes_3d(&maps.v, p.paged ? p.value_cache : p.v, dims, strides, box);
   }
   const int group = p.heads_q / p.heads_kv;
+  if (p.q_type == ElementType::kFp8 && p.tokens_q > 0 && Shape::kRows % group == 0) {
+    const uint64_t dims[3] = {D, uint64_t(p.heads_q), uint64_t(p.tokens_q)};
+    const uint64_t strides[2] = {D, uint64_t(D) * p.heads_q};
+    const uint32_t box[3] = {uint32_t(Shape::kSwizzleBytes), uint32_t(group), uint32_t(Shape::kRows / group)};
+    maps.q_ready = tma::encode_bytes_3d(&maps.q, p.q, dims, strides, box);
+  }
   if (p.num_splits == 1 && p.tokens_q > 0 && 64 % group == 0) {
     const uint64_t row_bytes = uint64_t(D) * element_bytes(p.out_type);
     const uint64_t dims[3] = {row_bytes, uint64_t(p.heads_q), uint64_t(p.tokens_q)};

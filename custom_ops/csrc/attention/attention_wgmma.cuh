@@ -179,10 +179,12 @@ FA_DEVICE uint32_t fp8_row_offset(int row, int chunk) {
 // (kOutTileBytes below) x the group's heads x the tokens of a computing warpgroup's 64 rows;
 // without it (`out_ready` false: key splits, a group that does not divide 64) rows are stored a
 // chunk at a time, as they are under key splits whatever the host encoded (their rows go to the
-// fp32 partials).
+// fp32 partials). And of an FP8 q ([tokens, heads_q, head_dim]) for boxes of a column tile x the
+// group's heads x the tokens of a CTA's rows; without it (`q_ready` false: a group that does not
+// divide the CTA's rows, a 16-bit q) Q is copied a row at a time.
 struct PrefillTensorMaps {
-  CUtensorMap k, v, out;
-  bool kv_ready, out_ready;
+  CUtensorMap k, v, out, q;
+  bool kv_ready, out_ready, q_ready;
 };
 
 // Bytes per row of a column tile of the output as staged: one 128-byte swizzle wide (an output
@@ -628,9 +630,21 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       }
       return;
     }
-    // FP8 Q (the CTA's rows, the bytes as they are; rows past the sequence repeat its last row)
-    // travels with the first tile: k_ready(0) covers both, and no CTA barrier waits for it.
-    if (kFp8Q && range.tiles > 0) {
+    // FP8 Q (the CTA's rows, the bytes as they are) travels with the first tile: k_ready(0)
+    // covers both, and no CTA barrier waits for it. By one tensor copy per column tile where the
+    // group divides the CTA's rows (a box of its tokens x the group's heads; rows past the
+    // sequence read the tokens after it, or zeros, and are dropped); else a row at a time, rows
+    // past the sequence repeating its last.
+    if (kFp8Q && range.tiles > 0 && maps.q_ready) {
+      if (thread == 0) {
+        tma::expect_bytes(k_ready(0), Shape::kQBytes);
+#pragma unroll
+        for (int ct = 0; ct < Shape::kColumnTiles; ++ct) {
+          tma::load_3d(smem + Shape::kQOffset + ct * kQTile, &maps.q, k_ready(0), ct * Shape::kSwizzleBytes,
+                       kv_head * cta.group, cta.q_first + cta.row0 / cta.group);
+        }
+      }
+    } else if (kFp8Q && range.tiles > 0) {
       for (int i = thread; i < Shape::kRows * kChunks; i += 128) {
         const int r = min(cta.row0 + i / kChunks, cta.rows - 1), c = i % kChunks;
         const uint8_t* src = static_cast<const uint8_t*>(p.q) + (int64_t(cta.token(r)) * p.heads_q + cta.head(r, kv_head)) * D;

@@ -239,8 +239,9 @@ class TestFlashAttnVarlen(PlacedCase):
     def test_fp8_prefill_next_sequence_poisoned(self):
         """A sequence's rows do not depend on the queries after it. The sm_90a kernel copies an
         FP8 q's rows as a box of tokens where the GQA group divides a CTA's rows (groups 4 and 8
-        here), so a CTA's rows past its sequence's end hold the next sequence's queries, and drop
-        what they compute; elsewhere (group 3 at head_dim 128 and 256) they repeat the last row.
+        here, and 3 at head_dim 64, whose CTAs have 192 rows), so a CTA's rows past its sequence's
+        end hold the next sequence's queries, and drop what they compute; elsewhere (group 3 at
+        head_dim 128 and 256) they repeat the last row.
         With NaN and the largest codes in the second sequence's q, the first sequence's output and
         log-sum-exp are bit for bit those of a clean q, and within the bound of the reference."""
         lens = [70, 50]

@@ -124,20 +124,19 @@ PrefillTensorMaps prefill_tensor_maps(const AttentionParams& p) {
     maps.kv_ready = tma::encode_bytes_3d(&maps.k, p.paged ? p.key_cache : p.k, dims, strides, box) &&
                     tma::encode_bytes_3d(&maps.v, p.paged ? p.value_cache : p.v, dims, strides, box);
   }
+  // q and the output, [tokens_q, heads_q, row_bytes]: boxes of a column tile x the group's heads x
+  // the tokens of `rows` rows (a CTA's rows are token-major: row r is token r / group, head r % group).
   const int group = p.heads_q / p.heads_kv;
-  if (p.q_type == ElementType::kFp8 && p.tokens_q > 0 && Shape::kRows % group == 0) {
-    const uint64_t dims[3] = {D, uint64_t(p.heads_q), uint64_t(p.tokens_q)};
-    const uint64_t strides[2] = {D, uint64_t(D) * p.heads_q};
-    const uint32_t box[3] = {uint32_t(Shape::kSwizzleBytes), uint32_t(group), uint32_t(Shape::kRows / group)};
-    maps.q_ready = tma::encode_bytes_3d(&maps.q, p.q, dims, strides, box);
-  }
-  if (p.num_splits == 1 && p.tokens_q > 0 && 64 % group == 0) {
-    const uint64_t row_bytes = uint64_t(D) * element_bytes(p.out_type);
+  auto encode_rows = [&](CUtensorMap* map, const void* base, uint64_t row_bytes, uint32_t tile_bytes, int rows) {
+    if (p.tokens_q == 0 || rows % group != 0) return false;
     const uint64_t dims[3] = {row_bytes, uint64_t(p.heads_q), uint64_t(p.tokens_q)};
     const uint64_t strides[2] = {row_bytes, row_bytes * p.heads_q};
-    const uint32_t box[3] = {uint32_t(kOutTileBytes), uint32_t(group), uint32_t(64 / group)};
-    maps.out_ready = tma::encode_bytes_3d(&maps.out, p.out, dims, strides, box);
-  }
+    const uint32_t box[3] = {tile_bytes, uint32_t(group), uint32_t(rows / group)};
+    return tma::encode_bytes_3d(map, base, dims, strides, box);
+  };
+  maps.q_ready = p.q_type == ElementType::kFp8 && encode_rows(&maps.q, p.q, D, Shape::kSwizzleBytes, Shape::kRows);
+  maps.out_ready = p.num_splits == 1 &&
+                   encode_rows(&maps.out, p.out, uint64_t(D) * element_bytes(p.out_type), kOutTileBytes, 64);
   return maps;
 }
 

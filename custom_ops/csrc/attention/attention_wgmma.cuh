@@ -641,7 +641,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
 #pragma unroll
         for (int ct = 0; ct < Shape::kColumnTiles; ++ct) {
           tma::load_3d(smem + Shape::kQOffset + ct * kQTile, &maps.q, k_ready(0), ct * Shape::kSwizzleBytes,
-                       kv_head * cta.group, cta.q_first + cta.row0 / cta.group);
+                       kv_head * cta.group, cta.token(cta.row0));
         }
       }
     } else if (kFp8Q && range.tiles > 0) {

@@ -31,6 +31,8 @@
 // K leave room for two of the four FP8 stages at head_dim 128 and for one at 256.
 #pragma once
 
+#include <type_traits>
+
 #include "attention_kernel.cuh"
 #include "fastattn/tma.h"
 #include "fastattn/vec.h"
@@ -440,13 +442,25 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
     const int thread = threadIdx.x;
     const uint8_t* k_base = static_cast<const uint8_t*>(kPaged ? p.key_cache : p.k);
     const uint8_t* v_base = static_cast<const uint8_t*>(kPaged ? p.value_cache : p.v);
+    // A tile's boxes go out one at a time (a tensor copy takes uniform operands, so the lanes take
+    // turns): lane b of warp 0 sends box b of K and of V. Where cache blocks of a quarter tile or
+    // less make four or more boxes a tensor (blocks of 16 and 32 keys at head_dim 128), lane b of
+    // warp 1 sends V's, so that two warps issue them side by side: FP8 q over cache_fp8 in blocks
+    // of 16 +10-12%, of 32 +6% (perf notes v60). That takes a copying loop of its own (copy_tiles),
+    // so that the loop over larger blocks keeps its registers; one or two boxes a tensor gained
+    // nothing from the second warp. (Warp 1's bytes may land before thread 0's expect_bytes: the
+    // phase also waits for every copying thread's arrival, made later.)
+    const int box_rows = Shape::box_rows(kPaged, p.layout.block_size);
+    const bool values_by_warp_1 = kPaged && 4 * box_rows <= kKeys;
+    const int box = thread % 32;
     // Paged: the cache block of this lane's box, read a tile ahead so that the table's latency
     // is off the copying path (waiting for it before each tile's copies cost 2-3.5%); tile 0's
     // goes out ahead of Q's copies. Whole tiles are a prefix of the range and load_tile takes them
     // in order, so the block held is always the next whole tile's.
-    const int box_rows = Shape::box_rows(kPaged, p.layout.block_size);
     int next_block = -1;
-    if (kPaged && maps.kv_ready && thread * box_rows < kKeys) next_block = p.layout.block(cta.seq, range.begin + thread * box_rows);
+    if (kPaged && maps.kv_ready && (thread < 32 || (values_by_warp_1 && thread < 64)) && box * box_rows < kKeys) {
+      next_block = p.layout.block(cta.seq, range.begin + box * box_rows);
+    }
     // A tile's per-token scales, in the tables' format: copying warp 2 copies the k scales and warp
     // 3 the v scales, kScaleKeys keys a lane (a lane's keys never straddle a cache block, which
     // holds 16 or more). Keys past the sequence read as 0, those of the last key's lane too: a
@@ -518,24 +532,26 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       }
       if (scale_lane == 0) *reinterpret_cast<float*>(slot + Shape::kValueRefOffset) = value_ref;
     };
-    auto load_tile = [&](int tile) {
+    auto load_tile = [&](int tile, auto split_boxes) {
+      constexpr bool kValuesByWarp1 = decltype(split_boxes)::value;  // (values_by_warp_1)
       const uint32_t stage = stage_of(tile);
       const int key0 = range.begin + tile * kKeys;
       // A tile inside the sequence goes whole, keys past the CTA's range included (the last tile
       // of a causal range): the softmax masks them for every row, as it masks a row's keys past
       // its own limit in any tile.
       const bool by_tma = maps.kv_ready && key0 + kKeys <= cta.k_len;
-      // The tensor copies are one warp's; per-token scales two others'.
-      if (by_tma && thread >= 32 && !(kTokenScales && copies_scales)) return;
+      // The tensor copies are one warp's (two with kValuesByWarp1); per-token scales two others'.
+      constexpr int kBoxWarps = kValuesByWarp1 ? 2 : 1;
+      if (by_tma && thread >= 32 * kBoxWarps && !(kTokenScales && copies_scales)) return;
       // (With a 16-bit q the copying warpgroup's own barrier after the widening frees a stage.)
       if (kFp8Q && tile >= kStages) roles::mbarrier_wait(k_free(tile), phase_of(tile, kStages) ^ 1u);
-      if (by_tma && thread < 32) {
+      if (by_tma && thread < 32 * kBoxWarps) {
         // A whole tile of the sequence: boxes of its kKeys rows (contiguous keys) or of a cache
         // block's rows (at most kKeys), one per lane, K and V of every column tile.
         if (thread == 0) tma::expect_bytes(k_ready(tile), Shape::kStageBytes);
         __syncwarp();
-        if (thread * box_rows < kKeys) {
-          const int key = key0 + thread * box_rows;
+        if (box * box_rows < kKeys) {
+          const int key = key0 + box * box_rows;
           int y = kv_head, z = cta.k_first + key;  // contiguous: (column, head, token)
           if constexpr (kPaged) {
             // (column, row in the block, block x heads + head); an unmapped block reads zeros.
@@ -543,13 +559,14 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
             next_block = p.layout.block(cta.seq, key + kKeys);  // this lane's box in the next tile
             y = block >= 0 ? key & (p.layout.block_size - 1) : 0;
             z = block >= 0 ? block * p.layout.num_heads + kv_head : -1;
-            if (block < 0) unmapped_tile[tile % kNotes] = tile;
+            if (block < 0 && thread < 32) unmapped_tile[tile % kNotes] = tile;
           }
-          const uint32_t dst = stage + thread * box_rows * Shape::kSwizzleBytes;
+          const uint32_t dst = stage + box * box_rows * Shape::kSwizzleBytes;
+          const bool keys = thread < 32, values = !kValuesByWarp1 || thread >= 32;
 #pragma unroll
           for (int ct = 0; ct < Shape::kColumnTiles; ++ct) {
-            tma::load_3d(dst + ct * kKTile, &maps.k, k_ready(tile), ct * Shape::kSwizzleBytes, y, z);
-            tma::load_3d(dst + Shape::kKBytes + ct * kKTile, &maps.v, k_ready(tile), ct * Shape::kSwizzleBytes, y, z);
+            if (keys) tma::load_3d(dst + ct * kKTile, &maps.k, k_ready(tile), ct * Shape::kSwizzleBytes, y, z);
+            if (values) tma::load_3d(dst + Shape::kKBytes + ct * kKTile, &maps.v, k_ready(tile), ct * Shape::kSwizzleBytes, y, z);
           }
         }
       }
@@ -610,74 +627,83 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       }
       widen(tile, stage_of(tile) + Shape::kKBytes, v16_of(tile), v16_ready(tile), v16_free(tile), kV16Buffers);
     };
-    if constexpr (!kFp8Q) {
-      // Each thread arrives on a tile's k_ready as its copies of the tile go out, the arrival made
-      // once they land (cp_async_arrive): the widening then waits for the tile's bytes alone, not
-      // for every copying thread to reach it. A stage takes its next tile's copies once the whole
-      // warpgroup has widened it; every stage is copied before the first widening.
-      auto copy_tile = [&](int tile) {
-        if (tile >= range.tiles) return;
-        load_tile(tile);
-        cp_async_arrive(k_ready(tile));
-      };
+    auto copy_tiles = [&](auto split_boxes) {
+      if constexpr (!kFp8Q) {
+        // Each thread arrives on a tile's k_ready as its copies of the tile go out, the arrival made
+        // once they land (cp_async_arrive): the widening then waits for the tile's bytes alone, not
+        // for every copying thread to reach it. A stage takes its next tile's copies once the whole
+        // warpgroup has widened it; every stage is copied before the first widening.
+        auto copy_tile = [&](int tile) {
+          if (tile >= range.tiles) return;
+          load_tile(tile, split_boxes);
+          cp_async_arrive(k_ready(tile));
+        };
 #pragma unroll 1
-      for (int tile = 0; tile < kStages; ++tile) copy_tile(tile);
+        for (int tile = 0; tile < kStages; ++tile) copy_tile(tile);
 #pragma unroll 1
-      for (int tile = 0; tile < range.tiles; ++tile) {
-        hand_over(tile);
-        roles::named_sync(1, 128);
-        copy_tile(tile + kStages);
+        for (int tile = 0; tile < range.tiles; ++tile) {
+          hand_over(tile);
+          roles::named_sync(1, 128);
+          copy_tile(tile + kStages);
+        }
+        return;
       }
-      return;
-    }
-    // FP8 Q (the CTA's rows, the bytes as they are) travels with the first tile: k_ready(0)
-    // covers both, and no CTA barrier waits for it. By one tensor copy per column tile where the
-    // group divides the CTA's rows (a box of its tokens x the group's heads; rows past the
-    // sequence read the tokens after it, or zeros, and are dropped); else a row at a time, rows
-    // past the sequence repeating its last.
-    if (kFp8Q && range.tiles > 0 && maps.q_ready) {
-      if (thread == 0) {
-        tma::expect_bytes(k_ready(0), Shape::kQBytes);
+      // FP8 Q (the CTA's rows, the bytes as they are) travels with the first tile: k_ready(0)
+      // covers both, and no CTA barrier waits for it. By one tensor copy per column tile where the
+      // group divides the CTA's rows (a box of its tokens x the group's heads; rows past the
+      // sequence read the tokens after it, or zeros, and are dropped); else a row at a time, rows
+      // past the sequence repeating its last.
+      if (kFp8Q && range.tiles > 0 && maps.q_ready) {
+        if (thread == 0) {
+          tma::expect_bytes(k_ready(0), Shape::kQBytes);
 #pragma unroll
-        for (int ct = 0; ct < Shape::kColumnTiles; ++ct) {
-          tma::load_3d(smem + Shape::kQOffset + ct * kQTile, &maps.q, k_ready(0), ct * Shape::kSwizzleBytes,
-                       kv_head * cta.group, cta.token(cta.row0));
+          for (int ct = 0; ct < Shape::kColumnTiles; ++ct) {
+            tma::load_3d(smem + Shape::kQOffset + ct * kQTile, &maps.q, k_ready(0), ct * Shape::kSwizzleBytes,
+                         kv_head * cta.group, cta.token(cta.row0));
+          }
+        }
+      } else if (kFp8Q && range.tiles > 0) {
+        for (int i = thread; i < Shape::kRows * kChunks; i += 128) {
+          const int r = min(cta.row0 + i / kChunks, cta.rows - 1), c = i % kChunks;
+          const uint8_t* src = static_cast<const uint8_t*>(p.q) + (int64_t(cta.token(r)) * p.heads_q + cta.head(r, kv_head)) * D;
+          cp_async<16>(smem + Shape::kQOffset + fp8_row_offset<Shape, kQTile>(i / kChunks, c), src + c * 16, true);
         }
       }
-    } else if (kFp8Q && range.tiles > 0) {
-      for (int i = thread; i < Shape::kRows * kChunks; i += 128) {
-        const int r = min(cta.row0 + i / kChunks, cta.rows - 1), c = i % kChunks;
-        const uint8_t* src = static_cast<const uint8_t*>(p.q) + (int64_t(cta.token(r)) * p.heads_q + cta.head(r, kv_head)) * D;
-        cp_async<16>(smem + Shape::kQOffset + fp8_row_offset<Shape, kQTile>(i / kChunks, c), src + c * 16, true);
+      // Two tiles copied before the first widening (the stage ring's others wait for the computing
+      // warpgroups).
+#pragma unroll 1
+      for (int tile = 0; tile < 2; ++tile) {
+        if (tile < range.tiles) load_tile(tile, split_boxes);
+        cp_async_commit();
+      }
+      // The copies of tile j + 2 go out before tile j's V is widened, except where the other order
+      // was faster: over one scale the paged kernel at head_dim 128 (8 x 4096 588 -> 599 TFLOP/s;
+      // the others lost 1.5-5% with it, most at head_dim 256, where the widening sets the pace);
+      // over per-token scales at head_dim 64 (FP8 q 353 -> 366), while head_dim 128 gained 1% at
+      // 1 x 16384 with the copies first. With three stages they must widen first: tile j + 2 takes
+      // tile j - 1's stage, whose V the other copying threads may widen until they all reach tile
+      // j's hand-over.
+      constexpr bool kCopiesAfterWidening = kStages < 4 || (kTokenScales ? D == 64 : kPaged && D == 128);
+      auto copy_ahead = [&](int tile) {
+        if (tile + 2 < range.tiles) load_tile(tile + 2, split_boxes);
+        cp_async_commit();
+      };
+#pragma unroll 1
+      for (int tile = 0; tile < range.tiles; ++tile) {
+        if constexpr (!kCopiesAfterWidening) copy_ahead(tile);
+        cp_async_wait<kCopiesAfterWidening ? 1 : 2>();  // this thread's copies of tile j
+        hand_over(tile);
+        if constexpr (kCopiesAfterWidening) copy_ahead(tile);
+      }
+      cp_async_wait<0>();
+    };
+    if constexpr (kPaged) {
+      if (values_by_warp_1) {
+        copy_tiles(std::true_type{});
+        return;
       }
     }
-    // Two tiles copied before the first widening (the stage ring's others wait for the computing
-    // warpgroups).
-#pragma unroll 1
-    for (int tile = 0; tile < 2; ++tile) {
-      if (tile < range.tiles) load_tile(tile);
-      cp_async_commit();
-    }
-    // The copies of tile j + 2 go out before tile j's V is widened, except where the other order
-    // was faster: over one scale the paged kernel at head_dim 128 (8 x 4096 588 -> 599 TFLOP/s;
-    // the others lost 1.5-5% with it, most at head_dim 256, where the widening sets the pace);
-    // over per-token scales at head_dim 64 (FP8 q 353 -> 366), while head_dim 128 gained 1% at
-    // 1 x 16384 with the copies first. With three stages they must widen first: tile j + 2 takes
-    // tile j - 1's stage, whose V the other copying threads may widen until they all reach tile
-    // j's hand-over.
-    constexpr bool kCopiesAfterWidening = kStages < 4 || (kTokenScales ? D == 64 : kPaged && D == 128);
-    auto copy_ahead = [&](int tile) {
-      if (tile + 2 < range.tiles) load_tile(tile + 2);
-      cp_async_commit();
-    };
-#pragma unroll 1
-    for (int tile = 0; tile < range.tiles; ++tile) {
-      if constexpr (!kCopiesAfterWidening) copy_ahead(tile);
-      cp_async_wait<kCopiesAfterWidening ? 1 : 2>();  // this thread's copies of tile j
-      hand_over(tile);
-      if constexpr (kCopiesAfterWidening) copy_ahead(tile);
-    }
-    cp_async_wait<0>();
+    copy_tiles(std::false_type{});
     return;
   }
 

@@ -508,10 +508,10 @@ PREFILL_VARIANTS = ("fp8 q/k/v", "bf16 q, fp8 k/v", "bf16", "fp8 q, paged cache_
                     "fp8 q, paged cache_fp8, fp8_pv", "fp8 q, paged block_wise_fp8, fp8_pv")
 
 
-def prefill_row(rng, args, seqs, length, hq, hkv, dim, variant):
+def prefill_row(rng, args, seqs, length, hq, hkv, dim, variant, block_size=PREFILL_BLOCK):
     """Causal prefill: flash_attn_varlen with FP8 q/k/v, bf16 q over FP8 k/v or bf16; or
-    paged_attention with FP8 or bf16 q over a cache_fp8 or block_wise_fp8 cache (the whole sequence
-    as one chunk); ", fp8_pv" at the end: with the op's fp8_pv. The inputs are normal values (FP8:
+    paged_attention with FP8 or bf16 q over a cache_fp8 or block_wise_fp8 cache of `block_size`-key
+    blocks (the whole sequence as one chunk); ", fp8_pv" at the end: with the op's fp8_pv. The inputs are normal values (FP8:
     quantized with a per-tensor scale, times a per-token factor in [0.5, 1) for block_wise_fp8), as
     in the bf16 ceiling's run: the tensor cores' work and the softmax's (how spread P is, how often
     a row's max moves) depend on them."""
@@ -529,11 +529,11 @@ def prefill_row(rng, args, seqs, length, hq, hkv, dim, variant):
         q, q_descale = random_gpu(rng, (tokens, hq, dim)), None
     if "paged " in variant:
         quant = variant.split("paged ")[1].split(",")[0]
-        blocks = tokens // PREFILL_BLOCK
+        blocks = tokens // block_size
         tables = from_numpy(rng.permutation(blocks).astype(np.int32).reshape(seqs, -1), None, "gpu")
-        cache, scales = zip(*(quantized_normal_gpu(rng, (blocks, hkv, PREFILL_BLOCK, dim)) for _ in range(2)))
+        cache, scales = zip(*(quantized_normal_gpu(rng, (blocks, hkv, block_size, dim)) for _ in range(2)))
         if quant == "block_wise_fp8":  # per-token scale tables [blocks, kv heads, block_size]
-            scales = [s * rng.uniform(0.5, 1.0, (blocks, hkv, PREFILL_BLOCK)).astype(np.float32) for s in scales]
+            scales = [s * rng.uniform(0.5, 1.0, (blocks, hkv, block_size)).astype(np.float32) for s in scales]
         else:
             scales = [np.full(hkv, s, np.float32) for s in scales]
         scales = [from_numpy(s, "float32", "gpu") for s in scales]
@@ -551,7 +551,8 @@ def prefill_row(rng, args, seqs, length, hq, hkv, dim, variant):
                                                     "bfloat16", length, 0, fp8_pv)
     timing = time_gpu(fn, reps=max(args.reps // 3, 5), inner=3)
     op = "paged_attention prefill" if "paged" in variant else "flash_attn_varlen prefill"
-    return dict(op=op, shape=f"{seqs} x {length} causal, {hq}/{hkv} heads, D {dim}", variant=variant,
+    blocks_note = f", bs {block_size}" if "paged" in variant and block_size != PREFILL_BLOCK else ""
+    return dict(op=op, shape=f"{seqs} x {length} causal, {hq}/{hkv} heads, D {dim}{blocks_note}", variant=variant,
                 layout=f"{hq}/{hkv}/{dim}", flops=flops, **timing_fields(timing))
 
 
@@ -559,6 +560,18 @@ def prefill_row(rng, args, seqs, length, hq, hkv, dim, variant):
 def bench_prefill(rng, args):
     return [prefill_row(rng, args, seqs, length, PREFILL_HQ, PREFILL_HKV, PREFILL_DIM, variant)
             for seqs, length in PREFILL_SHAPES for variant in PREFILL_VARIANTS]
+
+
+# Cache block sizes beside the prefill case's 64: 16 is vLLM's and FlashInfer's usual page size. A
+# tile of 128 keys then spans 8 blocks, each K and V block a tensor copy of its own.
+BLOCK_SIZES = (16, 32, 128)
+BLOCK_SIZE_VARIANTS = ("fp8 q, paged cache_fp8", "fp8 q, paged block_wise_fp8", "bf16 q, paged cache_fp8")
+
+
+@case("block_sizes")
+def bench_block_sizes(rng, args):
+    return [prefill_row(rng, args, *PREFILL_SHAPES[0], PREFILL_HQ, PREFILL_HKV, PREFILL_DIM, variant, block_size)
+            for block_size in BLOCK_SIZES for variant in BLOCK_SIZE_VARIANTS]
 
 
 @case("head_layouts")

@@ -6,9 +6,10 @@
 // A CTA is a copying warpgroup and two computing ones over 128 rows; three over 192 rows at
 // head_dim 64, where the softmax weighs most against a tile's matrix products. The copying one
 // copies every tile of K and V (128 keys, 64 at head_dim 256; two tiles ahead) and widens V to
-// fp16 (with fp8_pv transposes it); mbarriers hand each buffer to the computing ones and back. Whole tiles travel by tensor
-// copies (TMA: one box per tile, or per cache block), issued by one warp; a tile that runs past the
-// sequence's end by cp.async, a row per thread, so that keys past the sequence read as zeros. The
+// fp16 (with fp8_pv transposes it); mbarriers hand each buffer to the computing ones and back.
+// Whole tiles travel by tensor copies (TMA: one box per tile, or per cache block), issued by one
+// warp (two for small blocks); a tile that runs past the sequence's end by cp.async, a row per
+// thread, so that keys past the sequence read as zeros. The
 // computing warpgroups take 64 rows each. S = Q K^T runs on the FP8 tensor cores straight from the
 // stored bytes (m64nKk32, Q and K swizzled in shared memory; Q in registers where that paid). P V
 // runs in fp16 (m64nDk16, P from registers, V N-major; two n128 halves at head_dim 256; at head_dim

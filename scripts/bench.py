@@ -511,10 +511,10 @@ PREFILL_VARIANTS = ("fp8 q/k/v", "bf16 q, fp8 k/v", "bf16", "fp8 q, paged cache_
 def prefill_row(rng, args, seqs, length, hq, hkv, dim, variant, block_size=PREFILL_BLOCK):
     """Causal prefill: flash_attn_varlen with FP8 q/k/v, bf16 q over FP8 k/v or bf16; or
     paged_attention with FP8 or bf16 q over a cache_fp8 or block_wise_fp8 cache of `block_size`-key
-    blocks (the whole sequence as one chunk); ", fp8_pv" at the end: with the op's fp8_pv. The inputs are normal values (FP8:
-    quantized with a per-tensor scale, times a per-token factor in [0.5, 1) for block_wise_fp8), as
-    in the bf16 ceiling's run: the tensor cores' work and the softmax's (how spread P is, how often
-    a row's max moves) depend on them."""
+    blocks (the whole sequence as one chunk); ", fp8_pv" at the end: with the op's fp8_pv. The
+    inputs are normal values (FP8: quantized with a per-tensor scale, times a per-token factor in
+    [0.5, 1) for block_wise_fp8), as in the bf16 ceiling's run: the tensor cores' work and the
+    softmax's (how spread P is, how often a row's max moves) depend on them."""
     ops = ops_module()
     scalar = lambda x: from_numpy(np.array([x], np.float32), "float32", "gpu")
     tokens = seqs * length

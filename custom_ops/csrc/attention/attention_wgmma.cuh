@@ -533,8 +533,8 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       }
       if (scale_lane == 0) *reinterpret_cast<float*>(slot + Shape::kValueRefOffset) = value_ref;
     };
-    auto load_tile = [&](int tile, auto split_boxes) {
-      constexpr bool kValuesByWarp1 = decltype(split_boxes)::value;  // (values_by_warp_1)
+    auto load_tile = [&](int tile, auto by_warp_1) {
+      constexpr bool kValuesByWarp1 = decltype(by_warp_1)::value;  // values_by_warp_1, as a constant
       const uint32_t stage = stage_of(tile);
       const int key0 = range.begin + tile * kKeys;
       // A tile inside the sequence goes whole, keys past the CTA's range included (the last tile
@@ -628,7 +628,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       }
       widen(tile, stage_of(tile) + Shape::kKBytes, v16_of(tile), v16_ready(tile), v16_free(tile), kV16Buffers);
     };
-    auto copy_tiles = [&](auto split_boxes) {
+    auto copy_tiles = [&](auto by_warp_1) {
       if constexpr (!kFp8Q) {
         // Each thread arrives on a tile's k_ready as its copies of the tile go out, the arrival made
         // once they land (cp_async_arrive): the widening then waits for the tile's bytes alone, not
@@ -636,7 +636,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
         // warpgroup has widened it; every stage is copied before the first widening.
         auto copy_tile = [&](int tile) {
           if (tile >= range.tiles) return;
-          load_tile(tile, split_boxes);
+          load_tile(tile, by_warp_1);
           cp_async_arrive(k_ready(tile));
         };
 #pragma unroll 1
@@ -674,7 +674,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       // warpgroups).
 #pragma unroll 1
       for (int tile = 0; tile < 2; ++tile) {
-        if (tile < range.tiles) load_tile(tile, split_boxes);
+        if (tile < range.tiles) load_tile(tile, by_warp_1);
         cp_async_commit();
       }
       // The copies of tile j + 2 go out before tile j's V is widened, except where the other order
@@ -686,7 +686,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       // j's hand-over.
       constexpr bool kCopiesAfterWidening = kStages < 4 || (kTokenScales ? D == 64 : kPaged && D == 128);
       auto copy_ahead = [&](int tile) {
-        if (tile + 2 < range.tiles) load_tile(tile + 2, split_boxes);
+        if (tile + 2 < range.tiles) load_tile(tile + 2, by_warp_1);
         cp_async_commit();
       };
 #pragma unroll 1

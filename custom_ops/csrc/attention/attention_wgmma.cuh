@@ -678,13 +678,12 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
         cp_async_commit();
       }
       // The copies of tile j + 2 go out before tile j's V is widened, except where the other order
-      // was faster: over one scale the paged kernel at head_dim 128 (8 x 4096 588 -> 599 TFLOP/s;
-      // the others lost 1.5-5% with it, most at head_dim 256, where the widening sets the pace);
-      // over per-token scales at head_dim 64 (FP8 q 353 -> 366), while head_dim 128 gained 1% at
-      // 1 x 16384 with the copies first. With three stages they must widen first: tile j + 2 takes
-      // tile j - 1's stage, whose V the other copying threads may widen until they all reach tile
-      // j's hand-over.
-      constexpr bool kCopiesAfterWidening = kStages < 4 || (kTokenScales ? D == 64 : kPaged && D == 128);
+      // was faster: the paged kernels at head_dim 128 (over one scale 8 x 4096 588 -> 599 TFLOP/s,
+      // over per-token scales 1% faster at every block size; the others lost 1.5-5% with it, most
+      // at head_dim 256, where the widening sets the pace) and over per-token scales at head_dim 64
+      // (FP8 q 353 -> 366). With three stages they must widen first: tile j + 2 takes tile j - 1's
+      // stage, whose V the other copying threads may widen until they all reach tile j's hand-over.
+      constexpr bool kCopiesAfterWidening = kStages < 4 || (kPaged && (D == 128 || (kTokenScales && D == 64)));
       auto copy_ahead = [&](int tile) {
         if (tile + 2 < range.tiles) load_tile(tile + 2, by_warp_1);
         cp_async_commit();

@@ -343,7 +343,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   constexpr bool kOutputInStages = kGroups + int(kFp8Q) <= kStages;
   static_assert(kOutputInStages || (!kFp8Q && kGroups <= kK16Buffers), "a buffer per computing warpgroup at the end");
   constexpr int kOutputBufferBytes = kOutputInStages ? Shape::kStageBytes : Shape::kK16Bytes;
-  constexpr bool kSplitHandOver = kFp8Q && kStages == 4 && (D == 256 || (D == 128 && !kPaged));
+  constexpr bool kSplitHandOver = kFp8Q && kStages == 4 && (D == 256 || (D == 128 && !kTokenScales));
   // Named barriers: 1 the copying warpgroup's (16-bit q), 2 + w computing warpgroup w's turn at
   // the tensor cores, 2 + kGroups + w its epilogue's (and its q staging's).
   static_assert(2 + 2 * kGroups <= 16, "16 named barriers");
@@ -369,9 +369,11 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   // Except where the hand-over is split (kSplitHandOver): there each copying thread arrives for
   // K of j + 1 before it widens V of j, and a computing warpgroup waits for V of j inside its
   // turn, between Q K^T of j + 1 and P V of j, so that the widening is off Q K^T's path. Split
-  // with FP8 q and four stages at head_dim 256, and contiguous at 128: 8 x 4096 / 1 x 16384
-  // 3.6% / 4.6% faster at 128, 10% / 8% at 256, paged at 256 13%. The paged kernels at 128 lost
-  // 1-1.7% with it (also with the arrival before the copies), the kernels at 64 up to 1%.
+  // with FP8 q and four stages, except over per-token scales (there 0.4-1.3% slower in blocks of
+  // 64 and 128, though 2% / 6% faster in 32 / 16) and at head_dim 64 (up to 1% slower). Faster at
+  // 8 x 4096 / 1 x 16384: contiguous by 3.6% / 4.6% at 128 and 10% / 8% at 256; paged at 256 by
+  // 13%, at 128 over cache_fp8 by 1% / 2.4% (2-8% in smaller blocks; with the copies after the
+  // widening, as before: with them first 1.7% slower).
   // k_free[s] / v16_free[b]: the computing warpgroups' threads arrive when done with a K stage
   // (its Q K^T and softmax) / an fp16 V buffer (its P V).
   // With a 16-bit q the computing warpgroups read fp16 K (k16_ready / k16_free, as for V) and
@@ -685,40 +687,44 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
         if (tile < range.tiles) load_tile(tile, by_warp_1);
         cp_async_commit();
       }
+      // The copies of tile j + 2 go out before tile j's V is widened, except where the other
+      // order was faster: the paged kernels at head_dim 128 (over one scale 8 x 4096 588 -> 599
+      // TFLOP/s, over per-token scales 1% faster at every block size; the others lost 1.5-5% with
+      // it, most at head_dim 256, where the widening sets the pace) and over per-token scales at
+      // head_dim 64 (FP8 q 353 -> 366). With three stages they must widen first: tile j + 2 takes
+      // tile j - 1's stage, whose V the other copying threads may widen until they all reach tile
+      // j's hand-over.
+      constexpr bool kCopiesAfterWidening = kStages < 4 || (kPaged && (D == 128 || (kTokenScales && D == 64)));
       auto copy_ahead = [&](int tile) {
         if (tile + 2 < range.tiles) load_tile(tile + 2, by_warp_1);
         cp_async_commit();
       };
       if constexpr (kSplitHandOver) {
-        // Per tile j: the copies of j + 2, the arrival for K of j + 1, V of j widened.
+        // Per tile j: the arrival for K of j + 1, then V of j widened; the copies of j + 2 before
+        // both, or after the widening.
         if (range.tiles > 0) {
           cp_async_wait<1>();  // this thread's copies of tile 0
           arrive_for_keys(0);
         }
 #pragma unroll 1
         for (int tile = 0; tile < range.tiles; ++tile) {
-          // Tile j + 2 takes tile j - 2's stage, once every copying thread has widened its V (here
-          // the arrival for K of j no longer says so).
-          if (tile >= 2 && tile + 2 < range.tiles) {
-            roles::mbarrier_wait(v16_ready(tile - 2), phase_of(tile - 2, kV16Buffers));
+          if constexpr (!kCopiesAfterWidening) {
+            // Tile j + 2 takes tile j - 2's stage once every copying thread has widened its V (here
+            // the arrival for K of j no longer says so).
+            if (tile >= 2 && tile + 2 < range.tiles) {
+              roles::mbarrier_wait(v16_ready(tile - 2), phase_of(tile - 2, kV16Buffers));
+            }
+            copy_ahead(tile);
           }
-          copy_ahead(tile);
           if (tile + 1 < range.tiles) {
-            cp_async_wait<1>();  // this thread's copies of tile j + 1
+            cp_async_wait<kCopiesAfterWidening ? 0 : 1>();  // this thread's copies of tile j + 1
             arrive_for_keys(tile + 1);
           }
           roles::mbarrier_wait(k_ready(tile), phase_of(tile, kStages));
           widen(tile, stage_of(tile) + Shape::kKBytes, v16_of(tile), v16_ready(tile), v16_free(tile), kV16Buffers);
+          if constexpr (kCopiesAfterWidening) copy_ahead(tile);  // (every thread widened j - 2 before arriving for j)
         }
       } else {
-        // The copies of tile j + 2 go out before tile j's V is widened, except where the other
-        // order was faster: the paged kernels at head_dim 128 (over one scale 8 x 4096 588 -> 599
-        // TFLOP/s, over per-token scales 1% faster at every block size; the others lost 1.5-5% with
-        // it, most at head_dim 256, where the widening sets the pace) and over per-token scales at
-        // head_dim 64 (FP8 q 353 -> 366). With three stages they must widen first: tile j + 2 takes
-        // tile j - 1's stage, whose V the other copying threads may widen until they all reach tile
-        // j's hand-over.
-        constexpr bool kCopiesAfterWidening = kStages < 4 || (kPaged && (D == 128 || (kTokenScales && D == 64)));
 #pragma unroll 1
         for (int tile = 0; tile < range.tiles; ++tile) {
           if constexpr (!kCopiesAfterWidening) copy_ahead(tile);

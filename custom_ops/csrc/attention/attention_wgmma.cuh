@@ -624,6 +624,9 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
         weigh_values(tile);
       }
     };
+    auto widen_values = [&](int tile) {
+      widen(tile, stage_of(tile) + Shape::kKBytes, v16_of(tile), v16_ready(tile), v16_free(tile), kV16Buffers);
+    };
     auto arrive_for_keys = [&](int tile) {  // FP8 q: this thread's part of tile j is in
       weigh_scales(tile);
       wgmma::fence_shared_for_async();  // this thread's cp.async copies of K and Q, for the wgmma reads
@@ -636,7 +639,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
         weigh_scales(tile);  // (before K's widening, which hands the weights over with it)
         widen(tile, stage_of(tile), k16_of(tile), k16_ready(tile), k16_free(tile), kK16Buffers);
       }
-      widen(tile, stage_of(tile) + Shape::kKBytes, v16_of(tile), v16_ready(tile), v16_free(tile), kV16Buffers);
+      widen_values(tile);
     };
     auto copy_tiles = [&](auto by_warp_1) {
       if constexpr (!kFp8Q) {
@@ -721,7 +724,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
             arrive_for_keys(tile + 1);
           }
           roles::mbarrier_wait(k_ready(tile), phase_of(tile, kStages));
-          widen(tile, stage_of(tile) + Shape::kKBytes, v16_of(tile), v16_ready(tile), v16_free(tile), kV16Buffers);
+          widen_values(tile);
           if constexpr (kCopiesAfterWidening) copy_ahead(tile);  // (every thread widened j - 2 before arriving for j)
         }
       } else {

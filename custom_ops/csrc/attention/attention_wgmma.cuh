@@ -124,7 +124,8 @@ struct WgmmaShape {
   // Per-token scales: where the copying warpgroup multiplies each key's k scale by the score scale
   // (weigh_keys): at head_dim 64 (FP8 q 333 -> 354 TFLOP/s at 8 x 4096), whose softmax weighs most
   // against the matrix products. Elsewhere the copying warpgroup sets more of the pace (with it
-  // head_dim 128 with a 16-bit q lost 2-4%, 256 4%), and the computing warpgroups fold it.
+  // head_dim 128 lost 2-4% with a 16-bit q and 0.7-1.1% with FP8 q, 256 4%), and the computing
+  // warpgroups fold it.
   static constexpr bool kFoldKeysInCopies = kTokenScales && D == 64;
   // Per-token scales: a tile's k scales and its v scales as copied (the tables' rows, fp32 or
   // bf16), its v scales over the reference v_ref (fp16 pairs; fp32 with FP8 P V; see
@@ -1017,7 +1018,9 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   // stay those of the weights, and the accumulator takes v_ref at the end. The copying warpgroup
   // works out the quotients, in fp16, and v_ref (weigh_values); here they multiply P as packed
   // (two weights an instruction; the quotient's rounding and the product's add two fp16 roundings
-  // to P's), and a tile that raises v_ref rescales the accumulator (by `rescale`) to it. With FP8
+  // to P's), and a tile that raises v_ref rescales the accumulator (by `rescale`) to it. (Weighing
+  // V's rows as the copying warpgroup widens them instead, as many multiplies at head_dim 128, was
+  // 2.6-3.8% slower: perf notes v63.) With FP8
   // P V the quotients are fp32 and multiply the fp32 weights, before P is rounded to e4m3.
   float v_ref = 0.0f;
   auto scale_by_values = [&](int tile, float (&rescale)[2]) {

@@ -1018,10 +1018,10 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   // stay those of the weights, and the accumulator takes v_ref at the end. The copying warpgroup
   // works out the quotients, in fp16, and v_ref (weigh_values); here they multiply P as packed
   // (two weights an instruction; the quotient's rounding and the product's add two fp16 roundings
-  // to P's), and a tile that raises v_ref rescales the accumulator (by `rescale`) to it. (Weighing
+  // to P's), and a tile that raises v_ref rescales the accumulator (by `rescale`) to it. With FP8
+  // P V the quotients are fp32 and multiply the fp32 weights, before P is rounded to e4m3. (Weighing
   // V's rows as the copying warpgroup widens them instead, as many multiplies at head_dim 128, was
-  // 2.6-3.8% slower: perf notes v63.) With FP8
-  // P V the quotients are fp32 and multiply the fp32 weights, before P is rounded to e4m3.
+  // 2.6-3.8% slower: perf notes v63.)
   float v_ref = 0.0f;
   auto scale_by_values = [&](int tile, float (&rescale)[2]) {
     const uint8_t* slot = scales_at(tile);

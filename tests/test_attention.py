@@ -725,7 +725,8 @@ class TestPagedAttention(PlacedCase):
     def test_block_wise_chunked_prefill(self):
         """Chunks over a block_wise_fp8 cache long enough for the prefill kernels (the sm_90a one
         stages each tile's per-token scales beside its keys, except for a 16-bit q at head_dim
-        256): FP8 and bf16 q at every head_dim, block sizes against the tiles, fp32 and bf16 scale
+        256): FP8 and bf16 q at every head_dim, block sizes against the tiles (FP8 q at head_dim 128
+        has a kernel of its own for blocks of 16 and 32 keys), fp32 and bf16 scale
         tables, forced splits, kv_end cuts and unmapped blocks, NaN in every slot and scale that
         holds no key (the odd lengths leave one beside a sequence's last scale). Every 61st value
         is larger by a gain rising along the sequence: most tiles raise the largest value scale
@@ -733,7 +734,7 @@ class TestPagedAttention(PlacedCase):
         lens, q_lens = [1000, 77, 9], [130, 1, 9]
         gain = np.ones(sum(lens))
         gain[::61] = 2.0 ** (np.arange(sum(lens))[::61] / 200.0)
-        cases = itertools.product((64, 128, 256), (True, False), (16, 64, 128), (("float32", None), ("bfloat16", 3)))
+        cases = itertools.product((64, 128, 256), (True, False), (16, 32, 64, 128), (("float32", None), ("bfloat16", 3)))
         for dim, fp8_q, block_size, (scale_dtype, splits) in cases:
             with self.subTest(dim=dim, fp8_q=fp8_q, block_size=block_size, scale_dtype=scale_dtype, splits=splits):
                 rng = seeded_rng(self, dim, fp8_q, block_size, splits)

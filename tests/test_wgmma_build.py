@@ -11,14 +11,16 @@ import unittest
 import util  # noqa: F401  (puts the repository root on the path)
 from setup_ops import HERE as ROOT, find_cuda_home, include_dirs, nvcc_flags
 
-# (head_dim, paged, FP8 q, per-token scales, FP8 P V): FP8 and 16-bit q at every head_dim, and over a
-# block_wise_fp8 cache (paged) but for a 16-bit q at head_dim 256; FP8 P V (fp8_pv) at head_dim 64
-# and 128 with FP8 q, contiguous and over both caches.
-KERNELS = [(d, paged, fp8_q, "false", "false") for d in (64, 128, 256) for paged in ("false", "true")
+# (head_dim, paged, FP8 q, per-token scales, FP8 P V, small blocks): FP8 and 16-bit q at every
+# head_dim, and over a block_wise_fp8 cache (paged) but for a 16-bit q at head_dim 256, with FP8 q at
+# head_dim 128 also in blocks of 16 and 32 keys; FP8 P V (fp8_pv) at head_dim 64 and 128 with FP8 q,
+# contiguous and over both caches.
+KERNELS = [(d, paged, fp8_q, "false", "false", "false") for d in (64, 128, 256) for paged in ("false", "true")
            for fp8_q in ("true", "false")]
-KERNELS += [(d, "true", fp8_q, "true", "false") for d in (64, 128, 256) for fp8_q in ("true", "false")
+KERNELS += [(d, "true", fp8_q, "true", "false", "false") for d in (64, 128, 256) for fp8_q in ("true", "false")
             if (d, fp8_q) != (256, "false")]
-KERNELS += [(d, paged, "true", scales, "true") for d in (64, 128)
+KERNELS += [(128, "true", "true", "true", "false", "true")]
+KERNELS += [(d, paged, "true", scales, "true", "false") for d in (64, 128)
             for paged, scales in (("false", "false"), ("true", "false"), ("true", "true"))]
 CUDA_HOME = find_cuda_home()
 
@@ -34,8 +36,8 @@ class TestWgmmaBuild(unittest.TestCase):
                 kernels = [k for k in KERNELS if k[0] == head_dim]
                 source = '#include "attention/attention_wgmma.cuh"\nnamespace fastattn { namespace attention_gpu {\n'
                 source += "".join(
-                    f"template __global__ void attention_wgmma_kernel<{d}, {paged}, {fp8_q}, {scales}, {fp8_pv}>(const AttentionParams, const __grid_constant__ PrefillTensorMaps);\n"
-                    for d, paged, fp8_q, scales, fp8_pv in kernels)
+                    f"template __global__ void attention_wgmma_kernel<{d}, {paged}, {fp8_q}, {scales}, {fp8_pv}, {small}>(const AttentionParams, const __grid_constant__ PrefillTensorMaps);\n"
+                    for d, paged, fp8_q, scales, fp8_pv, small in kernels)
                 source += "}}\n"
                 unit = os.path.join(tmp, f"wgmma_kernels_{head_dim}.cu")
                 with open(unit, "w") as f:

@@ -324,11 +324,15 @@ FA_DEVICE float2 staged_scale_pair(const uint8_t* scales, bool is_bf16, int pair
   return *reinterpret_cast<const float2*>(scales + 8 * pair);
 }
 
-template <int D, bool kPaged, bool kFp8Q = true, bool kTokenScales = false, bool kFp8Values = false>
+// kSmallBlocks: the cache's blocks hold a quarter tile or less (box_rows), where two copying
+// warps send a tile's tensor copies; the launch picks it where it changes the hand-over (below).
+template <int D, bool kPaged, bool kFp8Q = true, bool kTokenScales = false, bool kFp8Values = false,
+          bool kSmallBlocks = false>
 __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values, kPaged>::kThreads, 1)
     attention_wgmma_kernel(const AttentionParams p, const __grid_constant__ PrefillTensorMaps maps) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   static_assert(kPaged || !kTokenScales, "per-token scales are a paged cache's");
+  static_assert(!kSmallBlocks || kPaged, "cache blocks are a paged cache's");
   using Shape = WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values, kPaged>;
   constexpr bool kFoldKeysInCopies = Shape::kFoldKeysInCopies;
   namespace roles = warp_roles;
@@ -344,7 +348,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   constexpr bool kOutputInStages = kGroups + int(kFp8Q) <= kStages;
   static_assert(kOutputInStages || (!kFp8Q && kGroups <= kK16Buffers), "a buffer per computing warpgroup at the end");
   constexpr int kOutputBufferBytes = kOutputInStages ? Shape::kStageBytes : Shape::kK16Bytes;
-  constexpr bool kSplitHandOver = kFp8Q && kStages == 4 && (D == 256 || (D == 128 && !kTokenScales));
+  constexpr bool kSplitHandOver = kFp8Q && kStages == 4 && (D == 256 || (D == 128 && (!kTokenScales || kSmallBlocks)));
   // Named barriers: 1 the copying warpgroup's (16-bit q), 2 + w computing warpgroup w's turn at
   // the tensor cores, 2 + kGroups + w its epilogue's (and its q staging's).
   static_assert(2 + 2 * kGroups <= 16, "16 named barriers");
@@ -370,11 +374,11 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   // Except where the hand-over is split (kSplitHandOver): there each copying thread arrives for
   // K of j + 1 before it widens V of j, and a computing warpgroup waits for V of j inside its
   // turn, between Q K^T of j + 1 and P V of j, so that the widening is off Q K^T's path. Split
-  // with FP8 q and four stages, except over per-token scales (there 0.4-1.3% slower in blocks of
-  // 64 and 128, though 2% / 6% faster in 32 / 16) and at head_dim 64 (up to 1% slower). Faster at
-  // 8 x 4096 / 1 x 16384: contiguous by 3.6% / 4.6% at 128 and 10% / 8% at 256; paged at 256 by
-  // 13%, at 128 over cache_fp8 by 1% / 2.4% (2-8% in smaller blocks; with the copies after the
-  // widening, as before: with them first 1.7% slower).
+  // with FP8 q and four stages, except over per-token scales in blocks of 64 and 128 (there
+  // 0.4-1.3% slower; in blocks of 32 and 16, kSmallBlocks, 1.4-2% / 6% faster) and at head_dim 64
+  // (up to 1% slower). Faster at 8 x 4096 / 1 x 16384: contiguous by 3.6% / 4.6% at 128 and 10%
+  // / 8% at 256; paged at 256 by 13%, at 128 over cache_fp8 by 1% / 2.4% (2-8% in smaller
+  // blocks; with the copies after the widening, as before: with them first 1.7% slower).
   // k_free[s] / v16_free[b]: the computing warpgroups' threads arrive when done with a K stage
   // (its Q K^T and softmax) / an fp16 V buffer (its P V).
   // With a 16-bit q the computing warpgroups read fp16 K (k16_ready / k16_free, as for V) and

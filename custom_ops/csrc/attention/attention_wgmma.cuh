@@ -130,15 +130,19 @@ struct WgmmaShape {
   // Per-token scales: a tile's k scales and its v scales as copied (the tables' rows, fp32 or
   // bf16), its v scales over the reference v_ref (fp16 pairs; fp32 with FP8 P V; see
   // weigh_values), v_ref, and with kFoldKeysInCopies the k scales times the score scale (fp32;
-  // see weigh_keys). In a ring of
-  // slots that a tile holds from its copies to its softmax: as long as its stage with FP8 q, and
-  // as its fp16 K with a 16-bit q, which frees the stage before. Two copying warps copy them,
-  // kScaleKeys keys a lane.
+  // see weigh_keys). fp8_pv's v weights lie in a row per computing lane t, holding the pairs
+  // that lane multiplies (keys 8m + 2t, 8m + 2t + 1 for every m) so that it loads them 16 bytes
+  // at a time; each row is 4 words longer than its pairs, so that the 4 lanes' loads fall in
+  // different banks. In a ring of slots that a tile holds from its copies to its softmax: as
+  // long as its stage with FP8 q, and as its fp16 K with a 16-bit q, which frees the stage
+  // before. Two copying warps copy them, kScaleKeys keys a lane.
   static constexpr int kScaleSlots = kTokenScales ? kStages + kK16Buffers : 0;
   static constexpr int kScaleKeys = wgmma_scale_keys(D);
   static constexpr int kScaleArrayBytes = kKeys * int(sizeof(float));
   static constexpr int kValueScalesOffset = kScaleArrayBytes, kValueWeightsOffset = 2 * kScaleArrayBytes;
-  static constexpr int kValueRefOffset = kValueWeightsOffset + kKeys * (kFp8Pv ? 4 : 2), kKeyMultipliersOffset = kValueRefOffset + 16;
+  static constexpr int kWeightRowWords = kKeys / 4 + 4;  // (fp8_pv: a lane's kKeys / 8 fp32 pairs, 4 words more)
+  static constexpr int kValueWeightsBytes = kFp8Pv ? 4 * 4 * kWeightRowWords : 2 * kKeys;
+  static constexpr int kValueRefOffset = kValueWeightsOffset + kValueWeightsBytes, kKeyMultipliersOffset = kValueRefOffset + 16;
   static constexpr int kScaleSlotBytes = kKeyMultipliersOffset + (kFoldKeysInCopies ? kScaleArrayBytes : 0);
   static constexpr int kScalesOffset = kV16Offset + kV16Buffers * kV16Bytes;
   // kFp8Pv: o's second accumulation level, fp32, each computing thread's 64 values in 16-byte chunks.
@@ -536,14 +540,19 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
         value_inv = __frcp_rn(mx);
       }
       uint8_t* slot = scales_at(tile);
-      if constexpr (Shape::kFp8Pv) {
-        float* weights = reinterpret_cast<float*>(slot + Shape::kValueWeightsOffset) + kScaleKeys * scale_lane;
+      constexpr int kPairs = kScaleKeys / 2;
+      if constexpr (Shape::kFp8Pv) {  // key pair 4m + t goes to row t, place m; this lane's pairs share m
+        static_assert(4 % kPairs == 0, "a lane's pairs in one group of 4");
+        float2* weights = reinterpret_cast<float2*>(slot + Shape::kValueWeightsOffset) +
+                          (kPairs * scale_lane % 4 * Shape::kWeightRowWords) / 2 + kPairs * scale_lane / 4;
 #pragma unroll
-        for (int i = 0; i < kScaleKeys; ++i) weights[i] = v[i] * value_inv;
+        for (int i = 0; i < kPairs; ++i) {
+          weights[i * Shape::kWeightRowWords / 2] = make_float2(v[2 * i] * value_inv, v[2 * i + 1] * value_inv);
+        }
       } else {
-        __half2* weights = reinterpret_cast<__half2*>(slot + Shape::kValueWeightsOffset) + kScaleKeys / 2 * scale_lane;
+        __half2* weights = reinterpret_cast<__half2*>(slot + Shape::kValueWeightsOffset) + kPairs * scale_lane;
 #pragma unroll
-        for (int i = 0; i < kScaleKeys / 2; ++i) weights[i] = __floats2half2_rn(v[2 * i] * value_inv, v[2 * i + 1] * value_inv);
+        for (int i = 0; i < kPairs; ++i) weights[i] = __floats2half2_rn(v[2 * i] * value_inv, v[2 * i + 1] * value_inv);
       }
       if (scale_lane == 0) *reinterpret_cast<float*>(slot + Shape::kValueRefOffset) = value_ref;
     };
@@ -1023,7 +1032,10 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   // works out the quotients, in fp16, and v_ref (weigh_values); here they multiply P as packed
   // (two weights an instruction; the quotient's rounding and the product's add two fp16 roundings
   // to P's), and a tile that raises v_ref rescales the accumulator (by `rescale`) to it. With FP8
-  // P V the quotients are fp32 and multiply the fp32 weights, before P is rounded to e4m3. (Weighing
+  // P V the quotients are fp32 and multiply the fp32 weights, before P is rounded to e4m3; each
+  // lane reads them from a row of its own, 8 loads of 16 bytes in place of 16 of 8 (1.3-1.6%
+  // faster over block_wise_fp8 at 8 x 4096). The same rows in fp16 (4 loads in place of 16) were
+  // 0.4-0.9% slower (perf notes v64). (Weighing
   // V's rows as the copying warpgroup widens them instead, as many multiplies at head_dim 128, was
   // 2.6-3.8% slower: perf notes v63.)
   float v_ref = 0.0f;
@@ -1036,10 +1048,14 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       rescale[1] *= ratio;
       v_ref = tile_ref;
     }
-    if constexpr (kFp8Pv) {  // on the fp32 weights, before they are packed
+    if constexpr (kFp8Pv) {  // on the fp32 weights, before they are packed: this lane's row, two pairs a load
+      const float4* row = reinterpret_cast<const float4*>(slot + Shape::kValueWeightsOffset + 4 * t * Shape::kWeightRowWords);
 #pragma unroll
-      for (int m = 0; m < kKeys / 8; ++m)
-        times_key_pair(m, *reinterpret_cast<const float2*>(slot + Shape::kValueWeightsOffset + 8 * (4 * m + t)));
+      for (int k = 0; k < kKeys / 16; ++k) {
+        const float4 two = row[k];
+        times_key_pair(2 * k, make_float2(two.x, two.y));
+        times_key_pair(2 * k + 1, make_float2(two.z, two.w));
+      }
     } else {
 #pragma unroll
       for (int m = 0; m < kKeys / 8; ++m) {

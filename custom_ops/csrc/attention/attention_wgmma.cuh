@@ -1035,7 +1035,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   // P V the quotients are fp32 and multiply the fp32 weights, before P is rounded to e4m3; each
   // lane reads them from a row of its own, 8 loads of 16 bytes in place of 16 of 8 (1.3-1.6%
   // faster over block_wise_fp8 at 8 x 4096). The same rows in fp16 (4 loads in place of 16) were
-  // 0.4-0.9% slower (perf notes v64). (Weighing
+  // 0.4-1.2% slower (perf notes v64). (Weighing
   // V's rows as the copying warpgroup widens them instead, as many multiplies at head_dim 128, was
   // 2.6-3.8% slower: perf notes v63.)
   float v_ref = 0.0f;

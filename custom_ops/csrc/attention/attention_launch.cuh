@@ -156,7 +156,7 @@ void with_wgmma_kernel(const AttentionParams& p, Fn&& fn) {
     // Over per-token scales with FP8 q at head_dim 128, cache blocks of 16 and 32 keys split the
     // hand-over (perf notes v64): a kernel of their own, so that larger blocks pay no branch for it.
     if constexpr (D == 128 && kFp8Q && !kFp8Pv) {
-      if (4 * Shape::box_rows(true, p.layout.block_size) <= Shape::kKeys) return with(std::true_type{}, std::true_type{});
+      if (Shape::small_boxes(Shape::box_rows(true, p.layout.block_size))) return with(std::true_type{}, std::true_type{});
     }
     with(std::true_type{}, std::false_type{});
   } else if (p.paged) {

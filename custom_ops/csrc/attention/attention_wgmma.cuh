@@ -140,8 +140,8 @@ struct WgmmaShape {
   static constexpr int kScaleKeys = wgmma_scale_keys(D);
   static constexpr int kScaleArrayBytes = kKeys * int(sizeof(float));
   static constexpr int kValueScalesOffset = kScaleArrayBytes, kValueWeightsOffset = 2 * kScaleArrayBytes;
-  static constexpr int kWeightRowWords = kKeys / 4 + 4;  // (fp8_pv: a lane's kKeys / 8 fp32 pairs, 4 words more)
-  static constexpr int kValueWeightsBytes = kFp8Pv ? 4 * 4 * kWeightRowWords : 2 * kKeys;
+  static constexpr int kWeightRowPairs = kKeys / 8 + 2;  // (fp8_pv: a lane's kKeys / 8 fp32 pairs, 16 bytes more)
+  static constexpr int kValueWeightsBytes = kFp8Pv ? 4 * 8 * kWeightRowPairs : 2 * kKeys;
   static constexpr int kValueRefOffset = kValueWeightsOffset + kValueWeightsBytes, kKeyMultipliersOffset = kValueRefOffset + 16;
   static constexpr int kScaleSlotBytes = kKeyMultipliersOffset + (kFoldKeysInCopies ? kScaleArrayBytes : 0);
   static constexpr int kScalesOffset = kV16Offset + kV16Buffers * kV16Bytes;
@@ -171,6 +171,10 @@ struct WgmmaShape {
   // Rows of a tensor copy's box (the host's tensor map and the kernel agree on it): a tile's keys,
   // or a cache block's where blocks are smaller.
   static FA_HD int box_rows(bool paged, int block_size) { return paged && block_size < kKeys ? block_size : kKeys; }
+  // Boxes of a quarter tile or less (cache blocks of 16 and 32 keys at head_dim 128): four or more
+  // a tensor, which two copying warps send (the kernel's values_by_warp_1); over per-token scales
+  // a kernel of their own (kSmallBlocks).
+  static FA_HD bool small_boxes(int box_rows) { return 4 * box_rows <= kKeys; }
 };
 
 // Chunk `chunk` (16 bytes) of an FP8 row in column tiles of kTileBytes with the wgmma swizzle.
@@ -470,7 +474,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
     // nothing from the second warp. (Warp 1's bytes may land before thread 0's expect_bytes: the
     // phase also waits for every copying thread's arrival, made later.)
     const int box_rows = Shape::box_rows(kPaged, p.layout.block_size);
-    const bool values_by_warp_1 = kPaged && 4 * box_rows <= kKeys;
+    const bool values_by_warp_1 = kPaged && Shape::small_boxes(box_rows);
     const int box = thread % 32;
     // Paged: the cache block of this lane's box, read a tile ahead so that the table's latency
     // is off the copying path (waiting for it before each tile's copies cost 2-3.5%); tile 0's
@@ -543,11 +547,11 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       constexpr int kPairs = kScaleKeys / 2;
       if constexpr (Shape::kFp8Pv) {  // key pair 4m + t goes to row t, place m; this lane's pairs share m
         static_assert(4 % kPairs == 0, "a lane's pairs in one group of 4");
-        float2* weights = reinterpret_cast<float2*>(slot + Shape::kValueWeightsOffset) +
-                          (kPairs * scale_lane % 4 * Shape::kWeightRowWords) / 2 + kPairs * scale_lane / 4;
+        const int first = kPairs * scale_lane;
+        float2* weights = reinterpret_cast<float2*>(slot + Shape::kValueWeightsOffset) + first % 4 * Shape::kWeightRowPairs + first / 4;
 #pragma unroll
         for (int i = 0; i < kPairs; ++i) {
-          weights[i * Shape::kWeightRowWords / 2] = make_float2(v[2 * i] * value_inv, v[2 * i + 1] * value_inv);
+          weights[i * Shape::kWeightRowPairs] = make_float2(v[2 * i] * value_inv, v[2 * i + 1] * value_inv);
         }
       } else {
         __half2* weights = reinterpret_cast<__half2*>(slot + Shape::kValueWeightsOffset) + kPairs * scale_lane;
@@ -1049,7 +1053,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       v_ref = tile_ref;
     }
     if constexpr (kFp8Pv) {  // on the fp32 weights, before they are packed: this lane's row, two pairs a load
-      const float4* row = reinterpret_cast<const float4*>(slot + Shape::kValueWeightsOffset + 4 * t * Shape::kWeightRowWords);
+      const float4* row = reinterpret_cast<const float4*>(slot + Shape::kValueWeightsOffset + 8 * t * Shape::kWeightRowPairs);
 #pragma unroll
       for (int k = 0; k < kKeys / 16; ++k) {
         const float4 two = row[k];

@@ -230,6 +230,10 @@ FA_DEVICE void widen_to_fp16(uint32_t staging, uint32_t v16, int thread) {
   constexpr int kChunks = Shape::kHeadDim / 16, kGroupsPerPass = 128 / (8 * kChunks);
   constexpr int kPasses = Shape::kKeys / 8 / kGroupsPerPass, kBatch = kBatched ? 4 : 1;
   static_assert(kPasses % kBatch == 0, "whole batches of passes");
+  if constexpr (kFromFirstPass) {  // (read again, so that its addresses are worked out here, not held)
+    asm volatile("mov.u32 %0, %%tid.x;" : "=r"(thread));
+    thread %= 128;
+  }
   const int key = thread % 8, c = thread / 8 % kChunks, group = thread / (8 * kChunks);
   auto key_of = [&](int pass) { return 8 * (group + pass * kGroupsPerPass) + key; };
   // Columns 16c.. are chunks 2 (c % 4) and 2 (c % 4) + 1 of the row in column block c / 4.
@@ -777,16 +781,6 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       }
     };
     auto widen_values = [&](int tile) {
-      if constexpr (kPersistent) {
-        // The epilogue's two places in the stage ring, after the item's last tile: nothing is copied
-        // there, and their phases of k_ready complete here. Every phase before them has (this thread
-        // waited for the last tile's), and the computing warpgroups release those places only after
-        // the last tile's fp16 V, which waits for this thread.
-        if (tile == range.tiles - 1) {
-          roles::mbarrier_arrive(k_ready(tile + 1));
-          roles::mbarrier_arrive(k_ready(tile + 2));
-        }
-      }
       widen(stage_of(tile) + Shape::kKBytes, v16_of(tile), v16_ready(tile), v16_free(tile), v16_reused(tile), v16_phase(tile));
     };
     auto arrive_for_keys = [&](int tile) {  // FP8 q: this thread's part of tile j is in
@@ -924,8 +918,16 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
         fold_key_scale();
         value_ref = value_inv = 0.0f;
         copy_item();
+        if (range.tiles > 0) {
+          // The epilogue's two places in the stage ring: nothing is copied there, and their phases of
+          // k_ready complete here. Every phase before them has (this thread waited for the last
+          // tile's); the computing warpgroups release those places once the next item's first tile
+          // is in, so after this thread's arrivals here.
+          roles::mbarrier_arrive(k_ready(range.tiles));
+          roles::mbarrier_arrive(k_ready(range.tiles + 1));
+          ring_base = (ring_base + 2 * (range.tiles + 2)) ^ 1;
+        }
         if (thread < 32) post_item(i + 1, claim_item());
-        if (range.tiles > 0) ring_base = (ring_base + 2 * (range.tiles + 2)) ^ 1;
       }
     } else {
       copy_item();
@@ -1385,7 +1387,14 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   if (range.tiles > 0) {
     roles::mbarrier_wait(qk_ready(0), qk_phase(0));
     if constexpr (kQInRegisters) load_query_fragments();
-    if constexpr (kPersistent) roles::mbarrier_arrive(smem_address(&q_free_bar));
+    if constexpr (kPersistent) {
+      roles::mbarrier_arrive(smem_address(&q_free_bar));
+      // The last item's two epilogue places, just before this item's tile 0 (see the copying loop).
+      if (ring_base > 0) {
+        roles::mbarrier_arrive(k_free(-2));
+        roles::mbarrier_arrive(k_free(-1));
+      }
+    }
     take_turn();
     issue_qk(0);
     pass_turn();
@@ -1592,12 +1601,10 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       v_ref = 0.0f;
       place_rows();
       run_item();
-      // The warpgroup's rows are out of its place in the stage ring (the tensor copies have read
-      // them) and its threads are done with the rows' places: both of the epilogue's places go
-      // back to the copying warpgroup once the other warpgroup is done too.
+      // The warpgroup's rows are out of its epilogue place (the tensor copies have read them) and
+      // its threads are done with the rows' places. The places go back to the copying warpgroup
+      // with the next item's first tile.
       roles::named_sync(2 + kGroups + wg, 128);
-      roles::mbarrier_arrive(k_free(range.tiles));
-      roles::mbarrier_arrive(k_free(range.tiles + 1));
       ring_base = (ring_base + 2 * (range.tiles + 2)) ^ 1;
     }
     if (wg == 0) take_turn();

@@ -24,6 +24,14 @@
 // softmax weighs a tile against the row's running max and checks the tile's max afterwards
 // (softmax, settle_max).
 //
+// With FP8 q at head_dim 128 (contiguous keys and per-token scales; not fp8_pv) the grid is a CTA
+// per multiprocessor, and each CTA runs row tiles ("items") one after another, taken off a
+// counter (kPersistent). Copying warp 0 finds the next item's rows while the current one ends;
+// the copying warpgroup sends its Q (into Q's buffer, free once the computing warpgroups hold Q in
+// registers) and first tiles while the computing ones stage their rows for the epilogue in two
+// places of the stage ring of their own. A CTA's start (its rows found, Q and the first tiles on
+// their way: some 3 us) is then paid once per multiprocessor rather than once per row tile.
+//
 // A 16-bit q (kFp8Q false) goes to shared memory as fp16, a bf16 q times a power of two as in the
 // mma.sync kernel (so every element stays exact), each computing warpgroup its own rows while the
 // first tile is copied; the copying warpgroup widens K to fp16 as it does V. S = Q K^T then runs
@@ -443,7 +451,14 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   // buffer is s + j's parity, its phase needs only k's, which ring_base carries in its low bit
   // (one register for the copying warpgroup, which has none to spare).
   int ring_base = 0;
-  auto stage_index = [&](int tile) { return kPersistent ? (ring_base >> 1) + tile : tile; };
+  // (Unsigned where the rings run on: remainders and quotients by 2 and 4 are then bit fields.)
+  auto stage_index = [&](int tile) {
+    if constexpr (kPersistent) {
+      return uint32_t(ring_base >> 1) + uint32_t(tile);
+    } else {
+      return tile;
+    }
+  };
   auto v16_slot = [&](int tile) { return stage_index(tile) % kV16Buffers; };
   auto k_ready = [&](int tile) { return smem_address(&k_ready_bars[stage_index(tile) % kStages]); };
   auto v16_ready = [&](int tile) { return smem_address(&v16_ready_bars[v16_slot(tile)]); };
@@ -455,7 +470,9 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   auto qk_ready = [&](int tile) { return kFp8Q ? k_ready(tile) : k16_ready(tile); };
   auto qk_free = [&](int tile) { return kFp8Q ? k_free(tile) : k16_free(tile); };
   constexpr int kQkBuffers = kFp8Q ? kStages : kK16Buffers;
-  auto stage_of = [&](int tile) { return smem + Shape::kStagesOffset + (stage_index(tile) % kStages) * Shape::kStageBytes; };
+  auto stage_of = [&](int tile) {
+    return smem + Shape::kStagesOffset + (stage_index(tile) % kStages) * Shape::kStageBytes;
+  };
   auto v16_of = [&](int tile) { return smem + Shape::kV16Offset + v16_slot(tile) * Shape::kV16Bytes; };
   auto k16_of = [&](int tile) { return smem + Shape::kK16Offset + (tile % kK16Slots) * Shape::kK16Bytes; };
   constexpr int kScaleSlots = Shape::kTokenScales ? Shape::kScaleSlots : 1;  // (none without per-token scales)
@@ -467,12 +484,13 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   // wait for `tile` checks the parity of phase tile / n, the wait for the release of the tile
   // that used the buffer before it that of the phase before.
   auto phase_of = [&](int tile, int n) { return uint32_t(tile / n) & 1u; };
-  auto stage_phase = [&](int tile) { return phase_of(stage_index(tile), kStages); };
+  auto stage_phase = [&](int tile) { return uint32_t(stage_index(tile) / kStages) & 1u; };
   static_assert(kV16Buffers == 2, "the fp16 V ring's phase from ring_base's parity bit");
   auto v16_phase = [&](int tile) {
-    return kPersistent ? uint32_t((stage_index(tile) >> 1) ^ ring_base) & 1u : phase_of(tile, kV16Buffers);
+    return kPersistent ? (uint32_t(stage_index(tile) >> 1) ^ uint32_t(ring_base)) & 1u : phase_of(tile, kV16Buffers);
   };
-  auto v16_reused = [&](int tile) { return ring_base > 0 || tile >= kV16Buffers; };  // (a buffer's first tile waits for none)
+  // Whether a tile before this one had its fp16 V buffer (the first tiles wait for none).
+  auto v16_reused = [&](int tile) { return ring_base > 0 || tile >= kV16Buffers; };
   auto qk_phase = [&](int tile) { return kFp8Q ? stage_phase(tile) : phase_of(tile, kQkBuffers); };
 
   wait_then_allow_next_grid();  // launched overlapping the kernel before it
@@ -559,7 +577,8 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       const int64_t head_split = v / row_tiles;
       item.kv_head = int(head_split % p.heads_kv);
       item.split = int(head_split / p.heads_kv);
-      if (locate_tile_rows<Shape, kPaged>(p, row_tiles - 1 - v % row_tiles, item.kv_head, item.split, item.cta, lane, 32)) {
+      const int64_t tile = row_tiles - 1 - v % row_tiles;
+      if (locate_tile_rows<Shape, kPaged>(p, tile, item.kv_head, item.split, item.cta, lane, 32)) {
         int largest = 0;  // the largest key limit of the item's rows
         for (int r = lane; r < Shape::kRows; r += 32) largest = max(largest, item.cta.key_limit(p, item.cta.row0 + r));
         item.range = split_key_range(p, item.cta.k_len, __reduce_max_sync(0xffffffffu, largest), item.split, kKeys);
@@ -802,7 +821,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
     // k_ready).
     auto await_query_buffer = [&] {
       if (stage_index(0) >= kStages) roles::mbarrier_wait(k_free(0), stage_phase(0) ^ 1u);
-      if (ring_base > 0) roles::mbarrier_wait(smem_address(&q_free_bar), uint32_t(ring_base & 1) ^ 1u);  // (the last item's)
+      if (ring_base > 0) roles::mbarrier_wait(smem_address(&q_free_bar), uint32_t(ring_base & 1) ^ 1u);  // the last Q's
     };
     auto copy_tiles = [&](auto by_warp_1) {
       if constexpr (!kFp8Q) {
@@ -1383,192 +1402,192 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   // but the last, whose P V ends it. The loop body issues its wgmmas unconditionally: with the
   // next tile's Q K^T under an `if`, ptxas serialized every wgmma of the kernel (warning C7514).
   auto run_item = [&] {
-  float rescale[2], pending[2];
-  if (range.tiles > 0) {
-    roles::mbarrier_wait(qk_ready(0), qk_phase(0));
-    if constexpr (kQInRegisters) load_query_fragments();
-    if constexpr (kPersistent) {
-      roles::mbarrier_arrive(smem_address(&q_free_bar));
-      // The last item's two epilogue places, just before this item's tile 0 (see the copying loop).
-      if (ring_base > 0) {
-        roles::mbarrier_arrive(k_free(-2));
-        roles::mbarrier_arrive(k_free(-1));
+    float rescale[2], pending[2];
+    if (range.tiles > 0) {
+      roles::mbarrier_wait(qk_ready(0), qk_phase(0));
+      if constexpr (kQInRegisters) load_query_fragments();
+      if constexpr (kPersistent) {
+        roles::mbarrier_arrive(smem_address(&q_free_bar));
+        // The last item's two epilogue places, just before this item's tile 0 (see the copying loop).
+        if (ring_base > 0) {
+          roles::mbarrier_arrive(k_free(-2));
+          roles::mbarrier_arrive(k_free(-1));
+        }
       }
+      take_turn();
+      issue_qk(0);
+      pass_turn();
+      wgmma::wait<0>();
+      wgmma::fence_registers(s);
+      prepare_scores(0);
+      softmax_max_first(rescale);  // no row has a max yet; o is still 0: nothing to rescale
+      if constexpr (kFp8Pv && kTokenScales) scale_by_values(0, rescale);
+      pack_p();
+      if constexpr (!kFp8Pv && kTokenScales) scale_by_values(0, rescale);
+      roles::mbarrier_arrive(qk_free(0));
     }
-    take_turn();
-    issue_qk(0);
-    pass_turn();
-    wgmma::wait<0>();
-    wgmma::fence_registers(s);
-    prepare_scores(0);
-    softmax_max_first(rescale);  // no row has a max yet; o is still 0: nothing to rescale
-    if constexpr (kFp8Pv && kTokenScales) scale_by_values(0, rescale);
-    pack_p();
-    if constexpr (!kFp8Pv && kTokenScales) scale_by_values(0, rescale);
-    roles::mbarrier_arrive(qk_free(0));
-  }
 #pragma unroll 1
-  for (int tile = 0; tile + 1 < range.tiles; ++tile) {
-    roles::mbarrier_wait(qk_ready(tile + 1), qk_phase(tile + 1));
-    if constexpr (!kFp8Q) roles::mbarrier_wait(v16_ready(tile), v16_phase(tile));  // (see k_ready)
-    take_turn();
-    issue_qk(tile + 1);
-    if constexpr (kSplitHandOver) roles::mbarrier_wait(v16_ready(tile), v16_phase(tile));
-    issue_pv(tile);
-    pass_turn();
-    wgmma::wait<1>();  // Q K^T of tile + 1 (groups complete in order)
-    wgmma::fence_registers(s);
-    const bool max_pending = softmax(tile + 1, rescale, pending);
-    // After the softmax, which reads the tile's unmapped_tile note and k scales; with per-token
-    // scales after scale_by_values, which reads its v weights.
-    if constexpr (!kTokenScales) roles::mbarrier_arrive(qk_free(tile + 1));
-    wgmma::wait<0>();  // P V of tile (it reads pf: P of tile + 1 goes there only now)
-    wgmma::fence_registers(o);
-    wgmma::fence_registers(pf);
-    if constexpr (Shape::kRowSumsByMma) wgmma::fence_registers(row_sums);
-    roles::mbarrier_arrive(v16_free(tile));
-    if constexpr (!kFp8Pv && (kWeighFirst || kTokenScales)) pack_p();  // (scale_by_values takes P packed)
-    if constexpr (kWeighFirst) {
-      if (max_pending) settle_max(tile + 1, rescale, pending);
+    for (int tile = 0; tile + 1 < range.tiles; ++tile) {
+      roles::mbarrier_wait(qk_ready(tile + 1), qk_phase(tile + 1));
+      if constexpr (!kFp8Q) roles::mbarrier_wait(v16_ready(tile), v16_phase(tile));  // (see k_ready)
+      take_turn();
+      issue_qk(tile + 1);
+      if constexpr (kSplitHandOver) roles::mbarrier_wait(v16_ready(tile), v16_phase(tile));
+      issue_pv(tile);
+      pass_turn();
+      wgmma::wait<1>();  // Q K^T of tile + 1 (groups complete in order)
+      wgmma::fence_registers(s);
+      const bool max_pending = softmax(tile + 1, rescale, pending);
+      // After the softmax, which reads the tile's unmapped_tile note and k scales; with per-token
+      // scales after scale_by_values, which reads its v weights.
+      if constexpr (!kTokenScales) roles::mbarrier_arrive(qk_free(tile + 1));
+      wgmma::wait<0>();  // P V of tile (it reads pf: P of tile + 1 goes there only now)
+      wgmma::fence_registers(o);
+      wgmma::fence_registers(pf);
+      if constexpr (Shape::kRowSumsByMma) wgmma::fence_registers(row_sums);
+      roles::mbarrier_arrive(v16_free(tile));
+      if constexpr (!kFp8Pv && (kWeighFirst || kTokenScales)) pack_p();  // (scale_by_values takes P packed)
+      if constexpr (kWeighFirst) {
+        if (max_pending) settle_max(tile + 1, rescale, pending);
+      }
+      if constexpr (kTokenScales) {
+        scale_by_values(tile + 1, rescale);
+        roles::mbarrier_arrive(qk_free(tile + 1));
+      }
+      if constexpr (kFp8Pv && (kWeighFirst || kTokenScales)) pack_p();
+      // Once a row's max settles most tiles leave it: skip the rescale where the whole warp's do.
+      if (!__all_sync(0xffffffffu, rescale[0] == 1.0f && rescale[1] == 1.0f)) {
+#pragma unroll
+        for (int part = 0; part < kOutParts; ++part)
+#pragma unroll
+          for (int i = 0; i < kPartRegs; ++i) o[part][i] *= rescale[(i >> 1) & 1];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) row_sums[i] *= rescale[(i >> 1) & 1];
+        if constexpr (kFp8Pv) carried[0] *= rescale[0], carried[1] *= rescale[1];
+      }
+      if constexpr (kFp8Pv) {
+        if (tile % kFoldTiles == kFoldTiles - 1) {
+          fold_output(true);
+          carried[0] = carried[1] = 1.0f;
+          pv_fresh = true;
+        }
+      }
+      if constexpr (!kWeighFirst && !kTokenScales) pack_p();
     }
-    if constexpr (kTokenScales) {
-      scale_by_values(tile + 1, rescale);
-      roles::mbarrier_arrive(qk_free(tile + 1));
+    if (range.tiles > 0) {
+      roles::mbarrier_wait(v16_ready(range.tiles - 1), v16_phase(range.tiles - 1));
+      take_turn();
+      issue_pv(range.tiles - 1);
+      pass_turn();
     }
-    if constexpr (kFp8Pv && (kWeighFirst || kTokenScales)) pack_p();
-    // Once a row's max settles most tiles leave it: skip the rescale where the whole warp's do.
-    if (!__all_sync(0xffffffffu, rescale[0] == 1.0f && rescale[1] == 1.0f)) {
+    auto await_last_pv = [&] {  // (unconditional: under an `if` ptxas adds a wait of its own at the issue)
+      wgmma::wait<0>();
+      if constexpr (kPersistent) roles::mbarrier_arrive(v16_free(range.tiles - 1));  // (the next item's tiles take it)
+      wgmma::fence_registers(o);
+      if constexpr (Shape::kRowSumsByMma) wgmma::fence_registers(row_sums);
+      if constexpr (kFp8Pv) fold_output(false);
+    };
+
+    // Epilogue: out = o / d (0 for a row that saw no key), the output's format chosen once (a
+    // switch per store cost as much as the stores). The row sums and log-sum-exps go out under
+    // the last P V, unless the tensor cores sum the rows.
+    if constexpr (Shape::kRowSumsByMma) await_last_pv();
+    float mult[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      if constexpr (Shape::kRowSumsByMma) {
+        state[h].d = row_sums[2 * h];
+      } else {
+        state[h].d += __shfl_xor_sync(0xffffffffu, state[h].d, 1);
+        state[h].d += __shfl_xor_sync(0xffffffffu, state[h].d, 2);
+      }
+      mult[h] = state[h].inv_sum() * (kTokenScales ? v_ref : scales.out);
+      const int2 place = row_place[row_g + 8 * h - cta.row0];
+      if (t == 0 && place.x >= 0) store_lse(p, split, place.x, place.y, state[h].lse());
+    }
+    if constexpr (!Shape::kRowSumsByMma) await_last_pv();
+    const bool row_in[2] = {row_g < cta.rows, row_g + 8 < cta.rows};
+    // f(d, x0, x1) for each pair of this thread's columns d, d + 1 of row h, normalized.
+    auto for_each_pair = [&](int h, auto&& f) {
 #pragma unroll
       for (int part = 0; part < kOutParts; ++part)
 #pragma unroll
-        for (int i = 0; i < kPartRegs; ++i) o[part][i] *= rescale[(i >> 1) & 1];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) row_sums[i] *= rescale[(i >> 1) & 1];
-      if constexpr (kFp8Pv) carried[0] *= rescale[0], carried[1] *= rescale[1];
-    }
-    if constexpr (kFp8Pv) {
-      if (tile % kFoldTiles == kFoldTiles - 1) {
-        fold_output(true);
-        carried[0] = carried[1] = 1.0f;
-        pv_fresh = true;
-      }
-    }
-    if constexpr (!kWeighFirst && !kTokenScales) pack_p();
-  }
-  if (range.tiles > 0) {
-    roles::mbarrier_wait(v16_ready(range.tiles - 1), v16_phase(range.tiles - 1));
-    take_turn();
-    issue_pv(range.tiles - 1);
-    pass_turn();
-  }
-  auto await_last_pv = [&] {  // (unconditional: under an `if` ptxas adds a wait of its own at the issue)
-    wgmma::wait<0>();
-    if constexpr (kPersistent) roles::mbarrier_arrive(v16_free(range.tiles - 1));  // (the next item's tiles take it)
-    wgmma::fence_registers(o);
-    if constexpr (Shape::kRowSumsByMma) wgmma::fence_registers(row_sums);
-    if constexpr (kFp8Pv) fold_output(false);
-  };
-
-  // Epilogue: out = o / d (0 for a row that saw no key), the output's format chosen once (a
-  // switch per store cost as much as the stores). The row sums and log-sum-exps go out under
-  // the last P V, unless the tensor cores sum the rows.
-  if constexpr (Shape::kRowSumsByMma) await_last_pv();
-  float mult[2];
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    if constexpr (Shape::kRowSumsByMma) {
-      state[h].d = row_sums[2 * h];
-    } else {
-      state[h].d += __shfl_xor_sync(0xffffffffu, state[h].d, 1);
-      state[h].d += __shfl_xor_sync(0xffffffffu, state[h].d, 2);
-    }
-    mult[h] = state[h].inv_sum() * (kTokenScales ? v_ref : scales.out);
-    const int2 place = row_place[row_g + 8 * h - cta.row0];
-    if (t == 0 && place.x >= 0) store_lse(p, split, place.x, place.y, state[h].lse());
-  }
-  if constexpr (!Shape::kRowSumsByMma) await_last_pv();
-  const bool row_in[2] = {row_g < cta.rows, row_g + 8 < cta.rows};
-  // f(d, x0, x1) for each pair of this thread's columns d, d + 1 of row h, normalized.
-  auto for_each_pair = [&](int h, auto&& f) {
-#pragma unroll
-    for (int part = 0; part < kOutParts; ++part)
-#pragma unroll
-      for (int i = 2 * h; i < kPartRegs; i += 4)
-        f(128 * part + 8 * (i / 4) + 2 * t, o[part][i] * mult[h], o[part][i + 1] * mult[h]);
-  };
-  auto write = [&](auto format, void* out) {
-    using Format = decltype(format);
-    using Storage = typename Format::Storage;
-    constexpr int kRowBytes = D * int(sizeof(Storage));
-    if constexpr (64 * kRowBytes <= kOutputBufferBytes) {
-      // Through shared memory: the warpgroup's 64 rows go to stage tiles + wg, free by now (only
-      // the last tile's stage may still be read, by the others), or to fp16 K buffer wg, in column
-      // tiles one swizzle wide as the tensor copies read them. Where all 64 rows are the
-      // sequence's, one thread stores them by a tensor copy per column tile; elsewhere each warp
-      // writes whole rows with 16-byte stores.
-      constexpr int kRowChunks = kRowBytes / 16;
-      static_assert(kRowBytes % kOutTileBytes == 0, "whole column tiles");
-      if (!kOutputInStages && range.tiles > 0) {
-        roles::mbarrier_wait(k16_free(range.tiles - 1), phase_of(range.tiles - 1, kK16Buffers));
-      }
-      const uint32_t buffer = kOutputInStages ? stage_of(range.tiles + wg) : k16_of(wg);
-      uint8_t* staging = smem_raw + (buffer - smem_address(smem_raw));
-      auto offset = [&](int row, int byte) {
-        return (byte / kOutTileBytes) * 64 * kOutTileBytes + wgmma::swizzled_offset(row, byte % kOutTileBytes / 16) +
-               byte % 16;
-      };
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        if (!row_in[h]) continue;
-        const int row = 16 * warp + g + 8 * h;
-        for_each_pair(h, [&](int d, float x0, float x1) {
-          store_pair_as<Format>(staging + offset(row, d * int(sizeof(Storage))), 0, x0, x1);
-        });
-      }
-      const bool whole_rows = maps.out_ready && p.num_splits == 1 && cta.row0 + 64 * (wg + 1) <= cta.rows;
-      if (whole_rows) wgmma::fence_shared_for_async();
-      roles::named_sync(2 + kGroups + wg, 128);
-      if (whole_rows) {
-        if (threadIdx.x % 128 == 0) {
-          const int token = cta.token(cta.row0 + 64 * wg);  // the group's heads of 64 / group tokens
-#pragma unroll
-          for (int ct = 0; ct < kRowBytes / kOutTileBytes; ++ct) {
-            tma::store_3d(&maps.out, buffer + ct * 64 * kOutTileBytes, ct * kOutTileBytes, kv_head * cta.group, token);
-          }
-          tma::commit_stores();
-          tma::wait_stores_read();  // the staging stays the CTA's until then
+        for (int i = 2 * h; i < kPartRegs; i += 4)
+          f(128 * part + 8 * (i / 4) + 2 * t, o[part][i] * mult[h], o[part][i + 1] * mult[h]);
+    };
+    auto write = [&](auto format, void* out) {
+      using Format = decltype(format);
+      using Storage = typename Format::Storage;
+      constexpr int kRowBytes = D * int(sizeof(Storage));
+      if constexpr (64 * kRowBytes <= kOutputBufferBytes) {
+        // Through shared memory: the warpgroup's 64 rows go to stage tiles + wg, free by now (only
+        // the last tile's stage may still be read, by the others), or to fp16 K buffer wg, in column
+        // tiles one swizzle wide as the tensor copies read them. Where all 64 rows are the
+        // sequence's, one thread stores them by a tensor copy per column tile; elsewhere each warp
+        // writes whole rows with 16-byte stores.
+        constexpr int kRowChunks = kRowBytes / 16;
+        static_assert(kRowBytes % kOutTileBytes == 0, "whole column tiles");
+        if (!kOutputInStages && range.tiles > 0) {
+          roles::mbarrier_wait(k16_free(range.tiles - 1), phase_of(range.tiles - 1, kK16Buffers));
         }
-        return;
-      }
-      // Unrolled, so that the rows' places and chunks are read before the first store.
+        const uint32_t buffer = kOutputInStages ? stage_of(range.tiles + wg) : k16_of(wg);
+        uint8_t* staging = smem_raw + (buffer - smem_address(smem_raw));
+        auto offset = [&](int row, int byte) {
+          return (byte / kOutTileBytes) * 64 * kOutTileBytes + wgmma::swizzled_offset(row, byte % kOutTileBytes / 16) +
+                 byte % 16;
+        };
 #pragma unroll
-      for (int pass = 0; pass < 64 * kRowChunks / 128; ++pass) {
-        const int index = threadIdx.x % 128 + 128 * pass, row = index / kRowChunks, chunk = index % kRowChunks;
-        const int2 place = row_place[64 * wg + row];
-        if (place.x < 0) continue;
-        const int64_t element = output_row_index(p, split, place.x, place.y);
-        *reinterpret_cast<uint4*>(static_cast<uint8_t*>(out) + element * int64_t(sizeof(Storage)) + chunk * 16) =
-            *reinterpret_cast<const uint4*>(staging + offset(row, chunk * 16));
-      }
-    } else {  // fp32 at head_dim 256: two elements per store
+        for (int h = 0; h < 2; ++h) {
+          if (!row_in[h]) continue;
+          const int row = 16 * warp + g + 8 * h;
+          for_each_pair(h, [&](int d, float x0, float x1) {
+            store_pair_as<Format>(staging + offset(row, d * int(sizeof(Storage))), 0, x0, x1);
+          });
+        }
+        const bool whole_rows = maps.out_ready && p.num_splits == 1 && cta.row0 + 64 * (wg + 1) <= cta.rows;
+        if (whole_rows) wgmma::fence_shared_for_async();
+        roles::named_sync(2 + kGroups + wg, 128);
+        if (whole_rows) {
+          if (threadIdx.x % 128 == 0) {
+            const int token = cta.token(cta.row0 + 64 * wg);  // the group's heads of 64 / group tokens
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        if (!row_in[h]) continue;
-        const int2 place = row_place[row_g + 8 * h - cta.row0];
-        const int64_t first = output_row_index(p, split, place.x, place.y);
-        for_each_pair(h, [&](int d, float x0, float x1) { store_pair_as<Format>(out, first + d, x0, x1); });
+            for (int ct = 0; ct < kRowBytes / kOutTileBytes; ++ct) {
+              tma::store_3d(&maps.out, buffer + ct * 64 * kOutTileBytes, ct * kOutTileBytes, kv_head * cta.group, token);
+            }
+            tma::commit_stores();
+            tma::wait_stores_read();  // the staging stays the CTA's until then
+          }
+          return;
+        }
+        // Unrolled, so that the rows' places and chunks are read before the first store.
+#pragma unroll
+        for (int pass = 0; pass < 64 * kRowChunks / 128; ++pass) {
+          const int index = threadIdx.x % 128 + 128 * pass, row = index / kRowChunks, chunk = index % kRowChunks;
+          const int2 place = row_place[64 * wg + row];
+          if (place.x < 0) continue;
+          const int64_t element = output_row_index(p, split, place.x, place.y);
+          *reinterpret_cast<uint4*>(static_cast<uint8_t*>(out) + element * int64_t(sizeof(Storage)) + chunk * 16) =
+              *reinterpret_cast<const uint4*>(staging + offset(row, chunk * 16));
+        }
+      } else {  // fp32 at head_dim 256: two elements per store
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          if (!row_in[h]) continue;
+          const int2 place = row_place[row_g + 8 * h - cta.row0];
+          const int64_t first = output_row_index(p, split, place.x, place.y);
+          for_each_pair(h, [&](int d, float x0, float x1) { store_pair_as<Format>(out, first + d, x0, x1); });
+        }
+      }
+    };
+    if (p.num_splits > 1) {
+      write(Fp32Format{}, p.partial_out);
+    } else {
+      switch (p.out_type) {  // (the attention ops write bf16, fp16 or fp32)
+        case ElementType::kBf16: write(Bf16Format{}, p.out); break;
+        case ElementType::kFp16: write(Fp16Format{}, p.out); break;
+        default: write(Fp32Format{}, p.out); break;
       }
     }
-  };
-  if (p.num_splits > 1) {
-    write(Fp32Format{}, p.partial_out);
-  } else {
-    switch (p.out_type) {  // (the attention ops write bf16, fp16 or fp32)
-      case ElementType::kBf16: write(Bf16Format{}, p.out); break;
-      case ElementType::kFp16: write(Fp16Format{}, p.out); break;
-      default: write(Fp32Format{}, p.out); break;
-    }
-  }
   };
   if constexpr (kPersistent) {
     // An item whose rows see no key: zeros and log-sum-exps -inf, stored from here (it takes no

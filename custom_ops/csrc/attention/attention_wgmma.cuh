@@ -451,14 +451,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   // buffer is s + j's parity, its phase needs only k's, which ring_base carries in its low bit
   // (one register for the copying warpgroup, which has none to spare).
   int ring_base = 0;
-  // (Unsigned where the rings run on: remainders and quotients by 2 and 4 are then bit fields.)
-  auto stage_index = [&](int tile) {
-    if constexpr (kPersistent) {
-      return uint32_t(ring_base >> 1) + uint32_t(tile);
-    } else {
-      return tile;
-    }
-  };
+  auto stage_index = [&](int tile) { return kPersistent ? (ring_base >> 1) + tile : tile; };
   auto v16_slot = [&](int tile) { return stage_index(tile) % kV16Buffers; };
   auto k_ready = [&](int tile) { return smem_address(&k_ready_bars[stage_index(tile) % kStages]); };
   auto v16_ready = [&](int tile) { return smem_address(&v16_ready_bars[v16_slot(tile)]); };
@@ -484,10 +477,10 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   // wait for `tile` checks the parity of phase tile / n, the wait for the release of the tile
   // that used the buffer before it that of the phase before.
   auto phase_of = [&](int tile, int n) { return uint32_t(tile / n) & 1u; };
-  auto stage_phase = [&](int tile) { return uint32_t(stage_index(tile) / kStages) & 1u; };
+  auto stage_phase = [&](int tile) { return phase_of(stage_index(tile), kStages); };
   static_assert(kV16Buffers == 2, "the fp16 V ring's phase from ring_base's parity bit");
   auto v16_phase = [&](int tile) {
-    return kPersistent ? (uint32_t(stage_index(tile) >> 1) ^ uint32_t(ring_base)) & 1u : phase_of(tile, kV16Buffers);
+    return kPersistent ? uint32_t((stage_index(tile) >> 1) ^ ring_base) & 1u : phase_of(tile, kV16Buffers);
   };
   // Whether a tile before this one had its fp16 V buffer (the first tiles wait for none).
   auto v16_reused = [&](int tile) { return ring_base > 0 || tile >= kV16Buffers; };

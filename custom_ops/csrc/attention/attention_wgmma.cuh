@@ -931,6 +931,11 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
         value_ref = value_inv = 0.0f;
         copy_item();
         if (range.tiles > 0) {
+          // The next item's first two tiles take the stages of this one's last two: every copying
+          // thread has widened those first (their stages' release says only that the computing
+          // warpgroups are done with K).
+          if (range.tiles >= 2) roles::mbarrier_wait(v16_ready(range.tiles - 2), v16_phase(range.tiles - 2));
+          roles::mbarrier_wait(v16_ready(range.tiles - 1), v16_phase(range.tiles - 1));
           // The epilogue's two places in the stage ring: nothing is copied there, and their phases of
           // k_ready complete here. Every phase before them has (this thread waited for the last
           // tile's); the computing warpgroups release those places once the next item's first tile

@@ -811,7 +811,8 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
     };
     // kPersistent: Q goes to its buffer once the computing warpgroups hold the last item's in
     // registers (each item with key tiles has a Q), and tile 0's stage is free (Q counts on its
-    // k_ready).
+    // k_ready). (The epilogue places' arrivals count on the wait for the last Q's release: see the
+    // item loop.)
     auto await_query_buffer = [&] {
       if (stage_index(0) >= kStages) roles::mbarrier_wait(k_free(0), stage_phase(0) ^ 1u);
       if (ring_base > 0) roles::mbarrier_wait(smem_address(&q_free_bar), uint32_t(ring_base & 1) ^ 1u);  // the last Q's
@@ -930,21 +931,26 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
         fold_key_scale();
         value_ref = value_inv = 0.0f;
         copy_item();
-        if (range.tiles > 0) {
+        const int tiles = range.tiles;
+        if (thread < 32) post_item(i + 1, claim_item());
+        if (tiles > 0) {
           // The next item's first two tiles take the stages of this one's last two: every copying
           // thread has widened those first (their stages' release says only that the computing
-          // warpgroups are done with K).
-          if (range.tiles >= 2) roles::mbarrier_wait(v16_ready(range.tiles - 2), v16_phase(range.tiles - 2));
-          roles::mbarrier_wait(v16_ready(range.tiles - 1), v16_phase(range.tiles - 1));
+          // warpgroups are done with K). Each thread widens its tiles in order, so the last one's
+          // V buffer says it for both.
+          roles::mbarrier_wait(v16_ready(tiles - 1), v16_phase(tiles - 1));
           // The epilogue's two places in the stage ring: nothing is copied there, and their phases of
-          // k_ready complete here. Every phase before them has (this thread waited for the last
-          // tile's); the computing warpgroups release those places once the next item's first tile
-          // is in, so after this thread's arrivals here.
-          roles::mbarrier_arrive(k_ready(range.tiles));
-          roles::mbarrier_arrive(k_ready(range.tiles + 1));
-          ring_base = (ring_base + 2 * (range.tiles + 2)) ^ 1;
+          // k_ready complete here. The phase before each is complete (this thread waited for every
+          // earlier tile's; each copying thread arrived for the earlier places before this item's
+          // tile 0) and no computing thread still waits for it: the fp16 V buffer releases widen()
+          // waited for follow those waits, and after an item of one tile thread 0's wait for the
+          // last Q's release does (await_query_buffer; these phases complete only with its
+          // arrivals). The computing warpgroups release the places once the next item's first tile
+          // is in, so after these arrivals.
+          roles::mbarrier_arrive(k_ready(tiles));
+          roles::mbarrier_arrive(k_ready(tiles + 1));
+          ring_base = (ring_base + 2 * (tiles + 2)) ^ 1;
         }
-        if (thread < 32) post_item(i + 1, claim_item());
       }
     } else {
       copy_item();
@@ -1620,7 +1626,9 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       run_item();
       // The warpgroup's rows are out of its epilogue place (the tensor copies have read them) and
       // its threads are done with the rows' places. The places go back to the copying warpgroup
-      // with the next item's first tile.
+      // with the next item's first tile, whose tensor copies may then write there: the rows'
+      // shared stores (the per-chunk path's) are fenced against them.
+      wgmma::fence_shared_for_async();
       roles::named_sync(2 + kGroups + wg, 128);
       ring_base = (ring_base + 2 * (range.tiles + 2)) ^ 1;
     }

@@ -843,9 +843,16 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       // group divides the CTA's rows (a box of its tokens x the group's heads; rows past the
       // sequence read the tokens after it, or zeros, and are dropped); else a row at a time, rows
       // past the sequence repeating its last.
+      // kPersistent: every copying thread waits for Q's buffer, not only those that copy Q. A
+      // thread that sends no tensor copies waits for a stage's release only at the tiles it copies
+      // row by row, and no copy waits for an epilogue place's release: its next wait at a stage
+      // could take the release two phases back (the same parity) for the one it waits for. The last
+      // Q's release says the computing warpgroups are past every place before the last item's.
+      if constexpr (kPersistent) {
+        if (kFp8Q && range.tiles > 0) await_query_buffer();
+      }
       if (kFp8Q && range.tiles > 0 && maps.q_ready) {
         if (thread == 0) {
-          if constexpr (kPersistent) await_query_buffer();
           tma::expect_bytes(k_ready(0), Shape::kQBytes);
 #pragma unroll
           for (int ct = 0; ct < Shape::kColumnTiles; ++ct) {
@@ -854,7 +861,6 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
           }
         }
       } else if (kFp8Q && range.tiles > 0) {
-        if constexpr (kPersistent) await_query_buffer();
         for (int i = thread; i < Shape::kRows * kChunks; i += 128) {
           const int r = min(cta.row0 + i / kChunks, cta.rows - 1), c = i % kChunks;
           const uint8_t* src = static_cast<const uint8_t*>(p.q) + (int64_t(cta.token(r)) * p.heads_q + cta.head(r, kv_head)) * D;
@@ -943,8 +949,8 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
           // k_ready complete here. The phase before each is complete (this thread waited for every
           // earlier tile's; each copying thread arrived for the earlier places before this item's
           // tile 0) and no computing thread still waits for it: the fp16 V buffer releases widen()
-          // waited for follow those waits, and after an item of one tile thread 0's wait for the
-          // last Q's release does (await_query_buffer; these phases complete only with its
+          // waited for follow those waits, and after an item of one tile the wait for the last
+          // Q's release does (await_query_buffer; these phases complete only with its
           // arrivals). The computing warpgroups release the places once the next item's first tile
           // is in, so after these arrivals.
           roles::mbarrier_arrive(k_ready(tiles));

@@ -323,6 +323,24 @@ class TestFlashAttnVarlen(PlacedCase):
         self.assertTrue(np.isfinite(got).all() and np.isfinite(lse).all())
 
     @placed
+    def test_fp8_prefill_more_row_tiles_than_multiprocessors(self):
+        """Some 200 row tiles of 16 sequences, more than an H100 or H200 has multiprocessors: the
+        sm_90a kernel with FP8 q at head_dim 128 runs a CTA per multiprocessor, and each takes
+        tile after tile off a queue. Sequences without queries, a chunk with more queries than
+        keys (its first 260 rows see no key: tiles without a key tile), causal and not, key splits."""
+        lens_q = [400, 0, 1, 300, 17, 250, 0, 120, 600, 33, 5, 380, 64, 129, 200, 90]
+        lens_k = [400, 3, 1, 40, 17, 700, 9, 120, 600, 33, 1029, 380, 64, 129, 200, 90]
+        for causal, splits in ((True, None), (False, None), (True, 3)):
+            with self.subTest(causal=causal, splits=splits):
+                rng = seeded_rng(self, causal, splits)
+                codes = [fp8_tensor(rng, (sum(lens), heads, 128)) for lens, heads in ((lens_q, 8), (lens_k, 2), (lens_k, 2))]
+                got, lse, _ = self.check_fp8(codes, [np.float32([f / 64]) for f in (0.75, 0.5, 0.25)], lens_q, lens_k,
+                                             causal, splits)
+                if causal:  # rows 0..259 of the chunk with 300 queries over 40 keys
+                    first = sum(lens_q[:3])
+                    self.assertTrue((got[first:first + 260] == 0).all() and np.isneginf(lse[:, first:first + 260]).all())
+
+    @placed
     def test_fp8_prefill_rising_scores(self):
         """Rising scores in a prefill: the GPU kernel moves a row's max only when a tile's exceeds
         it by more than 8, so its weights P reach 2^8 before a rescale; at head_dim 128 it weighs a
@@ -744,6 +762,23 @@ class TestPagedAttention(PlacedCase):
                                      unmap=[(0, 0), (0, 2), (0, 700 // block_size)], poison=True, fp8_q=fp8_q,
                                      num_splits=splits, value_gain=gain, scale_dtype=scale_dtype)
                 self.assertTrue((run.got[[0, 130]] == 0).all() and np.isneginf(run.lse[:, [0, 130]]).all())
+                self.check(run, "float16")
+
+    @placed
+    def test_block_wise_more_row_tiles_than_multiprocessors(self):
+        """test_fp8_prefill_more_row_tiles_than_multiprocessors over a block_wise_fp8 cache, FP8 q at
+        head_dim 128 (queue-fed CTAs there too), in blocks of 64 and of 16 (whose tiles' copies go
+        out from two warps), with kv_end rows without a key, unmapped blocks and key splits."""
+        lens = [400, 3, 1, 700, 17, 250, 9, 120, 600, 33, 1029, 380, 64, 129, 200, 90]
+        q_lens = [400, 0, 1, 300, 17, 250, 0, 120, 600, 33, 5, 380, 64, 129, 200, 90]
+        for block_size, splits in ((64, None), (16, None), (64, 3)):
+            with self.subTest(block_size=block_size, splits=splits):
+                rng = seeded_rng(self, block_size, splits)
+                kv_end = np.full(sum(q_lens), 10 ** 6, np.int32)
+                kv_end[[0, 700, 1500]] = 0, 90, 0  # rows without a key, a cut mid-tile
+                run = self.run_paged(rng, "block_wise_fp8", lens, q_lens, 8, 2, 128, block_size, kv_end=kv_end,
+                                     unmap=[(3, 1), (10, 5)], poison=True, fp8_q=True, num_splits=splits)
+                self.assertTrue((run.got[[0, 1500]] == 0).all() and np.isneginf(run.lse[:, [0, 1500]]).all())
                 self.check(run, "float16")
 
     @placed

@@ -22,15 +22,6 @@ namespace {
 
 using namespace attention_gpu;
 
-int multiprocessor_count() {
-  static std::atomic<int> cache[kMaxDevices] = {};
-  return device_property(cache, [](int device) {
-    int n = 0;
-    cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device);
-    return n > 0 ? n : 1;
-  });
-}
-
 // The sm_90a kernels exist where the build targeted sm_90a and the device is an sm_90 part.
 bool sm90_device() {
   static std::atomic<int> cache[kMaxDevices] = {};  // 1 yes, 2 no

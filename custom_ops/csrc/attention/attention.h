@@ -59,6 +59,8 @@ struct AttentionParams {
   bool wgmma = false;  // the sm_90a prefill kernel (attention_wgmma.cuh)
   float* partial_out = nullptr;
   float* partial_lse = nullptr;
+  // The persistent prefill kernel's queue of row tiles: a counter the launch zeroes (one int).
+  int* item_counter = nullptr;
 };
 
 void attention_cpu(const AttentionParams& p);

@@ -125,13 +125,14 @@ FA_DEVICE TileOrigin find_tile(const AttentionParams& p, int64_t tile, int group
 }
 
 // Queries past cu_seqlens_q[batch] belong to no sequence: zeros and lse -inf.
+// `thread` of `threads` writes its share.
 template <class Shape>
-FA_DEVICE void write_tail_rows(const AttentionParams& p, int local_tile, int group, int kv_head) {
+FA_DEVICE void write_tail_rows(const AttentionParams& p, int local_tile, int group, int kv_head, int thread, int threads) {
   constexpr int D = Shape::kHeadDim;
   const int first_token = p.cu_seqlens_q[p.batch];
   const int64_t tail_rows = int64_t(p.tokens_q - first_token) * group;
   const int64_t row0 = int64_t(local_tile) * Shape::kRows;
-  for (int i = threadIdx.x; i < Shape::kRows * D; i += Shape::kThreads) {
+  for (int i = thread; i < Shape::kRows * D; i += threads) {
     const int64_t r = row0 + i / D;
     if (r >= tail_rows) break;
     const int token = first_token + int(r / group), head = kv_head * group + int(r % group);
@@ -161,14 +162,22 @@ struct CtaRows {
   }
 };
 
-// The CTA's rows, from its block index taken in reverse (the longest causal tiles start first).
-// False when it has no rows of a sequence: the tail rows it owns, if any, are written.
+// Virtual row tiles of a kv head: every sequence's rows start a fresh tile, and the rows past the
+// last sequence get tiles of their own (see first_tile_of).
+FA_HD int64_t virtual_row_tiles(const AttentionParams& p, int rows_per_tile) {
+  return int64_t(p.tokens_q) * (p.heads_q / p.heads_kv) / rows_per_tile + p.batch + 2;
+}
+
+// The rows of virtual tile `tile` (of virtual_row_tiles), by each warp that calls it (all 32
+// lanes). False when it has no rows of a sequence: the tail rows it owns, if any, are written by
+// `thread` of `threads`.
 template <class Shape, bool kPaged>
-FA_DEVICE bool locate_rows(const AttentionParams& p, int kv_head, int split, CtaRows& c) {
+FA_DEVICE bool locate_tile_rows(const AttentionParams& p, int64_t tile, int kv_head, int split, CtaRows& c, int thread,
+                                int threads) {
   c.group = p.heads_q / p.heads_kv;
-  const TileOrigin origin = find_tile(p, int64_t(gridDim.x) - 1 - blockIdx.x, c.group, Shape::kRows);
+  const TileOrigin origin = find_tile(p, tile, c.group, Shape::kRows);
   if (origin.seq == p.batch) {
-    if (split == 0) write_tail_rows<Shape>(p, origin.local_tile, c.group, kv_head);
+    if (split == 0) write_tail_rows<Shape>(p, origin.local_tile, c.group, kv_head, thread, threads);
     return false;
   }
   c.seq = origin.seq;
@@ -179,6 +188,12 @@ FA_DEVICE bool locate_rows(const AttentionParams& p, int kv_head, int split, Cta
   c.k_first = kPaged ? 0 : p.cu_seqlens_k[c.seq];
   c.k_len = max(kPaged ? p.seq_lens_kv[c.seq] : p.cu_seqlens_k[c.seq + 1] - c.k_first, 0);
   return c.row0 < c.rows;
+}
+// The CTA's rows, from its block index taken in reverse (the longest causal tiles start first).
+template <class Shape, bool kPaged>
+FA_DEVICE bool locate_rows(const AttentionParams& p, int kv_head, int split, CtaRows& c) {
+  return locate_tile_rows<Shape, kPaged>(p, int64_t(gridDim.x) - 1 - blockIdx.x, kv_head, split, c, threadIdx.x,
+                                         Shape::kThreads);
 }
 
 // The row (in head_dim elements) of a key of the CTA's sequence in k/v or the cache; -1 where

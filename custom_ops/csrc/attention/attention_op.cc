@@ -55,12 +55,16 @@ void run(AttentionParams& p, const paddle::Tensor& q, int64_t max_keys, int num_
   p.warps_m = plan.warps_m;
   p.num_splits = plan.num_splits;
   p.wgmma = plan.wgmma;
-  paddle::Tensor partial_out, partial_lse;  // freed after the launch: Paddle's allocator is stream-ordered
+  paddle::Tensor partial_out, partial_lse, item_counter;  // freed after the launch: Paddle's allocator is stream-ordered
   if (p.num_splits > 1) {
     partial_out = paddle::empty({p.num_splits, p.tokens_q, p.heads_q, p.head_dim}, paddle::DataType::FLOAT32, q.place());
     partial_lse = paddle::empty({p.num_splits, p.heads_q, p.tokens_q}, paddle::DataType::FLOAT32, q.place());
     p.partial_out = partial_out.data<float>();
     p.partial_lse = partial_lse.data<float>();
+  }
+  if (p.wgmma) {
+    item_counter = paddle::empty({1}, paddle::DataType::INT32, q.place());
+    p.item_counter = item_counter.data<int32_t>();
   }
   attention_cuda(p);
 #else

@@ -24,6 +24,14 @@
 // softmax weighs a tile against the row's running max and checks the tile's max afterwards
 // (softmax, settle_max).
 //
+// With FP8 q at head_dim 128 (contiguous keys and per-token scales; not fp8_pv) the grid is a CTA
+// per multiprocessor, and each CTA runs row tiles ("items") one after another, taken off a
+// counter (kPersistent). Copying warp 0 finds the next item's rows while the current one ends;
+// the copying warpgroup sends its Q (into Q's buffer, free once the computing warpgroups hold Q in
+// registers) and first tiles while the computing ones stage their rows for the epilogue in two
+// places of the stage ring of their own. A CTA's start (its rows found, Q and the first tiles on
+// their way: some 3 us) is then paid once per multiprocessor rather than once per row tile.
+//
 // A 16-bit q (kFp8Q false) goes to shared memory as fp16, a bf16 q times a power of two as in the
 // mma.sync kernel (so every element stays exact), each computing warpgroup its own rows while the
 // first tile is copied; the copying warpgroup widens K to fp16 as it does V. S = Q K^T then runs
@@ -127,6 +135,17 @@ struct WgmmaShape {
   // head_dim 128 lost 2-4% with a 16-bit q and 0.7-1.1% with FP8 q, 256 4%), and the computing
   // warpgroups fold it.
   static constexpr bool kFoldKeysInCopies = kTokenScales && D == 64;
+  // FP8 q at head_dim 128: the warp's rows of Q as Q K^T's A fragments (16 registers), read from
+  // shared memory once they have landed with tile 0, so that each Q K^T reads only K there (4 of
+  // its 6 KB a k-step): +1% contiguous and over block_wise_fp8 at 8 x 4096. Not over cache_fp8,
+  // whose computing warpgroups then spilled and ran 0-1.5% slower.
+  static constexpr bool kQInRegisters = kFp8Q && D == 128 && (!kPagedKeys || kTokenScales);
+  // A CTA per multiprocessor takes row tiles off a queue, one after another (kPersistent), where Q
+  // sits in registers: its buffer then takes the next item's Q while the item runs, and the
+  // copying warpgroup sends the next item's first tiles while the computing warpgroups end this
+  // one, so that a CTA's start (its rows located, Q and the first tiles on their way) is paid once
+  // per multiprocessor rather than once per row tile.
+  static constexpr bool kPersistent = kQInRegisters && !kFp8Pv;
   // Per-token scales: a tile's k scales and its v scales as copied (the tables' rows, fp32 or
   // bf16), its v scales over the reference v_ref (fp16 pairs; fp32 with FP8 P V; see
   // weigh_values), v_ref, and with kFoldKeysInCopies the k scales times the score scale (fp32;
@@ -209,14 +228,35 @@ constexpr int kOutTileBytes = 128;
 // columns of chunk c = (thread / 8) % kChunks of keys 8 group + thread % 8: the 8 lanes of a
 // quarter warp read and write one chunk of 8 different keys, which fall in 8 different banks. Its
 // addresses differ between passes by constants. kBatched: the loads of 4 passes go out together
-// (more registers; the kernel says where that pays).
-template <class Shape, bool kBatched>
+// (more registers; the kernel says where that pays). kFromFirstPass: each address written as the
+// first pass's plus its constant (a pass's keys are 8 kGroupsPerPass rows after the pass before's,
+// the same rows mod 8, both swizzles' period), which leaves ptxas three registers where it
+// otherwise keeps one per pass: for the persistent kernels' copying warpgroups, which hold an
+// item's state too (elsewhere that form measured 4% slower over cache_fp8, perf notes v63).
+template <class Shape, bool kBatched, bool kFromFirstPass>
 FA_DEVICE void widen_to_fp16(uint32_t staging, uint32_t v16, int thread) {
   constexpr int kChunks = Shape::kHeadDim / 16, kGroupsPerPass = 128 / (8 * kChunks);
   constexpr int kPasses = Shape::kKeys / 8 / kGroupsPerPass, kBatch = kBatched ? 4 : 1;
   static_assert(kPasses % kBatch == 0, "whole batches of passes");
+  if constexpr (kFromFirstPass) {  // (read again, so that its addresses are worked out here, not held)
+    asm volatile("mov.u32 %0, %%tid.x;" : "=r"(thread));
+    thread %= 128;
+  }
   const int key = thread % 8, c = thread / 8 % kChunks, group = thread / (8 * kChunks);
   auto key_of = [&](int pass) { return 8 * (group + pass * kGroupsPerPass) + key; };
+  // Columns 16c.. are chunks 2 (c % 4) and 2 (c % 4) + 1 of the row in column block c / 4.
+  auto row_of = [&](int pass) { return v16 + (c / 4) * Shape::kV16BlockBytes + key_of(pass) * 128; };
+  const uint32_t first_from = staging + fp8_row_offset<Shape, Shape::kKTileBytes>(key_of(0), c);
+  const uint32_t first_to[2] = {row_of(0) + ((uint32_t(2 * (c % 4)) ^ key) << 4),
+                                row_of(0) + ((uint32_t(2 * (c % 4) + 1) ^ key) << 4)};
+  auto from = [&](int pass) {
+    if constexpr (kFromFirstPass) return first_from + pass * (8 * kGroupsPerPass * Shape::kSwizzleBytes);
+    return staging + fp8_row_offset<Shape, Shape::kKTileBytes>(key_of(pass), c);
+  };
+  auto to = [&](int pass, int half) {
+    if constexpr (kFromFirstPass) return first_to[half] + pass * (8 * kGroupsPerPass * 128);
+    return row_of(pass) + (((2 * (c % 4) + half) ^ (key_of(pass) % 8)) << 4);
+  };
 #pragma unroll
   for (int first = 0; first < kPasses; first += kBatch) {
     uint32_t x[kBatch][4];
@@ -224,19 +264,16 @@ FA_DEVICE void widen_to_fp16(uint32_t staging, uint32_t v16, int thread) {
     for (int b = 0; b < kBatch; ++b) {
       asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
                    : "=r"(x[b][0]), "=r"(x[b][1]), "=r"(x[b][2]), "=r"(x[b][3])
-                   : "r"(staging + fp8_row_offset<Shape, Shape::kKTileBytes>(key_of(first + b), c)));
+                   : "r"(from(first + b)));
     }
 #pragma unroll
     for (int b = 0; b < kBatch; ++b) {
-      const int r = key_of(first + b);
       uint32_t h[8];
 #pragma unroll
       for (int i = 0; i < 4; ++i) UnpackE4m3::four(x[b][i], h[2 * i], h[2 * i + 1]);
-      // Columns 16c.. are chunks 2 (c % 4) and 2 (c % 4) + 1 of the row in column block c / 4.
-      const uint32_t row = v16 + (c / 4) * Shape::kV16BlockBytes + r * 128;
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
-        asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};" ::"r"(row + (((2 * (c % 4) + half) ^ (r % 8)) << 4)),
+        asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};" ::"r"(to(first + b, half)),
                      "r"(h[4 * half]), "r"(h[4 * half + 1]), "r"(h[4 * half + 2]), "r"(h[4 * half + 3]));
       }
     }
@@ -334,6 +371,14 @@ FA_DEVICE float2 staged_scale_pair(const uint8_t* scales, bool is_bf16, int pair
 
 // kSmallBlocks: the cache's blocks hold a quarter tile or less (box_rows), where two copying
 // warps send a tile's tensor copies; the launch picks it where it changes the hand-over (below).
+// A persistent CTA's next item (WgmmaShape::kPersistent), as copying warp 0 found it.
+struct PersistentItem {
+  CtaRows cta;
+  KeyRange range;
+  int kv_head, split;
+  bool done;  // no item left: the CTA ends
+};
+
 template <int D, bool kPaged, bool kFp8Q = true, bool kTokenScales = false, bool kFp8Values = false,
           bool kSmallBlocks = false>
 __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values, kPaged>::kThreads, 1)
@@ -343,6 +388,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   static_assert(!kSmallBlocks || kPaged, "cache blocks are a paged cache's");
   using Shape = WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values, kPaged>;
   constexpr bool kFoldKeysInCopies = Shape::kFoldKeysInCopies;
+  constexpr bool kPersistent = Shape::kPersistent;
   namespace roles = warp_roles;
   constexpr int kKeys = Shape::kKeys, kChunks = D / 16;  // 16-byte chunks per FP8 row
   constexpr int kQTile = Shape::kQTileBytes, kKTile = Shape::kKTileBytes;
@@ -397,39 +443,76 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   constexpr int kK16Slots = kFp8Q ? 1 : kK16Buffers;  // (one unused with FP8 q)
   __shared__ __align__(8) uint64_t k16_ready_bars[kK16Slots], k16_free_bars[kK16Slots];
   const uint32_t smem = (smem_address(smem_raw) + 1023u) & ~1023u;  // swizzle atoms are 1024-aligned
-  auto k_ready = [&](int tile) { return smem_address(&k_ready_bars[tile % kStages]); };
-  auto v16_ready = [&](int tile) { return smem_address(&v16_ready_bars[tile % kV16Buffers]); };
-  auto k_free = [&](int tile) { return smem_address(&k_free_bars[tile % kStages]); };
-  auto v16_free = [&](int tile) { return smem_address(&v16_free_bars[tile % kV16Buffers]); };
+  // kPersistent: the rings run on from one item to the next. An item's tile j takes stage
+  // s + j and fp16 V buffer s + j - 2 k (s: ring_base / 2, k the items before it with key tiles);
+  // after its tiles two more places of the stage ring go to its epilogue (a computing warpgroup's
+  // rows each), so that the copying warpgroup sends the next item's first tiles while those rows
+  // are staged. Items without key tiles take no place in either ring. Two fp16 V buffers: the
+  // buffer is s + j's parity, its phase needs only k's, which ring_base carries in its low bit
+  // (one register for the copying warpgroup, which has none to spare).
+  int ring_base = 0;
+  auto stage_index = [&](int tile) { return kPersistent ? (ring_base >> 1) + tile : tile; };
+  auto v16_slot = [&](int tile) { return stage_index(tile) % kV16Buffers; };
+  auto k_ready = [&](int tile) { return smem_address(&k_ready_bars[stage_index(tile) % kStages]); };
+  auto v16_ready = [&](int tile) { return smem_address(&v16_ready_bars[v16_slot(tile)]); };
+  auto k_free = [&](int tile) { return smem_address(&k_free_bars[stage_index(tile) % kStages]); };
+  auto v16_free = [&](int tile) { return smem_address(&v16_free_bars[v16_slot(tile)]); };
   auto k16_ready = [&](int tile) { return smem_address(&k16_ready_bars[tile % kK16Slots]); };
   auto k16_free = [&](int tile) { return smem_address(&k16_free_bars[tile % kK16Slots]); };
   // What the computing warpgroups' Q K^T waits for and releases.
   auto qk_ready = [&](int tile) { return kFp8Q ? k_ready(tile) : k16_ready(tile); };
   auto qk_free = [&](int tile) { return kFp8Q ? k_free(tile) : k16_free(tile); };
   constexpr int kQkBuffers = kFp8Q ? kStages : kK16Buffers;
-  auto stage_of = [&](int tile) { return smem + Shape::kStagesOffset + (tile % kStages) * Shape::kStageBytes; };
-  auto v16_of = [&](int tile) { return smem + Shape::kV16Offset + (tile % kV16Buffers) * Shape::kV16Bytes; };
+  auto stage_of = [&](int tile) {
+    return smem + Shape::kStagesOffset + (stage_index(tile) % kStages) * Shape::kStageBytes;
+  };
+  auto v16_of = [&](int tile) { return smem + Shape::kV16Offset + v16_slot(tile) * Shape::kV16Bytes; };
   auto k16_of = [&](int tile) { return smem + Shape::kK16Offset + (tile % kK16Slots) * Shape::kK16Bytes; };
   constexpr int kScaleSlots = Shape::kTokenScales ? Shape::kScaleSlots : 1;  // (none without per-token scales)
-  auto scales_of = [&](int tile) { return smem + Shape::kScalesOffset + (tile % kScaleSlots) * Shape::kScaleSlotBytes; };
+  auto scales_of = [&](int tile) {
+    return smem + Shape::kScalesOffset + (stage_index(tile) % kScaleSlots) * Shape::kScaleSlotBytes;
+  };
   auto scales_at = [&](int tile) { return smem_raw + (scales_of(tile) - smem_address(smem_raw)); };
   // A barrier of a ring of n completes its phase k when it has seen tile (its index) + k n: the
   // wait for `tile` checks the parity of phase tile / n, the wait for the release of the tile
   // that used the buffer before it that of the phase before.
   auto phase_of = [&](int tile, int n) { return uint32_t(tile / n) & 1u; };
+  auto stage_phase = [&](int tile) { return phase_of(stage_index(tile), kStages); };
+  static_assert(kV16Buffers == 2, "the fp16 V ring's phase from ring_base's parity bit");
+  auto v16_phase = [&](int tile) {
+    return kPersistent ? uint32_t((stage_index(tile) >> 1) ^ ring_base) & 1u : phase_of(tile, kV16Buffers);
+  };
+  // Whether a tile before this one had its fp16 V buffer (the first tiles wait for none).
+  auto v16_reused = [&](int tile) { return ring_base > 0 || tile >= kV16Buffers; };
+  auto qk_phase = [&](int tile) { return kFp8Q ? stage_phase(tile) : phase_of(tile, kQkBuffers); };
 
   wait_then_allow_next_grid();  // launched overlapping the kernel before it
   const int warpgroup = threadIdx.x / 128, warp = threadIdx.x / 32 % 4, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
   const bool computes = warpgroup > 0;
-  const int kv_head = blockIdx.y, split = blockIdx.z;
+  // The item: a tile of a sequence's rows, its kv head, its split of the keys, and those keys. The
+  // grid's block, or with kPersistent each one the CTA takes (take_item).
+  int kv_head = blockIdx.y, split = blockIdx.z;
   CtaRows cta;
-  if (!locate_rows<Shape, kPaged>(p, kv_head, split, cta)) return;
-
+  KeyRange range;
   // A computing thread's rows: row_g and row_g + 8 (the copying threads take the CTA's first).
-  const int row_g = cta.row0 + (computes ? 64 * (warpgroup - 1) + 16 * warp + g : 0);
-  const int limit[2] = {cta.key_limit(p, row_g), cta.key_limit(p, row_g + 8)};
-  const int warp_min_limit = __reduce_min_sync(0xffffffffu, min(limit[0], limit[1]));
+  int row_g = 0, limit[2] = {0, 0}, warp_min_limit = 0;
+  auto locate_thread_rows = [&](const CtaRows& c) {
+    row_g = c.row0 + (computes ? 64 * (warpgroup - 1) + 16 * warp + g : 0);
+    limit[0] = c.key_limit(p, row_g);
+    limit[1] = c.key_limit(p, row_g + 8);
+    warp_min_limit = __reduce_min_sync(0xffffffffu, min(limit[0], limit[1]));
+  };
+  if constexpr (!kPersistent) {
+    if (!locate_rows<Shape, kPaged>(p, kv_head, split, cta)) return;
+    locate_thread_rows(cta);
+  }
+  // kPersistent: item i goes through slot i % 2. Warp 0 of the copying warpgroup posts it
+  // (item_full) once the slot's item before is read by every thread (item_empty).
+  __shared__ PersistentItem item_slots[2];
+  __shared__ __align__(8) uint64_t item_full_bars[2], item_empty_bars[2], q_free_bar;
+  auto item_full = [&](int i) { return smem_address(&item_full_bars[i % 2]); };
+  auto item_empty = [&](int i) { return smem_address(&item_empty_bars[i % 2]); };
   if (threadIdx.x == 0) cta_limit = 0;
   if (threadIdx.x < kGroups) q_amax_bits[threadIdx.x] = 0;
   if (threadIdx.x < kNotes) unmapped_tile[threadIdx.x] = -1;
@@ -445,6 +528,15 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
     roles::mbarrier_init(k16_ready(threadIdx.x), 128);
     roles::mbarrier_init(k16_free(threadIdx.x), kComputeThreads);
   }
+  if constexpr (kPersistent) {
+    if (threadIdx.x < 2) {
+      roles::mbarrier_init(item_full(threadIdx.x), 1);
+      roles::mbarrier_init(item_empty(threadIdx.x), Shape::kThreads);
+    }
+    // The computing threads arrive once they hold the item's Q in registers: the buffer may take
+    // the next item's.
+    if (threadIdx.x == 0) roles::mbarrier_init(smem_address(&q_free_bar), kComputeThreads);
+  }
   if constexpr (Shape::kRowSumsByMma) {  // the ones after each buffer's V
     constexpr int kBlockChunks = Shape::kOnesBytes / 16;
     for (int i = threadIdx.x; i < kV16Buffers * kBlockChunks; i += Shape::kThreads) {
@@ -454,9 +546,59 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
     wgmma::fence_shared_for_async();
   }
   __syncthreads();
-  atomicMax(&cta_limit, max(limit[0], limit[1]));
-  __syncthreads();
-  const KeyRange range = split_key_range(p, cta.k_len, cta_limit, split, kKeys);
+  if constexpr (!kPersistent) {
+    atomicMax(&cta_limit, max(limit[0], limit[1]));
+    __syncthreads();
+    range = split_key_range(p, cta.k_len, cta_limit, split, kKeys);
+  }
+  // kPersistent: the items are the grid's blocks of the non-persistent launch, in their order:
+  // (virtual row tile, kv head, split), the row tiles taken in reverse (the longest causal tiles
+  // first). The CTA's first is its own index; each next one comes off a counter that starts at 0.
+  // By warp 0 of the copying warpgroup (all its lanes): posts item i, the first with rows from
+  // index v on (the tail rows of those it passes are written here), or the end.
+  auto claim_item = [&] {  // (all lanes of the warp)
+    int claimed = 0;
+    if (lane == 0) claimed = atomicAdd(p.item_counter, 1);
+    return int64_t(gridDim.x) + __shfl_sync(0xffffffffu, claimed, 0);
+  };
+  auto post_item = [&](int i, int64_t v) {
+    if (i >= 2) roles::mbarrier_wait(item_empty(i), phase_of(i - 2, 2));
+    const int64_t row_tiles = virtual_row_tiles(p, Shape::kRows);
+    PersistentItem item;
+    item.done = true;
+    while (v < row_tiles * p.heads_kv * p.num_splits) {
+      const int64_t head_split = v / row_tiles;
+      item.kv_head = int(head_split % p.heads_kv);
+      item.split = int(head_split / p.heads_kv);
+      const int64_t tile = row_tiles - 1 - v % row_tiles;
+      if (locate_tile_rows<Shape, kPaged>(p, tile, item.kv_head, item.split, item.cta, lane, 32)) {
+        int largest = 0;  // the largest key limit of the item's rows
+        for (int r = lane; r < Shape::kRows; r += 32) largest = max(largest, item.cta.key_limit(p, item.cta.row0 + r));
+        item.range = split_key_range(p, item.cta.k_len, __reduce_max_sync(0xffffffffu, largest), item.split, kKeys);
+        item.done = false;
+        break;
+      }
+      v = claim_item();
+    }
+    if (lane == 0) {
+      item_slots[i % 2] = item;
+      roles::mbarrier_arrive(item_full(i));
+    }
+  };
+  // By every thread: item i's rows, keys, kv head and split; false at the end.
+  auto take_item = [&](int i) {
+    roles::mbarrier_wait(item_full(i), phase_of(i, 2));
+    const PersistentItem item = item_slots[i % 2];
+    roles::mbarrier_arrive(item_empty(i));
+    cta = item.cta;
+    range = item.range;
+    kv_head = item.kv_head;
+    split = item.split;
+    return !item.done;
+  };
+  if constexpr (kPersistent) {
+    if (threadIdx.x < 32) post_item(0, blockIdx.x);
+  }
 
   if (!computes) {
     // The copying warpgroup: with FP8 q the copies of tiles j + 1 and j + 2 are in flight around
@@ -481,9 +623,12 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
     // goes out ahead of Q's copies. Whole tiles are a prefix of the range and load_tile takes them
     // in order, so the block held is always the next whole tile's.
     int next_block = -1;
-    if (kPaged && maps.kv_ready && (thread < 32 || (values_by_warp_1 && thread < 64)) && box * box_rows < kKeys) {
-      next_block = p.layout.block(cta.seq, range.begin + box * box_rows);
-    }
+    auto first_block = [&] {
+      if (kPaged && maps.kv_ready && (thread < 32 || (values_by_warp_1 && thread < 64)) && box * box_rows < kKeys) {
+        next_block = p.layout.block(cta.seq, range.begin + box * box_rows);
+      }
+    };
+    if constexpr (!kPersistent) first_block();
     // A tile's per-token scales, in the tables' format: copying warp 2 copies the k scales and warp
     // 3 the v scales, kScaleKeys keys a lane (a lane's keys never straddle a cache block, which
     // holds 16 or more). Keys past the sequence read as 0, those of the last key's lane too: a
@@ -514,7 +659,11 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
     // Once warp 2's copies landed (kFoldKeysInCopies): the k scales times the score scale, in fp32,
     // so that the computing warpgroups take one multiply per score for both (see softmax). A
     // 16-bit q's power of two stays with them: it differs between them.
-    const float key_scale = kFoldKeysInCopies ? fold_scales<kPaged>(p, cta.seq, kv_head).score : 0.0f;
+    float key_scale = 0.0f;
+    auto fold_key_scale = [&] {
+      if constexpr (kFoldKeysInCopies) key_scale = fold_scales<kPaged>(p, cta.seq, kv_head).score;
+    };
+    if constexpr (!kPersistent) fold_key_scale();
     auto weigh_keys = [&](int tile) {
       if (!copies_scales || copies_values) return;  // warp 2
       float k[kScaleKeys];
@@ -572,7 +721,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       constexpr int kBoxWarps = kValuesByWarp1 ? 2 : 1;
       if (by_tma && thread >= 32 * kBoxWarps && !(kTokenScales && copies_scales)) return;
       // (With a 16-bit q the copying warpgroup's own barrier after the widening frees a stage.)
-      if (kFp8Q && tile >= kStages) roles::mbarrier_wait(k_free(tile), phase_of(tile, kStages) ^ 1u);
+      if (kFp8Q && stage_index(tile) >= kStages) roles::mbarrier_wait(k_free(tile), stage_phase(tile) ^ 1u);
       if (by_tma && thread < 32 * kBoxWarps) {
         // A whole tile of the sequence: boxes of its kKeys rows (contiguous keys) or of a cache
         // block's rows (at most kKeys), one per lane, K and V of every column tile.
@@ -587,7 +736,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
             next_block = p.layout.block(cta.seq, key + kKeys);  // this lane's box in the next tile
             y = block >= 0 ? key & (p.layout.block_size - 1) : 0;
             z = block >= 0 ? block * p.layout.num_heads + kv_head : -1;
-            if (block < 0 && thread < 32) unmapped_tile[tile % kNotes] = tile;
+            if (block < 0 && thread < 32) unmapped_tile[stage_index(tile) % kNotes] = stage_index(tile);
           }
           const uint32_t dst = stage + box * box_rows * Shape::kSwizzleBytes;
           const bool keys = thread < 32, values = !kValuesByWarp1 || thread >= 32;
@@ -612,7 +761,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
         const int64_t offset = valid ? row * D + c * 16 : 0;
         cp_async<16>(stage + fp8_row_offset<Shape, kKTile>(r, c), k_base + offset, valid);
         cp_async<16>(stage + Shape::kKBytes + fp8_row_offset<Shape, kKTile>(r, c), v_base + offset, valid);
-        if (kPaged && !valid && key < range.end && c == 0) unmapped_tile[tile % kNotes] = tile;
+        if (kPaged && !valid && key < range.end && c == 0) unmapped_tile[stage_index(tile) % kNotes] = stage_index(tile);
       }
     };
     // Tile j's copies landed: with FP8 q this thread's own (if any), and K goes to the computing
@@ -626,12 +775,13 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
     // copying loop then reloads 10 spilled registers a tile; over block_wise_fp8 -1.3%), nor at
     // head_dim 64 (at most +2%; its copying warpgroup has 32 registers).
     constexpr bool kBatchedWidening = D == 256 || (D == 128 && (!kFp8Q || (kPaged && !kTokenScales)));
-    auto widen = [&](int tile, uint32_t from, uint32_t to, uint32_t ready, uint32_t free, int buffers) {
-      if (tile >= buffers) roles::mbarrier_wait(free, phase_of(tile, buffers) ^ 1u);
+    // `phase`: the buffer's for this tile; `reused`: a tile before it had the buffer.
+    auto widen = [&](uint32_t from, uint32_t to, uint32_t ready, uint32_t free, bool reused, uint32_t phase) {
+      if (reused) roles::mbarrier_wait(free, phase ^ 1u);
       if constexpr (Shape::kFp8Pv) {
         transpose_values<Shape>(from, to, thread);
       } else {
-        widen_to_fp16<Shape, kBatchedWidening>(from, to, thread);
+        widen_to_fp16<Shape, kBatchedWidening, kPersistent>(from, to, thread);
       }
       wgmma::fence_shared_for_async();
       roles::mbarrier_arrive(ready);
@@ -643,7 +793,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       }
     };
     auto widen_values = [&](int tile) {
-      widen(tile, stage_of(tile) + Shape::kKBytes, v16_of(tile), v16_ready(tile), v16_free(tile), kV16Buffers);
+      widen(stage_of(tile) + Shape::kKBytes, v16_of(tile), v16_ready(tile), v16_free(tile), v16_reused(tile), v16_phase(tile));
     };
     auto arrive_for_keys = [&](int tile) {  // FP8 q: this thread's part of tile j is in
       weigh_scales(tile);
@@ -652,12 +802,20 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
     };
     auto hand_over = [&](int tile) {
       if constexpr (kFp8Q) arrive_for_keys(tile);
-      roles::mbarrier_wait(k_ready(tile), phase_of(tile, kStages));
+      roles::mbarrier_wait(k_ready(tile), stage_phase(tile));
       if constexpr (!kFp8Q) {
         weigh_scales(tile);  // (before K's widening, which hands the weights over with it)
-        widen(tile, stage_of(tile), k16_of(tile), k16_ready(tile), k16_free(tile), kK16Buffers);
+        widen(stage_of(tile), k16_of(tile), k16_ready(tile), k16_free(tile), tile >= kK16Buffers, phase_of(tile, kK16Buffers));
       }
       widen_values(tile);
+    };
+    // kPersistent: Q goes to its buffer once the computing warpgroups hold the last item's in
+    // registers (each item with key tiles has a Q), and tile 0's stage is free (Q counts on its
+    // k_ready). (The epilogue places' arrivals count on the wait for the last Q's release: see the
+    // item loop.)
+    auto await_query_buffer = [&] {
+      if (stage_index(0) >= kStages) roles::mbarrier_wait(k_free(0), stage_phase(0) ^ 1u);
+      if (ring_base > 0) roles::mbarrier_wait(smem_address(&q_free_bar), uint32_t(ring_base & 1) ^ 1u);  // the last Q's
     };
     auto copy_tiles = [&](auto by_warp_1) {
       if constexpr (!kFp8Q) {
@@ -685,6 +843,14 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       // group divides the CTA's rows (a box of its tokens x the group's heads; rows past the
       // sequence read the tokens after it, or zeros, and are dropped); else a row at a time, rows
       // past the sequence repeating its last.
+      // kPersistent: every copying thread waits for Q's buffer, not only those that copy Q. A
+      // thread that sends no tensor copies waits for a stage's release only at the tiles it copies
+      // row by row, and no copy waits for an epilogue place's release: its next wait at a stage
+      // could take the release two phases back (the same parity) for the one it waits for. The last
+      // Q's release says the computing warpgroups are past every place before the last item's.
+      if constexpr (kPersistent) {
+        if (kFp8Q && range.tiles > 0) await_query_buffer();
+      }
       if (kFp8Q && range.tiles > 0 && maps.q_ready) {
         if (thread == 0) {
           tma::expect_bytes(k_ready(0), Shape::kQBytes);
@@ -733,7 +899,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
             // Tile j + 2 takes tile j - 2's stage once every copying thread has widened its V (here
             // the arrival for K of j no longer says so).
             if (tile >= 2 && tile + 2 < range.tiles) {
-              roles::mbarrier_wait(v16_ready(tile - 2), phase_of(tile - 2, kV16Buffers));
+              roles::mbarrier_wait(v16_ready(tile - 2), v16_phase(tile - 2));
             }
             copy_ahead(tile);
           }
@@ -741,7 +907,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
             cp_async_wait<kCopiesAfterWidening ? 0 : 1>();  // this thread's copies of tile j + 1
             arrive_for_keys(tile + 1);
           }
-          roles::mbarrier_wait(k_ready(tile), phase_of(tile, kStages));
+          roles::mbarrier_wait(k_ready(tile), stage_phase(tile));
           widen_values(tile);
           if constexpr (kCopiesAfterWidening) copy_ahead(tile);  // (every thread widened j - 2 before arriving for j)
         }
@@ -756,13 +922,45 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       }
       cp_async_wait<0>();
     };
-    if constexpr (kPaged) {
-      if (values_by_warp_1) {
-        copy_tiles(std::true_type{});
-        return;
+    auto copy_item = [&] {
+      if constexpr (kPaged) {
+        if (values_by_warp_1) {
+          copy_tiles(std::true_type{});
+          return;
+        }
       }
+      copy_tiles(std::false_type{});
+    };
+    if constexpr (kPersistent) {
+      for (int i = 0; take_item(i); ++i) {
+        first_block();
+        fold_key_scale();
+        value_ref = value_inv = 0.0f;
+        copy_item();
+        const int tiles = range.tiles;
+        if (thread < 32) post_item(i + 1, claim_item());
+        if (tiles > 0) {
+          // The next item's first two tiles take the stages of this one's last two: every copying
+          // thread has widened those first (their stages' release says only that the computing
+          // warpgroups are done with K). Each thread widens its tiles in order, so the last one's
+          // V buffer says it for both.
+          roles::mbarrier_wait(v16_ready(tiles - 1), v16_phase(tiles - 1));
+          // The epilogue's two places in the stage ring: nothing is copied there, and their phases of
+          // k_ready complete here. The phase before each is complete (this thread waited for every
+          // earlier tile's; each copying thread arrived for the earlier places before this item's
+          // tile 0) and no computing thread still waits for it: the fp16 V buffer releases widen()
+          // waited for follow those waits, and after an item of one tile the wait for the last
+          // Q's release does (await_query_buffer; these phases complete only with its
+          // arrivals). The computing warpgroups release the places once the next item's first tile
+          // is in, so after these arrivals.
+          roles::mbarrier_arrive(k_ready(tiles));
+          roles::mbarrier_arrive(k_ready(tiles + 1));
+          ring_base = (ring_base + 2 * (tiles + 2)) ^ 1;
+        }
+      }
+    } else {
+      copy_item();
     }
-    copy_tiles(std::false_type{});
     return;
   }
 
@@ -779,7 +977,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   SoftmaxState2 state[2] = {SoftmaxState2::empty(), SoftmaxState2::empty()};
   float row_sums[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // kRowSumsByMma: P's row sums, laid out as o's columns
   const uint64_t q_desc = wgmma::descriptor<Shape::kQkRowBytes>(smem + Shape::kQOffset + wg * 64 * Shape::kQkRowBytes);
-  FoldedScales scales = fold_scales<kPaged>(p, cta.seq, kv_head);
+  FoldedScales scales = kPersistent ? FoldedScales{1.0f, 1.0f} : fold_scales<kPaged>(p, cta.seq, kv_head);
   float query_power = 1.0f;
   if constexpr (!kFp8Q) {  // each warpgroup stages its rows of a 16-bit q; its power of two joins the scale
     if (range.tiles > 0) {
@@ -794,35 +992,35 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   // Where each row goes, worked out while the first tile is on its way. The epilogue reads it:
   // the other lanes of the quad at once (hence the warp's sync; with no key tile nothing else
   // orders it), the other warps after the warpgroup's barrier there.
-  if (t == 0) {
+  auto place_rows = [&] {
+    if (t == 0) {
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int r = row_g + 8 * h;
-      row_place[r - cta.row0] = r < cta.rows ? make_int2(cta.token(r), cta.head(r, kv_head)) : make_int2(-1, 0);
+      for (int h = 0; h < 2; ++h) {
+        const int r = row_g + 8 * h;
+        row_place[r - cta.row0] = r < cta.rows ? make_int2(cta.token(r), cta.head(r, kv_head)) : make_int2(-1, 0);
+      }
     }
-  }
-  __syncwarp();
+    __syncwarp();
+  };
+  if constexpr (!kPersistent) place_rows();
 
   // Turns at the tensor cores, in a ring: warpgroup w issues its wgmmas after named barrier 2 + w,
   // at which the one before it (the last, before the first) arrives once it has issued its own.
   // The last warpgroup arrives once before its first turn, so the first one starts, and not after
-  // its last, which no turn answers.
+  // its last, which no turn answers. (kPersistent: the ring runs on through the items, and the
+  // first warpgroup takes one more turn at the end, the last warpgroup's last.)
   const int issues = range.tiles > 0 ? range.tiles + 1 : 0;
   const bool last_group = wg == kGroups - 1;
   const int next_turn = 2 + (wg + 1) % kGroups;
   int issued = 0;
   auto take_turn = [&] { roles::named_sync(2 + wg, 256); };
   auto pass_turn = [&] {
-    if (++issued < issues || !last_group) roles::named_arrive(next_turn, 256);
+    if (kPersistent || ++issued < issues || !last_group) roles::named_arrive(next_turn, 256);
   };
-  if (last_group && issues > 0) roles::named_arrive(2, 256);
+  if (last_group && (kPersistent || issues > 0)) roles::named_arrive(2, 256);
 
   float s[kScoreRegs];          // S of the tile after the one whose P V runs; no initial value needed
-  // FP8 q at head_dim 128: the warp's rows of Q as Q K^T's A fragments (16 registers), read from
-  // shared memory once they have landed with tile 0, so that each Q K^T reads only K there (4 of
-  // its 6 KB a k-step): +1% contiguous and over block_wise_fp8 at 8 x 4096. Not over cache_fp8,
-  // whose computing warpgroups then spilled and ran 0-1.5% slower.
-  constexpr bool kQInRegisters = kFp8Q && D == 128 && (!kPaged || kTokenScales);
+  constexpr bool kQInRegisters = Shape::kQInRegisters;
   uint32_t qf[kQInRegisters ? D / 32 : 1][4];
   auto query_bytes = [&] {  // Q as staged, for these fragments and for recompute_scores
     return static_cast<const uint8_t*>(smem_raw + (smem + Shape::kQOffset - smem_address(smem_raw)));
@@ -948,7 +1146,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   // the raw scores; otherwise the scores are scaled first. Per-token scales give each key its own
   // multiplier, its k scale times the whole score scale (key_multipliers), whatever its sign:
   // the exponent then takes none.
-  const bool scale_in_exponent = !kTokenScales && scales.score > 0.0f;
+  bool scale_in_exponent = !kTokenScales && scales.score > 0.0f;  // (kPersistent: per item)
   // The row max moves only when a tile's exceeds it by more than 8: P then stays at most 2^8 (fp16
   // keeps its relative precision there), and the accumulator's rescale, 64 multiplies, drops out
   // of most tiles.
@@ -959,7 +1157,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   // (-2.5 to -6%) or 2^8 as the bound there (-13 to -16%; perf notes v53).
   constexpr float kHeadroom = kFp8Pv ? 4.0f : 0.0f;
   constexpr float kMaxSlack = 8.0f, kMaxWeight = kFp8Pv ? 448.0f : 256.0f;
-  const float exponent_scale = scale_in_exponent ? scales.score : 1.0f;
+  float exponent_scale = scale_in_exponent ? scales.score : 1.0f;
   constexpr bool kWeighFirst = Shape::kWeighFirst;
   static_assert(!(kWeighFirst && Shape::kRowSumsByMma), "settle_max adds the weights' sums itself");
   // The multipliers of registers 4m..4m + 3 (keys 8m + 2t, 8m + 2t + 1 of both rows) over
@@ -977,7 +1175,9 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   // cache block: rare, and kept out of the common path (as a predicated branch its 32 table reads
   // cost as much as the softmax).
   auto need_mask = [&](int tile) { return range.begin + (tile + 1) * kKeys > warp_min_limit; };
-  auto unmapped = [&](int tile) { return kPaged && __builtin_expect(unmapped_tile[tile % kNotes] == tile, 0); };
+  auto unmapped = [&](int tile) {
+    return kPaged && __builtin_expect(unmapped_tile[stage_index(tile) % kNotes] == stage_index(tile), 0);
+  };
   // S as the softmax reads it: scaled (unless the scale joins the exponent) and masked.
   // S (or fp32 P) times a pair of keys' multipliers: those of keys 8m + 2t, 8m + 2t + 1, which
   // registers 4m..4m + 3 hold for both rows.
@@ -1078,7 +1278,11 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   // natural units after its first tile), so kept small. Keys past the sequence score 0 (masked).
   auto query_element = [&](int row, int d) {  // Q as staged (a 16-bit q times its power of two)
     const uint8_t* q = query_bytes();
-    if constexpr (kFp8Q) {
+    if constexpr (kPersistent) {  // (its buffer may hold the next item's Q by now)
+      const int r = min(cta.row0 + row, cta.rows - 1);
+      const uint8_t* q_row = static_cast<const uint8_t*>(p.q) + (int64_t(cta.token(r)) * p.heads_q + cta.head(r, kv_head)) * D;
+      return e4m3_to_float(q_row[d]);
+    } else if constexpr (kFp8Q) {
       return e4m3_to_float(q[fp8_row_offset<Shape, kQTile>(row, d / 16) + d % 16]);
     } else {
       const int offset = (d / 64) * kQTile + wgmma::swizzled_offset(row, d % 64 / 8) + 2 * (d % 8);
@@ -1207,182 +1411,236 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   // Software pipeline (see the top): tile 0's S and softmax come first; the loop runs every tile
   // but the last, whose P V ends it. The loop body issues its wgmmas unconditionally: with the
   // next tile's Q K^T under an `if`, ptxas serialized every wgmma of the kernel (warning C7514).
-  float rescale[2], pending[2];
-  if (range.tiles > 0) {
-    roles::mbarrier_wait(qk_ready(0), phase_of(0, kQkBuffers));
-    if constexpr (kQInRegisters) load_query_fragments();
-    take_turn();
-    issue_qk(0);
-    pass_turn();
-    wgmma::wait<0>();
-    wgmma::fence_registers(s);
-    prepare_scores(0);
-    softmax_max_first(rescale);  // no row has a max yet; o is still 0: nothing to rescale
-    if constexpr (kFp8Pv && kTokenScales) scale_by_values(0, rescale);
-    pack_p();
-    if constexpr (!kFp8Pv && kTokenScales) scale_by_values(0, rescale);
-    roles::mbarrier_arrive(qk_free(0));
-  }
+  auto run_item = [&] {
+    float rescale[2], pending[2];
+    if (range.tiles > 0) {
+      roles::mbarrier_wait(qk_ready(0), qk_phase(0));
+      if constexpr (kQInRegisters) load_query_fragments();
+      if constexpr (kPersistent) {
+        roles::mbarrier_arrive(smem_address(&q_free_bar));
+        // The last item's two epilogue places, just before this item's tile 0 (see the copying loop).
+        if (ring_base > 0) {
+          roles::mbarrier_arrive(k_free(-2));
+          roles::mbarrier_arrive(k_free(-1));
+        }
+      }
+      take_turn();
+      issue_qk(0);
+      pass_turn();
+      wgmma::wait<0>();
+      wgmma::fence_registers(s);
+      prepare_scores(0);
+      softmax_max_first(rescale);  // no row has a max yet; o is still 0: nothing to rescale
+      if constexpr (kFp8Pv && kTokenScales) scale_by_values(0, rescale);
+      pack_p();
+      if constexpr (!kFp8Pv && kTokenScales) scale_by_values(0, rescale);
+      roles::mbarrier_arrive(qk_free(0));
+    }
 #pragma unroll 1
-  for (int tile = 0; tile + 1 < range.tiles; ++tile) {
-    roles::mbarrier_wait(qk_ready(tile + 1), phase_of(tile + 1, kQkBuffers));
-    if constexpr (!kFp8Q) roles::mbarrier_wait(v16_ready(tile), phase_of(tile, kV16Buffers));  // (see k_ready)
-    take_turn();
-    issue_qk(tile + 1);
-    if constexpr (kSplitHandOver) roles::mbarrier_wait(v16_ready(tile), phase_of(tile, kV16Buffers));
-    issue_pv(tile);
-    pass_turn();
-    wgmma::wait<1>();  // Q K^T of tile + 1 (groups complete in order)
-    wgmma::fence_registers(s);
-    const bool max_pending = softmax(tile + 1, rescale, pending);
-    // After the softmax, which reads the tile's unmapped_tile note and k scales; with per-token
-    // scales after scale_by_values, which reads its v weights.
-    if constexpr (!kTokenScales) roles::mbarrier_arrive(qk_free(tile + 1));
-    wgmma::wait<0>();  // P V of tile (it reads pf: P of tile + 1 goes there only now)
-    wgmma::fence_registers(o);
-    wgmma::fence_registers(pf);
-    if constexpr (Shape::kRowSumsByMma) wgmma::fence_registers(row_sums);
-    roles::mbarrier_arrive(v16_free(tile));
-    if constexpr (!kFp8Pv && (kWeighFirst || kTokenScales)) pack_p();  // (scale_by_values takes P packed)
-    if constexpr (kWeighFirst) {
-      if (max_pending) settle_max(tile + 1, rescale, pending);
+    for (int tile = 0; tile + 1 < range.tiles; ++tile) {
+      roles::mbarrier_wait(qk_ready(tile + 1), qk_phase(tile + 1));
+      if constexpr (!kFp8Q) roles::mbarrier_wait(v16_ready(tile), v16_phase(tile));  // (see k_ready)
+      take_turn();
+      issue_qk(tile + 1);
+      if constexpr (kSplitHandOver) roles::mbarrier_wait(v16_ready(tile), v16_phase(tile));
+      issue_pv(tile);
+      pass_turn();
+      wgmma::wait<1>();  // Q K^T of tile + 1 (groups complete in order)
+      wgmma::fence_registers(s);
+      const bool max_pending = softmax(tile + 1, rescale, pending);
+      // After the softmax, which reads the tile's unmapped_tile note and k scales; with per-token
+      // scales after scale_by_values, which reads its v weights.
+      if constexpr (!kTokenScales) roles::mbarrier_arrive(qk_free(tile + 1));
+      wgmma::wait<0>();  // P V of tile (it reads pf: P of tile + 1 goes there only now)
+      wgmma::fence_registers(o);
+      wgmma::fence_registers(pf);
+      if constexpr (Shape::kRowSumsByMma) wgmma::fence_registers(row_sums);
+      roles::mbarrier_arrive(v16_free(tile));
+      if constexpr (!kFp8Pv && (kWeighFirst || kTokenScales)) pack_p();  // (scale_by_values takes P packed)
+      if constexpr (kWeighFirst) {
+        if (max_pending) settle_max(tile + 1, rescale, pending);
+      }
+      if constexpr (kTokenScales) {
+        scale_by_values(tile + 1, rescale);
+        roles::mbarrier_arrive(qk_free(tile + 1));
+      }
+      if constexpr (kFp8Pv && (kWeighFirst || kTokenScales)) pack_p();
+      // Once a row's max settles most tiles leave it: skip the rescale where the whole warp's do.
+      if (!__all_sync(0xffffffffu, rescale[0] == 1.0f && rescale[1] == 1.0f)) {
+#pragma unroll
+        for (int part = 0; part < kOutParts; ++part)
+#pragma unroll
+          for (int i = 0; i < kPartRegs; ++i) o[part][i] *= rescale[(i >> 1) & 1];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) row_sums[i] *= rescale[(i >> 1) & 1];
+        if constexpr (kFp8Pv) carried[0] *= rescale[0], carried[1] *= rescale[1];
+      }
+      if constexpr (kFp8Pv) {
+        if (tile % kFoldTiles == kFoldTiles - 1) {
+          fold_output(true);
+          carried[0] = carried[1] = 1.0f;
+          pv_fresh = true;
+        }
+      }
+      if constexpr (!kWeighFirst && !kTokenScales) pack_p();
     }
-    if constexpr (kTokenScales) {
-      scale_by_values(tile + 1, rescale);
-      roles::mbarrier_arrive(qk_free(tile + 1));
+    if (range.tiles > 0) {
+      roles::mbarrier_wait(v16_ready(range.tiles - 1), v16_phase(range.tiles - 1));
+      take_turn();
+      issue_pv(range.tiles - 1);
+      pass_turn();
     }
-    if constexpr (kFp8Pv && (kWeighFirst || kTokenScales)) pack_p();
-    // Once a row's max settles most tiles leave it: skip the rescale where the whole warp's do.
-    if (!__all_sync(0xffffffffu, rescale[0] == 1.0f && rescale[1] == 1.0f)) {
+    auto await_last_pv = [&] {  // (unconditional: under an `if` ptxas adds a wait of its own at the issue)
+      wgmma::wait<0>();
+      if constexpr (kPersistent) roles::mbarrier_arrive(v16_free(range.tiles - 1));  // (the next item's tiles take it)
+      wgmma::fence_registers(o);
+      if constexpr (Shape::kRowSumsByMma) wgmma::fence_registers(row_sums);
+      if constexpr (kFp8Pv) fold_output(false);
+    };
+
+    // Epilogue: out = o / d (0 for a row that saw no key), the output's format chosen once (a
+    // switch per store cost as much as the stores). The row sums and log-sum-exps go out under
+    // the last P V, unless the tensor cores sum the rows.
+    if constexpr (Shape::kRowSumsByMma) await_last_pv();
+    float mult[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      if constexpr (Shape::kRowSumsByMma) {
+        state[h].d = row_sums[2 * h];
+      } else {
+        state[h].d += __shfl_xor_sync(0xffffffffu, state[h].d, 1);
+        state[h].d += __shfl_xor_sync(0xffffffffu, state[h].d, 2);
+      }
+      mult[h] = state[h].inv_sum() * (kTokenScales ? v_ref : scales.out);
+      const int2 place = row_place[row_g + 8 * h - cta.row0];
+      if (t == 0 && place.x >= 0) store_lse(p, split, place.x, place.y, state[h].lse());
+    }
+    if constexpr (!Shape::kRowSumsByMma) await_last_pv();
+    const bool row_in[2] = {row_g < cta.rows, row_g + 8 < cta.rows};
+    // f(d, x0, x1) for each pair of this thread's columns d, d + 1 of row h, normalized.
+    auto for_each_pair = [&](int h, auto&& f) {
 #pragma unroll
       for (int part = 0; part < kOutParts; ++part)
 #pragma unroll
-        for (int i = 0; i < kPartRegs; ++i) o[part][i] *= rescale[(i >> 1) & 1];
-#pragma unroll
-      for (int i = 0; i < 4; ++i) row_sums[i] *= rescale[(i >> 1) & 1];
-      if constexpr (kFp8Pv) carried[0] *= rescale[0], carried[1] *= rescale[1];
-    }
-    if constexpr (kFp8Pv) {
-      if (tile % kFoldTiles == kFoldTiles - 1) {
-        fold_output(true);
-        carried[0] = carried[1] = 1.0f;
-        pv_fresh = true;
-      }
-    }
-    if constexpr (!kWeighFirst && !kTokenScales) pack_p();
-  }
-  if (range.tiles > 0) {
-    roles::mbarrier_wait(v16_ready(range.tiles - 1), phase_of(range.tiles - 1, kV16Buffers));
-    take_turn();
-    issue_pv(range.tiles - 1);
-    pass_turn();
-  }
-  auto await_last_pv = [&] {  // (unconditional: under an `if` ptxas adds a wait of its own at the issue)
-    wgmma::wait<0>();
-    wgmma::fence_registers(o);
-    if constexpr (Shape::kRowSumsByMma) wgmma::fence_registers(row_sums);
-    if constexpr (kFp8Pv) fold_output(false);
-  };
-
-  // Epilogue: out = o / d (0 for a row that saw no key), the output's format chosen once (a
-  // switch per store cost as much as the stores). The row sums and log-sum-exps go out under
-  // the last P V, unless the tensor cores sum the rows.
-  if constexpr (Shape::kRowSumsByMma) await_last_pv();
-  float mult[2];
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    if constexpr (Shape::kRowSumsByMma) {
-      state[h].d = row_sums[2 * h];
-    } else {
-      state[h].d += __shfl_xor_sync(0xffffffffu, state[h].d, 1);
-      state[h].d += __shfl_xor_sync(0xffffffffu, state[h].d, 2);
-    }
-    mult[h] = state[h].inv_sum() * (kTokenScales ? v_ref : scales.out);
-    const int2 place = row_place[row_g + 8 * h - cta.row0];
-    if (t == 0 && place.x >= 0) store_lse(p, split, place.x, place.y, state[h].lse());
-  }
-  if constexpr (!Shape::kRowSumsByMma) await_last_pv();
-  const bool row_in[2] = {row_g < cta.rows, row_g + 8 < cta.rows};
-  // f(d, x0, x1) for each pair of this thread's columns d, d + 1 of row h, normalized.
-  auto for_each_pair = [&](int h, auto&& f) {
-#pragma unroll
-    for (int part = 0; part < kOutParts; ++part)
-#pragma unroll
-      for (int i = 2 * h; i < kPartRegs; i += 4)
-        f(128 * part + 8 * (i / 4) + 2 * t, o[part][i] * mult[h], o[part][i + 1] * mult[h]);
-  };
-  auto write = [&](auto format, void* out) {
-    using Format = decltype(format);
-    using Storage = typename Format::Storage;
-    constexpr int kRowBytes = D * int(sizeof(Storage));
-    if constexpr (64 * kRowBytes <= kOutputBufferBytes) {
-      // Through shared memory: the warpgroup's 64 rows go to stage tiles + wg, free by now (only
-      // the last tile's stage may still be read, by the others), or to fp16 K buffer wg, in column
-      // tiles one swizzle wide as the tensor copies read them. Where all 64 rows are the
-      // sequence's, one thread stores them by a tensor copy per column tile; elsewhere each warp
-      // writes whole rows with 16-byte stores.
-      constexpr int kRowChunks = kRowBytes / 16;
-      static_assert(kRowBytes % kOutTileBytes == 0, "whole column tiles");
-      if (!kOutputInStages && range.tiles > 0) {
-        roles::mbarrier_wait(k16_free(range.tiles - 1), phase_of(range.tiles - 1, kK16Buffers));
-      }
-      const uint32_t buffer = kOutputInStages ? stage_of(range.tiles + wg) : k16_of(wg);
-      uint8_t* staging = smem_raw + (buffer - smem_address(smem_raw));
-      auto offset = [&](int row, int byte) {
-        return (byte / kOutTileBytes) * 64 * kOutTileBytes + wgmma::swizzled_offset(row, byte % kOutTileBytes / 16) +
-               byte % 16;
-      };
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        if (!row_in[h]) continue;
-        const int row = 16 * warp + g + 8 * h;
-        for_each_pair(h, [&](int d, float x0, float x1) {
-          store_pair_as<Format>(staging + offset(row, d * int(sizeof(Storage))), 0, x0, x1);
-        });
-      }
-      const bool whole_rows = maps.out_ready && p.num_splits == 1 && cta.row0 + 64 * (wg + 1) <= cta.rows;
-      if (whole_rows) wgmma::fence_shared_for_async();
-      roles::named_sync(2 + kGroups + wg, 128);
-      if (whole_rows) {
-        if (threadIdx.x % 128 == 0) {
-          const int token = cta.token(cta.row0 + 64 * wg);  // the group's heads of 64 / group tokens
-#pragma unroll
-          for (int ct = 0; ct < kRowBytes / kOutTileBytes; ++ct) {
-            tma::store_3d(&maps.out, buffer + ct * 64 * kOutTileBytes, ct * kOutTileBytes, kv_head * cta.group, token);
-          }
-          tma::commit_stores();
-          tma::wait_stores_read();  // the staging stays the CTA's until then
+        for (int i = 2 * h; i < kPartRegs; i += 4)
+          f(128 * part + 8 * (i / 4) + 2 * t, o[part][i] * mult[h], o[part][i + 1] * mult[h]);
+    };
+    auto write = [&](auto format, void* out) {
+      using Format = decltype(format);
+      using Storage = typename Format::Storage;
+      constexpr int kRowBytes = D * int(sizeof(Storage));
+      if constexpr (64 * kRowBytes <= kOutputBufferBytes) {
+        // Through shared memory: the warpgroup's 64 rows go to stage tiles + wg, free by now (only
+        // the last tile's stage may still be read, by the others), or to fp16 K buffer wg, in column
+        // tiles one swizzle wide as the tensor copies read them. Where all 64 rows are the
+        // sequence's, one thread stores them by a tensor copy per column tile; elsewhere each warp
+        // writes whole rows with 16-byte stores.
+        constexpr int kRowChunks = kRowBytes / 16;
+        static_assert(kRowBytes % kOutTileBytes == 0, "whole column tiles");
+        if (!kOutputInStages && range.tiles > 0) {
+          roles::mbarrier_wait(k16_free(range.tiles - 1), phase_of(range.tiles - 1, kK16Buffers));
         }
-        return;
-      }
-      // Unrolled, so that the rows' places and chunks are read before the first store.
+        const uint32_t buffer = kOutputInStages ? stage_of(range.tiles + wg) : k16_of(wg);
+        uint8_t* staging = smem_raw + (buffer - smem_address(smem_raw));
+        auto offset = [&](int row, int byte) {
+          return (byte / kOutTileBytes) * 64 * kOutTileBytes + wgmma::swizzled_offset(row, byte % kOutTileBytes / 16) +
+                 byte % 16;
+        };
 #pragma unroll
-      for (int pass = 0; pass < 64 * kRowChunks / 128; ++pass) {
-        const int index = threadIdx.x % 128 + 128 * pass, row = index / kRowChunks, chunk = index % kRowChunks;
-        const int2 place = row_place[64 * wg + row];
-        if (place.x < 0) continue;
-        const int64_t element = output_row_index(p, split, place.x, place.y);
-        *reinterpret_cast<uint4*>(static_cast<uint8_t*>(out) + element * int64_t(sizeof(Storage)) + chunk * 16) =
-            *reinterpret_cast<const uint4*>(staging + offset(row, chunk * 16));
-      }
-    } else {  // fp32 at head_dim 256: two elements per store
+        for (int h = 0; h < 2; ++h) {
+          if (!row_in[h]) continue;
+          const int row = 16 * warp + g + 8 * h;
+          for_each_pair(h, [&](int d, float x0, float x1) {
+            store_pair_as<Format>(staging + offset(row, d * int(sizeof(Storage))), 0, x0, x1);
+          });
+        }
+        const bool whole_rows = maps.out_ready && p.num_splits == 1 && cta.row0 + 64 * (wg + 1) <= cta.rows;
+        if (whole_rows) wgmma::fence_shared_for_async();
+        roles::named_sync(2 + kGroups + wg, 128);
+        if (whole_rows) {
+          if (threadIdx.x % 128 == 0) {
+            const int token = cta.token(cta.row0 + 64 * wg);  // the group's heads of 64 / group tokens
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        if (!row_in[h]) continue;
-        const int2 place = row_place[row_g + 8 * h - cta.row0];
-        const int64_t first = output_row_index(p, split, place.x, place.y);
-        for_each_pair(h, [&](int d, float x0, float x1) { store_pair_as<Format>(out, first + d, x0, x1); });
+            for (int ct = 0; ct < kRowBytes / kOutTileBytes; ++ct) {
+              tma::store_3d(&maps.out, buffer + ct * 64 * kOutTileBytes, ct * kOutTileBytes, kv_head * cta.group, token);
+            }
+            tma::commit_stores();
+            tma::wait_stores_read();  // the staging stays the CTA's until then
+          }
+          return;
+        }
+        // Unrolled, so that the rows' places and chunks are read before the first store.
+#pragma unroll
+        for (int pass = 0; pass < 64 * kRowChunks / 128; ++pass) {
+          const int index = threadIdx.x % 128 + 128 * pass, row = index / kRowChunks, chunk = index % kRowChunks;
+          const int2 place = row_place[64 * wg + row];
+          if (place.x < 0) continue;
+          const int64_t element = output_row_index(p, split, place.x, place.y);
+          *reinterpret_cast<uint4*>(static_cast<uint8_t*>(out) + element * int64_t(sizeof(Storage)) + chunk * 16) =
+              *reinterpret_cast<const uint4*>(staging + offset(row, chunk * 16));
+        }
+      } else {  // fp32 at head_dim 256: two elements per store
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          if (!row_in[h]) continue;
+          const int2 place = row_place[row_g + 8 * h - cta.row0];
+          const int64_t first = output_row_index(p, split, place.x, place.y);
+          for_each_pair(h, [&](int d, float x0, float x1) { store_pair_as<Format>(out, first + d, x0, x1); });
+        }
+      }
+    };
+    if (p.num_splits > 1) {
+      write(Fp32Format{}, p.partial_out);
+    } else {
+      switch (p.out_type) {  // (the attention ops write bf16, fp16 or fp32)
+        case ElementType::kBf16: write(Bf16Format{}, p.out); break;
+        case ElementType::kFp16: write(Fp16Format{}, p.out); break;
+        default: write(Fp32Format{}, p.out); break;
       }
     }
   };
-  if (p.num_splits > 1) {
-    write(Fp32Format{}, p.partial_out);
-  } else {
-    switch (p.out_type) {  // (the attention ops write bf16, fp16 or fp32)
-      case ElementType::kBf16: write(Bf16Format{}, p.out); break;
-      case ElementType::kFp16: write(Fp16Format{}, p.out); break;
-      default: write(Fp32Format{}, p.out); break;
+  if constexpr (kPersistent) {
+    // An item whose rows see no key: zeros and log-sum-exps -inf, stored from here (it takes no
+    // place in the rings).
+    auto write_rows_without_keys = [&] {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int r = row_g + 8 * h;
+        if (r >= cta.rows) continue;
+        const int token = cta.token(r), head = cta.head(r, kv_head);
+        if (t == 0) store_lse(p, split, token, head, -INFINITY);
+        for (int d = 2 * t; d < D; d += 8) {
+          store_output(p, split, token, head, d, 0.0f);
+          store_output(p, split, token, head, d + 1, 0.0f);
+        }
+      }
+    };
+    for (int i = 0; take_item(i); ++i) {
+      locate_thread_rows(cta);
+      if (range.tiles == 0) {
+        write_rows_without_keys();
+        continue;
+      }
+      scales = fold_scales<kPaged>(p, cta.seq, kv_head);
+      scale_in_exponent = !kTokenScales && scales.score > 0.0f;
+      exponent_scale = scale_in_exponent ? scales.score : 1.0f;
+      set_all(o, 0.0f);
+      set_all(row_sums, 0.0f);
+      state[0] = state[1] = SoftmaxState2::empty();
+      v_ref = 0.0f;
+      place_rows();
+      run_item();
+      // The warpgroup's rows are out of its epilogue place (the tensor copies have read them) and
+      // its threads are done with the rows' places. The places go back to the copying warpgroup
+      // with the next item's first tile, whose tensor copies may then write there: the rows'
+      // shared stores (the per-chunk path's) are fenced against them.
+      wgmma::fence_shared_for_async();
+      roles::named_sync(2 + kGroups + wg, 128);
+      ring_base = (ring_base + 2 * (range.tiles + 2)) ^ 1;
     }
+    if (wg == 0) take_turn();
+  } else {
+    run_item();
   }
 #else
   __trap();  // launched only where the sm_90a build exists (see wgmma_prefill_applies)

@@ -25,5 +25,15 @@ int device_property(std::atomic<int> (&cache)[kMaxDevices], Query&& query) {
   return value;
 }
 
+// The current device's multiprocessors.
+inline int multiprocessor_count() {
+  static std::atomic<int> cache[kMaxDevices] = {};
+  return device_property(cache, [](int device) {
+    int n = 0;
+    cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device);
+    return n > 0 ? n : 1;
+  });
+}
+
 }  // namespace fastattn
 #endif  // __CUDACC__

@@ -1,0 +1,309 @@
+"""A model of the persistent sm_90a prefill kernel's rings (custom_ops/csrc/attention/attention_wgmma.cuh,
+WgmmaShape::kPersistent), run over random item sequences and random interleavings.
+
+Roles: the copying warpgroup as two threads (warp 0, which sends the tensor copies and waits for every
+stage it copies to, and one of the other 96, which copies only row by row), and the two computing
+warpgroups. Every mbarrier counts its phases; a wait tests a parity, as `mbarrier.try_wait.parity`
+does, so a wait two phases early passes. The turn ring, the item slots, tensor copies landing at any
+time after they go out, and tiles sent by tensor copy or row by row at random are modelled. It stops at
+the first write into a stage, an fp16 V buffer or Q's buffer that another role still reads or writes,
+the first arrival in a phase other than its own, or a deadlock.
+
+    python scripts/persistent_ring_model.py [--sequences N] [--q-wait-by-one-thread]
+
+--q-wait-by-one-thread models the protocol before v66 (docs/perf-notes.md), where only the thread that
+sends Q waited for Q's buffer: it fails in the copy-first order.
+"""
+
+import argparse
+import random
+
+STAGES = 4
+V16_BUFFERS = 2
+COMPUTE_THREADS = 256
+
+# The copying loop's orders (attention_wgmma.cuh: kSplitHandOver, kCopiesAfterWidening):
+# contiguous FP8 q/k/v; block_wise_fp8 in blocks of 64 and 128; in blocks of 16 and 32.
+ORDERS = {
+    "split hand-over, copies first": (True, False),
+    "one hand-over, copies after the widening": (False, True),
+    "split hand-over, copies after the widening": (True, True),
+}
+
+
+class Hazard(Exception):
+    pass
+
+
+class Barrier:
+    def __init__(self, count, name):
+        self.count, self.pending, self.phase, self.name = count, count, 0, name
+
+    def arrive(self, phase, times=1):
+        if self.phase != phase:
+            raise Hazard(f"{self.name}: arrival for phase {phase} while at {self.phase}")
+        for _ in range(times):
+            self.pending -= 1
+            if self.pending == 0:
+                self.phase += 1
+                self.pending = self.count
+
+    def expect_bytes(self, phase):  # a tensor copy's bytes count as one more arrival
+        if self.phase != phase:
+            raise Hazard(f"{self.name}: expected bytes for phase {phase} while at {self.phase}")
+        self.pending += 1
+
+    def passed(self, parity):
+        return (self.phase & 1) != parity
+
+
+def simulate(items, seed, split_hand_over, copies_after, q_wait_by_one_thread=False):
+    rng = random.Random(seed)
+    copiers = 2
+    k_ready = [Barrier(copiers, f"k_ready[{s}]") for s in range(STAGES)]
+    k_free = [Barrier(COMPUTE_THREADS, f"k_free[{s}]") for s in range(STAGES)]
+    v16_ready = [Barrier(copiers, f"v16_ready[{b}]") for b in range(V16_BUFFERS)]
+    v16_free = [Barrier(COMPUTE_THREADS, f"v16_free[{b}]") for b in range(V16_BUFFERS)]
+    q_free = Barrier(COMPUTE_THREADS, "q_free")
+    turns = [1, 0]  # the last computing warpgroup arrives once before the first turn
+    taken = set()
+    users = {("stage", s): [] for s in range(STAGES)}
+    users.update({("v16", b): [] for b in range(V16_BUFFERS)})
+    users[("q",)] = []
+    by_tensor_copy = {(i, j): rng.random() < 0.5 for i, n in enumerate(items) for j in range(n)}
+    q_by_tensor_copy = [rng.random() < 0.5 for _ in items]
+    landing = []  # tensor copies on their way: (barrier, phase, user, place)
+    roles = [f"copy{t}" for t in range(copiers)] + ["wg0", "wg1"]
+
+    def start(place, user, writes):
+        for other, other_writes in users[place]:
+            same = other[:3] == user[:3] and user[0] in ("copy", "widen", "q copy")  # one tile's parts
+            if other != user and not same and (writes or other_writes):
+                raise Hazard(f"{user} {'writes' if writes else 'reads'} {place} while {other} uses it")
+        users[place].append((user, writes))
+
+    def finish(place, user):
+        users[place].remove(next(u for u in users[place] if u[0] == user))
+
+    def wait(ready):
+        while not ready():
+            yield
+
+    class Ring:  # one role's position: ring_base as in the kernel
+        def __init__(self):
+            self.base = 0
+
+        def index(self, j):
+            return (self.base >> 1) + j
+
+        def stage(self, j):
+            return self.index(j) % STAGES
+
+        def stage_phase(self, j):
+            return self.index(j) // STAGES
+
+        def v16(self, j):
+            return self.index(j) % V16_BUFFERS
+
+        def v16_parity(self, j):
+            return ((self.index(j) >> 1) ^ self.base) & 1
+
+        def advance(self, tiles):
+            self.base = (self.base + 2 * (tiles + 2)) ^ 1
+
+    def copier(t):
+        ring, widened = Ring(), 0
+        for i, n in enumerate(items):
+            if i >= 2:  # item i's slot is free once every role took item i - 2
+                yield from wait(lambda: all((r, i - 2) in taken for r in roles))
+            taken.add((f"copy{t}", i))
+            in_flight = []
+
+            def load(j):
+                tensor = by_tensor_copy[(i, j)]
+                if tensor and t != 0:
+                    return
+                if ring.index(j) >= STAGES:
+                    yield from wait(lambda: k_free[ring.stage(j)].passed((ring.stage_phase(j) & 1) ^ 1))
+                user, place = ("copy", i, j, t), ("stage", ring.stage(j))
+                start(place, user, True)
+                if tensor:
+                    k_ready[ring.stage(j)].expect_bytes(ring.stage_phase(j))
+                    landing.append((k_ready[ring.stage(j)], user, place))
+                else:
+                    in_flight.append((j, user, place))
+
+            def arrive_for_keys(j):  # this thread's own copies of tile j (and Q with tile 0) have landed
+                for entry in [e for e in in_flight if e[0] == j or (j == 0 and e[0] is None)]:
+                    finish(entry[2], entry[1])
+                    in_flight.remove(entry)
+                k_ready[ring.stage(j)].arrive(ring.stage_phase(j))
+
+            if n > 0:
+                sends_q = not q_by_tensor_copy[i] or t == 0
+                if sends_q or not q_wait_by_one_thread:
+                    if ring.index(0) >= STAGES:
+                        yield from wait(lambda: k_free[ring.stage(0)].passed((ring.stage_phase(0) & 1) ^ 1))
+                    if ring.base > 0:
+                        yield from wait(lambda: q_free.passed((ring.base & 1) ^ 1))
+                if sends_q:
+                    user = ("q copy", i, None, t)
+                    start(("q",), user, True)
+                    if q_by_tensor_copy[i]:
+                        k_ready[ring.stage(0)].expect_bytes(ring.stage_phase(0))
+                        landing.append((k_ready[ring.stage(0)], user, ("q",)))
+                    else:
+                        in_flight.append((None, user, ("q",)))
+            for j in range(min(n, 2)):
+                yield from load(j)
+            if split_hand_over and n > 0:
+                yield
+                arrive_for_keys(0)
+            for j in range(n):
+                if not copies_after:
+                    if split_hand_over and 2 <= j < n - 2:
+                        yield from wait(lambda: v16_ready[ring.v16(j - 2)].passed(ring.v16_parity(j - 2)))
+                    if j + 2 < n:
+                        yield from load(j + 2)
+                yield
+                if not split_hand_over:
+                    arrive_for_keys(j)
+                elif j + 1 < n:
+                    arrive_for_keys(j + 1)
+                yield from wait(lambda: k_ready[ring.stage(j)].passed(ring.stage_phase(j) & 1))
+                if ring.base > 0 or j >= V16_BUFFERS:
+                    yield from wait(lambda: v16_free[ring.v16(j)].passed(ring.v16_parity(j) ^ 1))
+                assert (ring.v16(j), ring.v16_parity(j)) == (widened % 2, (widened // 2) & 1)
+                user = ("widen", i, j, t)
+                start(("stage", ring.stage(j)), user, False)
+                start(("v16", ring.v16(j)), user, True)
+                yield
+                finish(("stage", ring.stage(j)), user)
+                finish(("v16", ring.v16(j)), user)
+                v16_ready[ring.v16(j)].arrive(widened // 2)
+                widened += 1
+                if copies_after and j + 2 < n:
+                    yield from load(j + 2)
+            if n > 0:
+                yield from wait(lambda: v16_ready[ring.v16(n - 1)].passed(ring.v16_parity(n - 1)))
+                for place in (n, n + 1):  # the epilogue's two places: nothing is copied there
+                    k_ready[ring.stage(place)].arrive(ring.stage_phase(place))
+                ring.advance(n)
+
+    def computer(w):
+        ring, q_items, v16_uses = Ring(), 0, 0
+
+        def take_turn():
+            yield from wait(lambda: turns[w] > 0)
+            turns[w] -= 1
+
+        def pass_turn():
+            turns[1 - w] += 1
+
+        def release_stage(j):
+            k_free[ring.stage(j)].arrive(ring.stage_phase(j), 128)
+
+        def release_v16(j):
+            v16_free[ring.v16(j)].arrive((v16_uses + j) // 2, 128)
+
+        for i, n in enumerate(items):
+            yield from wait(lambda: ("copy0", i) in taken)  # posted
+            taken.add((f"wg{w}", i))
+            if n == 0:
+                continue
+            yield from wait(lambda: k_ready[ring.stage(0)].passed(ring.stage_phase(0) & 1))
+            user = ("q read", i, w)
+            start(("q",), user, False)
+            yield
+            finish(("q",), user)
+            q_free.arrive(q_items, 128)
+            q_items += 1
+            if ring.base > 0:
+                release_stage(-2)
+                release_stage(-1)
+            yield from take_turn()
+            qk = ("qk", i, 0, w)
+            start(("stage", ring.stage(0)), qk, False)
+            pass_turn()
+            yield
+            finish(("stage", ring.stage(0)), qk)
+            release_stage(0)
+            for j in range(n - 1):
+                yield from wait(lambda: k_ready[ring.stage(j + 1)].passed(ring.stage_phase(j + 1) & 1))
+                yield from take_turn()
+                qk = ("qk", i, j + 1, w)
+                start(("stage", ring.stage(j + 1)), qk, False)
+                if split_hand_over:
+                    yield from wait(lambda: v16_ready[ring.v16(j)].passed(ring.v16_parity(j)))
+                pv = ("pv", i, j, w)
+                start(("v16", ring.v16(j)), pv, False)
+                pass_turn()
+                yield
+                finish(("stage", ring.stage(j + 1)), qk)
+                release_stage(j + 1)
+                yield
+                finish(("v16", ring.v16(j)), pv)
+                release_v16(j)
+            yield from wait(lambda: v16_ready[ring.v16(n - 1)].passed(ring.v16_parity(n - 1)))
+            yield from take_turn()
+            pv = ("pv", i, n - 1, w)
+            start(("v16", ring.v16(n - 1)), pv, False)
+            pass_turn()
+            yield
+            finish(("v16", ring.v16(n - 1)), pv)
+            release_v16(n - 1)
+            v16_uses += n
+            epilogue = ("epilogue rows", i, w)
+            start(("stage", ring.stage(n + w)), epilogue, True)
+            yield
+            yield
+            finish(("stage", ring.stage(n + w)), epilogue)
+            ring.advance(n)
+        if w == 0:
+            yield from take_turn()
+
+    live = {f"copy{t}": copier(t) for t in range(copiers)}
+    live.update({f"wg{w}": computer(w) for w in range(2)})
+    for _ in range(400000):
+        if not live:
+            return
+        choice = rng.choice(list(live) + (["landing"] if landing else []))
+        if choice == "landing":
+            barrier, user, place = landing.pop(rng.randrange(len(landing)))
+            finish(place, user)
+            barrier.pending -= 1
+            if barrier.pending == 0:
+                barrier.phase += 1
+                barrier.pending = barrier.count
+            continue
+        try:
+            next(live[choice])
+        except StopIteration:
+            del live[choice]
+    raise Hazard(f"no progress: {sorted(live)} still running")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sequences", type=int, default=1000, help="random item sequences per order")
+    parser.add_argument("--q-wait-by-one-thread", action="store_true")
+    args = parser.parse_args()
+    failed = 0
+    for name, (split_hand_over, copies_after) in ORDERS.items():
+        bad = []
+        for seed in range(args.sequences):
+            rng = random.Random(seed)
+            items = [rng.choice([0, 1, 1, 1, 2, 2, 3, 4, 5, 6]) for _ in range(rng.randint(2, 14))]
+            try:
+                simulate(items, seed, split_hand_over, copies_after, args.q_wait_by_one_thread)
+            except Hazard as e:
+                bad.append((seed, items, str(e)))
+        print(f"{name}: {len(bad)} of {args.sequences} item sequences fail")
+        for seed, items, what in bad[:3]:
+            print(f"  seed {seed}, key tiles per item {items}: {what}")
+        failed += len(bad)
+    raise SystemExit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

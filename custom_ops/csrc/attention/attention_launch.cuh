@@ -40,16 +40,6 @@ struct KernelChoice {
   static constexpr bool kTensorMaps = kTakesTensorMaps;
 };
 
-// Whether the kernel's CTAs each take several of the grid's blocks (WgmmaShape::kPersistent).
-template <class Shape, class = void>
-struct PersistentShape : std::false_type {};
-template <class Shape>
-struct PersistentShape<Shape, std::void_t<decltype(Shape::kPersistent)>> : std::bool_constant<Shape::kPersistent> {};
-template <class Shape>
-constexpr bool is_persistent() {
-  return PersistentShape<Shape>::value;
-}
-
 // Lets the kernel have its dynamic shared memory, once per device; false where the device refuses.
 template <class Choice>
 bool configure() {
@@ -81,11 +71,14 @@ void launch_kernel(const AttentionParams& p, const Extra&... extra) {
   if (!configure<Choice>()) throw std::runtime_error("fastattn: attention kernel needs more shared memory");
   const int64_t tiles = virtual_row_tiles(p, Shape::kRows);
   dim3 grid(unsigned(tiles), unsigned(p.heads_kv), unsigned(p.num_splits));
-  if constexpr (is_persistent<Shape>()) {
-    // As many CTAs as reside at once, each taking the grid's blocks in turn off a counter.
-    const int64_t items = tiles * p.heads_kv * p.num_splits;
-    grid = dim3(unsigned(std::min<int64_t>(items, int64_t(multiprocessor_count()) * resident_ctas<Choice>())));
-    check_launch("attention queue reset", cudaMemsetAsync(p.item_counter, 0, sizeof(int), static_cast<cudaStream_t>(p.stream)));
+  if constexpr (Choice::kTensorMaps) {  // the sm_90a kernel, whose shape says whether its CTAs persist
+    if constexpr (Shape::kPersistent) {
+      // As many CTAs as reside at once, each taking the grid's blocks in turn off a counter.
+      const int64_t items = tiles * p.heads_kv * p.num_splits;
+      grid = dim3(unsigned(std::min<int64_t>(items, int64_t(multiprocessor_count()) * resident_ctas<Choice>())));
+      check_launch("attention queue reset",
+                   cudaMemsetAsync(p.item_counter, 0, sizeof(int), static_cast<cudaStream_t>(p.stream)));
+    }
   }
   check_launch("attention kernel launch", launch_overlapping(Choice::kernel, grid, dim3(Shape::kThreads), Shape::kSmemBytes,
                                                             static_cast<cudaStream_t>(p.stream), p, extra...));

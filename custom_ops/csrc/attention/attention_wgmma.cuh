@@ -809,14 +809,6 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       }
       widen_values(tile);
     };
-    // kPersistent: Q goes to its buffer once the computing warpgroups hold the last item's in
-    // registers (each item with key tiles has a Q), and tile 0's stage is free (Q counts on its
-    // k_ready). (The epilogue places' arrivals count on the wait for the last Q's release: see the
-    // item loop.)
-    auto await_query_buffer = [&] {
-      if (stage_index(0) >= kStages) roles::mbarrier_wait(k_free(0), stage_phase(0) ^ 1u);
-      if (ring_base > 0) roles::mbarrier_wait(smem_address(&q_free_bar), uint32_t(ring_base & 1) ^ 1u);  // the last Q's
-    };
     auto copy_tiles = [&](auto by_warp_1) {
       if constexpr (!kFp8Q) {
         // Each thread arrives on a tile's k_ready as its copies of the tile go out, the arrival made
@@ -843,13 +835,19 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       // group divides the CTA's rows (a box of its tokens x the group's heads; rows past the
       // sequence read the tokens after it, or zeros, and are dropped); else a row at a time, rows
       // past the sequence repeating its last.
-      // kPersistent: every copying thread waits for Q's buffer, not only those that copy Q. A
-      // thread that sends no tensor copies waits for a stage's release only at the tiles it copies
-      // row by row, and no copy waits for an epilogue place's release: its next wait at a stage
-      // could take the release two phases back (the same parity) for the one it waits for. The last
-      // Q's release says the computing warpgroups are past every place before the last item's.
+      // kPersistent: Q goes to its buffer once the computing warpgroups hold the last item's in
+      // registers (each item with key tiles has a Q), and tile 0's stage is free (Q counts on its
+      // k_ready). Every copying thread waits, not only those that copy Q: a thread that sends no
+      // tensor copies waits for a stage's release only at the tiles it copies row by row, and no
+      // copy waits for an epilogue place's release, so its next wait at a stage could take the
+      // release two phases back (the same parity) for the one it waits for. The last Q's release
+      // says the computing warpgroups are past every place before the last item's (and the
+      // epilogue places' arrivals count on it: see the item loop).
       if constexpr (kPersistent) {
-        if (kFp8Q && range.tiles > 0) await_query_buffer();
+        if (range.tiles > 0) {
+          if (stage_index(0) >= kStages) roles::mbarrier_wait(k_free(0), stage_phase(0) ^ 1u);
+          if (ring_base > 0) roles::mbarrier_wait(smem_address(&q_free_bar), uint32_t(ring_base & 1) ^ 1u);
+        }
       }
       if (kFp8Q && range.tiles > 0 && maps.q_ready) {
         if (thread == 0) {
@@ -950,7 +948,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
           // earlier tile's; each copying thread arrived for the earlier places before this item's
           // tile 0) and no computing thread still waits for it: the fp16 V buffer releases widen()
           // waited for follow those waits, and after an item of one tile the wait for the last
-          // Q's release does (await_query_buffer; these phases complete only with its
+          // Q's release does (at the item's start; these phases complete only with its
           // arrivals). The computing warpgroups release the places once the next item's first tile
           // is in, so after these arrivals.
           roles::mbarrier_arrive(k_ready(tiles));

@@ -9,10 +9,11 @@ time after they go out, and tiles sent by tensor copy or row by row at random ar
 the first write into a stage, an fp16 V buffer or Q's buffer that another role still reads or writes,
 the first arrival in a phase other than its own, or a deadlock.
 
-    python scripts/persistent_ring_model.py [--sequences N] [--q-wait-by-one-thread]
+    python scripts/persistent_ring_model.py [--sequences N] [--q-buffers 1|2] [--q-wait-by-one-thread]
 
---q-wait-by-one-thread models the protocol before v66 (docs/perf-notes.md), where only the thread that
-sends Q waited for Q's buffer: it fails in the copy-first order.
+--q-buffers 2 models the kernel over cache_fp8, whose Q K^Ts read Q from shared memory: two Q buffers
+taken by turns. --q-wait-by-one-thread models the protocol before v66 (docs/perf-notes.md), where only
+the thread that sends Q waited for Q's buffer: it fails in the copy-first order.
 """
 
 import argparse
@@ -57,7 +58,7 @@ class Barrier:
         return (self.phase & 1) != parity
 
 
-def simulate(items, seed, split_hand_over, copies_after, q_wait_by_one_thread=False):
+def simulate(items, seed, split_hand_over, copies_after, q_wait_by_one_thread=False, q_buffers=1):
     rng = random.Random(seed)
     copiers = 2
     k_ready = [Barrier(copiers, f"k_ready[{s}]") for s in range(STAGES)]
@@ -69,7 +70,7 @@ def simulate(items, seed, split_hand_over, copies_after, q_wait_by_one_thread=Fa
     taken = set()
     users = {("stage", s): [] for s in range(STAGES)}
     users.update({("v16", b): [] for b in range(V16_BUFFERS)})
-    users[("q",)] = []
+    users.update({("q", b): [] for b in range(q_buffers)})
     by_tensor_copy = {(i, j): rng.random() < 0.5 for i, n in enumerate(items) for j in range(n)}
     q_by_tensor_copy = [rng.random() < 0.5 for _ in items]
     landing = []  # tensor copies on their way: (barrier, phase, user, place)
@@ -112,7 +113,7 @@ def simulate(items, seed, split_hand_over, copies_after, q_wait_by_one_thread=Fa
             self.base = (self.base + 2 * (tiles + 2)) ^ 1
 
     def copier(t):
-        ring, widened = Ring(), 0
+        ring, widened, keyed = Ring(), 0, 0
         for i, n in enumerate(items):
             if i >= 2:  # item i's slot is free once every role took item i - 2
                 yield from wait(lambda: all((r, i - 2) in taken for r in roles))
@@ -144,16 +145,16 @@ def simulate(items, seed, split_hand_over, copies_after, q_wait_by_one_thread=Fa
                 if sends_q or not q_wait_by_one_thread:
                     if ring.index(0) >= STAGES:
                         yield from wait(lambda: k_free[ring.stage(0)].passed((ring.stage_phase(0) & 1) ^ 1))
-                    if ring.base > 0:
-                        yield from wait(lambda: q_free.passed((ring.base & 1) ^ 1))
+                    if keyed > 0:  # the computing warpgroups took the last item's Q
+                        yield from wait(lambda: q_free.passed((keyed & 1) ^ 1))
                 if sends_q:
                     user = ("q copy", i, None, t)
-                    start(("q",), user, True)
+                    start(("q", keyed % q_buffers), user, True)
                     if q_by_tensor_copy[i]:
                         k_ready[ring.stage(0)].expect_bytes(ring.stage_phase(0))
-                        landing.append((k_ready[ring.stage(0)], user, ("q",)))
+                        landing.append((k_ready[ring.stage(0)], user, ("q", keyed % q_buffers)))
                     else:
-                        in_flight.append((None, user, ("q",)))
+                        in_flight.append((None, user, ("q", keyed % q_buffers)))
             for j in range(min(n, 2)):
                 yield from load(j)
             if split_hand_over and n > 0:
@@ -189,6 +190,7 @@ def simulate(items, seed, split_hand_over, copies_after, q_wait_by_one_thread=Fa
                 for place in (n, n + 1):  # the epilogue's two places: nothing is copied there
                     k_ready[ring.stage(place)].arrive(ring.stage_phase(place))
                 ring.advance(n)
+                keyed += 1
 
     def computer(w):
         ring, q_items, v16_uses = Ring(), 0, 0
@@ -212,12 +214,14 @@ def simulate(items, seed, split_hand_over, copies_after, q_wait_by_one_thread=Fa
             if n == 0:
                 continue
             yield from wait(lambda: k_ready[ring.stage(0)].passed(ring.stage_phase(0) & 1))
-            user = ("q read", i, w)
-            start(("q",), user, False)
-            yield
-            finish(("q",), user)
+            q_buffer, q_user = q_items % q_buffers, ("q read", i, w)
+            start(("q", q_buffer), q_user, False)
+            if q_buffers == 1:  # Q goes to registers: its buffer is free at once
+                yield
+                finish(("q", q_buffer), q_user)
+            # With two buffers every Q K^T reads Q from its buffer, and the next item's Q goes to
+            # the other one: this item's start says the item before is over, and its buffer free.
             q_free.arrive(q_items, 128)
-            q_items += 1
             if ring.base > 0:
                 release_stage(-2)
                 release_stage(-1)
@@ -253,6 +257,9 @@ def simulate(items, seed, split_hand_over, copies_after, q_wait_by_one_thread=Fa
             finish(("v16", ring.v16(n - 1)), pv)
             release_v16(n - 1)
             v16_uses += n
+            if q_buffers == 2:
+                finish(("q", q_buffer), q_user)
+            q_items += 1
             epilogue = ("epilogue rows", i, w)
             start(("stage", ring.stage(n + w)), epilogue, True)
             yield
@@ -287,6 +294,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sequences", type=int, default=1000, help="random item sequences per order")
     parser.add_argument("--q-wait-by-one-thread", action="store_true")
+    parser.add_argument("--q-buffers", type=int, choices=(1, 2), default=1,
+                        help="2: Q read from shared memory by every Q K^T, two buffers in turn")
     args = parser.parse_args()
     failed = 0
     for name, (split_hand_over, copies_after) in ORDERS.items():
@@ -295,7 +304,7 @@ def main():
             rng = random.Random(seed)
             items = [rng.choice([0, 1, 1, 1, 2, 2, 3, 4, 5, 6]) for _ in range(rng.randint(2, 14))]
             try:
-                simulate(items, seed, split_hand_over, copies_after, args.q_wait_by_one_thread)
+                simulate(items, seed, split_hand_over, copies_after, args.q_wait_by_one_thread, args.q_buffers)
             except Hazard as e:
                 bad.append((seed, items, str(e)))
         print(f"{name}: {len(bad)} of {args.sequences} item sequences fail")

@@ -765,18 +765,20 @@ class TestPagedAttention(PlacedCase):
                 self.check(run, "float16")
 
     @placed
-    def test_block_wise_more_row_tiles_than_multiprocessors(self):
-        """test_fp8_prefill_more_row_tiles_than_multiprocessors over a block_wise_fp8 cache, FP8 q at
-        head_dim 128 (queue-fed CTAs there too), in blocks of 64 and of 16 (whose tiles' copies go
-        out from two warps), with kv_end rows without a key, unmapped blocks and key splits."""
+    def test_paged_fp8_query_more_row_tiles_than_multiprocessors(self):
+        """test_fp8_prefill_more_row_tiles_than_multiprocessors over cache_fp8 and block_wise_fp8
+        caches, FP8 q at head_dim 128 (queue-fed CTAs there too; over cache_fp8 the items' Q in two
+        buffers by turns), in blocks of 64 and of 16 (whose tiles' copies go out from two warps),
+        with kv_end rows without a key, unmapped blocks and key splits."""
         lens = [400, 3, 1, 700, 17, 250, 9, 120, 600, 33, 1029, 380, 64, 129, 200, 90]
         q_lens = [400, 0, 1, 300, 17, 250, 0, 120, 600, 33, 5, 380, 64, 129, 200, 90]
-        for block_size, splits in ((64, None), (16, None), (64, 3)):
-            with self.subTest(block_size=block_size, splits=splits):
-                rng = seeded_rng(self, block_size, splits)
+        cases = itertools.product(("cache_fp8", "block_wise_fp8"), ((64, None), (16, None), (64, 3)))
+        for quant, (block_size, splits) in cases:
+            with self.subTest(quant=quant, block_size=block_size, splits=splits):
+                rng = seeded_rng(self, quant, block_size, splits)
                 kv_end = np.full(sum(q_lens), 10 ** 6, np.int32)
                 kv_end[[0, 700, 1500]] = 0, 90, 0  # rows without a key, a cut mid-tile
-                run = self.run_paged(rng, "block_wise_fp8", lens, q_lens, 8, 2, 128, block_size, kv_end=kv_end,
+                run = self.run_paged(rng, quant, lens, q_lens, 8, 2, 128, block_size, kv_end=kv_end,
                                      unmap=[(3, 1), (10, 5)], poison=True, fp8_q=True, num_splits=splits)
                 self.assertTrue((run.got[[0, 1500]] == 0).all() and np.isneginf(run.lse[:, [0, 1500]]).all())
                 self.check(run, "float16")

@@ -24,13 +24,14 @@
 // softmax weighs a tile against the row's running max and checks the tile's max afterwards
 // (softmax, settle_max).
 //
-// With FP8 q at head_dim 128 (contiguous keys and per-token scales; not fp8_pv) the grid is a CTA
-// per multiprocessor, and each CTA runs row tiles ("items") one after another, taken off a
-// counter (kPersistent). Copying warp 0 finds the next item's rows while the current one ends;
-// the copying warpgroup sends its Q (into Q's buffer, free once the computing warpgroups hold Q in
-// registers) and first tiles while the computing ones stage their rows for the epilogue in two
-// places of the stage ring of their own. A CTA's start (its rows found, Q and the first tiles on
-// their way: some 3 us) is then paid once per multiprocessor rather than once per row tile.
+// With FP8 q at head_dim 128 (not fp8_pv) the grid is a CTA per multiprocessor, and each CTA runs
+// row tiles ("items") one after another, taken off a counter (kPersistent). Copying warp 0 finds
+// the next item's rows while the current one ends; the copying warpgroup sends its Q (into Q's
+// buffer, free once the computing warpgroups hold Q in registers; over cache_fp8, whose Q K^Ts
+// read Q from shared memory, into the other of two) and first tiles while the computing ones
+// stage their rows for the epilogue in two places of the stage ring of their own. A CTA's start
+// (its rows found, Q and the first tiles on their way: some 3 us) is then paid once per
+// multiprocessor rather than once per row tile.
 //
 // A 16-bit q (kFp8Q false) goes to shared memory as fp16, a bf16 q times a power of two as in the
 // mma.sync kernel (so every element stays exact), each computing warpgroup its own rows while the
@@ -125,8 +126,21 @@ struct WgmmaShape {
   static constexpr int kOnesBytes = kFp8Pv ? 8 * kKeys : kV16BlockBytes;
   static constexpr uint32_t kOnesWord = kFp8Pv ? 0x38383838u : 0x3c003c00u;
   static constexpr int kK16Bytes = D / 64 * kV16BlockBytes;  // fp16 K (16-bit q): V16's layout
+  // FP8 q at head_dim 128: the warp's rows of Q as Q K^T's A fragments (16 registers), read from
+  // shared memory once they have landed with tile 0, so that each Q K^T reads only K there (4 of
+  // its 6 KB a k-step): +1% contiguous and over block_wise_fp8 at 8 x 4096. Not over cache_fp8,
+  // whose computing warpgroups then spilled and ran 0-1.5% slower.
+  static constexpr bool kQInRegisters = kFp8Q && D == 128 && (!kPagedKeys || kTokenScales);
+  // A CTA per multiprocessor takes row tiles off a queue, one after another (kPersistent): FP8 q
+  // at head_dim 128, not fp8_pv. The copying warpgroup sends the next item's Q and first tiles
+  // while the computing warpgroups end this one, so that a CTA's start (its rows located, Q and
+  // the first tiles on their way) is paid once per multiprocessor rather than once per row tile.
+  // Where Q sits in registers its buffer takes the next item's Q while the item runs; over
+  // cache_fp8, whose Q K^Ts read Q from shared memory, two buffers take the items in turn.
+  static constexpr bool kPersistent = kFp8Q && D == 128 && !kFp8Pv;
+  static constexpr int kQBuffers = kPersistent && !kQInRegisters ? 2 : 1;
   static constexpr int kQOffset = 0;
-  static constexpr int kStagesOffset = kQOffset + kQBytes;
+  static constexpr int kStagesOffset = kQOffset + kQBuffers * kQBytes;
   static constexpr int kK16Offset = kStagesOffset + kStages * kStageBytes;
   static constexpr int kV16Offset = kK16Offset + kK16Buffers * kK16Bytes;
   // Per-token scales: where the copying warpgroup multiplies each key's k scale by the score scale
@@ -135,17 +149,6 @@ struct WgmmaShape {
   // head_dim 128 lost 2-4% with a 16-bit q and 0.7-1.1% with FP8 q, 256 4%), and the computing
   // warpgroups fold it.
   static constexpr bool kFoldKeysInCopies = kTokenScales && D == 64;
-  // FP8 q at head_dim 128: the warp's rows of Q as Q K^T's A fragments (16 registers), read from
-  // shared memory once they have landed with tile 0, so that each Q K^T reads only K there (4 of
-  // its 6 KB a k-step): +1% contiguous and over block_wise_fp8 at 8 x 4096. Not over cache_fp8,
-  // whose computing warpgroups then spilled and ran 0-1.5% slower.
-  static constexpr bool kQInRegisters = kFp8Q && D == 128 && (!kPagedKeys || kTokenScales);
-  // A CTA per multiprocessor takes row tiles off a queue, one after another (kPersistent), where Q
-  // sits in registers: its buffer then takes the next item's Q while the item runs, and the
-  // copying warpgroup sends the next item's first tiles while the computing warpgroups end this
-  // one, so that a CTA's start (its rows located, Q and the first tiles on their way) is paid once
-  // per multiprocessor rather than once per row tile.
-  static constexpr bool kPersistent = kQInRegisters && !kFp8Pv;
   // Per-token scales: a tile's k scales and its v scales as copied (the tables' rows, fp32 or
   // bf16), its v scales over the reference v_ref (fp16 pairs; fp32 with FP8 P V; see
   // weigh_values), v_ref, and with kFoldKeysInCopies the k scales times the score scale (fp32;
@@ -467,6 +470,8 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
     return smem + Shape::kStagesOffset + (stage_index(tile) % kStages) * Shape::kStageBytes;
   };
   auto v16_of = [&](int tile) { return smem + Shape::kV16Offset + v16_slot(tile) * Shape::kV16Bytes; };
+  // The item's Q: with two buffers the parity of the items before it with key tiles picks one.
+  auto query_offset = [&] { return Shape::kQBuffers == 2 ? uint32_t(ring_base & 1) * Shape::kQBytes : 0u; };
   auto k16_of = [&](int tile) { return smem + Shape::kK16Offset + (tile % kK16Slots) * Shape::kK16Bytes; };
   constexpr int kScaleSlots = Shape::kTokenScales ? Shape::kScaleSlots : 1;  // (none without per-token scales)
   auto scales_of = [&](int tile) {
@@ -533,8 +538,9 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       roles::mbarrier_init(item_full(threadIdx.x), 1);
       roles::mbarrier_init(item_empty(threadIdx.x), Shape::kThreads);
     }
-    // The computing threads arrive once they hold the item's Q in registers: the buffer may take
-    // the next item's.
+    // The computing threads arrive once they have taken the item's Q: held in registers, its buffer
+    // may take the next item's; read from shared memory (two buffers), every computing thread is
+    // done with the item before, and the next item's Q goes to that one's buffer.
     if (threadIdx.x == 0) roles::mbarrier_init(smem_address(&q_free_bar), kComputeThreads);
   }
   if constexpr (Shape::kRowSumsByMma) {  // the ones after each buffer's V
@@ -835,9 +841,9 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       // group divides the CTA's rows (a box of its tokens x the group's heads; rows past the
       // sequence read the tokens after it, or zeros, and are dropped); else a row at a time, rows
       // past the sequence repeating its last.
-      // kPersistent: Q goes to its buffer once the computing warpgroups hold the last item's in
-      // registers (each item with key tiles has a Q), and tile 0's stage is free (Q counts on its
-      // k_ready). Every copying thread waits, not only those that copy Q: a thread that sends no
+      // kPersistent: Q goes to its buffer once the computing warpgroups have taken the last item's
+      // (each item with key tiles has a Q; see q_free_bar), and tile 0's stage is free (Q counts on
+      // its k_ready). Every copying thread waits, not only those that copy Q: a thread that sends no
       // tensor copies waits for a stage's release only at the tiles it copies row by row, and no
       // copy waits for an epilogue place's release, so its next wait at a stage could take the
       // release two phases back (the same parity) for the one it waits for. The last Q's release
@@ -854,15 +860,16 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
           tma::expect_bytes(k_ready(0), Shape::kQBytes);
 #pragma unroll
           for (int ct = 0; ct < Shape::kColumnTiles; ++ct) {
-            tma::load_3d(smem + Shape::kQOffset + ct * kQTile, &maps.q, k_ready(0), ct * Shape::kSwizzleBytes,
-                         kv_head * cta.group, cta.token(cta.row0));
+            tma::load_3d(smem + Shape::kQOffset + query_offset() + ct * kQTile, &maps.q, k_ready(0),
+                         ct * Shape::kSwizzleBytes, kv_head * cta.group, cta.token(cta.row0));
           }
         }
       } else if (kFp8Q && range.tiles > 0) {
         for (int i = thread; i < Shape::kRows * kChunks; i += 128) {
           const int r = min(cta.row0 + i / kChunks, cta.rows - 1), c = i % kChunks;
           const uint8_t* src = static_cast<const uint8_t*>(p.q) + (int64_t(cta.token(r)) * p.heads_q + cta.head(r, kv_head)) * D;
-          cp_async<16>(smem + Shape::kQOffset + fp8_row_offset<Shape, kQTile>(i / kChunks, c), src + c * 16, true);
+          const uint32_t dst = smem + Shape::kQOffset + query_offset() + fp8_row_offset<Shape, kQTile>(i / kChunks, c);
+          cp_async<16>(dst, src + c * 16, true);
         }
       }
       // Two tiles copied before the first widening (the stage ring's others wait for the computing
@@ -1050,7 +1057,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       if constexpr (kQInRegisters) {
         wgmma::mma_e4m3_k32(s, qf[ks], k, ks > 0);
       } else {
-        const uint64_t q = wgmma::advanced(q_desc, (ks / kTileSteps) * kQTile + column);
+        const uint64_t q = wgmma::advanced(q_desc, query_offset() + (ks / kTileSteps) * kQTile + column);
         if constexpr (kFp8Q) {
           wgmma::mma_e4m3_k32(s, q, k, ks > 0);
         } else {

@@ -3,8 +3,8 @@ WgmmaShape::kPersistent), run over random item sequences and random interleaving
 
 Roles: the copying warpgroup as two threads (warp 0, which sends the tensor copies and waits for every
 stage it copies to, and one of the other 96, which copies only row by row), and the computing
-warpgroups (two at head_dim 128, three at 64). Every mbarrier counts its phases; a wait tests a parity, as `mbarrier.try_wait.parity`
-does, so a wait two phases early passes. The turn ring, the item slots, tensor copies landing at any
+warpgroups (two at head_dim 128, three at 64). Every mbarrier counts its phases; a wait tests a
+parity, as `mbarrier.try_wait.parity` does, so a wait two phases early passes. The turn ring, the item slots, tensor copies landing at any
 time after they go out, and tiles sent by tensor copy or row by row at random are modelled. It stops at
 the first write into a stage, an fp16 V buffer or Q's buffer that another role still reads or writes,
 the first arrival in a phase other than its own, or a deadlock.
@@ -14,8 +14,9 @@ the first arrival in a phase other than its own, or a deadlock.
 
 --head-dim 64 models three computing warpgroups, four epilogue places (one unused) and six stages
 (WgmmaShape::kEpiloguePlaces, kStages). --q-buffers 2 models the kernels whose Q K^Ts read Q from
-shared memory (over cache_fp8 at head_dim 128, every one at 64): two Q buffers taken by turns. --q-wait-by-one-thread models the protocol before v66 (docs/perf-notes.md), where only
-the thread that sends Q waited for Q's buffer: it fails in the copy-first order.
+shared memory (over cache_fp8 at head_dim 128, both caches at 64): two Q buffers taken by turns.
+--q-wait-by-one-thread models the protocol before v66 (docs/perf-notes.md), where only the thread
+that sends Q waited for Q's buffer: it fails in the copy-first order.
 """
 
 import argparse
@@ -25,7 +26,7 @@ V16_BUFFERS = 2
 
 # The copying loop's orders (attention_wgmma.cuh: kSplitHandOver, kCopiesAfterWidening) per head_dim.
 # At 128: contiguous FP8 q/k/v; block_wise_fp8 in blocks of 64 and 128; in blocks of 16 and 32 (and
-# over cache_fp8). At 64: contiguous and over cache_fp8; over block_wise_fp8.
+# over cache_fp8). At 64 (persistent over the caches only): cache_fp8; block_wise_fp8.
 # Where tile j + 2's copies go: before the arrival for tile j ("first"), after it, or after the widening.
 ORDERS = {
     128: {

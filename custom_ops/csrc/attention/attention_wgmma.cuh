@@ -84,14 +84,16 @@ struct WgmmaShape {
   // FP8 P V (P in e4m3, V^T in place of fp16 V) takes a stage's room for its fp32 sums at head_dim
   // 128; at 64 fp16 V's room holds them.
   // A CTA per multiprocessor takes row tiles off a queue, one after another (kPersistent): FP8 q
-  // at head_dim 64 and 128, not fp8_pv. The copying warpgroup sends the next item's Q and first
-  // tiles while the computing warpgroups end this one, so that a CTA's start (its rows located, Q
-  // and the first tiles on their way) is paid once per multiprocessor rather than once per row
-  // tile. Each item's epilogue takes kEpiloguePlaces places of the stage ring after its tiles, a
-  // computing warpgroup's rows each (an even count, so that the fp16 V ring's phase follows from
-  // the stage index: head_dim 64's three warpgroups leave one unused), and the next item's first
-  // two tiles take the stages of this one's last two: kEpiloguePlaces + 2 stages.
-  static constexpr bool kPersistent = kFp8Q && D <= 128 && !kFp8Pv;
+  // at head_dim 128, and at 64 over a cache; not fp8_pv. The copying warpgroup sends the next
+  // item's Q and first tiles while the computing warpgroups end this one, so that a CTA's start
+  // (its rows located, Q and the first tiles on their way) is paid once per multiprocessor rather
+  // than once per row tile. Each item's epilogue takes kEpiloguePlaces places of the stage ring
+  // after its tiles, a computing warpgroup's rows each (an even count, so that the fp16 V ring's
+  // phase follows from the stage index: head_dim 64's three warpgroups leave one unused), and the
+  // next item's first two tiles take the stages of this one's last two: kEpiloguePlaces + 2
+  // stages. The contiguous kernel at head_dim 64 ran 7% slower that way at 1 x 16384 (no faster
+  // at 8 x 4096; perf notes v68), where over cache_fp8 and block_wise_fp8 it gained 3%.
+  static constexpr bool kPersistent = kFp8Q && !kFp8Pv && (D == 128 || (D == 64 && kPagedKeys));
   static constexpr int kEpiloguePlaces = (kComputeGroups + 1) / 2 * 2;
   static constexpr int kStages = kPersistent ? kEpiloguePlaces + 2
                                  : kFp8Q     ? ((kTokenScales && D == 256) || (kFp8Pv && D == 128) ? 3 : 4)

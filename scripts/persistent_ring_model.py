@@ -4,10 +4,11 @@ WgmmaShape::kPersistent), run over random item sequences and random interleaving
 Roles: the copying warpgroup as two threads (warp 0, which sends the tensor copies and waits for every
 stage it copies to, and one of the other 96, which copies only row by row), and the computing
 warpgroups (two at head_dim 128, three at 64). Every mbarrier counts its phases; a wait tests a
-parity, as `mbarrier.try_wait.parity` does, so a wait two phases early passes. The turn ring, the item slots, tensor copies landing at any
-time after they go out, and tiles sent by tensor copy or row by row at random are modelled. It stops at
-the first write into a stage, an fp16 V buffer or Q's buffer that another role still reads or writes,
-the first arrival in a phase other than its own, or a deadlock.
+parity, as `mbarrier.try_wait.parity` does, so a wait two phases early passes. The turn ring, the
+item slots, tensor copies landing at any time after they go out, and tiles sent by tensor copy or
+row by row at random are modelled. It stops at the first write into a stage, an fp16 V buffer or
+Q's buffer that another role still reads or writes, the first arrival in a phase other than its
+own, or a deadlock.
 
     python scripts/persistent_ring_model.py [--sequences N] [--head-dim 64|128] [--q-buffers 1|2]
                                             [--q-wait-by-one-thread]

@@ -768,9 +768,9 @@ class TestPagedAttention(PlacedCase):
     def test_paged_fp8_query_more_row_tiles_than_multiprocessors(self):
         """test_fp8_prefill_more_row_tiles_than_multiprocessors over cache_fp8 and block_wise_fp8
         caches, FP8 q at head_dim 64 and 128 (queue-fed CTAs there too; where Q K^T reads Q from
-        shared memory the items' Q in two buffers by turns), in blocks of 64 and of 16 (whose
-        tiles' copies go out from two warps at head_dim 128), with kv_end rows without a key,
-        unmapped blocks and key splits."""
+        shared memory the items' Q in two buffers by turns; 16 q / 4 kv heads at 64, whose CTAs take
+        192 rows), in blocks of 64 and of 16 (whose tiles' copies go out from two warps), with kv_end
+        rows without a key, unmapped blocks and key splits."""
         lens = [400, 3, 1, 700, 17, 250, 9, 120, 600, 33, 1029, 380, 64, 129, 200, 90]
         q_lens = [400, 0, 1, 300, 17, 250, 0, 120, 600, 33, 5, 380, 64, 129, 200, 90]
         cases = itertools.product((64, 128), ("cache_fp8", "block_wise_fp8"), ((64, None), (16, None), (64, 3)))

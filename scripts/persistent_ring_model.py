@@ -2,33 +2,43 @@
 WgmmaShape::kPersistent), run over random item sequences and random interleavings.
 
 Roles: the copying warpgroup as two threads (warp 0, which sends the tensor copies and waits for every
-stage it copies to, and one of the other 96, which copies only row by row), and the two computing
-warpgroups. Every mbarrier counts its phases; a wait tests a parity, as `mbarrier.try_wait.parity`
-does, so a wait two phases early passes. The turn ring, the item slots, tensor copies landing at any
-time after they go out, and tiles sent by tensor copy or row by row at random are modelled. It stops at
-the first write into a stage, an fp16 V buffer or Q's buffer that another role still reads or writes,
-the first arrival in a phase other than its own, or a deadlock.
+stage it copies to, and one of the other 96, which copies only row by row), and the computing
+warpgroups (two at head_dim 128, three at 64). Every mbarrier counts its phases; a wait tests a
+parity, as `mbarrier.try_wait.parity` does, so a wait two phases early passes. The turn ring, the
+item slots, tensor copies landing at any time after they go out, and tiles sent by tensor copy or
+row by row at random are modelled. It stops at the first write into a stage, an fp16 V buffer or
+Q's buffer that another role still reads or writes, the first arrival in a phase other than its
+own, or a deadlock.
 
-    python scripts/persistent_ring_model.py [--sequences N] [--q-buffers 1|2] [--q-wait-by-one-thread]
+    python scripts/persistent_ring_model.py [--sequences N] [--head-dim 64|128] [--q-buffers 1|2]
+                                            [--q-wait-by-one-thread]
 
---q-buffers 2 models the kernel over cache_fp8, whose Q K^Ts read Q from shared memory: two Q buffers
-taken by turns. --q-wait-by-one-thread models the protocol before v66 (docs/perf-notes.md), where only
-the thread that sends Q waited for Q's buffer: it fails in the copy-first order.
+--head-dim 64 models three computing warpgroups, four epilogue places (one unused) and six stages
+(WgmmaShape::kEpiloguePlaces, kStages). --q-buffers 2 models the kernels whose Q K^Ts read Q from
+shared memory (over cache_fp8 at head_dim 128, both caches at 64): two Q buffers taken by turns.
+--q-wait-by-one-thread models the protocol before v66 (docs/perf-notes.md), where only the thread
+that sends Q waited for Q's buffer: it fails in the copy-first order.
 """
 
 import argparse
 import random
 
-STAGES = 4
 V16_BUFFERS = 2
-COMPUTE_THREADS = 256
 
-# The copying loop's orders (attention_wgmma.cuh: kSplitHandOver, kCopiesAfterWidening):
-# contiguous FP8 q/k/v; block_wise_fp8 in blocks of 64 and 128; in blocks of 16 and 32.
+# The copying loop's orders (attention_wgmma.cuh: kSplitHandOver, kCopiesAfterWidening) per head_dim.
+# At 128: contiguous FP8 q/k/v; block_wise_fp8 in blocks of 64 and 128; in blocks of 16 and 32 (and
+# over cache_fp8). At 64 (persistent over the caches only): cache_fp8; block_wise_fp8.
+# Where tile j + 2's copies go: before the arrival for tile j ("first"), after it, or after the widening.
 ORDERS = {
-    "split hand-over, copies first": (True, False),
-    "one hand-over, copies after the widening": (False, True),
-    "split hand-over, copies after the widening": (True, True),
+    128: {
+        "split hand-over, copies first": (True, "first"),
+        "one hand-over, copies after the widening": (False, "widening"),
+        "split hand-over, copies after the widening": (True, "widening"),
+    },
+    64: {
+        "one hand-over, copies after the arrival": (False, "arrival"),
+        "one hand-over, copies after the widening": (False, "widening"),
+    },
 }
 
 
@@ -58,15 +68,18 @@ class Barrier:
         return (self.phase & 1) != parity
 
 
-def simulate(items, seed, split_hand_over, copies_after, q_wait_by_one_thread=False, q_buffers=1):
+def simulate(items, seed, split_hand_over, copies, q_wait_by_one_thread=False, q_buffers=1, groups=2):
     rng = random.Random(seed)
+    places = (groups + 1) // 2 * 2  # the epilogue's places in the stage ring
+    STAGES = places + 2
+    COMPUTE_THREADS = 128 * groups
     copiers = 2
     k_ready = [Barrier(copiers, f"k_ready[{s}]") for s in range(STAGES)]
     k_free = [Barrier(COMPUTE_THREADS, f"k_free[{s}]") for s in range(STAGES)]
     v16_ready = [Barrier(copiers, f"v16_ready[{b}]") for b in range(V16_BUFFERS)]
     v16_free = [Barrier(COMPUTE_THREADS, f"v16_free[{b}]") for b in range(V16_BUFFERS)]
     q_free = Barrier(COMPUTE_THREADS, "q_free")
-    turns = [1, 0]  # the last computing warpgroup arrives once before the first turn
+    turns = [1] + [0] * (groups - 1)  # the last computing warpgroup arrives once before the first turn
     taken = set()
     users = {("stage", s): [] for s in range(STAGES)}
     users.update({("v16", b): [] for b in range(V16_BUFFERS)})
@@ -74,7 +87,7 @@ def simulate(items, seed, split_hand_over, copies_after, q_wait_by_one_thread=Fa
     by_tensor_copy = {(i, j): rng.random() < 0.5 for i, n in enumerate(items) for j in range(n)}
     q_by_tensor_copy = [rng.random() < 0.5 for _ in items]
     landing = []  # tensor copies on their way: (barrier, phase, user, place)
-    roles = [f"copy{t}" for t in range(copiers)] + ["wg0", "wg1"]
+    roles = [f"copy{t}" for t in range(copiers)] + [f"wg{w}" for w in range(groups)]
 
     def start(place, user, writes):
         for other, other_writes in users[place]:
@@ -107,10 +120,10 @@ def simulate(items, seed, split_hand_over, copies_after, q_wait_by_one_thread=Fa
             return self.index(j) % V16_BUFFERS
 
         def v16_parity(self, j):
-            return ((self.index(j) >> 1) ^ self.base) & 1
+            return ((self.index(j) >> 1) ^ (self.base & (places // 2 % 2))) & 1
 
         def advance(self, tiles):
-            self.base = (self.base + 2 * (tiles + 2)) ^ 1
+            self.base = (self.base + 2 * (tiles + places)) ^ 1
 
     def copier(t):
         ring, widened, keyed = Ring(), 0, 0
@@ -161,7 +174,7 @@ def simulate(items, seed, split_hand_over, copies_after, q_wait_by_one_thread=Fa
                 yield
                 arrive_for_keys(0)
             for j in range(n):
-                if not copies_after:
+                if copies == "first":
                     if split_hand_over and 2 <= j < n - 2:
                         yield from wait(lambda: v16_ready[ring.v16(j - 2)].passed(ring.v16_parity(j - 2)))
                     if j + 2 < n:
@@ -171,6 +184,8 @@ def simulate(items, seed, split_hand_over, copies_after, q_wait_by_one_thread=Fa
                     arrive_for_keys(j)
                 elif j + 1 < n:
                     arrive_for_keys(j + 1)
+                if copies == "arrival" and j + 2 < n:
+                    yield from load(j + 2)
                 yield from wait(lambda: k_ready[ring.stage(j)].passed(ring.stage_phase(j) & 1))
                 if ring.base > 0 or j >= V16_BUFFERS:
                     yield from wait(lambda: v16_free[ring.v16(j)].passed(ring.v16_parity(j) ^ 1))
@@ -183,11 +198,11 @@ def simulate(items, seed, split_hand_over, copies_after, q_wait_by_one_thread=Fa
                 finish(("v16", ring.v16(j)), user)
                 v16_ready[ring.v16(j)].arrive(widened // 2)
                 widened += 1
-                if copies_after and j + 2 < n:
+                if copies == "widening" and j + 2 < n:
                     yield from load(j + 2)
             if n > 0:
                 yield from wait(lambda: v16_ready[ring.v16(n - 1)].passed(ring.v16_parity(n - 1)))
-                for place in (n, n + 1):  # the epilogue's two places: nothing is copied there
+                for place in range(n, n + places):  # the epilogue's places: nothing is copied there
                     k_ready[ring.stage(place)].arrive(ring.stage_phase(place))
                 ring.advance(n)
                 keyed += 1
@@ -200,7 +215,7 @@ def simulate(items, seed, split_hand_over, copies_after, q_wait_by_one_thread=Fa
             turns[w] -= 1
 
         def pass_turn():
-            turns[1 - w] += 1
+            turns[(w + 1) % groups] += 1
 
         def release_stage(j):
             k_free[ring.stage(j)].arrive(ring.stage_phase(j), 128)
@@ -223,8 +238,8 @@ def simulate(items, seed, split_hand_over, copies_after, q_wait_by_one_thread=Fa
             # the other one: this item's start says the item before is over, and its buffer free.
             q_free.arrive(q_items, 128)
             if ring.base > 0:
-                release_stage(-2)
-                release_stage(-1)
+                for place in range(-places, 0):
+                    release_stage(place)
             yield from take_turn()
             qk = ("qk", i, 0, w)
             start(("stage", ring.stage(0)), qk, False)
@@ -270,7 +285,7 @@ def simulate(items, seed, split_hand_over, copies_after, q_wait_by_one_thread=Fa
             yield from take_turn()
 
     live = {f"copy{t}": copier(t) for t in range(copiers)}
-    live.update({f"wg{w}": computer(w) for w in range(2)})
+    live.update({f"wg{w}": computer(w) for w in range(groups)})
     for _ in range(400000):
         if not live:
             return
@@ -294,17 +309,19 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sequences", type=int, default=1000, help="random item sequences per order")
     parser.add_argument("--q-wait-by-one-thread", action="store_true")
+    parser.add_argument("--head-dim", type=int, choices=(64, 128), default=128)
     parser.add_argument("--q-buffers", type=int, choices=(1, 2), default=1,
                         help="2: Q read from shared memory by every Q K^T, two buffers in turn")
     args = parser.parse_args()
     failed = 0
-    for name, (split_hand_over, copies_after) in ORDERS.items():
+    groups = 3 if args.head_dim == 64 else 2
+    for name, (split_hand_over, copies) in ORDERS[args.head_dim].items():
         bad = []
         for seed in range(args.sequences):
             rng = random.Random(seed)
             items = [rng.choice([0, 1, 1, 1, 2, 2, 3, 4, 5, 6]) for _ in range(rng.randint(2, 14))]
             try:
-                simulate(items, seed, split_hand_over, copies_after, args.q_wait_by_one_thread, args.q_buffers)
+                simulate(items, seed, split_hand_over, copies, args.q_wait_by_one_thread, args.q_buffers, groups)
             except Hazard as e:
                 bad.append((seed, items, str(e)))
         print(f"{name}: {len(bad)} of {args.sequences} item sequences fail")

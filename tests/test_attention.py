@@ -767,18 +767,20 @@ class TestPagedAttention(PlacedCase):
     @placed
     def test_paged_fp8_query_more_row_tiles_than_multiprocessors(self):
         """test_fp8_prefill_more_row_tiles_than_multiprocessors over cache_fp8 and block_wise_fp8
-        caches, FP8 q at head_dim 128 (queue-fed CTAs there too; over cache_fp8 the items' Q in two
-        buffers by turns), in blocks of 64 and of 16 (whose tiles' copies go out from two warps),
-        with kv_end rows without a key, unmapped blocks and key splits."""
+        caches, FP8 q at head_dim 64 and 128 (queue-fed CTAs there too; where Q K^T reads Q from
+        shared memory the items' Q in two buffers by turns; 16 q / 4 kv heads at 64, whose CTAs take
+        192 rows), in blocks of 64 and of 16 (whose tiles' copies go out from two warps), with kv_end
+        rows without a key, unmapped blocks and key splits."""
         lens = [400, 3, 1, 700, 17, 250, 9, 120, 600, 33, 1029, 380, 64, 129, 200, 90]
         q_lens = [400, 0, 1, 300, 17, 250, 0, 120, 600, 33, 5, 380, 64, 129, 200, 90]
-        cases = itertools.product(("cache_fp8", "block_wise_fp8"), ((64, None), (16, None), (64, 3)))
-        for quant, (block_size, splits) in cases:
-            with self.subTest(quant=quant, block_size=block_size, splits=splits):
-                rng = seeded_rng(self, quant, block_size, splits)
+        cases = itertools.product((64, 128), ("cache_fp8", "block_wise_fp8"), ((64, None), (16, None), (64, 3)))
+        for dim, quant, (block_size, splits) in cases:
+            with self.subTest(dim=dim, quant=quant, block_size=block_size, splits=splits):
+                rng = seeded_rng(self, dim, quant, block_size, splits)
+                heads_q, heads_kv = (16, 4) if dim == 64 else (8, 2)
                 kv_end = np.full(sum(q_lens), 10 ** 6, np.int32)
                 kv_end[[0, 700, 1500]] = 0, 90, 0  # rows without a key, a cut mid-tile
-                run = self.run_paged(rng, quant, lens, q_lens, 8, 2, 128, block_size, kv_end=kv_end,
+                run = self.run_paged(rng, quant, lens, q_lens, heads_q, heads_kv, dim, block_size, kv_end=kv_end,
                                      unmap=[(3, 1), (10, 5)], poison=True, fp8_q=True, num_splits=splits)
                 self.assertTrue((run.got[[0, 1500]] == 0).all() and np.isneginf(run.lse[:, [0, 1500]]).all())
                 self.check(run, "float16")

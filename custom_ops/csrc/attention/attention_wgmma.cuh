@@ -83,8 +83,21 @@ struct WgmmaShape {
   // with FP8 q and at 128 with a 16-bit q; a 16-bit q at 256 leaves no room for them.
   // FP8 P V (P in e4m3, V^T in place of fp16 V) takes a stage's room for its fp32 sums at head_dim
   // 128; at 64 fp16 V's room holds them.
-  static constexpr int kStages = kFp8Q ? ((kTokenScales && D == 256) || (kFp8Pv && D == 128) ? 3 : 4)
-                                       : D == 64 ? 4 : D == 128 && !kTokenScales ? 2 : 1;
+  // A CTA per multiprocessor takes row tiles off a queue, one after another (kPersistent): FP8 q
+  // at head_dim 128, and at 64 over a cache; not fp8_pv. The copying warpgroup sends the next
+  // item's Q and first tiles while the computing warpgroups end this one, so that a CTA's start
+  // (its rows located, Q and the first tiles on their way) is paid once per multiprocessor rather
+  // than once per row tile. Each item's epilogue takes kEpiloguePlaces places of the stage ring
+  // after its tiles, a computing warpgroup's rows each (an even count, so that the fp16 V ring's
+  // phase follows from the stage index: head_dim 64's three warpgroups leave one unused), and the
+  // next item's first two tiles take the stages of this one's last two: kEpiloguePlaces + 2
+  // stages. The contiguous kernel at head_dim 64 ran 7% slower that way at 1 x 16384 (no faster
+  // at 8 x 4096; perf notes v68), where over cache_fp8 and block_wise_fp8 it gained 3%.
+  static constexpr bool kPersistent = kFp8Q && !kFp8Pv && (D == 128 || (D == 64 && kPagedKeys));
+  static constexpr int kEpiloguePlaces = (kComputeGroups + 1) / 2 * 2;
+  static constexpr int kStages = kPersistent ? kEpiloguePlaces + 2
+                                 : kFp8Q     ? ((kTokenScales && D == 256) || (kFp8Pv && D == 128) ? 3 : 4)
+                                             : D == 64 ? 4 : D == 128 && !kTokenScales ? 2 : 1;
   static constexpr int kV16Buffers = 2, kK16Buffers = kFp8Q ? 0 : 2;
   // FP8 rows sit in column tiles one swizzle wide: 128 bytes, two per row at head_dim 256; at
   // head_dim 64 the 64-byte swizzle and one.
@@ -131,13 +144,8 @@ struct WgmmaShape {
   // its 6 KB a k-step): +1% contiguous and over block_wise_fp8 at 8 x 4096. Not over cache_fp8,
   // whose computing warpgroups then spilled and ran 0-1.5% slower.
   static constexpr bool kQInRegisters = kFp8Q && D == 128 && (!kPagedKeys || kTokenScales);
-  // A CTA per multiprocessor takes row tiles off a queue, one after another (kPersistent): FP8 q
-  // at head_dim 128, not fp8_pv. The copying warpgroup sends the next item's Q and first tiles
-  // while the computing warpgroups end this one, so that a CTA's start (its rows located, Q and
-  // the first tiles on their way) is paid once per multiprocessor rather than once per row tile.
-  // Where Q sits in registers its buffer takes the next item's Q while the item runs; over
-  // cache_fp8, whose Q K^Ts read Q from shared memory, two buffers take the items in turn.
-  static constexpr bool kPersistent = kFp8Q && D == 128 && !kFp8Pv;
+  // kPersistent: where Q sits in registers its buffer takes the next item's Q while the item
+  // runs; where every Q K^T reads it from shared memory, two buffers take the items in turn.
   static constexpr int kQBuffers = kPersistent && !kQInRegisters ? 2 : 1;
   static constexpr int kQOffset = 0;
   static constexpr int kStagesOffset = kQOffset + kQBuffers * kQBytes;
@@ -447,12 +455,14 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   __shared__ __align__(8) uint64_t k16_ready_bars[kK16Slots], k16_free_bars[kK16Slots];
   const uint32_t smem = (smem_address(smem_raw) + 1023u) & ~1023u;  // swizzle atoms are 1024-aligned
   // kPersistent: the rings run on from one item to the next. An item's tile j takes stage
-  // s + j and fp16 V buffer s + j - 2 k (s: ring_base / 2, k the items before it with key tiles);
-  // after its tiles two more places of the stage ring go to its epilogue (a computing warpgroup's
-  // rows each), so that the copying warpgroup sends the next item's first tiles while those rows
-  // are staged. Items without key tiles take no place in either ring. Two fp16 V buffers: the
-  // buffer is s + j's parity, its phase needs only k's, which ring_base carries in its low bit
-  // (one register for the copying warpgroup, which has none to spare).
+  // s + j and fp16 V buffer s + j - E k (s: ring_base / 2, k the items before it with key tiles,
+  // E kEpiloguePlaces); after its tiles E more places of the stage ring go to its epilogue (a
+  // computing warpgroup's rows each), so that the copying warpgroup sends the next item's first
+  // tiles while those rows are staged. Items without key tiles take no place in either ring. Two
+  // fp16 V buffers: the buffer is s + j's parity; its phase needs k's parity too where E / 2 is
+  // odd, which ring_base carries in its low bit (one register for the copying warpgroup, which
+  // has none to spare), and that bit picks Q's buffer where there are two.
+  constexpr int kEpiloguePlaces = Shape::kEpiloguePlaces;
   int ring_base = 0;
   auto stage_index = [&](int tile) { return kPersistent ? (ring_base >> 1) + tile : tile; };
   auto v16_slot = [&](int tile) { return stage_index(tile) % kV16Buffers; };
@@ -485,7 +495,8 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   auto stage_phase = [&](int tile) { return phase_of(stage_index(tile), kStages); };
   static_assert(kV16Buffers == 2, "the fp16 V ring's phase from ring_base's parity bit");
   auto v16_phase = [&](int tile) {
-    return kPersistent ? uint32_t((stage_index(tile) >> 1) ^ ring_base) & 1u : phase_of(tile, kV16Buffers);
+    constexpr int kItemParity = kEpiloguePlaces / 2 % 2;  // (a buffer's uses an item skips, mod 2)
+    return kPersistent ? uint32_t((stage_index(tile) >> 1) ^ (ring_base & kItemParity)) & 1u : phase_of(tile, kV16Buffers);
   };
   // Whether a tile before this one had its fp16 V buffer (the first tiles wait for none).
   auto v16_reused = [&](int tile) { return ring_base > 0 || tile >= kV16Buffers; };
@@ -806,13 +817,10 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       wgmma::fence_shared_for_async();  // this thread's cp.async copies of K and Q, for the wgmma reads
       roles::mbarrier_arrive(k_ready(tile));
     };
-    auto hand_over = [&](int tile) {
-      if constexpr (kFp8Q) arrive_for_keys(tile);
+    auto hand_over = [&](int tile) {  // a 16-bit q: K widened, then V
       roles::mbarrier_wait(k_ready(tile), stage_phase(tile));
-      if constexpr (!kFp8Q) {
-        weigh_scales(tile);  // (before K's widening, which hands the weights over with it)
-        widen(stage_of(tile), k16_of(tile), k16_ready(tile), k16_free(tile), tile >= kK16Buffers, phase_of(tile, kK16Buffers));
-      }
+      weigh_scales(tile);  // (before K's widening, which hands the weights over with it)
+      widen(stage_of(tile), k16_of(tile), k16_ready(tile), k16_free(tile), tile >= kK16Buffers, phase_of(tile, kK16Buffers));
       widen_values(tile);
     };
     auto copy_tiles = [&](auto by_warp_1) {
@@ -917,11 +925,18 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
           if constexpr (kCopiesAfterWidening) copy_ahead(tile);  // (every thread widened j - 2 before arriving for j)
         }
       } else {
+        // Persistent CTAs send the copies of tile j + 2 after the arrival for K of j, not before
+        // it: the next item's tile 2 takes the last item's first epilogue place, which the
+        // computing warpgroups release once they have the next item's tile 0 (and so its arrivals).
+        constexpr bool kCopiesAfterArrival = kPersistent && !kCopiesAfterWidening;
 #pragma unroll 1
         for (int tile = 0; tile < range.tiles; ++tile) {
-          if constexpr (!kCopiesAfterWidening) copy_ahead(tile);
-          cp_async_wait<kCopiesAfterWidening ? 1 : 2>();  // this thread's copies of tile j
-          hand_over(tile);
+          if constexpr (!kCopiesAfterWidening && !kCopiesAfterArrival) copy_ahead(tile);
+          cp_async_wait<kCopiesAfterWidening || kCopiesAfterArrival ? 1 : 2>();  // this thread's copies of tile j
+          arrive_for_keys(tile);
+          if constexpr (kCopiesAfterArrival) copy_ahead(tile);
+          roles::mbarrier_wait(k_ready(tile), stage_phase(tile));
+          widen_values(tile);
           if constexpr (kCopiesAfterWidening) copy_ahead(tile);
         }
       }
@@ -950,7 +965,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
           // warpgroups are done with K). Each thread widens its tiles in order, so the last one's
           // V buffer says it for both.
           roles::mbarrier_wait(v16_ready(tiles - 1), v16_phase(tiles - 1));
-          // The epilogue's two places in the stage ring: nothing is copied there, and their phases of
+          // The epilogue's places in the stage ring: nothing is copied there, and their phases of
           // k_ready complete here. The phase before each is complete (this thread waited for every
           // earlier tile's; each copying thread arrived for the earlier places before this item's
           // tile 0) and no computing thread still waits for it: the fp16 V buffer releases widen()
@@ -958,9 +973,9 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
           // Q's release does (at the item's start; these phases complete only with its
           // arrivals). The computing warpgroups release the places once the next item's first tile
           // is in, so after these arrivals.
-          roles::mbarrier_arrive(k_ready(tiles));
-          roles::mbarrier_arrive(k_ready(tiles + 1));
-          ring_base = (ring_base + 2 * (tiles + 2)) ^ 1;
+#pragma unroll
+          for (int place = 0; place < kEpiloguePlaces; ++place) roles::mbarrier_arrive(k_ready(tiles + place));
+          ring_base = (ring_base + 2 * (tiles + kEpiloguePlaces)) ^ 1;
         }
       }
     } else {
@@ -1135,13 +1150,14 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       for (int ks = 0; ks < kKeys / 16; ++ks) {
         const uint32_t v = ks * 16 * 128;  // keys 16 ks.. (two swizzle atoms)
         if constexpr (Shape::kRowSumsByMma) {
-          wgmma::mma_f16_k16(o[0], row_sums, pf[ks], wgmma::advanced(v_desc, v));
+          wgmma::mma_f16_k16(o[0], row_sums, pf[ks], wgmma::advanced(v_desc, v), ks > 0 || !pv_fresh);
         } else {
 #pragma unroll
           for (int part = 0; part < kOutParts; ++part)  // output columns 128 part.. are column blocks 2 part, 2 part + 1
             wgmma::mma_f16_k16(o[part], pf[ks], wgmma::advanced(v_desc, v + 2 * part * Shape::kV16BlockBytes));
         }
       }
+      if constexpr (Shape::kRowSumsByMma) pv_fresh = false;
     }
     wgmma::commit();
   };
@@ -1423,10 +1439,10 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       if constexpr (kQInRegisters) load_query_fragments();
       if constexpr (kPersistent) {
         roles::mbarrier_arrive(smem_address(&q_free_bar));
-        // The last item's two epilogue places, just before this item's tile 0 (see the copying loop).
+        // The last item's epilogue places, just before this item's tile 0 (see the copying loop).
         if (ring_base > 0) {
-          roles::mbarrier_arrive(k_free(-2));
-          roles::mbarrier_arrive(k_free(-1));
+#pragma unroll
+          for (int place = -kEpiloguePlaces; place < 0; ++place) roles::mbarrier_arrive(k_free(place));
         }
       }
       take_turn();
@@ -1629,8 +1645,14 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       scales = fold_scales<kPaged>(p, cta.seq, kv_head);
       scale_in_exponent = !kTokenScales && scales.score > 0.0f;
       exponent_scale = scale_in_exponent ? scales.score : 1.0f;
-      set_all(o, 0.0f);
-      set_all(row_sums, 0.0f);
+      // o starts from 0. Where the tensor cores sum P's rows (head_dim 64) the item's first P V
+      // writes o and the sums in place of adding to them: zeroed by stores here, ptxas ran every
+      // wgmma of the kernel over cache_fp8 synchronously (warning C7515).
+      if constexpr (Shape::kRowSumsByMma) {
+        pv_fresh = true;
+      } else {
+        set_all(o, 0.0f);
+      }
       state[0] = state[1] = SoftmaxState2::empty();
       v_ref = 0.0f;
       place_rows();
@@ -1641,7 +1663,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       // shared stores (the per-chunk path's) are fenced against them.
       wgmma::fence_shared_for_async();
       roles::named_sync(2 + kGroups + wg, 128);
-      ring_base = (ring_base + 2 * (range.tiles + 2)) ^ 1;
+      ring_base = (ring_base + 2 * (range.tiles + kEpiloguePlaces)) ^ 1;
     }
     if (wg == 0) take_turn();
   } else {

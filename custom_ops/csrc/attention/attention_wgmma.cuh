@@ -1094,7 +1094,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   constexpr int kSumChunks = Shape::kPartRegs / 4, kSumChunkStride = 128 * 16;
   float carried[2] = {1.0f, 1.0f};
   float summed_rows[2] = {0.0f, 0.0f};  // kRowSumsByMma: the row sums' second level
-  bool pv_fresh = false;
+  bool pv_fresh = false;  // the next P V writes o rather than adding to it (fp8_pv's folds; see the item loop)
   const uint32_t out_sums =
       smem + Shape::kOutSumsOffset + wg * (kSumChunks * kSumChunkStride) + (threadIdx.x % 128) * 16;
   if constexpr (kFp8Pv) {

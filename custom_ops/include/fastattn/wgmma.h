@@ -198,30 +198,31 @@ FA_DEVICE void mma_f16_k16(float (&d)[32], uint64_t a_desc, uint64_t b_desc, boo
 #endif
 }
 
-// d (+)= A B for A [64 x 16] fp16 in registers and B [16 x N] fp16, N-major in shared memory
+// d += A B for A [64 x 16] fp16 in registers and B [16 x N] fp16, N-major in shared memory
 // (descriptor with the blocks' distance).
-FA_DEVICE void mma_f16_k16(float (&d)[64], const uint32_t (&a)[4], uint64_t b_desc, bool accumulate = true) {
+FA_DEVICE void mma_f16_k16(float (&d)[64], const uint32_t (&a)[4], uint64_t b_desc) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
       "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 " FA_WGMMA_D64 ", {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
       : FA_WGMMA_F64(d)
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc), "r"(int(accumulate)));
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc), "r"(1));
 #endif
 }
-FA_DEVICE void mma_f16_k16(float (&d)[32], const uint32_t (&a)[4], uint64_t b_desc, bool accumulate = true) {
+FA_DEVICE void mma_f16_k16(float (&d)[32], const uint32_t (&a)[4], uint64_t b_desc) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
       "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 " FA_WGMMA_D32 ", {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
       : FA_WGMMA_F32(d)
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc), "r"(int(accumulate)));
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc), "r"(1));
 #endif
 }
 
 // The same with P's row sums: m64n72k16, whose last 8 columns (B's second block of 64 columns,
 // `leading_bytes` from the first in b_desc) are fp16 ones, so that each of `sums` is the sum of
-// its row of A: sums[i] belongs to row (i >> 1) & 1 as d[i] does.
+// its row of A: sums[i] belongs to row (i >> 1) & 1 as d[i] does. Without `accumulate` both
+// start from the product (a persistent item's first P V).
 FA_DEVICE void mma_f16_k16(float (&d)[32], float (&sums)[4], const uint32_t (&a)[4], uint64_t b_desc,
                             bool accumulate = true) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)

@@ -14,7 +14,7 @@
 #include "attention_decode.cuh"
 #include "attention_kernel.cuh"
 #include "attention_launch.h"
-#include "attention_wgmma.cuh"
+#include "attention_wgmma_shape.cuh"
 #include "fastattn/device_property.h"
 
 namespace fastattn {

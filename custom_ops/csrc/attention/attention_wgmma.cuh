@@ -24,14 +24,16 @@
 // softmax weighs a tile against the row's running max and checks the tile's max afterwards
 // (softmax, settle_max).
 //
-// With FP8 q at head_dim 128 (not fp8_pv) the grid is a CTA per multiprocessor, and each CTA runs
-// row tiles ("items") one after another, taken off a counter (kPersistent). Copying warp 0 finds
-// the next item's rows while the current one ends; the copying warpgroup sends its Q (into Q's
-// buffer, free once the computing warpgroups hold Q in registers; over cache_fp8, whose Q K^Ts
-// read Q from shared memory, into the other of two) and first tiles while the computing ones
-// stage their rows for the epilogue in two places of the stage ring of their own. A CTA's start
-// (its rows found, Q and the first tiles on their way: some 3 us) is then paid once per
-// multiprocessor rather than once per row tile.
+// With FP8 q at head_dim 128, and at 64 over a cache (not fp8_pv), the grid is a CTA per
+// multiprocessor, and each CTA runs row tiles ("items") one after another, taken off a counter
+// (kPersistent). Copying warp 0 finds the next item's rows while the current one ends; the copying
+// warpgroup sends its Q (into Q's buffer, free once the computing warpgroups hold Q in registers;
+// where Q K^T reads Q from shared memory, into the other of two) and first tiles while the
+// computing ones stage their rows for the epilogue in places of the stage ring of their own
+// (kEpiloguePlaces). A CTA's start (its rows found, Q and the first tiles on their way: some 3 us)
+// is then paid once per multiprocessor rather than once per row tile.
+//
+// The shape (tiles, stages, shared-memory layout, register split) is in attention_wgmma_shape.cuh.
 //
 // A 16-bit q (kFp8Q false) goes to shared memory as fp16, a bf16 q times a power of two as in the
 // mma.sync kernel (so every element stays exact), each computing warpgroup its own rows while the
@@ -44,6 +46,7 @@
 #include <type_traits>
 
 #include "attention_kernel.cuh"
+#include "attention_wgmma_shape.cuh"
 #include "fastattn/tma.h"
 #include "fastattn/vec.h"
 #include "fastattn/warp_roles.h"
@@ -51,187 +54,6 @@
 
 namespace fastattn {
 namespace attention_gpu {
-
-// Keys per tile: 128, or 64 at head_dim 256, where the accumulator alone takes 128 registers.
-constexpr int wgmma_tile_keys(int head_dim) { return head_dim == 256 ? 64 : 128; }
-// Per-token scales: the keys whose scales a lane of a copying warp copies (a warp copies a tile's
-// k or v scales).
-constexpr int wgmma_scale_keys(int head_dim) { return wgmma_tile_keys(head_dim) / 32; }
-// Computing warpgroups of 64 rows: three at head_dim 64, whose accumulator is small enough for
-// three in the register file; two otherwise.
-constexpr int wgmma_compute_groups(int head_dim) { return head_dim == 64 ? 3 : 2; }
-// Rows per CTA (the plan sizes its grid and key splits by it).
-constexpr int wgmma_rows(int head_dim) { return 64 * wgmma_compute_groups(head_dim); }
-
-// kFp8Values: P V on the FP8 tensor cores (the ops' fp8_pv), at head_dim 64 and 128 with FP8 q only.
-// kPagedKeys: the paged kernel's (a cache's keys), which sets the softmax's order.
-template <int D, bool kFp8Query = true, bool kPerTokenScales = false, bool kFp8Values = false, bool kPagedKeys = false>
-struct WgmmaShape {
-  static_assert(D == 64 || D == 128 || D == 256, "head_dim 64, 128 or 256");
-  static_assert(!(kPerTokenScales && !kFp8Query && D == 256), "no room for per-token scales");
-  static_assert(!kFp8Values || (D <= 128 && kFp8Query), "FP8 P V at head_dim 64 and 128 with FP8 q");
-  static constexpr int kHeadDim = D;
-  static constexpr bool kFp8Q = kFp8Query, kTokenScales = kPerTokenScales, kFp8Pv = kFp8Values;
-  static constexpr int kComputeGroups = wgmma_compute_groups(D);
-  static constexpr int kThreads = 128 * (1 + kComputeGroups);  // the copying warpgroup first
-  static constexpr int kRows = wgmma_rows(D), kKeys = wgmma_tile_keys(D);
-  // Copies run two tiles ahead of the widening, which runs one ahead of the consumers: 4 stages
-  // of K and V as copied, 2 of fp16 V. With a 16-bit q 2 of fp16 K too, and the copies run
-  // kStages - 1 tiles ahead of the widening: 4 stages at head_dim 64, 2 at 128, and at 256 (fp16
-  // Q alone takes 64 KB) one: the next tile's copies wait for the widening of the last (225 KB).
-  // Per-token scales (kTokenScales: a block_wise_fp8 cache) take a stage's room at head_dim 256
-  // with FP8 q and at 128 with a 16-bit q; a 16-bit q at 256 leaves no room for them.
-  // FP8 P V (P in e4m3, V^T in place of fp16 V) takes a stage's room for its fp32 sums at head_dim
-  // 128; at 64 fp16 V's room holds them.
-  // A CTA per multiprocessor takes row tiles off a queue, one after another (kPersistent): FP8 q
-  // at head_dim 128, and at 64 over a cache; not fp8_pv. The copying warpgroup sends the next
-  // item's Q and first tiles while the computing warpgroups end this one, so that a CTA's start
-  // (its rows located, Q and the first tiles on their way) is paid once per multiprocessor rather
-  // than once per row tile. Each item's epilogue takes kEpiloguePlaces places of the stage ring
-  // after its tiles, a computing warpgroup's rows each (an even count, so that the fp16 V ring's
-  // phase follows from the stage index: head_dim 64's three warpgroups leave one unused), and the
-  // next item's first two tiles take the stages of this one's last two: kEpiloguePlaces + 2
-  // stages. The contiguous kernel at head_dim 64 ran 7% slower that way at 1 x 16384 (no faster
-  // at 8 x 4096; perf notes v68), where over cache_fp8 and block_wise_fp8 it gained 3%.
-  static constexpr bool kPersistent = kFp8Q && !kFp8Pv && (D == 128 || (D == 64 && kPagedKeys));
-  static constexpr int kEpiloguePlaces = (kComputeGroups + 1) / 2 * 2;
-  static constexpr int kStages = kPersistent ? kEpiloguePlaces + 2
-                                 : kFp8Q     ? ((kTokenScales && D == 256) || (kFp8Pv && D == 128) ? 3 : 4)
-                                             : D == 64 ? 4 : D == 128 && !kTokenScales ? 2 : 1;
-  static constexpr int kV16Buffers = 2, kK16Buffers = kFp8Q ? 0 : 2;
-  // FP8 rows sit in column tiles one swizzle wide: 128 bytes, two per row at head_dim 256; at
-  // head_dim 64 the 64-byte swizzle and one.
-  static constexpr int kSwizzleBytes = D < 128 ? D : 128;
-  static constexpr int kColumnTiles = D / kSwizzleBytes;
-  static constexpr int kKTileBytes = kKeys * kSwizzleBytes;
-  static constexpr int kKBytes = kColumnTiles * kKTileBytes;  // K of a stage; V (same layout) follows
-  static constexpr int kStageBytes = 2 * kKBytes;
-  // Q in column tiles of 128-byte rows: FP8 as K in a stage; fp16 as V16's blocks, kRows rows each.
-  // kQkRowBytes: a row of a column tile of Q, and of K, as Q K^T reads them.
-  static constexpr int kQkRowBytes = kFp8Q ? kSwizzleBytes : 128;
-  static constexpr int kQTileBytes = kRows * kQkRowBytes;
-  static constexpr int kQBytes = (kFp8Q ? kColumnTiles : D / 64) * kQTileBytes;
-  // The weights before the max (the kernel's softmax, settle_max) where that measured faster (perf
-  // notes v19, v31-v32, v47-v48): the contiguous kernel at head_dim 128, and with FP8 q at 256;
-  // every kernel over per-token scales, whose keys' multipliers then join the exponent's
-  // multiply-add; a 16-bit q over one scale's cache. The others keep the max first: there ptxas
-  // waits for P V ahead of the whole softmax, and that order was the faster one for them (the
-  // exponentials kept ahead of the wait lost 2-9%).
-  static constexpr bool kWeighFirst = kPagedKeys ? kTokenScales || !kFp8Q : D == 128 || (kFp8Q && D == 256);
-  // fp16 V, N-major: blocks of 64 columns (128-byte rows), each kKeys rows in swizzle atoms of 8.
-  // At head_dim 64 a block of fp16 ones follows V in each buffer, and P V's wgmma takes 8 of its
-  // columns too (m64n72): the tensor cores sum P's rows in place of 64 adds per thread and tile,
-  // which weigh most where the softmax is longest against the matrix products (+4%). At head_dim
-  // 128 the ones need 32 KB that only a third stage frees, and neither that nor a separate m64n8
-  // wgmma per k-step was faster. Those sums are of P as rounded to fp16, so the log-sum-exp moves
-  // by up to 2^-12 (a row over a few keys): inside FP8 q's score error, but a 16-bit q keeps the
-  // fp32 sums, with the mma.sync kernel's log-sum-exp.
-  // (Not with per-token scales: P then goes to the tensor cores times each key's v scale; nor where
-  // the softmax weighs first, and sums the weights anyway to screen the tile.) With FP8 P V, at
-  // head_dim 64 and over cache_fp8 at 128, 8 rows of e4m3 ones follow V^T (1 KB; m64n72k32,
-  // m64n136k32; over cache_fp8 +1-2%): the sums are then of P as rounded to e4m3, as P V takes it,
-  // and the log-sum-exp goes with them.
-  static constexpr bool kRowSumsByMma = kFp8Q && !kTokenScales && !kWeighFirst && (D == 64 || kFp8Values);
-  static constexpr int kV16BlockBytes = kKeys * 128;
-  static constexpr int kV16Bytes = kFp8Pv ? (D + 8 * kRowSumsByMma) * kKeys : (D / 64 + kRowSumsByMma) * kV16BlockBytes;
-  // Where the ones start in each buffer, their bytes, and 4 of them: fp16 1.0 = 0x3c00, e4m3 0x38.
-  static constexpr int kOnesOffset = kFp8Pv ? D * kKeys : D / 64 * kV16BlockBytes;
-  static constexpr int kOnesBytes = kFp8Pv ? 8 * kKeys : kV16BlockBytes;
-  static constexpr uint32_t kOnesWord = kFp8Pv ? 0x38383838u : 0x3c003c00u;
-  static constexpr int kK16Bytes = D / 64 * kV16BlockBytes;  // fp16 K (16-bit q): V16's layout
-  // FP8 q at head_dim 128: the warp's rows of Q as Q K^T's A fragments (16 registers), read from
-  // shared memory once they have landed with tile 0, so that each Q K^T reads only K there (4 of
-  // its 6 KB a k-step): +1% contiguous and over block_wise_fp8 at 8 x 4096. Not over cache_fp8,
-  // whose computing warpgroups then spilled and ran 0-1.5% slower.
-  static constexpr bool kQInRegisters = kFp8Q && D == 128 && (!kPagedKeys || kTokenScales);
-  // kPersistent: where Q sits in registers its buffer takes the next item's Q while the item
-  // runs; where every Q K^T reads it from shared memory, two buffers take the items in turn.
-  static constexpr int kQBuffers = kPersistent && !kQInRegisters ? 2 : 1;
-  static constexpr int kQOffset = 0;
-  static constexpr int kStagesOffset = kQOffset + kQBuffers * kQBytes;
-  static constexpr int kK16Offset = kStagesOffset + kStages * kStageBytes;
-  static constexpr int kV16Offset = kK16Offset + kK16Buffers * kK16Bytes;
-  // Per-token scales: where the copying warpgroup multiplies each key's k scale by the score scale
-  // (weigh_keys): at head_dim 64 (FP8 q 333 -> 354 TFLOP/s at 8 x 4096), whose softmax weighs most
-  // against the matrix products. Elsewhere the copying warpgroup sets more of the pace (with it
-  // head_dim 128 lost 2-4% with a 16-bit q and 0.7-1.1% with FP8 q, 256 4%), and the computing
-  // warpgroups fold it.
-  static constexpr bool kFoldKeysInCopies = kTokenScales && D == 64;
-  // Per-token scales: a tile's k scales and its v scales as copied (the tables' rows, fp32 or
-  // bf16), its v scales over the reference v_ref (fp16 pairs; fp32 with FP8 P V; see
-  // weigh_values), v_ref, and with kFoldKeysInCopies the k scales times the score scale (fp32;
-  // see weigh_keys). fp8_pv's v weights lie in a row per computing lane t, holding the pairs
-  // that lane multiplies (keys 8m + 2t, 8m + 2t + 1 for every m) so that it loads them 16 bytes
-  // at a time; each row is 4 words longer than its pairs, so that the 4 lanes' loads fall in
-  // different banks. In a ring of slots that a tile holds from its copies to its softmax: as
-  // long as its stage with FP8 q, and as its fp16 K with a 16-bit q, which frees the stage
-  // before. Two copying warps copy them, kScaleKeys keys a lane.
-  static constexpr int kScaleSlots = kTokenScales ? kStages + kK16Buffers : 0;
-  static constexpr int kScaleKeys = wgmma_scale_keys(D);
-  static constexpr int kScaleArrayBytes = kKeys * int(sizeof(float));
-  static constexpr int kValueScalesOffset = kScaleArrayBytes, kValueWeightsOffset = 2 * kScaleArrayBytes;
-  static constexpr int kWeightRowPairs = kKeys / 8 + 2;  // (fp8_pv: a lane's kKeys / 8 fp32 pairs, 16 bytes more)
-  static constexpr int kValueWeightsBytes = kFp8Pv ? 4 * 8 * kWeightRowPairs : 2 * kKeys;
-  static constexpr int kValueRefOffset = kValueWeightsOffset + kValueWeightsBytes, kKeyMultipliersOffset = kValueRefOffset + 16;
-  static constexpr int kScaleSlotBytes = kKeyMultipliersOffset + (kFoldKeysInCopies ? kScaleArrayBytes : 0);
-  static constexpr int kScalesOffset = kV16Offset + kV16Buffers * kV16Bytes;
-  // kFp8Pv: o's second accumulation level, fp32, each computing thread's 64 values in 16-byte chunks.
-  static constexpr int kOutSumsOffset = kScalesOffset + kScaleSlots * kScaleSlotBytes;
-  static constexpr int kOutSumsBytes = kFp8Pv ? kComputeGroups * 64 * D * 4 : 0;
-  static constexpr int kSmemBytes = kOutSumsOffset + kOutSumsBytes + 1024;  // + 1024-byte alignment
-  // Registers per thread after the hand-over. The CTA launches with 65536 / kThreads each,
-  // rounded down to a multiple of 8 (168 for 384 threads, 128 for 512); the computing warpgroups
-  // share what the copying one gives up. At head_dim 64 they need 160: with 152 ptxas runs every
-  // wgmma synchronously (warning C7512 under -Xptxas -v; 15-18% slower), so the copying
-  // warpgroup gets the 32 left and spills a few registers in its loop. Elsewhere it keeps enough
-  // not to spill there while it widens a pass at a time (with 8 fewer at head_dim 128 it reloaded
-  // spilled registers every tile); the batches of widen_to_fp16 spill some and still gain. A
-  // 16-bit q at head_dim 128, whose copying warpgroup widens K too, four passes a batch, gets 104
-  // (its computing warpgroups 200): with 88 the contiguous kernel's copying loop reloaded about 17
-  // spilled registers every tile (H100: bf16 q over FP8 k/v +3.5-4%, over cache_fp8 +2-3%, over
-  // block_wise_fp8 +8%).
-  static constexpr int kLaunchRegisters = 65536 / kThreads / 8 * 8;
-  static constexpr int kCopyRegisters = D == 256 ? 80 : D == 128 ? (kFp8Q ? 88 : 104) : 32;
-  static constexpr int kComputeRegisters = D == 64 ? 160 : D == 128 && !kFp8Q ? 200 : 208;
-  static_assert(128 * kCopyRegisters + 128 * kComputeGroups * kComputeRegisters <= kThreads * kLaunchRegisters,
-                "the registers the CTA launched with hold both roles");
-  // Accumulator registers per thread: o in parts of at most 128 columns (one wgmma each), S.
-  static constexpr int kOutParts = D > 128 ? D / 128 : 1, kPartRegs = (D > 128 ? 128 : D) / 2;
-  static constexpr int kScoreRegs = kKeys / 2;
-  // Rows of a tensor copy's box (the host's tensor map and the kernel agree on it): a tile's keys,
-  // or a cache block's where blocks are smaller.
-  static FA_HD int box_rows(bool paged, int block_size) { return paged && block_size < kKeys ? block_size : kKeys; }
-  // Boxes of a quarter tile or less (cache blocks of 16 and 32 keys at head_dim 128): four or more
-  // a tensor, which two copying warps send (the kernel's values_by_warp_1); over per-token scales
-  // a kernel of their own (kSmallBlocks).
-  static FA_HD bool small_boxes(int box_rows) { return 4 * box_rows <= kKeys; }
-};
-
-// Chunk `chunk` (16 bytes) of an FP8 row in column tiles of kTileBytes with the wgmma swizzle.
-template <class Shape, int kTileBytes>
-FA_DEVICE uint32_t fp8_row_offset(int row, int chunk) {
-  constexpr int kTileChunks = Shape::kSwizzleBytes / 16;
-  return (chunk / kTileChunks) * kTileBytes + wgmma::swizzled_offset<Shape::kSwizzleBytes>(row, chunk % kTileChunks);
-}
-
-// Tensor maps of K and V (contiguous [tokens, heads_kv, head_dim] or a cache's [blocks * heads_kv,
-// block_size, head_dim]) for boxes of one column tile x the rows of a tile (or of a cache block)
-// x 1; without them (`kv_ready` false) every tile is copied by cp.async. And of the output
-// ([tokens, heads_q, head_dim] in its format) for boxes of a column tile of the staged rows
-// (kOutTileBytes below) x the group's heads x the tokens of a computing warpgroup's 64 rows;
-// without it (`out_ready` false: key splits, a group that does not divide 64) rows are stored a
-// chunk at a time, as they are under key splits whatever the host encoded (their rows go to the
-// fp32 partials). And of an FP8 q ([tokens, heads_q, head_dim]) for boxes of a column tile x the
-// group's heads x the tokens of a CTA's rows; without it (`q_ready` false: a group that does not
-// divide the CTA's rows, a 16-bit q) Q is copied a row at a time.
-struct PrefillTensorMaps {
-  CUtensorMap k, v, out, q;
-  bool kv_ready, out_ready, q_ready;
-};
-
-// Bytes per row of a column tile of the output as staged: one 128-byte swizzle wide (an output
-// row, bf16, fp16 or fp32 of 64 or more elements, is a whole number of them).
-constexpr int kOutTileBytes = 128;
 
 // FP8 V (or K) [keys][D] as copied -> fp16 in Shape's kV16 layout (blocks of 64 columns, chunk j
 // of key r's 128-byte row at chunk j ^ (r % 8)): the N-major B operand of P V, and the K-major B

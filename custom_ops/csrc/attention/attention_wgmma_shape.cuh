@@ -25,7 +25,8 @@ constexpr int wgmma_compute_groups(int head_dim) { return head_dim == 64 ? 3 : 2
 constexpr int wgmma_rows(int head_dim) { return 64 * wgmma_compute_groups(head_dim); }
 
 // kFp8Values: P V on the FP8 tensor cores (the ops' fp8_pv), at head_dim 64 and 128 with FP8 q only.
-// kPagedKeys: the paged kernel's (a cache's keys), which sets the softmax's order.
+// kPagedKeys: the paged kernel's (a cache's keys), which sets the softmax's order (and at head_dim 64
+// whether CTAs persist).
 template <int D, bool kFp8Query = true, bool kPerTokenScales = false, bool kFp8Values = false, bool kPagedKeys = false>
 struct WgmmaShape {
   static_assert(D == 64 || D == 128 || D == 256, "head_dim 64, 128 or 256");

@@ -202,8 +202,6 @@ FA_DEVICE float2 staged_scale_pair(const uint8_t* scales, bool is_bf16, int pair
   return *reinterpret_cast<const float2*>(scales + 8 * pair);
 }
 
-// kSmallBlocks: the cache's blocks hold a quarter tile or less (box_rows), where two copying
-// warps send a tile's tensor copies; the launch picks it where it changes the hand-over (below).
 // A persistent CTA's next item (WgmmaShape::kPersistent), as copying warp 0 found it.
 struct PersistentItem {
   CtaRows cta;
@@ -212,6 +210,8 @@ struct PersistentItem {
   bool done;  // no item left: the CTA ends
 };
 
+// kSmallBlocks: the cache's blocks hold a quarter tile or less (box_rows), where two copying
+// warps send a tile's tensor copies; the launch picks it where it changes the hand-over (below).
 template <int D, bool kPaged, bool kFp8Q = true, bool kTokenScales = false, bool kFp8Values = false,
           bool kSmallBlocks = false>
 __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values, kPaged>::kThreads, 1)
@@ -989,7 +989,13 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   // the raw scores; otherwise the scores are scaled first. Per-token scales give each key its own
   // multiplier, its k scale times the whole score scale (key_multipliers), whatever its sign:
   // the exponent then takes none.
-  bool scale_in_exponent = !kTokenScales && scales.score > 0.0f;  // (kPersistent: per item)
+  bool scale_in_exponent = false;
+  float exponent_scale = 1.0f;  // the score scale where it joins the exponent
+  auto take_scales = [&] {  // (kPersistent: per item)
+    scale_in_exponent = !kTokenScales && scales.score > 0.0f;
+    exponent_scale = scale_in_exponent ? scales.score : 1.0f;
+  };
+  take_scales();
   // The row max moves only when a tile's exceeds it by more than 8: P then stays at most 2^8 (fp16
   // keeps its relative precision there), and the accumulator's rescale, 64 multiplies, drops out
   // of most tiles.
@@ -1000,7 +1006,6 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   // (-2.5 to -6%) or 2^8 as the bound there (-13 to -16%; perf notes v53).
   constexpr float kHeadroom = kFp8Pv ? 4.0f : 0.0f;
   constexpr float kMaxSlack = 8.0f, kMaxWeight = kFp8Pv ? 448.0f : 256.0f;
-  float exponent_scale = scale_in_exponent ? scales.score : 1.0f;
   constexpr bool kWeighFirst = Shape::kWeighFirst;
   static_assert(!(kWeighFirst && Shape::kRowSumsByMma), "settle_max adds the weights' sums itself");
   // The multipliers of registers 4m..4m + 3 (keys 8m + 2t, 8m + 2t + 1 of both rows) over
@@ -1465,8 +1470,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
         continue;
       }
       scales = fold_scales<kPaged>(p, cta.seq, kv_head);
-      scale_in_exponent = !kTokenScales && scales.score > 0.0f;
-      exponent_scale = scale_in_exponent ? scales.score : 1.0f;
+      take_scales();
       // o starts from 0. Where the tensor cores sum P's rows (head_dim 64) the item's first P V
       // writes o and the sums in place of adding to them: zeroed by stores here, ptxas ran every
       // wgmma of the kernel over cache_fp8 synchronously (warning C7515).

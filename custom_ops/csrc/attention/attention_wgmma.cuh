@@ -287,6 +287,8 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   constexpr int kEpiloguePlaces = Shape::kEpiloguePlaces;
   int ring_base = 0;
   auto stage_index = [&](int tile) { return kPersistent ? (ring_base >> 1) + tile : tile; };
+  // Past an item with `tiles` key tiles (both roles, once it is done with the item's places).
+  auto pass_item = [&](int tiles) { ring_base = (ring_base + 2 * (tiles + kEpiloguePlaces)) ^ 1; };
   auto v16_slot = [&](int tile) { return stage_index(tile) % kV16Buffers; };
   auto k_ready = [&](int tile) { return smem_address(&k_ready_bars[stage_index(tile) % kStages]); };
   auto v16_ready = [&](int tile) { return smem_address(&v16_ready_bars[v16_slot(tile)]); };
@@ -797,7 +799,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
           // is in, so after these arrivals.
 #pragma unroll
           for (int place = 0; place < kEpiloguePlaces; ++place) roles::mbarrier_arrive(k_ready(tiles + place));
-          ring_base = (ring_base + 2 * (tiles + kEpiloguePlaces)) ^ 1;
+          pass_item(tiles);
         }
       }
     } else {
@@ -1489,7 +1491,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       // shared stores (the per-chunk path's) are fenced against them.
       wgmma::fence_shared_for_async();
       roles::named_sync(2 + kGroups + wg, 128);
-      ring_base = (ring_base + 2 * (range.tiles + kEpiloguePlaces)) ^ 1;
+      pass_item(range.tiles);
     }
     if (wg == 0) take_turn();
   } else {

@@ -395,7 +395,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   // kPersistent: the items are the grid's blocks of the non-persistent launch, in their order:
   // (virtual row tile, kv head, split), the row tiles taken in reverse (the longest causal tiles
   // first). The CTA's first is its own index; each next one comes off a counter that starts at 0.
-  // By warp 0 of the copying warpgroup (all its lanes): posts item i, the first with rows from
+  // By one warp of the copying warpgroup (all its lanes): posts item i, the first with rows from
   // index v on (the tail rows of those it passes are written here), or the end.
   auto claim_item = [&] {  // (all lanes of the warp)
     int claimed = 0;
@@ -776,13 +776,17 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       copy_tiles(std::false_type{});
     };
     if constexpr (kPersistent) {
+      // The next item is posted as this one starts, by a warp that sends no tensor copies (warp 1,
+      // warp 2 where warp 1 sends V's): the claim and the row lookups run under this item's
+      // copies, off the chain from one item's last copies to the next one's first.
+      const int posting_warp = values_by_warp_1 ? 2 : 1;
       for (int i = 0; take_item(i); ++i) {
+        if (thread / 32 == posting_warp) post_item(i + 1, claim_item());
         first_block();
         fold_key_scale();
         value_ref = value_inv = 0.0f;
         copy_item();
         const int tiles = range.tiles;
-        if (thread < 32) post_item(i + 1, claim_item());
         if (tiles > 0) {
           // The next item's first two tiles take the stages of this one's last two: every copying
           // thread has widened those first (their stages' release says only that the computing

@@ -347,8 +347,9 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
     if (!locate_rows<Shape, kPaged>(p, kv_head, split, cta)) return;
     locate_thread_rows(cta);
   }
-  // kPersistent: item i goes through slot i % 2. Warp 0 of the copying warpgroup posts it
-  // (item_full) once the slot's item before is read by every thread (item_empty).
+  // kPersistent: item i goes through slot i % 2. A warp of the copying warpgroup posts it
+  // (item_full; which one and when: see the copying warpgroup's item loop) once the slot's item
+  // before is read by every thread (item_empty).
   __shared__ PersistentItem item_slots[2];
   __shared__ __align__(8) uint64_t item_full_bars[2], item_empty_bars[2], q_free_bar;
   auto item_full = [&](int i) { return smem_address(&item_full_bars[i % 2]); };
@@ -779,9 +780,9 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       // Over per-token scales the next item is posted as this one starts, by a warp that sends no
       // tensor copies (warp 1, warp 2 where warp 1 sends V's): the claim and the row lookups run
       // under the first tile's scale copies, off the chain from one item's last copies to the
-      // next one's first (8 x 4096 -0.7%). Elsewhere the first tile's copies land sooner and the
-      // posting warp's arrival for it came late (cache_fp8 +3%): there warp 0 posts once it has
-      // sent the item's copies.
+      // next one's first (8 x 4096 -0.8%, perf notes v70). Elsewhere the first tile's copies land
+      // sooner and the posting warp's arrival for it came late (cache_fp8 +3%): there warp 0
+      // posts once it has sent the item's copies.
       constexpr bool kPostAtStart = kTokenScales;
       const int posting_warp = values_by_warp_1 ? 2 : 1;
       for (int i = 0; take_item(i); ++i) {

@@ -11,11 +11,14 @@ Q's buffer that another role still reads or writes, the first arrival in a phase
 own, or a deadlock.
 
     python scripts/persistent_ring_model.py [--sequences N] [--head-dim 64|128] [--q-buffers 1|2]
-                                            [--q-wait-by-one-thread]
+                                            [--post-at-start] [--q-wait-by-one-thread]
 
 --head-dim 64 models three computing warpgroups, four epilogue places (one unused) and six stages
 (WgmmaShape::kEpiloguePlaces, kStages). --q-buffers 2 models the kernels whose Q K^Ts read Q from
 shared memory (over cache_fp8 at head_dim 128, both caches at 64): two Q buffers taken by turns.
+--post-at-start models the kernels over per-token scales, where a copying warp other than warp 0
+posts the next item as soon as it has taken this one (v70; elsewhere warp 0 posts it once it has
+sent this item's copies).
 --q-wait-by-one-thread models the protocol before v66 (docs/perf-notes.md), where only the thread
 that sends Q waited for Q's buffer: it fails in the copy-first order.
 """
@@ -68,7 +71,8 @@ class Barrier:
         return (self.phase & 1) != parity
 
 
-def simulate(items, seed, split_hand_over, copies, q_wait_by_one_thread=False, q_buffers=1, groups=2):
+def simulate(items, seed, split_hand_over, copies, q_wait_by_one_thread=False, q_buffers=1, groups=2,
+             post_at_start=False):
     rng = random.Random(seed)
     places = (groups + 1) // 2 * 2  # the epilogue's places in the stage ring
     STAGES = places + 2
@@ -80,7 +84,7 @@ def simulate(items, seed, split_hand_over, copies, q_wait_by_one_thread=False, q
     v16_free = [Barrier(COMPUTE_THREADS, f"v16_free[{b}]") for b in range(V16_BUFFERS)]
     q_free = Barrier(COMPUTE_THREADS, "q_free")
     turns = [1] + [0] * (groups - 1)  # the last computing warpgroup arrives once before the first turn
-    taken = set()
+    taken, posted = set(), set()
     users = {("stage", s): [] for s in range(STAGES)}
     users.update({("v16", b): [] for b in range(V16_BUFFERS)})
     users.update({("q", b): [] for b in range(q_buffers)})
@@ -102,6 +106,19 @@ def simulate(items, seed, split_hand_over, copies, q_wait_by_one_thread=False, q
     def wait(ready):
         while not ready():
             yield
+
+    # Item i goes through slot i % 2: it is posted once every role took item i - 2, then taken. Item
+    # len(items) is the end, posted and taken too. Warp 0 posts item 0 at the start and, by default,
+    # item i + 1 once it has sent item i's copies; with post_at_start (the kernels over per-token
+    # scales) the other copier posts item i + 1 as soon as it has taken item i.
+    def post(i):
+        if i >= 2:
+            yield from wait(lambda: all((r, i - 2) in taken for r in roles))
+        posted.add(i)
+
+    def take(role, i):
+        yield from wait(lambda: i in posted)
+        taken.add((role, i))
 
     class Ring:  # one role's position: ring_base as in the kernel
         def __init__(self):
@@ -127,10 +144,12 @@ def simulate(items, seed, split_hand_over, copies, q_wait_by_one_thread=False, q
 
     def copier(t):
         ring, widened, keyed = Ring(), 0, 0
+        if t == 0:
+            yield from post(0)
         for i, n in enumerate(items):
-            if i >= 2:  # item i's slot is free once every role took item i - 2
-                yield from wait(lambda: all((r, i - 2) in taken for r in roles))
-            taken.add((f"copy{t}", i))
+            yield from take(f"copy{t}", i)
+            if post_at_start and t == 1:
+                yield from post(i + 1)
             in_flight = []
 
             def load(j):
@@ -200,12 +219,15 @@ def simulate(items, seed, split_hand_over, copies, q_wait_by_one_thread=False, q
                 widened += 1
                 if copies == "widening" and j + 2 < n:
                     yield from load(j + 2)
+            if not post_at_start and t == 0:
+                yield from post(i + 1)
             if n > 0:
                 yield from wait(lambda: v16_ready[ring.v16(n - 1)].passed(ring.v16_parity(n - 1)))
                 for place in range(n, n + places):  # the epilogue's places: nothing is copied there
                     k_ready[ring.stage(place)].arrive(ring.stage_phase(place))
                 ring.advance(n)
                 keyed += 1
+        yield from take(f"copy{t}", len(items))
 
     def computer(w):
         ring, q_items, v16_uses = Ring(), 0, 0
@@ -224,8 +246,7 @@ def simulate(items, seed, split_hand_over, copies, q_wait_by_one_thread=False, q
             v16_free[ring.v16(j)].arrive((v16_uses + j) // 2, 128)
 
         for i, n in enumerate(items):
-            yield from wait(lambda: ("copy0", i) in taken)  # posted
-            taken.add((f"wg{w}", i))
+            yield from take(f"wg{w}", i)
             if n == 0:
                 continue
             yield from wait(lambda: k_ready[ring.stage(0)].passed(ring.stage_phase(0) & 1))
@@ -281,6 +302,7 @@ def simulate(items, seed, split_hand_over, copies, q_wait_by_one_thread=False, q
             yield
             finish(("stage", ring.stage(n + w)), epilogue)
             ring.advance(n)
+        yield from take(f"wg{w}", len(items))
         if w == 0:
             yield from take_turn()
 
@@ -312,6 +334,8 @@ def main():
     parser.add_argument("--head-dim", type=int, choices=(64, 128), default=128)
     parser.add_argument("--q-buffers", type=int, choices=(1, 2), default=1,
                         help="2: Q read from shared memory by every Q K^T, two buffers in turn")
+    parser.add_argument("--post-at-start", action="store_true",
+                        help="the kernels over per-token scales: the next item posted as this one starts")
     args = parser.parse_args()
     failed = 0
     groups = 3 if args.head_dim == 64 else 2
@@ -321,7 +345,8 @@ def main():
             rng = random.Random(seed)
             items = [rng.choice([0, 1, 1, 1, 2, 2, 3, 4, 5, 6]) for _ in range(rng.randint(2, 14))]
             try:
-                simulate(items, seed, split_hand_over, copies, args.q_wait_by_one_thread, args.q_buffers, groups)
+                simulate(items, seed, split_hand_over, copies, args.q_wait_by_one_thread, args.q_buffers, groups,
+                         args.post_at_start)
             except Hazard as e:
                 bad.append((seed, items, str(e)))
         print(f"{name}: {len(bad)} of {args.sequences} item sequences fail")

@@ -7,8 +7,8 @@ warpgroups (two at head_dim 128, three at 64). Every mbarrier counts its phases;
 parity, as `mbarrier.try_wait.parity` does, so a wait two phases early passes. The turn ring, the
 item slots, tensor copies landing at any time after they go out, and tiles sent by tensor copy or
 row by row at random are modelled. It stops at the first write into a stage, an fp16 V buffer or
-Q's buffer that another role still reads or writes, the first arrival in a phase other than its
-own, or a deadlock.
+Q's buffer that another role still reads or writes, the first item posted into a slot whose last
+item some role has not taken, the first arrival in a phase other than its own, or a deadlock.
 
     python scripts/persistent_ring_model.py [--sequences N] [--head-dim 64|128] [--q-buffers 1|2]
                                             [--post-at-start] [--q-wait-by-one-thread]
@@ -84,7 +84,9 @@ def simulate(items, seed, split_hand_over, copies, q_wait_by_one_thread=False, q
     v16_free = [Barrier(COMPUTE_THREADS, f"v16_free[{b}]") for b in range(V16_BUFFERS)]
     q_free = Barrier(COMPUTE_THREADS, "q_free")
     turns = [1] + [0] * (groups - 1)  # the last computing warpgroup arrives once before the first turn
-    taken, posted = set(), set()
+    item_full = [Barrier(1, f"item_full[{k}]") for k in range(2)]
+    item_empty = [Barrier(copiers + groups, f"item_empty[{k}]") for k in range(2)]
+    slots = [None, None]  # the item each slot holds
     users = {("stage", s): [] for s in range(STAGES)}
     users.update({("v16", b): [] for b in range(V16_BUFFERS)})
     users.update({("q", b): [] for b in range(q_buffers)})
@@ -107,18 +109,29 @@ def simulate(items, seed, split_hand_over, copies, q_wait_by_one_thread=False, q
         while not ready():
             yield
 
-    # Item i goes through slot i % 2: it is posted once every role took item i - 2, then taken. Item
-    # len(items) is the end, posted and taken too. Warp 0 posts item 0 at the start and, by default,
-    # item i + 1 once it has sent item i's copies; with post_at_start (the kernels over per-token
-    # scales) the other copier posts item i + 1 as soon as it has taken item i.
+    # Item i goes through slot i % 2 (item_full / item_empty, the kernel's parities): posted once
+    # every role took item i - 2, then taken by every role. Item len(items) is the end, posted and
+    # taken too. Warp 0 posts item 0 at the start and, by default, item i + 1 once it has sent item
+    # i's copies; with post_at_start (the kernels over per-token scales) the other copier posts item
+    # i + 1 as soon as it has taken item i.
+    readers = [set(), set()]  # the roles that took the item in each slot
+
     def post(i):
+        slot = i % 2
         if i >= 2:
-            yield from wait(lambda: all((r, i - 2) in taken for r in roles))
-        posted.add(i)
+            yield from wait(lambda: item_empty[slot].passed(((i - 2) // 2) & 1))
+            if len(readers[slot]) < len(roles):
+                raise Hazard(f"item {i} posted while {sorted(set(roles) - readers[slot])} still read item {i - 2}")
+        slots[slot], readers[slot] = i, set()
+        item_full[slot].arrive(i // 2)
 
     def take(role, i):
-        yield from wait(lambda: i in posted)
-        taken.add((role, i))
+        slot = i % 2
+        yield from wait(lambda: item_full[slot].passed((i // 2) & 1))
+        if slots[slot] != i:
+            raise Hazard(f"{role} takes item {i} from a slot holding item {slots[slot]}")
+        readers[slot].add(role)
+        item_empty[slot].arrive(i // 2)
 
     class Ring:  # one role's position: ring_base as in the kernel
         def __init__(self):

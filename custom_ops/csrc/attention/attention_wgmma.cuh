@@ -780,8 +780,8 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       // Over per-token scales the next item is posted as this one starts, by a warp that sends no
       // tensor copies (warp 1, warp 2 where warp 1 sends V's): the claim and the row lookups run
       // under the first tile's scale copies, off the chain from one item's last copies to the
-      // next one's first (8 x 4096 -0.8%, perf notes v70). Elsewhere the first tile's copies land
-      // sooner and the posting warp's arrival for it came late (cache_fp8 +3%): there warp 0
+      // next one's first (8 x 4096 -0.75%, perf notes v70). Elsewhere the first tile's copies land
+      // sooner and the posting warp's arrival for it came late (cache_fp8 +3.8%): there warp 0
       // posts once it has sent the item's copies.
       constexpr bool kPostAtStart = kTokenScales;
       const int posting_warp = values_by_warp_1 ? 2 : 1;

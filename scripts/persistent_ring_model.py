@@ -11,7 +11,7 @@ Q's buffer that another role still reads or writes, the first item posted into a
 item some role has not taken, the first arrival in a phase other than its own, or a deadlock.
 
     python scripts/persistent_ring_model.py [--sequences N] [--head-dim 64|128] [--q-buffers 1|2]
-                                            [--post-at-start] [--q-wait-by-one-thread]
+                                            [--post-at-start] [--fp8-pv] [--q-wait-by-one-thread]
 
 --head-dim 64 models three computing warpgroups, four epilogue places (one unused) and six stages
 (WgmmaShape::kEpiloguePlaces, kStages). --q-buffers 2 models the kernels whose Q K^Ts read Q from
@@ -19,6 +19,8 @@ shared memory (over cache_fp8 at head_dim 128, both caches at 64): two Q buffers
 --post-at-start models the kernels over per-token scales, where a copying warp other than warp 0
 posts the next item as soon as it has taken this one (v70; elsewhere warp 0 posts it once it has
 sent this item's copies).
+--fp8-pv models fp8_pv at head_dim 128: no epilogue places (each computing warpgroup stages its rows
+in its own fp32 sums) and three stages, tile j + 2's copies after tile j's widening.
 --q-wait-by-one-thread models the protocol before v66 (docs/perf-notes.md), where only the thread
 that sends Q waited for Q's buffer: it fails in the copy-first order.
 """
@@ -40,6 +42,9 @@ ORDERS = {
     },
     64: {
         "one hand-over, copies after the arrival": (False, "arrival"),
+        "one hand-over, copies after the widening": (False, "widening"),
+    },
+    "fp8_pv": {
         "one hand-over, copies after the widening": (False, "widening"),
     },
 }
@@ -72,10 +77,10 @@ class Barrier:
 
 
 def simulate(items, seed, split_hand_over, copies, q_wait_by_one_thread=False, q_buffers=1, groups=2,
-             post_at_start=False):
+             post_at_start=False, fp8_pv=False):
     rng = random.Random(seed)
-    places = (groups + 1) // 2 * 2  # the epilogue's places in the stage ring
-    STAGES = places + 2
+    places = 0 if fp8_pv else (groups + 1) // 2 * 2  # the epilogue's places in the stage ring
+    STAGES = 3 if fp8_pv else places + 2
     COMPUTE_THREADS = 128 * groups
     copiers = 2
     k_ready = [Barrier(copiers, f"k_ready[{s}]") for s in range(STAGES)]
@@ -90,6 +95,7 @@ def simulate(items, seed, split_hand_over, copies, q_wait_by_one_thread=False, q
     users = {("stage", s): [] for s in range(STAGES)}
     users.update({("v16", b): [] for b in range(V16_BUFFERS)})
     users.update({("q", b): [] for b in range(q_buffers)})
+    users.update({("sums", w): [] for w in range(groups)})
     by_tensor_copy = {(i, j): rng.random() < 0.5 for i, n in enumerate(items) for j in range(n)}
     q_by_tensor_copy = [rng.random() < 0.5 for _ in items]
     landing = []  # tensor copies on their way: (barrier, phase, user, place)
@@ -309,11 +315,11 @@ def simulate(items, seed, split_hand_over, copies, q_wait_by_one_thread=False, q
             if q_buffers == 2:
                 finish(("q", q_buffer), q_user)
             q_items += 1
-            epilogue = ("epilogue rows", i, w)
-            start(("stage", ring.stage(n + w)), epilogue, True)
+            epilogue, place = ("epilogue rows", i, w), ("sums", w) if fp8_pv else ("stage", ring.stage(n + w))
+            start(place, epilogue, True)
             yield
             yield
-            finish(("stage", ring.stage(n + w)), epilogue)
+            finish(place, epilogue)
             ring.advance(n)
         yield from take(f"wg{w}", len(items))
         if w == 0:
@@ -349,17 +355,20 @@ def main():
                         help="2: Q read from shared memory by every Q K^T, two buffers in turn")
     parser.add_argument("--post-at-start", action="store_true",
                         help="the kernels over per-token scales: the next item posted as this one starts")
+    parser.add_argument("--fp8-pv", action="store_true", help="fp8_pv at head_dim 128: three stages, no epilogue places")
     args = parser.parse_args()
+    if args.fp8_pv and (args.head_dim != 128 or args.q_buffers != 1):
+        parser.error("fp8_pv persists at head_dim 128 with Q in registers (one Q buffer)")
     failed = 0
     groups = 3 if args.head_dim == 64 else 2
-    for name, (split_hand_over, copies) in ORDERS[args.head_dim].items():
+    for name, (split_hand_over, copies) in ORDERS["fp8_pv" if args.fp8_pv else args.head_dim].items():
         bad = []
         for seed in range(args.sequences):
             rng = random.Random(seed)
             items = [rng.choice([0, 1, 1, 1, 2, 2, 3, 4, 5, 6]) for _ in range(rng.randint(2, 14))]
             try:
                 simulate(items, seed, split_hand_over, copies, args.q_wait_by_one_thread, args.q_buffers, groups,
-                         args.post_at_start)
+                         args.post_at_start, args.fp8_pv)
             except Hazard as e:
                 bad.append((seed, items, str(e)))
         print(f"{name}: {len(bad)} of {args.sequences} item sequences fail")

@@ -327,15 +327,16 @@ class TestFlashAttnVarlen(PlacedCase):
         """Some 200 row tiles of 16 sequences, more than an H100 or H200 has multiprocessors: the
         sm_90a kernel with FP8 q at head_dim 128 runs a CTA per multiprocessor, and each takes
         tile after tile off a queue. Sequences without queries, a chunk with more queries than
-        keys (its first 260 rows see no key: tiles without a key tile), causal and not, key splits."""
+        keys (its first 260 rows see no key: tiles without a key tile), causal and not, key splits;
+        with fp8_pv too (its items stage their rows in their own fp32 sums, cleared per item)."""
         lens_q = [400, 0, 1, 300, 17, 250, 0, 120, 600, 33, 5, 380, 64, 129, 200, 90]
         lens_k = [400, 3, 1, 40, 17, 700, 9, 120, 600, 33, 1029, 380, 64, 129, 200, 90]
-        for causal, splits in ((True, None), (False, None), (True, 3)):
-            with self.subTest(causal=causal, splits=splits):
-                rng = seeded_rng(self, causal, splits)
+        for fp8_pv, (causal, splits) in itertools.product((False, True), ((True, None), (False, None), (True, 3))):
+            with self.subTest(fp8_pv=fp8_pv, causal=causal, splits=splits):
+                rng = seeded_rng(self, fp8_pv, causal, splits)
                 codes = [fp8_tensor(rng, (sum(lens), heads, 128)) for lens, heads in ((lens_q, 8), (lens_k, 2), (lens_k, 2))]
                 got, lse, _ = self.check_fp8(codes, [np.float32([f / 64]) for f in (0.75, 0.5, 0.25)], lens_q, lens_k,
-                                             causal, splits)
+                                             causal, splits, fp8_pv=fp8_pv)
                 if causal:  # rows 0..259 of the chunk with 300 queries over 40 keys
                     first = sum(lens_q[:3])
                     self.assertTrue((got[first:first + 260] == 0).all() and np.isneginf(lse[:, first:first + 260]).all())
@@ -770,20 +771,24 @@ class TestPagedAttention(PlacedCase):
         caches, FP8 q at head_dim 64 and 128 (queue-fed CTAs there too; where Q K^T reads Q from
         shared memory the items' Q in two buffers by turns; 16 q / 4 kv heads at 64, whose CTAs take
         192 rows), in blocks of 64 and of 16 (whose tiles' copies go out from two warps), with kv_end
-        rows without a key, unmapped blocks and key splits."""
+        rows without a key, unmapped blocks and key splits; with fp8_pv at head_dim 128 too (queue-fed
+        over block_wise_fp8)."""
         lens = [400, 3, 1, 700, 17, 250, 9, 120, 600, 33, 1029, 380, 64, 129, 200, 90]
         q_lens = [400, 0, 1, 300, 17, 250, 0, 120, 600, 33, 5, 380, 64, 129, 200, 90]
-        cases = itertools.product((64, 128), ("cache_fp8", "block_wise_fp8"), ((64, None), (16, None), (64, 3)))
-        for dim, quant, (block_size, splits) in cases:
-            with self.subTest(dim=dim, quant=quant, block_size=block_size, splits=splits):
-                rng = seeded_rng(self, dim, quant, block_size, splits)
+        blocks = ((64, None), (16, None), (64, 3))
+        cases = [(dim, quant, block, False) for dim, quant, block in
+                 itertools.product((64, 128), ("cache_fp8", "block_wise_fp8"), blocks)]
+        cases += [(128, quant, block, True) for quant, block in itertools.product(("cache_fp8", "block_wise_fp8"), blocks)]
+        for dim, quant, (block_size, splits), fp8_pv in cases:
+            with self.subTest(dim=dim, quant=quant, block_size=block_size, splits=splits, fp8_pv=fp8_pv):
+                rng = seeded_rng(self, dim, quant, block_size, splits, fp8_pv)
                 heads_q, heads_kv = (16, 4) if dim == 64 else (8, 2)
                 kv_end = np.full(sum(q_lens), 10 ** 6, np.int32)
                 kv_end[[0, 700, 1500]] = 0, 90, 0  # rows without a key, a cut mid-tile
                 run = self.run_paged(rng, quant, lens, q_lens, heads_q, heads_kv, dim, block_size, kv_end=kv_end,
-                                     unmap=[(3, 1), (10, 5)], poison=True, fp8_q=True, num_splits=splits)
+                                     unmap=[(3, 1), (10, 5)], poison=True, fp8_q=True, num_splits=splits, fp8_pv=fp8_pv)
                 self.assertTrue((run.got[[0, 1500]] == 0).all() and np.isneginf(run.lse[:, [0, 1500]]).all())
-                self.check(run, "float16")
+                self.check(run, "e4m3" if fp8_pv else "float16")
 
     @placed
     def test_fp8_pv_chunked_prefill(self):

@@ -231,10 +231,14 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   // The epilogue stages each warpgroup's rows in a stage of its own; with FP8 q not in the last
   // tile's, which the other warpgroups may still read (a 16-bit q leaves the stages to the copying
   // warpgroup, done with them by then). A 16-bit q at head_dim 256 has one stage: there each
-  // warpgroup takes an fp16 K buffer, once every one is done with the last tile's K.
-  constexpr bool kOutputInStages = kGroups + int(kFp8Q) <= kStages;
-  static_assert(kOutputInStages || (!kFp8Q && kGroups <= kK16Buffers), "a buffer per computing warpgroup at the end");
-  constexpr int kOutputBufferBytes = kOutputInStages ? Shape::kStageBytes : Shape::kK16Bytes;
+  // warpgroup takes an fp16 K buffer, once every one is done with the last tile's K. With FP8 P V
+  // each warpgroup takes its own fp32 sums, read into o by then (kOutputInSums): the stage ring
+  // stays the copying warpgroup's, which sends a persistent CTA's next tiles there meanwhile.
+  constexpr bool kOutputInSums = Shape::kFp8Pv;
+  constexpr bool kOutputInStages = !kOutputInSums && kGroups + int(kFp8Q) <= kStages;
+  static_assert(kOutputInSums || kOutputInStages || (!kFp8Q && kGroups <= kK16Buffers),
+                "a buffer per computing warpgroup at the end");
+  constexpr int kOutputBufferBytes = kOutputInSums ? 64 * D * 4 : kOutputInStages ? Shape::kStageBytes : Shape::kK16Bytes;
   constexpr bool kSplitHandOver = kFp8Q && kStages == 4 && (D == 256 || (D == 128 && (!kTokenScales || kSmallBlocks)));
   // Named barriers: 1 the copying warpgroup's (16-bit q), 2 + w computing warpgroup w's turn at
   // the tensor cores, 2 + kGroups + w its epilogue's (and its q staging's).
@@ -931,11 +935,13 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   bool pv_fresh = false;  // the next P V writes o rather than adding to it (fp8_pv's folds; see the item loop)
   const uint32_t out_sums =
       smem + Shape::kOutSumsOffset + wg * (kSumChunks * kSumChunkStride) + (threadIdx.x % 128) * 16;
-  if constexpr (kFp8Pv) {
+  // (kPersistent: per item, once the last item's rows staged there are out.)
+  auto clear_sums = [&] {
 #pragma unroll
     for (int c = 0; c < kSumChunks; ++c)
       asm volatile("st.shared.v4.f32 [%0], {%1, %1, %1, %1};" ::"r"(out_sums + c * kSumChunkStride), "f"(0.0f));
-  }
+  };
+  if constexpr (kFp8Pv && !kPersistent) clear_sums();
   auto fold_output = [&](bool into_sums) {
 #pragma unroll
     for (int c = 0; c < kSumChunks; ++c) {
@@ -1397,10 +1403,14 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
         // writes whole rows with 16-byte stores.
         constexpr int kRowChunks = kRowBytes / 16;
         static_assert(kRowBytes % kOutTileBytes == 0, "whole column tiles");
-        if (!kOutputInStages && range.tiles > 0) {
+        if (!kOutputInStages && !kOutputInSums && range.tiles > 0) {
           roles::mbarrier_wait(k16_free(range.tiles - 1), phase_of(range.tiles - 1, kK16Buffers));
         }
-        const uint32_t buffer = kOutputInStages ? stage_of(range.tiles + wg) : k16_of(wg);
+        const uint32_t buffer = kOutputInSums     ? smem + Shape::kOutSumsOffset + wg * kOutputBufferBytes
+                                : kOutputInStages ? stage_of(range.tiles + wg)
+                                                  : k16_of(wg);
+        // (The other threads' sums must be read first: the staged rows fall on their chunks.)
+        if constexpr (kOutputInSums) roles::named_sync(2 + kGroups + wg, 128);
         uint8_t* staging = smem_raw + (buffer - smem_address(smem_raw));
         auto offset = [&](int row, int byte) {
           return (byte / kOutTileBytes) * 64 * kOutTileBytes + wgmma::swizzled_offset(row, byte % kOutTileBytes / 16) +
@@ -1485,11 +1495,17 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       take_scales();
       // o starts from 0. Where the tensor cores sum P's rows (head_dim 64) the item's first P V
       // writes o and the sums in place of adding to them: zeroed by stores here, ptxas ran every
-      // wgmma of the kernel over cache_fp8 synchronously (warning C7515).
-      if constexpr (Shape::kRowSumsByMma) {
+      // wgmma of the kernel over cache_fp8 synchronously (warning C7515). So does fp8_pv's, as
+      // its folds do; its second level starts from 0 (the last item's rows are out of it).
+      if constexpr (Shape::kRowSumsByMma || kFp8Pv) {
         pv_fresh = true;
       } else {
         set_all(o, 0.0f);
+      }
+      if constexpr (kFp8Pv) {
+        clear_sums();
+        carried[0] = carried[1] = 1.0f;
+        summed_rows[0] = summed_rows[1] = 0.0f;
       }
       state[0] = state[1] = SoftmaxState2::empty();
       v_ref = 0.0f;

@@ -46,7 +46,7 @@ struct WgmmaShape {
   // FP8 P V (P in e4m3, V^T in place of fp16 V) takes a stage's room for its fp32 sums at head_dim
   // 128; at 64 fp16 V's room holds them.
   // A CTA per multiprocessor takes row tiles off a queue, one after another (kPersistent): FP8 q
-  // at head_dim 128, and at 64 over a cache; not fp8_pv. The copying warpgroup sends the next
+  // at head_dim 128, and at 64 over a cache. The copying warpgroup sends the next
   // item's Q and first tiles while the computing warpgroups end this one, so that a CTA's start
   // (its rows located, Q and the first tiles on their way) is paid once per multiprocessor rather
   // than once per row tile. Each item's epilogue takes kEpiloguePlaces places of the stage ring
@@ -55,9 +55,17 @@ struct WgmmaShape {
   // next item's first two tiles take the stages of this one's last two: kEpiloguePlaces + 2
   // stages. The contiguous kernel at head_dim 64 ran 7% slower that way at 1 x 16384 (no faster
   // at 8 x 4096; perf notes v68), where over cache_fp8 and block_wise_fp8 it gained 3%.
-  static constexpr bool kPersistent = kFp8Q && !kFp8Pv && (D == 128 || (D == 64 && kPagedKeys));
-  static constexpr int kEpiloguePlaces = (kComputeGroups + 1) / 2 * 2;
-  static constexpr int kStages = kPersistent ? kEpiloguePlaces + 2
+  // fp8_pv persists at head_dim 128 where Q sits in registers (two Q buffers leave no room): its
+  // warpgroups stage their rows in their own fp32 sums (kOutSumsBytes), so its items take no
+  // epilogue places and its ring keeps the three stages it has room for.
+  // kQInRegisters (FP8 q at head_dim 128): the warp's rows of Q as Q K^T's A fragments (16
+  // registers), read from shared memory once they have landed with tile 0, so that each Q K^T
+  // reads only K there (4 of its 6 KB a k-step): +1% contiguous and over block_wise_fp8 at
+  // 8 x 4096. Not over cache_fp8, whose computing warpgroups then spilled and ran 0-1.5% slower.
+  static constexpr bool kQInRegisters = kFp8Q && D == 128 && (!kPagedKeys || kTokenScales);
+  static constexpr bool kPersistent = kFp8Q && (kFp8Pv ? kQInRegisters : D == 128 || (D == 64 && kPagedKeys));
+  static constexpr int kEpiloguePlaces = kFp8Pv ? 0 : (kComputeGroups + 1) / 2 * 2;
+  static constexpr int kStages = kPersistent && !kFp8Pv ? kEpiloguePlaces + 2
                                  : kFp8Q     ? ((kTokenScales && D == 256) || (kFp8Pv && D == 128) ? 3 : 4)
                                              : D == 64 ? 4 : D == 128 && !kTokenScales ? 2 : 1;
   static constexpr int kV16Buffers = 2, kK16Buffers = kFp8Q ? 0 : 2;
@@ -101,11 +109,6 @@ struct WgmmaShape {
   static constexpr int kOnesBytes = kFp8Pv ? 8 * kKeys : kV16BlockBytes;
   static constexpr uint32_t kOnesWord = kFp8Pv ? 0x38383838u : 0x3c003c00u;
   static constexpr int kK16Bytes = D / 64 * kV16BlockBytes;  // fp16 K (16-bit q): V16's layout
-  // FP8 q at head_dim 128: the warp's rows of Q as Q K^T's A fragments (16 registers), read from
-  // shared memory once they have landed with tile 0, so that each Q K^T reads only K there (4 of
-  // its 6 KB a k-step): +1% contiguous and over block_wise_fp8 at 8 x 4096. Not over cache_fp8,
-  // whose computing warpgroups then spilled and ran 0-1.5% slower.
-  static constexpr bool kQInRegisters = kFp8Q && D == 128 && (!kPagedKeys || kTokenScales);
   // kPersistent: where Q sits in registers its buffer takes the next item's Q while the item
   // runs; where every Q K^T reads it from shared memory, two buffers take the items in turn.
   static constexpr int kQBuffers = kPersistent && !kQInRegisters ? 2 : 1;
@@ -138,7 +141,10 @@ struct WgmmaShape {
   static constexpr int kScaleSlotBytes = kKeyMultipliersOffset + (kFoldKeysInCopies ? kScaleArrayBytes : 0);
   static constexpr int kScalesOffset = kV16Offset + kV16Buffers * kV16Bytes;
   // kFp8Pv: o's second accumulation level, fp32, each computing thread's 64 values in 16-byte chunks.
-  static constexpr int kOutSumsOffset = kScalesOffset + kScaleSlots * kScaleSlotBytes;
+  // With FP8 P V each computing warpgroup's epilogue stages its rows there once o holds the sums,
+  // for tensor copies of 128-byte swizzled rows (1024-byte aligned).
+  static constexpr int kScalesEnd = kScalesOffset + kScaleSlots * kScaleSlotBytes;
+  static constexpr int kOutSumsOffset = kFp8Pv ? (kScalesEnd + 1023) / 1024 * 1024 : kScalesEnd;
   static constexpr int kOutSumsBytes = kFp8Pv ? kComputeGroups * 64 * D * 4 : 0;
   static constexpr int kSmemBytes = kOutSumsOffset + kOutSumsBytes + 1024;  // + 1024-byte alignment
   // Registers per thread after the hand-over. The CTA launches with 65536 / kThreads each,

@@ -24,14 +24,15 @@
 // softmax weighs a tile against the row's running max and checks the tile's max afterwards
 // (softmax, settle_max).
 //
-// With FP8 q at head_dim 128, and at 64 over a cache (not fp8_pv), the grid is a CTA per
-// multiprocessor, and each CTA runs row tiles ("items") one after another, taken off a counter
-// (kPersistent). Copying warp 0 finds the next item's rows while the current one ends; the copying
+// With FP8 q at head_dim 128 (with fp8_pv where Q sits in registers: contiguous keys and over
+// block_wise_fp8), and at 64 over a cache without it, the grid is a CTA per multiprocessor, and
+// each CTA runs row tiles ("items") one after another, taken off a counter (kPersistent). A
+// copying warp finds the next item's rows while the current one runs or ends; the copying
 // warpgroup sends its Q (into Q's buffer, free once the computing warpgroups hold Q in registers;
 // where Q K^T reads Q from shared memory, into the other of two) and first tiles while the
 // computing ones stage their rows for the epilogue in places of the stage ring of their own
-// (kEpiloguePlaces). A CTA's start (its rows found, Q and the first tiles on their way: some 3 us)
-// is then paid once per multiprocessor rather than once per row tile.
+// (kEpiloguePlaces; fp8_pv's in its fp32 sums). A CTA's start (its rows found, Q and the first
+// tiles on their way: some 3 us) is then paid once per multiprocessor rather than once per row tile.
 //
 // The shape (tiles, stages, shared-memory layout, register split) is in attention_wgmma_shape.cuh.
 //
@@ -798,10 +799,11 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
         const int tiles = range.tiles;
         if (!kPostAtStart && thread < 32) post_item(i + 1, claim_item());
         if (tiles > 0) {
-          // The next item's first two tiles take the stages of this one's last two: every copying
+          // The next item's first two tiles take the stages of this one's last two (fp8_pv's, with
+          // three stages and no epilogue places, those of its third and second last): every copying
           // thread has widened those first (their stages' release says only that the computing
           // warpgroups are done with K). Each thread widens its tiles in order, so the last one's
-          // V buffer says it for both.
+          // V buffer says it for all.
           roles::mbarrier_wait(v16_ready(tiles - 1), v16_phase(tiles - 1));
           // The epilogue's places in the stage ring: nothing is copied there, and their phases of
           // k_ready complete here. The phase before each is complete (this thread waited for every

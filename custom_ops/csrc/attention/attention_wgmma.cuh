@@ -24,13 +24,12 @@
 // softmax weighs a tile against the row's running max and checks the tile's max afterwards
 // (softmax, settle_max).
 //
-// With FP8 q at head_dim 128 (with fp8_pv where Q sits in registers: contiguous keys and over
-// block_wise_fp8), and at 64 over a cache without it, the grid is a CTA per multiprocessor, and
-// each CTA runs row tiles ("items") one after another, taken off a counter (kPersistent). A
-// copying warp finds the next item's rows while the current one runs or ends; the copying
-// warpgroup sends its Q (into Q's buffer, free once the computing warpgroups hold Q in registers;
-// where Q K^T reads Q from shared memory, into the other of two) and first tiles while the
-// computing ones stage their rows for the epilogue in places of the stage ring of their own
+// With FP8 q at head_dim 128, and at 64 over a cache (not fp8_pv there), the grid is a CTA per
+// multiprocessor, and each CTA runs row tiles ("items") one after another, taken off a counter
+// (kPersistent). A copying warp finds the next item's rows while the current one runs or ends;
+// the copying warpgroup sends its Q (into Q's buffer, free once the computing warpgroups hold Q in
+// registers; where Q K^T reads Q from shared memory, into the other of two) and first tiles while
+// the computing ones stage their rows for the epilogue in places of the stage ring of their own
 // (kEpiloguePlaces; fp8_pv's in its fp32 sums). A CTA's start (its rows found, Q and the first
 // tiles on their way: some 3 us) is then paid once per multiprocessor rather than once per row tile.
 //

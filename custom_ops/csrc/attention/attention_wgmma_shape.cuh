@@ -55,15 +55,16 @@ struct WgmmaShape {
   // next item's first two tiles take the stages of this one's last two: kEpiloguePlaces + 2
   // stages. The contiguous kernel at head_dim 64 ran 7% slower that way at 1 x 16384 (no faster
   // at 8 x 4096; perf notes v68), where over cache_fp8 and block_wise_fp8 it gained 3%.
-  // fp8_pv persists at head_dim 128 where Q sits in registers (two Q buffers leave no room): its
-  // warpgroups stage their rows in their own fp32 sums (kOutSumsBytes), so its items take no
-  // epilogue places and its ring keeps the three stages it has room for.
+  // fp8_pv persists at head_dim 128: its warpgroups stage their rows in their own fp32 sums
+  // (kOutSumsBytes), so its items take no epilogue places and its ring keeps the three stages it
+  // has room for. Over cache_fp8, whose Q K^T reads Q from shared memory, two Q buffers fit only
+  // without the ones after V^T (kRowSumsByMma).
   // kQInRegisters (FP8 q at head_dim 128): the warp's rows of Q as Q K^T's A fragments (16
   // registers), read from shared memory once they have landed with tile 0, so that each Q K^T
   // reads only K there (4 of its 6 KB a k-step): +1% contiguous and over block_wise_fp8 at
   // 8 x 4096. Not over cache_fp8, whose computing warpgroups then spilled and ran 0-1.5% slower.
   static constexpr bool kQInRegisters = kFp8Q && D == 128 && (!kPagedKeys || kTokenScales);
-  static constexpr bool kPersistent = kFp8Q && (kFp8Pv ? kQInRegisters : D == 128 || (D == 64 && kPagedKeys));
+  static constexpr bool kPersistent = kFp8Q && (D == 128 || (D == 64 && kPagedKeys && !kFp8Pv));
   static constexpr int kEpiloguePlaces = kFp8Pv ? 0 : (kComputeGroups + 1) / 2 * 2;
   static constexpr int kStages = kPersistent && !kFp8Pv ? kEpiloguePlaces + 2
                                  : kFp8Q     ? ((kTokenScales && D == 256) || (kFp8Pv && D == 128) ? 3 : 4)
@@ -100,8 +101,9 @@ struct WgmmaShape {
   // the softmax weighs first, and sums the weights anyway to screen the tile.) With FP8 P V, at
   // head_dim 64 and over cache_fp8 at 128, 8 rows of e4m3 ones follow V^T (1 KB; m64n72k32,
   // m64n136k32; over cache_fp8 +1-2%): the sums are then of P as rounded to e4m3, as P V takes it,
-  // and the log-sum-exp goes with them.
-  static constexpr bool kRowSumsByMma = kFp8Q && !kTokenScales && !kWeighFirst && (D == 64 || kFp8Values);
+  // and the log-sum-exp goes with them. Not where fp8_pv persists (over cache_fp8: the second Q
+  // buffer takes their room).
+  static constexpr bool kRowSumsByMma = kFp8Q && !kTokenScales && !kWeighFirst && (D == 64 || (kFp8Values && !kPersistent));
   static constexpr int kV16BlockBytes = kKeys * 128;
   static constexpr int kV16Bytes = kFp8Pv ? (D + 8 * kRowSumsByMma) * kKeys : (D / 64 + kRowSumsByMma) * kV16BlockBytes;
   // Where the ones start in each buffer, their bytes, and 4 of them: fp16 1.0 = 0x3c00, e4m3 0x38.

@@ -772,7 +772,7 @@ class TestPagedAttention(PlacedCase):
         shared memory the items' Q in two buffers by turns; 16 q / 4 kv heads at 64, whose CTAs take
         192 rows), in blocks of 64 and of 16 (whose tiles' copies go out from two warps), with kv_end
         rows without a key, unmapped blocks and key splits; with fp8_pv at head_dim 128 too (queue-fed
-        over block_wise_fp8)."""
+        over both caches, its rows staged in its fp32 sums)."""
         lens = [400, 3, 1, 700, 17, 250, 9, 120, 600, 33, 1029, 380, 64, 129, 200, 90]
         q_lens = [400, 0, 1, 300, 17, 250, 0, 120, 600, 33, 5, 380, 64, 129, 200, 90]
         blocks = ((64, None), (16, None), (64, 3))

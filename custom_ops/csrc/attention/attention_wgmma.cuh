@@ -238,7 +238,9 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   constexpr bool kOutputInStages = !kOutputInSums && kGroups + int(kFp8Q) <= kStages;
   static_assert(kOutputInSums || kOutputInStages || (!kFp8Q && kGroups <= kK16Buffers),
                 "a buffer per computing warpgroup at the end");
-  constexpr int kOutputBufferBytes = kOutputInSums ? 64 * D * 4 : kOutputInStages ? Shape::kStageBytes : Shape::kK16Bytes;
+  constexpr int kOutputBufferBytes = kOutputInSums     ? Shape::kOutSumsBytes / kGroups
+                                     : kOutputInStages ? Shape::kStageBytes
+                                                       : Shape::kK16Bytes;
   constexpr bool kSplitHandOver = kFp8Q && kStages == 4 && (D == 256 || (D == 128 && (!kTokenScales || kSmallBlocks)));
   // Named barriers: 1 the copying warpgroup's (16-bit q), 2 + w computing warpgroup w's turn at
   // the tensor cores, 2 + kGroups + w its epilogue's (and its q staging's).
@@ -1504,9 +1506,9 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
         set_all(o, 0.0f);
       }
       if constexpr (kFp8Pv) {
+        static_assert(!Shape::kRowSumsByMma, "(no second level of row sums to clear)");
         clear_sums();
         carried[0] = carried[1] = 1.0f;
-        summed_rows[0] = summed_rows[1] = 0.0f;
       }
       state[0] = state[1] = SoftmaxState2::empty();
       v_ref = 0.0f;

@@ -59,11 +59,6 @@ struct WgmmaShape {
   // (kOutSumsBytes), so its items take no epilogue places and its ring keeps the three stages it
   // has room for. Over cache_fp8, whose Q K^T reads Q from shared memory, two Q buffers fit only
   // without the ones after V^T (kRowSumsByMma).
-  // kQInRegisters (FP8 q at head_dim 128): the warp's rows of Q as Q K^T's A fragments (16
-  // registers), read from shared memory once they have landed with tile 0, so that each Q K^T
-  // reads only K there (4 of its 6 KB a k-step): +1% contiguous and over block_wise_fp8 at
-  // 8 x 4096. Not over cache_fp8, whose computing warpgroups then spilled and ran 0-1.5% slower.
-  static constexpr bool kQInRegisters = kFp8Q && D == 128 && (!kPagedKeys || kTokenScales);
   static constexpr bool kPersistent = kFp8Q && (D == 128 || (D == 64 && kPagedKeys && !kFp8Pv));
   static constexpr int kEpiloguePlaces = kFp8Pv ? 0 : (kComputeGroups + 1) / 2 * 2;
   static constexpr int kStages = kPersistent && !kFp8Pv ? kEpiloguePlaces + 2
@@ -98,12 +93,12 @@ struct WgmmaShape {
   // by up to 2^-12 (a row over a few keys): inside FP8 q's score error, but a 16-bit q keeps the
   // fp32 sums, with the mma.sync kernel's log-sum-exp.
   // (Not with per-token scales: P then goes to the tensor cores times each key's v scale; nor where
-  // the softmax weighs first, and sums the weights anyway to screen the tile.) With FP8 P V, at
-  // head_dim 64 and over cache_fp8 at 128, 8 rows of e4m3 ones follow V^T (1 KB; m64n72k32,
-  // m64n136k32; over cache_fp8 +1-2%): the sums are then of P as rounded to e4m3, as P V takes it,
-  // and the log-sum-exp goes with them. Not where fp8_pv persists (over cache_fp8: the second Q
-  // buffer takes their room).
-  static constexpr bool kRowSumsByMma = kFp8Q && !kTokenScales && !kWeighFirst && (D == 64 || (kFp8Values && !kPersistent));
+  // the softmax weighs first, and sums the weights anyway to screen the tile.) With FP8 P V at
+  // head_dim 64, 8 rows of e4m3 ones follow V^T (1 KB; m64n72k32): the sums are then of P as
+  // rounded to e4m3, as P V takes it, and the log-sum-exp goes with them. Over cache_fp8 at 128
+  // they gained 1-2% until fp8_pv persisted there: its second Q buffer takes their room (perf
+  // notes v71).
+  static constexpr bool kRowSumsByMma = kFp8Q && !kTokenScales && !kWeighFirst && D == 64;
   static constexpr int kV16BlockBytes = kKeys * 128;
   static constexpr int kV16Bytes = kFp8Pv ? (D + 8 * kRowSumsByMma) * kKeys : (D / 64 + kRowSumsByMma) * kV16BlockBytes;
   // Where the ones start in each buffer, their bytes, and 4 of them: fp16 1.0 = 0x3c00, e4m3 0x38.
@@ -111,6 +106,11 @@ struct WgmmaShape {
   static constexpr int kOnesBytes = kFp8Pv ? 8 * kKeys : kV16BlockBytes;
   static constexpr uint32_t kOnesWord = kFp8Pv ? 0x38383838u : 0x3c003c00u;
   static constexpr int kK16Bytes = D / 64 * kV16BlockBytes;  // fp16 K (16-bit q): V16's layout
+  // FP8 q at head_dim 128: the warp's rows of Q as Q K^T's A fragments (16 registers), read from
+  // shared memory once they have landed with tile 0, so that each Q K^T reads only K there (4 of
+  // its 6 KB a k-step): +1% contiguous and over block_wise_fp8 at 8 x 4096. Not over cache_fp8,
+  // whose computing warpgroups then spilled and ran 0-1.5% slower.
+  static constexpr bool kQInRegisters = kFp8Q && D == 128 && (!kPagedKeys || kTokenScales);
   // kPersistent: where Q sits in registers its buffer takes the next item's Q while the item
   // runs; where every Q K^T reads it from shared memory, two buffers take the items in turn.
   static constexpr int kQBuffers = kPersistent && !kQInRegisters ? 2 : 1;

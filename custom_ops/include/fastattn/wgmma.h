@@ -1,5 +1,5 @@
 // Warpgroup tensor-core primitives of sm_90a (wgmma): shared-memory matrix descriptors for the
-// 128- and 64-byte swizzled layouts, the m64n64, m64n72, m64n128 and m64n136 instructions the attention
+// 128- and 64-byte swizzled layouts, the m64n64, m64n72 and m64n128 instructions the attention
 // prefill uses, and their fences.
 //
 // A warpgroup is 4 consecutive warps (128 threads). The m64nN accumulator of one warpgroup is
@@ -153,8 +153,8 @@ FA_DEVICE void mma_e4m3_k32(float (&d)[32], const uint32_t (&a)[4], uint64_t b_d
 #endif
 }
 
-// The same with A's row sums: m64n72k32 / m64n136k32, whose last 8 rows of B (an atom of 8 rows
-// after d's) are e4m3 ones; `sums` as in the m64n72k16 below.
+// The same with A's row sums: m64n72k32, whose last 8 rows of B (an atom of 8 rows after d's) are
+// e4m3 ones; `sums` as in the m64n72k16 below.
 FA_DEVICE void mma_e4m3_k32(float (&d)[32], float (&sums)[4], const uint32_t (&a)[4], uint64_t b_desc,
                             bool accumulate) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -163,17 +163,6 @@ FA_DEVICE void mma_e4m3_k32(float (&d)[32], float (&sums)[4], const uint32_t (&a
       "wgmma.mma_async.sync.aligned.m64n72k32.f32.e4m3.e4m3 {" FA_WGMMA_L32 ", %32, %33, %34, %35}, "
       "{%36, %37, %38, %39}, %40, p, 1, 1;\n}\n"
       : FA_WGMMA_F32(d), "+f"(sums[0]), "+f"(sums[1]), "+f"(sums[2]), "+f"(sums[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc), "r"(int(accumulate)));
-#endif
-}
-FA_DEVICE void mma_e4m3_k32(float (&d)[64], float (&sums)[4], const uint32_t (&a)[4], uint64_t b_desc,
-                            bool accumulate) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %73, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n136k32.f32.e4m3.e4m3 {" FA_WGMMA_L64 ", %64, %65, %66, %67}, "
-      "{%68, %69, %70, %71}, %72, p, 1, 1;\n}\n"
-      : FA_WGMMA_F64(d), "+f"(sums[0]), "+f"(sums[1]), "+f"(sums[2]), "+f"(sums[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc), "r"(int(accumulate)));
 #endif
 }

@@ -121,10 +121,16 @@ inline void* stream_of(const paddle::Tensor& t) {
 #define FASTATTN_CUDA_ENTRY(fn) nullptr
 #endif
 
-// Runs the CPU or CUDA kernel by where `t` lives.
+template <typename T>
+struct SameType {
+  using type = T;
+};
+
+// Runs the CPU or CUDA kernel by where `t` lives. `cuda` takes no part in deducing Params, so
+// that a build without CUDA sources can pass nullptr.
 template <typename Params>
 void run_on_place(const paddle::Tensor& t, const Params& p, void (*cpu)(const Params&),
-                  void (*cuda)(const Params&), const char* op) {
+                  void (*cuda)(const typename SameType<Params>::type&), const char* op) {
   if (t.is_gpu()) {
     PD_CHECK(cuda != nullptr, op,
              ": this build of fastattn has no CUDA kernels (nvcc was not found at build time)");

@@ -74,16 +74,22 @@ def random_half(rng, shape, dtype, scale=1.0):
 # e4m3fn and int8
 
 
-def e4m3_to_float(b):
-    """uint8 e4m3fn patterns -> float64 values (exact; 0x7f/0xff -> NaN)."""
-    b = np.asarray(b, np.uint8).astype(np.int64)
+def _e4m3_values():
+    """The float64 value of each of the 256 e4m3fn patterns (exact; 0x7f/0xff -> NaN)."""
+    b = np.arange(256, dtype=np.int64)
     exp, mant = (b >> 3) & 0xF, b & 0x7
     mag = np.where(exp == 0, mant / 8.0 * 2.0 ** -6, (1 + mant / 8.0) * 2.0 ** (exp - 7.0))
     mag = np.where((b & 0x7F) == 0x7F, np.nan, mag)
     return np.where(b & 0x80, -mag, mag)
 
 
-_E4M3_MAGNITUDES = e4m3_to_float(np.arange(0x7F))  # codes 0x00..0x7e, ascending
+_E4M3_VALUES = _e4m3_values()
+_E4M3_MAGNITUDES = _E4M3_VALUES[:0x7F]  # codes 0x00..0x7e, ascending
+
+
+def e4m3_to_float(b):
+    """uint8 e4m3fn patterns -> float64 values (exact; 0x7f/0xff -> NaN)."""
+    return _E4M3_VALUES[np.asarray(b, np.uint8)]
 
 
 def float_to_e4m3(y):

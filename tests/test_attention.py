@@ -502,7 +502,8 @@ class TestFlashAttnVarlen(PlacedCase):
     def test_bad_offsets_without_the_python_checks(self):
         """check_inputs=False skips the wrapper's checks; the op still refuses offsets that would
         take it outside q, k or the output, and an empty batch, on the CPU (where the offsets are in
-        host memory) and through `validate` on any device."""
+        host memory) and through `validate` on any device; and, on the CPU, kv heads of none and a
+        head_dim its kernels do not take."""
         for place in places():
             rng = seeded_rng(self, place)
             t = functools.partial(host_from_numpy, place=place)
@@ -530,6 +531,9 @@ class TestFlashAttnVarlen(PlacedCase):
                 with self.assertRaisesRegex(Exception, "must be a positive multiple of the kv heads"):
                     none = t(np.zeros((5, 0, 64), np.float32), "bfloat16")
                     ops.flash_attn_varlen(q, none, none, good_q, good_k, 6, 6, check_inputs=False)
+                with self.assertRaisesRegex(Exception, "q: head_dim must be 64, 128 or 256, got 96"):
+                    q96, k96 = (t(np.zeros((n, h, 96), np.float32), "bfloat16") for n, h in ((6, 4), (5, 2)))
+                    ops.flash_attn_varlen(q96, k96, k96, good_q, good_k, 6, 6, check_inputs=False)
 
 
 # One paged_attention run against the reference, with fp8_score_error where it applies.

@@ -13,8 +13,9 @@ namespace {
 
 constexpr int kKeyBlock = 64;  // keys per partial sum
 
-// q . k over head_dim (a multiple of 8) in eight interleaved sums, which the compiler can keep
-// in vector registers: one running sum is a chain of dependent adds, several times slower.
+// q . k over head_dim (64, 128 or 256: check_query) in eight interleaved sums, which the
+// compiler can keep in vector registers: one running sum is a chain of dependent adds, several
+// times slower.
 float dot_product(const float* q, const float* k, int head_dim) {
   constexpr int kLanes = 8;
   float lanes[kLanes] = {};

@@ -74,6 +74,8 @@ void run(AttentionParams& p, const paddle::Tensor& q, int64_t max_keys, int num_
 
 void check_query(const paddle::Tensor& q) {
   PD_CHECK(q.shape().size() == 3, "q: expected [tokens, heads, head_dim], got ", shape_str(q.shape()));
+  const int64_t head_dim = q.shape()[2];
+  PD_CHECK(head_dim == 64 || head_dim == 128 || head_dim == 256, "q: head_dim must be 64, 128 or 256, got ", head_dim);
   check_gpu_rows_aligned(q, "q");
 }
 

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sysconfig
 import unittest
+from concurrent.futures import ThreadPoolExecutor
 
 import util  # noqa: F401  (puts the repository root on the path)
 from setup_ops import COMMON_FLAGS, HERE as ROOT, include_dirs
@@ -27,20 +28,16 @@ class TestCpuOnlyBuild(unittest.TestCase):
         includes = [f"-I{d}" for d in include_dirs(None) + paddle_includes() + [sysconfig.get_paths()["include"]]]
         # The defines Paddle's cpp_extension adds to a CPU source.
         defines = ["-DPADDLE_WITH_CUSTOM_KERNEL", "-DPADDLE_EXTENSION_NAME=fastattn_ops", "-D_GLIBCXX_USE_CXX11_ABI=1"]
-        pending = list(sources)
-        running, logs = [], {}
-        while pending or running:  # two at a time: CI's machines have two cores
-            while pending and len(running) < 2:
-                source = pending.pop()
-                command = [CXX, *COMMON_FLAGS, *defines, *includes, "-fsyntax-only", source]
-                running.append((source, subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                                         text=True)))
-            source, process = running.pop(0)
-            logs[source] = (process.communicate()[0], process.returncode)
-        self.assertGreater(len(logs), 0)
-        for source, (log, returncode) in sorted(logs.items()):
+        def check(source):
+            return subprocess.run([CXX, *COMMON_FLAGS, *defines, *includes, "-fsyntax-only", source],
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # side by side, a core each
+            results = list(pool.map(check, sources))
+        self.assertGreater(len(results), 0)
+        for source, result in zip(sources, results):
             with self.subTest(source=os.path.relpath(source, ROOT)):
-                self.assertEqual(returncode, 0, log[-3000:])
+                self.assertEqual(result.returncode, 0, result.stdout[-3000:])
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ class TestCpuOnlyBuild(unittest.TestCase):
         includes = [f"-I{d}" for d in include_dirs(None) + paddle_includes() + [sysconfig.get_paths()["include"]]]
         # The defines Paddle's cpp_extension adds to a CPU source.
         defines = ["-DPADDLE_WITH_CUSTOM_KERNEL", "-DPADDLE_EXTENSION_NAME=fastattn_ops", "-D_GLIBCXX_USE_CXX11_ABI=1"]
+
         def check(source):
             return subprocess.run([CXX, *COMMON_FLAGS, *defines, *includes, "-fsyntax-only", source],
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

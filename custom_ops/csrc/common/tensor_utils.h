@@ -121,8 +121,9 @@ inline void* stream_of(const paddle::Tensor& t) {
 #define FASTATTN_CUDA_ENTRY(fn) nullptr
 #endif
 
+// T, in a parameter type that template argument deduction skips (C++20's std::type_identity).
 template <typename T>
-struct SameType {
+struct NonDeduced {
   using type = T;
 };
 
@@ -130,7 +131,7 @@ struct SameType {
 // that a build without CUDA sources can pass nullptr.
 template <typename Params>
 void run_on_place(const paddle::Tensor& t, const Params& p, void (*cpu)(const Params&),
-                  void (*cuda)(const typename SameType<Params>::type&), const char* op) {
+                  void (*cuda)(const typename NonDeduced<Params>::type&), const char* op) {
   if (t.is_gpu()) {
     PD_CHECK(cuda != nullptr, op,
              ": this build of fastattn has no CUDA kernels (nvcc was not found at build time)");

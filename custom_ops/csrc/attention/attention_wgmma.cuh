@@ -241,7 +241,8 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   constexpr int kOutputBufferBytes = kOutputInSums     ? Shape::kOutSumsBytes / kGroups
                                      : kOutputInStages ? Shape::kStageBytes
                                                        : Shape::kK16Bytes;
-  constexpr bool kSplitHandOver = kFp8Q && kStages == 4 && (D == 256 || (D == 128 && (!kTokenScales || kSmallBlocks)));
+  constexpr bool kSplitHandOver =
+      kFp8Q && !Shape::kFp8Pv && kStages == 4 && (D == 256 || (D == 128 && (!kTokenScales || kSmallBlocks)));
   // Named barriers: 1 the copying warpgroup's (16-bit q), 2 + w computing warpgroup w's turn at
   // the tensor cores, 2 + kGroups + w its epilogue's (and its q staging's).
   static_assert(2 + 2 * kGroups <= 16, "16 named barriers");
@@ -268,10 +269,11 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   // K of j + 1 before it widens V of j, and a computing warpgroup waits for V of j inside its
   // turn, between Q K^T of j + 1 and P V of j, so that the widening is off Q K^T's path. Split
   // with FP8 q and four stages, except over per-token scales in blocks of 64 and 128 (there
-  // 0.4-1.3% slower; in blocks of 32 and 16, kSmallBlocks, 1.4-2% / 6% faster) and at head_dim 64
-  // (up to 1% slower). Faster at 8 x 4096 / 1 x 16384: contiguous by 3.6% / 4.6% at 128 and 10%
-  // / 8% at 256; paged at 256 by 13%, at 128 over cache_fp8 by 1% / 2.4% (2-8% in smaller
-  // blocks; with the copies after the widening, as before: with them first 1.7% slower).
+  // 0.4-1.3% slower; in blocks of 32 and 16, kSmallBlocks, 1.4-2% / 6% faster), at head_dim 64
+  // (up to 1% slower) and with FP8 P V (its four stages at 128: 2% slower, perf notes v76).
+  // Faster at 8 x 4096 / 1 x 16384: contiguous by 3.6% / 4.6% at 128 and 10% / 8% at 256; paged
+  // at 256 by 13%, at 128 over cache_fp8 by 1% / 2.4% (2-8% in smaller blocks; with the copies
+  // after the widening, as before: with them first 1.7% slower).
   // k_free[s] / v16_free[b]: the computing warpgroups' threads arrive when done with a K stage
   // (its Q K^T and softmax) / an fp16 V buffer (its P V).
   // With a 16-bit q the computing warpgroups read fp16 K (k16_ready / k16_free, as for V) and
@@ -307,7 +309,12 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   auto qk_free = [&](int tile) { return kFp8Q ? k_free(tile) : k16_free(tile); };
   constexpr int kQkBuffers = kFp8Q ? kStages : kK16Buffers;
   auto stage_of = [&](int tile) {
-    return smem + Shape::kStagesOffset + (stage_index(tile) % kStages) * Shape::kStageBytes;
+    return smem + Shape::kStagesOffset + (stage_index(tile) % kStages) * Shape::kStageStride;
+  };
+  // V of a tile as copied: after K in its stage, or in a slot of its own (kValueRing).
+  auto values_of = [&](int tile) {
+    return Shape::kValueRing ? smem + Shape::kValuesOffset + (stage_index(tile) % Shape::kValueSlots) * Shape::kKBytes
+                             : stage_of(tile) + Shape::kKBytes;
   };
   auto v16_of = [&](int tile) { return smem + Shape::kV16Offset + v16_slot(tile) * Shape::kV16Bytes; };
   // The item's Q: with two buffers the parity of the items before it with key tiles picks one.
@@ -559,7 +566,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
     };
     auto load_tile = [&](int tile, auto by_warp_1) {
       constexpr bool kValuesByWarp1 = decltype(by_warp_1)::value;  // values_by_warp_1, as a constant
-      const uint32_t stage = stage_of(tile);
+      const uint32_t stage = stage_of(tile), value_slot = values_of(tile);
       const int key0 = range.begin + tile * kKeys;
       // A tile inside the sequence goes whole, keys past the CTA's range included (the last tile
       // of a causal range): the softmax masks them for every row, as it masks a row's keys past
@@ -570,6 +577,15 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       if (by_tma && thread >= 32 * kBoxWarps && !(kTokenScales && copies_scales)) return;
       // (With a 16-bit q the copying warpgroup's own barrier after the widening frees a stage.)
       if (kFp8Q && stage_index(tile) >= kStages) roles::mbarrier_wait(k_free(tile), stage_phase(tile) ^ 1u);
+      // kValueRing: V's slot once every copying thread has transposed the tile that had it (within
+      // the item: the last item's tiles are all transposed before the next one's copies). Each
+      // has transposed tile j - 2 before the arrival for K of j - 1, which this thread waited for
+      // before transposing j - 1, so the barrier of j - 1 is in that tile's phase or past it.
+      if constexpr (Shape::kValueRing) {
+        constexpr int kBefore = Shape::kValueSlots;
+        static_assert(kBefore == 3, "tile j + 2's copies go out at tile j: its V slot is that of j - 1");
+        if (tile >= kBefore) roles::mbarrier_wait(v16_ready(tile - kBefore), v16_phase(tile - kBefore));
+      }
       if (by_tma && thread < 32 * kBoxWarps) {
         // A whole tile of the sequence: boxes of its kKeys rows (contiguous keys) or of a cache
         // block's rows (at most kKeys), one per lane, K and V of every column tile.
@@ -586,12 +602,12 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
             z = block >= 0 ? block * p.layout.num_heads + kv_head : -1;
             if (block < 0 && thread < 32) unmapped_tile[stage_index(tile) % kNotes] = stage_index(tile);
           }
-          const uint32_t dst = stage + box * box_rows * Shape::kSwizzleBytes;
+          const uint32_t box_offset = box * box_rows * Shape::kSwizzleBytes;
           const bool keys = thread < 32, values = !kValuesByWarp1 || thread >= 32;
 #pragma unroll
           for (int ct = 0; ct < Shape::kColumnTiles; ++ct) {
-            if (keys) tma::load_3d(dst + ct * kKTile, &maps.k, k_ready(tile), ct * Shape::kSwizzleBytes, y, z);
-            if (values) tma::load_3d(dst + Shape::kKBytes + ct * kKTile, &maps.v, k_ready(tile), ct * Shape::kSwizzleBytes, y, z);
+            if (keys) tma::load_3d(stage + box_offset + ct * kKTile, &maps.k, k_ready(tile), ct * Shape::kSwizzleBytes, y, z);
+            if (values) tma::load_3d(value_slot + box_offset + ct * kKTile, &maps.v, k_ready(tile), ct * Shape::kSwizzleBytes, y, z);
           }
         }
       }
@@ -608,7 +624,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
         const bool valid = row >= 0;
         const int64_t offset = valid ? row * D + c * 16 : 0;
         cp_async<16>(stage + fp8_row_offset<Shape, kKTile>(r, c), k_base + offset, valid);
-        cp_async<16>(stage + Shape::kKBytes + fp8_row_offset<Shape, kKTile>(r, c), v_base + offset, valid);
+        cp_async<16>(value_slot + fp8_row_offset<Shape, kKTile>(r, c), v_base + offset, valid);
         if (kPaged && !valid && key < range.end && c == 0) unmapped_tile[stage_index(tile) % kNotes] = stage_index(tile);
       }
     };
@@ -641,7 +657,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       }
     };
     auto widen_values = [&](int tile) {
-      widen(stage_of(tile) + Shape::kKBytes, v16_of(tile), v16_ready(tile), v16_free(tile), v16_reused(tile), v16_phase(tile));
+      widen(values_of(tile), v16_of(tile), v16_ready(tile), v16_free(tile), v16_reused(tile), v16_phase(tile));
     };
     auto arrive_for_keys = [&](int tile) {  // FP8 q: this thread's part of tile j is in
       weigh_scales(tile);
@@ -801,7 +817,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
         if (!kPostAtStart && thread < 32) post_item(i + 1, claim_item());
         if (tiles > 0) {
           // The next item's first two tiles take the stages of this one's last two (fp8_pv's, with
-          // three stages and no epilogue places, those of its third and second last): every copying
+          // no epilogue places, those of its kStages-th and (kStages - 1)-th last): every copying
           // thread has widened those first (their stages' release says only that the computing
           // warpgroups are done with K). Each thread widens its tiles in order, so the last one's
           // V buffer says it for all.

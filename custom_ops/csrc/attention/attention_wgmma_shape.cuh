@@ -44,7 +44,11 @@ struct WgmmaShape {
   // Per-token scales (kTokenScales: a block_wise_fp8 cache) take a stage's room at head_dim 256
   // with FP8 q and at 128 with a 16-bit q; a 16-bit q at 256 leaves no room for them.
   // FP8 P V (P in e4m3, V^T in place of fp16 V) takes a stage's room for its fp32 sums at head_dim
-  // 128; at 64 fp16 V's room holds them.
+  // 128; at 64 fp16 V's room holds them. With contiguous keys at 128 (kValueRing) V as copied
+  // takes a ring of its own, one slot shorter than K's: the copying warpgroup frees a V slot as
+  // soon as it has transposed it, the computing ones a K slot only after the tile's softmax. That
+  // gives K four slots in the room of three stages and a half (1.7% / 1.9% faster at 8 x 4096 /
+  // 1 x 16384, perf notes v76); over the caches Q's second buffer or the scale slots take that room.
   // A CTA per multiprocessor takes row tiles off a queue, one after another (kPersistent): FP8 q
   // at head_dim 128, and at 64 over a cache. The copying warpgroup sends the next
   // item's Q and first tiles while the computing warpgroups end this one, so that a CTA's start
@@ -56,13 +60,14 @@ struct WgmmaShape {
   // stages. The contiguous kernel at head_dim 64 ran 7% slower that way at 1 x 16384 (no faster
   // at 8 x 4096; perf notes v68), where over cache_fp8 and block_wise_fp8 it gained 3%.
   // fp8_pv persists at head_dim 128: its warpgroups stage their rows in their own fp32 sums
-  // (kOutSumsBytes), so its items take no epilogue places and its ring keeps the three stages it
-  // has room for. Over cache_fp8, whose Q K^T reads Q from shared memory, two Q buffers fit only
+  // (kOutSumsBytes), so its items take no epilogue places and its ring keeps the stages it has
+  // room for. Over cache_fp8, whose Q K^T reads Q from shared memory, two Q buffers fit only
   // without the ones after V^T (kRowSumsByMma).
   static constexpr bool kPersistent = kFp8Q && (D == 128 || (D == 64 && kPagedKeys && !kFp8Pv));
   static constexpr int kEpiloguePlaces = kFp8Pv ? 0 : (kComputeGroups + 1) / 2 * 2;
+  static constexpr bool kValueRing = kFp8Pv && D == 128 && !kPagedKeys;
   static constexpr int kStages = kPersistent && !kFp8Pv ? kEpiloguePlaces + 2
-                                 : kFp8Q     ? ((kTokenScales && D == 256) || (kFp8Pv && D == 128) ? 3 : 4)
+                                 : kFp8Q     ? ((kTokenScales && D == 256) || (kFp8Pv && D == 128 && !kValueRing) ? 3 : 4)
                                              : D == 64 ? 4 : D == 128 && !kTokenScales ? 2 : 1;
   static constexpr int kV16Buffers = 2, kK16Buffers = kFp8Q ? 0 : 2;
   // FP8 rows sit in column tiles one swizzle wide: 128 bytes, two per row at head_dim 256; at
@@ -71,7 +76,10 @@ struct WgmmaShape {
   static constexpr int kColumnTiles = D / kSwizzleBytes;
   static constexpr int kKTileBytes = kKeys * kSwizzleBytes;
   static constexpr int kKBytes = kColumnTiles * kKTileBytes;  // K of a stage; V (same layout) follows
-  static constexpr int kStageBytes = 2 * kKBytes;
+  static constexpr int kStageBytes = 2 * kKBytes;              // a tile's K and V as copied
+  // kValueRing: the stage ring holds K alone, kValueSlots slots of V follow it.
+  static constexpr int kValueSlots = kValueRing ? kStages - 1 : 0;
+  static constexpr int kStageStride = kValueRing ? kKBytes : kStageBytes;
   // Q in column tiles of 128-byte rows: FP8 as K in a stage; fp16 as V16's blocks, kRows rows each.
   // kQkRowBytes: a row of a column tile of Q, and of K, as Q K^T reads them.
   static constexpr int kQkRowBytes = kFp8Q ? kSwizzleBytes : 128;
@@ -116,7 +124,8 @@ struct WgmmaShape {
   static constexpr int kQBuffers = kPersistent && !kQInRegisters ? 2 : 1;
   static constexpr int kQOffset = 0;
   static constexpr int kStagesOffset = kQOffset + kQBuffers * kQBytes;
-  static constexpr int kK16Offset = kStagesOffset + kStages * kStageBytes;
+  static constexpr int kValuesOffset = kStagesOffset + kStages * kStageStride;
+  static constexpr int kK16Offset = kValuesOffset + kValueSlots * kKBytes;
   static constexpr int kV16Offset = kK16Offset + kK16Buffers * kK16Bytes;
   // Per-token scales: where the copying warpgroup multiplies each key's k scale by the score scale
   // (weigh_keys): at head_dim 64 (FP8 q 333 -> 354 TFLOP/s at 8 x 4096), whose softmax weighs most

@@ -20,8 +20,10 @@ shared memory (over cache_fp8 at head_dim 128, both caches at 64): two Q buffers
 posts the next item as soon as it has taken this one (v70; elsewhere warp 0 posts it once it has
 sent this item's copies).
 --fp8-pv models fp8_pv at head_dim 128: no epilogue places (each computing warpgroup stages its rows
-in its own fp32 sums) and three stages, tile j + 2's copies after tile j's widening (with --q-buffers 2
-over cache_fp8).
+in its own fp32 sums). Over contiguous keys (WgmmaShape::kValueRing) four stages of K and a ring of
+three slots for V as copied, tile j + 2's copies after the arrival for tile j, once V's slot (tile
+j - 1's) is transposed; with --q-buffers 2 (over cache_fp8) three stages of K and V, tile j + 2's
+copies after tile j's widening.
 --q-wait-by-one-thread models the protocol before v66 (docs/perf-notes.md), where only the thread
 that sends Q waited for Q's buffer: it fails in the copy-first order.
 """
@@ -45,7 +47,10 @@ ORDERS = {
         "one hand-over, copies after the arrival": (False, "arrival"),
         "one hand-over, copies after the widening": (False, "widening"),
     },
-    "fp8_pv": {
+    "fp8_pv": {  # over contiguous keys (V in a ring of its own)
+        "one hand-over, copies after the arrival": (False, "arrival"),
+    },
+    "fp8_pv, cache_fp8": {
         "one hand-over, copies after the widening": (False, "widening"),
     },
 }
@@ -81,7 +86,8 @@ def simulate(items, seed, split_hand_over, copies, q_wait_by_one_thread=False, q
              post_at_start=False, fp8_pv=False):
     rng = random.Random(seed)
     places = 0 if fp8_pv else (groups + 1) // 2 * 2  # the epilogue's places in the stage ring
-    STAGES = 3 if fp8_pv else places + 2
+    value_slots = 3 if fp8_pv and q_buffers == 1 else 0  # kValueRing: V as copied in slots of its own
+    STAGES = (4 if value_slots else 3) if fp8_pv else places + 2
     COMPUTE_THREADS = 128 * groups
     copiers = 2
     k_ready = [Barrier(copiers, f"k_ready[{s}]") for s in range(STAGES)]
@@ -95,6 +101,7 @@ def simulate(items, seed, split_hand_over, copies, q_wait_by_one_thread=False, q
     slots = [None, None]  # the item each slot holds
     users = {("stage", s): [] for s in range(STAGES)}
     users.update({("v16", b): [] for b in range(V16_BUFFERS)})
+    users.update({("values", v): [] for v in range(value_slots)})
     users.update({("q", b): [] for b in range(q_buffers)})
     users.update({("sums", w): [] for w in range(groups)})
     by_tensor_copy = {(i, j): rng.random() < 0.5 for i, n in enumerate(items) for j in range(n)}
@@ -156,6 +163,9 @@ def simulate(items, seed, split_hand_over, copies, q_wait_by_one_thread=False, q
         def v16(self, j):
             return self.index(j) % V16_BUFFERS
 
+        def values(self, j):  # where V of tile j lands: its stage, or its slot of the value ring
+            return ("values", self.index(j) % value_slots) if value_slots else ("stage", self.stage(j))
+
         def v16_parity(self, j):
             return ((self.index(j) >> 1) ^ (self.base & (places // 2 % 2))) & 1
 
@@ -178,13 +188,17 @@ def simulate(items, seed, split_hand_over, copies, q_wait_by_one_thread=False, q
                     return
                 if ring.index(j) >= STAGES:
                     yield from wait(lambda: k_free[ring.stage(j)].passed((ring.stage_phase(j) & 1) ^ 1))
-                user, place = ("copy", i, j, t), ("stage", ring.stage(j))
-                start(place, user, True)
-                if tensor:
-                    k_ready[ring.stage(j)].expect_bytes(ring.stage_phase(j))
-                    landing.append((k_ready[ring.stage(j)], user, place))
-                else:
-                    in_flight.append((j, user, place))
+                if value_slots and j >= value_slots:  # V's slot: every copier transposed the tile before
+                    yield from wait(lambda: v16_ready[ring.v16(j - value_slots)].passed(ring.v16_parity(j - value_slots)))
+                user = ("copy", i, j, t)
+                places_written = [("stage", ring.stage(j))] + ([ring.values(j)] if value_slots else [])
+                for place in places_written:
+                    start(place, user, True)
+                    if tensor:
+                        k_ready[ring.stage(j)].expect_bytes(ring.stage_phase(j))
+                        landing.append((k_ready[ring.stage(j)], user, place))
+                    else:
+                        in_flight.append((j, user, place))
 
             def arrive_for_keys(j):  # this thread's own copies of tile j (and Q with tile 0) have landed
                 for entry in [e for e in in_flight if e[0] == j or (j == 0 and e[0] is None)]:
@@ -230,10 +244,10 @@ def simulate(items, seed, split_hand_over, copies, q_wait_by_one_thread=False, q
                     yield from wait(lambda: v16_free[ring.v16(j)].passed(ring.v16_parity(j) ^ 1))
                 assert (ring.v16(j), ring.v16_parity(j)) == (widened % 2, (widened // 2) & 1)
                 user = ("widen", i, j, t)
-                start(("stage", ring.stage(j)), user, False)
+                start(ring.values(j), user, False)
                 start(("v16", ring.v16(j)), user, True)
                 yield
-                finish(("stage", ring.stage(j)), user)
+                finish(ring.values(j), user)
                 finish(("v16", ring.v16(j)), user)
                 v16_ready[ring.v16(j)].arrive(widened // 2)
                 widened += 1
@@ -356,13 +370,14 @@ def main():
                         help="2: Q read from shared memory by every Q K^T, two buffers in turn")
     parser.add_argument("--post-at-start", action="store_true",
                         help="the kernels over per-token scales: the next item posted as this one starts")
-    parser.add_argument("--fp8-pv", action="store_true", help="fp8_pv at head_dim 128: three stages, no epilogue places")
+    parser.add_argument("--fp8-pv", action="store_true", help="fp8_pv at head_dim 128: no epilogue places")
     args = parser.parse_args()
     if args.fp8_pv and args.head_dim != 128:
         parser.error("fp8_pv persists at head_dim 128")
     failed = 0
     groups = 3 if args.head_dim == 64 else 2
-    for name, (split_hand_over, copies) in ORDERS["fp8_pv" if args.fp8_pv else args.head_dim].items():
+    orders = ORDERS[("fp8_pv" if args.q_buffers == 1 else "fp8_pv, cache_fp8") if args.fp8_pv else args.head_dim]
+    for name, (split_hand_over, copies) in orders.items():
         bad = []
         for seed in range(args.sequences):
             rng = random.Random(seed)

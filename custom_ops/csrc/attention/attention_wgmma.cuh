@@ -313,8 +313,11 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   };
   // V of a tile as copied: after K in its stage, or in a slot of its own (kValueRing).
   auto values_of = [&](int tile) {
-    return Shape::kValueRing ? smem + Shape::kValuesOffset + (stage_index(tile) % Shape::kValueSlots) * Shape::kKBytes
-                             : stage_of(tile) + Shape::kKBytes;
+    if constexpr (Shape::kValueRing) {
+      return smem + Shape::kValuesOffset + (stage_index(tile) % Shape::kValueSlots) * Shape::kKBytes;
+    } else {
+      return stage_of(tile) + Shape::kKBytes;
+    }
   };
   auto v16_of = [&](int tile) { return smem + Shape::kV16Offset + v16_slot(tile) * Shape::kV16Bytes; };
   // The item's Q: with two buffers the parity of the items before it with key tiles picks one.
@@ -566,7 +569,9 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
     };
     auto load_tile = [&](int tile, auto by_warp_1) {
       constexpr bool kValuesByWarp1 = decltype(by_warp_1)::value;  // values_by_warp_1, as a constant
-      const uint32_t stage = stage_of(tile), value_slot = values_of(tile);
+      // (Where V stays in its stage its addresses are formed as before the value ring: formed
+      // otherwise, ptxas allocated those kernels' registers differently.)
+      const uint32_t stage = stage_of(tile), value_slot = Shape::kValueRing ? values_of(tile) : 0u;
       const int key0 = range.begin + tile * kKeys;
       // A tile inside the sequence goes whole, keys past the CTA's range included (the last tile
       // of a causal range): the softmax masks them for every row, as it masks a row's keys past
@@ -602,12 +607,15 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
             z = block >= 0 ? block * p.layout.num_heads + kv_head : -1;
             if (block < 0 && thread < 32) unmapped_tile[stage_index(tile) % kNotes] = stage_index(tile);
           }
-          const uint32_t box_offset = box * box_rows * Shape::kSwizzleBytes;
+          const uint32_t box_offset = box * box_rows * Shape::kSwizzleBytes, dst = stage + box_offset;
           const bool keys = thread < 32, values = !kValuesByWarp1 || thread >= 32;
 #pragma unroll
           for (int ct = 0; ct < Shape::kColumnTiles; ++ct) {
-            if (keys) tma::load_3d(stage + box_offset + ct * kKTile, &maps.k, k_ready(tile), ct * Shape::kSwizzleBytes, y, z);
-            if (values) tma::load_3d(value_slot + box_offset + ct * kKTile, &maps.v, k_ready(tile), ct * Shape::kSwizzleBytes, y, z);
+            if (keys) tma::load_3d(dst + ct * kKTile, &maps.k, k_ready(tile), ct * Shape::kSwizzleBytes, y, z);
+            if (values) {
+              const uint32_t value_dst = Shape::kValueRing ? value_slot + box_offset : dst + Shape::kKBytes;
+              tma::load_3d(value_dst + ct * kKTile, &maps.v, k_ready(tile), ct * Shape::kSwizzleBytes, y, z);
+            }
           }
         }
       }
@@ -624,7 +632,8 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
         const bool valid = row >= 0;
         const int64_t offset = valid ? row * D + c * 16 : 0;
         cp_async<16>(stage + fp8_row_offset<Shape, kKTile>(r, c), k_base + offset, valid);
-        cp_async<16>(value_slot + fp8_row_offset<Shape, kKTile>(r, c), v_base + offset, valid);
+        cp_async<16>((Shape::kValueRing ? value_slot : stage + Shape::kKBytes) + fp8_row_offset<Shape, kKTile>(r, c), v_base + offset,
+                     valid);
         if (kPaged && !valid && key < range.end && c == 0) unmapped_tile[stage_index(tile) % kNotes] = stage_index(tile);
       }
     };

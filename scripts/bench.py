@@ -9,7 +9,8 @@ loop; and the host time to issue one call (see time_gpu). Working sets smaller t
 cache (the batch 8 and 1 decodes, merges of 21 MB) partly stay there from call to call: their
 GPU times are best cases. Memory-bound ops are judged by the bytes they must move (each input
 read once, each output written once) over the device-to-device copy bandwidth measured at the
-start of the run. Under load the GPU's power cap moves the SM clock (1.7-1.98 GHz on an H200), so
+start of the run; attention prefill by the tensor cores' time for its FLOPs at the fp8 or bf16
+matmul rate measured there, as the kernel's formats take them. Under load the GPU's power cap moves the SM clock (1.7-1.98 GHz on an H200), so
 each row and each ceiling also gives the mean SM clock sampled while it was timed: compare
 ratios at like clocks. A few warm-up calls leave the clock where the last pause left it, so the
 compute-bound rows time a GPU that has not yet reached its cap. --sustain S runs each op and each
@@ -550,10 +551,13 @@ def prefill_row(rng, args, seqs, length, hq, hkv, dim, variant, block_size=PREFI
         fn = lambda: ops.fastattn_flash_attn_varlen(q, *kv, cu, cu, *descales, dim ** -0.5, True,
                                                     "bfloat16", length, 0, fp8_pv)
     timing = time_gpu(fn, reps=max(args.reps // 3, 5), inner=3)
+    # The tensor cores' formats (report's tensor floor): Q K^T in FP8 with an FP8 q, else in fp16
+    # (K widened); P V in e4m3 where fp8_pv applies (FP8 q, head_dim 64 and 128), else in fp16.
+    formats = ("fp8" if fp8_q else "bf16", "fp8" if fp8_pv and fp8_q and dim <= 128 else "bf16")
     op = "paged_attention prefill" if "paged" in variant else "flash_attn_varlen prefill"
     blocks_note = f", bs {block_size}" if "paged" in variant and block_size != PREFILL_BLOCK else ""
     return dict(op=op, shape=f"{seqs} x {length} causal, {hq}/{hkv} heads, D {dim}{blocks_note}", variant=variant,
-                layout=f"{hq}/{hkv}/{dim}", flops=flops, **timing_fields(timing))
+                layout=f"{hq}/{hkv}/{dim}", flops=flops, tensor_formats=formats, **timing_fields(timing))
 
 
 @case("prefill")
@@ -605,6 +609,10 @@ def report(rows, ceilings, out_dir):
         if "flops" in r:
             r["TFLOPs"] = r["flops"] / (r["us"] * 1e-6) / 1e12
             r["vs_best_sdpa_bf16"] = r["TFLOPs"] / sdpa_by_layout.get(r.get("layout"), best_sdpa)
+        if "tensor_formats" in r:  # half the FLOPs in each product, at the matmul rate of its format
+            rates = [ceilings.get(f"{f}_matmul_TFLOPs", float("nan")) for f in r["tensor_formats"]]
+            floor_us = sum(r["flops"] / 2 / (rate * 1e12) for rate in rates) * 1e6
+            r["pct_of_tensor_floor"] = 100.0 * floor_us / r["us"]
     lines = [f"device: {ceilings['device']}; copy bandwidth {copy:.0f} GB/s, bf16 matmul "
              f"{ceilings['bf16_matmul_TFLOPs']:.0f} TFLOP/s, fp8 matmul {ceilings.get('fp8_matmul_TFLOPs', float('nan')):.0f}"
              f" TFLOP/s, torch SDPA bf16 at the prefill shape: "
@@ -616,16 +624,20 @@ def report(rows, ceilings, out_dir):
              + (", ".join(f"{k} {v:.0f}" for k, v in (ceilings.get("sm_mhz") or {}).items()) or "n/a"), "",
              "µs: GPU time per call (calls queued back to back); per call: a plain dygraph loop, host-bound "
              "where issuing a call (host µs) takes longer than its kernels. GB/s and TFLOP/s from the GPU time; "
+             "% of ceiling: of the copy bandwidth on the bytes an op must move, or for attention prefill of "
+             "the tensor cores' time (half the FLOPs in Q K^T, half in P V, each at the measured matmul rate "
+             "of the format the kernel uses: fp8 with an FP8 q and with fp8_pv, else bf16); "
              "x best SDPA bf16: TFLOP/s over the best torch bf16 SDPA with the same heads and head_dim; "
              "x none cache: the same shape's GPU time with a bf16 cache over this one's; SM MHz: the mean "
              "SM clock while the row was timed.", "",
-             "| op | shape | variant | µs | per call µs | host µs | GB/s | % of copy | TFLOP/s | x best SDPA bf16 | x none cache | SM MHz |",
+             "| op | shape | variant | µs | per call µs | host µs | GB/s | % of ceiling | TFLOP/s | x best SDPA bf16 | x none cache | SM MHz |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     nan = float("nan")
     for r in rows:
         lines.append(f"| {r['op']} | {r['shape']} | {r['variant']} | {r['us']:.1f} | {r['call_us']:.1f} | "
                      f"{r['host_us']:.1f} | "
-                     f"{r.get('GBps', nan):.0f} | {r.get('pct_of_copy', nan):.0f}% | {r.get('TFLOPs', nan):.0f} | "
+                     f"{r.get('GBps', nan):.0f} | {r.get('pct_of_copy', r.get('pct_of_tensor_floor', nan)):.0f}% | "
+                     f"{r.get('TFLOPs', nan):.0f} | "
                      f"{r.get('vs_best_sdpa_bf16', nan):.2f} | {r.get('x_faster_than_none', nan):.2f} | "
                      f"{r.get('sm_mhz', nan):.0f} |")
     table = "\n".join(lines)

@@ -10,8 +10,9 @@ cache (the batch 8 and 1 decodes, merges of 21 MB) partly stay there from call t
 GPU times are best cases. Memory-bound ops are judged by the bytes they must move (each input
 read once, each output written once) over the device-to-device copy bandwidth measured at the
 start of the run; attention prefill by the tensor cores' time for its FLOPs at the fp8 or bf16
-matmul rate measured there, as the kernel's formats take them. Under load the GPU's power cap moves the SM clock (1.7-1.98 GHz on an H200), so
-each row and each ceiling also gives the mean SM clock sampled while it was timed: compare
+matmul rate measured there, as the kernel's formats take them. Under load the GPU's power cap
+moves the SM clock (1.7-1.98 GHz on an H200), so each row and each ceiling also gives the mean
+SM clock sampled while it was timed: compare
 ratios at like clocks. A few warm-up calls leave the clock where the last pause left it, so the
 compute-bound rows time a GPU that has not yet reached its cap. --sustain S runs each op and each
 ceiling back to back for S seconds before timing it: the steady state of a GPU serving without

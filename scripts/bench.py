@@ -2,21 +2,20 @@
 
     PYTHONPATH=... python scripts/bench.py [--out DIR] [--only NAME ...] [--reps N] [--sustain S]
 
-Writes DIR/bench.json, DIR/bench.md and, where matplotlib imports, DIR/bench.png. Each op is
-timed three ways (medians over --reps batches, CUDA events): its GPU time, with a batch of calls
-queued behind a held stream so that they run back to back; the time per call of a plain dygraph
-loop; and the host time to issue one call (see time_gpu). Working sets smaller than the L2
-cache (the batch 8 and 1 decodes, merges of 21 MB) partly stay there from call to call: their
-GPU times are best cases. Memory-bound ops are judged by the bytes they must move (each input
-read once, each output written once) over the device-to-device copy bandwidth measured at the
-start of the run; attention prefill by the tensor cores' time for its FLOPs at the fp8 or bf16
-matmul rate measured there, as the kernel's formats take them. Under load the GPU's power cap
-moves the SM clock (1.7-1.98 GHz on an H200), so each row and each ceiling also gives the mean
-SM clock sampled while it was timed: compare
+Writes DIR/bench.json, DIR/bench.md and, where matplotlib imports, DIR/bench.png. Each op is timed
+three ways (medians over --reps batches, CUDA events): its GPU time, with a batch of calls queued
+behind a held stream so that they run back to back; the time per call of a plain dygraph loop; and
+the host time to issue one call (see time_gpu). Working sets smaller than the L2 cache (the batch 8
+and 1 decodes, merges of 21 MB) partly stay there from call to call: their GPU times are best cases.
+Memory-bound ops are judged by the bytes they must move (each input read once, each output written
+once) over the device-to-device copy bandwidth measured at the start of the run; attention prefill
+by the tensor cores' time for its FLOPs at the fp8 or bf16 matmul rate measured there, as the
+kernel's formats take them. Under load the GPU's power cap moves the SM clock (1.7-1.98 GHz on an
+H200), so each row and each ceiling also gives the mean SM clock sampled while it was timed: compare
 ratios at like clocks. A few warm-up calls leave the clock where the last pause left it, so the
 compute-bound rows time a GPU that has not yet reached its cap. --sustain S runs each op and each
-ceiling back to back for S seconds before timing it: the steady state of a GPU serving without
-pause (an H100 at its 700 W cap ran FP8 prefill at 1.5-1.7 GHz there, 5-14% slower).
+ceiling back to back for S seconds before timing it: the steady state of a GPU serving without pause
+(an H100 at its 700 W cap ran FP8 prefill at 1.5-1.7 GHz there, 5-14% slower).
 
 Inputs are built on the CPU and copied over; the ops are called through the registered op
 (no Python validation) so the numbers are the kernels'.

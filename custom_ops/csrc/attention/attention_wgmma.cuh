@@ -6,7 +6,8 @@
 // A CTA is a copying warpgroup and two computing ones over 128 rows; three over 192 rows at
 // head_dim 64, where the softmax weighs most against a tile's matrix products. The copying one
 // copies every tile of K and V (128 keys, 64 at head_dim 256; two tiles ahead) and widens V to
-// fp16 (with fp8_pv transposes it); mbarriers hand each buffer to the computing ones and back.
+// fp16 (with fp8_pv transposes it; with FP8 q at head_dim 256, but over cache_fp8, a second
+// copying warpgroup widens it); mbarriers hand each buffer to the computing ones and back.
 // Whole tiles travel by tensor copies (TMA: one box per tile, or per cache block), issued by one
 // warp (two for small blocks); a tile that runs past the sequence's end by cp.async, a row per
 // thread, so that keys past the sequence read as zeros. The
@@ -57,7 +58,7 @@ namespace attention_gpu {
 
 // FP8 V (or K) [keys][D] as copied -> fp16 in Shape's kV16 layout (blocks of 64 columns, chunk j
 // of key r's 128-byte row at chunk j ^ (r % 8)): the N-major B operand of P V, and the K-major B
-// operand of an fp16 Q K^T. By the 128 threads of the copying warpgroup. A thread converts the 16
+// operand of an fp16 Q K^T. By the 128 threads of a copying warpgroup. A thread converts the 16
 // columns of chunk c = (thread / 8) % kChunks of keys 8 group + thread % 8: the 8 lanes of a
 // quarter warp read and write one chunk of 8 different keys, which fall in 8 different banks. Its
 // addresses differ between passes by constants. kBatched: the loads of 4 passes go out together
@@ -231,6 +232,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   using Shape = WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values, kPaged>;
   constexpr bool kFoldKeysInCopies = Shape::kFoldKeysInCopies;
   constexpr bool kPersistent = Shape::kPersistent;
+  static_assert(!kPersistent || Shape::kCopyGroups == 1, "the item loop is one copying warpgroup's");
   namespace roles = warp_roles;
   constexpr int kKeys = Shape::kKeys, kChunks = D / 16;  // 16-byte chunks per FP8 row
   constexpr int kQTile = Shape::kQTileBytes, kKTile = Shape::kKTileBytes;
@@ -268,7 +270,8 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   __shared__ int2 row_place[Shape::kRows];  // a row's {token, q head}; token -1 past the sequence
   // k_ready[s] / v16_ready[b]: the copying warpgroup's 128 threads arrive when their copies of a
   // tile's K and V (stage s; the tensor copies' bytes count too; with a 16-bit q each arrival is
-  // made as the thread's copies land) / its fp16 V (buffer b) are in.
+  // made as the thread's copies land) / its fp16 V (buffer b; the second copying warpgroup's
+  // threads where there are two) are in.
   // Apart, because a computing warpgroup issues Q K^T of tile j + 1 with P V of tile j: waiting
   // for V of j + 1 there would wait for the other warpgroups' P V of j - 1, issued just before,
   // to finish, and for the widening after it. Each copying thread arrives for K of j + 1 after
@@ -276,7 +279,8 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   // before each tile's wgmmas: +0.3-1.4%); a 16-bit q keeps its V wait (without it 0-2% slower).
   // Except where the hand-over is split (kSplitHandOver): there each copying thread arrives for
   // K of j + 1 before it widens V of j, and a computing warpgroup waits for V of j inside its
-  // turn, between Q K^T of j + 1 and P V of j, so that the widening is off Q K^T's path. Split
+  // turn, between Q K^T of j + 1 and P V of j, so that the widening is off Q K^T's path; as it
+  // does where a second copying warpgroup widens V (kCopyGroups), whatever the order. Split
   // with FP8 q and four stages, except over per-token scales in blocks of 64 and 128 (there
   // 0.4-1.3% slower; in blocks of 32 and 16, kSmallBlocks, 1.4-2% / 6% faster), at head_dim 64
   // (up to 1% slower) and with FP8 P V (its four stages at 128: 2% slower, perf notes v76).
@@ -354,7 +358,8 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   wait_then_allow_next_grid();  // launched overlapping the kernel before it
   const int warpgroup = threadIdx.x / 128, warp = threadIdx.x / 32 % 4, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
-  const bool computes = warpgroup > 0;
+  constexpr int kCopyGroups = Shape::kCopyGroups;
+  const bool computes = warpgroup >= kCopyGroups;
   // The item: a tile of a sequence's rows, its kv head, its split of the keys, and those keys. The
   // grid's block, or with kPersistent each one the CTA takes (take_item).
   int kv_head = blockIdx.y, split = blockIdx.z;
@@ -363,7 +368,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   // A computing thread's rows: row_g and row_g + 8 (the copying threads take the CTA's first).
   int row_g = 0, limit[2] = {0, 0}, warp_min_limit = 0;
   auto locate_thread_rows = [&](const CtaRows& c) {
-    row_g = c.row0 + (computes ? 64 * (warpgroup - 1) + 16 * warp + g : 0);
+    row_g = c.row0 + (computes ? 64 * (warpgroup - kCopyGroups) + 16 * warp + g : 0);
     limit[0] = c.key_limit(p, row_g);
     limit[1] = c.key_limit(p, row_g + 8);
     warp_min_limit = __reduce_min_sync(0xffffffffu, min(limit[0], limit[1]));
@@ -467,9 +472,45 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
     if (threadIdx.x < 32) post_item(0, blockIdx.x);
   }
 
+  // V of a tile to fp16 (or V^T), by the 128 threads of the copying warpgroup, or of the second
+  // where there are two (kCopyGroups; its addresses from its own thread index: kFromFirstPass).
+  // The widening's loads go out 4 passes at a time where it sets the pace: at head_dim 256, whose
+  // tiles have half as many keys (+8-14%); for a 16-bit q at 128, whose K is widened too (+5-12%);
+  // with FP8 q over one scale's cache at 128, which widens a tile before it sends the next copies
+  // (+2% / +1.7% at 8 x 4096 / 1 x 16384). Not with FP8 q at 128 otherwise (contiguous -2.7%: its
+  // copying loop then reloads 10 spilled registers a tile; over block_wise_fp8 -1.3%), nor at
+  // head_dim 64 (at most +2%; its copying warpgroup has 32 registers).
+  constexpr bool kBatchedWidening = D == 256 || (D == 128 && (!kFp8Q || (kPaged && !kTokenScales)));
+  // `phase`: the buffer's for this tile; `reused`: a tile before it had the buffer.
+  auto widen = [&](uint32_t from, uint32_t to, uint32_t ready, uint32_t free, bool reused, uint32_t phase) {
+    if (reused) roles::mbarrier_wait(free, phase ^ 1u);
+    if constexpr (Shape::kFp8Pv) {
+      transpose_values<Shape>(from, to, threadIdx.x);
+    } else {
+      widen_to_fp16<Shape, kBatchedWidening, kPersistent || kCopyGroups == 2>(from, to, threadIdx.x);
+    }
+    wgmma::fence_shared_for_async();
+    roles::mbarrier_arrive(ready);
+  };
+  auto widen_values = [&](int tile) {
+    widen(values_of(tile), v16_of(tile), v16_ready(tile), v16_free(tile), v16_reused(tile), v16_phase(tile));
+  };
+  if constexpr (kCopyGroups == 2) {
+    if (warpgroup == 1) {  // the second copying warpgroup: each tile's V, once the tile is in
+      roles::lower_registers<Shape::kWidenRegisters>();
+#pragma unroll 1
+      for (int tile = 0; tile < range.tiles; ++tile) {
+        roles::mbarrier_wait(k_ready(tile), stage_phase(tile));
+        widen_values(tile);
+      }
+      return;
+    }
+  }
+
   if (!computes) {
     // The copying warpgroup: with FP8 q the copies of tiles j + 1 and j + 2 are in flight around
-    // the widening of tile j's V; with a 16-bit q those of the kStages - 1 tiles after it.
+    // the widening of tile j's V (or its hand-over, where the second copying warpgroup widens);
+    // with a 16-bit q those of the kStages - 1 tiles after it.
     roles::lower_registers<Shape::kCopyRegisters>();
     const int thread = threadIdx.x;
     const uint8_t* k_base = static_cast<const uint8_t*>(kPaged ? p.key_cache : p.k);
@@ -650,32 +691,11 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
     // warpgroups once everyone's have and the tensor copies' bytes are in; V to fp16 then, once its
     // buffer is free. With a 16-bit q every copy of the tile has landed once k_ready completes, and
     // K is widened first, to its own buffers. The tile's per-token scales are weighed first.
-    // The widening's loads go out 4 passes at a time where it sets the pace: at head_dim 256, whose
-    // tiles have half as many keys (+8-14%); for a 16-bit q at 128, whose K is widened too (+5-12%);
-    // with FP8 q over one scale's cache at 128, which widens a tile before it sends the next copies
-    // (+2% / +1.7% at 8 x 4096 / 1 x 16384). Not with FP8 q at 128 otherwise (contiguous -2.7%: its
-    // copying loop then reloads 10 spilled registers a tile; over block_wise_fp8 -1.3%), nor at
-    // head_dim 64 (at most +2%; its copying warpgroup has 32 registers).
-    constexpr bool kBatchedWidening = D == 256 || (D == 128 && (!kFp8Q || (kPaged && !kTokenScales)));
-    // `phase`: the buffer's for this tile; `reused`: a tile before it had the buffer.
-    auto widen = [&](uint32_t from, uint32_t to, uint32_t ready, uint32_t free, bool reused, uint32_t phase) {
-      if (reused) roles::mbarrier_wait(free, phase ^ 1u);
-      if constexpr (Shape::kFp8Pv) {
-        transpose_values<Shape>(from, to, thread);
-      } else {
-        widen_to_fp16<Shape, kBatchedWidening, kPersistent>(from, to, thread);
-      }
-      wgmma::fence_shared_for_async();
-      roles::mbarrier_arrive(ready);
-    };
     auto weigh_scales = [&](int tile) {
       if constexpr (kTokenScales) {
         if constexpr (kFoldKeysInCopies) weigh_keys(tile);
         weigh_values(tile);
       }
-    };
-    auto widen_values = [&](int tile) {
-      widen(values_of(tile), v16_of(tile), v16_ready(tile), v16_free(tile), v16_reused(tile), v16_phase(tile));
     };
     auto arrive_for_keys = [&](int tile) {  // FP8 q: this thread's part of tile j is in
       weigh_scales(tile);
@@ -785,9 +805,14 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
             cp_async_wait<kCopiesAfterWidening ? 0 : 1>();  // this thread's copies of tile j + 1
             arrive_for_keys(tile + 1);
           }
-          roles::mbarrier_wait(k_ready(tile), stage_phase(tile));
-          widen_values(tile);
-          if constexpr (kCopiesAfterWidening) copy_ahead(tile);  // (every thread widened j - 2 before arriving for j)
+          if constexpr (kCopyGroups == 1) {
+            roles::mbarrier_wait(k_ready(tile), stage_phase(tile));
+            widen_values(tile);
+          }
+          if constexpr (kCopiesAfterWidening) {
+            static_assert(kCopyGroups == 1, "V of j - 2 widened by this warpgroup");
+            copy_ahead(tile);  // (every thread widened j - 2 before arriving for j)
+          }
         }
       } else {
         // Persistent CTAs send the copies of tile j + 2 after the arrival for K of j, not before
@@ -800,9 +825,20 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
           cp_async_wait<kCopiesAfterWidening || kCopiesAfterArrival ? 1 : 2>();  // this thread's copies of tile j
           arrive_for_keys(tile);
           if constexpr (kCopiesAfterArrival) copy_ahead(tile);
-          roles::mbarrier_wait(k_ready(tile), stage_phase(tile));
-          widen_values(tile);
-          if constexpr (kCopiesAfterWidening) copy_ahead(tile);
+          if constexpr (kCopyGroups == 1) {
+            roles::mbarrier_wait(k_ready(tile), stage_phase(tile));
+            widen_values(tile);
+          }
+          if constexpr (kCopiesAfterWidening) {
+            // Tile j + 2 takes the stage of j - 1, whose V this warpgroup widened before arriving
+            // for j, or the second copying warpgroup has once its fp16 V buffer says so (the
+            // buffer's next tile, j + 1, is in only once this warpgroup has arrived for it).
+            if constexpr (kCopyGroups == 2) {
+              static_assert(kStages == 3, "tile j + 2 takes the stage of j - 1");
+              if (tile >= 1 && tile + 2 < range.tiles) roles::mbarrier_wait(v16_ready(tile - 1), v16_phase(tile - 1));
+            }
+            copy_ahead(tile);
+          }
         }
       }
       cp_async_wait<0>();
@@ -863,7 +899,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   roles::raise_registers<Shape::kComputeRegisters>();
   // (Broadcast from lane 0 so that the compiler knows it is the same across the warp and keeps
   // what derives from it, the wgmma descriptors of Q among them, in uniform registers.)
-  const int wg = __shfl_sync(0xffffffffu, warpgroup - 1, 0);
+  const int wg = __shfl_sync(0xffffffffu, warpgroup - kCopyGroups, 0);
   float o[kOutParts][kPartRegs];  // columns 128 part + (the register layout of wgmma.h)
 #pragma unroll
   for (int part = 0; part < kOutParts; ++part)
@@ -1345,7 +1381,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       if constexpr (!kFp8Q) roles::mbarrier_wait(v16_ready(tile), v16_phase(tile));  // (see k_ready)
       take_turn();
       issue_qk(tile + 1);
-      if constexpr (kSplitHandOver) roles::mbarrier_wait(v16_ready(tile), v16_phase(tile));
+      if constexpr (kSplitHandOver || kCopyGroups == 2) roles::mbarrier_wait(v16_ready(tile), v16_phase(tile));
       issue_pv(tile);
       pass_turn();
       wgmma::wait<1>();  // Q K^T of tile + 1 (groups complete in order)

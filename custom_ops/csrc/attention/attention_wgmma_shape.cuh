@@ -35,7 +35,12 @@ struct WgmmaShape {
   static constexpr int kHeadDim = D;
   static constexpr bool kFp8Q = kFp8Query, kTokenScales = kPerTokenScales, kFp8Pv = kFp8Values;
   static constexpr int kComputeGroups = wgmma_compute_groups(D);
-  static constexpr int kThreads = 128 * (1 + kComputeGroups);  // the copying warpgroup first
+  // Copying warpgroups: with FP8 q at head_dim 256 a second one widens V, so that the first only
+  // sends the copies and hands the tiles over, except over cache_fp8 (contiguous 3-4% faster, over
+  // block_wise_fp8 4%, over cache_fp8 0.7-1.7% slower; the widening split between the two: 4%
+  // slower, perf notes v78). One elsewhere.
+  static constexpr int kCopyGroups = D == 256 && kFp8Query && (!kPagedKeys || kPerTokenScales) ? 2 : 1;
+  static constexpr int kThreads = 128 * (kCopyGroups + kComputeGroups);  // the copying warpgroups first
   static constexpr int kRows = wgmma_rows(D), kKeys = wgmma_tile_keys(D);
   // Copies run two tiles ahead of the widening, which runs one ahead of the consumers: 4 stages
   // of K and V as copied, 2 of fp16 V. With a 16-bit q 2 of fp16 K too, and the copies run
@@ -169,11 +174,14 @@ struct WgmmaShape {
   // (its computing warpgroups 200): with 88 the contiguous kernel's copying loop reloaded about 17
   // spilled registers every tile (H100: bf16 q over FP8 k/v +3.5-4%, over cache_fp8 +2-3%, over
   // block_wise_fp8 +8%).
+  // With two copying warpgroups (512 threads) the computing ones keep their 208 and the copying
+  // ones share the 96 left: 40 for the one that sends the copies, 56 for the one that widens.
   static constexpr int kLaunchRegisters = 65536 / kThreads / 8 * 8;
-  static constexpr int kCopyRegisters = D == 256 ? 80 : D == 128 ? (kFp8Q ? 88 : 104) : 32;
+  static constexpr int kCopyRegisters = kCopyGroups == 2 ? 40 : D == 256 ? 80 : D == 128 ? (kFp8Q ? 88 : 104) : 32;
+  static constexpr int kWidenRegisters = kCopyGroups == 2 ? 56 : 0;
   static constexpr int kComputeRegisters = D == 64 ? 160 : D == 128 && !kFp8Q ? 200 : 208;
-  static_assert(128 * kCopyRegisters + 128 * kComputeGroups * kComputeRegisters <= kThreads * kLaunchRegisters,
-                "the registers the CTA launched with hold both roles");
+  static_assert(128 * (kCopyRegisters + kWidenRegisters) + 128 * kComputeGroups * kComputeRegisters <= kThreads * kLaunchRegisters,
+                "the registers the CTA launched with hold every role");
   // Accumulator registers per thread: o in parts of at most 128 columns (one wgmma each), S.
   static constexpr int kOutParts = D > 128 ? D / 128 : 1, kPartRegs = (D > 128 ? 128 : D) / 2;
   static constexpr int kScoreRegs = kKeys / 2;

@@ -1,5 +1,6 @@
 """A model of the persistent sm_90a prefill kernel's rings (custom_ops/csrc/attention/attention_wgmma.cuh,
-WgmmaShape::kPersistent), run over random item sequences and random interleavings.
+WgmmaShape::kPersistent), and of the one with two copying warpgroups (--head-dim 256), run over random
+item sequences and random interleavings.
 
 Roles: the copying warpgroup as two threads (warp 0, which sends the tensor copies and waits for every
 stage it copies to, and one of the other 96, which copies only row by row), and the computing
@@ -26,6 +27,11 @@ j - 1's) is transposed; with --q-buffers 2 (over cache_fp8) three stages of K an
 copies after tile j's widening.
 --q-wait-by-one-thread models the protocol before v66 (docs/perf-notes.md), where only the thread
 that sends Q waited for Q's buffer: it fails in the copy-first order.
+--head-dim 256 models the kernel at head_dim 256 with FP8 q over block_wise_fp8, which does not
+persist (one item, no epilogue places; three stages, one hand-over) and has a second copying
+warpgroup that widens V (WgmmaShape::kCopyGroups, v78): the first only copies, the computing
+warpgroups wait for V themselves, and the copies into a stage wait for its V's widening.
+--no-value-wait drops the computing warpgroups' wait for V, as that kernel's first build did: it fails.
 """
 
 import argparse
@@ -52,6 +58,9 @@ ORDERS = {
     },
     "fp8_pv, cache_fp8": {
         "one hand-over, copies after the widening": (False, "widening"),
+    },
+    256: {  # (stages) with a second copying warpgroup that widens V
+        "one hand-over, copies after the widening, three stages": (False, "widening", 3),
     },
 }
 
@@ -83,21 +92,24 @@ class Barrier:
 
 
 def simulate(items, seed, split_hand_over, copies, q_wait_by_one_thread=False, q_buffers=1, groups=2,
-             post_at_start=False, fp8_pv=False):
+             post_at_start=False, fp8_pv=False, stages=None, value_wait=True):
+    """stages: the head_dim 256 kernel's (one item, no epilogue places, a second copying warpgroup
+    that widens V); value_wait False: its computing warpgroups do not wait for V."""
     rng = random.Random(seed)
-    places = 0 if fp8_pv else (groups + 1) // 2 * 2  # the epilogue's places in the stage ring
+    widener = stages is not None
+    places = 0 if fp8_pv or widener else (groups + 1) // 2 * 2  # the epilogue's places in the stage ring
     value_slots = 3 if fp8_pv and q_buffers == 1 else 0  # kValueRing: V as copied in slots of its own
-    STAGES = (4 if value_slots else 3) if fp8_pv else places + 2
+    STAGES = stages if widener else (4 if value_slots else 3) if fp8_pv else places + 2
     COMPUTE_THREADS = 128 * groups
     copiers = 2
     k_ready = [Barrier(copiers, f"k_ready[{s}]") for s in range(STAGES)]
     k_free = [Barrier(COMPUTE_THREADS, f"k_free[{s}]") for s in range(STAGES)]
-    v16_ready = [Barrier(copiers, f"v16_ready[{b}]") for b in range(V16_BUFFERS)]
+    v16_ready = [Barrier(1 if widener else copiers, f"v16_ready[{b}]") for b in range(V16_BUFFERS)]
     v16_free = [Barrier(COMPUTE_THREADS, f"v16_free[{b}]") for b in range(V16_BUFFERS)]
     q_free = Barrier(COMPUTE_THREADS, "q_free")
     turns = [1] + [0] * (groups - 1)  # the last computing warpgroup arrives once before the first turn
     item_full = [Barrier(1, f"item_full[{k}]") for k in range(2)]
-    item_empty = [Barrier(copiers + groups, f"item_empty[{k}]") for k in range(2)]
+    item_empty = [Barrier(copiers + groups + int(widener), f"item_empty[{k}]") for k in range(2)]
     slots = [None, None]  # the item each slot holds
     users = {("stage", s): [] for s in range(STAGES)}
     users.update({("v16", b): [] for b in range(V16_BUFFERS)})
@@ -107,7 +119,7 @@ def simulate(items, seed, split_hand_over, copies, q_wait_by_one_thread=False, q
     by_tensor_copy = {(i, j): rng.random() < 0.5 for i, n in enumerate(items) for j in range(n)}
     q_by_tensor_copy = [rng.random() < 0.5 for _ in items]
     landing = []  # tensor copies on their way: (barrier, phase, user, place)
-    roles = [f"copy{t}" for t in range(copiers)] + [f"wg{w}" for w in range(groups)]
+    roles = [f"copy{t}" for t in range(copiers)] + [f"wg{w}" for w in range(groups)] + (["widen"] if widener else [])
 
     def start(place, user, writes):
         for other, other_writes in users[place]:
@@ -239,6 +251,12 @@ def simulate(items, seed, split_hand_over, copies, q_wait_by_one_thread=False, q
                     arrive_for_keys(j + 1)
                 if copies == "arrival" and j + 2 < n:
                     yield from load(j + 2)
+                if widener:  # the second copying warpgroup widens; tile j + 2 takes tile j - 1's stage
+                    if copies == "widening" and j + 2 < n:
+                        if j >= 1:
+                            yield from wait(lambda: v16_ready[ring.v16(j - 1)].passed(ring.v16_parity(j - 1)))
+                        yield from load(j + 2)
+                    continue
                 yield from wait(lambda: k_ready[ring.stage(j)].passed(ring.stage_phase(j) & 1))
                 if ring.base > 0 or j >= V16_BUFFERS:
                     yield from wait(lambda: v16_free[ring.v16(j)].passed(ring.v16_parity(j) ^ 1))
@@ -262,6 +280,24 @@ def simulate(items, seed, split_hand_over, copies, q_wait_by_one_thread=False, q
                 ring.advance(n)
                 keyed += 1
         yield from take(f"copy{t}", len(items))
+
+    def widening():  # the second copying warpgroup (one thread stands for its 128)
+        ring = Ring()
+        for i, n in enumerate(items):
+            yield from take("widen", i)
+            for j in range(n):
+                yield from wait(lambda: k_ready[ring.stage(j)].passed(ring.stage_phase(j) & 1))
+                if j >= V16_BUFFERS:
+                    yield from wait(lambda: v16_free[ring.v16(j)].passed(ring.v16_parity(j) ^ 1))
+                user = ("widen", i, j, "w")
+                start(ring.values(j), user, False)
+                start(("v16", ring.v16(j)), user, True)
+                yield
+                finish(ring.values(j), user)
+                finish(("v16", ring.v16(j)), user)
+                v16_ready[ring.v16(j)].arrive(j // 2)
+            ring.advance(n)
+        yield from take("widen", len(items))
 
     def computer(w):
         ring, q_items, v16_uses = Ring(), 0, 0
@@ -307,7 +343,7 @@ def simulate(items, seed, split_hand_over, copies, q_wait_by_one_thread=False, q
                 yield from take_turn()
                 qk = ("qk", i, j + 1, w)
                 start(("stage", ring.stage(j + 1)), qk, False)
-                if split_hand_over:
+                if split_hand_over or (widener and value_wait):
                     yield from wait(lambda: v16_ready[ring.v16(j)].passed(ring.v16_parity(j)))
                 pv = ("pv", i, j, w)
                 start(("v16", ring.v16(j)), pv, False)
@@ -342,6 +378,8 @@ def simulate(items, seed, split_hand_over, copies, q_wait_by_one_thread=False, q
 
     live = {f"copy{t}": copier(t) for t in range(copiers)}
     live.update({f"wg{w}": computer(w) for w in range(groups)})
+    if widener:
+        live["widen"] = widening()
     for _ in range(400000):
         if not live:
             return
@@ -365,26 +403,33 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sequences", type=int, default=1000, help="random item sequences per order")
     parser.add_argument("--q-wait-by-one-thread", action="store_true")
-    parser.add_argument("--head-dim", type=int, choices=(64, 128), default=128)
+    parser.add_argument("--head-dim", type=int, choices=(64, 128, 256), default=128)
     parser.add_argument("--q-buffers", type=int, choices=(1, 2), default=1,
                         help="2: Q read from shared memory by every Q K^T, two buffers in turn")
     parser.add_argument("--post-at-start", action="store_true",
                         help="the kernels over per-token scales: the next item posted as this one starts")
     parser.add_argument("--fp8-pv", action="store_true", help="fp8_pv at head_dim 128: no epilogue places")
+    parser.add_argument("--no-value-wait", action="store_true",
+                        help="head_dim 256: the computing warpgroups do not wait for V (the first build)")
     args = parser.parse_args()
     if args.fp8_pv and args.head_dim != 128:
         parser.error("fp8_pv persists at head_dim 128")
+    if args.no_value_wait and args.head_dim != 256:
+        parser.error("--no-value-wait is the head_dim 256 kernel's")
     failed = 0
     groups = 3 if args.head_dim == 64 else 2
     orders = ORDERS[("fp8_pv" if args.q_buffers == 1 else "fp8_pv, cache_fp8") if args.fp8_pv else args.head_dim]
-    for name, (split_hand_over, copies) in orders.items():
+    for name, (split_hand_over, copies, *stages) in orders.items():
         bad = []
         for seed in range(args.sequences):
             rng = random.Random(seed)
-            items = [rng.choice([0, 1, 1, 1, 2, 2, 3, 4, 5, 6]) for _ in range(rng.randint(2, 14))]
+            if stages:  # one item (a CTA's rows) of 0 to 24 key tiles
+                items = [rng.choice([0, 1, 2, 3, 4, 5, 8, 13, 24])]
+            else:
+                items = [rng.choice([0, 1, 1, 1, 2, 2, 3, 4, 5, 6]) for _ in range(rng.randint(2, 14))]
             try:
                 simulate(items, seed, split_hand_over, copies, args.q_wait_by_one_thread, args.q_buffers, groups,
-                         args.post_at_start, args.fp8_pv)
+                         args.post_at_start, args.fp8_pv, stages[0] if stages else None, not args.no_value_wait)
             except Hazard as e:
                 bad.append((seed, items, str(e)))
         print(f"{name}: {len(bad)} of {args.sequences} item sequences fail")

@@ -6,7 +6,7 @@
 // A CTA is a copying warpgroup and two computing ones over 128 rows; three over 192 rows at
 // head_dim 64, where the softmax weighs most against a tile's matrix products. The copying one
 // copies every tile of K and V (128 keys, 64 at head_dim 256; two tiles ahead) and widens V to
-// fp16 (with fp8_pv transposes it; with FP8 q at head_dim 256, but over cache_fp8, a second
+// fp16 (with fp8_pv transposes it; with FP8 q over block_wise_fp8 at head_dim 256 a second
 // copying warpgroup widens it); mbarriers hand each buffer to the computing ones and back.
 // Whole tiles travel by tensor copies (TMA: one box per tile, or per cache block), issued by one
 // warp (two for small blocks); a tile that runs past the sequence's end by cp.async, a row per
@@ -473,7 +473,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   }
 
   // V of a tile to fp16 (or V^T), by the 128 threads of the copying warpgroup, or of the second
-  // where there are two (kCopyGroups; its addresses from its own thread index: kFromFirstPass).
+  // where there are two (kCopyGroups).
   // The widening's loads go out 4 passes at a time where it sets the pace: at head_dim 256, whose
   // tiles have half as many keys (+8-14%); for a 16-bit q at 128, whose K is widened too (+5-12%);
   // with FP8 q over one scale's cache at 128, which widens a tile before it sends the next copies
@@ -487,7 +487,10 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
     if constexpr (Shape::kFp8Pv) {
       transpose_values<Shape>(from, to, threadIdx.x);
     } else {
-      widen_to_fp16<Shape, kBatchedWidening, kPersistent || kCopyGroups == 2>(from, to, threadIdx.x);
+      // (Addresses from the first pass's where there are two copying warpgroups: with its 56
+      // registers the widening one then spills none.)
+      const int thread = kCopyGroups == 2 ? threadIdx.x % 128 : threadIdx.x;
+      widen_to_fp16<Shape, kBatchedWidening, kPersistent || kCopyGroups == 2>(from, to, thread);
     }
     wgmma::fence_shared_for_async();
     roles::mbarrier_arrive(ready);
@@ -689,8 +692,9 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
     };
     // Tile j's copies landed: with FP8 q this thread's own (if any), and K goes to the computing
     // warpgroups once everyone's have and the tensor copies' bytes are in; V to fp16 then, once its
-    // buffer is free. With a 16-bit q every copy of the tile has landed once k_ready completes, and
-    // K is widened first, to its own buffers. The tile's per-token scales are weighed first.
+    // buffer is free (by the second copying warpgroup where there are two). With a 16-bit q every
+    // copy of the tile has landed once k_ready completes, and K is widened first, to its own
+    // buffers. The tile's per-token scales are weighed first.
     auto weigh_scales = [&](int tile) {
       if constexpr (kTokenScales) {
         if constexpr (kFoldKeysInCopies) weigh_keys(tile);
@@ -778,7 +782,8 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       // it, most at head_dim 256, where the widening sets the pace) and over per-token scales at
       // head_dim 64 (FP8 q 353 -> 366). With three stages they must widen first: tile j + 2 takes
       // tile j - 1's stage, whose V the other copying threads may widen until they all reach tile
-      // j's hand-over.
+      // j's hand-over (with a second copying warpgroup, which widens, the copies wait for that
+      // warpgroup's V of j - 1 instead).
       constexpr bool kCopiesAfterWidening = kStages < 4 || (kPaged && (D == 128 || (kTokenScales && D == 64)));
       auto copy_ahead = [&](int tile) {
         if (tile + 2 < range.tiles) load_tile(tile + 2, by_warp_1);
@@ -786,7 +791,9 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       };
       if constexpr (kSplitHandOver) {
         // Per tile j: the arrival for K of j + 1, then V of j widened; the copies of j + 2 before
-        // both, or after the widening.
+        // both, or after the widening. (With a second copying warpgroup the wait for V of j - 2
+        // below could find its buffer two phases on, V of j widened meanwhile: perf notes v78.)
+        static_assert(kCopyGroups == 1, "V widened by this warpgroup");
         if (range.tiles > 0) {
           cp_async_wait<1>();  // this thread's copies of tile 0
           arrive_for_keys(0);
@@ -805,14 +812,9 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
             cp_async_wait<kCopiesAfterWidening ? 0 : 1>();  // this thread's copies of tile j + 1
             arrive_for_keys(tile + 1);
           }
-          if constexpr (kCopyGroups == 1) {
-            roles::mbarrier_wait(k_ready(tile), stage_phase(tile));
-            widen_values(tile);
-          }
-          if constexpr (kCopiesAfterWidening) {
-            static_assert(kCopyGroups == 1, "V of j - 2 widened by this warpgroup");
-            copy_ahead(tile);  // (every thread widened j - 2 before arriving for j)
-          }
+          roles::mbarrier_wait(k_ready(tile), stage_phase(tile));
+          widen_values(tile);
+          if constexpr (kCopiesAfterWidening) copy_ahead(tile);  // (every thread widened j - 2 before arriving for j)
         }
       } else {
         // Persistent CTAs send the copies of tile j + 2 after the arrival for K of j, not before
@@ -1470,7 +1472,8 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       constexpr int kRowBytes = D * int(sizeof(Storage));
       if constexpr (64 * kRowBytes <= kOutputBufferBytes) {
         // Through shared memory: the warpgroup's 64 rows go to stage tiles + wg, free by now (only
-        // the last tile's stage may still be read, by the others), or to fp16 K buffer wg, in column
+        // the last tile's stage may still be read, by the others; V in every stage is widened, the
+        // last tile's fp16 V having been waited for), or to fp16 K buffer wg, in column
         // tiles one swizzle wide as the tensor copies read them. Where all 64 rows are the
         // sequence's, one thread stores them by a tensor copy per column tile; elsewhere each warp
         // writes whole rows with 16-byte stores.

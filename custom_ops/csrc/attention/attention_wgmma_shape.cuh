@@ -35,11 +35,12 @@ struct WgmmaShape {
   static constexpr int kHeadDim = D;
   static constexpr bool kFp8Q = kFp8Query, kTokenScales = kPerTokenScales, kFp8Pv = kFp8Values;
   static constexpr int kComputeGroups = wgmma_compute_groups(D);
-  // Copying warpgroups: with FP8 q at head_dim 256 a second one widens V, so that the first only
-  // sends the copies and hands the tiles over, except over cache_fp8 (contiguous 3-4% faster, over
-  // block_wise_fp8 4%, over cache_fp8 0.7-1.7% slower; the widening split between the two: 4%
-  // slower, perf notes v78). One elsewhere.
-  static constexpr int kCopyGroups = D == 256 && kFp8Query && (!kPagedKeys || kPerTokenScales) ? 2 : 1;
+  // Copying warpgroups: with FP8 q over per-token scales at head_dim 256 a second one widens V, so
+  // that the first only sends the copies and hands the tiles over (4% faster at 8 x 4096; the
+  // widening split between the two: slower, perf notes v78). One elsewhere: over cache_fp8 it was
+  // 0.7-1.7% slower, and the contiguous kernel's split hand-over (3.6% faster so) needs its wait
+  // for V moved before the arrival for K first (v78).
+  static constexpr int kCopyGroups = D == 256 && kFp8Query && kPerTokenScales ? 2 : 1;
   static constexpr int kThreads = 128 * (kCopyGroups + kComputeGroups);  // the copying warpgroups first
   static constexpr int kRows = wgmma_rows(D), kKeys = wgmma_tile_keys(D);
   // Copies run two tiles ahead of the widening, which runs one ahead of the consumers: 4 stages
@@ -165,7 +166,7 @@ struct WgmmaShape {
   static constexpr int kSmemBytes = kOutSumsOffset + kOutSumsBytes + 1024;  // + 1024-byte alignment
   // Registers per thread after the hand-over. The CTA launches with 65536 / kThreads each,
   // rounded down to a multiple of 8 (168 for 384 threads, 128 for 512); the computing warpgroups
-  // share what the copying one gives up. At head_dim 64 they need 160: with 152 ptxas runs every
+  // share what the copying ones give up. At head_dim 64 they need 160: with 152 ptxas runs every
   // wgmma synchronously (warning C7512 under -Xptxas -v; 15-18% slower), so the copying
   // warpgroup gets the 32 left and spills a few registers in its loop. Elsewhere it keeps enough
   // not to spill there while it widens a pass at a time (with 8 fewer at head_dim 128 it reloaded

@@ -184,6 +184,18 @@ def simulate(items, seed, split_hand_over, copies, q_wait_by_one_thread=False, q
         def advance(self, tiles):
             self.base = (self.base + 2 * (tiles + places)) ^ 1
 
+    def widen(ring, i, j, who, phase):  # tile j's V to fp16, once it is in and its fp16 buffer free
+        yield from wait(lambda: k_ready[ring.stage(j)].passed(ring.stage_phase(j) & 1))
+        if ring.base > 0 or j >= V16_BUFFERS:
+            yield from wait(lambda: v16_free[ring.v16(j)].passed(ring.v16_parity(j) ^ 1))
+        user = ("widen", i, j, who)
+        start(ring.values(j), user, False)
+        start(("v16", ring.v16(j)), user, True)
+        yield
+        finish(ring.values(j), user)
+        finish(("v16", ring.v16(j)), user)
+        v16_ready[ring.v16(j)].arrive(phase)
+
     def copier(t):
         ring, widened, keyed = Ring(), 0, 0
         if t == 0:
@@ -257,17 +269,8 @@ def simulate(items, seed, split_hand_over, copies, q_wait_by_one_thread=False, q
                             yield from wait(lambda: v16_ready[ring.v16(j - 1)].passed(ring.v16_parity(j - 1)))
                         yield from load(j + 2)
                     continue
-                yield from wait(lambda: k_ready[ring.stage(j)].passed(ring.stage_phase(j) & 1))
-                if ring.base > 0 or j >= V16_BUFFERS:
-                    yield from wait(lambda: v16_free[ring.v16(j)].passed(ring.v16_parity(j) ^ 1))
                 assert (ring.v16(j), ring.v16_parity(j)) == (widened % 2, (widened // 2) & 1)
-                user = ("widen", i, j, t)
-                start(ring.values(j), user, False)
-                start(("v16", ring.v16(j)), user, True)
-                yield
-                finish(ring.values(j), user)
-                finish(("v16", ring.v16(j)), user)
-                v16_ready[ring.v16(j)].arrive(widened // 2)
+                yield from widen(ring, i, j, t, widened // 2)
                 widened += 1
                 if copies == "widening" and j + 2 < n:
                     yield from load(j + 2)
@@ -286,16 +289,7 @@ def simulate(items, seed, split_hand_over, copies, q_wait_by_one_thread=False, q
         for i, n in enumerate(items):
             yield from take("widen", i)
             for j in range(n):
-                yield from wait(lambda: k_ready[ring.stage(j)].passed(ring.stage_phase(j) & 1))
-                if j >= V16_BUFFERS:
-                    yield from wait(lambda: v16_free[ring.v16(j)].passed(ring.v16_parity(j) ^ 1))
-                user = ("widen", i, j, "w")
-                start(ring.values(j), user, False)
-                start(("v16", ring.v16(j)), user, True)
-                yield
-                finish(ring.values(j), user)
-                finish(("v16", ring.v16(j)), user)
-                v16_ready[ring.v16(j)].arrive(j // 2)
+                yield from widen(ring, i, j, "w", j // 2)
             ring.advance(n)
         yield from take("widen", len(items))
 

@@ -27,11 +27,14 @@ j - 1's) is transposed; with --q-buffers 2 (over cache_fp8) three stages of K an
 copies after tile j's widening.
 --q-wait-by-one-thread models the protocol before v66 (docs/perf-notes.md), where only the thread
 that sends Q waited for Q's buffer: it fails in the copy-first order.
---head-dim 256 models the kernel at head_dim 256 with FP8 q over block_wise_fp8, which does not
-persist (one item, no epilogue places; three stages, one hand-over) and has a second copying
-warpgroup that widens V (WgmmaShape::kCopyGroups, v78): the first only copies, the computing
-warpgroups wait for V themselves, and the copies into a stage wait for its V's widening.
---no-value-wait drops the computing warpgroups' wait for V, as that kernel's first build did: it fails.
+--head-dim 256 models the kernels at head_dim 256 with FP8 q, which do not persist (one item, no
+epilogue places) and have a second copying warpgroup that widens V (WgmmaShape::kCopyGroups, v78):
+four stages with the split hand-over (contiguous keys), three with one hand-over (block_wise_fp8).
+The first copying warpgroup only copies, the computing warpgroups wait for V themselves, and the
+copies into a stage wait for its V's widening: with the split hand-over before the arrival for K of
+the tile after next. --no-value-wait drops the computing warpgroups' wait for V where the hand-over
+is not split, as the first build over block_wise_fp8 did: it fails. --late-value-wait puts the split
+hand-over's wait for V where a single copying warpgroup has it, after the arrival: it fails.
 """
 
 import argparse
@@ -61,6 +64,7 @@ ORDERS = {
     },
     256: {  # (stages) with a second copying warpgroup that widens V
         "one hand-over, copies after the widening, three stages": (False, "widening", 3),
+        "split hand-over, copies first, four stages": (True, "first", 4),
     },
 }
 
@@ -92,9 +96,11 @@ class Barrier:
 
 
 def simulate(items, seed, split_hand_over, copies, q_wait_by_one_thread=False, q_buffers=1, groups=2,
-             post_at_start=False, fp8_pv=False, stages=None, value_wait=True):
+             post_at_start=False, fp8_pv=False, stages=None, value_wait=True, late_value_wait=False):
     """stages: the head_dim 256 kernel's (one item, no epilogue places, a second copying warpgroup
-    that widens V); value_wait False: its computing warpgroups do not wait for V."""
+    that widens V); value_wait False: its computing warpgroups wait for V only where the hand-over is
+    split; late_value_wait: its split hand-over's copies wait for V of j - 2 after the arrival for K of
+    j, as with one copying warpgroup."""
     rng = random.Random(seed)
     widener = stages is not None
     places = 0 if fp8_pv or widener else (groups + 1) // 2 * 2  # the epilogue's places in the stage ring
@@ -252,7 +258,7 @@ def simulate(items, seed, split_hand_over, copies, q_wait_by_one_thread=False, q
                 arrive_for_keys(0)
             for j in range(n):
                 if copies == "first":
-                    if split_hand_over and 2 <= j < n - 2:
+                    if split_hand_over and 2 <= j < n - 2 and (not widener or late_value_wait):
                         yield from wait(lambda: v16_ready[ring.v16(j - 2)].passed(ring.v16_parity(j - 2)))
                     if j + 2 < n:
                         yield from load(j + 2)
@@ -260,6 +266,8 @@ def simulate(items, seed, split_hand_over, copies, q_wait_by_one_thread=False, q
                 if not split_hand_over:
                     arrive_for_keys(j)
                 elif j + 1 < n:
+                    if widener and not late_value_wait and j >= 1:  # tile j + 3 takes the stage of j - 1
+                        yield from wait(lambda: v16_ready[ring.v16(j - 1)].passed(ring.v16_parity(j - 1)))
                     arrive_for_keys(j + 1)
                 if copies == "arrival" and j + 2 < n:
                     yield from load(j + 2)
@@ -404,12 +412,14 @@ def main():
                         help="the kernels over per-token scales: the next item posted as this one starts")
     parser.add_argument("--fp8-pv", action="store_true", help="fp8_pv at head_dim 128: no epilogue places")
     parser.add_argument("--no-value-wait", action="store_true",
-                        help="head_dim 256: the computing warpgroups do not wait for V (the first build)")
+                        help="head_dim 256: no wait for V where the hand-over is not split (the first build)")
+    parser.add_argument("--late-value-wait", action="store_true",
+                        help="head_dim 256, split hand-over: the copies' wait for V after the arrival for K")
     args = parser.parse_args()
     if args.fp8_pv and args.head_dim != 128:
         parser.error("fp8_pv persists at head_dim 128")
-    if args.no_value_wait and args.head_dim != 256:
-        parser.error("--no-value-wait is the head_dim 256 kernel's")
+    if (args.no_value_wait or args.late_value_wait) and args.head_dim != 256:
+        parser.error("--no-value-wait and --late-value-wait are the head_dim 256 kernels'")
     failed = 0
     groups = 3 if args.head_dim == 64 else 2
     orders = ORDERS[("fp8_pv" if args.q_buffers == 1 else "fp8_pv, cache_fp8") if args.fp8_pv else args.head_dim]
@@ -423,7 +433,8 @@ def main():
                 items = [rng.choice([0, 1, 1, 1, 2, 2, 3, 4, 5, 6]) for _ in range(rng.randint(2, 14))]
             try:
                 simulate(items, seed, split_hand_over, copies, args.q_wait_by_one_thread, args.q_buffers, groups,
-                         args.post_at_start, args.fp8_pv, stages[0] if stages else None, not args.no_value_wait)
+                         args.post_at_start, args.fp8_pv, stages[0] if stages else None, not args.no_value_wait,
+                         args.late_value_wait)
             except Hazard as e:
                 bad.append((seed, items, str(e)))
         print(f"{name}: {len(bad)} of {args.sequences} item sequences fail")

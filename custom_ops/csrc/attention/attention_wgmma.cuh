@@ -790,10 +790,9 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
         cp_async_commit();
       };
       if constexpr (kSplitHandOver) {
-        // Per tile j: the arrival for K of j + 1, then V of j widened; the copies of j + 2 before
-        // both, or after the widening. (With a second copying warpgroup the wait for V of j - 2
-        // below could find its buffer two phases on, V of j widened meanwhile: perf notes v78.)
-        static_assert(kCopyGroups == 1, "V widened by this warpgroup");
+        // Per tile j: the arrival for K of j + 1, then V of j widened (here, or by the second
+        // copying warpgroup); the copies of j + 2 before both, or after the widening.
+        static_assert(kCopyGroups == 1 || !kCopiesAfterWidening, "copies after this warpgroup's widening");
         if (range.tiles > 0) {
           cp_async_wait<1>();  // this thread's copies of tile 0
           arrive_for_keys(0);
@@ -802,18 +801,25 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
         for (int tile = 0; tile < range.tiles; ++tile) {
           if constexpr (!kCopiesAfterWidening) {
             // Tile j + 2 takes tile j - 2's stage once every copying thread has widened its V (here
-            // the arrival for K of j no longer says so).
-            if (tile >= 2 && tile + 2 < range.tiles) {
+            // the arrival for K of j no longer says so). With a second copying warpgroup this
+            // thread waits for that before its arrival for K of j (below): waited here, after it,
+            // the buffer could be two phases on, V of j widened meanwhile, and the CTA hang
+            // (perf notes v78, scripts/persistent_ring_model.py --head-dim 256 --late-value-wait).
+            if (kCopyGroups == 1 && tile >= 2 && tile + 2 < range.tiles) {
               roles::mbarrier_wait(v16_ready(tile - 2), v16_phase(tile - 2));
             }
             copy_ahead(tile);
           }
           if (tile + 1 < range.tiles) {
             cp_async_wait<kCopiesAfterWidening ? 0 : 1>();  // this thread's copies of tile j + 1
+            // (The computing warpgroups need V of j - 1 before K of j + 1 in any case: no later.)
+            if (kCopyGroups == 2 && tile >= 1) roles::mbarrier_wait(v16_ready(tile - 1), v16_phase(tile - 1));
             arrive_for_keys(tile + 1);
           }
-          roles::mbarrier_wait(k_ready(tile), stage_phase(tile));
-          widen_values(tile);
+          if constexpr (kCopyGroups == 1) {
+            roles::mbarrier_wait(k_ready(tile), stage_phase(tile));
+            widen_values(tile);
+          }
           if constexpr (kCopiesAfterWidening) copy_ahead(tile);  // (every thread widened j - 2 before arriving for j)
         }
       } else {

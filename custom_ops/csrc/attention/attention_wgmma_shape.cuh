@@ -35,12 +35,11 @@ struct WgmmaShape {
   static constexpr int kHeadDim = D;
   static constexpr bool kFp8Q = kFp8Query, kTokenScales = kPerTokenScales, kFp8Pv = kFp8Values;
   static constexpr int kComputeGroups = wgmma_compute_groups(D);
-  // Copying warpgroups: with FP8 q over per-token scales at head_dim 256 a second one widens V, so
-  // that the first only sends the copies and hands the tiles over (4% faster at 8 x 4096; the
-  // widening split between the two: slower, perf notes v78). One elsewhere: over cache_fp8 it was
-  // 0.7-1.7% slower, and the contiguous kernel's split hand-over (3.6% faster so) needs its wait
-  // for V moved before the arrival for K first (v78).
-  static constexpr int kCopyGroups = D == 256 && kFp8Query && kPerTokenScales ? 2 : 1;
+  // Copying warpgroups: with FP8 q at head_dim 256, over contiguous keys and per-token scales, a
+  // second one widens V, so that the first only sends the copies and hands the tiles over (3.5% /
+  // 4% faster at 8 x 4096; the widening split between the two: slower; perf notes v78, v79). One
+  // elsewhere: over cache_fp8 it was 0.7-1.7% slower.
+  static constexpr int kCopyGroups = D == 256 && kFp8Query && (!kPagedKeys || kPerTokenScales) ? 2 : 1;
   static constexpr int kThreads = 128 * (kCopyGroups + kComputeGroups);  // the copying warpgroups first
   static constexpr int kRows = wgmma_rows(D), kKeys = wgmma_tile_keys(D);
   // Copies run two tiles ahead of the widening, which runs one ahead of the consumers: 4 stages

@@ -29,7 +29,8 @@ copies after tile j's widening.
 that sends Q waited for Q's buffer: it fails in the copy-first order.
 --head-dim 256 models the kernels at head_dim 256 with FP8 q, which do not persist (one item, no
 epilogue places) and have a second copying warpgroup that widens V (WgmmaShape::kCopyGroups, v78):
-four stages with the split hand-over (contiguous keys), three with one hand-over (block_wise_fp8).
+four stages with the split hand-over (contiguous keys, cache_fp8 in blocks of 16 and 32 keys),
+three with one hand-over (block_wise_fp8).
 The first copying warpgroup only copies, the computing warpgroups wait for V themselves, and the
 copies into a stage wait for its V's widening: with the split hand-over before the arrival for K of
 the tile after next. --no-value-wait drops the computing warpgroups' wait for V where the hand-over

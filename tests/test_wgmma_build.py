@@ -12,14 +12,14 @@ import util  # noqa: F401  (puts the repository root on the path)
 from setup_ops import HERE as ROOT, find_cuda_home, include_dirs, nvcc_flags
 
 # (head_dim, paged, FP8 q, per-token scales, FP8 P V, small blocks): FP8 and 16-bit q at every
-# head_dim, and over a block_wise_fp8 cache (paged) but for a 16-bit q at head_dim 256, with FP8 q at
-# head_dim 128 also in blocks of 16 and 32 keys; FP8 P V (fp8_pv) at head_dim 64 and 128 with FP8 q,
-# contiguous and over both caches.
+# head_dim, and over a block_wise_fp8 cache (paged) but for a 16-bit q at head_dim 256; in blocks of 16
+# and 32 keys FP8 q over block_wise_fp8 at head_dim 128 and over cache_fp8 at 256; FP8 P V (fp8_pv) at
+# head_dim 64 and 128 with FP8 q, contiguous and over both caches.
 KERNELS = [(d, paged, fp8_q, "false", "false", "false") for d in (64, 128, 256) for paged in ("false", "true")
            for fp8_q in ("true", "false")]
 KERNELS += [(d, "true", fp8_q, "true", "false", "false") for d in (64, 128, 256) for fp8_q in ("true", "false")
             if (d, fp8_q) != (256, "false")]
-KERNELS += [(128, "true", "true", "true", "false", "true")]
+KERNELS += [(128, "true", "true", "true", "false", "true"), (256, "true", "true", "false", "false", "true")]
 KERNELS += [(d, paged, "true", scales, "true", "false") for d in (64, 128)
             for paged, scales in (("false", "false"), ("true", "false"), ("true", "true"))]
 CUDA_HOME = find_cuda_home()

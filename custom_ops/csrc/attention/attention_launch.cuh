@@ -152,20 +152,23 @@ void with_wgmma_kernel(const AttentionParams& p, Fn&& fn) {
     if (p.fp8_pv) return with_wgmma_kernel<D, kFp8Q, kTokenScales, true>(p, fn);
   }
   auto with = [&](auto paged, auto small_blocks) {
-    constexpr bool kPaged = decltype(paged)::value;
-    fn(KernelChoice<WgmmaShape<D, kFp8Q, kTokenScales, kFp8Pv, kPaged>,
-                    attention_wgmma_kernel<D, kPaged, kFp8Q, kTokenScales, kFp8Pv, decltype(small_blocks)::value>,
-                    true>{});
+    constexpr bool kPaged = decltype(paged)::value, kSmall = decltype(small_blocks)::value;
+    fn(KernelChoice<WgmmaShape<D, kFp8Q, kTokenScales, kFp8Pv, kPaged, kSmall>,
+                    attention_wgmma_kernel<D, kPaged, kFp8Q, kTokenScales, kFp8Pv, kSmall>, true>{});
   };
+  const bool small_blocks = p.paged && p.layout.block_size <= 32;
   if constexpr (kTokenScales) {  // (a cache's)
-    using Shape = WgmmaShape<D, kFp8Q, kTokenScales, kFp8Pv, true>;
     // Over per-token scales with FP8 q at head_dim 128, cache blocks of 16 and 32 keys split the
     // hand-over (perf notes v64): a kernel of their own, so that larger blocks pay no branch for it.
     if constexpr (D == 128 && kFp8Q && !kFp8Pv) {
-      if (Shape::small_boxes(Shape::box_rows(true, p.layout.block_size))) return with(std::true_type{}, std::true_type{});
+      if (small_blocks) return with(std::true_type{}, std::true_type{});
     }
     with(std::true_type{}, std::false_type{});
   } else if (p.paged) {
+    // Over cache_fp8 with FP8 q at head_dim 256 they take a second copying warpgroup (v79).
+    if constexpr (D == 256 && kFp8Q) {
+      if (small_blocks) return with(std::true_type{}, std::true_type{});
+    }
     with(std::true_type{}, std::false_type{});
   } else {
     with(std::false_type{}, std::false_type{});

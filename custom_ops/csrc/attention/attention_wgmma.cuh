@@ -220,16 +220,17 @@ struct PersistentItem {
   bool done;  // no item left: the CTA ends
 };
 
-// kSmallBlocks: the cache's blocks hold a quarter tile or less (box_rows), where two copying
-// warps send a tile's tensor copies; the launch picks it where it changes the hand-over (below).
+// kSmallBlocks: the cache's blocks hold 32 keys or fewer: a quarter tile or less at head_dim 128,
+// where two copying warps send a tile's tensor copies, half a tile or less at 256. The launch picks
+// it where it changes the hand-over (below) or the copying warpgroups (WgmmaShape::kCopyGroups).
 template <int D, bool kPaged, bool kFp8Q = true, bool kTokenScales = false, bool kFp8Values = false,
           bool kSmallBlocks = false>
-__global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values, kPaged>::kThreads, 1)
+__global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values, kPaged, kSmallBlocks>::kThreads, 1)
     attention_wgmma_kernel(const AttentionParams p, const __grid_constant__ PrefillTensorMaps maps) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   static_assert(kPaged || !kTokenScales, "per-token scales are a paged cache's");
   static_assert(!kSmallBlocks || kPaged, "cache blocks are a paged cache's");
-  using Shape = WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values, kPaged>;
+  using Shape = WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values, kPaged, kSmallBlocks>;
   constexpr bool kFoldKeysInCopies = Shape::kFoldKeysInCopies;
   constexpr bool kPersistent = Shape::kPersistent;
   static_assert(!kPersistent || Shape::kCopyGroups == 1, "the item loop is one copying warpgroup's");

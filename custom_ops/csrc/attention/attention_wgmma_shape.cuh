@@ -26,8 +26,10 @@ constexpr int wgmma_rows(int head_dim) { return 64 * wgmma_compute_groups(head_d
 
 // kFp8Values: P V on the FP8 tensor cores (the ops' fp8_pv), at head_dim 64 and 128 with FP8 q only.
 // kPagedKeys: the paged kernel's (a cache's keys), which sets the softmax's order (and at head_dim 64
-// whether CTAs persist).
-template <int D, bool kFp8Query = true, bool kPerTokenScales = false, bool kFp8Values = false, bool kPagedKeys = false>
+// whether CTAs persist). kSmallBlocks: the paged kernel's for cache blocks of 32 keys or fewer
+// (attention_wgmma_kernel's).
+template <int D, bool kFp8Query = true, bool kPerTokenScales = false, bool kFp8Values = false, bool kPagedKeys = false,
+          bool kSmallBlocks = false>
 struct WgmmaShape {
   static_assert(D == 64 || D == 128 || D == 256, "head_dim 64, 128 or 256");
   static_assert(!(kPerTokenScales && !kFp8Query && D == 256), "no room for per-token scales");
@@ -35,11 +37,12 @@ struct WgmmaShape {
   static constexpr int kHeadDim = D;
   static constexpr bool kFp8Q = kFp8Query, kTokenScales = kPerTokenScales, kFp8Pv = kFp8Values;
   static constexpr int kComputeGroups = wgmma_compute_groups(D);
-  // Copying warpgroups: with FP8 q at head_dim 256, over contiguous keys and per-token scales, a
-  // second one widens V, so that the first only sends the copies and hands the tiles over (3.5% /
-  // 4% faster at 8 x 4096; the widening split between the two: slower; perf notes v78, v79). One
-  // elsewhere: over cache_fp8 it was 0.7-1.7% slower.
-  static constexpr int kCopyGroups = D == 256 && kFp8Query && (!kPagedKeys || kPerTokenScales) ? 2 : 1;
+  // Copying warpgroups: with FP8 q at head_dim 256, over contiguous keys, per-token scales and
+  // cache_fp8 in blocks of 16 and 32 keys, a second one widens V, so that the first only sends the
+  // copies and hands the tiles over (8 x 4096: 3.5%, 4%, 14% / 8% faster; the widening split between
+  // the two: slower; perf notes v78, v79). One elsewhere: over cache_fp8 in blocks of a tile or more
+  // it was 1-2% slower.
+  static constexpr int kCopyGroups = D == 256 && kFp8Query && (!kPagedKeys || kPerTokenScales || kSmallBlocks) ? 2 : 1;
   static constexpr int kThreads = 128 * (kCopyGroups + kComputeGroups);  // the copying warpgroups first
   static constexpr int kRows = wgmma_rows(D), kKeys = wgmma_tile_keys(D);
   // Copies run two tiles ahead of the widening, which runs one ahead of the consumers: 4 stages

@@ -6,8 +6,9 @@
 // A CTA is a copying warpgroup and two computing ones over 128 rows; three over 192 rows at
 // head_dim 64, where the softmax weighs most against a tile's matrix products. The copying one
 // copies every tile of K and V (128 keys, 64 at head_dim 256; two tiles ahead) and widens V to
-// fp16 (with fp8_pv transposes it; with FP8 q over block_wise_fp8 at head_dim 256 a second
-// copying warpgroup widens it); mbarriers hand each buffer to the computing ones and back.
+// fp16 (with fp8_pv transposes it; with FP8 q at head_dim 256 over contiguous keys, block_wise_fp8
+// and cache_fp8 in blocks of 16 and 32 keys a second copying warpgroup widens it); mbarriers hand
+// each buffer to the computing ones and back.
 // Whole tiles travel by tensor copies (TMA: one box per tile, or per cache block), issued by one
 // warp (two for small blocks); a tile that runs past the sequence's end by cp.async, a row per
 // thread, so that keys past the sequence read as zeros. The
@@ -220,9 +221,10 @@ struct PersistentItem {
   bool done;  // no item left: the CTA ends
 };
 
-// kSmallBlocks: the cache's blocks hold 32 keys or fewer: a quarter tile or less at head_dim 128,
-// where two copying warps send a tile's tensor copies, half a tile or less at 256. The launch picks
-// it where it changes the hand-over (below) or the copying warpgroups (WgmmaShape::kCopyGroups).
+// kSmallBlocks: the cache's blocks hold 32 keys or fewer (a quarter tile or less at head_dim 128,
+// half a tile or less at 256). The launch picks it where it changes the hand-over (below: at 128
+// over per-token scales) or the copying warpgroups (WgmmaShape::kCopyGroups: at 256 over cache_fp8).
+// (Whether two copying warps send a tile's tensor copies is the boxes' size: small_boxes.)
 template <int D, bool kPaged, bool kFp8Q = true, bool kTokenScales = false, bool kFp8Values = false,
           bool kSmallBlocks = false>
 __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values, kPaged, kSmallBlocks>::kThreads, 1)
@@ -521,9 +523,9 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
     const uint8_t* v_base = static_cast<const uint8_t*>(kPaged ? p.value_cache : p.v);
     // A tile's boxes go out one at a time (a tensor copy takes uniform operands, so the lanes take
     // turns): lane b of warp 0 sends box b of K and of V. Where cache blocks of a quarter tile or
-    // less make four or more boxes a tensor (blocks of 16 and 32 keys at head_dim 128), lane b of
-    // warp 1 sends V's, so that two warps issue them side by side: FP8 q over cache_fp8 in blocks
-    // of 16 +10-12%, of 32 +6% (perf notes v60). That takes a copying loop of its own (copy_tiles),
+    // less make four or more boxes a tensor (blocks of 16 and 32 keys at head_dim 128, of 16 at
+    // 256), lane b of warp 1 sends V's, so that two warps issue them side by side: FP8 q over
+    // cache_fp8 in blocks of 16 +10-12%, of 32 +6% (perf notes v60). That takes a copying loop of its own (copy_tiles),
     // so that the loop over larger blocks keeps its registers; one or two boxes a tensor gained
     // nothing from the second warp. (Warp 1's bytes may land before thread 0's expect_bytes: the
     // phase also waits for every copying thread's arrival, made later.)

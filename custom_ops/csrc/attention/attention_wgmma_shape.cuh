@@ -191,9 +191,8 @@ struct WgmmaShape {
   // Rows of a tensor copy's box (the host's tensor map and the kernel agree on it): a tile's keys,
   // or a cache block's where blocks are smaller.
   static FA_HD int box_rows(bool paged, int block_size) { return paged && block_size < kKeys ? block_size : kKeys; }
-  // Boxes of a quarter tile or less (cache blocks of 16 and 32 keys at head_dim 128): four or more
-  // a tensor, which two copying warps send (the kernel's values_by_warp_1); over per-token scales
-  // a kernel of their own (kSmallBlocks).
+  // Boxes of a quarter tile or less (cache blocks of 16 and 32 keys at head_dim 128, of 16 at 256):
+  // four or more a tensor, which two copying warps send (the kernel's values_by_warp_1).
   static FA_HD bool small_boxes(int box_rows) { return 4 * box_rows <= kKeys; }
 };
 

@@ -40,8 +40,9 @@ struct WgmmaShape {
   // Copying warpgroups: with FP8 q at head_dim 256, over contiguous keys, per-token scales and
   // cache_fp8 in blocks of 16 and 32 keys, a second one widens V, so that the first only sends the
   // copies and hands the tiles over (8 x 4096: 3.5%, 4%, 14% / 8% faster; the widening split between
-  // the two: slower; perf notes v78, v79). One elsewhere: over cache_fp8 in blocks of a tile or more
-  // it was 1-2% slower.
+  // the two: slower; perf notes v78, v79). One elsewhere: over cache_fp8 in blocks of 64 keys two
+  // were 0.6-2.5% slower at 8 x 4096 (no faster at 2 x 8192), in blocks of 128 1.1% faster (within
+  // the noise), and one kernel serves both.
   static constexpr int kCopyGroups = D == 256 && kFp8Query && (!kPagedKeys || kPerTokenScales || kSmallBlocks) ? 2 : 1;
   static constexpr int kThreads = 128 * (kCopyGroups + kComputeGroups);  // the copying warpgroups first
   static constexpr int kRows = wgmma_rows(D), kKeys = wgmma_tile_keys(D);

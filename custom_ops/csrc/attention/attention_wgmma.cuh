@@ -525,9 +525,9 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
     // turns): lane b of warp 0 sends box b of K and of V. Where cache blocks of a quarter tile or
     // less make four or more boxes a tensor (blocks of 16 and 32 keys at head_dim 128, of 16 at
     // 256), lane b of warp 1 sends V's, so that two warps issue them side by side: FP8 q over
-    // cache_fp8 in blocks of 16 +10-12%, of 32 +6% (perf notes v60). That takes a copying loop of its own (copy_tiles),
-    // so that the loop over larger blocks keeps its registers; one or two boxes a tensor gained
-    // nothing from the second warp. (Warp 1's bytes may land before thread 0's expect_bytes: the
+    // cache_fp8 in blocks of 16 +10-12%, of 32 +6% (perf notes v60). That takes a copying loop of
+    // its own (copy_tiles), so that the loop over larger blocks keeps its registers; one or two
+    // boxes a tensor gained nothing from the second warp. (Warp 1's bytes may land before thread 0's expect_bytes: the
     // phase also waits for every copying thread's arrival, made later.)
     const int box_rows = Shape::box_rows(kPaged, p.layout.block_size);
     const bool values_by_warp_1 = kPaged && Shape::small_boxes(box_rows);
@@ -709,6 +709,12 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       wgmma::fence_shared_for_async();  // this thread's cp.async copies of K and Q, for the wgmma reads
       roles::mbarrier_arrive(k_ready(tile));
     };
+    auto widen_own_values = [&](int tile) {  // FP8 q: V of tile j, once every copying thread's part is in
+      if constexpr (kCopyGroups == 1) {  // (else the second copying warpgroup widens it)
+        roles::mbarrier_wait(k_ready(tile), stage_phase(tile));
+        widen_values(tile);
+      }
+    };
     auto hand_over = [&](int tile) {  // a 16-bit q: K widened, then V
       roles::mbarrier_wait(k_ready(tile), stage_phase(tile));
       weigh_scales(tile);  // (before K's widening, which hands the weights over with it)
@@ -819,10 +825,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
             if (kCopyGroups == 2 && tile >= 1) roles::mbarrier_wait(v16_ready(tile - 1), v16_phase(tile - 1));
             arrive_for_keys(tile + 1);
           }
-          if constexpr (kCopyGroups == 1) {
-            roles::mbarrier_wait(k_ready(tile), stage_phase(tile));
-            widen_values(tile);
-          }
+          widen_own_values(tile);
           if constexpr (kCopiesAfterWidening) copy_ahead(tile);  // (every thread widened j - 2 before arriving for j)
         }
       } else {
@@ -836,10 +839,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
           cp_async_wait<kCopiesAfterWidening || kCopiesAfterArrival ? 1 : 2>();  // this thread's copies of tile j
           arrive_for_keys(tile);
           if constexpr (kCopiesAfterArrival) copy_ahead(tile);
-          if constexpr (kCopyGroups == 1) {
-            roles::mbarrier_wait(k_ready(tile), stage_phase(tile));
-            widen_values(tile);
-          }
+          widen_own_values(tile);
           if constexpr (kCopiesAfterWidening) {
             // Tile j + 2 takes the stage of j - 1, whose V this warpgroup widened before arriving
             // for j, or the second copying warpgroup has once its fp16 V buffer says so (the

@@ -32,10 +32,11 @@ epilogue places) and have a second copying warpgroup that widens V (WgmmaShape::
 four stages with the split hand-over (contiguous keys, cache_fp8 in blocks of 16 and 32 keys),
 three with one hand-over (block_wise_fp8).
 The first copying warpgroup only copies, the computing warpgroups wait for V themselves, and the
-copies into a stage wait for its V's widening: with the split hand-over before the arrival for K of
-the tile after next. --no-value-wait drops the computing warpgroups' wait for V where the hand-over
-is not split, as the first build over block_wise_fp8 did: it fails. --late-value-wait puts the split
-hand-over's wait for V where a single copying warpgroup has it, after the arrival: it fails.
+widening warpgroup arrives on a stage's k_free once it has read the stage's V, so that the copies
+into a stage wait for its release alone. --no-value-wait drops the computing warpgroups' wait for V
+where the hand-over is not split, as the first build over block_wise_fp8 did: it fails.
+--early-stage-release leaves the widening warpgroup's arrival out (a stage free once its K is
+read): it fails.
 """
 
 import argparse
@@ -97,11 +98,10 @@ class Barrier:
 
 
 def simulate(items, seed, split_hand_over, copies, q_wait_by_one_thread=False, q_buffers=1, groups=2,
-             post_at_start=False, fp8_pv=False, stages=None, value_wait=True, late_value_wait=False):
+             post_at_start=False, fp8_pv=False, stages=None, value_wait=True, early_stage_release=False):
     """stages: the head_dim 256 kernel's (one item, no epilogue places, a second copying warpgroup
     that widens V); value_wait False: its computing warpgroups wait for V only where the hand-over is
-    split; late_value_wait: its split hand-over's copies wait for V of j - 2 after the arrival for K of
-    j, as with one copying warpgroup."""
+    split; early_stage_release: its widening warpgroup does not arrive on k_free."""
     rng = random.Random(seed)
     widener = stages is not None
     places = 0 if fp8_pv or widener else (groups + 1) // 2 * 2  # the epilogue's places in the stage ring
@@ -110,7 +110,8 @@ def simulate(items, seed, split_hand_over, copies, q_wait_by_one_thread=False, q
     COMPUTE_THREADS = 128 * groups
     copiers = 2
     k_ready = [Barrier(copiers, f"k_ready[{s}]") for s in range(STAGES)]
-    k_free = [Barrier(COMPUTE_THREADS, f"k_free[{s}]") for s in range(STAGES)]
+    widener_frees = widener and not early_stage_release  # the widening warpgroup arrives on k_free
+    k_free = [Barrier(COMPUTE_THREADS + 128 * widener_frees, f"k_free[{s}]") for s in range(STAGES)]
     v16_ready = [Barrier(1 if widener else copiers, f"v16_ready[{b}]") for b in range(V16_BUFFERS)]
     v16_free = [Barrier(COMPUTE_THREADS, f"v16_free[{b}]") for b in range(V16_BUFFERS)]
     q_free = Barrier(COMPUTE_THREADS, "q_free")
@@ -215,10 +216,15 @@ def simulate(items, seed, split_hand_over, copies, q_wait_by_one_thread=False, q
 
             def load(j):
                 tensor = by_tensor_copy[(i, j)]
-                if tensor and t != 0:
+                sends = not tensor or t == 0
+                if not sends and not widener_frees:
                     return
+                # (Where the widening warpgroup releases stages, every copying thread waits for the
+                # release, copying or not: nothing else keeps one from arriving a ring ahead.)
                 if ring.index(j) >= STAGES:
                     yield from wait(lambda: k_free[ring.stage(j)].passed((ring.stage_phase(j) & 1) ^ 1))
+                if not sends:
+                    return
                 if value_slots and j >= value_slots:  # V's slot: every copier transposed the tile before
                     yield from wait(lambda: v16_ready[ring.v16(j - value_slots)].passed(ring.v16_parity(j - value_slots)))
                 user = ("copy", i, j, t)
@@ -259,7 +265,7 @@ def simulate(items, seed, split_hand_over, copies, q_wait_by_one_thread=False, q
                 arrive_for_keys(0)
             for j in range(n):
                 if copies == "first":
-                    if split_hand_over and 2 <= j < n - 2 and (not widener or late_value_wait):
+                    if split_hand_over and 2 <= j < n - 2 and not widener:
                         yield from wait(lambda: v16_ready[ring.v16(j - 2)].passed(ring.v16_parity(j - 2)))
                     if j + 2 < n:
                         yield from load(j + 2)
@@ -267,15 +273,11 @@ def simulate(items, seed, split_hand_over, copies, q_wait_by_one_thread=False, q
                 if not split_hand_over:
                     arrive_for_keys(j)
                 elif j + 1 < n:
-                    if widener and not late_value_wait and j >= 1:  # tile j + 3 takes the stage of j - 1
-                        yield from wait(lambda: v16_ready[ring.v16(j - 1)].passed(ring.v16_parity(j - 1)))
                     arrive_for_keys(j + 1)
                 if copies == "arrival" and j + 2 < n:
                     yield from load(j + 2)
-                if widener:  # the second copying warpgroup widens; tile j + 2 takes tile j - 1's stage
+                if widener:  # the second copying warpgroup widens (load waits for its release of the stage)
                     if copies == "widening" and j + 2 < n:
-                        if j >= 1:
-                            yield from wait(lambda: v16_ready[ring.v16(j - 1)].passed(ring.v16_parity(j - 1)))
                         yield from load(j + 2)
                     continue
                 assert (ring.v16(j), ring.v16_parity(j)) == (widened % 2, (widened // 2) & 1)
@@ -299,6 +301,8 @@ def simulate(items, seed, split_hand_over, copies, q_wait_by_one_thread=False, q
             yield from take("widen", i)
             for j in range(n):
                 yield from widen(ring, i, j, "w", j // 2)
+                if widener_frees:
+                    k_free[ring.stage(j)].arrive(ring.stage_phase(j), 128)
             ring.advance(n)
         yield from take("widen", len(items))
 
@@ -414,13 +418,13 @@ def main():
     parser.add_argument("--fp8-pv", action="store_true", help="fp8_pv at head_dim 128: no epilogue places")
     parser.add_argument("--no-value-wait", action="store_true",
                         help="head_dim 256: no wait for V where the hand-over is not split (the first build)")
-    parser.add_argument("--late-value-wait", action="store_true",
-                        help="head_dim 256, split hand-over: the copies' wait for V after the arrival for K")
+    parser.add_argument("--early-stage-release", action="store_true",
+                        help="head_dim 256: the widening warpgroup does not arrive on k_free")
     args = parser.parse_args()
     if args.fp8_pv and args.head_dim != 128:
         parser.error("fp8_pv persists at head_dim 128")
-    if (args.no_value_wait or args.late_value_wait) and args.head_dim != 256:
-        parser.error("--no-value-wait and --late-value-wait are the head_dim 256 kernels'")
+    if (args.no_value_wait or args.early_stage_release) and args.head_dim != 256:
+        parser.error("--no-value-wait and --early-stage-release are the head_dim 256 kernels'")
     failed = 0
     groups = 3 if args.head_dim == 64 else 2
     orders = ORDERS[("fp8_pv" if args.q_buffers == 1 else "fp8_pv, cache_fp8") if args.fp8_pv else args.head_dim]
@@ -435,7 +439,7 @@ def main():
             try:
                 simulate(items, seed, split_hand_over, copies, args.q_wait_by_one_thread, args.q_buffers, groups,
                          args.post_at_start, args.fp8_pv, stages[0] if stages else None, not args.no_value_wait,
-                         args.late_value_wait)
+                         args.early_stage_release)
             except Hazard as e:
                 bad.append((seed, items, str(e)))
         print(f"{name}: {len(bad)} of {args.sequences} item sequences fail")

@@ -291,7 +291,9 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   // at 256 by 13%, at 128 over cache_fp8 by 1% / 2.4% (2-8% in smaller blocks; with the copies
   // after the widening, as before: with them first 1.7% slower).
   // k_free[s] / v16_free[b]: the computing warpgroups' threads arrive when done with a K stage
-  // (its Q K^T and softmax) / an fp16 V buffer (its P V).
+  // (its Q K^T and softmax) / an fp16 V buffer (its P V). Where a second copying warpgroup widens
+  // V, its threads arrive on k_free too once they have read the stage's V: a stage is free only
+  // when both halves are, and the copies into it wait for that alone.
   // With a 16-bit q the computing warpgroups read fp16 K (k16_ready / k16_free, as for V) and
   // never a stage: k_ready only tells the copying warpgroup that a stage's copies are in, and
   // k_free goes unused.
@@ -392,7 +394,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   if (threadIdx.x < kNotes) unmapped_tile[threadIdx.x] = -1;
   if (threadIdx.x < kStages) {
     roles::mbarrier_init(k_ready(threadIdx.x), 128);
-    roles::mbarrier_init(k_free(threadIdx.x), kComputeThreads);
+    roles::mbarrier_init(k_free(threadIdx.x), kComputeThreads + 128 * (Shape::kCopyGroups - 1));
   }
   if (threadIdx.x < kV16Buffers) {
     roles::mbarrier_init(v16_ready(threadIdx.x), 128);
@@ -508,6 +510,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       for (int tile = 0; tile < range.tiles; ++tile) {
         roles::mbarrier_wait(k_ready(tile), stage_phase(tile));
         widen_values(tile);
+        roles::mbarrier_arrive(k_free(tile));  // (its V as copied is read)
       }
       return;
     }
@@ -635,9 +638,13 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       const bool by_tma = maps.kv_ready && key0 + kKeys <= cta.k_len;
       // The tensor copies are one warp's (two with kValuesByWarp1); per-token scales two others'.
       constexpr int kBoxWarps = kValuesByWarp1 ? 2 : 1;
-      if (by_tma && thread >= 32 * kBoxWarps && !(kTokenScales && copies_scales)) return;
+      const bool sends = !by_tma || thread < 32 * kBoxWarps || (kTokenScales && copies_scales);
+      // Where a second copying warpgroup widens, every thread waits for the stage's release, copying
+      // or not: nothing else keeps one that sends nothing from arriving for tiles a ring ahead.
+      if (!sends && kCopyGroups == 1) return;
       // (With a 16-bit q the copying warpgroup's own barrier after the widening frees a stage.)
       if (kFp8Q && stage_index(tile) >= kStages) roles::mbarrier_wait(k_free(tile), stage_phase(tile) ^ 1u);
+      if (!sends) return;
       // kValueRing: V's slot once every copying thread has transposed the tile that had it (within
       // the item: the last item's tiles are all transposed before the next one's copies). Each
       // has transposed tile j - 2 before the arrival for K of j - 1, which this thread waited for
@@ -791,8 +798,8 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       // it, most at head_dim 256, where the widening sets the pace) and over per-token scales at
       // head_dim 64 (FP8 q 353 -> 366). With three stages they must widen first: tile j + 2 takes
       // tile j - 1's stage, whose V the other copying threads may widen until they all reach tile
-      // j's hand-over (with a second copying warpgroup, which widens, the copies wait for that
-      // warpgroup's V of j - 1 instead).
+      // j's hand-over (with a second copying warpgroup, which widens, the stage's release says
+      // that warpgroup is done with its V).
       constexpr bool kCopiesAfterWidening = kStages < 4 || (kPaged && (D == 128 || (kTokenScales && D == 64)));
       auto copy_ahead = [&](int tile) {
         if (tile + 2 < range.tiles) load_tile(tile + 2, by_warp_1);
@@ -810,10 +817,8 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
         for (int tile = 0; tile < range.tiles; ++tile) {
           if constexpr (!kCopiesAfterWidening) {
             // Tile j + 2 takes tile j - 2's stage once every copying thread has widened its V (here
-            // the arrival for K of j no longer says so). With a second copying warpgroup this
-            // thread waits for that before its arrival for K of j (below): waited here, after it,
-            // the buffer could be two phases on, V of j widened meanwhile, and the CTA hang
-            // (perf notes v78, scripts/persistent_ring_model.py --head-dim 256 --late-value-wait).
+            // the arrival for K of j no longer says so; a second copying warpgroup says so on the
+            // stage's k_free).
             if (kCopyGroups == 1 && tile >= 2 && tile + 2 < range.tiles) {
               roles::mbarrier_wait(v16_ready(tile - 2), v16_phase(tile - 2));
             }
@@ -821,8 +826,6 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
           }
           if (tile + 1 < range.tiles) {
             cp_async_wait<kCopiesAfterWidening ? 0 : 1>();  // this thread's copies of tile j + 1
-            // (The computing warpgroups need V of j - 1 before K of j + 1 in any case: no later.)
-            if (kCopyGroups == 2 && tile >= 1) roles::mbarrier_wait(v16_ready(tile - 1), v16_phase(tile - 1));
             arrive_for_keys(tile + 1);
           }
           widen_own_values(tile);
@@ -840,16 +843,9 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
           arrive_for_keys(tile);
           if constexpr (kCopiesAfterArrival) copy_ahead(tile);
           widen_own_values(tile);
-          if constexpr (kCopiesAfterWidening) {
-            // Tile j + 2 takes the stage of j - 1, whose V this warpgroup widened before arriving
-            // for j, or the second copying warpgroup has once its fp16 V buffer says so (the
-            // buffer's next tile, j + 1, is in only once this warpgroup has arrived for it).
-            if constexpr (kCopyGroups == 2) {
-              static_assert(kStages == 3, "tile j + 2 takes the stage of j - 1");
-              if (tile >= 1 && tile + 2 < range.tiles) roles::mbarrier_wait(v16_ready(tile - 1), v16_phase(tile - 1));
-            }
-            copy_ahead(tile);
-          }
+          // (Tile j + 2 takes the stage of j - 1, whose V this warpgroup widened before arriving
+          // for j, or the second copying warpgroup has once the stage's k_free says so.)
+          if constexpr (kCopiesAfterWidening) copy_ahead(tile);
         }
       }
       cp_async_wait<0>();

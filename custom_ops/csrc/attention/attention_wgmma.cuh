@@ -638,13 +638,17 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       const bool by_tma = maps.kv_ready && key0 + kKeys <= cta.k_len;
       // The tensor copies are one warp's (two with kValuesByWarp1); per-token scales two others'.
       constexpr int kBoxWarps = kValuesByWarp1 ? 2 : 1;
-      const bool sends = !by_tma || thread < 32 * kBoxWarps || (kTokenScales && copies_scales);
-      // Where a second copying warpgroup widens, every thread waits for the stage's release, copying
-      // or not: nothing else keeps one that sends nothing from arriving for tiles a ring ahead.
-      if (!sends && kCopyGroups == 1) return;
       // (With a 16-bit q the copying warpgroup's own barrier after the widening frees a stage.)
-      if (kFp8Q && stage_index(tile) >= kStages) roles::mbarrier_wait(k_free(tile), stage_phase(tile) ^ 1u);
-      if (!sends) return;
+      auto wait_for_stage = [&] {
+        if (kFp8Q && stage_index(tile) >= kStages) roles::mbarrier_wait(k_free(tile), stage_phase(tile) ^ 1u);
+      };
+      if (by_tma && thread >= 32 * kBoxWarps && !(kTokenScales && copies_scales)) {
+        // Where a second copying warpgroup widens, a thread that sends nothing waits for the stage
+        // too: nothing else keeps it from arriving for tiles a ring ahead.
+        if constexpr (kCopyGroups == 2) wait_for_stage();
+        return;
+      }
+      wait_for_stage();
       // kValueRing: V's slot once every copying thread has transposed the tile that had it (within
       // the item: the last item's tiles are all transposed before the next one's copies). Each
       // has transposed tile j - 2 before the arrival for K of j - 1, which this thread waited for

@@ -29,8 +29,8 @@ copies after tile j's widening.
 that sends Q waited for Q's buffer: it fails in the copy-first order.
 --head-dim 256 models the kernels at head_dim 256 with FP8 q, which do not persist (one item, no
 epilogue places) and have a second copying warpgroup that widens V (WgmmaShape::kCopyGroups, v78):
-four stages with the split hand-over (contiguous keys, cache_fp8 in blocks of 16 and 32 keys),
-three with one hand-over (block_wise_fp8).
+four stages with the split hand-over (contiguous keys, cache_fp8), three with one hand-over
+(block_wise_fp8).
 The first copying warpgroup only copies, the computing warpgroups wait for V themselves, and the
 widening warpgroup arrives on a stage's k_free once it has read the stage's V, so that the copies
 into a stage wait for its release alone. --no-value-wait drops the computing warpgroups' wait for V

@@ -165,8 +165,8 @@ void with_wgmma_kernel(const AttentionParams& p, Fn&& fn) {
     }
     with(std::true_type{}, std::false_type{});
   } else if (p.paged) {
-    // Over cache_fp8 with FP8 q at head_dim 256 blocks of 16 and 32 keys take a second copying
-    // warpgroup (perf notes v79), a kernel of their own.
+    // Over cache_fp8 with FP8 q at head_dim 256 blocks of 16 and 32 keys keep the max first (perf
+    // notes v80), a kernel of their own.
     if constexpr (D == 256 && kFp8Q) {
       if (small_blocks) return with(std::true_type{}, std::true_type{});
     }

@@ -6,9 +6,8 @@
 // A CTA is a copying warpgroup and two computing ones over 128 rows; three over 192 rows at
 // head_dim 64, where the softmax weighs most against a tile's matrix products. The copying one
 // copies every tile of K and V (128 keys, 64 at head_dim 256; two tiles ahead) and widens V to
-// fp16 (with fp8_pv transposes it; with FP8 q at head_dim 256 over contiguous keys, block_wise_fp8
-// and cache_fp8 in blocks of 16 and 32 keys a second copying warpgroup widens it); mbarriers hand
-// each buffer to the computing ones and back.
+// fp16 (with fp8_pv transposes it; with FP8 q at head_dim 256 a second copying warpgroup widens
+// it); mbarriers hand each buffer to the computing ones and back.
 // Whole tiles travel by tensor copies (TMA: one box per tile, or per cache block), issued by one
 // warp (two for small blocks); a tile that runs past the sequence's end by cp.async, a row per
 // thread, so that keys past the sequence read as zeros. The
@@ -223,7 +222,7 @@ struct PersistentItem {
 
 // kSmallBlocks: the cache's blocks hold 32 keys or fewer (a quarter tile or less at head_dim 128,
 // half a tile or less at 256). The launch picks it where it changes the hand-over (below: at 128
-// over per-token scales) or the copying warpgroups (WgmmaShape::kCopyGroups: at 256 over cache_fp8).
+// over per-token scales) or the softmax's order (WgmmaShape::kWeighFirst: at 256 over cache_fp8).
 // (Whether two copying warps send a tile's tensor copies is the boxes' size: small_boxes.)
 template <int D, bool kPaged, bool kFp8Q = true, bool kTokenScales = false, bool kFp8Values = false,
           bool kSmallBlocks = false>

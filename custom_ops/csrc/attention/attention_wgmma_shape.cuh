@@ -37,13 +37,11 @@ struct WgmmaShape {
   static constexpr int kHeadDim = D;
   static constexpr bool kFp8Q = kFp8Query, kTokenScales = kPerTokenScales, kFp8Pv = kFp8Values;
   static constexpr int kComputeGroups = wgmma_compute_groups(D);
-  // Copying warpgroups: with FP8 q at head_dim 256, over contiguous keys, per-token scales and
-  // cache_fp8 in blocks of 16 and 32 keys, a second one widens V, so that the first only sends the
-  // copies and hands the tiles over (8 x 4096: 3.5%, 4%, 14% / 8% faster; the widening split between
-  // the two: slower; perf notes v78, v79). One elsewhere: over cache_fp8 in blocks of 64 keys two
-  // were 0.6-2.5% slower at 8 x 4096 (no faster at 2 x 8192), in blocks of 128 1.1% faster (within
-  // the noise), and one kernel serves both.
-  static constexpr int kCopyGroups = D == 256 && kFp8Query && (!kPagedKeys || kPerTokenScales || kSmallBlocks) ? 2 : 1;
+  // Copying warpgroups: with FP8 q at head_dim 256 a second one widens V, so that the first only
+  // sends the copies and hands the tiles over (8 x 4096: contiguous 3.5%, per-token scales 4%,
+  // cache_fp8 in blocks of 16 / 32 14% / 8%, of 64 and 128 3% faster; the widening split between
+  // the two: slower; perf notes v78-v80). One elsewhere.
+  static constexpr int kCopyGroups = D == 256 && kFp8Query ? 2 : 1;
   static constexpr int kThreads = 128 * (kCopyGroups + kComputeGroups);  // the copying warpgroups first
   static constexpr int kRows = wgmma_rows(D), kKeys = wgmma_tile_keys(D);
   // Copies run two tiles ahead of the widening, which runs one ahead of the consumers: 4 stages
@@ -95,12 +93,14 @@ struct WgmmaShape {
   static constexpr int kQTileBytes = kRows * kQkRowBytes;
   static constexpr int kQBytes = (kFp8Q ? kColumnTiles : D / 64) * kQTileBytes;
   // The weights before the max (the kernel's softmax, settle_max) where that measured faster (perf
-  // notes v19, v31-v32, v47-v48): the contiguous kernel at head_dim 128, and with FP8 q at 256;
+  // notes v19, v31-v32, v47-v48, v80): the contiguous kernel at head_dim 128, and with FP8 q at 256;
   // every kernel over per-token scales, whose keys' multipliers then join the exponent's
-  // multiply-add; a 16-bit q over one scale's cache. The others keep the max first: there ptxas
-  // waits for P V ahead of the whole softmax, and that order was the faster one for them (the
-  // exponentials kept ahead of the wait lost 2-9%).
-  static constexpr bool kWeighFirst = kPagedKeys ? kTokenScales || !kFp8Q : D == 128 || (kFp8Q && D == 256);
+  // multiply-add; a 16-bit q over one scale's cache; FP8 q over cache_fp8 at 256 in blocks of 64
+  // and 128 keys (with one copying warpgroup no faster, with two 3%; in blocks of 16 3% slower).
+  // The others keep the max first: there ptxas waits for P V ahead of the whole softmax, and that
+  // order was the faster one for them (the exponentials kept ahead of the wait lost 2-9%).
+  static constexpr bool kWeighFirst =
+      kPagedKeys ? kTokenScales || !kFp8Q || (D == 256 && !kSmallBlocks) : D == 128 || (kFp8Q && D == 256);
   // fp16 V, N-major: blocks of 64 columns (128-byte rows), each kKeys rows in swizzle atoms of 8.
   // At head_dim 64 a block of fp16 ones follows V in each buffer, and P V's wgmma takes 8 of its
   // columns too (m64n72): the tensor cores sum P's rows in place of 64 adds per thread and tile,

@@ -12,8 +12,8 @@ import util  # noqa: F401  (puts the repository root on the path)
 from setup_ops import HERE as ROOT, find_cuda_home, include_dirs, nvcc_flags
 
 # (head_dim, paged, FP8 q, per-token scales, FP8 P V, small blocks): FP8 and 16-bit q at every
-# head_dim, and over a block_wise_fp8 cache (paged) but for a 16-bit q at head_dim 256; in blocks of 16
-# and 32 keys FP8 q over block_wise_fp8 at head_dim 128 and over cache_fp8 at 256; FP8 P V (fp8_pv) at
+# head_dim, and over a block_wise_fp8 cache (paged) but for a 16-bit q at head_dim 256; in blocks of a
+# quarter tile FP8 q over block_wise_fp8 at head_dim 128 and over cache_fp8 at 256; FP8 P V (fp8_pv) at
 # head_dim 64 and 128 with FP8 q, contiguous and over both caches.
 KERNELS = [(d, paged, fp8_q, "false", "false", "false") for d in (64, 128, 256) for paged in ("false", "true")
            for fp8_q in ("true", "false")]

@@ -156,7 +156,7 @@ void with_wgmma_kernel(const AttentionParams& p, Fn&& fn) {
     fn(KernelChoice<WgmmaShape<D, kFp8Q, kTokenScales, kFp8Pv, kPaged, kSmall>,
                     attention_wgmma_kernel<D, kPaged, kFp8Q, kTokenScales, kFp8Pv, kSmall>, true>{});
   };
-  const bool small_blocks = p.paged && p.layout.block_size <= 32;
+  const bool small_blocks = p.paged && 4 * p.layout.block_size <= wgmma_tile_keys(D);  // (kSmallBlocks)
   if constexpr (kTokenScales) {  // (a cache's)
     // Over per-token scales with FP8 q at head_dim 128, cache blocks of 16 and 32 keys split the
     // hand-over (perf notes v64): a kernel of their own, so that larger blocks pay no branch for it.
@@ -165,8 +165,8 @@ void with_wgmma_kernel(const AttentionParams& p, Fn&& fn) {
     }
     with(std::true_type{}, std::false_type{});
   } else if (p.paged) {
-    // Over cache_fp8 with FP8 q at head_dim 256 blocks of 16 and 32 keys keep the max first (perf
-    // notes v80), a kernel of their own.
+    // Over cache_fp8 with FP8 q at head_dim 256 blocks of 16 keys keep the max first (perf notes
+    // v80), a kernel of their own.
     if constexpr (D == 256 && kFp8Q) {
       if (small_blocks) return with(std::true_type{}, std::true_type{});
     }

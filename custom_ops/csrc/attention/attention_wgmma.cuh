@@ -220,9 +220,9 @@ struct PersistentItem {
   bool done;  // no item left: the CTA ends
 };
 
-// kSmallBlocks: the cache's blocks hold 32 keys or fewer (a quarter tile or less at head_dim 128,
-// half a tile or less at 256). The launch picks it where it changes the hand-over (below: at 128
-// over per-token scales) or the softmax's order (WgmmaShape::kWeighFirst: at 256 over cache_fp8).
+// kSmallBlocks: the cache's blocks hold a quarter tile or less (32 keys at head_dim 128, 16 at
+// 256). The launch picks it where it changes the hand-over (below: at 128 over per-token scales) or
+// the softmax's order (WgmmaShape::kWeighFirst: at 256 over cache_fp8).
 // (Whether two copying warps send a tile's tensor copies is the boxes' size: small_boxes.)
 template <int D, bool kPaged, bool kFp8Q = true, bool kTokenScales = false, bool kFp8Values = false,
           bool kSmallBlocks = false>

@@ -26,7 +26,7 @@ constexpr int wgmma_rows(int head_dim) { return 64 * wgmma_compute_groups(head_d
 
 // kFp8Values: P V on the FP8 tensor cores (the ops' fp8_pv), at head_dim 64 and 128 with FP8 q only.
 // kPagedKeys: the paged kernel's (a cache's keys), which sets the softmax's order (and at head_dim 64
-// whether CTAs persist). kSmallBlocks: the paged kernel's for cache blocks of 32 keys or fewer
+// whether CTAs persist). kSmallBlocks: the paged kernel's for cache blocks of a quarter tile or less
 // (attention_wgmma_kernel's).
 template <int D, bool kFp8Query = true, bool kPerTokenScales = false, bool kFp8Values = false, bool kPagedKeys = false,
           bool kSmallBlocks = false>
@@ -95,8 +95,8 @@ struct WgmmaShape {
   // The weights before the max (the kernel's softmax, settle_max) where that measured faster (perf
   // notes v19, v31-v32, v47-v48, v80): the contiguous kernel at head_dim 128, and with FP8 q at 256;
   // every kernel over per-token scales, whose keys' multipliers then join the exponent's
-  // multiply-add; a 16-bit q over one scale's cache; FP8 q over cache_fp8 at 256 in blocks of 64
-  // and 128 keys (with one copying warpgroup no faster, with two 3%; in blocks of 16 3% slower).
+  // multiply-add; a 16-bit q over one scale's cache; FP8 q over cache_fp8 at 256 in blocks of 32
+  // keys and more (with one copying warpgroup no faster, with two 3-4%; in blocks of 16 3% slower).
   // The others keep the max first: there ptxas waits for P V ahead of the whole softmax, and that
   // order was the faster one for them (the exponentials kept ahead of the wait lost 2-9%).
   static constexpr bool kWeighFirst =

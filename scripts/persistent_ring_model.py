@@ -3,16 +3,19 @@ WgmmaShape::kPersistent), and of the one with two copying warpgroups (--head-dim
 item sequences and random interleavings.
 
 Roles: the copying warpgroup as two threads (warp 0, which sends the tensor copies and waits for every
-stage it copies to, and one of the other 96, which copies only row by row), and the computing
-warpgroups (two at head_dim 128, three at 64). Every mbarrier counts its phases; a wait tests a
-parity, as `mbarrier.try_wait.parity` does, so a wait two phases early passes. The turn ring, the
-item slots, tensor copies landing at any time after they go out, and tiles sent by tensor copy or
-row by row at random are modelled. It stops at the first write into a stage, an fp16 V buffer or
-Q's buffer that another role still reads or writes, the first item posted into a slot whose last
-item some role has not taken, the first arrival in a phase other than its own, or a deadlock.
+stage it copies to, and one of the other 96, which copies only row by row and waits for a stage only
+where it does, except at head_dim 256, where it waits for every stage), the computing warpgroups (two
+at head_dim 128 and 256, three at 64) and, at head_dim 256, the widening warpgroup as one thread.
+Every mbarrier counts its phases; a wait tests a parity, as `mbarrier.try_wait.parity` does, so a
+wait two phases early passes. The turn ring, the item slots, tensor copies landing at any time after
+they go out, and tiles sent by tensor copy or row by row at random are modelled. It stops at the
+first write into a stage, an fp16 V buffer or Q's buffer that another role still reads or writes,
+the first item posted into a slot whose last item some role has not taken, the first arrival in a
+phase other than its own, or a deadlock.
 
-    python scripts/persistent_ring_model.py [--sequences N] [--head-dim 64|128] [--q-buffers 1|2]
+    python scripts/persistent_ring_model.py [--sequences N] [--head-dim 64|128|256] [--q-buffers 1|2]
                                             [--post-at-start] [--fp8-pv] [--q-wait-by-one-thread]
+                                            [--no-value-wait] [--early-stage-release]
 
 --head-dim 64 models three computing warpgroups, four epilogue places (one unused) and six stages
 (WgmmaShape::kEpiloguePlaces, kStages). --q-buffers 2 models the kernels whose Q K^Ts read Q from

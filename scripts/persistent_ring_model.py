@@ -279,13 +279,10 @@ def simulate(items, seed, split_hand_over, copies, q_wait_by_one_thread=False, q
                     arrive_for_keys(j + 1)
                 if copies == "arrival" and j + 2 < n:
                     yield from load(j + 2)
-                if widener:  # the second copying warpgroup widens (load waits for its release of the stage)
-                    if copies == "widening" and j + 2 < n:
-                        yield from load(j + 2)
-                    continue
-                assert (ring.v16(j), ring.v16_parity(j)) == (widened % 2, (widened // 2) & 1)
-                yield from widen(ring, i, j, t, widened // 2)
-                widened += 1
+                if not widener:  # (else the second copying warpgroup widens, and releases the stage)
+                    assert (ring.v16(j), ring.v16_parity(j)) == (widened % 2, (widened // 2) & 1)
+                    yield from widen(ring, i, j, t, widened // 2)
+                    widened += 1
                 if copies == "widening" and j + 2 < n:
                     yield from load(j + 2)
             if not post_at_start and t == 0:

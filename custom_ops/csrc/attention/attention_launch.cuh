@@ -156,7 +156,8 @@ void with_wgmma_kernel(const AttentionParams& p, Fn&& fn) {
     fn(KernelChoice<WgmmaShape<D, kFp8Q, kTokenScales, kFp8Pv, kPaged, kSmall>,
                     attention_wgmma_kernel<D, kPaged, kFp8Q, kTokenScales, kFp8Pv, kSmall>, true>{});
   };
-  const bool small_blocks = p.paged && 4 * p.layout.block_size <= wgmma_tile_keys(D);  // (kSmallBlocks)
+  using PagedShape = WgmmaShape<D, kFp8Q, kTokenScales, kFp8Pv, true>;  // (kSmallBlocks: a quarter tile or less)
+  const bool small_blocks = p.paged && PagedShape::small_boxes(PagedShape::box_rows(true, p.layout.block_size));
   if constexpr (kTokenScales) {  // (a cache's)
     // Over per-token scales with FP8 q at head_dim 128, cache blocks of 16 and 32 keys split the
     // hand-over (perf notes v64): a kernel of their own, so that larger blocks pay no branch for it.

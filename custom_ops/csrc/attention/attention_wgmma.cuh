@@ -529,8 +529,8 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
     // 256), lane b of warp 1 sends V's, so that two warps issue them side by side: FP8 q over
     // cache_fp8 in blocks of 16 +10-12%, of 32 +6% (perf notes v60). That takes a copying loop of
     // its own (copy_tiles), so that the loop over larger blocks keeps its registers; one or two
-    // boxes a tensor gained nothing from the second warp. (Warp 1's bytes may land before thread 0's expect_bytes: the
-    // phase also waits for every copying thread's arrival, made later.)
+    // boxes a tensor gained nothing from the second warp. (Warp 1's bytes may land before thread
+    // 0's expect_bytes: the phase also waits for every copying thread's arrival, made later.)
     const int box_rows = Shape::box_rows(kPaged, p.layout.block_size);
     const bool values_by_warp_1 = kPaged && Shape::small_boxes(box_rows);
     const int box = thread % 32;

@@ -13,6 +13,8 @@
 // The data are constants (finite e4m3 and fp16 codes); nothing is checked but the timing.
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
+#include <utility>
 #include <vector>
 
 #include "fastattn/wgmma.h"

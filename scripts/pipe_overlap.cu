@@ -22,7 +22,7 @@
 using namespace fastattn;
 
 enum TensorKind { kQkE4m3 = 0, kPvF16 = 1 };
-enum OtherKind { kEx2, kSoftmax, kFfmaImm, kFfmaReg, kFmnmx, kCvtE4m3, kCvtPack, kHmul2, kStoreShared, kKinds };
+enum OtherKind { kEx2, kSoftmax, kFfmaImm, kFfmaReg, kFmnmx, kCvtE4m3, kCvtPack, kHmul2, kStoreShared, kLoadShared, kKinds };
 
 constexpr const char* kTensorNames[] = {"Q K^T: e4m3 m64n128k32, A and B in shared memory",
                                         "P V: f16 m64n128k16, A in registers"};
@@ -36,17 +36,18 @@ constexpr const char* kOtherNames[] = {
     "cvt f32 pair -> f16x2 (P's packing)",
     "mul.f16x2 (HMUL2)",
     "st.shared 16 bytes",
+    "ld.shared 16 bytes",
 };
 // Iterations: each kind alone takes at most half the wgmma stream's time, so that together it
 // runs wholly beside the wgmmas.
 __host__ __device__ constexpr int other_iters(int kind) {
-  constexpr int kIters[kKinds] = {2000, 1000, 8000, 8000, 4000, 4000, 4000, 4000, 1000};
+  constexpr int kIters[kKinds] = {2000, 1000, 8000, 8000, 4000, 4000, 4000, 4000, 1000, 1000};
   return kIters[kind];
 }
 // 16000 wgmmas of either shape: 64 cycles each at the tensor cores' peak, about 1.0 M cycles.
 __host__ __device__ constexpr int tensor_iters(int) { return 4000; }
 
-constexpr int kSharedBytes = 32768;  // A (8 KB), B (16 KB), the stores' 8 KB
+constexpr int kSharedBytes = 32768;  // A (8 KB), B (16 KB), the loads' and stores' 8 KB
 
 template <int kTensor, int kOther>
 __global__ void __launch_bounds__(384, 1)
@@ -114,6 +115,11 @@ __global__ void __launch_bounds__(384, 1)
           if (i % 4 == 0)
             asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};" ::"r"(store_base + (i / 4) * 2048), "r"(u[i]),
                          "r"(u[i + 1]), "r"(u[i + 2]), "r"(u[i + 3]));
+        } else if constexpr (kOther == kLoadShared) {
+          if (i % 4 == 0)
+            asm volatile("ld.volatile.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
+                         : "=r"(u[i]), "=r"(u[i + 1]), "=r"(u[i + 2]), "=r"(u[i + 3])
+                         : "r"(store_base + (i / 4) * 2048));
         }
       }
       if constexpr (kOther == kSoftmax) {

@@ -479,7 +479,7 @@ def decode_rows(rng, args, batch, keys, hq, hkv, dim, quants):
             scales = [from_numpy(np.full(hkv, 0.02, np.float32), "float32", "gpu") for _ in range(2)]
         else:
             scales = [None, None]
-        call = (q, *cache, tables, lens, cu, *scales, None, None, quant, dim ** -0.5, True, "bfloat16", 0, False)
+        call = (q, *cache, tables, lens, cu, *scales, None, None, quant, dim ** -0.5, True, "bfloat16", 0, False, 0)
         read = 2 * batch * keys * hkv * cache_row_bytes(quant, dim)
         timing = time_gpu(lambda: ops.fastattn_paged_attention(*call), reps=args.reps)
         rows.append(dict(op="paged_attention decode", variant=quant, bytes=read, **timing_fields(timing),
@@ -512,7 +512,8 @@ PREFILL_VARIANTS = ("fp8 q/k/v", "bf16 q, fp8 k/v", "bf16", "fp8 q, paged cache_
 def prefill_row(rng, args, seqs, length, hq, hkv, dim, variant, block_size=PREFILL_BLOCK):
     """Causal prefill: flash_attn_varlen with FP8 q/k/v, bf16 q over FP8 k/v or bf16; or
     paged_attention with FP8 or bf16 q over a cache_fp8 or block_wise_fp8 cache of `block_size`-key
-    blocks (the whole sequence as one chunk); ", fp8_pv" at the end: with the op's fp8_pv. The
+    blocks (the whole sequence as one chunk, max_seqlen_kv given, as a server that knows its
+    longest sequence would); ", fp8_pv" at the end: with the op's fp8_pv. The
     inputs are normal values (FP8: quantized with a per-tensor scale, times a per-token factor in
     [0.5, 1) for block_wise_fp8), as in the bf16 ceiling's run: the tensor cores' work and the
     softmax's (how spread P is, how often a row's max moves) depend on them."""
@@ -540,7 +541,7 @@ def prefill_row(rng, args, seqs, length, hq, hkv, dim, variant, block_size=PREFI
         scales = [from_numpy(s, "float32", "gpu") for s in scales]
         lens = from_numpy(np.full(seqs, length, np.int32), None, "gpu")
         fn = lambda: ops.fastattn_paged_attention(q, *cache, tables, lens, cu, *scales, q_descale, None,
-                                                  quant, dim ** -0.5, True, "bfloat16", 0, fp8_pv)
+                                                  quant, dim ** -0.5, True, "bfloat16", 0, fp8_pv, length)
     else:
         if fp8_kv:
             kv, kv_descales = zip(*(quantized_normal_gpu(rng, (tokens, hkv, dim)) for _ in range(2)))

@@ -795,6 +795,41 @@ class TestPagedAttention(PlacedCase):
                 self.check(run, "e4m3" if fp8_pv else "float16")
 
     @placed
+    def test_widened_values(self):
+        """max_seqlen_kv: with FP8 q at head_dim 128 over block_wise_fp8 the sm_90a kernel then
+        copies V widened once per call (zeros past each sequence and at unmapped blocks) instead
+        of widening it per tile (over cache_fp8 nothing changes): the same results as without it,
+        bit for bit, in
+        every block size, with forced splits, kv_end cuts, NaN in the slots without a key, and more
+        row tiles than multiprocessors (the stage ring then turns over between items). A bound
+        equal to the longest sequence and one past it."""
+        short = ([1000, 77, 9], [130, 1, 9], [0, 7, 130], [(0, 0), (0, 2)])
+        many = ([400, 3, 1, 700, 17, 250, 9, 120, 600, 33, 1029, 380, 64, 129, 200, 90],
+                [400, 0, 1, 300, 17, 250, 0, 120, 600, 33, 5, 380, 64, 129, 200, 90], [0, 700, 1500], [(3, 1), (10, 5)])
+        cases = itertools.product(("cache_fp8", "block_wise_fp8"), (16, 32, 64, 128), (None, 3), (short, many))
+        for quant, block_size, splits, (lens, q_lens, cut, unmap) in cases:
+            extra = 0 if splits is None else 333
+            with self.subTest(quant=quant, block_size=block_size, splits=splits, rows=len(lens), extra=extra):
+                kv_end = np.full(sum(q_lens), 10 ** 6, np.int32)
+                kv_end[cut] = 0, 90, 0
+                runs = [self.run_paged(seeded_rng(self, quant, block_size, splits, len(lens)), quant, lens, q_lens, 8,
+                                       2, 128, block_size, kv_end=kv_end, unmap=unmap, poison=True, fp8_q=True,
+                                       num_splits=splits, **bound) for bound in ({}, {"max_seqlen_kv": max(lens) + extra})]
+                self.check(runs[1], "float16")
+                np.testing.assert_array_equal(runs[1].got, runs[0].got)
+                np.testing.assert_array_equal(runs[1].lse, runs[0].lse)
+
+    def test_widened_values_bound_checked(self):
+        """max_seqlen_kv must be a positive host int, and (with validate) no queried sequence longer."""
+        rng = seeded_rng(self)
+        for bad in (0, -5, 2.5, True):
+            with self.subTest(bad=bad), self.assertRaisesRegex(ValueError, "max_seqlen_kv"):
+                self.run_paged(rng, "cache_fp8", [300, 77], [5, 1], 8, 2, 128, 64, fp8_q=True, max_seqlen_kv=bad)
+        with self.assertRaisesRegex(ValueError, "max_seqlen_kv: 299 is below"):
+            self.run_paged(rng, "cache_fp8", [300, 77], [5, 1], 8, 2, 128, 64, fp8_q=True, max_seqlen_kv=299,
+                           validate=True)
+
+    @placed
     def test_fp8_pv_chunked_prefill(self):
         """fp8_pv with FP8 q over cache_fp8 and block_wise_fp8 (the sm_90a kernels at head_dim 64
         and 128; over block_wise_fp8 each key's v scale multiplies its fp32 weight before P is

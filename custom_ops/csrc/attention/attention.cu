@@ -107,6 +107,19 @@ AttentionPlan plan_attention(const AttentionParams& p, int64_t max_keys, int req
   return {warps_m, std::max(splits, 1), wgmma};
 }
 
+bool widened_values_apply(const AttentionParams& p) {
+  // The paged kernel over block_wise_fp8 at head_dim 128 with FP8 q and P V in fp16: there the
+  // copying warpgroup, which widens every tile of V in every CTA (each of the 32 row tiles of a
+  // kv head's 4096-key prefill widens the same tiles), sets the pace (6-8% faster without, the
+  // widening before it included). Over cache_fp8 the kernel gained 3%, which the widening before
+  // it took back (perf notes v82).
+  return p.paged && p.wgmma && p.q_type == ElementType::kFp8 && p.head_dim == 128 && !p.fp8_pv &&
+         p.quant == CacheQuant::kBlockWiseFp8;
+}
+
+// A tile past the bound stays inside its sequence's keys (a tile starts before the bound).
+int64_t widened_values_keys(int64_t max_keys) { return (max_keys + 7) / 8 * 8 + wgmma_tile_keys(128); }
+
 void attention_cuda(const AttentionParams& p) {
   with_head_dim(p.head_dim, [&](auto d) { run_attention<decltype(d)::value>(p); });
 }

@@ -6,6 +6,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <stdexcept>
@@ -128,7 +129,17 @@ PrefillTensorMaps prefill_tensor_maps(const AttentionParams& p) {
     const uint32_t rows = uint32_t(Shape::box_rows(p.paged, cache.block_size));
     const uint32_t box[3] = {uint32_t(Shape::kSwizzleBytes), p.paged ? rows : 1u, p.paged ? 1u : rows};
     maps.kv_ready = tma::encode_bytes_3d(&maps.k, p.paged ? p.key_cache : p.k, dims, strides, box) &&
-                    tma::encode_bytes_3d(&maps.v, p.paged ? p.value_cache : p.v, dims, strides, box);
+                    (p.values_fp16 != nullptr || tma::encode_bytes_3d(&maps.v, p.paged ? p.value_cache : p.v, dims, strides, box));
+  }
+  if (p.values_fp16 != nullptr) {
+    // V widened before the kernel, [tokens, heads_kv, D] fp16: boxes of a tile's keys x 64 columns,
+    // sent whether or not K's are (kCopiedV16).
+    const uint64_t dims[3] = {uint64_t(D) * 2, uint64_t(p.heads_kv), uint64_t(p.batch) * p.values_fp16_keys};
+    const uint64_t strides[2] = {dims[0], dims[0] * p.heads_kv};
+    const uint32_t box[3] = {128u, 1u, uint32_t(Shape::kKeys)};
+    if (!tma::encode_bytes_3d(&maps.v, p.values_fp16, dims, strides, box)) {
+      throw std::runtime_error("fastattn: the widened values' tensor map could not be encoded");
+    }
   }
   // q and the output, [tokens_q, heads_q, row_bytes]: boxes of a column tile x the group's heads x
   // the tokens of `rows` rows (a CTA's rows are token-major: row r is token r / group, head r % group).
@@ -153,6 +164,12 @@ void with_wgmma_kernel(const AttentionParams& p, Fn&& fn) {
   }
   auto with = [&](auto paged, auto small_blocks) {
     constexpr bool kPaged = decltype(paged)::value, kSmall = decltype(small_blocks)::value;
+    if constexpr (kPaged && kTokenScales && D == 128 && kFp8Q && !kFp8Pv) {  // (widened_values_apply)
+      if (p.values_fp16 != nullptr) {
+        return fn(KernelChoice<WgmmaShape<D, kFp8Q, kTokenScales, kFp8Pv, kPaged, kSmall, true>,
+                               attention_wgmma_kernel<D, kPaged, kFp8Q, kTokenScales, kFp8Pv, kSmall, true>, true>{});
+      }
+    }
     fn(KernelChoice<WgmmaShape<D, kFp8Q, kTokenScales, kFp8Pv, kPaged, kSmall>,
                     attention_wgmma_kernel<D, kPaged, kFp8Q, kTokenScales, kFp8Pv, kSmall>, true>{});
   };
@@ -235,6 +252,12 @@ int decode_ctas_per_sm(const AttentionParams& p) {
 
 template <int D>
 void run_attention(const AttentionParams& p) {
+  if (p.values_fp16 != nullptr) {
+    const int64_t chunks = int64_t(p.batch) * p.values_fp16_keys * p.heads_kv * (D / 16);
+    const int64_t blocks = std::min<int64_t>((chunks + 255) / 256, int64_t(multiprocessor_count()) * 8);
+    check_launch("widen values launch", launch_overlapping(widen_cached_values_kernel<D>, dim3(unsigned(std::max<int64_t>(blocks, 1))),
+                                                           dim3(256), 0, static_cast<cudaStream_t>(p.stream), p));
+  }
   with_kernel<D>(p, [&](auto choice) {
     using Choice = decltype(choice);
     if constexpr (Choice::kTensorMaps) {

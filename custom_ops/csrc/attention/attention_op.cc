@@ -39,9 +39,12 @@ void check_offsets(const paddle::Tensor& cu, int64_t total, bool from_zero, cons
            "]");
 }
 
-// Runs the CPU kernel, or plans and launches the CUDA one (with its split workspace).
-// max_keys bounds every sequence's key count; num_splits <= 0 lets the plan choose.
-void run(AttentionParams& p, const paddle::Tensor& q, int64_t max_keys, int num_splits, const char* op) {
+// Runs the CPU kernel, or plans and launches the CUDA one (with its split workspace, and V widened
+// to fp16 where that applies). max_keys bounds every sequence's key count; num_splits <= 0 lets
+// the plan choose; value_keys > 0 (paged: the caller's max_seqlen_kv) bounds them too, tightly
+// enough to size the widened values by.
+void run(AttentionParams& p, const paddle::Tensor& q, int64_t max_keys, int num_splits, const char* op,
+         int64_t value_keys = 0) {
   if (!q.is_gpu()) {
     PD_CHECK(q.is_cpu(), op, ": tensors must be on the CPU or a CUDA GPU");
     attention_cpu(p);
@@ -55,7 +58,7 @@ void run(AttentionParams& p, const paddle::Tensor& q, int64_t max_keys, int num_
   p.warps_m = plan.warps_m;
   p.num_splits = plan.num_splits;
   p.wgmma = plan.wgmma;
-  paddle::Tensor partial_out, partial_lse, item_counter;  // freed after the launch: Paddle's allocator is stream-ordered
+  paddle::Tensor partial_out, partial_lse, item_counter, values_fp16;  // freed after the launch: Paddle's allocator is stream-ordered
   if (p.num_splits > 1) {
     partial_out = paddle::empty({p.num_splits, p.tokens_q, p.heads_q, p.head_dim}, paddle::DataType::FLOAT32, q.place());
     partial_lse = paddle::empty({p.num_splits, p.heads_q, p.tokens_q}, paddle::DataType::FLOAT32, q.place());
@@ -65,6 +68,12 @@ void run(AttentionParams& p, const paddle::Tensor& q, int64_t max_keys, int num_
   if (p.wgmma) {
     item_counter = paddle::empty({1}, paddle::DataType::INT32, q.place());
     p.item_counter = item_counter.data<int32_t>();
+  }
+  if (value_keys > 0 && p.batch > 0 && widened_values_apply(p)) {
+    p.values_fp16_keys = int(widened_values_keys(std::min(value_keys, max_keys)));
+    values_fp16 = paddle::empty({int64_t(p.batch) * p.values_fp16_keys, p.heads_kv, p.head_dim}, paddle::DataType::FLOAT16,
+                                q.place());
+    p.values_fp16 = values_fp16.data();
   }
   attention_cuda(p);
 #else
@@ -155,7 +164,8 @@ std::vector<paddle::Tensor> PagedAttention(const paddle::Tensor& q, const paddle
                                            const paddle::optional<paddle::Tensor>& q_descale,
                                            const paddle::optional<paddle::Tensor>& kv_end,
                                            const std::string& cache_quant_type, float softmax_scale, bool causal,
-                                           const std::string& out_dtype, int num_splits, bool fp8_pv) {
+                                           const std::string& out_dtype, int num_splits, bool fp8_pv,
+                                           int max_seqlen_kv) {
   check_query(q);
   PD_CHECK(key_cache.shape().size() == 4, "key_cache: expected [num_blocks, kv_heads, block_size, head_dim]");
   check_shape(value_cache, key_cache.shape(), "value_cache");
@@ -208,7 +218,7 @@ std::vector<paddle::Tensor> PagedAttention(const paddle::Tensor& q, const paddle
     p.kv_end = kv_end->data<int32_t>();
   }
   p.fp8_pv = fp8_pv;
-  run(p, q, int64_t(p.layout.max_blocks_per_seq) * p.layout.block_size, num_splits, "paged_attention");
+  run(p, q, int64_t(p.layout.max_blocks_per_seq) * p.layout.block_size, num_splits, "paged_attention", max_seqlen_kv);
   return outs;
 }
 
@@ -237,7 +247,7 @@ std::vector<paddle::DataType> FlashAttnVarlenDtype(const paddle::DataType&, cons
 std::vector<Shape> PagedAttentionShape(const Shape& q, const Shape&, const Shape&, const Shape&, const Shape&,
                                        const Shape&, const OptShape&, const OptShape&, const OptShape&,
                                        const OptShape&, const std::string&, float, bool, const std::string&, int,
-                                       bool) {
+                                       bool, int) {
   return {q, {q[1], q[0]}};
 }
 
@@ -246,7 +256,7 @@ std::vector<paddle::DataType> PagedAttentionDtype(const paddle::DataType&, const
                                                   const paddle::DataType&, const paddle::DataType&, const OptDtype&,
                                                   const OptDtype&, const OptDtype&, const OptDtype&,
                                                   const std::string&, float, bool, const std::string& out_dtype,
-                                                  int, bool) {
+                                                  int, bool, int) {
   return {parse_dtype(out_dtype, "out_dtype"), paddle::DataType::FLOAT32};
 }
 
@@ -268,7 +278,7 @@ PD_BUILD_OP(fastattn_paged_attention)
              paddle::Optional("v_scale"), paddle::Optional("q_descale"), paddle::Optional("kv_end")})
     .Outputs({"out", "lse"})
     .Attrs({"cache_quant_type: std::string", "softmax_scale: float", "causal: bool", "out_dtype: std::string",
-            "num_splits: int", "fp8_pv: bool"})
+            "num_splits: int", "fp8_pv: bool", "max_seqlen_kv: int"})
     .SetKernelFn(PD_KERNEL(fastattn::PagedAttention))
     .SetInferShapeFn(PD_INFER_SHAPE(fastattn::PagedAttentionShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(fastattn::PagedAttentionDtype));

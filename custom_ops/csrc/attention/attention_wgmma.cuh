@@ -114,6 +114,33 @@ FA_DEVICE void widen_to_fp16(uint32_t staging, uint32_t v16, int thread) {
   }
 }
 
+// The cache's V of every sequence's first `values_fp16_keys` keys -> fp16 in p.values_fp16
+// ([batch x values_fp16_keys, heads_kv, D]), converted as widen_to_fp16 converts it (exactly),
+// zeros past the sequence and at unmapped blocks: the paged kernel's kCopiedV16 input. A thread
+// per 16 columns of a row. Launched overlapping the kernel before it (which may write the cache).
+template <int D>
+__global__ void widen_cached_values_kernel(const AttentionParams p) {
+  wait_then_allow_next_grid();
+  constexpr int kChunks = D / 16;
+  const int64_t rows = int64_t(p.batch) * p.values_fp16_keys * p.heads_kv;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < rows * kChunks; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i / kChunks, token = r / p.heads_kv;  // r: (seq x keys + key) x heads + head
+    const int c = int(i % kChunks), head = int(r % p.heads_kv);
+    const int seq = int(token / p.values_fp16_keys), key = int(token % p.values_fp16_keys);
+    const int64_t row = key < p.seq_lens_kv[seq] ? p.layout.row(seq, key, head) : -1;
+    uint4 x = make_uint4(0u, 0u, 0u, 0u);
+    if (row >= 0) x = *reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(p.value_cache) + row * D + c * 16);
+    uint4 h[2];
+    UnpackE4m3::four(x.x, h[0].x, h[0].y);
+    UnpackE4m3::four(x.y, h[0].z, h[0].w);
+    UnpackE4m3::four(x.z, h[1].x, h[1].y);
+    UnpackE4m3::four(x.w, h[1].z, h[1].w);
+    uint4* out = reinterpret_cast<uint4*>(static_cast<uint16_t*>(p.values_fp16) + r * D + c * 16);
+    out[0] = h[0];
+    out[1] = h[1];
+  }
+}
+
 // FP8 V [keys][D] as copied -> V^T [D][keys] (128-byte rows, swizzled as K), the K-major B operand
 // of an FP8 P V. Within each 16 keys the positions follow P's registers: position 4t + i holds key
 // {2t, 2t + 1, 8 + 2t, 9 + 2t}[i], so that P packs without shuffles. Warp w takes columns
@@ -224,17 +251,20 @@ struct PersistentItem {
 // 256). The launch picks it where it changes the hand-over (below: at 128 over per-token scales) or
 // the softmax's order (WgmmaShape::kWeighFirst: at 256 over cache_fp8).
 // (Whether two copying warps send a tile's tensor copies is the boxes' size: small_boxes.)
+// kCopiedV16: V comes as fp16 from p.values_fp16 (WgmmaShape's kV16InStage).
 template <int D, bool kPaged, bool kFp8Q = true, bool kTokenScales = false, bool kFp8Values = false,
-          bool kSmallBlocks = false>
-__global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values, kPaged, kSmallBlocks>::kThreads, 1)
+          bool kSmallBlocks = false, bool kCopiedV16 = false>
+__global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values, kPaged, kSmallBlocks, kCopiedV16>::kThreads, 1)
     attention_wgmma_kernel(const AttentionParams p, const __grid_constant__ PrefillTensorMaps maps) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   static_assert(kPaged || !kTokenScales, "per-token scales are a paged cache's");
   static_assert(!kSmallBlocks || kPaged, "cache blocks are a paged cache's");
-  using Shape = WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values, kPaged, kSmallBlocks>;
+  using Shape = WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values, kPaged, kSmallBlocks, kCopiedV16>;
+  constexpr bool kV16InStage = Shape::kV16InStage;
   constexpr bool kFoldKeysInCopies = Shape::kFoldKeysInCopies;
   constexpr bool kPersistent = Shape::kPersistent;
   static_assert(!kPersistent || Shape::kCopyGroups == 1, "the item loop is one copying warpgroup's");
+  static_assert(!kV16InStage || kPersistent, "a stage's release after its P V: the persistent loop's");
   namespace roles = warp_roles;
   constexpr int kKeys = Shape::kKeys, kChunks = D / 16;  // 16-byte chunks per FP8 row
   constexpr int kQTile = Shape::kQTileBytes, kKTile = Shape::kKTileBytes;
@@ -290,7 +320,8 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   // at 256 by 13%, at 128 over cache_fp8 by 1% / 2.4% (2-8% in smaller blocks; with the copies
   // after the widening, as before: with them first 1.7% slower).
   // k_free[s] / v16_free[b]: the computing warpgroups' threads arrive when done with a K stage
-  // (its Q K^T and softmax) / an fp16 V buffer (its P V). Where a second copying warpgroup widens
+  // (its Q K^T and softmax; with kV16InStage its P V too, which reads fp16 V there) / an fp16 V
+  // buffer (its P V). Where a second copying warpgroup widens
   // V, its threads arrive on k_free too once they have read the stage's V: a stage is free only
   // when both halves are, and the copies into it wait for that alone.
   // With a 16-bit q the computing warpgroups read fp16 K (k16_ready / k16_free, as for V) and
@@ -336,7 +367,10 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       return stage_of(tile) + Shape::kKBytes;
     }
   };
-  auto v16_of = [&](int tile) { return smem + Shape::kV16Offset + v16_slot(tile) * Shape::kV16Bytes; };
+  auto v16_of = [&](int tile) {
+    if constexpr (kV16InStage) return stage_of(tile) + Shape::kKBytes;
+    return smem + Shape::kV16Offset + v16_slot(tile) * Shape::kV16Bytes;
+  };
   // The item's Q: with two buffers the parity of the items before it with key tiles picks one.
   auto query_offset = [&] { return Shape::kQBuffers == 2 ? uint32_t(ring_base & 1) * Shape::kQBytes : 0u; };
   auto k16_of = [&](int tile) { return smem + Shape::kK16Offset + (tile % kK16Slots) * Shape::kK16Bytes; };
@@ -488,7 +522,10 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   // `phase`: the buffer's for this tile; `reused`: a tile before it had the buffer.
   auto widen = [&](uint32_t from, uint32_t to, uint32_t ready, uint32_t free, bool reused, uint32_t phase) {
     if (reused) roles::mbarrier_wait(free, phase ^ 1u);
-    if constexpr (Shape::kFp8Pv) {
+    if constexpr (kV16InStage) {
+      // Copied as fp16 already: the arrival alone keeps the fp16 V ring's order (the waits for
+      // v16_ready and v16_free that the copying and computing loops make).
+    } else if constexpr (Shape::kFp8Pv) {
       transpose_values<Shape>(from, to, threadIdx.x);
     } else {
       // (Addresses from the first pass's where there are two copying warpgroups: with its 56
@@ -657,10 +694,22 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
         static_assert(kBefore == 3, "tile j + 2's copies go out at tile j: its V slot is that of j - 1");
         if (tile >= kBefore) roles::mbarrier_wait(v16_ready(tile - kBefore), v16_phase(tile - kBefore));
       }
+      if constexpr (kV16InStage) {
+        // fp16 V from p.values_fp16 ([batch x values_fp16_keys, heads_kv, D], zeros past each
+        // sequence's keys, so that every tile is one box per 64 columns), after K in the stage.
+        if (thread == 0) {
+          tma::expect_bytes(k_ready(tile), by_tma ? Shape::kStageBytes : Shape::kStageBytes - Shape::kKBytes);
+          const int token = cta.seq * p.values_fp16_keys + key0;
+#pragma unroll
+          for (int c = 0; c < D / 64; ++c) {
+            tma::load_3d(stage + Shape::kKBytes + c * Shape::kV16BlockBytes, &maps.v, k_ready(tile), c * 128, kv_head, token);
+          }
+        }
+      }
       if (by_tma && thread < 32 * kBoxWarps) {
         // A whole tile of the sequence: boxes of its kKeys rows (contiguous keys) or of a cache
         // block's rows (at most kKeys), one per lane, K and V of every column tile.
-        if (thread == 0) tma::expect_bytes(k_ready(tile), Shape::kStageBytes);
+        if (!kV16InStage && thread == 0) tma::expect_bytes(k_ready(tile), Shape::kStageBytes);
         __syncwarp();
         if (box * box_rows < kKeys) {
           const int key = key0 + box * box_rows;
@@ -674,7 +723,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
             if (block < 0 && thread < 32) unmapped_tile[stage_index(tile) % kNotes] = stage_index(tile);
           }
           const uint32_t box_offset = box * box_rows * Shape::kSwizzleBytes, dst = stage + box_offset;
-          const bool keys = thread < 32, values = !kValuesByWarp1 || thread >= 32;
+          const bool keys = thread < 32, values = !kV16InStage && (!kValuesByWarp1 || thread >= 32);
 #pragma unroll
           for (int ct = 0; ct < Shape::kColumnTiles; ++ct) {
             if (keys) tma::load_3d(dst + ct * kKTile, &maps.k, k_ready(tile), ct * Shape::kSwizzleBytes, y, z);
@@ -698,7 +747,8 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
         const bool valid = row >= 0;
         const int64_t offset = valid ? row * D + c * 16 : 0;
         cp_async<16>(stage + fp8_row_offset<Shape, kKTile>(r, c), k_base + offset, valid);
-        cp_async<16>((Shape::kValueRing ? value_slot : stage + Shape::kKBytes) + fp8_row_offset<Shape, kKTile>(r, c), v_base + offset,
+        if constexpr (!kV16InStage)
+          cp_async<16>((Shape::kValueRing ? value_slot : stage + Shape::kKBytes) + fp8_row_offset<Shape, kKTile>(r, c), v_base + offset,
                      valid);
         if (kPaged && !valid && key < range.end && c == 0) unmapped_tile[stage_index(tile) % kNotes] = stage_index(tile);
       }
@@ -1383,7 +1433,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       if constexpr (kFp8Pv && kTokenScales) scale_by_values(0, rescale);
       pack_p();
       if constexpr (!kFp8Pv && kTokenScales) scale_by_values(0, rescale);
-      roles::mbarrier_arrive(qk_free(0));
+      if constexpr (!kV16InStage) roles::mbarrier_arrive(qk_free(0));  // (else after its P V)
     }
 #pragma unroll 1
     for (int tile = 0; tile + 1 < range.tiles; ++tile) {
@@ -1399,19 +1449,20 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       const bool max_pending = softmax(tile + 1, rescale, pending);
       // After the softmax, which reads the tile's unmapped_tile note and k scales; with per-token
       // scales after scale_by_values, which reads its v weights.
-      if constexpr (!kTokenScales) roles::mbarrier_arrive(qk_free(tile + 1));
+      if constexpr (!kTokenScales && !kV16InStage) roles::mbarrier_arrive(qk_free(tile + 1));
       wgmma::wait<0>();  // P V of tile (it reads pf: P of tile + 1 goes there only now)
       wgmma::fence_registers(o);
       wgmma::fence_registers(pf);
       if constexpr (Shape::kRowSumsByMma) wgmma::fence_registers(row_sums);
       roles::mbarrier_arrive(v16_free(tile));
+      if constexpr (kV16InStage) roles::mbarrier_arrive(qk_free(tile));  // (its fp16 V is read)
       if constexpr (!kFp8Pv && (kWeighFirst || kTokenScales)) pack_p();  // (scale_by_values takes P packed)
       if constexpr (kWeighFirst) {
         if (max_pending) settle_max(tile + 1, rescale, pending);
       }
       if constexpr (kTokenScales) {
         scale_by_values(tile + 1, rescale);
-        roles::mbarrier_arrive(qk_free(tile + 1));
+        if constexpr (!kV16InStage) roles::mbarrier_arrive(qk_free(tile + 1));
       }
       if constexpr (kFp8Pv && (kWeighFirst || kTokenScales)) pack_p();
       // Once a row's max settles most tiles leave it: skip the rescale where the whole warp's do.
@@ -1442,6 +1493,9 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
     auto await_last_pv = [&] {  // (unconditional: under an `if` ptxas adds a wait of its own at the issue)
       wgmma::wait<0>();
       if constexpr (kPersistent) roles::mbarrier_arrive(v16_free(range.tiles - 1));  // (the next item's tiles take it)
+      if constexpr (kV16InStage) {
+        if (range.tiles > 0) roles::mbarrier_arrive(qk_free(range.tiles - 1));
+      }
       wgmma::fence_registers(o);
       if constexpr (Shape::kRowSumsByMma) wgmma::fence_registers(row_sums);
       if constexpr (kFp8Pv) fold_output(false);

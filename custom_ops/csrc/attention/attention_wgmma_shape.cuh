@@ -28,14 +28,18 @@ constexpr int wgmma_rows(int head_dim) { return 64 * wgmma_compute_groups(head_d
 // kPagedKeys: the paged kernel's (a cache's keys), which sets the softmax's order (and at head_dim 64
 // whether CTAs persist). kSmallBlocks: the paged kernel's for cache blocks of a quarter tile or less
 // (attention_wgmma_kernel's).
+// kCopiedV16: V arrives as fp16 by tensor copies (widened once per call, before the kernel: see
+// widen_cached_values) rather than widened by the copying warpgroup (paged, FP8 q, head_dim 128).
 template <int D, bool kFp8Query = true, bool kPerTokenScales = false, bool kFp8Values = false, bool kPagedKeys = false,
-          bool kSmallBlocks = false>
+          bool kSmallBlocks = false, bool kCopiedV16 = false>
 struct WgmmaShape {
   static_assert(D == 64 || D == 128 || D == 256, "head_dim 64, 128 or 256");
   static_assert(!(kPerTokenScales && !kFp8Query && D == 256), "no room for per-token scales");
   static_assert(!kFp8Values || (D <= 128 && kFp8Query), "FP8 P V at head_dim 64 and 128 with FP8 q");
   static constexpr int kHeadDim = D;
-  static constexpr bool kFp8Q = kFp8Query, kTokenScales = kPerTokenScales, kFp8Pv = kFp8Values;
+  static_assert(!kCopiedV16 || (kPagedKeys && kFp8Query && D == 128 && !kFp8Values), "copied fp16 V: paged, FP8 q, head_dim 128");
+  // (The kernel takes it over block_wise_fp8 only: widened_values_apply.)
+  static constexpr bool kFp8Q = kFp8Query, kTokenScales = kPerTokenScales, kFp8Pv = kFp8Values, kV16InStage = kCopiedV16;
   static constexpr int kComputeGroups = wgmma_compute_groups(D);
   // Copying warpgroups: with FP8 q at head_dim 256 a second one widens V, so that the first only
   // sends the copies and hands the tiles over (8 x 4096: contiguous 3.5%, per-token scales 4%,
@@ -83,7 +87,9 @@ struct WgmmaShape {
   static constexpr int kColumnTiles = D / kSwizzleBytes;
   static constexpr int kKTileBytes = kKeys * kSwizzleBytes;
   static constexpr int kKBytes = kColumnTiles * kKTileBytes;  // K of a stage; V (same layout) follows
-  static constexpr int kStageBytes = 2 * kKBytes;              // a tile's K and V as copied
+  // A tile's K and V as copied; with kV16InStage V as fp16 (twice FP8 V's bytes), which P V reads
+  // there: the stage then holds both until the tile's P V is done, and no fp16 V buffers follow.
+  static constexpr int kStageBytes = (kV16InStage ? 3 : 2) * kKBytes;
   // kValueRing: the stage ring holds K alone, kValueSlots slots of V follow it.
   static constexpr int kValueSlots = kValueRing ? kStages - 1 : 0;
   static constexpr int kStageStride = kValueRing ? kKBytes : kStageBytes;
@@ -159,7 +165,7 @@ struct WgmmaShape {
   static constexpr int kValueWeightsBytes = kFp8Pv ? 4 * 8 * kWeightRowPairs : 2 * kKeys;
   static constexpr int kValueRefOffset = kValueWeightsOffset + kValueWeightsBytes, kKeyMultipliersOffset = kValueRefOffset + 16;
   static constexpr int kScaleSlotBytes = kKeyMultipliersOffset + (kFoldKeysInCopies ? kScaleArrayBytes : 0);
-  static constexpr int kScalesOffset = kV16Offset + kV16Buffers * kV16Bytes;
+  static constexpr int kScalesOffset = kV16Offset + (kV16InStage ? 0 : kV16Buffers * kV16Bytes);
   // kFp8Pv: o's second accumulation level, fp32, each computing thread's 64 values in 16-byte chunks.
   // With FP8 P V each computing warpgroup's epilogue stages its rows there once o holds the sums,
   // for tensor copies of 128-byte swizzled rows (1024-byte aligned).

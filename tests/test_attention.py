@@ -6,7 +6,7 @@ import unittest
 
 import numpy as np
 
-from util import PagedBatch, cu_seqlens, float_values, places, rel_err, seeded_rng, to_numpy
+from util import PagedBatch, cu_seqlens, float_values, places, rel_err, seeded_rng, sm90_gpu, to_numpy
 from util import from_numpy as host_from_numpy
 from fastattn import cache, ops
 from fastattn import reference as ref
@@ -818,6 +818,21 @@ class TestPagedAttention(PlacedCase):
                 self.check(runs[1], "float16")
                 np.testing.assert_array_equal(runs[1].got, runs[0].got)
                 np.testing.assert_array_equal(runs[1].lse, runs[0].lse)
+
+    @placed
+    def test_widened_values_bound_below_a_sequence(self):
+        """Without validate, a max_seqlen_kv below a sequence's keys: where the GPU widens V before
+        the sm_90a kernel (FP8 q over block_wise_fp8 at head_dim 128) that sequence's rows come out
+        NaN, not silently wrong, and the others stay right; the CPU ignores the bound."""
+        lens, q_lens = [1000, 300], [130, 140]
+        run = self.run_paged(seeded_rng(self), "block_wise_fp8", lens, q_lens, 8, 2, 128, 64, fp8_q=True,
+                             max_seqlen_kv=700, validate=False)
+        if self.place == "gpu" and sm90_gpu():
+            self.assertTrue(np.isnan(run.got[:130]).all())
+            rest = PagedRun(run.got[130:], run.lse[:, 130:], run.want[130:], run.want_lse[:, 130:], run.score_error)
+            self.check(rest, "float16")
+        else:
+            self.check(run, "float16")
 
     def test_widened_values_bound_checked(self):
         """max_seqlen_kv must be a positive host int, and (with validate) no queried sequence longer."""

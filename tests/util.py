@@ -16,6 +16,14 @@ def places():
     return ["cpu", "gpu"] if gpu_available() else ["cpu"]
 
 
+def sm90_gpu():
+    """Whether the GPU is an sm_90 one (Hopper), where the sm_90a kernels run."""
+    if not gpu_available():
+        return False
+    import paddle
+    return tuple(paddle.device.cuda.get_device_capability()) == (9, 0)
+
+
 def seeded_rng(test, *salt):
     """A generator seeded from the test's id and parameters: different data for every case,
     repeatable run to run. FASTATTN_TEST_SEED=N draws another set."""

@@ -118,6 +118,8 @@ FA_DEVICE void widen_to_fp16(uint32_t staging, uint32_t v16, int thread) {
 // ([batch x values_fp16_keys, heads_kv, D]), converted as widen_to_fp16 converts it (exactly),
 // zeros past the sequence and at unmapped blocks: the paged kernel's kCopiedV16 input. A thread
 // per 16 columns of a row. Launched overlapping the kernel before it (which may write the cache).
+// A sequence longer than the bound the buffer was sized by (its tiles would run into the next
+// sequence's rows) gets NaN throughout, so that its rows come out NaN rather than silently wrong.
 template <int D>
 __global__ void widen_cached_values_kernel(const AttentionParams p) {
   wait_then_allow_next_grid();
@@ -127,7 +129,8 @@ __global__ void widen_cached_values_kernel(const AttentionParams p) {
     const int64_t r = i / kChunks, token = r / p.heads_kv;  // r: (seq x keys + key) x heads + head
     const int c = int(i % kChunks), head = int(r % p.heads_kv);
     const int seq = int(token / p.values_fp16_keys), key = int(token % p.values_fp16_keys);
-    const int64_t row = key < p.seq_lens_kv[seq] ? p.layout.row(seq, key, head) : -1;
+    const int keys = p.seq_lens_kv[seq];
+    const int64_t row = key < keys ? p.layout.row(seq, key, head) : -1;
     uint4 x = make_uint4(0u, 0u, 0u, 0u);
     if (row >= 0) x = *reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(p.value_cache) + row * D + c * 16);
     uint4 h[2];
@@ -135,6 +138,10 @@ __global__ void widen_cached_values_kernel(const AttentionParams p) {
     UnpackE4m3::four(x.y, h[0].z, h[0].w);
     UnpackE4m3::four(x.z, h[1].x, h[1].y);
     UnpackE4m3::four(x.w, h[1].z, h[1].w);
+    if (keys > p.values_fp16_keys - WgmmaShape<D>::kKeys) {
+      constexpr uint32_t kNaNs = 0x7e007e00u;  // two fp16 NaNs
+      h[0] = h[1] = make_uint4(kNaNs, kNaNs, kNaNs, kNaNs);
+    }
     uint4* out = reinterpret_cast<uint4*>(static_cast<uint16_t*>(p.values_fp16) + r * D + c * 16);
     out[0] = h[0];
     out[1] = h[1];

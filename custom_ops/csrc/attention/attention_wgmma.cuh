@@ -7,7 +7,9 @@
 // head_dim 64, where the softmax weighs most against a tile's matrix products. The copying one
 // copies every tile of K and V (128 keys, 64 at head_dim 256; two tiles ahead) and widens V to
 // fp16 (with fp8_pv transposes it; with FP8 q at head_dim 256 a second copying warpgroup widens
-// it); mbarriers hand each buffer to the computing ones and back.
+// it; over block_wise_fp8 at head_dim 128 with FP8 q, given a bound on the keys, it copies V as
+// widen_cached_values_kernel widened it once per call, kCopiedV16); mbarriers hand each buffer
+// to the computing ones and back.
 // Whole tiles travel by tensor copies (TMA: one box per tile, or per cache block), issued by one
 // warp (two for small blocks); a tile that runs past the sequence's end by cp.async, a row per
 // thread, so that keys past the sequence read as zeros. The
@@ -754,9 +756,10 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
         const bool valid = row >= 0;
         const int64_t offset = valid ? row * D + c * 16 : 0;
         cp_async<16>(stage + fp8_row_offset<Shape, kKTile>(r, c), k_base + offset, valid);
-        if constexpr (!kV16InStage)
+        if constexpr (!kV16InStage) {
           cp_async<16>((Shape::kValueRing ? value_slot : stage + Shape::kKBytes) + fp8_row_offset<Shape, kKTile>(r, c), v_base + offset,
-                     valid);
+                       valid);
+        }
         if (kPaged && !valid && key < range.end && c == 0) unmapped_tile[stage_index(tile) % kNotes] = stage_index(tile);
       }
     };

@@ -571,10 +571,13 @@ def paged_attention(q, key_cache, value_cache, block_tables, seq_lens_kv, cu_seq
         out_dtype, num_splits, fp8_pv: as for flash_attn_varlen (fp8_pv: an FP8 q over a
             cache_fp8 or block_wise_fp8 cache).
         max_seqlen_kv: optional host int, at least every queried sequence's seq_lens_kv (checked
-            with validate; where it applies, a longer sequence's rows come out NaN). With it, the sm_90a prefill kernel over a block_wise_fp8 cache with FP8
-            q at head_dim 128 (fp8_pv off) takes V widened to fp16 once per call, in a buffer of
-            batch x (max_seqlen_kv + 135 at most) x Hkv x D fp16, rather than in every CTA: the same
-            results, faster. Elsewhere it changes nothing.
+            with validate; where it applies, a longer sequence's output rows come out NaN, their
+            lse does not). With it, the sm_90a prefill kernel over a block_wise_fp8 cache with
+            FP8 q at head_dim 128 (fp8_pv off) takes V widened to fp16 once per call, rather than
+            in every CTA: the same results, faster. That buffer, batch x (max_seqlen_kv + 135 at
+            most) x Hkv x D fp16, is sized by the longest sequence for every one: a batch of many
+            short sequences beside a long one may do better without. Elsewhere it changes
+            nothing.
         validate: check the offsets, seq_lens_kv and the block tables over each queried
             sequence's keys on the host first (see the module docstring).
         check_inputs: False skips the Python checks (see the module docstring).

@@ -11,17 +11,19 @@ import unittest
 import util  # noqa: F401  (puts the repository root on the path)
 from setup_ops import HERE as ROOT, find_cuda_home, include_dirs, nvcc_flags
 
-# (head_dim, paged, FP8 q, per-token scales, FP8 P V, small blocks): FP8 and 16-bit q at every
-# head_dim, and over a block_wise_fp8 cache (paged) but for a 16-bit q at head_dim 256; in blocks of a
-# quarter tile FP8 q over block_wise_fp8 at head_dim 128 and over cache_fp8 at 256; FP8 P V (fp8_pv) at
-# head_dim 64 and 128 with FP8 q, contiguous and over both caches.
-KERNELS = [(d, paged, fp8_q, "false", "false", "false") for d in (64, 128, 256) for paged in ("false", "true")
+# (head_dim, paged, FP8 q, per-token scales, FP8 P V, small blocks, copied fp16 V): FP8 and 16-bit q at
+# every head_dim, and over a block_wise_fp8 cache (paged) but for a 16-bit q at head_dim 256; in blocks of
+# a quarter tile FP8 q over block_wise_fp8 at head_dim 128 and over cache_fp8 at 256; FP8 P V (fp8_pv) at
+# head_dim 64 and 128 with FP8 q, contiguous and over both caches; FP8 q over block_wise_fp8 at head_dim
+# 128 with V widened before the kernel (max_seqlen_kv), in blocks of a quarter tile too.
+KERNELS = [(d, paged, fp8_q, "false", "false", "false", "false") for d in (64, 128, 256) for paged in ("false", "true")
            for fp8_q in ("true", "false")]
-KERNELS += [(d, "true", fp8_q, "true", "false", "false") for d in (64, 128, 256) for fp8_q in ("true", "false")
+KERNELS += [(d, "true", fp8_q, "true", "false", "false", "false") for d in (64, 128, 256) for fp8_q in ("true", "false")
             if (d, fp8_q) != (256, "false")]
-KERNELS += [(128, "true", "true", "true", "false", "true"), (256, "true", "true", "false", "false", "true")]
-KERNELS += [(d, paged, "true", scales, "true", "false") for d in (64, 128)
+KERNELS += [(128, "true", "true", "true", "false", "true", "false"), (256, "true", "true", "false", "false", "true", "false")]
+KERNELS += [(d, paged, "true", scales, "true", "false", "false") for d in (64, 128)
             for paged, scales in (("false", "false"), ("true", "false"), ("true", "true"))]
+KERNELS += [(128, "true", "true", "true", "false", small, "true") for small in ("false", "true")]
 CUDA_HOME = find_cuda_home()
 
 
@@ -36,8 +38,8 @@ class TestWgmmaBuild(unittest.TestCase):
                 kernels = [k for k in KERNELS if k[0] == head_dim]
                 source = '#include "attention/attention_wgmma.cuh"\nnamespace fastattn { namespace attention_gpu {\n'
                 source += "".join(
-                    f"template __global__ void attention_wgmma_kernel<{d}, {paged}, {fp8_q}, {scales}, {fp8_pv}, {small}>(const AttentionParams, const __grid_constant__ PrefillTensorMaps);\n"
-                    for d, paged, fp8_q, scales, fp8_pv, small in kernels)
+                    f"template __global__ void attention_wgmma_kernel<{d}, {paged}, {fp8_q}, {scales}, {fp8_pv}, {small}, {copied}>(const AttentionParams, const __grid_constant__ PrefillTensorMaps);\n"
+                    for d, paged, fp8_q, scales, fp8_pv, small, copied in kernels)
                 source += "}}\n"
                 unit = os.path.join(tmp, f"wgmma_kernels_{head_dim}.cu")
                 with open(unit, "w") as f:

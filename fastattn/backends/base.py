@@ -60,9 +60,7 @@ class AttentionBackend:
 
     @staticmethod
     def paged(q, caches, softmax_scale, forward_meta, seq_lens_kv, kv_end=None):
-        """paged_attention of q over `seq_lens_kv` keys per sequence (at most the batch's
-        max_seqlen_kv, which lets the prefill kernel take V widened once); returns (out, lse)."""
+        """paged_attention of q over `seq_lens_kv` keys per sequence; returns (out, lse)."""
         return ops.paged_attention(q, caches.key_cache, caches.value_cache, forward_meta.block_tables, seq_lens_kv,
                                    forward_meta.cu_seqlens_q, softmax_scale=softmax_scale, kv_end=kv_end,
-                                   max_seqlen_kv=forward_meta.max_seqlen_kv or None, check_inputs=False,
-                                   **caches.read_args())
+                                   check_inputs=False, **caches.read_args())

@@ -170,6 +170,8 @@ void with_wgmma_kernel(const AttentionParams& p, Fn&& fn) {
                                attention_wgmma_kernel<D, kPaged, kFp8Q, kTokenScales, kFp8Pv, kSmall, true>, true>{});
       }
     }
+    // (maps.v then holds the fp16 buffer, which this kernel would read as FP8 V.)
+    if (p.values_fp16 != nullptr) throw std::logic_error("fastattn: widened values for a kernel that widens its own");
     fn(KernelChoice<WgmmaShape<D, kFp8Q, kTokenScales, kFp8Pv, kPaged, kSmall>,
                     attention_wgmma_kernel<D, kPaged, kFp8Q, kTokenScales, kFp8Pv, kSmall>, true>{});
   };

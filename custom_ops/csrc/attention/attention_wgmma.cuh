@@ -12,7 +12,8 @@
 // to the computing ones and back.
 // Whole tiles travel by tensor copies (TMA: one box per tile, or per cache block), issued by one
 // warp (two for small blocks); a tile that runs past the sequence's end by cp.async, a row per
-// thread, so that keys past the sequence read as zeros. The
+// thread, so that keys past the sequence read as zeros (with kCopiedV16 its fp16 V still by tensor
+// copies: the widening before the kernel wrote those zeros). The
 // computing warpgroups take 64 rows each. S = Q K^T runs on the FP8 tensor cores straight from the
 // stored bytes (m64nKk32, Q and K swizzled in shared memory; Q in registers where that paid). P V
 // runs in fp16 (m64nDk16, P from registers, V N-major; two n128 halves at head_dim 256; at head_dim
@@ -943,8 +944,9 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
           // The next item's first two tiles take the stages of this one's last two (fp8_pv's, with
           // no epilogue places, those of its kStages-th and (kStages - 1)-th last): every copying
           // thread has widened those first (their stages' release says only that the computing
-          // warpgroups are done with K). Each thread widens its tiles in order, so the last one's
-          // V buffer says it for all.
+          // warpgroups are done with K; with kV16InStage with the tile's P V too, which reads fp16
+          // V there). Each thread widens its tiles in order, so the last one's V buffer says it for
+          // all.
           roles::mbarrier_wait(v16_ready(tiles - 1), v16_phase(tiles - 1));
           // The epilogue's places in the stage ring: nothing is copied there, and their phases of
           // k_ready complete here. The phase before each is complete (this thread waited for every
@@ -1544,8 +1546,9 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       constexpr int kRowBytes = D * int(sizeof(Storage));
       if constexpr (64 * kRowBytes <= kOutputBufferBytes) {
         // Through shared memory: the warpgroup's 64 rows go to stage tiles + wg, free by now (only
-        // the last tile's stage may still be read, by the others; V in every stage is widened, the
-        // last tile's fp16 V having been waited for), or to fp16 K buffer wg, in column
+        // the last tiles' stages may still be read, by the others: the last one's, and with
+        // kV16InStage the one before's fp16 V, both other stages than these; V in every stage is
+        // widened, the last tile's fp16 V having been waited for), or to fp16 K buffer wg, in column
         // tiles one swizzle wide as the tensor copies read them. Where all 64 rows are the
         // sequence's, one thread stores them by a tensor copy per column tile; elsewhere each warp
         // writes whole rows with 16-byte stores.

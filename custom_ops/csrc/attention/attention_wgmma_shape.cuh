@@ -29,7 +29,8 @@ constexpr int wgmma_rows(int head_dim) { return 64 * wgmma_compute_groups(head_d
 // whether CTAs persist). kSmallBlocks: the paged kernel's for cache blocks of a quarter tile or less
 // (attention_wgmma_kernel's).
 // kCopiedV16: V arrives as fp16 by tensor copies (widened once per call, before the kernel: see
-// widen_cached_values) rather than widened by the copying warpgroup (paged, FP8 q, head_dim 128).
+// widen_cached_values_kernel) rather than widened by the copying warpgroup (paged, FP8 q, head_dim
+// 128).
 template <int D, bool kFp8Query = true, bool kPerTokenScales = false, bool kFp8Values = false, bool kPagedKeys = false,
           bool kSmallBlocks = false, bool kCopiedV16 = false>
 struct WgmmaShape {
@@ -49,7 +50,8 @@ struct WgmmaShape {
   static constexpr int kThreads = 128 * (kCopyGroups + kComputeGroups);  // the copying warpgroups first
   static constexpr int kRows = wgmma_rows(D), kKeys = wgmma_tile_keys(D);
   // Copies run two tiles ahead of the widening, which runs one ahead of the consumers: 4 stages
-  // of K and V as copied, 2 of fp16 V. With a 16-bit q 2 of fp16 K too, and the copies run
+  // of K and V as copied, 2 of fp16 V (with kV16InStage fp16 V in the stages and none apart). With
+  // a 16-bit q 2 of fp16 K too, and the copies run
   // kStages - 1 tiles ahead of the widening: 4 stages at head_dim 64, 2 at 128, and at 256 (fp16
   // Q alone takes 64 KB) one: the next tile's copies wait for the widening of the last (225 KB).
   // Per-token scales (kTokenScales: a block_wise_fp8 cache) take a stage's room at head_dim 256

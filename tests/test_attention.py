@@ -799,10 +799,9 @@ class TestPagedAttention(PlacedCase):
         """max_seqlen_kv: with FP8 q at head_dim 128 over block_wise_fp8 the sm_90a kernel then
         copies V widened once per call (zeros past each sequence and at unmapped blocks) instead
         of widening it per tile (over cache_fp8 nothing changes): the same results as without it,
-        bit for bit, in
-        every block size, with forced splits, kv_end cuts, NaN in the slots without a key, and more
-        row tiles than multiprocessors (the stage ring then turns over between items). A bound
-        equal to the longest sequence and one past it."""
+        bit for bit, in every block size, with forced splits, kv_end cuts, NaN in the slots
+        without a key, and more row tiles than multiprocessors (the stage ring then turns over
+        between items). A bound equal to the longest sequence and one past it."""
         short = ([1000, 77, 9], [130, 1, 9], [0, 7, 130], [(0, 0), (0, 2)])
         many = ([400, 3, 1, 700, 17, 250, 9, 120, 600, 33, 1029, 380, 64, 129, 200, 90],
                 [400, 0, 1, 300, 17, 250, 0, 120, 600, 33, 5, 380, 64, 129, 200, 90], [0, 700, 1500], [(3, 1), (10, 5)])

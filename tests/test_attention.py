@@ -833,6 +833,24 @@ class TestPagedAttention(PlacedCase):
         else:
             self.check(run, "float16")
 
+    @placed
+    def test_widened_values_rows_left_unwritten(self):
+        """Where the GPU widens V before the sm_90a kernel (FP8 q over block_wise_fp8 at head_dim
+        128) it writes each sequence's keys up to its last tile, not the bound's: the rows it leaves
+        must never be read. Freed memory of the buffer's size, filled with NaN, goes back to the
+        allocator first, so that the buffer likely gets it; the bound is far past every sequence
+        (none a whole number of tiles). The same results as without the bound, bit for bit."""
+        lens, q_lens, max_seqlen_kv, heads_kv = [700, 77, 9, 300], [130, 1, 9, 64], 3000, 2
+        buffer_keys = (max_seqlen_kv + 7) // 8 * 8 + 128  # (the buffer's rows per sequence)
+        nan_fill = np.full((len(lens) * buffer_keys, heads_kv, 128), np.nan, np.float16)
+        freed = [self.t(nan_fill, "float16") for _ in range(8)]
+        del freed
+        runs = [self.run_paged(seeded_rng(self), "block_wise_fp8", lens, q_lens, 8, heads_kv, 128, 64, fp8_q=True,
+                               **bound) for bound in ({"max_seqlen_kv": max_seqlen_kv}, {})]
+        self.check(runs[0], "float16")
+        np.testing.assert_array_equal(runs[0].got, runs[1].got)
+        np.testing.assert_array_equal(runs[0].lse, runs[1].lse)
+
     def test_widened_values_bound_checked(self):
         """max_seqlen_kv must be a positive host int, and (with validate) no queried sequence longer."""
         rng = seeded_rng(self)

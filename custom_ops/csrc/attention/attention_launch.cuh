@@ -255,8 +255,8 @@ int decode_ctas_per_sm(const AttentionParams& p) {
 template <int D>
 void run_attention(const AttentionParams& p) {
   if (p.values_fp16 != nullptr) {
-    const int64_t chunks = int64_t(p.batch) * p.values_fp16_keys * p.heads_kv * (D / 16);
-    const int64_t blocks = std::min<int64_t>((chunks + 255) / 256, int64_t(multiprocessor_count()) * 8);
+    const int64_t groups = int64_t(p.batch) * (p.values_fp16_keys / 8);  // (widen_cached_values_kernel's)
+    const int64_t blocks = std::min<int64_t>(groups, int64_t(multiprocessor_count()) * 8);
     check_launch("widen values launch", launch_overlapping(widen_cached_values_kernel<D>, dim3(unsigned(std::max<int64_t>(blocks, 1))),
                                                            dim3(256), 0, static_cast<cudaStream_t>(p.stream), p));
   }

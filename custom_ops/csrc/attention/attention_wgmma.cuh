@@ -119,35 +119,44 @@ FA_DEVICE void widen_to_fp16(uint32_t staging, uint32_t v16, int thread) {
 
 // The cache's V of every sequence's first `values_fp16_keys` keys -> fp16 in p.values_fp16
 // ([batch x values_fp16_keys, heads_kv, D]), converted as widen_to_fp16 converts it (exactly),
-// zeros past the sequence and at unmapped blocks: the paged kernel's kCopiedV16 input. A thread
-// per 16 columns of a row. Launched overlapping the kernel before it (which may write the cache).
-// A sequence longer than the bound the buffer was sized by (its tiles would run into the next
-// sequence's rows) gets NaN throughout, so that its rows come out NaN rather than silently wrong.
+// zeros past the sequence and at unmapped blocks: the paged kernel's kCopiedV16 input. Only the
+// rows the kernel can read are written: its tiles start at multiples of a tile below the
+// sequence's keys, so rows past the sequence's last tile are left as they were (a batch of short
+// sequences beside a long one writes its own keys, not the bound's). A block per 8 keys of a
+// sequence at a time, a thread per 16 columns of a row. Launched overlapping the kernel before it
+// (which may write the cache). A sequence longer than the bound the buffer was sized by (its tiles
+// would run into the next sequence's rows) gets NaN in all its rows, so that its rows come out
+// NaN rather than silently wrong.
 template <int D>
 __global__ void widen_cached_values_kernel(const AttentionParams p) {
   wait_then_allow_next_grid();
-  constexpr int kChunks = D / 16;
-  const int64_t rows = int64_t(p.batch) * p.values_fp16_keys * p.heads_kv;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < rows * kChunks; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t r = i / kChunks, token = r / p.heads_kv;  // r: (seq x keys + key) x heads + head
-    const int c = int(i % kChunks), head = int(r % p.heads_kv);
-    const int seq = int(token / p.values_fp16_keys), key = int(token % p.values_fp16_keys);
+  constexpr int kChunks = D / 16, kKeys = WgmmaShape<D>::kKeys, kGroupKeys = 8;
+  const int groups_per_seq = p.values_fp16_keys / kGroupKeys;  // (the bound rounded up to 8, plus a tile)
+  const int group_chunks = kGroupKeys * p.heads_kv * kChunks;
+  for (int64_t g = blockIdx.x; g < int64_t(p.batch) * groups_per_seq; g += gridDim.x) {
+    const int seq = int(g / groups_per_seq), key0 = int(g % groups_per_seq) * kGroupKeys;
     const int keys = p.seq_lens_kv[seq];
-    const int64_t row = key < keys ? p.layout.row(seq, key, head) : -1;
-    uint4 x = make_uint4(0u, 0u, 0u, 0u);
-    if (row >= 0) x = *reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(p.value_cache) + row * D + c * 16);
-    uint4 h[2];
-    UnpackE4m3::four(x.x, h[0].x, h[0].y);
-    UnpackE4m3::four(x.y, h[0].z, h[0].w);
-    UnpackE4m3::four(x.z, h[1].x, h[1].y);
-    UnpackE4m3::four(x.w, h[1].z, h[1].w);
-    if (keys > p.values_fp16_keys - WgmmaShape<D>::kKeys) {
-      constexpr uint32_t kNaNs = 0x7e007e00u;  // two fp16 NaNs
-      h[0] = h[1] = make_uint4(kNaNs, kNaNs, kNaNs, kNaNs);
+    const bool past_bound = keys > p.values_fp16_keys - kKeys;
+    if (key0 >= (past_bound ? p.values_fp16_keys : (keys + kKeys - 1) / kKeys * kKeys)) continue;
+    for (int i = threadIdx.x; i < group_chunks; i += blockDim.x) {
+      const int c = i % kChunks, head = i / kChunks % p.heads_kv, key = key0 + i / (kChunks * p.heads_kv);
+      const int64_t row = key < keys ? p.layout.row(seq, key, head) : -1;
+      uint4 x = make_uint4(0u, 0u, 0u, 0u);
+      if (row >= 0) x = *reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(p.value_cache) + row * D + c * 16);
+      uint4 h[2];
+      UnpackE4m3::four(x.x, h[0].x, h[0].y);
+      UnpackE4m3::four(x.y, h[0].z, h[0].w);
+      UnpackE4m3::four(x.z, h[1].x, h[1].y);
+      UnpackE4m3::four(x.w, h[1].z, h[1].w);
+      if (past_bound) {
+        constexpr uint32_t kNaNs = 0x7e007e00u;  // two fp16 NaNs
+        h[0] = h[1] = make_uint4(kNaNs, kNaNs, kNaNs, kNaNs);
+      }
+      const int64_t r = (int64_t(seq) * p.values_fp16_keys + key) * p.heads_kv + head;
+      uint4* out = reinterpret_cast<uint4*>(static_cast<uint16_t*>(p.values_fp16) + r * D + c * 16);
+      out[0] = h[0];
+      out[1] = h[1];
     }
-    uint4* out = reinterpret_cast<uint4*>(static_cast<uint16_t*>(p.values_fp16) + r * D + c * 16);
-    out[0] = h[0];
-    out[1] = h[1];
   }
 }
 

@@ -1,7 +1,9 @@
 """flash_attn_varlen and paged_attention against the float64 references, on the CPU and the GPU."""
 import collections
+import contextlib
 import functools
 import itertools
+import os
 import unittest
 
 import numpy as np
@@ -75,6 +77,22 @@ class PlacedCase(unittest.TestCase):
         tol = LSE_TOL[self.place]
         p_tol = LSE_P_TOL.get(p_dtype, 0.0) if self.place == "gpu" else 0.0
         np.testing.assert_allclose(lse, want_lse, rtol=tol, atol=tol + score_error + p_tol)
+
+
+@contextlib.contextmanager
+def widened_values(mode):
+    """FASTATTN_WIDENED_VALUES for the calls inside: "always" widens V before the sm_90a kernel
+    wherever that kernel can take it (FP8 q at head_dim 128 over contiguous FP8 keys, or over
+    block_wise_fp8 given max_seqlen_kv), "never" nowhere; unset, the op chooses by the batch."""
+    old = os.environ.get("FASTATTN_WIDENED_VALUES")
+    os.environ["FASTATTN_WIDENED_VALUES"] = mode
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["FASTATTN_WIDENED_VALUES"]
+        else:
+            os.environ["FASTATTN_WIDENED_VALUES"] = old
 
 
 def placed(test):
@@ -261,6 +279,66 @@ class TestFlashAttnVarlen(PlacedCase):
                     v_descale=self.t(descales[2], "float32"), out_dtype="float32")
                 np.testing.assert_array_equal(float_values(out)[:lens[0]], clean[:lens[0]])
                 np.testing.assert_array_equal(to_numpy(lse)[:, :lens[0]], clean_lse[:, :lens[0]])
+
+    @placed
+    def test_fp8_prefill_next_keys_poisoned(self):
+        """A sequence's last key tile runs past its keys: the keys and values after them (here a
+        sequence without queries, holding NaN and the largest codes) must read as zeros. The sm_90a
+        kernel copies such a tile row by row with zeros past the end, or (FP8 q at head_dim 128)
+        copies V as widened before it, with a tile's room of zeros after each sequence's keys.
+        The other sequences' rows are bit for bit those of clean keys, and within the reference's
+        bound. Both ways at head_dim 128 (FASTATTN_WIDENED_VALUES)."""
+        lens_q, lens_k = [70, 0, 150], [70, 90, 200]
+        fp8 = fp8_dtype_name()
+        cases = [(dim, heads, "auto") for dim in (64, 256) for heads in ((8, 2), (8, 1))]
+        cases += [(128, heads, mode) for heads in ((8, 2), (8, 1)) for mode in ("always", "never")]
+        for dim, (hq, hkv), mode in cases:
+            with self.subTest(dim=dim, hq=hq, hkv=hkv, mode=mode), widened_values(mode):
+                rng = seeded_rng(self, dim, hq, hkv)
+                codes = [fp8_tensor(rng, (sum(lens), heads, dim)) for lens, heads in
+                         ((lens_q, hq), (lens_k, hkv), (lens_k, hkv))]
+                descales = [np.float32([f / 64]) for f in (0.75, 0.5, 0.25)]
+                clean, clean_lse, _ = self.check_fp8(codes, descales, lens_q, lens_k, True)
+                poisoned = [c.copy() for c in codes[1:]]
+                for c in poisoned:
+                    part = c[lens_k[0]:sum(lens_k[:2])]
+                    part[...] = np.where(rng.random(part.shape) < 0.5, 0x7F, 0x7E)
+                out, lse = ops.flash_attn_varlen(
+                    self.t(codes[0], fp8), *(self.t(c, fp8) for c in poisoned), self.t(cu_seqlens(lens_q)),
+                    self.t(cu_seqlens(lens_k)), max(lens_q), max(lens_k), causal=True,
+                    q_descale=self.t(descales[0], "float32"), k_descale=self.t(descales[1], "float32"),
+                    v_descale=self.t(descales[2], "float32"), out_dtype="float32")
+                np.testing.assert_array_equal(float_values(out), clean)
+                np.testing.assert_array_equal(to_numpy(lse), clean_lse)
+
+    @placed
+    def test_widened_values_contiguous(self):
+        """FP8 q/k/v at head_dim 128: the sm_90a kernel copies V widened once per call (each
+        sequence's keys, then a tile's room of zeros) or widens each tile itself
+        (FASTATTN_WIDENED_VALUES=always / never): the same results, bit for bit, and within the
+        reference's bound. Sequences without queries or keys, a chunk with more queries than keys,
+        more row tiles than multiprocessors, causal and not, key splits, GQA 1, 4 and 8, and a bf16
+        output (stored by tensor copies)."""
+        few = ([1030, 1, 17, 6, 0], [1030, 1, 1100, 2, 3])
+        many = ([400, 0, 1, 300, 17, 250, 0, 120, 600, 33, 5, 380, 64, 129, 200, 90],
+                [400, 3, 1, 40, 17, 700, 9, 120, 600, 33, 1029, 380, 64, 129, 200, 90])
+        cases = [(few, heads, causal, splits, "float32") for heads in ((8, 2), (2, 2), (8, 1))
+                 for causal, splits in ((True, None), (False, 3))]
+        cases += [(many, (8, 2), True, None, "float32"), (many, (8, 2), True, 3, "float32"),
+                  (many, (8, 2), False, None, "bfloat16")]
+        for (lens_q, lens_k), (hq, hkv), causal, splits, out_dtype in cases:
+            with self.subTest(rows=len(lens_q), hq=hq, hkv=hkv, causal=causal, splits=splits, out_dtype=out_dtype):
+                rng = seeded_rng(self, len(lens_q), hq, hkv, causal, splits, out_dtype)
+                codes = [fp8_tensor(rng, (sum(lens), heads, 128)) for lens, heads in
+                         ((lens_q, hq), (lens_k, hkv), (lens_k, hkv))]
+                descales = [np.float32([f / 64]) for f in (0.75, 0.5, 0.25)]
+                runs = []
+                for mode in ("always", "never") if self.place == "gpu" else ("always",):  # (the CPU has one way)
+                    with widened_values(mode):
+                        runs.append(self.check_fp8(codes, descales, lens_q, lens_k, causal, splits, out_dtype=out_dtype))
+                for run in runs[1:]:
+                    np.testing.assert_array_equal(run[0], runs[0][0])
+                    np.testing.assert_array_equal(run[1], runs[0][1])
 
     @placed
     def test_fp8_prefill_output_dtypes(self):
@@ -796,12 +874,13 @@ class TestPagedAttention(PlacedCase):
 
     @placed
     def test_widened_values(self):
-        """max_seqlen_kv: with FP8 q at head_dim 128 over block_wise_fp8 the sm_90a kernel then
-        copies V widened once per call (zeros past each sequence and at unmapped blocks) instead
-        of widening it per tile (over cache_fp8 nothing changes): the same results as without it,
-        bit for bit, in every block size, with forced splits, kv_end cuts, NaN in the slots
-        without a key, and more row tiles than multiprocessors (the stage ring then turns over
-        between items). A bound equal to the longest sequence and one past it."""
+        """max_seqlen_kv: with FP8 q at head_dim 128 over block_wise_fp8 the sm_90a kernel can then
+        copy V widened once per call (zeros past each sequence and at unmapped blocks) instead
+        of widening it per tile (over cache_fp8 nothing changes); forced here
+        (FASTATTN_WIDENED_VALUES=always). The same results as without it, bit for bit, in every
+        block size, with forced splits, kv_end cuts, NaN in the slots without a key, and more row
+        tiles than multiprocessors (the stage ring then turns over between items). A bound equal
+        to the longest sequence and one past it."""
         short = ([1000, 77, 9], [130, 1, 9], [0, 7, 130], [(0, 0), (0, 2)])
         many = ([400, 3, 1, 700, 17, 250, 9, 120, 600, 33, 1029, 380, 64, 129, 200, 90],
                 [400, 0, 1, 300, 17, 250, 0, 120, 600, 33, 5, 380, 64, 129, 200, 90], [0, 700, 1500], [(3, 1), (10, 5)])
@@ -811,9 +890,10 @@ class TestPagedAttention(PlacedCase):
             with self.subTest(quant=quant, block_size=block_size, splits=splits, rows=len(lens), extra=extra):
                 kv_end = np.full(sum(q_lens), 10 ** 6, np.int32)
                 kv_end[cut] = 0, 90, 0
-                runs = [self.run_paged(seeded_rng(self, quant, block_size, splits, len(lens)), quant, lens, q_lens, 8,
-                                       2, 128, block_size, kv_end=kv_end, unmap=unmap, poison=True, fp8_q=True,
-                                       num_splits=splits, **bound) for bound in ({}, {"max_seqlen_kv": max(lens) + extra})]
+                with widened_values("always"):
+                    runs = [self.run_paged(seeded_rng(self, quant, block_size, splits, len(lens)), quant, lens, q_lens,
+                                           8, 2, 128, block_size, kv_end=kv_end, unmap=unmap, poison=True, fp8_q=True,
+                                           num_splits=splits, **bound) for bound in ({}, {"max_seqlen_kv": max(lens) + extra})]
                 self.check(runs[1], "float16")
                 np.testing.assert_array_equal(runs[1].got, runs[0].got)
                 np.testing.assert_array_equal(runs[1].lse, runs[0].lse)
@@ -824,8 +904,9 @@ class TestPagedAttention(PlacedCase):
         the sm_90a kernel (FP8 q over block_wise_fp8 at head_dim 128) that sequence's rows come out
         NaN, not silently wrong, and the others stay right; the CPU ignores the bound."""
         lens, q_lens = [1000, 300], [130, 140]
-        run = self.run_paged(seeded_rng(self), "block_wise_fp8", lens, q_lens, 8, 2, 128, 64, fp8_q=True,
-                             max_seqlen_kv=700, validate=False)
+        with widened_values("always"):
+            run = self.run_paged(seeded_rng(self), "block_wise_fp8", lens, q_lens, 8, 2, 128, 64, fp8_q=True,
+                                 max_seqlen_kv=700, validate=False)
         if self.place == "gpu" and sm90_gpu():
             self.assertTrue(np.isnan(run.got[:130]).all())
             rest = PagedRun(run.got[130:], run.lse[:, 130:], run.want[130:], run.want_lse[:, 130:], run.score_error)
@@ -845,8 +926,9 @@ class TestPagedAttention(PlacedCase):
         nan_fill = np.full((len(lens) * buffer_keys, heads_kv, 128), np.nan, np.float16)
         freed = [self.t(nan_fill, "float16") for _ in range(8)]
         del freed
-        runs = [self.run_paged(seeded_rng(self), "block_wise_fp8", lens, q_lens, 8, heads_kv, 128, 64, fp8_q=True,
-                               **bound) for bound in ({"max_seqlen_kv": max_seqlen_kv}, {})]
+        with widened_values("always"):
+            runs = [self.run_paged(seeded_rng(self), "block_wise_fp8", lens, q_lens, 8, heads_kv, 128, 64, fp8_q=True,
+                                   **bound) for bound in ({"max_seqlen_kv": max_seqlen_kv}, {})]
         self.check(runs[0], "float16")
         np.testing.assert_array_equal(runs[0].got, runs[1].got)
         np.testing.assert_array_equal(runs[0].lse, runs[1].lse)

@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 #include <type_traits>
 
@@ -108,17 +110,35 @@ AttentionPlan plan_attention(const AttentionParams& p, int64_t max_keys, int req
 }
 
 bool widened_values_apply(const AttentionParams& p) {
-  // The paged kernel over block_wise_fp8 at head_dim 128 with FP8 q and P V in fp16: there the
-  // copying warpgroup, which widens every tile of V in every CTA (each of the 32 row tiles of a
-  // kv head's 4096-key prefill widens the same tiles), sets the pace (6-8% faster without, the
-  // widening before it included). Over cache_fp8 the kernel gained 3%, which the widening before
-  // it took back (perf notes v82).
-  return p.paged && p.wgmma && p.q_type == ElementType::kFp8 && p.head_dim == 128 && !p.fp8_pv &&
-         p.quant == CacheQuant::kBlockWiseFp8;
+  // The sm_90a kernel at head_dim 128 with FP8 q and P V in fp16, over contiguous FP8 keys or
+  // block_wise_fp8: there the copying warpgroup widens every tile of V in every CTA (each of the
+  // 128 row tiles of a kv head's 4096-token prefill widens the same tiles), which costs 7-8% of the
+  // kernel's time (perf notes v82, v83). Over cache_fp8 the kernel gained 3%, which the widening
+  // before it took back.
+  const bool kernel = p.wgmma && p.q_type == ElementType::kFp8 && p.head_dim == 128 && !p.fp8_pv &&
+                      (p.paged ? p.quant == CacheQuant::kBlockWiseFp8 : p.kv_type == ElementType::kFp8);
+  // FASTATTN_WIDENED_VALUES=always / never overrides the choice below (the tests run both paths).
+  const char* choice = std::getenv("FASTATTN_WIDENED_VALUES");
+  if (choice != nullptr && std::strcmp(choice, "always") == 0) return kernel;
+  if (choice != nullptr && std::strcmp(choice, "never") == 0) return false;
+  // Widening before the kernel reads each key once and writes it twice as wide; it pays where the
+  // kernel reads each key in many row tiles. The host knows only the batch's totals: take it where
+  // a sequence has kWidenedRowTiles row tiles or more on average. Uniform causal prefills at head_dim
+  // 128, 4 q heads a kv head (32 / 16 / 64 / 128 row tiles a sequence at 512 / 1024 / 2048 / 4096
+  // tokens): +4-6% / +1-3% / -1.5% / -4-6% (perf notes v83); a batch of decodes beside a long chunk
+  // has about 1, and there it cost up to 44% more.
+  constexpr int64_t kWidenedRowTiles = 64;
+  const int64_t row_tiles = int64_t(p.tokens_q) * (p.heads_q / p.heads_kv) / wgmma_rows(128);
+  return kernel && row_tiles >= kWidenedRowTiles * p.batch;
 }
 
 // A tile past the bound stays inside its sequence's keys (a tile starts before the bound).
 int64_t widened_values_keys(int64_t max_keys) { return (max_keys + 7) / 8 * 8 + wgmma_tile_keys(128); }
+
+// Contiguous: every sequence's keys and a tile's room after them (widen_values_kernel).
+int64_t widened_values_rows(const AttentionParams& p) {
+  return p.paged ? int64_t(p.batch) * p.values_fp16_keys : p.tokens_k + int64_t(wgmma_tile_keys(128)) * p.batch;
+}
 
 void attention_cuda(const AttentionParams& p) {
   with_head_dim(p.head_dim, [&](auto d) { run_attention<decltype(d)::value>(p); });

@@ -61,11 +61,12 @@ struct AttentionParams {
   float* partial_lse = nullptr;
   // The persistent prefill kernel's queue of row tiles: a counter the launch zeroes (one int).
   int* item_counter = nullptr;
-  // Over block_wise_fp8 with FP8 q at head_dim 128 (widened_values_apply), given a bound on the keys: V of every
-  // sequence widened to fp16 before the prefill kernel, [batch x values_fp16_keys, heads_kv,
-  // head_dim] (values_fp16_keys: the bound rounded up to 8, plus a tile, zeros past each
-  // sequence's keys), which the kernel copies as it is instead of widening every tile in every
-  // CTA. nullptr: the kernel widens.
+  // With FP8 q at head_dim 128 over contiguous FP8 keys, or over block_wise_fp8 given a bound on
+  // the keys (widened_values_apply): V widened to fp16 before the prefill kernel, which copies it
+  // as it is instead of widening every tile in every CTA; [widened_values_rows, heads_kv,
+  // head_dim], zeros past each sequence's keys. Paged: values_fp16_keys rows a sequence (the
+  // bound rounded up to 8, plus a tile); contiguous: a tile's room after each sequence's keys.
+  // nullptr: the kernel widens.
   void* values_fp16 = nullptr;
   int values_fp16_keys = 0;
 };
@@ -82,10 +83,11 @@ struct AttentionPlan {
 };
 AttentionPlan plan_attention(const AttentionParams& p, int64_t max_keys, int requested_splits);
 
-// Whether the planned launch takes V widened before it (AttentionParams::values_fp16), given a
-// bound on the keys, and the keys per sequence that buffer then holds.
+// Whether the planned launch takes V widened before it (AttentionParams::values_fp16; paged: given
+// a bound on the keys), the keys per sequence that buffer then holds over a cache, and its rows.
 bool widened_values_apply(const AttentionParams& p);
 int64_t widened_values_keys(int64_t max_keys);
+int64_t widened_values_rows(const AttentionParams& p);
 
 void attention_cuda(const AttentionParams& p);
 

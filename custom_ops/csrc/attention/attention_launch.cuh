@@ -134,7 +134,7 @@ PrefillTensorMaps prefill_tensor_maps(const AttentionParams& p) {
   if (p.values_fp16 != nullptr) {
     // V widened before the kernel, [tokens, heads_kv, D] fp16: boxes of a tile's keys x 64 columns,
     // sent whether or not K's are (kCopiedV16).
-    const uint64_t dims[3] = {uint64_t(D) * 2, uint64_t(p.heads_kv), uint64_t(p.batch) * p.values_fp16_keys};
+    const uint64_t dims[3] = {uint64_t(D) * 2, uint64_t(p.heads_kv), uint64_t(widened_values_rows(p))};
     const uint64_t strides[2] = {dims[0], dims[0] * p.heads_kv};
     const uint32_t box[3] = {128u, 1u, uint32_t(Shape::kKeys)};
     if (!tma::encode_bytes_3d(&maps.v, p.values_fp16, dims, strides, box)) {
@@ -164,7 +164,7 @@ void with_wgmma_kernel(const AttentionParams& p, Fn&& fn) {
   }
   auto with = [&](auto paged, auto small_blocks) {
     constexpr bool kPaged = decltype(paged)::value, kSmall = decltype(small_blocks)::value;
-    if constexpr (kPaged && kTokenScales && D == 128 && kFp8Q && !kFp8Pv) {  // (widened_values_apply)
+    if constexpr ((!kPaged || kTokenScales) && D == 128 && kFp8Q && !kFp8Pv) {  // (widened_values_apply)
       if (p.values_fp16 != nullptr) {
         return fn(KernelChoice<WgmmaShape<D, kFp8Q, kTokenScales, kFp8Pv, kPaged, kSmall, true>,
                                attention_wgmma_kernel<D, kPaged, kFp8Q, kTokenScales, kFp8Pv, kSmall, true>, true>{});
@@ -255,10 +255,11 @@ int decode_ctas_per_sm(const AttentionParams& p) {
 template <int D>
 void run_attention(const AttentionParams& p) {
   if (p.values_fp16 != nullptr) {
-    const int64_t groups = int64_t(p.batch) * (p.values_fp16_keys / 8);  // (widen_cached_values_kernel's)
-    const int64_t blocks = std::min<int64_t>(groups, int64_t(multiprocessor_count()) * 8);
-    check_launch("widen values launch", launch_overlapping(widen_cached_values_kernel<D>, dim3(unsigned(std::max<int64_t>(blocks, 1))),
-                                                           dim3(256), 0, static_cast<cudaStream_t>(p.stream), p));
+    // A block per 8 keys of a sequence (over a cache), or a thread per 16 columns of a row.
+    const int64_t work = p.paged ? int64_t(p.batch) * (p.values_fp16_keys / 8) : (widened_values_rows(p) * p.heads_kv * (D / 16) + 255) / 256;
+    const int64_t blocks = std::max<int64_t>(std::min<int64_t>(work, int64_t(multiprocessor_count()) * 8), 1);
+    check_launch("widen values launch", launch_overlapping(p.paged ? widen_cached_values_kernel<D> : widen_values_kernel<D>,
+                                                           dim3(unsigned(blocks)), dim3(256), 0, static_cast<cudaStream_t>(p.stream), p));
   }
   with_kernel<D>(p, [&](auto choice) {
     using Choice = decltype(choice);

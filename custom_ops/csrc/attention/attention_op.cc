@@ -69,10 +69,9 @@ void run(AttentionParams& p, const paddle::Tensor& q, int64_t max_keys, int num_
     item_counter = paddle::empty({1}, paddle::DataType::INT32, q.place());
     p.item_counter = item_counter.data<int32_t>();
   }
-  if (value_keys > 0 && p.batch > 0 && widened_values_apply(p)) {
-    p.values_fp16_keys = int(widened_values_keys(std::min(value_keys, max_keys)));
-    values_fp16 = paddle::empty({int64_t(p.batch) * p.values_fp16_keys, p.heads_kv, p.head_dim}, paddle::DataType::FLOAT16,
-                                q.place());
+  if ((value_keys > 0 || !p.paged) && p.batch > 0 && widened_values_apply(p)) {
+    if (p.paged) p.values_fp16_keys = int(widened_values_keys(std::min(value_keys, max_keys)));
+    values_fp16 = paddle::empty({widened_values_rows(p), p.heads_kv, p.head_dim}, paddle::DataType::FLOAT16, q.place());
     p.values_fp16 = values_fp16.data();
   }
   attention_cuda(p);

@@ -7,8 +7,9 @@
 // head_dim 64, where the softmax weighs most against a tile's matrix products. The copying one
 // copies every tile of K and V (128 keys, 64 at head_dim 256; two tiles ahead) and widens V to
 // fp16 (with fp8_pv transposes it; with FP8 q at head_dim 256 a second copying warpgroup widens
-// it; over block_wise_fp8 at head_dim 128 with FP8 q, given a bound on the keys, it copies V as
-// widen_cached_values_kernel widened it once per call, kCopiedV16); mbarriers hand each buffer
+// it; with FP8 q at head_dim 128 over contiguous FP8 keys, and over block_wise_fp8 given a bound
+// on the keys, it copies V as widen_values_kernel / widen_cached_values_kernel widened it once per
+// call, kCopiedV16); mbarriers hand each buffer
 // to the computing ones and back.
 // Whole tiles travel by tensor copies (TMA: one box per tile, or per cache block), issued by one
 // warp (two for small blocks); a tile that runs past the sequence's end by cp.async, a row per
@@ -117,16 +118,34 @@ FA_DEVICE void widen_to_fp16(uint32_t staging, uint32_t v16, int thread) {
   }
 }
 
+// V widened once per call, before the kernel that copies it (kCopiedV16): 16 FP8 values at
+// `from` (none: zeros) -> fp16 at `to`, exactly as widen_to_fp16 converts them; NaN throughout
+// where `nan`.
+FA_DEVICE void widen_chunk(const void* from, void* to, bool nan) {
+  uint4 x = make_uint4(0u, 0u, 0u, 0u);
+  if (from != nullptr) x = *static_cast<const uint4*>(from);
+  uint4 h[2];
+  UnpackE4m3::four(x.x, h[0].x, h[0].y);
+  UnpackE4m3::four(x.y, h[0].z, h[0].w);
+  UnpackE4m3::four(x.z, h[1].x, h[1].y);
+  UnpackE4m3::four(x.w, h[1].z, h[1].w);
+  if (nan) {
+    constexpr uint32_t kNaNs = 0x7e007e00u;  // two fp16 NaNs
+    h[0] = h[1] = make_uint4(kNaNs, kNaNs, kNaNs, kNaNs);
+  }
+  static_cast<uint4*>(to)[0] = h[0];
+  static_cast<uint4*>(to)[1] = h[1];
+}
+
 // The cache's V of every sequence's first `values_fp16_keys` keys -> fp16 in p.values_fp16
-// ([batch x values_fp16_keys, heads_kv, D]), converted as widen_to_fp16 converts it (exactly),
-// zeros past the sequence and at unmapped blocks: the paged kernel's kCopiedV16 input. Only the
-// rows the kernel can read are written: its tiles start at multiples of a tile below the
-// sequence's keys, so rows past the sequence's last tile are left as they were (a batch of short
-// sequences beside a long one writes its own keys, not the bound's). A block per 8 keys of a
-// sequence at a time, a thread per 16 columns of a row. Launched overlapping the kernel before it
-// (which may write the cache). A sequence longer than the bound the buffer was sized by (its tiles
-// would run into the next sequence's rows) gets NaN in all its rows, so that its rows come out
-// NaN rather than silently wrong.
+// ([batch x values_fp16_keys, heads_kv, D]), zeros past the sequence and at unmapped blocks: the
+// paged kernel's kCopiedV16 input. Only the rows the kernel can read are written: its tiles start
+// at multiples of a tile below the sequence's keys, so rows past the sequence's last tile are left
+// as they were (a batch of short sequences beside a long one writes its own keys, not the
+// bound's). A block per 8 keys of a sequence at a time, a thread per 16 columns of a row.
+// Launched overlapping the kernel before it (which may write the cache). A sequence longer than
+// the bound the buffer was sized by (its tiles would run into the next sequence's rows) gets NaN
+// in all its rows, so that its rows come out NaN rather than silently wrong.
 template <int D>
 __global__ void widen_cached_values_kernel(const AttentionParams p) {
   wait_then_allow_next_grid();
@@ -141,22 +160,39 @@ __global__ void widen_cached_values_kernel(const AttentionParams p) {
     for (int i = threadIdx.x; i < group_chunks; i += blockDim.x) {
       const int c = i % kChunks, head = i / kChunks % p.heads_kv, key = key0 + i / (kChunks * p.heads_kv);
       const int64_t row = key < keys ? p.layout.row(seq, key, head) : -1;
-      uint4 x = make_uint4(0u, 0u, 0u, 0u);
-      if (row >= 0) x = *reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(p.value_cache) + row * D + c * 16);
-      uint4 h[2];
-      UnpackE4m3::four(x.x, h[0].x, h[0].y);
-      UnpackE4m3::four(x.y, h[0].z, h[0].w);
-      UnpackE4m3::four(x.z, h[1].x, h[1].y);
-      UnpackE4m3::four(x.w, h[1].z, h[1].w);
-      if (past_bound) {
-        constexpr uint32_t kNaNs = 0x7e007e00u;  // two fp16 NaNs
-        h[0] = h[1] = make_uint4(kNaNs, kNaNs, kNaNs, kNaNs);
-      }
       const int64_t r = (int64_t(seq) * p.values_fp16_keys + key) * p.heads_kv + head;
-      uint4* out = reinterpret_cast<uint4*>(static_cast<uint16_t*>(p.values_fp16) + r * D + c * 16);
-      out[0] = h[0];
-      out[1] = h[1];
+      widen_chunk(row >= 0 ? static_cast<const uint8_t*>(p.value_cache) + row * D + c * 16 : nullptr,
+                  static_cast<uint16_t*>(p.values_fp16) + r * D + c * 16, past_bound);
     }
+  }
+}
+
+// Contiguous FP8 V ([tokens_k, heads_kv, D]) -> fp16 in p.values_fp16, sequence b's key i at row
+// cu_seqlens_k[b] + b kKeys + i (widened_values_rows): a tile's room between sequences, so that a
+// tile that starts inside a sequence ends inside its rows. Zeros past each sequence's keys up to
+// its last tile (the rest of that room, never read, is left as it was): the contiguous kernel's
+// kCopiedV16 input. A thread per 16 columns of a row, which finds its sequence by bisection.
+template <int D>
+__global__ void widen_values_kernel(const AttentionParams p) {
+  wait_then_allow_next_grid();
+  constexpr int kChunks = D / 16, kKeys = WgmmaShape<D>::kKeys;
+  const int64_t row_chunks = int64_t(p.heads_kv) * kChunks;
+  const int64_t chunks = (int64_t(p.tokens_k) + int64_t(kKeys) * p.batch) * row_chunks;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < chunks; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i / row_chunks;
+    const int rest = int(i % row_chunks), head = rest / kChunks, c = rest % kChunks;
+    int lo = 0, hi = p.batch - 1;  // the last sequence whose rows start at or before r
+    while (lo < hi) {
+      const int mid = (lo + hi + 1) / 2;
+      if (p.cu_seqlens_k[mid] + int64_t(kKeys) * mid <= r) lo = mid;
+      else hi = mid - 1;
+    }
+    const int first = p.cu_seqlens_k[lo], keys = p.cu_seqlens_k[lo + 1] - first;
+    const int key = int(r - first - int64_t(kKeys) * lo);
+    if (key < 0 || key >= (keys + kKeys - 1) / kKeys * kKeys) continue;  // (rows before cu_seqlens_k[0])
+    const int64_t row = (int64_t(first) + key) * p.heads_kv + head;
+    widen_chunk(key < keys ? static_cast<const uint8_t*>(p.v) + row * D + c * 16 : nullptr,
+                static_cast<uint16_t*>(p.values_fp16) + (r * p.heads_kv + head) * D + c * 16, false);
   }
 }
 
@@ -714,11 +750,11 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
         if (tile >= kBefore) roles::mbarrier_wait(v16_ready(tile - kBefore), v16_phase(tile - kBefore));
       }
       if constexpr (kV16InStage) {
-        // fp16 V from p.values_fp16 ([batch x values_fp16_keys, heads_kv, D], zeros past each
+        // fp16 V from p.values_fp16 (widened_values_rows x [heads_kv, D], zeros past each
         // sequence's keys, so that every tile is one box per 64 columns), after K in the stage.
         if (thread == 0) {
           tma::expect_bytes(k_ready(tile), by_tma ? Shape::kStageBytes : Shape::kStageBytes - Shape::kKBytes);
-          const int token = cta.seq * p.values_fp16_keys + key0;
+          const int token = kPaged ? cta.seq * p.values_fp16_keys + key0 : cta.k_first + kKeys * cta.seq + key0;
 #pragma unroll
           for (int c = 0; c < D / 64; ++c) {
             tma::load_3d(stage + Shape::kKBytes + c * Shape::kV16BlockBytes, &maps.v, k_ready(tile), c * 128, kv_head, token);

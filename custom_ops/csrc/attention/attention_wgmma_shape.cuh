@@ -29,8 +29,8 @@ constexpr int wgmma_rows(int head_dim) { return 64 * wgmma_compute_groups(head_d
 // whether CTAs persist). kSmallBlocks: the paged kernel's for cache blocks of a quarter tile or less
 // (attention_wgmma_kernel's).
 // kCopiedV16: V arrives as fp16 by tensor copies (widened once per call, before the kernel: see
-// widen_cached_values_kernel) rather than widened by the copying warpgroup (paged, FP8 q, head_dim
-// 128).
+// widen_values_kernel, widen_cached_values_kernel) rather than widened by the copying warpgroup
+// (FP8 q, head_dim 128).
 template <int D, bool kFp8Query = true, bool kPerTokenScales = false, bool kFp8Values = false, bool kPagedKeys = false,
           bool kSmallBlocks = false, bool kCopiedV16 = false>
 struct WgmmaShape {
@@ -38,8 +38,8 @@ struct WgmmaShape {
   static_assert(!(kPerTokenScales && !kFp8Query && D == 256), "no room for per-token scales");
   static_assert(!kFp8Values || (D <= 128 && kFp8Query), "FP8 P V at head_dim 64 and 128 with FP8 q");
   static constexpr int kHeadDim = D;
-  static_assert(!kCopiedV16 || (kPagedKeys && kFp8Query && D == 128 && !kFp8Values), "copied fp16 V: paged, FP8 q, head_dim 128");
-  // (The kernel takes it over block_wise_fp8 only: widened_values_apply.)
+  static_assert(!kCopiedV16 || (kFp8Query && D == 128 && !kFp8Values), "copied fp16 V: FP8 q, head_dim 128");
+  // (The kernel takes it over contiguous keys and block_wise_fp8: widened_values_apply.)
   static constexpr bool kFp8Q = kFp8Query, kTokenScales = kPerTokenScales, kFp8Pv = kFp8Values, kV16InStage = kCopiedV16;
   static constexpr int kComputeGroups = wgmma_compute_groups(D);
   // Copying warpgroups: with FP8 q at head_dim 256 a second one widens V, so that the first only

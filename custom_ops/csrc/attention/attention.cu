@@ -124,9 +124,9 @@ bool widened_values_apply(const AttentionParams& p) {
   // Widening before the kernel reads each key once and writes it twice as wide; it pays where the
   // kernel reads each key in many row tiles. The host knows only the batch's totals: take it where
   // a sequence has kWidenedRowTiles row tiles or more on average. Uniform causal prefills at head_dim
-  // 128, 4 q heads a kv head (32 / 16 / 64 / 128 row tiles a sequence at 512 / 1024 / 2048 / 4096
-  // tokens): +4-6% / +1-3% / -1.5% / -4-6% (perf notes v83); a batch of decodes beside a long chunk
-  // has about 1, and there it cost up to 44% more.
+  // 128, 4 q heads a kv head, widened (16 / 32 / 64 / 128 row tiles a sequence at 512 / 1024 / 2048
+  // / 4096 tokens): 4-6% / 1-3% slower, 1.5% / 4-7% faster (perf notes v83); a batch of decodes
+  // beside a long chunk has about 1 row tile a sequence, and there it ran 44% slower.
   constexpr int64_t kWidenedRowTiles = 64;
   const int64_t row_tiles = int64_t(p.tokens_q) * (p.heads_q / p.heads_kv) / wgmma_rows(128);
   return kernel && row_tiles >= kWidenedRowTiles * p.batch;

@@ -115,11 +115,13 @@ bool widened_values_apply(const AttentionParams& p) {
   // 128 row tiles of a kv head's 4096-token prefill widens the same tiles), which costs 7-8% of the
   // kernel's time (perf notes v82, v83). Over cache_fp8 the kernel gained 3%, which the widening
   // before it took back.
-  const bool kernel = p.wgmma && p.q_type == ElementType::kFp8 && p.head_dim == 128 && !p.fp8_pv &&
-                      (p.paged ? p.quant == CacheQuant::kBlockWiseFp8 : p.kv_type == ElementType::kFp8);
+  if (!p.wgmma || p.q_type != ElementType::kFp8 || p.head_dim != 128 || p.fp8_pv ||
+      !(p.paged ? p.quant == CacheQuant::kBlockWiseFp8 : p.kv_type == ElementType::kFp8)) {
+    return false;
+  }
   // FASTATTN_WIDENED_VALUES=always / never overrides the choice below (the tests run both paths).
   const char* choice = std::getenv("FASTATTN_WIDENED_VALUES");
-  if (choice != nullptr && std::strcmp(choice, "always") == 0) return kernel;
+  if (choice != nullptr && std::strcmp(choice, "always") == 0) return true;
   if (choice != nullptr && std::strcmp(choice, "never") == 0) return false;
   // Widening before the kernel reads each key once and writes it twice as wide; it pays where the
   // kernel reads each key in many row tiles. The host knows only the batch's totals: take it where
@@ -129,7 +131,7 @@ bool widened_values_apply(const AttentionParams& p) {
   // beside a long chunk has about 1 row tile a sequence, and there it ran 44% slower.
   constexpr int64_t kWidenedRowTiles = 64;
   const int64_t row_tiles = int64_t(p.tokens_q) * (p.heads_q / p.heads_kv) / wgmma_rows(128);
-  return kernel && row_tiles >= kWidenedRowTiles * p.batch;
+  return row_tiles >= kWidenedRowTiles * p.batch;
 }
 
 // A tile past the bound stays inside its sequence's keys (a tile starts before the bound).

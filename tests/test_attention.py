@@ -1,10 +1,10 @@
 """flash_attn_varlen and paged_attention against the float64 references, on the CPU and the GPU."""
 import collections
-import contextlib
 import functools
 import itertools
 import os
 import unittest
+from unittest import mock
 
 import numpy as np
 
@@ -55,6 +55,11 @@ def fp8_tensor(rng, shape, spread=64.0):
     return ref.float_to_e4m3(rng.standard_normal(shape).astype(np.float32) * spread)
 
 
+def nan_or_largest_codes(rng, shape):
+    """FP8 codes that would poison whatever read them: NaN (0x7F) or the largest finite (448)."""
+    return np.where(rng.random(shape) < 0.5, 0x7F, 0x7E).astype(np.uint8)
+
+
 def fp8_dtype_name():
     from fastattn.tensors import fp8_dtype
     return "float8_e4m3fn" if fp8_dtype() is not None else "uint8"
@@ -79,20 +84,11 @@ class PlacedCase(unittest.TestCase):
         np.testing.assert_allclose(lse, want_lse, rtol=tol, atol=tol + score_error + p_tol)
 
 
-@contextlib.contextmanager
 def widened_values(mode):
     """FASTATTN_WIDENED_VALUES for the calls inside: "always" widens V before the sm_90a kernel
     wherever that kernel can take it (FP8 q at head_dim 128 over contiguous FP8 keys, or over
-    block_wise_fp8 given max_seqlen_kv), "never" nowhere; unset, the op chooses by the batch."""
-    old = os.environ.get("FASTATTN_WIDENED_VALUES")
-    os.environ["FASTATTN_WIDENED_VALUES"] = mode
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["FASTATTN_WIDENED_VALUES"]
-        else:
-            os.environ["FASTATTN_WIDENED_VALUES"] = old
+    block_wise_fp8 given max_seqlen_kv), "never" nowhere; otherwise the op chooses by the batch."""
+    return mock.patch.dict(os.environ, {"FASTATTN_WIDENED_VALUES": mode})
 
 
 def placed(test):
@@ -271,7 +267,7 @@ class TestFlashAttnVarlen(PlacedCase):
                 descales = [np.float32([f / 64]) for f in (0.75, 0.5, 0.25)]
                 clean, clean_lse, _ = self.check_fp8([q, k, v], descales, lens, lens, True)
                 poisoned = q.copy()
-                poisoned[lens[0]:] = np.where(rng.random(poisoned[lens[0]:].shape) < 0.5, 0x7F, 0x7E)
+                poisoned[lens[0]:] = nan_or_largest_codes(rng, poisoned[lens[0]:].shape)
                 cu = self.t(cu_seqlens(lens))
                 out, lse = ops.flash_attn_varlen(
                     self.t(poisoned, fp8), self.t(k, fp8), self.t(v, fp8), cu, cu, max(lens), max(lens),
@@ -302,7 +298,7 @@ class TestFlashAttnVarlen(PlacedCase):
                 poisoned = [c.copy() for c in codes[1:]]
                 for c in poisoned:
                     part = c[lens_k[0]:sum(lens_k[:2])]
-                    part[...] = np.where(rng.random(part.shape) < 0.5, 0x7F, 0x7E)
+                    part[...] = nan_or_largest_codes(rng, part.shape)
                 out, lse = ops.flash_attn_varlen(
                     self.t(codes[0], fp8), *(self.t(c, fp8) for c in poisoned), self.t(cu_seqlens(lens_q)),
                     self.t(cu_seqlens(lens_k)), max(lens_q), max(lens_k), causal=True,

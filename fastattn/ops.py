@@ -491,7 +491,7 @@ def flash_attn_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seq
     more on average (a row tile: 128 query rows, counted per q head; 2048 queries a sequence with 4
     q heads a kv head) widen V to fp16 once per call, into a temporary (Tk + 128 batch) x Hkv x D
     buffer, rather than in every CTA of the sm_90a kernel: the same results, 4-7% faster (H200).
-    FASTATTN_WIDENED_VALUES=always / never overrides that choice (here and in paged_attention).
+    FASTATTN_WIDENED_KV=always / never overrides that choice (here and in paged_attention).
 
     Args:
         q: [Tq, Hq, D]; k, v: [Tk, Hkv, D], Hq a multiple of Hkv (grouped-query); D in 64/128/256.
@@ -581,7 +581,7 @@ def paged_attention(q, key_cache, value_cache, block_tables, seq_lens_kv, cu_seq
             lse does not). With it, the sm_90a prefill kernel over a block_wise_fp8 cache with
             FP8 q at head_dim 128 (fp8_pv off) takes V widened to fp16 once per call, rather than
             in every CTA, where the batch averages 64 row tiles a sequence or more (as
-            flash_attn_varlen; FASTATTN_WIDENED_VALUES overrides): the same results, faster. That
+            flash_attn_varlen; FASTATTN_WIDENED_KV overrides): the same results, faster. That
             buffer, batch x (max_seqlen_kv + 135 at most) x Hkv x D fp16, is sized by the longest
             sequence for every one (each sequence's keys, up to its last tile, are written).
             Elsewhere it changes nothing.

@@ -84,11 +84,12 @@ class PlacedCase(unittest.TestCase):
         np.testing.assert_allclose(lse, want_lse, rtol=tol, atol=tol + score_error + p_tol)
 
 
-def widened_values(mode):
-    """FASTATTN_WIDENED_VALUES for the calls inside: "always" widens V before the sm_90a kernel
-    wherever that kernel can take it (FP8 q at head_dim 128 over contiguous FP8 keys, or over
-    block_wise_fp8 given max_seqlen_kv), "never" nowhere; otherwise the op chooses by the batch."""
-    return mock.patch.dict(os.environ, {"FASTATTN_WIDENED_VALUES": mode})
+def widened_kv(mode):
+    """FASTATTN_WIDENED_KV for the calls inside: "always" widens V (with a 16-bit q K too) before
+    the sm_90a kernel wherever that kernel can take it (head_dim 128 over contiguous FP8 keys; given
+    max_seqlen_kv, FP8 q over block_wise_fp8 and a 16-bit q over cache_fp8), "never" nowhere;
+    otherwise the op chooses by the batch."""
+    return mock.patch.dict(os.environ, {"FASTATTN_WIDENED_KV": mode})
 
 
 def placed(test):
@@ -280,58 +281,68 @@ class TestFlashAttnVarlen(PlacedCase):
     def test_fp8_prefill_next_keys_poisoned(self):
         """A sequence's last key tile runs past its keys: the keys and values after them (here a
         sequence without queries, holding NaN and the largest codes) must read as zeros. The sm_90a
-        kernel copies such a tile row by row with zeros past the end, or (FP8 q at head_dim 128)
-        copies V as widened before it, with a tile's room of zeros after each sequence's keys.
-        The other sequences' rows are bit for bit those of clean keys, and within the reference's
-        bound. Both ways at head_dim 128 (FASTATTN_WIDENED_VALUES)."""
+        kernel copies such a tile row by row with zeros past the end, or (at head_dim 128) copies V,
+        with a bf16 q K too, as widened before it, with a tile's room of zeros after each
+        sequence's keys. The other sequences' rows are bit for bit those of clean keys, and within
+        the reference's bound. Both ways at head_dim 128 (FASTATTN_WIDENED_KV)."""
         lens_q, lens_k = [70, 0, 150], [70, 90, 200]
         fp8 = fp8_dtype_name()
-        cases = [(dim, heads, "auto") for dim in (64, 256) for heads in ((8, 2), (8, 1))]
-        cases += [(128, heads, mode) for heads in ((8, 2), (8, 1)) for mode in ("always", "never")]
-        for dim, (hq, hkv), mode in cases:
-            with self.subTest(dim=dim, hq=hq, hkv=hkv, mode=mode), widened_values(mode):
-                rng = seeded_rng(self, dim, hq, hkv)
+        cases = [(dim, heads, "auto", None) for dim in (64, 256) for heads in ((8, 2), (8, 1))]
+        cases += [(128, heads, mode, None) for heads in ((8, 2), (8, 1)) for mode in ("always", "never")]
+        cases += [(128, (8, 2), mode, "bfloat16") for mode in ("always", "never")]
+        for dim, (hq, hkv), mode, q_dtype in cases:
+            with self.subTest(dim=dim, hq=hq, hkv=hkv, mode=mode, q_dtype=q_dtype), widened_kv(mode):
+                rng = seeded_rng(self, dim, hq, hkv, q_dtype)
                 codes = [fp8_tensor(rng, (sum(lens), heads, dim)) for lens, heads in
                          ((lens_q, hq), (lens_k, hkv), (lens_k, hkv))]
                 descales = [np.float32([f / 64]) for f in (0.75, 0.5, 0.25)]
-                clean, clean_lse, _ = self.check_fp8(codes, descales, lens_q, lens_k, True)
+                if q_dtype:
+                    codes[0] = ref.random_half(rng, codes[0].shape, q_dtype)[0]
+                    descales[0] = None
+                clean, clean_lse, _ = self.check_fp8(codes, descales, lens_q, lens_k, True, q_dtype=q_dtype)
                 poisoned = [c.copy() for c in codes[1:]]
                 for c in poisoned:
                     part = c[lens_k[0]:sum(lens_k[:2])]
                     part[...] = nan_or_largest_codes(rng, part.shape)
                 out, lse = ops.flash_attn_varlen(
-                    self.t(codes[0], fp8), *(self.t(c, fp8) for c in poisoned), self.t(cu_seqlens(lens_q)),
+                    self.t(codes[0], q_dtype or fp8), *(self.t(c, fp8) for c in poisoned), self.t(cu_seqlens(lens_q)),
                     self.t(cu_seqlens(lens_k)), max(lens_q), max(lens_k), causal=True,
-                    q_descale=self.t(descales[0], "float32"), k_descale=self.t(descales[1], "float32"),
+                    q_descale=None if q_dtype else self.t(descales[0], "float32"), k_descale=self.t(descales[1], "float32"),
                     v_descale=self.t(descales[2], "float32"), out_dtype="float32")
                 np.testing.assert_array_equal(float_values(out), clean)
                 np.testing.assert_array_equal(to_numpy(lse), clean_lse)
 
     @placed
-    def test_widened_values_contiguous(self):
-        """FP8 q/k/v at head_dim 128: the sm_90a kernel copies V widened once per call (each
-        sequence's keys, then a tile's room of zeros) or widens each tile itself
-        (FASTATTN_WIDENED_VALUES=always / never): the same results, bit for bit, and within the
-        reference's bound. Sequences without queries or keys, a chunk with more queries than keys,
-        more row tiles than multiprocessors, causal and not, key splits, GQA 1, 4 and 8, and a bf16
-        output (stored by tensor copies)."""
+    def test_widened_kv_contiguous(self):
+        """FP8 k/v at head_dim 128: the sm_90a kernel copies V (FP8 q), or K and V (a bf16 or fp16
+        q), widened once per call (each sequence's keys, then a tile's room of zeros), or widens
+        each tile itself (FASTATTN_WIDENED_KV=always / never): the same results, bit for bit, and
+        within the reference's bound. Sequences without queries or keys, a chunk with more queries
+        than keys, more row tiles than multiprocessors, causal and not, key splits, GQA 1, 4 and 8,
+        and a bf16 output (stored by tensor copies)."""
         few = ([1030, 1, 17, 6, 0], [1030, 1, 1100, 2, 3])
         many = ([400, 0, 1, 300, 17, 250, 0, 120, 600, 33, 5, 380, 64, 129, 200, 90],
                 [400, 3, 1, 40, 17, 700, 9, 120, 600, 33, 1029, 380, 64, 129, 200, 90])
-        cases = [(few, heads, causal, splits, "float32") for heads in ((8, 2), (2, 2), (8, 1))
-                 for causal, splits in ((True, None), (False, 3))]
-        cases += [(many, (8, 2), True, None, "float32"), (many, (8, 2), True, 3, "float32"),
-                  (many, (8, 2), False, None, "bfloat16")]
-        for (lens_q, lens_k), (hq, hkv), causal, splits, out_dtype in cases:
-            with self.subTest(rows=len(lens_q), hq=hq, hkv=hkv, causal=causal, splits=splits, out_dtype=out_dtype):
-                rng = seeded_rng(self, len(lens_q), hq, hkv, causal, splits, out_dtype)
+        cases = [(few, heads, causal, splits, "float32", q_dtype) for heads in ((8, 2), (2, 2), (8, 1))
+                 for causal, splits in ((True, None), (False, 3)) for q_dtype in (None, "bfloat16")]
+        cases += [(many, (8, 2), True, None, "float32", q_dtype) for q_dtype in (None, "float16")]
+        cases += [(many, (8, 2), True, 3, "float32", None), (many, (8, 2), False, None, "bfloat16", None),
+                  (many, (8, 2), False, None, "bfloat16", "bfloat16")]
+        for (lens_q, lens_k), (hq, hkv), causal, splits, out_dtype, q_dtype in cases:
+            with self.subTest(rows=len(lens_q), hq=hq, hkv=hkv, causal=causal, splits=splits, out_dtype=out_dtype,
+                              q_dtype=q_dtype):
+                rng = seeded_rng(self, len(lens_q), hq, hkv, causal, splits, out_dtype, q_dtype)
                 codes = [fp8_tensor(rng, (sum(lens), heads, 128)) for lens, heads in
                          ((lens_q, hq), (lens_k, hkv), (lens_k, hkv))]
                 descales = [np.float32([f / 64]) for f in (0.75, 0.5, 0.25)]
+                if q_dtype:
+                    codes[0] = ref.random_half(rng, codes[0].shape, q_dtype)[0]
+                    descales[0] = None
                 runs = []
                 for mode in ("always", "never") if self.place == "gpu" else ("always",):  # (the CPU has one way)
-                    with widened_values(mode):
-                        runs.append(self.check_fp8(codes, descales, lens_q, lens_k, causal, splits, out_dtype=out_dtype))
+                    with widened_kv(mode):
+                        runs.append(self.check_fp8(codes, descales, lens_q, lens_k, causal, splits, q_dtype,
+                                                   out_dtype=out_dtype))
                 for run in runs[1:]:
                     np.testing.assert_array_equal(run[0], runs[0][0])
                     np.testing.assert_array_equal(run[1], runs[0][1])
@@ -869,67 +880,75 @@ class TestPagedAttention(PlacedCase):
                 self.check(run, "e4m3" if fp8_pv else "float16")
 
     @placed
-    def test_widened_values(self):
-        """max_seqlen_kv: with FP8 q at head_dim 128 over block_wise_fp8 the sm_90a kernel can then
-        copy V widened once per call (zeros past each sequence and at unmapped blocks) instead
-        of widening it per tile (over cache_fp8 nothing changes); forced here
-        (FASTATTN_WIDENED_VALUES=always). The same results as without it, bit for bit, in every
-        block size, with forced splits, kv_end cuts, NaN in the slots without a key, and more row
-        tiles than multiprocessors (the stage ring then turns over between items). A bound equal
-        to the longest sequence and one past it."""
+    def test_widened_kv(self):
+        """max_seqlen_kv: at head_dim 128 the sm_90a kernel can then copy V (FP8 q over
+        block_wise_fp8), or K and V (a bf16 q over cache_fp8), widened once per call (zeros past
+        each sequence and at unmapped blocks) instead of widening them per tile (elsewhere nothing
+        changes); forced here (FASTATTN_WIDENED_KV=always). The same results as without it, bit
+        for bit, in every block size (a bf16 q: 16 and 64), with forced splits, kv_end cuts, NaN in
+        the slots without a key, and more row tiles than multiprocessors (with FP8 q the stage ring
+        then turns over between items). A bound equal to the longest sequence and one past it."""
         short = ([1000, 77, 9], [130, 1, 9], [0, 7, 130], [(0, 0), (0, 2)])
         many = ([400, 3, 1, 700, 17, 250, 9, 120, 600, 33, 1029, 380, 64, 129, 200, 90],
                 [400, 0, 1, 300, 17, 250, 0, 120, 600, 33, 5, 380, 64, 129, 200, 90], [0, 700, 1500], [(3, 1), (10, 5)])
-        cases = itertools.product(("cache_fp8", "block_wise_fp8"), (16, 32, 64, 128), (None, 3), (short, many))
-        for quant, block_size, splits, (lens, q_lens, cut, unmap) in cases:
+        cases = [(True, *case) for case in itertools.product(("cache_fp8", "block_wise_fp8"), (16, 32, 64, 128))]
+        cases += [(False, *case) for case in itertools.product(("cache_fp8", "block_wise_fp8"), (16, 64))]
+        for (fp8_q, quant, block_size), splits, (lens, q_lens, cut, unmap) in itertools.product(cases, (None, 3),
+                                                                                                (short, many)):
             extra = 0 if splits is None else 333
-            with self.subTest(quant=quant, block_size=block_size, splits=splits, rows=len(lens), extra=extra):
+            with self.subTest(fp8_q=fp8_q, quant=quant, block_size=block_size, splits=splits, rows=len(lens), extra=extra):
                 kv_end = np.full(sum(q_lens), 10 ** 6, np.int32)
                 kv_end[cut] = 0, 90, 0
-                with widened_values("always"):
-                    runs = [self.run_paged(seeded_rng(self, quant, block_size, splits, len(lens)), quant, lens, q_lens,
-                                           8, 2, 128, block_size, kv_end=kv_end, unmap=unmap, poison=True, fp8_q=True,
-                                           num_splits=splits, **bound) for bound in ({}, {"max_seqlen_kv": max(lens) + extra})]
+                with widened_kv("always"):
+                    runs = [self.run_paged(seeded_rng(self, fp8_q, quant, block_size, splits, len(lens)), quant, lens,
+                                           q_lens, 8, 2, 128, block_size, kv_end=kv_end, unmap=unmap, poison=True,
+                                           fp8_q=fp8_q, num_splits=splits, **bound)
+                            for bound in ({}, {"max_seqlen_kv": max(lens) + extra})]
                 self.check(runs[1], "float16")
                 np.testing.assert_array_equal(runs[1].got, runs[0].got)
                 np.testing.assert_array_equal(runs[1].lse, runs[0].lse)
 
     @placed
-    def test_widened_values_bound_below_a_sequence(self):
-        """Without validate, a max_seqlen_kv below a sequence's keys: where the GPU widens V before
-        the sm_90a kernel (FP8 q over block_wise_fp8 at head_dim 128) that sequence's rows come out
-        NaN, not silently wrong, and the others stay right; the CPU ignores the bound."""
+    def test_widened_kv_bound_below_a_sequence(self):
+        """Without validate, a max_seqlen_kv below a sequence's keys: where the GPU widens K / V
+        before the sm_90a kernel (head_dim 128: FP8 q over block_wise_fp8, a bf16 q over
+        cache_fp8) that sequence's rows come out NaN, not silently wrong, and the others stay
+        right; the CPU ignores the bound."""
         lens, q_lens = [1000, 300], [130, 140]
-        with widened_values("always"):
-            run = self.run_paged(seeded_rng(self), "block_wise_fp8", lens, q_lens, 8, 2, 128, 64, fp8_q=True,
-                                 max_seqlen_kv=700, validate=False)
-        if self.place == "gpu" and sm90_gpu():
-            self.assertTrue(np.isnan(run.got[:130]).all())
-            rest = PagedRun(run.got[130:], run.lse[:, 130:], run.want[130:], run.want_lse[:, 130:], run.score_error)
-            self.check(rest, "float16")
-        else:
-            self.check(run, "float16")
+        for fp8_q, quant in ((True, "block_wise_fp8"), (False, "cache_fp8")):
+            with self.subTest(fp8_q=fp8_q, quant=quant), widened_kv("always"):
+                run = self.run_paged(seeded_rng(self, fp8_q), quant, lens, q_lens, 8, 2, 128, 64, fp8_q=fp8_q,
+                                     max_seqlen_kv=700, validate=False)
+            if self.place == "gpu" and sm90_gpu():
+                self.assertTrue(np.isnan(run.got[:130]).all())
+                rest = PagedRun(run.got[130:], run.lse[:, 130:], run.want[130:], run.want_lse[:, 130:], run.score_error)
+                self.check(rest, "float16")
+            else:
+                self.check(run, "float16")
 
     @placed
-    def test_widened_values_rows_left_unwritten(self):
-        """Where the GPU widens V before the sm_90a kernel (FP8 q over block_wise_fp8 at head_dim
-        128) it writes each sequence's keys up to its last tile, not the bound's: the rows it leaves
-        must never be read. Freed memory of the buffer's size, filled with NaN, goes back to the
-        allocator first, so that the buffer likely gets it; the bound is far past every sequence
-        (none a whole number of tiles). The same results as without the bound, bit for bit."""
+    def test_widened_kv_rows_left_unwritten(self):
+        """Where the GPU widens K / V before the sm_90a kernel (head_dim 128: FP8 q over
+        block_wise_fp8, a bf16 q over cache_fp8) it writes each sequence's keys up to its last
+        tile, not the bound's: the rows it leaves must never be read. Freed memory of the buffer's
+        size, filled with NaN, goes back to the allocator first, so that the buffers likely get it;
+        the bound is far past every sequence (none a whole number of tiles). The same results as
+        without the bound, bit for bit."""
         lens, q_lens, max_seqlen_kv, heads_kv = [700, 77, 9, 300], [130, 1, 9, 64], 3000, 2
         buffer_keys = (max_seqlen_kv + 7) // 8 * 8 + 128  # (the buffer's rows per sequence)
         nan_fill = np.full((len(lens) * buffer_keys, heads_kv, 128), np.nan, np.float16)
-        freed = [self.t(nan_fill, "float16") for _ in range(8)]
-        del freed
-        with widened_values("always"):
-            runs = [self.run_paged(seeded_rng(self), "block_wise_fp8", lens, q_lens, 8, heads_kv, 128, 64, fp8_q=True,
-                                   **bound) for bound in ({"max_seqlen_kv": max_seqlen_kv}, {})]
-        self.check(runs[0], "float16")
-        np.testing.assert_array_equal(runs[0].got, runs[1].got)
-        np.testing.assert_array_equal(runs[0].lse, runs[1].lse)
+        for fp8_q, quant in ((True, "block_wise_fp8"), (False, "cache_fp8")):
+            with self.subTest(fp8_q=fp8_q, quant=quant):
+                freed = [self.t(nan_fill, "float16") for _ in range(8)]
+                del freed
+                with widened_kv("always"):
+                    runs = [self.run_paged(seeded_rng(self, fp8_q), quant, lens, q_lens, 8, heads_kv, 128, 64,
+                                           fp8_q=fp8_q, **bound) for bound in ({"max_seqlen_kv": max_seqlen_kv}, {})]
+                self.check(runs[0], "float16")
+                np.testing.assert_array_equal(runs[0].got, runs[1].got)
+                np.testing.assert_array_equal(runs[0].lse, runs[1].lse)
 
-    def test_widened_values_bound_checked(self):
+    def test_widened_kv_bound_checked(self):
         """max_seqlen_kv must be a positive host int, and (with validate) no queried sequence longer."""
         rng = seeded_rng(self)
         for bad in (0, -5, 2.5, True):

@@ -60,7 +60,9 @@ class AttentionBackend:
 
     @staticmethod
     def paged(q, caches, softmax_scale, forward_meta, seq_lens_kv, kv_end=None):
-        """paged_attention of q over `seq_lens_kv` keys per sequence; returns (out, lse)."""
+        """paged_attention of q over `seq_lens_kv` keys per sequence (none above the step's
+        max_seqlen_kv where a sequence has queries); returns (out, lse)."""
         return ops.paged_attention(q, caches.key_cache, caches.value_cache, forward_meta.block_tables, seq_lens_kv,
                                    forward_meta.cu_seqlens_q, softmax_scale=softmax_scale, kv_end=kv_end,
-                                   check_inputs=False, **caches.read_args())
+                                   max_seqlen_kv=forward_meta.max_seqlen_kv or None, check_inputs=False,
+                                   **caches.read_args())

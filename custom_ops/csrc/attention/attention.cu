@@ -109,18 +109,19 @@ AttentionPlan plan_attention(const AttentionParams& p, int64_t max_keys, int req
   return {warps_m, std::max(splits, 1), wgmma};
 }
 
-bool widened_values_apply(const AttentionParams& p) {
-  // The sm_90a kernel at head_dim 128 with FP8 q and P V in fp16, over contiguous FP8 keys or
-  // block_wise_fp8: there the copying warpgroup widens every tile of V in every CTA (each of the
-  // 128 row tiles of a kv head's 4096-token prefill widens the same tiles), which costs 7-8% of the
-  // kernel's time (perf notes v82, v83). Over cache_fp8 the kernel gained 3%, which the widening
-  // before it took back.
-  if (!p.wgmma || p.q_type != ElementType::kFp8 || p.head_dim != 128 || p.fp8_pv ||
-      !(p.paged ? p.quant == CacheQuant::kBlockWiseFp8 : p.kv_type == ElementType::kFp8)) {
-    return false;
-  }
-  // FASTATTN_WIDENED_VALUES=always / never overrides the choice below (the tests run both paths).
-  const char* choice = std::getenv("FASTATTN_WIDENED_VALUES");
+bool widening_applies(const AttentionParams& p) {
+  // The sm_90a kernel at head_dim 128 with P V in fp16: there the copying warpgroup widens every
+  // tile in every CTA (each of the 128 row tiles of a kv head's 4096-token prefill widens the same
+  // tiles). With FP8 q it widens V, 7-8% of the kernel's time over contiguous keys and
+  // block_wise_fp8 (perf notes v82, v83); over cache_fp8 the kernel gained 3%, which the widening
+  // before it took back. With a 16-bit q it widens K too, up to 12% (v83): over contiguous keys
+  // and cache_fp8 (over block_wise_fp8 the kernel copies each tile's scales with its K).
+  const bool fp8_q = p.q_type == ElementType::kFp8;
+  const bool keys_apply = p.paged ? p.quant == (fp8_q ? CacheQuant::kBlockWiseFp8 : CacheQuant::kFp8)
+                                  : p.kv_type == ElementType::kFp8;
+  if (!p.wgmma || p.head_dim != 128 || p.fp8_pv || !keys_apply) return false;
+  // FASTATTN_WIDENED_KV=always / never overrides the choice below (the tests run both paths).
+  const char* choice = std::getenv("FASTATTN_WIDENED_KV");
   if (choice != nullptr && std::strcmp(choice, "always") == 0) return true;
   if (choice != nullptr && std::strcmp(choice, "never") == 0) return false;
   // Widening before the kernel reads each key once and writes it twice as wide; it pays where the
@@ -135,12 +136,10 @@ bool widened_values_apply(const AttentionParams& p) {
 }
 
 // A tile past the bound stays inside its sequence's keys (a tile starts before the bound).
-int64_t widened_values_keys(int64_t max_keys) { return (max_keys + 7) / 8 * 8 + wgmma_tile_keys(128); }
+int64_t widened_keys_for(int64_t max_keys) { return (max_keys + 7) / 8 * 8 + kWidenedTileKeys; }
 
-// Contiguous: every sequence's keys and a tile's room after them (widen_values_kernel).
-int64_t widened_values_rows(const AttentionParams& p) {
-  return p.paged ? int64_t(p.batch) * p.values_fp16_keys : p.tokens_k + int64_t(wgmma_tile_keys(128)) * p.batch;
-}
+// Every sequence's rows (widen_kv_kernel, widen_cached_kv_kernel): the next sequence's first row.
+int64_t widened_rows(const AttentionParams& p) { return widened_row(p.paged, p.widened_keys, p.batch, p.tokens_k, 0); }
 
 void attention_cuda(const AttentionParams& p) {
   with_head_dim(p.head_dim, [&](auto d) { run_attention<decltype(d)::value>(p); });

@@ -61,14 +61,15 @@ struct AttentionParams {
   float* partial_lse = nullptr;
   // The persistent prefill kernel's queue of row tiles: a counter the launch zeroes (one int).
   int* item_counter = nullptr;
-  // With FP8 q at head_dim 128 over contiguous FP8 keys, or over block_wise_fp8 given a bound on
-  // the keys (widened_values_apply): V widened to fp16 before the prefill kernel, which copies it
-  // as it is instead of widening every tile in every CTA; [widened_values_rows, heads_kv,
-  // head_dim], zeros past each sequence's keys. Paged: values_fp16_keys rows a sequence (the
+  // At head_dim 128 over contiguous FP8 keys, or over a cache given a bound on the keys, where
+  // widening_applies: V (and with a 16-bit q K) widened to fp16 before the prefill kernel, which
+  // copies them as they are instead of widening every tile in every CTA; [widened_rows, heads_kv,
+  // head_dim] each, zeros past each sequence's keys. Paged: widened_keys rows a sequence (the
   // bound rounded up to 8, plus a tile); contiguous: a tile's room after each sequence's keys.
   // nullptr: the kernel widens.
   void* values_fp16 = nullptr;
-  int values_fp16_keys = 0;
+  void* keys_fp16 = nullptr;
+  int widened_keys = 0;
 };
 
 void attention_cpu(const AttentionParams& p);
@@ -83,11 +84,12 @@ struct AttentionPlan {
 };
 AttentionPlan plan_attention(const AttentionParams& p, int64_t max_keys, int requested_splits);
 
-// Whether the planned launch takes V widened before it (AttentionParams::values_fp16; paged: given
-// a bound on the keys), the keys per sequence that buffer then holds over a cache, and its rows.
-bool widened_values_apply(const AttentionParams& p);
-int64_t widened_values_keys(int64_t max_keys);
-int64_t widened_values_rows(const AttentionParams& p);
+// Whether the planned launch takes V (and with a 16-bit q K) widened before it
+// (AttentionParams::values_fp16, keys_fp16; paged: given a bound on the keys), the keys per
+// sequence those buffers then hold over a cache, and their rows.
+bool widening_applies(const AttentionParams& p);
+int64_t widened_keys_for(int64_t max_keys);
+int64_t widened_rows(const AttentionParams& p);
 
 void attention_cuda(const AttentionParams& p);
 

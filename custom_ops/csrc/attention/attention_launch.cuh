@@ -131,16 +131,18 @@ PrefillTensorMaps prefill_tensor_maps(const AttentionParams& p) {
     maps.kv_ready = tma::encode_bytes_3d(&maps.k, p.paged ? p.key_cache : p.k, dims, strides, box) &&
                     (p.values_fp16 != nullptr || tma::encode_bytes_3d(&maps.v, p.paged ? p.value_cache : p.v, dims, strides, box));
   }
-  if (p.values_fp16 != nullptr) {
-    // V widened before the kernel, [tokens, heads_kv, D] fp16: boxes of a tile's keys x 64 columns,
-    // sent whether or not K's are (kCopiedV16).
-    const uint64_t dims[3] = {uint64_t(D) * 2, uint64_t(p.heads_kv), uint64_t(widened_values_rows(p))};
+  // K and V widened before the kernel, [widened_rows, heads_kv, D] fp16: boxes of a tile's keys x 64
+  // columns, sent whether or not the FP8 ones are (kWidenedBefore).
+  auto encode_widened = [&](CUtensorMap* map, const void* base) {
+    const uint64_t dims[3] = {uint64_t(D) * 2, uint64_t(p.heads_kv), uint64_t(widened_rows(p))};
     const uint64_t strides[2] = {dims[0], dims[0] * p.heads_kv};
     const uint32_t box[3] = {128u, 1u, uint32_t(Shape::kKeys)};
-    if (!tma::encode_bytes_3d(&maps.v, p.values_fp16, dims, strides, box)) {
-      throw std::runtime_error("fastattn: the widened values' tensor map could not be encoded");
+    if (!tma::encode_bytes_3d(map, base, dims, strides, box)) {
+      throw std::runtime_error("fastattn: the widened keys' or values' tensor map could not be encoded");
     }
-  }
+  };
+  if (p.values_fp16 != nullptr) encode_widened(&maps.v, p.values_fp16);
+  if (p.keys_fp16 != nullptr) encode_widened(&maps.k, p.keys_fp16);
   // q and the output, [tokens_q, heads_q, row_bytes]: boxes of a column tile x the group's heads x
   // the tokens of `rows` rows (a CTA's rows are token-major: row r is token r / group, head r % group).
   const int group = p.heads_q / p.heads_kv;
@@ -164,7 +166,9 @@ void with_wgmma_kernel(const AttentionParams& p, Fn&& fn) {
   }
   auto with = [&](auto paged, auto small_blocks) {
     constexpr bool kPaged = decltype(paged)::value, kSmall = decltype(small_blocks)::value;
-    if constexpr ((!kPaged || kTokenScales) && D == 128 && kFp8Q && !kFp8Pv) {  // (widened_values_apply)
+    // (widening_applies: FP8 q over contiguous keys and block_wise_fp8, a 16-bit q over contiguous
+    // keys and cache_fp8.)
+    if constexpr (D == 128 && !kFp8Pv && (kFp8Q ? !kPaged || kTokenScales : !kTokenScales)) {
       if (p.values_fp16 != nullptr) {
         return fn(KernelChoice<WgmmaShape<D, kFp8Q, kTokenScales, kFp8Pv, kPaged, kSmall, true>,
                                attention_wgmma_kernel<D, kPaged, kFp8Q, kTokenScales, kFp8Pv, kSmall, true>, true>{});
@@ -255,11 +259,13 @@ int decode_ctas_per_sm(const AttentionParams& p) {
 template <int D>
 void run_attention(const AttentionParams& p) {
   if (p.values_fp16 != nullptr) {
-    // A block per 8 keys of a sequence (over a cache), or a thread per 16 columns of a row.
-    const int64_t work = p.paged ? int64_t(p.batch) * (p.values_fp16_keys / 8) : (widened_values_rows(p) * p.heads_kv * (D / 16) + 255) / 256;
+    // A block per 8 keys of a sequence (over a cache), or a thread per 16 columns of a row; V, and
+    // with a 16-bit q K (blockIdx.y 1).
+    const int64_t work = p.paged ? int64_t(p.batch) * (p.widened_keys / 8) : (widened_rows(p) * p.heads_kv * (D / 16) + 255) / 256;
     const int64_t blocks = std::max<int64_t>(std::min<int64_t>(work, int64_t(multiprocessor_count()) * 8), 1);
-    check_launch("widen values launch", launch_overlapping(p.paged ? widen_cached_values_kernel<D> : widen_values_kernel<D>,
-                                                           dim3(unsigned(blocks)), dim3(256), 0, static_cast<cudaStream_t>(p.stream), p));
+    const dim3 grid(unsigned(blocks), p.keys_fp16 != nullptr ? 2u : 1u);
+    check_launch("widen k/v launch", launch_overlapping(p.paged ? widen_cached_kv_kernel<D> : widen_kv_kernel<D>, grid, dim3(256), 0,
+                                                        static_cast<cudaStream_t>(p.stream), p));
   }
   with_kernel<D>(p, [&](auto choice) {
     using Choice = decltype(choice);

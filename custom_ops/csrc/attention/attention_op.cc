@@ -39,12 +39,12 @@ void check_offsets(const paddle::Tensor& cu, int64_t total, bool from_zero, cons
            "]");
 }
 
-// Runs the CPU kernel, or plans and launches the CUDA one (with its split workspace, and V widened
-// to fp16 where that applies). max_keys bounds every sequence's key count; num_splits <= 0 lets
-// the plan choose; value_keys > 0 (paged: the caller's max_seqlen_kv) bounds them too, tightly
-// enough to size the widened values by.
+// Runs the CPU kernel, or plans and launches the CUDA one (with its split workspace, and K / V
+// widened to fp16 where that applies). max_keys bounds every sequence's key count; num_splits <= 0
+// lets the plan choose; key_bound > 0 (paged: the caller's max_seqlen_kv) bounds them too,
+// tightly enough to size the widened buffers by.
 void run(AttentionParams& p, const paddle::Tensor& q, int64_t max_keys, int num_splits, const char* op,
-         int64_t value_keys = 0) {
+         int64_t key_bound = 0) {
   if (!q.is_gpu()) {
     PD_CHECK(q.is_cpu(), op, ": tensors must be on the CPU or a CUDA GPU");
     attention_cpu(p);
@@ -58,7 +58,7 @@ void run(AttentionParams& p, const paddle::Tensor& q, int64_t max_keys, int num_
   p.warps_m = plan.warps_m;
   p.num_splits = plan.num_splits;
   p.wgmma = plan.wgmma;
-  paddle::Tensor partial_out, partial_lse, item_counter, values_fp16;  // freed after the launch: Paddle's allocator is stream-ordered
+  paddle::Tensor partial_out, partial_lse, item_counter, values_fp16, keys_fp16;  // freed after the launch: Paddle's allocator is stream-ordered
   if (p.num_splits > 1) {
     partial_out = paddle::empty({p.num_splits, p.tokens_q, p.heads_q, p.head_dim}, paddle::DataType::FLOAT32, q.place());
     partial_lse = paddle::empty({p.num_splits, p.heads_q, p.tokens_q}, paddle::DataType::FLOAT32, q.place());
@@ -69,10 +69,14 @@ void run(AttentionParams& p, const paddle::Tensor& q, int64_t max_keys, int num_
     item_counter = paddle::empty({1}, paddle::DataType::INT32, q.place());
     p.item_counter = item_counter.data<int32_t>();
   }
-  if ((value_keys > 0 || !p.paged) && p.batch > 0 && widened_values_apply(p)) {
-    if (p.paged) p.values_fp16_keys = int(widened_values_keys(std::min(value_keys, max_keys)));
-    values_fp16 = paddle::empty({widened_values_rows(p), p.heads_kv, p.head_dim}, paddle::DataType::FLOAT16, q.place());
+  if ((key_bound > 0 || !p.paged) && p.batch > 0 && widening_applies(p)) {
+    if (p.paged) p.widened_keys = int(widened_keys_for(std::min(key_bound, max_keys)));
+    values_fp16 = paddle::empty({widened_rows(p), p.heads_kv, p.head_dim}, paddle::DataType::FLOAT16, q.place());
     p.values_fp16 = values_fp16.data();
+    if (p.q_type != ElementType::kFp8) {  // (a 16-bit q's K too)
+      keys_fp16 = paddle::empty({widened_rows(p), p.heads_kv, p.head_dim}, paddle::DataType::FLOAT16, q.place());
+      p.keys_fp16 = keys_fp16.data();
+    }
   }
   attention_cuda(p);
 #else

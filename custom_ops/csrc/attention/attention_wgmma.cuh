@@ -8,12 +8,12 @@
 // copies every tile of K and V (128 keys, 64 at head_dim 256; two tiles ahead) and widens V to
 // fp16 (with fp8_pv transposes it; with FP8 q at head_dim 256 a second copying warpgroup widens
 // it; with FP8 q at head_dim 128 over contiguous FP8 keys, and over block_wise_fp8 given a bound
-// on the keys, it copies V as widen_values_kernel / widen_cached_values_kernel widened it once per
-// call, kCopiedV16); mbarriers hand each buffer
+// on the keys, it copies V as widen_kv_kernel / widen_cached_kv_kernel widened it once per
+// call, kWidenedBefore); mbarriers hand each buffer
 // to the computing ones and back.
 // Whole tiles travel by tensor copies (TMA: one box per tile, or per cache block), issued by one
 // warp (two for small blocks); a tile that runs past the sequence's end by cp.async, a row per
-// thread, so that keys past the sequence read as zeros (with kCopiedV16 its fp16 V still by tensor
+// thread, so that keys past the sequence read as zeros (with kWidenedBefore its fp16 V still by tensor
 // copies: the widening before the kernel wrote those zeros). The
 // computing warpgroups take 64 rows each. S = Q K^T runs on the FP8 tensor cores straight from the
 // stored bytes (m64nKk32, Q and K swizzled in shared memory; Q in registers where that paid). P V
@@ -118,9 +118,9 @@ FA_DEVICE void widen_to_fp16(uint32_t staging, uint32_t v16, int thread) {
   }
 }
 
-// V widened once per call, before the kernel that copies it (kCopiedV16): 16 FP8 values at
-// `from` (none: zeros) -> fp16 at `to`, exactly as widen_to_fp16 converts them; NaN throughout
-// where `nan`.
+// K and V widened once per call, before the kernel that copies them (kWidenedBefore): 16 FP8
+// values at `from` (none: zeros) -> fp16 at `to`, exactly as widen_to_fp16 converts them; NaN
+// throughout where `nan`.
 FA_DEVICE void widen_chunk(const void* from, void* to, bool nan) {
   uint4 x = make_uint4(0u, 0u, 0u, 0u);
   if (from != nullptr) x = *static_cast<const uint4*>(from);
@@ -137,62 +137,75 @@ FA_DEVICE void widen_chunk(const void* from, void* to, bool nan) {
   static_cast<uint4*>(to)[1] = h[1];
 }
 
-// The cache's V of every sequence's first `values_fp16_keys` keys -> fp16 in p.values_fp16
-// ([batch x values_fp16_keys, heads_kv, D]), zeros past the sequence and at unmapped blocks: the
-// paged kernel's kCopiedV16 input. Only the rows the kernel can read are written: its tiles start
-// at multiples of a tile below the sequence's keys, so rows past the sequence's last tile are left
-// as they were (a batch of short sequences beside a long one writes its own keys, not the
-// bound's). A block per 8 keys of a sequence at a time, a thread per 16 columns of a row.
-// Launched overlapping the kernel before it (which may write the cache). A sequence longer than
-// the bound the buffer was sized by (its tiles would run into the next sequence's rows) gets NaN
-// in all its rows, so that its rows come out NaN rather than silently wrong.
+// The tensor the widening's blocks with this blockIdx.y take: V (0) into p.values_fp16, or with a
+// 16-bit q K (1) into p.keys_fp16.
+FA_DEVICE void widened_tensor(const AttentionParams& p, const void*& from, uint16_t*& to) {
+  const bool keys = blockIdx.y == 1;
+  from = keys ? (p.paged ? p.key_cache : p.k) : (p.paged ? p.value_cache : p.v);
+  to = static_cast<uint16_t*>(keys ? p.keys_fp16 : p.values_fp16);
+}
+
+// The cache's V (and K) of every sequence's first `widened_keys` keys -> fp16 ([batch x
+// widened_keys, heads_kv, D]), zeros past the sequence and at unmapped blocks: the paged kernel's
+// kWidenedBefore input. Only the rows the kernel can read are written: its tiles start at
+// multiples of a tile below the sequence's keys, so rows past the sequence's last tile are left as
+// they were (a batch of short sequences beside a long one writes its own keys, not the bound's).
+// A block per 8 keys of a sequence at a time, a thread per 16 columns of a row. Launched
+// overlapping the kernel before it (which may write the cache). A sequence longer than the bound
+// the buffer was sized by (its tiles would run into the next sequence's rows) gets NaN in all its
+// rows, so that its rows come out NaN rather than silently wrong.
 template <int D>
-__global__ void widen_cached_values_kernel(const AttentionParams p) {
+__global__ void widen_cached_kv_kernel(const AttentionParams p) {
   wait_then_allow_next_grid();
   constexpr int kChunks = D / 16, kKeys = WgmmaShape<D>::kKeys, kGroupKeys = 8;
-  const int groups_per_seq = p.values_fp16_keys / kGroupKeys;  // (the bound rounded up to 8, plus a tile)
+  const void* source;
+  uint16_t* widened;
+  widened_tensor(p, source, widened);
+  const int groups_per_seq = p.widened_keys / kGroupKeys;  // (the bound rounded up to 8, plus a tile)
   const int group_chunks = kGroupKeys * p.heads_kv * kChunks;
   for (int64_t g = blockIdx.x; g < int64_t(p.batch) * groups_per_seq; g += gridDim.x) {
     const int seq = int(g / groups_per_seq), key0 = int(g % groups_per_seq) * kGroupKeys;
     const int keys = p.seq_lens_kv[seq];
-    const bool past_bound = keys > p.values_fp16_keys - kKeys;
-    if (key0 >= (past_bound ? p.values_fp16_keys : (keys + kKeys - 1) / kKeys * kKeys)) continue;
+    const bool past_bound = keys > p.widened_keys - kKeys;
+    if (key0 >= (past_bound ? p.widened_keys : (keys + kKeys - 1) / kKeys * kKeys)) continue;
     for (int i = threadIdx.x; i < group_chunks; i += blockDim.x) {
       const int c = i % kChunks, head = i / kChunks % p.heads_kv, key = key0 + i / (kChunks * p.heads_kv);
       const int64_t row = key < keys ? p.layout.row(seq, key, head) : -1;
-      const int64_t r = (int64_t(seq) * p.values_fp16_keys + key) * p.heads_kv + head;
-      widen_chunk(row >= 0 ? static_cast<const uint8_t*>(p.value_cache) + row * D + c * 16 : nullptr,
-                  static_cast<uint16_t*>(p.values_fp16) + r * D + c * 16, past_bound);
+      const int64_t r = widened_row(true, p.widened_keys, seq, 0, key) * p.heads_kv + head;
+      widen_chunk(row >= 0 ? static_cast<const uint8_t*>(source) + row * D + c * 16 : nullptr, widened + r * D + c * 16,
+                  past_bound);
     }
   }
 }
 
-// Contiguous FP8 V ([tokens_k, heads_kv, D]) -> fp16 in p.values_fp16, sequence b's key i at row
-// cu_seqlens_k[b] + b kKeys + i (widened_values_rows): a tile's room between sequences, so that a
-// tile that starts inside a sequence ends inside its rows. Zeros past each sequence's keys up to
-// its last tile (the rest of that room, never read, is left as it was): the contiguous kernel's
-// kCopiedV16 input. A thread per 16 columns of a row, which finds its sequence by bisection.
+// Contiguous FP8 V (and K) ([tokens_k, heads_kv, D]) -> fp16, sequence b's key i at widened_row:
+// zeros past each sequence's keys up to its last tile (the rest of the tile's room after it, never
+// read, is left as it was): the contiguous kernel's kWidenedBefore input. A thread per 16 columns
+// of a row, which finds its sequence by bisection.
 template <int D>
-__global__ void widen_values_kernel(const AttentionParams p) {
+__global__ void widen_kv_kernel(const AttentionParams p) {
   wait_then_allow_next_grid();
   constexpr int kChunks = D / 16, kKeys = WgmmaShape<D>::kKeys;
+  const void* source;
+  uint16_t* widened;
+  widened_tensor(p, source, widened);
   const int64_t row_chunks = int64_t(p.heads_kv) * kChunks;
-  const int64_t chunks = (int64_t(p.tokens_k) + int64_t(kKeys) * p.batch) * row_chunks;
+  const int64_t chunks = widened_row(false, 0, p.batch, p.tokens_k, 0) * row_chunks;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < chunks; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = i / row_chunks;
     const int rest = int(i % row_chunks), head = rest / kChunks, c = rest % kChunks;
     int lo = 0, hi = p.batch - 1;  // the last sequence whose rows start at or before r
     while (lo < hi) {
       const int mid = (lo + hi + 1) / 2;
-      if (p.cu_seqlens_k[mid] + int64_t(kKeys) * mid <= r) lo = mid;
+      if (widened_row(false, 0, mid, p.cu_seqlens_k[mid], 0) <= r) lo = mid;
       else hi = mid - 1;
     }
     const int first = p.cu_seqlens_k[lo], keys = p.cu_seqlens_k[lo + 1] - first;
-    const int key = int(r - first - int64_t(kKeys) * lo);
+    const int key = int(r - widened_row(false, 0, lo, first, 0));
     if (key < 0 || key >= (keys + kKeys - 1) / kKeys * kKeys) continue;  // (rows before cu_seqlens_k[0])
     const int64_t row = (int64_t(first) + key) * p.heads_kv + head;
-    widen_chunk(key < keys ? static_cast<const uint8_t*>(p.v) + row * D + c * 16 : nullptr,
-                static_cast<uint16_t*>(p.values_fp16) + (r * p.heads_kv + head) * D + c * 16, false);
+    widen_chunk(key < keys ? static_cast<const uint8_t*>(source) + row * D + c * 16 : nullptr,
+                widened + (r * p.heads_kv + head) * D + c * 16, false);
   }
 }
 
@@ -306,16 +319,17 @@ struct PersistentItem {
 // 256). The launch picks it where it changes the hand-over (below: at 128 over per-token scales) or
 // the softmax's order (WgmmaShape::kWeighFirst: at 256 over cache_fp8).
 // (Whether two copying warps send a tile's tensor copies is the boxes' size: small_boxes.)
-// kCopiedV16: V comes as fp16 from p.values_fp16 (WgmmaShape's kV16InStage).
+// kWidenedBefore: V comes as fp16 from p.values_fp16 (WgmmaShape's kV16InStage), with a 16-bit q
+// K too, from p.keys_fp16 (kKV16Copied).
 template <int D, bool kPaged, bool kFp8Q = true, bool kTokenScales = false, bool kFp8Values = false,
-          bool kSmallBlocks = false, bool kCopiedV16 = false>
-__global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values, kPaged, kSmallBlocks, kCopiedV16>::kThreads, 1)
+          bool kSmallBlocks = false, bool kWidenedBefore = false>
+__global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values, kPaged, kSmallBlocks, kWidenedBefore>::kThreads, 1)
     attention_wgmma_kernel(const AttentionParams p, const __grid_constant__ PrefillTensorMaps maps) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   static_assert(kPaged || !kTokenScales, "per-token scales are a paged cache's");
   static_assert(!kSmallBlocks || kPaged, "cache blocks are a paged cache's");
-  using Shape = WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values, kPaged, kSmallBlocks, kCopiedV16>;
-  constexpr bool kV16InStage = Shape::kV16InStage;
+  using Shape = WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values, kPaged, kSmallBlocks, kWidenedBefore>;
+  constexpr bool kV16InStage = Shape::kV16InStage, kKV16Copied = Shape::kKV16Copied;
   constexpr bool kFoldKeysInCopies = Shape::kFoldKeysInCopies;
   constexpr bool kPersistent = Shape::kPersistent;
   static_assert(!kPersistent || Shape::kCopyGroups == 1, "the item loop is one copying warpgroup's");
@@ -484,12 +498,14 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
     roles::mbarrier_init(k_ready(threadIdx.x), 128);
     roles::mbarrier_init(k_free(threadIdx.x), kComputeThreads + 128 * (Shape::kCopyGroups - 1));
   }
+  // (kKV16Copied: one copying thread's arrival, with the tensor copies' bytes.)
+  constexpr int kFp16Arrivals = kKV16Copied ? 1 : 128;
   if (threadIdx.x < kV16Buffers) {
-    roles::mbarrier_init(v16_ready(threadIdx.x), 128);
+    roles::mbarrier_init(v16_ready(threadIdx.x), kFp16Arrivals);
     roles::mbarrier_init(v16_free(threadIdx.x), kComputeThreads);
   }
   if (int(threadIdx.x) < kK16Buffers) {  // (none with FP8 q)
-    roles::mbarrier_init(k16_ready(threadIdx.x), 128);
+    roles::mbarrier_init(k16_ready(threadIdx.x), kFp16Arrivals);
     roles::mbarrier_init(k16_free(threadIdx.x), kComputeThreads);
   }
   if constexpr (kPersistent) {
@@ -610,8 +626,42 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   if (!computes) {
     // The copying warpgroup: with FP8 q the copies of tiles j + 1 and j + 2 are in flight around
     // the widening of tile j's V (or its hand-over, where the second copying warpgroup widens);
-    // with a 16-bit q those of the kStages - 1 tiles after it.
+    // with a 16-bit q those of the kStages - 1 tiles after it (kKV16Copied: those the fp16 K and V
+    // buffers have room for).
     roles::lower_registers<Shape::kCopyRegisters>();
+    if constexpr (kKV16Copied) {
+      // K and V widened before the kernel: warp 0 copies each tile's fp16 K and V into the buffers
+      // the computing warpgroups read, as those free them (lane 0 sends the tensor copies, a box of
+      // the tile's keys per 64 columns; zeros past each sequence's keys fill its last tile). Over a
+      // cache its lanes look up the tile's blocks, so that one left unmapped is noted as ever.
+      if (threadIdx.x >= 32) return;
+      auto copy = [&](const CUtensorMap* map, uint32_t to, uint32_t ready, int token) {
+        if (lane == 0) {
+          tma::expect_bytes(ready, Shape::kK16Bytes);
+#pragma unroll
+          for (int c = 0; c < D / 64; ++c) tma::load_3d(to + c * Shape::kV16BlockBytes, map, ready, c * 128, kv_head, token);
+          roles::mbarrier_arrive(ready);
+        }
+      };
+#pragma unroll 1
+      for (int tile = 0; tile < range.tiles; ++tile) {
+        const int key0 = range.begin + tile * kKeys;
+        bool unmapped = false;
+        if constexpr (kPaged) {
+          const int key = key0 + lane * p.layout.block_size;
+          unmapped = key < key0 + kKeys && key < cta.k_len && p.layout.block(cta.seq, key) < 0;
+        }
+        unmapped = __any_sync(0xffffffffu, unmapped);
+        const int token = int(widened_row(kPaged, p.widened_keys, cta.seq, cta.k_first, key0));
+        if (tile >= kK16Buffers) roles::mbarrier_wait(k16_free(tile), phase_of(tile, kK16Buffers) ^ 1u);
+        // (The note's slot was tile j - kNotes's, whose softmax is done once K of j - kK16Buffers is free.)
+        if (unmapped && lane == 0) unmapped_tile[tile % kNotes] = tile;
+        copy(&maps.k, k16_of(tile), k16_ready(tile), token);
+        if (v16_reused(tile)) roles::mbarrier_wait(v16_free(tile), v16_phase(tile) ^ 1u);
+        copy(&maps.v, v16_of(tile), v16_ready(tile), token);
+      }
+      return;
+    }
     const int thread = threadIdx.x;
     const uint8_t* k_base = static_cast<const uint8_t*>(kPaged ? p.key_cache : p.k);
     const uint8_t* v_base = static_cast<const uint8_t*>(kPaged ? p.value_cache : p.v);
@@ -750,11 +800,11 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
         if (tile >= kBefore) roles::mbarrier_wait(v16_ready(tile - kBefore), v16_phase(tile - kBefore));
       }
       if constexpr (kV16InStage) {
-        // fp16 V from p.values_fp16 (widened_values_rows x [heads_kv, D], zeros past each
+        // fp16 V from p.values_fp16 (widened_rows x [heads_kv, D], zeros past each
         // sequence's keys, so that every tile is one box per 64 columns), after K in the stage.
         if (thread == 0) {
           tma::expect_bytes(k_ready(tile), by_tma ? Shape::kStageBytes : Shape::kStageBytes - Shape::kKBytes);
-          const int token = kPaged ? cta.seq * p.values_fp16_keys + key0 : cta.k_first + kKeys * cta.seq + key0;
+          const int token = int(widened_row(kPaged, p.widened_keys, cta.seq, cta.k_first, key0));
 #pragma unroll
           for (int c = 0; c < D / 64; ++c) {
             tma::load_3d(stage + Shape::kKBytes + c * Shape::kV16BlockBytes, &maps.v, k_ready(tile), c * 128, kv_head, token);

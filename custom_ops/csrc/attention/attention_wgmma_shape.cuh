@@ -24,23 +24,36 @@ constexpr int wgmma_compute_groups(int head_dim) { return head_dim == 64 ? 3 : 2
 // Rows per CTA (the plan sizes its grid and key splits by it).
 constexpr int wgmma_rows(int head_dim) { return 64 * wgmma_compute_groups(head_dim); }
 
+// K and V widened before the kernel (AttentionParams::values_fp16, keys_fp16; head_dim 128): the
+// row of sequence `seq`'s key `key`. Over a cache `widened_keys` rows a sequence. Contiguous keys
+// keep their order with a tile's room after each sequence, so that a tile that starts inside a
+// sequence ends inside its rows: the sequence's first key `first_key` (its cu_seqlens_k) plus a
+// tile for each sequence before it.
+constexpr int kWidenedTileKeys = wgmma_tile_keys(128);
+FA_HD int64_t widened_row(bool paged, int widened_keys, int seq, int64_t first_key, int key) {
+  return paged ? int64_t(seq) * widened_keys + key : first_key + int64_t(kWidenedTileKeys) * seq + key;
+}
+
 // kFp8Values: P V on the FP8 tensor cores (the ops' fp8_pv), at head_dim 64 and 128 with FP8 q only.
 // kPagedKeys: the paged kernel's (a cache's keys), which sets the softmax's order (and at head_dim 64
 // whether CTAs persist). kSmallBlocks: the paged kernel's for cache blocks of a quarter tile or less
 // (attention_wgmma_kernel's).
-// kCopiedV16: V arrives as fp16 by tensor copies (widened once per call, before the kernel: see
-// widen_values_kernel, widen_cached_values_kernel) rather than widened by the copying warpgroup
-// (FP8 q, head_dim 128).
+// kWidenedBefore: K and V were widened to fp16 once per call, before the kernel (widen_kv_kernel,
+// widen_cached_kv_kernel), and arrive by tensor copies rather than widened by the copying
+// warpgroup: with FP8 q only V (into the stages, kV16InStage), with a 16-bit q both (straight into
+// the fp16 K and V buffers the computing warpgroups read, kKV16Copied). Head_dim 128.
 template <int D, bool kFp8Query = true, bool kPerTokenScales = false, bool kFp8Values = false, bool kPagedKeys = false,
-          bool kSmallBlocks = false, bool kCopiedV16 = false>
+          bool kSmallBlocks = false, bool kWidenedBefore = false>
 struct WgmmaShape {
   static_assert(D == 64 || D == 128 || D == 256, "head_dim 64, 128 or 256");
   static_assert(!(kPerTokenScales && !kFp8Query && D == 256), "no room for per-token scales");
   static_assert(!kFp8Values || (D <= 128 && kFp8Query), "FP8 P V at head_dim 64 and 128 with FP8 q");
   static constexpr int kHeadDim = D;
-  static_assert(!kCopiedV16 || (kFp8Query && D == 128 && !kFp8Values), "copied fp16 V: FP8 q, head_dim 128");
-  // (The kernel takes it over contiguous keys and block_wise_fp8: widened_values_apply.)
-  static constexpr bool kFp8Q = kFp8Query, kTokenScales = kPerTokenScales, kFp8Pv = kFp8Values, kV16InStage = kCopiedV16;
+  static_assert(!kWidenedBefore || (D == 128 && !kFp8Values), "K and V widened before the kernel: head_dim 128");
+  static_assert(!kWidenedBefore || kFp8Query || !kPerTokenScales, "a 16-bit q's widened K and V: one scale a head");
+  // (The kernel takes it where widening_applies says so.)
+  static constexpr bool kFp8Q = kFp8Query, kTokenScales = kPerTokenScales, kFp8Pv = kFp8Values;
+  static constexpr bool kV16InStage = kWidenedBefore && kFp8Query, kKV16Copied = kWidenedBefore && !kFp8Query;
   static constexpr int kComputeGroups = wgmma_compute_groups(D);
   // Copying warpgroups: with FP8 q at head_dim 256 a second one widens V, so that the first only
   // sends the copies and hands the tiles over (8 x 4096: contiguous 3.5%, per-token scales 4%,

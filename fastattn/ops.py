@@ -487,10 +487,11 @@ def flash_attn_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seq
                       num_splits=None, fp8_pv=False, validate=None, check_inputs=True):
     """Attention over packed variable-length sequences, with FP8 inputs.
 
-    On the GPU, FP8 q/k/v at head_dim 128 (fp8_pv off) in a batch of 64 row tiles a sequence or
-    more on average (a row tile: 128 query rows, counted per q head; 2048 queries a sequence with 4
-    q heads a kv head) widen V to fp16 once per call, into a temporary (Tk + 128 batch) x Hkv x D
-    buffer, rather than in every CTA of the sm_90a kernel: the same results, 4-7% faster (H200).
+    On the GPU, FP8 k/v at head_dim 128 (fp8_pv off) in a batch of 64 row tiles a sequence or more
+    on average (a row tile: 128 query rows, counted per q head; 2048 queries a sequence with 4 q
+    heads a kv head) are widened to fp16 once per call rather than in every CTA of the sm_90a
+    kernel: V with an FP8 q (4-7% faster on an H200), K and V with a bf16/fp16 q (11-14%), each
+    into a temporary (Tk + 128 batch) x Hkv x D fp16 buffer. The results are the same.
     FASTATTN_WIDENED_KV=always / never overrides that choice (here and in paged_attention).
 
     Args:
@@ -576,14 +577,14 @@ def paged_attention(q, key_cache, value_cache, block_tables, seq_lens_kv, cu_seq
             (flash-mask style limits; 0 gives a row with no visible key).
         out_dtype, num_splits, fp8_pv: as for flash_attn_varlen (fp8_pv: an FP8 q over a
             cache_fp8 or block_wise_fp8 cache).
-        max_seqlen_kv: optional host int, at least every queried sequence's seq_lens_kv (checked
-            with validate; where it applies, a longer sequence's output rows come out NaN, their
-            lse does not). With it, the sm_90a prefill kernel over a block_wise_fp8 cache with
-            FP8 q at head_dim 128 (fp8_pv off) takes V widened to fp16 once per call, rather than
-            in every CTA, where the batch averages 64 row tiles a sequence or more (as
-            flash_attn_varlen; FASTATTN_WIDENED_KV overrides): the same results, faster. That
-            buffer, batch x (max_seqlen_kv + 135 at most) x Hkv x D fp16, is sized by the longest
-            sequence for every one (each sequence's keys, up to its last tile, are written).
+        max_seqlen_kv: optional host int, at least every queried sequence's seq_lens_kv (checked with
+            validate; where it applies, a longer sequence's output rows come out NaN, with a bf16/fp16 q
+            its lse too). With it, the sm_90a prefill kernel at head_dim 128 (fp8_pv off) takes V (FP8 q
+            over block_wise_fp8) or K and V (a bf16/fp16 q over cache_fp8 or block_wise_fp8) widened to
+            fp16 once per call, rather than in every CTA, where the batch averages 64 row tiles a
+            sequence or more (as flash_attn_varlen; FASTATTN_WIDENED_KV overrides): the same results,
+            faster. Each buffer, batch x (max_seqlen_kv + 135 at most) x Hkv x D fp16, is sized by the
+            longest sequence for every one (each sequence's keys, up to its last tile, are written).
             Elsewhere it changes nothing.
         validate: check the offsets, seq_lens_kv and the block tables over each queried
             sequence's keys on the host first (see the module docstring).

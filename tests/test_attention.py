@@ -87,7 +87,7 @@ class PlacedCase(unittest.TestCase):
 def widened_kv(mode):
     """FASTATTN_WIDENED_KV for the calls inside: "always" widens V (with a 16-bit q K too) before
     the sm_90a kernel wherever that kernel can take it (head_dim 128 over contiguous FP8 keys; given
-    max_seqlen_kv, FP8 q over block_wise_fp8 and a 16-bit q over cache_fp8), "never" nowhere;
+    max_seqlen_kv, FP8 q over block_wise_fp8 and a 16-bit q over either cache), "never" nowhere;
     otherwise the op chooses by the batch."""
     return mock.patch.dict(os.environ, {"FASTATTN_WIDENED_KV": mode})
 
@@ -882,9 +882,9 @@ class TestPagedAttention(PlacedCase):
     @placed
     def test_widened_kv(self):
         """max_seqlen_kv: at head_dim 128 the sm_90a kernel can then copy V (FP8 q over
-        block_wise_fp8), or K and V (a bf16 q over cache_fp8), widened once per call (zeros past
-        each sequence and at unmapped blocks) instead of widening them per tile (elsewhere nothing
-        changes); forced here (FASTATTN_WIDENED_KV=always). The same results as without it, bit
+        block_wise_fp8), or K and V (a bf16 q over either cache), widened once per call (zeros
+        past each sequence and at unmapped blocks) instead of widening them per tile (FP8 q over
+        cache_fp8: nothing changes); forced here (FASTATTN_WIDENED_KV=always). The same results as without it, bit
         for bit, in every block size (a bf16 q: 16 and 64), with forced splits, kv_end cuts, NaN in
         the slots without a key, and more row tiles than multiprocessors (with FP8 q the stage ring
         then turns over between items). A bound equal to the longest sequence and one past it."""
@@ -911,11 +911,11 @@ class TestPagedAttention(PlacedCase):
     @placed
     def test_widened_kv_bound_below_a_sequence(self):
         """Without validate, a max_seqlen_kv below a sequence's keys: where the GPU widens K / V
-        before the sm_90a kernel (head_dim 128: FP8 q over block_wise_fp8, a bf16 q over
-        cache_fp8) that sequence's rows come out NaN, not silently wrong, and the others stay
-        right; the CPU ignores the bound."""
+        before the sm_90a kernel (head_dim 128: FP8 q over block_wise_fp8, a bf16 q over either
+        cache) that sequence's rows come out NaN, not silently wrong, and the others stay right;
+        the CPU ignores the bound."""
         lens, q_lens = [1000, 300], [130, 140]
-        for fp8_q, quant in ((True, "block_wise_fp8"), (False, "cache_fp8")):
+        for fp8_q, quant in ((True, "block_wise_fp8"), (False, "cache_fp8"), (False, "block_wise_fp8")):
             with self.subTest(fp8_q=fp8_q, quant=quant), widened_kv("always"):
                 run = self.run_paged(seeded_rng(self, fp8_q), quant, lens, q_lens, 8, 2, 128, 64, fp8_q=fp8_q,
                                      max_seqlen_kv=700, validate=False)
@@ -929,7 +929,7 @@ class TestPagedAttention(PlacedCase):
     @placed
     def test_widened_kv_rows_left_unwritten(self):
         """Where the GPU widens K / V before the sm_90a kernel (head_dim 128: FP8 q over
-        block_wise_fp8, a bf16 q over cache_fp8) it writes each sequence's keys up to its last
+        block_wise_fp8, a bf16 q over either cache) it writes each sequence's keys up to its last
         tile, not the bound's: the rows it leaves must never be read. Freed memory of the buffer's
         size, filled with NaN, goes back to the allocator first, so that the buffers likely get it;
         the bound is far past every sequence (none a whole number of tiles). The same results as
@@ -937,7 +937,7 @@ class TestPagedAttention(PlacedCase):
         lens, q_lens, max_seqlen_kv, heads_kv = [700, 77, 9, 300], [130, 1, 9, 64], 3000, 2
         buffer_keys = (max_seqlen_kv + 7) // 8 * 8 + 128  # (the buffer's rows per sequence)
         nan_fill = np.full((len(lens) * buffer_keys, heads_kv, 128), np.nan, np.float16)
-        for fp8_q, quant in ((True, "block_wise_fp8"), (False, "cache_fp8")):
+        for fp8_q, quant in ((True, "block_wise_fp8"), (False, "cache_fp8"), (False, "block_wise_fp8")):
             with self.subTest(fp8_q=fp8_q, quant=quant):
                 freed = [self.t(nan_fill, "float16") for _ in range(8)]
                 del freed

@@ -167,8 +167,8 @@ void with_wgmma_kernel(const AttentionParams& p, Fn&& fn) {
   auto with = [&](auto paged, auto small_blocks) {
     constexpr bool kPaged = decltype(paged)::value, kSmall = decltype(small_blocks)::value;
     // (widening_applies: FP8 q over contiguous keys and block_wise_fp8, a 16-bit q over contiguous
-    // keys and cache_fp8.)
-    if constexpr (D == 128 && !kFp8Pv && (kFp8Q ? !kPaged || kTokenScales : !kTokenScales)) {
+    // keys and either cache.)
+    if constexpr (D == 128 && !kFp8Pv && (!kFp8Q || !kPaged || kTokenScales)) {
       if (p.values_fp16 != nullptr) {
         return fn(KernelChoice<WgmmaShape<D, kFp8Q, kTokenScales, kFp8Pv, kPaged, kSmall, true>,
                                attention_wgmma_kernel<D, kPaged, kFp8Q, kTokenScales, kFp8Pv, kSmall, true>, true>{});

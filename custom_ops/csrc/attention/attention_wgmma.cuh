@@ -498,14 +498,15 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
     roles::mbarrier_init(k_ready(threadIdx.x), 128);
     roles::mbarrier_init(k_free(threadIdx.x), kComputeThreads + 128 * (Shape::kCopyGroups - 1));
   }
-  // (kKV16Copied: one copying thread's arrival, with the tensor copies' bytes.)
-  constexpr int kFp16Arrivals = kKV16Copied ? 1 : 128;
+  // (kKV16Copied: one copying thread's arrival, with the tensor copies' bytes; for K the two
+  // warps' that copy per-token scales too.)
+  constexpr int kV16Arrivals = kKV16Copied ? 1 : 128, kK16Arrivals = kKV16Copied ? 1 + 64 * kTokenScales : 128;
   if (threadIdx.x < kV16Buffers) {
-    roles::mbarrier_init(v16_ready(threadIdx.x), kFp16Arrivals);
+    roles::mbarrier_init(v16_ready(threadIdx.x), kV16Arrivals);
     roles::mbarrier_init(v16_free(threadIdx.x), kComputeThreads);
   }
   if (int(threadIdx.x) < kK16Buffers) {  // (none with FP8 q)
-    roles::mbarrier_init(k16_ready(threadIdx.x), kFp16Arrivals);
+    roles::mbarrier_init(k16_ready(threadIdx.x), kK16Arrivals);
     roles::mbarrier_init(k16_free(threadIdx.x), kComputeThreads);
   }
   if constexpr (kPersistent) {
@@ -629,39 +630,6 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
     // with a 16-bit q those of the kStages - 1 tiles after it (kKV16Copied: those the fp16 K and V
     // buffers have room for).
     roles::lower_registers<Shape::kCopyRegisters>();
-    if constexpr (kKV16Copied) {
-      // K and V widened before the kernel: warp 0 copies each tile's fp16 K and V into the buffers
-      // the computing warpgroups read, as those free them (lane 0 sends the tensor copies, a box of
-      // the tile's keys per 64 columns; zeros past each sequence's keys fill its last tile). Over a
-      // cache its lanes look up the tile's blocks, so that one left unmapped is noted as ever.
-      if (threadIdx.x >= 32) return;
-      auto copy = [&](const CUtensorMap* map, uint32_t to, uint32_t ready, int token) {
-        if (lane == 0) {
-          tma::expect_bytes(ready, Shape::kK16Bytes);
-#pragma unroll
-          for (int c = 0; c < D / 64; ++c) tma::load_3d(to + c * Shape::kV16BlockBytes, map, ready, c * 128, kv_head, token);
-          roles::mbarrier_arrive(ready);
-        }
-      };
-#pragma unroll 1
-      for (int tile = 0; tile < range.tiles; ++tile) {
-        const int key0 = range.begin + tile * kKeys;
-        bool unmapped = false;
-        if constexpr (kPaged) {
-          const int key = key0 + lane * p.layout.block_size;
-          unmapped = key < key0 + kKeys && key < cta.k_len && p.layout.block(cta.seq, key) < 0;
-        }
-        unmapped = __any_sync(0xffffffffu, unmapped);
-        const int token = int(widened_row(kPaged, p.widened_keys, cta.seq, cta.k_first, key0));
-        if (tile >= kK16Buffers) roles::mbarrier_wait(k16_free(tile), phase_of(tile, kK16Buffers) ^ 1u);
-        // (The note's slot was tile j - kNotes's, whose softmax is done once K of j - kK16Buffers is free.)
-        if (unmapped && lane == 0) unmapped_tile[tile % kNotes] = tile;
-        copy(&maps.k, k16_of(tile), k16_ready(tile), token);
-        if (v16_reused(tile)) roles::mbarrier_wait(v16_free(tile), v16_phase(tile) ^ 1u);
-        copy(&maps.v, v16_of(tile), v16_ready(tile), token);
-      }
-      return;
-    }
     const int thread = threadIdx.x;
     const uint8_t* k_base = static_cast<const uint8_t*>(kPaged ? p.key_cache : p.k);
     const uint8_t* v_base = static_cast<const uint8_t*>(kPaged ? p.value_cache : p.v);
@@ -686,7 +654,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
         next_block = p.layout.block(cta.seq, range.begin + box * box_rows);
       }
     };
-    if constexpr (!kPersistent) first_block();
+    if constexpr (!kPersistent && !kKV16Copied) first_block();
     // A tile's per-token scales, in the tables' format: copying warp 2 copies the k scales and warp
     // 3 the v scales, kScaleKeys keys a lane (a lane's keys never straddle a cache block, which
     // holds 16 or more). Keys past the sequence read as 0, those of the last key's lane too: a
@@ -870,6 +838,59 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
         weigh_values(tile);
       }
     };
+    if constexpr (kKV16Copied) {
+      // K and V widened before the kernel: warp 0 copies each tile's fp16 K and V into the buffers
+      // the computing warpgroups read, as those free them (lane 0 sends the tensor copies, a box of
+      // the tile's keys per 64 columns; zeros past each sequence's keys fill its last tile). Over a
+      // cache its lanes look up the tile's blocks, so that one left unmapped is noted as ever.
+      // Per-token scales: warps 2 and 3 copy and weigh each tile's, and arrive with its K, once
+      // the tile kK16Buffers before has freed its fp16 K (so its softmax and scale_by_values have
+      // read the slot's scales, as the kScaleSlots - kK16Buffers tiles' before it have).
+      auto await_k16_buffer = [&](int tile) {
+        if (tile >= kK16Buffers) roles::mbarrier_wait(k16_free(tile), phase_of(tile, kK16Buffers) ^ 1u);
+      };
+      if constexpr (kTokenScales) {
+        if (copies_scales) {
+#pragma unroll 1
+          for (int tile = 0; tile < range.tiles; ++tile) {
+            await_k16_buffer(tile);
+            copy_token_scales(tile, range.begin + tile * kKeys);
+            cp_async_commit();
+            cp_async_wait<0>();
+            weigh_scales(tile);
+            roles::mbarrier_arrive(k16_ready(tile));
+          }
+          return;
+        }
+      }
+      if (thread >= 32) return;
+      auto copy = [&](const CUtensorMap* map, uint32_t to, uint32_t ready, int token) {
+        if (lane == 0) {
+          tma::expect_bytes(ready, Shape::kK16Bytes);
+#pragma unroll
+          for (int c = 0; c < D / 64; ++c) tma::load_3d(to + c * Shape::kV16BlockBytes, map, ready, c * 128, kv_head, token);
+          roles::mbarrier_arrive(ready);
+        }
+      };
+#pragma unroll 1
+      for (int tile = 0; tile < range.tiles; ++tile) {
+        const int key0 = range.begin + tile * kKeys;
+        bool unmapped = false;
+        if constexpr (kPaged) {
+          const int key = key0 + lane * p.layout.block_size;
+          unmapped = key < key0 + kKeys && key < cta.k_len && p.layout.block(cta.seq, key) < 0;
+        }
+        unmapped = __any_sync(0xffffffffu, unmapped);
+        const int token = int(widened_row(kPaged, p.widened_keys, cta.seq, cta.k_first, key0));
+        await_k16_buffer(tile);
+        // (The note's slot was tile j - kNotes's, whose softmax is done once K of j - kK16Buffers is free.)
+        if (unmapped && lane == 0) unmapped_tile[tile % kNotes] = tile;
+        copy(&maps.k, k16_of(tile), k16_ready(tile), token);
+        if (v16_reused(tile)) roles::mbarrier_wait(v16_free(tile), v16_phase(tile) ^ 1u);
+        copy(&maps.v, v16_of(tile), v16_ready(tile), token);
+      }
+      return;
+    }
     auto arrive_for_keys = [&](int tile) {  // FP8 q: this thread's part of tile j is in
       weigh_scales(tile);
       wgmma::fence_shared_for_async();  // this thread's cp.async copies of K and Q, for the wgmma reads

@@ -50,7 +50,6 @@ struct WgmmaShape {
   static_assert(!kFp8Values || (D <= 128 && kFp8Query), "FP8 P V at head_dim 64 and 128 with FP8 q");
   static constexpr int kHeadDim = D;
   static_assert(!kWidenedBefore || (D == 128 && !kFp8Values), "K and V widened before the kernel: head_dim 128");
-  static_assert(!kWidenedBefore || kFp8Query || !kPerTokenScales, "a 16-bit q's widened K and V: one scale a head");
   // (The kernel takes it where widening_applies says so.)
   static constexpr bool kFp8Q = kFp8Query, kTokenScales = kPerTokenScales, kFp8Pv = kFp8Values;
   static constexpr bool kV16InStage = kWidenedBefore && kFp8Query, kKV16Copied = kWidenedBefore && !kFp8Query;

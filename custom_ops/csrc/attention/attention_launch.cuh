@@ -170,6 +170,8 @@ void with_wgmma_kernel(const AttentionParams& p, Fn&& fn) {
     // keys and either cache.)
     if constexpr (D == 128 && !kFp8Pv && (!kFp8Q || !kPaged || kTokenScales)) {
       if (p.values_fp16 != nullptr) {
+        // (maps.k holds the widened keys where given: the kernel reads them with a 16-bit q only.)
+        if ((p.keys_fp16 != nullptr) == kFp8Q) throw std::logic_error("fastattn: widened keys go with a 16-bit q, and only there");
         return fn(KernelChoice<WgmmaShape<D, kFp8Q, kTokenScales, kFp8Pv, kPaged, kSmall, true>,
                                attention_wgmma_kernel<D, kPaged, kFp8Q, kTokenScales, kFp8Pv, kSmall, true>, true>{});
       }

@@ -9,8 +9,7 @@
 // fp16 (with fp8_pv transposes it; with FP8 q at head_dim 256 a second copying warpgroup widens
 // it; with FP8 q at head_dim 128 over contiguous FP8 keys, and over block_wise_fp8 given a bound
 // on the keys, it copies V as widen_kv_kernel / widen_cached_kv_kernel widened it once per
-// call, kWidenedBefore); mbarriers hand each buffer
-// to the computing ones and back.
+// call, kWidenedBefore); mbarriers hand each buffer to the computing ones and back.
 // Whole tiles travel by tensor copies (TMA: one box per tile, or per cache block), issued by one
 // warp (two for small blocks); a tile that runs past the sequence's end by cp.async, a row per
 // thread, so that keys past the sequence read as zeros (with kWidenedBefore its fp16 V still by tensor
@@ -45,7 +44,11 @@
 // first tile is copied; the copying warpgroup widens K to fp16 as it does V. S = Q K^T then runs
 // on the fp16 tensor cores (m64nKk16, both operands K-major in shared memory) with the mma.sync
 // kernel's products. The copying warpgroup frees a stage itself once it has widened it; fp16 Q and
-// K leave room for two of the four FP8 stages at head_dim 128 and for one at 256.
+// K leave room for two of the four FP8 stages at head_dim 128 and for one at 256. At head_dim 128
+// over contiguous FP8 keys, and over either cache given a bound on the keys, K and V come widened
+// once per call instead (kWidenedBefore, kKV16Copied): one copying warp sends them straight into
+// the fp16 buffers by tensor copies; the FP8 stages hold no tile (the epilogue may stage its rows
+// there).
 #pragma once
 
 #include <type_traits>
@@ -843,13 +846,15 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       // the computing warpgroups read, as those free them (lane 0 sends the tensor copies, a box of
       // the tile's keys per 64 columns; zeros past each sequence's keys fill its last tile). Over a
       // cache its lanes look up the tile's blocks, so that one left unmapped is noted as ever.
-      // Per-token scales: warps 2 and 3 copy and weigh each tile's, and arrive with its K, once
-      // the tile kK16Buffers before has freed its fp16 K (so its softmax and scale_by_values have
-      // read the slot's scales, as the kScaleSlots - kK16Buffers tiles' before it have).
+      // Per-token scales: warps 2 and 3 copy and weigh each tile's into its scale slot and arrive
+      // on the tile's fp16 K barrier. Tile j's slot was tile j - kScaleSlots's; they first wait for
+      // tile j - kK16Buffers to free its fp16 K, after its softmax and scale_by_values, which
+      // follow those of every tile before it.
       auto await_k16_buffer = [&](int tile) {
         if (tile >= kK16Buffers) roles::mbarrier_wait(k16_free(tile), phase_of(tile, kK16Buffers) ^ 1u);
       };
       if constexpr (kTokenScales) {
+        static_assert(Shape::kScaleSlots > kK16Buffers, "a scale slot is free once an fp16 K buffer is");
         if (copies_scales) {
 #pragma unroll 1
           for (int tile = 0; tile < range.tiles; ++tile) {

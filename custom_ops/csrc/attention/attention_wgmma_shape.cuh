@@ -66,6 +66,8 @@ struct WgmmaShape {
   // a 16-bit q 2 of fp16 K too, and the copies run
   // kStages - 1 tiles ahead of the widening: 4 stages at head_dim 64, 2 at 128, and at 256 (fp16
   // Q alone takes 64 KB) one: the next tile's copies wait for the widening of the last (225 KB).
+  // kKV16Copied keeps that layout: its tensor copies go to the fp16 buffers, and the stages hold
+  // no tile (at most the epilogue's rows).
   // Per-token scales (kTokenScales: a block_wise_fp8 cache) take a stage's room at head_dim 256
   // with FP8 q and at 128 with a 16-bit q; a 16-bit q at 256 leaves no room for them.
   // FP8 P V (P in e4m3, V^T in place of fp16 V) takes a stage's room for its fp32 sums at head_dim

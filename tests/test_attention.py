@@ -916,15 +916,17 @@ class TestPagedAttention(PlacedCase):
         the CPU ignores the bound."""
         lens, q_lens = [1000, 300], [130, 140]
         for fp8_q, quant in ((True, "block_wise_fp8"), (False, "cache_fp8"), (False, "block_wise_fp8")):
-            with self.subTest(fp8_q=fp8_q, quant=quant), widened_kv("always"):
-                run = self.run_paged(seeded_rng(self, fp8_q), quant, lens, q_lens, 8, 2, 128, 64, fp8_q=fp8_q,
-                                     max_seqlen_kv=700, validate=False)
-            if self.place == "gpu" and sm90_gpu():
-                self.assertTrue(np.isnan(run.got[:130]).all())
-                rest = PagedRun(run.got[130:], run.lse[:, 130:], run.want[130:], run.want_lse[:, 130:], run.score_error)
-                self.check(rest, "float16")
-            else:
-                self.check(run, "float16")
+            with self.subTest(fp8_q=fp8_q, quant=quant):
+                with widened_kv("always"):
+                    run = self.run_paged(seeded_rng(self, fp8_q), quant, lens, q_lens, 8, 2, 128, 64, fp8_q=fp8_q,
+                                         max_seqlen_kv=700, validate=False)
+                if self.place == "gpu" and sm90_gpu():
+                    self.assertTrue(np.isnan(run.got[:130]).all())
+                    rest = PagedRun(run.got[130:], run.lse[:, 130:], run.want[130:], run.want_lse[:, 130:],
+                                    run.score_error)
+                    self.check(rest, "float16")
+                else:
+                    self.check(run, "float16")
 
     @placed
     def test_widened_kv_rows_left_unwritten(self):

@@ -869,6 +869,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
         }
       }
       if (thread >= 32) return;
+      static_assert(Shape::kV16Bytes == Shape::kK16Bytes, "a tile of fp16 V takes as many bytes as one of K");
       auto copy = [&](const CUtensorMap* map, uint32_t to, uint32_t ready, int token) {
         if (lane == 0) {
           tma::expect_bytes(ready, Shape::kK16Bytes);

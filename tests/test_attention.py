@@ -55,6 +55,17 @@ def fp8_tensor(rng, shape, spread=64.0):
     return ref.float_to_e4m3(rng.standard_normal(shape).astype(np.float32) * spread)
 
 
+def prefill_codes(rng, lens_q, lens_k, hq, hkv, dim, q_dtype=None):
+    """check_fp8's inputs: FP8 q/k/v codes of packed sequences and their per-tensor descales; with
+    q_dtype (bf16 or fp16), q's values in that dtype instead and no q descale."""
+    codes = [fp8_tensor(rng, (sum(lens), heads, dim)) for lens, heads in ((lens_q, hq), (lens_k, hkv), (lens_k, hkv))]
+    descales = [np.float32([f / 64]) for f in (0.75, 0.5, 0.25)]
+    if q_dtype:
+        codes[0] = ref.random_half(rng, codes[0].shape, q_dtype)[0]
+        descales[0] = None
+    return codes, descales
+
+
 def nan_or_largest_codes(rng, shape):
     """FP8 codes that would poison whatever read them: NaN (0x7F) or the largest finite (448)."""
     return np.where(rng.random(shape) < 0.5, 0x7F, 0x7E).astype(np.uint8)
@@ -246,9 +257,8 @@ class TestFlashAttnVarlen(PlacedCase):
         for dim, hq, hkv, causal, splits in cases:
             with self.subTest(dim=dim, hq=hq, hkv=hkv, causal=causal, splits=splits):
                 rng = seeded_rng(self, dim, hq, hkv, causal, splits)
-                codes = [fp8_tensor(rng, (sum(lens), heads, dim))
-                         for lens, heads in ((lens_q, hq), (lens_k, hkv), (lens_k, hkv))]
-                self.check_fp8(codes, [np.float32([f / 64]) for f in (0.75, 0.5, 0.25)], lens_q, lens_k, causal, splits)
+                codes, descales = prefill_codes(rng, lens_q, lens_k, hq, hkv, dim)
+                self.check_fp8(codes, descales, lens_q, lens_k, causal, splits)
 
     @placed
     def test_fp8_prefill_next_sequence_poisoned(self):
@@ -293,12 +303,7 @@ class TestFlashAttnVarlen(PlacedCase):
         for dim, (hq, hkv), mode, q_dtype in cases:
             with self.subTest(dim=dim, hq=hq, hkv=hkv, mode=mode, q_dtype=q_dtype), widened_kv(mode):
                 rng = seeded_rng(self, dim, hq, hkv, q_dtype)
-                codes = [fp8_tensor(rng, (sum(lens), heads, dim)) for lens, heads in
-                         ((lens_q, hq), (lens_k, hkv), (lens_k, hkv))]
-                descales = [np.float32([f / 64]) for f in (0.75, 0.5, 0.25)]
-                if q_dtype:
-                    codes[0] = ref.random_half(rng, codes[0].shape, q_dtype)[0]
-                    descales[0] = None
+                codes, descales = prefill_codes(rng, lens_q, lens_k, hq, hkv, dim, q_dtype)
                 clean, clean_lse, _ = self.check_fp8(codes, descales, lens_q, lens_k, True, q_dtype=q_dtype)
                 poisoned = [c.copy() for c in codes[1:]]
                 for c in poisoned:
@@ -332,12 +337,7 @@ class TestFlashAttnVarlen(PlacedCase):
             with self.subTest(rows=len(lens_q), hq=hq, hkv=hkv, causal=causal, splits=splits, out_dtype=out_dtype,
                               q_dtype=q_dtype):
                 rng = seeded_rng(self, len(lens_q), hq, hkv, causal, splits, out_dtype, q_dtype)
-                codes = [fp8_tensor(rng, (sum(lens), heads, 128)) for lens, heads in
-                         ((lens_q, hq), (lens_k, hkv), (lens_k, hkv))]
-                descales = [np.float32([f / 64]) for f in (0.75, 0.5, 0.25)]
-                if q_dtype:
-                    codes[0] = ref.random_half(rng, codes[0].shape, q_dtype)[0]
-                    descales[0] = None
+                codes, descales = prefill_codes(rng, lens_q, lens_k, hq, hkv, 128, q_dtype)
                 runs = []
                 for mode in ("always", "never") if self.place == "gpu" else ("always",):  # (the CPU has one way)
                     with widened_kv(mode):
@@ -419,9 +419,8 @@ class TestFlashAttnVarlen(PlacedCase):
         for fp8_pv, (causal, splits) in itertools.product((False, True), ((True, None), (False, None), (True, 3))):
             with self.subTest(fp8_pv=fp8_pv, causal=causal, splits=splits):
                 rng = seeded_rng(self, fp8_pv, causal, splits)
-                codes = [fp8_tensor(rng, (sum(lens), heads, 128)) for lens, heads in ((lens_q, 8), (lens_k, 2), (lens_k, 2))]
-                got, lse, _ = self.check_fp8(codes, [np.float32([f / 64]) for f in (0.75, 0.5, 0.25)], lens_q, lens_k,
-                                             causal, splits, fp8_pv=fp8_pv)
+                codes, descales = prefill_codes(rng, lens_q, lens_k, 8, 2, 128)
+                got, lse, _ = self.check_fp8(codes, descales, lens_q, lens_k, causal, splits, fp8_pv=fp8_pv)
                 if causal:  # rows 0..259 of the chunk with 300 queries over 40 keys
                     first = sum(lens_q[:3])
                     self.assertTrue((got[first:first + 260] == 0).all() and np.isneginf(lse[:, first:first + 260]).all())
@@ -451,12 +450,7 @@ class TestFlashAttnVarlen(PlacedCase):
         for dim, q_dtype, hq, hkv, causal, splits in cases:
             with self.subTest(dim=dim, q_dtype=q_dtype, hq=hq, hkv=hkv, causal=causal, splits=splits):
                 rng = seeded_rng(self, dim, q_dtype, hq, hkv, causal, splits)
-                codes = [fp8_tensor(rng, (sum(lens), heads, dim))
-                         for lens, heads in ((lens_q, hq), (lens_k, hkv), (lens_k, hkv))]
-                descales = [np.float32([f / 64]) for f in (0.75, 0.5, 0.25)]
-                if q_dtype:
-                    codes[0] = ref.random_half(rng, codes[0].shape, q_dtype)[0]
-                    descales[0] = None
+                codes, descales = prefill_codes(rng, lens_q, lens_k, hq, hkv, dim, q_dtype)
                 got, lse, _ = self.check_fp8(codes, descales, lens_q, lens_k, causal, splits, q_dtype, fp8_pv=True)
                 if self.place == "cpu" or dim == 256 or q_dtype:
                     default = self.check_fp8(codes, descales, lens_q, lens_k, causal, splits, q_dtype)

@@ -116,9 +116,9 @@ bool widening_applies(const AttentionParams& p) {
   // block_wise_fp8 (perf notes v82, v83); over cache_fp8 the kernel gained 3%, which the widening
   // before it took back. With a 16-bit q it widens K too, up to 12% (v83), over contiguous keys
   // and either cache.
-  const bool keys_apply = !p.paged ? p.kv_type == ElementType::kFp8
-                          : p.q_type == ElementType::kFp8 ? p.quant == CacheQuant::kBlockWiseFp8
-                                                          : p.quant == CacheQuant::kFp8 || p.quant == CacheQuant::kBlockWiseFp8;
+  const bool keys_apply = p.paged ? p.quant == CacheQuant::kBlockWiseFp8 ||
+                                        (p.quant == CacheQuant::kFp8 && p.q_type != ElementType::kFp8)
+                                  : p.kv_type == ElementType::kFp8;
   if (!p.wgmma || p.head_dim != 128 || p.fp8_pv || !keys_apply) return false;
   // FASTATTN_WIDENED_KV=always / never overrides the choice below (the tests run both paths).
   const char* choice = std::getenv("FASTATTN_WIDENED_KV");

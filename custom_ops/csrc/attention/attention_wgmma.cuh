@@ -28,14 +28,16 @@
 // softmax weighs a tile against the row's running max and checks the tile's max afterwards
 // (softmax, settle_max).
 //
-// With FP8 q at head_dim 128, and at 64 over a cache (not fp8_pv there), the grid is a CTA per
-// multiprocessor, and each CTA runs row tiles ("items") one after another, taken off a counter
-// (kPersistent). A copying warp finds the next item's rows while the current one runs or ends;
-// the copying warpgroup sends its Q (into Q's buffer, free once the computing warpgroups hold Q in
-// registers; where Q K^T reads Q from shared memory, into the other of two) and first tiles while
-// the computing ones stage their rows for the epilogue in places of the stage ring of their own
-// (kEpiloguePlaces; fp8_pv's in its fp32 sums). A CTA's start (its rows found, Q and the first
-// tiles on their way: some 3 us) is then paid once per multiprocessor rather than once per row tile.
+// With FP8 q at head_dim 128, and at 64 over a cache (not fp8_pv there), and with a 16-bit q over
+// K and V widened before the kernel (kKV16Copied), the grid is a CTA per multiprocessor, and each
+// CTA runs row tiles ("items") one after another, taken off a counter (kPersistent). A copying
+// warp finds the next item's rows while the current one runs or ends; the copying warpgroup sends
+// its Q (into Q's buffer, free once the computing warpgroups hold Q in registers; where Q K^T reads
+// Q from shared memory, into the other of two) and first tiles while the computing ones stage
+// their rows for the epilogue in places of the stage ring of their own (kEpiloguePlaces; fp8_pv's
+// in its fp32 sums; kKV16Copied's in the stages, which hold no tile, and there each computing
+// warpgroup stages its 16-bit q itself). A CTA's start (its rows found, Q and the first tiles on
+// their way: some 3 us) is then paid once per multiprocessor rather than once per row tile.
 //
 // The shape (tiles, stages, shared-memory layout, register split) is in attention_wgmma_shape.cuh.
 //
@@ -349,11 +351,15 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   // warpgroup takes an fp16 K buffer, once every one is done with the last tile's K. With FP8 P V
   // each warpgroup takes its own fp32 sums, read into o by then (kOutputInSums): the stage ring
   // stays the copying warpgroup's, which sends a persistent CTA's next tiles there meanwhile.
+  // kKV16Copied copies no tile into the stages: each warpgroup keeps an equal part of them for its
+  // rows, item after item (with one stage, over per-token scales, rows of 16-bit elements fit;
+  // fp32 rows go out a pair at a time).
   constexpr bool kOutputInSums = Shape::kFp8Pv;
-  constexpr bool kOutputInStages = !kOutputInSums && kGroups + int(kFp8Q) <= kStages;
+  constexpr bool kOutputInStages = !kOutputInSums && (kKV16Copied || kGroups + int(kFp8Q) <= kStages);
   static_assert(kOutputInSums || kOutputInStages || (!kFp8Q && kGroups <= kK16Buffers),
                 "a buffer per computing warpgroup at the end");
   constexpr int kOutputBufferBytes = kOutputInSums     ? Shape::kOutSumsBytes / kGroups
+                                     : kKV16Copied     ? kStages * Shape::kStageBytes / kGroups
                                      : kOutputInStages ? Shape::kStageBytes
                                                        : Shape::kK16Bytes;
   constexpr bool kSplitHandOver =
@@ -411,7 +417,8 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   // tiles while those rows are staged. Items without key tiles take no place in either ring. Two
   // fp16 V buffers: the buffer is s + j's parity; its phase needs k's parity too where E / 2 is
   // odd, which ring_base carries in its low bit (one register for the copying warpgroup, which
-  // has none to spare), and that bit picks Q's buffer where there are two.
+  // has none to spare), and that bit picks Q's buffer where there are two. (kKV16Copied: E is 0,
+  // and fp16 K takes the same index as fp16 V.)
   constexpr int kEpiloguePlaces = Shape::kEpiloguePlaces;
   int ring_base = 0;
   auto stage_index = [&](int tile) { return kPersistent ? (ring_base >> 1) + tile : tile; };
@@ -422,8 +429,8 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   auto v16_ready = [&](int tile) { return smem_address(&v16_ready_bars[v16_slot(tile)]); };
   auto k_free = [&](int tile) { return smem_address(&k_free_bars[stage_index(tile) % kStages]); };
   auto v16_free = [&](int tile) { return smem_address(&v16_free_bars[v16_slot(tile)]); };
-  auto k16_ready = [&](int tile) { return smem_address(&k16_ready_bars[tile % kK16Slots]); };
-  auto k16_free = [&](int tile) { return smem_address(&k16_free_bars[tile % kK16Slots]); };
+  auto k16_ready = [&](int tile) { return smem_address(&k16_ready_bars[stage_index(tile) % kK16Slots]); };
+  auto k16_free = [&](int tile) { return smem_address(&k16_free_bars[stage_index(tile) % kK16Slots]); };
   // What the computing warpgroups' Q K^T waits for and releases.
   auto qk_ready = [&](int tile) { return kFp8Q ? k_ready(tile) : k16_ready(tile); };
   auto qk_free = [&](int tile) { return kFp8Q ? k_free(tile) : k16_free(tile); };
@@ -445,7 +452,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   };
   // The item's Q: with two buffers the parity of the items before it with key tiles picks one.
   auto query_offset = [&] { return Shape::kQBuffers == 2 ? uint32_t(ring_base & 1) * Shape::kQBytes : 0u; };
-  auto k16_of = [&](int tile) { return smem + Shape::kK16Offset + (tile % kK16Slots) * Shape::kK16Bytes; };
+  auto k16_of = [&](int tile) { return smem + Shape::kK16Offset + (stage_index(tile) % kK16Slots) * Shape::kK16Bytes; };
   constexpr int kScaleSlots = Shape::kTokenScales ? Shape::kScaleSlots : 1;  // (none without per-token scales)
   auto scales_of = [&](int tile) {
     return smem + Shape::kScalesOffset + (stage_index(tile) % kScaleSlots) * Shape::kScaleSlotBytes;
@@ -463,7 +470,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   };
   // Whether a tile before this one had its fp16 V buffer (the first tiles wait for none).
   auto v16_reused = [&](int tile) { return ring_base > 0 || tile >= kV16Buffers; };
-  auto qk_phase = [&](int tile) { return kFp8Q ? stage_phase(tile) : phase_of(tile, kQkBuffers); };
+  auto qk_phase = [&](int tile) { return kFp8Q ? stage_phase(tile) : phase_of(stage_index(tile), kQkBuffers); };
 
   wait_then_allow_next_grid();  // launched overlapping the kernel before it
   const int warpgroup = threadIdx.x / 128, warp = threadIdx.x / 32 % 4, lane = threadIdx.x % 32;
@@ -489,7 +496,10 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   }
   // kPersistent: item i goes through slot i % 2. A warp of the copying warpgroup posts it
   // (item_full; which one and when: see the copying warpgroup's item loop) once the slot's item
-  // before is read by every thread (item_empty).
+  // before is read by every thread that takes items (item_empty): every thread, but with
+  // kKV16Copied the copying warps that send nothing (warp 1, and warps 2 and 3 without per-token
+  // scales), which leave at the start.
+  constexpr int kItemReaders = kKV16Copied ? kComputeThreads + 32 * (1 + 2 * kTokenScales) : Shape::kThreads;
   __shared__ PersistentItem item_slots[2];
   __shared__ __align__(8) uint64_t item_full_bars[2], item_empty_bars[2], q_free_bar;
   auto item_full = [&](int i) { return smem_address(&item_full_bars[i % 2]); };
@@ -515,7 +525,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   if constexpr (kPersistent) {
     if (threadIdx.x < 2) {
       roles::mbarrier_init(item_full(threadIdx.x), 1);
-      roles::mbarrier_init(item_empty(threadIdx.x), Shape::kThreads);
+      roles::mbarrier_init(item_empty(threadIdx.x), kItemReaders);
     }
     // The computing threads arrive once they have taken the item's Q: held in registers, its buffer
     // may take the next item's; read from shared memory (two buffers), every computing thread is
@@ -849,26 +859,22 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       // Per-token scales: warps 2 and 3 copy and weigh each tile's into its scale slot and arrive
       // on the tile's fp16 K barrier. Tile j's slot was tile j - kScaleSlots's; they first wait for
       // tile j - kK16Buffers to free its fp16 K, after its softmax and scale_by_values, which
-      // follow those of every tile before it.
+      // follow those of every tile before it. (Tiles count on through the items, as the rings do.)
       auto await_k16_buffer = [&](int tile) {
-        if (tile >= kK16Buffers) roles::mbarrier_wait(k16_free(tile), phase_of(tile, kK16Buffers) ^ 1u);
+        if (stage_index(tile) >= kK16Buffers) roles::mbarrier_wait(k16_free(tile), phase_of(stage_index(tile), kK16Buffers) ^ 1u);
       };
-      if constexpr (kTokenScales) {
-        static_assert(Shape::kScaleSlots > kK16Buffers, "a scale slot is free once an fp16 K buffer is");
-        if (copies_scales) {
+      static_assert(!kTokenScales || Shape::kScaleSlots > kK16Buffers, "a scale slot is free once an fp16 K buffer is");
+      auto copy_item_scales = [&] {
 #pragma unroll 1
-          for (int tile = 0; tile < range.tiles; ++tile) {
-            await_k16_buffer(tile);
-            copy_token_scales(tile, range.begin + tile * kKeys);
-            cp_async_commit();
-            cp_async_wait<0>();
-            weigh_scales(tile);
-            roles::mbarrier_arrive(k16_ready(tile));
-          }
-          return;
+        for (int tile = 0; tile < range.tiles; ++tile) {
+          await_k16_buffer(tile);
+          copy_token_scales(tile, range.begin + tile * kKeys);
+          cp_async_commit();
+          cp_async_wait<0>();
+          weigh_scales(tile);
+          roles::mbarrier_arrive(k16_ready(tile));
         }
-      }
-      if (thread >= 32) return;
+      };
       static_assert(Shape::kV16Bytes == Shape::kK16Bytes, "a tile of fp16 V takes as many bytes as one of K");
       auto copy = [&](const CUtensorMap* map, uint32_t to, uint32_t ready, int token) {
         if (lane == 0) {
@@ -878,22 +884,41 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
           roles::mbarrier_arrive(ready);
         }
       };
+      auto copy_item_tiles = [&] {
 #pragma unroll 1
-      for (int tile = 0; tile < range.tiles; ++tile) {
-        const int key0 = range.begin + tile * kKeys;
-        bool unmapped = false;
-        if constexpr (kPaged) {
-          const int key = key0 + lane * p.layout.block_size;
-          unmapped = key < key0 + kKeys && key < cta.k_len && p.layout.block(cta.seq, key) < 0;
+        for (int tile = 0; tile < range.tiles; ++tile) {
+          const int key0 = range.begin + tile * kKeys;
+          bool unmapped = false;
+          if constexpr (kPaged) {
+            const int key = key0 + lane * p.layout.block_size;
+            unmapped = key < key0 + kKeys && key < cta.k_len && p.layout.block(cta.seq, key) < 0;
+          }
+          unmapped = __any_sync(0xffffffffu, unmapped);
+          const int token = int(widened_row(kPaged, p.widened_keys, cta.seq, cta.k_first, key0));
+          await_k16_buffer(tile);
+          // (The note's slot was tile j - kNotes's, whose softmax is done once K of j - kK16Buffers is free.)
+          if (unmapped && lane == 0) unmapped_tile[stage_index(tile) % kNotes] = stage_index(tile);
+          copy(&maps.k, k16_of(tile), k16_ready(tile), token);
+          if (v16_reused(tile)) roles::mbarrier_wait(v16_free(tile), v16_phase(tile) ^ 1u);
+          copy(&maps.v, v16_of(tile), v16_ready(tile), token);
         }
-        unmapped = __any_sync(0xffffffffu, unmapped);
-        const int token = int(widened_row(kPaged, p.widened_keys, cta.seq, cta.k_first, key0));
-        await_k16_buffer(tile);
-        // (The note's slot was tile j - kNotes's, whose softmax is done once K of j - kK16Buffers is free.)
-        if (unmapped && lane == 0) unmapped_tile[tile % kNotes] = tile;
-        copy(&maps.k, k16_of(tile), k16_ready(tile), token);
-        if (v16_reused(tile)) roles::mbarrier_wait(v16_free(tile), v16_phase(tile) ^ 1u);
-        copy(&maps.v, v16_of(tile), v16_ready(tile), token);
+      };
+      // Warp 0 copies the tiles and posts the next item once it has sent this one's copies, some
+      // two tiles before the computing warpgroups end it. Warps 2 and 3 copy per-token scales;
+      // the others leave. (Posted by warp 1 as each item started, every copying warp taking the
+      // items, which let warp 1 claim two items ahead: 1 x 16384 3-4% slower, 8 x 4096 2% less
+      // fast; perf notes v85.)
+      const bool copies_tiles = thread < 32;
+      if (!copies_tiles && !(kTokenScales && copies_scales)) return;
+      for (int i = 0; take_item(i); ++i) {
+        value_ref = value_inv = 0.0f;
+        if (copies_tiles) {
+          copy_item_tiles();
+          post_item(i + 1, claim_item());
+        } else {
+          copy_item_scales();
+        }
+        if (range.tiles > 0) pass_item(range.tiles);
       }
       return;
     }
@@ -1104,15 +1129,19 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   const uint64_t q_desc = wgmma::descriptor<Shape::kQkRowBytes>(smem + Shape::kQOffset + wg * 64 * Shape::kQkRowBytes);
   FoldedScales scales = kPersistent ? FoldedScales{1.0f, 1.0f} : fold_scales<kPaged>(p, cta.seq, kv_head);
   float query_power = 1.0f;
-  if constexpr (!kFp8Q) {  // each warpgroup stages its rows of a 16-bit q; its power of two joins the scale
-    if (range.tiles > 0) {
-      const int barrier = 2 + kGroups + wg;  // the epilogue's, free until then
-      query_power = stage_16bit_query<Shape>(p, cta, kv_head, 64 * wg, smem + Shape::kQOffset, threadIdx.x % 128,
-                                             barrier, q_amax_bits[wg]);
-      scales.score *= query_power;
-      wgmma::fence_shared_for_async();
-      roles::named_sync(barrier, 128);
-    }
+  // A 16-bit q: each warpgroup stages its rows (kPersistent: per item, once its last item's Q K^T
+  // are done); its power of two joins the score scale.
+  auto stage_query = [&] {
+    const int barrier = 2 + kGroups + wg;  // the epilogue's, free until then
+    query_power = stage_16bit_query<Shape>(p, cta, kv_head, 64 * wg, smem + Shape::kQOffset, threadIdx.x % 128,
+                                           barrier, q_amax_bits[wg]);
+    scales.score *= query_power;
+    wgmma::fence_shared_for_async();
+    roles::named_sync(barrier, 128);
+    if (kPersistent && threadIdx.x % 128 == 0) q_amax_bits[wg] = 0;  // (read by every thread before the barrier)
+  };
+  if constexpr (!kFp8Q && !kPersistent) {
+    if (range.tiles > 0) stage_query();
   }
   // Where each row goes, worked out while the first tile is on its way. The epilogue reads it:
   // the other lanes of the quad at once (hence the warp's sync; with no key tile nothing else
@@ -1411,7 +1440,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   // natural units after its first tile), so kept small. Keys past the sequence score 0 (masked).
   auto query_element = [&](int row, int d) {  // Q as staged (a 16-bit q times its power of two)
     const uint8_t* q = query_bytes();
-    if constexpr (kPersistent) {  // (its buffer may hold the next item's Q by now)
+    if constexpr (kPersistent && kFp8Q) {  // (its buffer may hold the next item's Q by now)
       const int r = min(cta.row0 + row, cta.rows - 1);
       const uint8_t* q_row = static_cast<const uint8_t*>(p.q) + (int64_t(cta.token(r)) * p.heads_q + cta.head(r, kv_head)) * D;
       return e4m3_to_float(q_row[d]);
@@ -1549,7 +1578,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
     if (range.tiles > 0) {
       roles::mbarrier_wait(qk_ready(0), qk_phase(0));
       if constexpr (kQInRegisters) load_query_fragments();
-      if constexpr (kPersistent) {
+      if constexpr (kPersistent && kFp8Q) {
         roles::mbarrier_arrive(smem_address(&q_free_bar));
         // The last item's epilogue places, just before this item's tile 0 (see the copying loop).
         if (ring_base > 0) {
@@ -1670,16 +1699,18 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
         // Through shared memory: the warpgroup's 64 rows go to stage tiles + wg, free by now (only
         // the last tiles' stages may still be read, by the others: the last one's, and with
         // kV16InStage the one before's fp16 V, both other stages than these; V in every stage is
-        // widened, the last tile's fp16 V having been waited for), or to fp16 K buffer wg, in column
-        // tiles one swizzle wide as the tensor copies read them. Where all 64 rows are the
+        // widened, the last tile's fp16 V having been waited for), or to fp16 K buffer wg (with
+        // kKV16Copied to the warpgroup's part of the stages), in column tiles one swizzle wide as
+        // the tensor copies read them. Where all 64 rows are the
         // sequence's, one thread stores them by a tensor copy per column tile; elsewhere each warp
         // writes whole rows with 16-byte stores.
         constexpr int kRowChunks = kRowBytes / 16;
         static_assert(kRowBytes % kOutTileBytes == 0, "whole column tiles");
         if (!kOutputInStages && !kOutputInSums && range.tiles > 0) {
-          roles::mbarrier_wait(k16_free(range.tiles - 1), phase_of(range.tiles - 1, kK16Buffers));
+          roles::mbarrier_wait(k16_free(range.tiles - 1), phase_of(stage_index(range.tiles - 1), kK16Buffers));
         }
         const uint32_t buffer = kOutputInSums     ? smem + Shape::kOutSumsOffset + wg * kOutputBufferBytes
+                                : kKV16Copied     ? smem + Shape::kStagesOffset + wg * kOutputBufferBytes
                                 : kOutputInStages ? stage_of(range.tiles + wg)
                                                   : k16_of(wg);
         // (The other threads' sums must be read first: the staged rows fall on their chunks.)
@@ -1765,6 +1796,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
         continue;
       }
       scales = fold_scales<kPaged>(p, cta.seq, kv_head);
+      if constexpr (!kFp8Q) stage_query();
       take_scales();
       // o starts from 0. Where the tensor cores sum P's rows (head_dim 64) the item's first P V
       // writes o and the sums in place of adding to them: zeroed by stores here, ptxas ran every
@@ -1787,7 +1819,8 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       // The warpgroup's rows are out of its epilogue place (the tensor copies have read them) and
       // its threads are done with the rows' places. The places go back to the copying warpgroup
       // with the next item's first tile, whose tensor copies may then write there: the rows'
-      // shared stores (the per-chunk path's) are fenced against them.
+      // shared stores (the per-chunk path's) are fenced against them. (kKV16Copied: the place is
+      // the warpgroup's own part of the stages.)
       wgmma::fence_shared_for_async();
       roles::named_sync(2 + kGroups + wg, 128);
       pass_item(range.tiles);

@@ -90,10 +90,14 @@ struct WgmmaShape {
   // (kOutSumsBytes), so its items take no epilogue places and its ring keeps the stages it has
   // room for. Over cache_fp8, whose Q K^T reads Q from shared memory, two Q buffers fit only
   // without the ones after V^T (kRowSumsByMma).
-  static constexpr bool kPersistent = kFp8Q && (D == 128 || (D == 64 && kPagedKeys && !kFp8Pv));
-  static constexpr int kEpiloguePlaces = kFp8Pv ? 0 : (kComputeGroups + 1) / 2 * 2;
+  // kKV16Copied persists too: its tiles go straight to the fp16 K and V buffers, whose rings run on
+  // through the items, and the stages, which hold no tile, keep each computing warpgroup's rows
+  // for the epilogue in a part of their own (no epilogue places in the rings). Its computing
+  // warpgroups stage each item's 16-bit q themselves (one Q buffer) once their last item is done.
+  static constexpr bool kPersistent = (kFp8Q && (D == 128 || (D == 64 && kPagedKeys && !kFp8Pv))) || kKV16Copied;
+  static constexpr int kEpiloguePlaces = kFp8Pv || kKV16Copied ? 0 : (kComputeGroups + 1) / 2 * 2;
   static constexpr bool kValueRing = kFp8Pv && D == 128 && !kPagedKeys;
-  static constexpr int kStages = kPersistent && !kFp8Pv ? kEpiloguePlaces + 2
+  static constexpr int kStages = kPersistent && kFp8Q && !kFp8Pv ? kEpiloguePlaces + 2
                                  : kFp8Q     ? ((kTokenScales && D == 256) || (kFp8Pv && D == 128 && !kValueRing) ? 3 : 4)
                                              : D == 64 ? 4 : D == 128 && !kTokenScales ? 2 : 1;
   static constexpr int kV16Buffers = 2, kK16Buffers = kFp8Q ? 0 : 2;
@@ -152,7 +156,7 @@ struct WgmmaShape {
   static constexpr bool kQInRegisters = kFp8Q && D == 128 && (!kPagedKeys || kTokenScales);
   // kPersistent: where Q sits in registers its buffer takes the next item's Q while the item
   // runs; where every Q K^T reads it from shared memory, two buffers take the items in turn.
-  static constexpr int kQBuffers = kPersistent && !kQInRegisters ? 2 : 1;
+  static constexpr int kQBuffers = kPersistent && kFp8Q && !kQInRegisters ? 2 : 1;
   static constexpr int kQOffset = 0;
   static constexpr int kStagesOffset = kQOffset + kQBuffers * kQBytes;
   static constexpr int kValuesOffset = kStagesOffset + kStages * kStageStride;

@@ -346,8 +346,8 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   constexpr int kOutParts = Shape::kOutParts, kPartRegs = Shape::kPartRegs, kScoreRegs = Shape::kScoreRegs;
   constexpr int kGroups = Shape::kComputeGroups, kComputeThreads = 128 * kGroups;
   // The epilogue stages each warpgroup's rows in a stage of its own; with FP8 q not in the last
-  // tile's, which the other warpgroups may still read (a 16-bit q leaves the stages to the copying
-  // warpgroup, done with them by then). A 16-bit q at head_dim 256 has one stage: there each
+  // tile's, which the other warpgroups may still read (a 16-bit q that the kernel widens leaves
+  // the stages to the copying warpgroup, done with them by then). A 16-bit q at head_dim 256 has one stage: there each
   // warpgroup takes an fp16 K buffer, once every one is done with the last tile's K. With FP8 P V
   // each warpgroup takes its own fp32 sums, read into o by then (kOutputInSums): the stage ring
   // stays the copying warpgroup's, which sends a persistent CTA's next tiles there meanwhile.
@@ -364,7 +364,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
                                                        : Shape::kK16Bytes;
   constexpr bool kSplitHandOver =
       kFp8Q && !Shape::kFp8Pv && kStages == 4 && (D == 256 || (D == 128 && (!kTokenScales || kSmallBlocks)));
-  // Named barriers: 1 the copying warpgroup's (16-bit q), 2 + w computing warpgroup w's turn at
+  // Named barriers: 1 the copying warpgroup's (16-bit q widened here), 2 + w computing warpgroup w's turn at
   // the tensor cores, 2 + kGroups + w its epilogue's (and its q staging's).
   static_assert(2 + 2 * kGroups <= 16, "16 named barriers");
   // A tile's note that it met an unmapped cache block, at unmapped_tile[tile % kNotes], read by

@@ -878,10 +878,11 @@ class TestPagedAttention(PlacedCase):
         """max_seqlen_kv: at head_dim 128 the sm_90a kernel can then copy V (FP8 q over
         block_wise_fp8), or K and V (a bf16 q over either cache), widened once per call (zeros
         past each sequence and at unmapped blocks) instead of widening them per tile (FP8 q over
-        cache_fp8: nothing changes); forced here (FASTATTN_WIDENED_KV=always). The same results as without it, bit
-        for bit, in every block size (a bf16 q: 16 and 64), with forced splits, kv_end cuts, NaN in
-        the slots without a key, and more row tiles than multiprocessors (CTAs then take item after
-        item: with FP8 q the stage ring turns over between them, with a bf16 q the fp16 K and V rings). A bound equal to the longest sequence and one past it."""
+        cache_fp8: nothing changes); forced here (FASTATTN_WIDENED_KV=always). The same results as
+        without it, bit for bit, in every block size (a bf16 q: 16 and 64), with forced splits,
+        kv_end cuts, NaN in the slots without a key, and more row tiles than multiprocessors (CTAs
+        then take item after item: with FP8 q the stage ring turns over between them, with a bf16 q
+        the fp16 K and V rings). A bound equal to the longest sequence and one past it."""
         short = ([1000, 77, 9], [130, 1, 9], [0, 7, 130], [(0, 0), (0, 2)])
         many = ([400, 3, 1, 700, 17, 250, 9, 120, 600, 33, 1029, 380, 64, 129, 200, 90],
                 [400, 0, 1, 300, 17, 250, 0, 120, 600, 33, 5, 380, 64, 129, 200, 90], [0, 700, 1500], [(3, 1), (10, 5)])

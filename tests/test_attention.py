@@ -217,12 +217,14 @@ class TestFlashAttnVarlen(PlacedCase):
                 self.check_lse(to_numpy(lse), want_lse, score_error)
 
     def check_fp8(self, codes, descales, lens_q, lens_k, causal, splits=None, q_dtype=None, scale=None,
-                  out_dtype="float32", fp8_pv=False):
+                  out_dtype="float32", fp8_pv=False, exact_scores=False):
         """FP8 q/k/v codes with per-tensor descales through flash_attn_varlen, against the
         reference on their real values: no NaN, and within the bounds of `out_dtype` (plus the FP8
-        score error on the GPU; with fp8_pv, e4m3 P's). With q_dtype (bf16 or fp16), codes[0] is
-        q's values in that dtype and descales[0] is None. Returns the output, log-sum-exp and the
-        reference output."""
+        score error on the GPU, or where exact_scores says every product and partial sum of Q K^T
+        fits the FP8 tensor cores' 13 bits, 2^-12 in the log-sum-exp: the row sums of P that the
+        tensor cores take at head_dim 64; with fp8_pv, e4m3 P's). With q_dtype (bf16 or fp16),
+        codes[0] is q's values in that dtype and descales[0] is None. Returns the output,
+        log-sum-exp and the reference output."""
         dim = codes[0].shape[2]
         scale = dim ** -0.5 if scale is None else scale
         cq, ck = cu_seqlens(lens_q), cu_seqlens(lens_k)
@@ -238,7 +240,9 @@ class TestFlashAttnVarlen(PlacedCase):
         want, want_lse = ref.flash_attn_varlen(q_real, *real, cq, ck, scale, causal)
         got, lse = float_values(out), to_numpy(lse)
         self.assertFalse(np.isnan(got).any() or np.isnan(lse).any())
-        score_error = fp8_score_error(q_real, real[0], scale) if self.place == "gpu" and not q_dtype else 0.0
+        score_error = 0.0
+        if self.place == "gpu" and not q_dtype:
+            score_error = 2.0 ** -12 if exact_scores else fp8_score_error(q_real, real[0], scale)
         p_dtype = "e4m3" if fp8_pv else "float16"
         self.assertLess(rel_err(got, want), bound(self.place, out_dtype, p_dtype) + score_error)
         self.check_lse(lse, want_lse, score_error, p_dtype)
@@ -348,6 +352,23 @@ class TestFlashAttnVarlen(PlacedCase):
                     np.testing.assert_array_equal(run[1], runs[0][1])
 
     @placed
+    def test_16bit_query_power_per_row_tile(self):
+        """A bf16 q goes to fp16 times a power of two of its row tile's largest element. Here kv
+        head 1's q heads are 2^-30 times kv head 0's, and the softmax scale 2^30 times the usual
+        (kv head 0's rows are then one-hot), with more row tiles than multiprocessors: with K and
+        V widened before the sm_90a kernel (head_dim 128) its CTAs take row tile after row tile,
+        and a power carried from one of kv head 0 to one of kv head 1 would leave the latter's q
+        in fp16's subnormals."""
+        lens_q = [400, 0, 1, 300, 17, 250, 0, 120, 600, 33, 5, 380, 64, 129, 200, 90]
+        lens_k = [400, 3, 1, 40, 17, 700, 9, 120, 600, 33, 1029, 380, 64, 129, 200, 90]
+        for mode in ("always", "never") if self.place == "gpu" else ("always",):
+            with self.subTest(mode=mode):
+                codes, descales = prefill_codes(seeded_rng(self, mode), lens_q, lens_k, 8, 2, 128, "bfloat16")
+                codes[0][:, 4:] *= np.float32(2.0 ** -30)
+                with widened_kv(mode):
+                    self.check_fp8(codes, descales, lens_q, lens_k, True, None, "bfloat16", 128 ** -0.5 * 2.0 ** 30)
+
+    @placed
     def test_fp8_prefill_output_dtypes(self):
         """FP8 q/k/v prefill, and bf16 q over FP8 k/v, in each output dtype at every head_dim. The
         sm_90a kernel stages each computing warpgroup's 64 rows in shared memory (a stage, or with
@@ -391,20 +412,24 @@ class TestFlashAttnVarlen(PlacedCase):
                 descales = [None, np.float32([0.5 / 64]), np.float32([0.25 / 64])]
                 self.check_fp8(codes, descales, lens_q, lens_k, causal, splits, q_dtype, dim ** -0.5 / magnitude)
 
-    def check_rising_scores(self, rng, lens_q, lens_k, dim, causal, q_dtype=None, fp8_pv=False):
-        """FP8 k/v (and FP8 q, or q_dtype's) whose scores (base 2) are the keys' codes: rising
-        about 3 per 128 keys with noise, jumping by 20 at key 700 and by 150 at key 900."""
+    def check_rising_scores(self, rng, lens_q, lens_k, dim, causal, q_dtype=None, fp8_pv=False, gain=1.0):
+        """FP8 k/v (and FP8 q, or q_dtype's) whose scores (base 2) are the keys' codes times
+        |gain|: codes rising about 3 per 128 keys with noise, jumping by 20 at key 700 and by 150
+        at key 900; with a negative gain, -1 minus those, falling. q is ones and each key's
+        elements are equal, so the tensor cores' scores are exact."""
         keys = np.concatenate([np.arange(n) for n in lens_k])
         rise = (1.0 + 3.0 * keys / 128 + rng.normal(0.0, 0.5, keys.size)
                 + 20.0 * (keys >= 700) + 150.0 * (keys >= 900))
+        codes_of_keys = np.abs(rise) if gain > 0 else -1.0 - np.abs(rise)
         ones = np.ones((sum(lens_q), 2, dim), np.float32)
         codes = [ones if q_dtype else ref.float_to_e4m3(ones),
-                 ref.float_to_e4m3(np.abs(rise).astype(np.float32)[:, None, None] * np.ones((1, 1, dim), np.float32)),
+                 ref.float_to_e4m3(codes_of_keys.astype(np.float32)[:, None, None] * np.ones((1, 1, dim), np.float32)),
                  fp8_tensor(rng, (sum(lens_k), 1, dim))]
-        # score (base 2) = log2(e) * dim^-0.5 * (q . k) * descales = the key's code value
-        descales = [None if q_dtype else np.float32([1.0]), np.float32([dim ** -0.5 / np.log2(np.e)]),
+        # score (base 2) = log2(e) * dim^-0.5 * (q . k) * descales = the key's code value times |gain|
+        descales = [None if q_dtype else np.float32([1.0]), np.float32([abs(gain) * dim ** -0.5 / np.log2(np.e)]),
                     np.float32([1 / 64])]
-        got, lse, _ = self.check_fp8(codes, descales, lens_q, lens_k, causal, q_dtype=q_dtype, fp8_pv=fp8_pv)
+        got, lse, _ = self.check_fp8(codes, descales, lens_q, lens_k, causal, q_dtype=q_dtype, fp8_pv=fp8_pv,
+                                     exact_scores=True)
         self.assertTrue(np.isfinite(got).all() and np.isfinite(lse).all())
 
     @placed
@@ -436,6 +461,19 @@ class TestFlashAttnVarlen(PlacedCase):
             with self.subTest(dim=dim, causal=causal, q_dtype=q_dtype):
                 self.check_rising_scores(seeded_rng(self, dim, causal, q_dtype), [1030, 300], [1030, 300], dim, causal,
                                          q_dtype)
+
+    @placed
+    def test_scores_beyond_fp32_integers(self):
+        """Rising scores 2^30 times larger, or 2^30 times larger and negated (the row max near
+        -2^30), at every head_dim, FP8 q (with fp8_pv where taken) and bf16 q. fp32's step there
+        is 2^7 or more: a row max rounded from the tile's largest score must not weigh the exact
+        scores against it (P's weights would reach 2^64 or 2^-64)."""
+        cases = [(dim, q_dtype, False) for dim, q_dtype in itertools.product((64, 128, 256), (None, "bfloat16"))]
+        cases += [(64, None, True), (128, None, True)]
+        for (dim, q_dtype, fp8_pv), gain, causal in itertools.product(cases, (2.0 ** 30, -2.0 ** 30), (True, False)):
+            with self.subTest(dim=dim, q_dtype=q_dtype, fp8_pv=fp8_pv, gain=gain, causal=causal):
+                self.check_rising_scores(seeded_rng(self, dim, q_dtype, fp8_pv, gain, causal), [1030, 300],
+                                         [1030, 300], dim, causal, q_dtype, fp8_pv, gain)
 
     @placed
     def test_fp8_pv(self):
@@ -806,6 +844,21 @@ class TestPagedAttention(PlacedCase):
                                      unmap=[(0, 0), (0, 2)], fp8_q=fp8_q, num_splits=splits)
                 self.assertTrue((run.got[[0, 150]] == 0).all() and np.isneginf(run.lse[:, [0, 150]]).all())
                 self.check(run, "float16")
+
+    @placed
+    def test_scores_beyond_fp32_integers(self):
+        """A bf16 q over each quantized cache with the softmax scale 2^30 times the usual: scores
+        near 2^30, where fp32's step is 2^6 or more (see TestFlashAttnVarlen's test of the same
+        name), in a chunk and in decodes, at every head_dim; over cache_fp8 and block_wise_fp8 with
+        K and V widened first too."""
+        for quant, dim in itertools.product(("cache_int8", "cache_fp8", "block_wise_fp8"), (64, 128, 256)):
+            modes = ("always", "never") if quant != "cache_int8" and dim == 128 else ("never",)
+            for mode in modes:
+                with self.subTest(quant=quant, dim=dim, widened=mode), widened_kv(mode):
+                    run = self.run_paged(seeded_rng(self, quant, dim, mode), quant, [420, 77, 9], [150, 1, 9], 8, 2,
+                                         dim, 64, softmax_scale=dim ** -0.5 * 2.0 ** 30,
+                                         max_seqlen_kv=420 if mode == "always" else None)
+                    self.check(run, "float16")
 
     @placed
     def test_fp8_query_unmapped_blocks_in_long_chunks(self):

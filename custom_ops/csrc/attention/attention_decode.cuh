@@ -172,7 +172,7 @@ __global__ void __launch_bounds__(Shape::kThreads, kDecodeCtasPerSm) attention_d
 #pragma unroll
     for (int nt = 0; nt < kNTiles; ++nt)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) s[nt][e] *= kTokenScales ? score_scale * k_token[e / 2] : score_scale;
+      for (int e = 0; e < 4; ++e) s[nt][e] = scaled_score(s[nt][e], kTokenScales ? score_scale * k_token[e / 2] : score_scale);
     // Masks, in a branch of their own: only a tile that crosses some row's key limit or met an
     // unmapped cache block has any.
     const bool tile_unmapped = tiles.tile_unmapped(tile);

@@ -579,10 +579,8 @@ __global__ void __launch_bounds__(Shape::kThreads, 1) attention_kernel(const Att
 #pragma unroll
       for (int rb = 0; rb < kRowBlocks; ++rb)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          if constexpr (kTokenScales) s[rb][j][e] *= score_scale * k_token[j][e & 1];
-          else s[rb][j][e] *= score_scale;
-        }
+        for (int e = 0; e < 4; ++e)
+          s[rb][j][e] = scaled_score(s[rb][j][e], kTokenScales ? score_scale * k_token[j][e & 1] : score_scale);
     // Masks, in a branch of their own: only a tile that crosses some row's key limit or met an
     // unmapped cache block has any.
     const bool tile_unmapped = tiles.tile_unmapped(tile);

@@ -1344,10 +1344,10 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   // S (or fp32 P) times a pair of keys' multipliers: those of keys 8m + 2t, 8m + 2t + 1, which
   // registers 4m..4m + 3 hold for both rows.
   auto times_key_pair = [&](int m, float2 k) {
-    s[4 * m] *= k.x;
-    s[4 * m + 1] *= k.y;
-    s[4 * m + 2] *= k.x;
-    s[4 * m + 3] *= k.y;
+    s[4 * m] = scaled_score(s[4 * m], k.x);
+    s[4 * m + 1] = scaled_score(s[4 * m + 1], k.y);
+    s[4 * m + 2] = scaled_score(s[4 * m + 2], k.x);
+    s[4 * m + 3] = scaled_score(s[4 * m + 3], k.y);
   };
   auto prepare_scores = [&](int tile) {
     const int key0 = range.begin + tile * kKeys;
@@ -1356,7 +1356,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       for (int m = 0; m < kKeys / 8; ++m) times_key_pair(m, key_multipliers(tile, m, p.k_scale.is_bf16));
     } else if (!scale_in_exponent) {
 #pragma unroll
-      for (int i = 0; i < kScoreRegs; ++i) s[i] *= scales.score;
+      for (int i = 0; i < kScoreRegs; ++i) s[i] = scaled_score(s[i], scales.score);
     }
     if (__builtin_expect(need_mask(tile), 0)) {  // a branch, not predication: most tiles need no mask
 #pragma unroll
@@ -1373,7 +1373,16 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   };
   // Each row's max first, then the weights against it (and their sums, unless the tensor cores
   // take them).
+  // The max is a rounded product of a score and the scale (scaled_score), and the multiply-add of
+  // a weight takes the exact one: half an fp32 step of the max apart at most, a factor of 2^0.25
+  // on the weights below 2^22, but 2^64 at 2^30 (or 2^-64: a weight that vanishes as wrongly).
+  // Against a coarser max (or none yet) the weights take the rounded products, whose largest the
+  // max is, and never go before the max (softmax).
+  // (2^22: steps of 2^-1 at most. A NaN max, from a NaN q read past a sequence's end, counts as
+  // fine: that row is lost anyway, and the warp's other rows must not change their path for it.)
+  auto fine_max = [](const SoftmaxState2& st) { return !(fabsf(st.m) >= 4194304.0f); };
   auto softmax_max_first = [&](float (&rescale)[2]) {
+    bool coarse[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       float mx = -INFINITY;
@@ -1381,12 +1390,29 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       for (int i = 2 * h; i < kScoreRegs; i += 4) mx = fmaxf(mx, fmaxf(s[i], s[i + 1]));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      rescale[h] = state[h].raise_max(state[h].max_with_slack(mx * exponent_scale, kMaxSlack, kHeadroom));
+      rescale[h] = state[h].raise_max(state[h].max_with_slack(scaled_score(mx, exponent_scale), kMaxSlack, kHeadroom));
+      coarse[h] = !fine_max(state[h]);
+    }
+    // One branch for the warp (one per row kept ptxas from interleaving the rows' weights: FP8 q
+    // over cache_fp8 at 8 x 4096 was 11% slower); inside it each row still goes its own way, so
+    // that no row's weights depend on another's.
+    float c[2] = {exponent_scale, exponent_scale};
+    if (__builtin_expect(__any_sync(0xffffffffu, coarse[0] || coarse[1]), 0)) {
+#pragma unroll
+      for (int i = 0; i < kScoreRegs; ++i) {
+        if (coarse[(i >> 1) & 1]) s[i] = scaled_score(s[i], exponent_scale);
+      }
+      // (a multiply-add by 1 rounds once: the difference of the rounded products)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) c[h] = coarse[h] ? 1.0f : exponent_scale;
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
       float sum = 0.0f;
 #pragma unroll
       for (int i = 2 * h; i < kScoreRegs; i += 4) {
-        s[i] = state[h].weight(s[i], exponent_scale);
-        s[i + 1] = state[h].weight(s[i + 1], exponent_scale);
+        s[i] = state[h].weight(s[i], c[h]);
+        s[i + 1] = state[h].weight(s[i + 1], c[h]);
         if constexpr (!Shape::kRowSumsByMma) sum += s[i] + s[i + 1];
       }
       if constexpr (!Shape::kRowSumsByMma) state[h].add_sum(sum);  // this lane's columns only: the lanes' sums add up at the end
@@ -1480,7 +1506,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   // exponent's multiply-add: one instruction per score, as over a single scale, and 2 multiplies
   // per key pair (none with FP8 q where the copying warpgroup folded the score scale).
   auto softmax = [&](int tile, float (&rescale)[2], float (&pending)[2]) {
-    const bool weigh_first = kWeighFirst && __all_sync(0xffffffffu, !state[0].is_empty() && !state[1].is_empty());
+    const bool weigh_first = kWeighFirst && __all_sync(0xffffffffu, fine_max(state[0]) && fine_max(state[1]));
     const bool keys_in_exponent = kTokenScales && weigh_first && !need_mask(tile) && !unmapped(tile);
     if (!keys_in_exponent) prepare_scores(tile);
     if (!weigh_first) {

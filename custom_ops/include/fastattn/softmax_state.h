@@ -51,6 +51,18 @@ FA_HD float fast_log2(float x) {
 #endif
 }
 
+// A score times its scale, rounded on its own. The row max is the largest of these products,
+// and a weight must take the same product: nvcc fuses a multiply into the subtraction after it
+// by default, which takes the exact product, up to half an fp32 step of the max away from the
+// rounded one (2^6 at 2^30: a weight of 2^64 or 2^-64 where it should be 1).
+FA_HD float scaled_score(float s, float c) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(s, c);
+#else
+  return s * c;
+#endif
+}
+
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 
@@ -146,8 +158,9 @@ struct BasicSoftmaxState {
   // The block's weights are then at most exp(slack) (base 2: 2^slack). A raised max may go
   // `headroom` (<= slack) below m_block, so that the block's largest weight is exp(headroom): an
   // 8-bit P keeps more of the smaller weights in its normal range.
+  // (The difference, not m + slack: above 2^26 that sum rounds by more than slack allows.)
   FA_HD float max_with_slack(float m_block, float slack, float headroom = 0.0f) const {
-    return m_block > m + slack ? m_block - headroom : m;
+    return m_block - m > slack ? m_block - headroom : m;
   }
 };
 

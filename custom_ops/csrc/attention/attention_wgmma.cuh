@@ -1373,14 +1373,9 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   };
   // Each row's max first, then the weights against it (and their sums, unless the tensor cores
   // take them).
-  // The max is a rounded product of a score and the scale (scaled_score), and the multiply-add of
-  // a weight takes the exact one: half an fp32 step of the max apart at most, a factor of 2^0.25
-  // on the weights below 2^22, but 2^64 at 2^30 (or 2^-64: a weight that vanishes as wrongly).
-  // Against a coarser max (or none yet) the weights take the rounded products, whose largest the
-  // max is, and never go before the max (softmax).
-  // (2^22: steps of 2^-1 at most. A NaN max, from a NaN q read past a sequence's end, counts as
-  // fine: that row is lost anyway, and the warp's other rows must not change their path for it.)
-  auto fine_max = [](const SoftmaxState2& st) { return !(fabsf(st.m) >= 4194304.0f); };
+  // Against a max that is not fine (fine_max in softmax_state.h: a coarse one, or none yet) the
+  // weights take the rounded products, whose largest the max is, and never go before the max
+  // (softmax).
   auto softmax_max_first = [&](float (&rescale)[2]) {
     bool coarse[2];
 #pragma unroll
@@ -1391,7 +1386,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
       rescale[h] = state[h].raise_max(state[h].max_with_slack(scaled_score(mx, exponent_scale), kMaxSlack, kHeadroom));
-      coarse[h] = !fine_max(state[h]);
+      coarse[h] = !state[h].fine_max();
     }
     // One branch for the warp (one per row kept ptxas from interleaving the rows' weights: FP8 q
     // over cache_fp8 at 8 x 4096 was 11% slower); inside it each row still goes its own way, so
@@ -1506,7 +1501,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   // exponent's multiply-add: one instruction per score, as over a single scale, and 2 multiplies
   // per key pair (none with FP8 q where the copying warpgroup folded the score scale).
   auto softmax = [&](int tile, float (&rescale)[2], float (&pending)[2]) {
-    const bool weigh_first = kWeighFirst && __all_sync(0xffffffffu, fine_max(state[0]) && fine_max(state[1]));
+    const bool weigh_first = kWeighFirst && __all_sync(0xffffffffu, state[0].fine_max() && state[1].fine_max());
     const bool keys_in_exponent = kTokenScales && weigh_first && !need_mask(tile) && !unmapped(tile);
     if (!keys_in_exponent) prepare_scores(tile);
     if (!weigh_first) {

@@ -105,8 +105,15 @@ struct BasicSoftmaxState {
   // exp(s - m) of a score already folded in (or -inf: masked, weight 0).
   FA_HD float weight(float s) const { return Base::exp(s - safe_max()); }
   // exp(c r - m) of a raw score r whose scale c > 0 was left out of it (or r = -inf: weight 0):
-  // one fused multiply-add instead of a multiply and a subtraction.
+  // one fused multiply-add instead of a multiply and a subtraction. The fma takes the exact
+  // product c r, while m was a rounded one (scaled_score): up to half an fp32 step of m apart, a
+  // factor of 2^0.25 on the weights while fine_max(), but 2^64 at 2^30 (or 2^-64, a weight that
+  // vanishes as wrongly). Past that, weigh scaled_score(r, c) with weight(s).
   FA_HD float weight(float r, float c) const { return Base::exp(fmaf(r, c, -safe_max())); }
+  // Whether weight(r, c) holds: |m| < 2^22 (steps of 2^-1 at most); not while empty. A NaN max
+  // (a NaN q read past a sequence's end) counts as fine: that row is lost anyway, and the rows a
+  // kernel handles beside it must not change their path for it.
+  FA_HD bool fine_max() const { return !(fabsf(m) >= 4194304.0f); }
 
   FA_HD float lse() const { return d > 0.0f ? Base::lse(m, d) : -INFINITY; }
 

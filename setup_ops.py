@@ -51,6 +51,11 @@ def gencode_flags(archs):
 
 
 COMMON_FLAGS = ["-O3", "-std=c++17", "-DPADDLE_NO_PYTHON"]
+# The host compiler's: no multiply-add contracted behind the sources' back. gcc contracts by default
+# wherever the target has fma (aarch64; x86-64 with -mfma, where it fused 12 sites of the CPU
+# attention and 15 of merge_attn), which would move the CPU kernels' rounding from host to host:
+# the softmax's rounded products, for one, must stay rounded.
+HOST_FLAGS = COMMON_FLAGS + ["-ffp-contract=off"]
 
 
 def include_dirs(cuda_home):
@@ -137,7 +142,7 @@ def main():
             depends=headers,
             include_dirs=include_dirs(cuda_home),
             extra_compile_args={
-                "cxx": COMMON_FLAGS + ["-DFASTATTN_WITH_CUDA"],
+                "cxx": HOST_FLAGS + ["-DFASTATTN_WITH_CUDA"],
                 # No nvcc `--threads`: the sources already compile side by side (compile_in_parallel),
                 # and threads on top oversubscribed CI's 2 cores (a build took 4m38s with them, 3m48s-3m56s
                 # without).
@@ -148,7 +153,7 @@ def main():
     else:
         print("fastattn: nvcc not found, building CPU kernels only")
         extension = CppExtension(sources=cc_sources, depends=headers, include_dirs=include_dirs(None),
-                                 extra_compile_args={"cxx": COMMON_FLAGS})
+                                 extra_compile_args={"cxx": HOST_FLAGS})
 
     setup(
         name="fastattn_ops",

@@ -11,7 +11,7 @@ import unittest
 from concurrent.futures import ThreadPoolExecutor
 
 import util  # noqa: F401  (puts the repository root on the path)
-from setup_ops import COMMON_FLAGS, HERE as ROOT, include_dirs
+from setup_ops import HOST_FLAGS, HERE as ROOT, include_dirs
 
 CXX = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
 
@@ -30,7 +30,7 @@ class TestCpuOnlyBuild(unittest.TestCase):
         defines = ["-DPADDLE_WITH_CUSTOM_KERNEL", "-DPADDLE_EXTENSION_NAME=fastattn_ops", "-D_GLIBCXX_USE_CXX11_ABI=1"]
 
         def check(source):
-            return subprocess.run([CXX, *COMMON_FLAGS, *defines, *includes, "-fsyntax-only", source],
+            return subprocess.run([CXX, *HOST_FLAGS, *defines, *includes, "-fsyntax-only", source],
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # side by side, a core each

@@ -1461,7 +1461,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   // natural units after its first tile), so kept small. Keys past the sequence score 0 (masked).
   auto query_element = [&](int row, int d) {  // Q as staged (a 16-bit q times its power of two)
     const uint8_t* q = query_bytes();
-    if constexpr (kPersistent && kFp8Q) {  // (its buffer may hold the next item's Q by now)
+    if constexpr (Shape::kQSentPerItem) {  // (its buffer may hold the next item's Q by now)
       const int r = min(cta.row0 + row, cta.rows - 1);
       const uint8_t* q_row = static_cast<const uint8_t*>(p.q) + (int64_t(cta.token(r)) * p.heads_q + cta.head(r, kv_head)) * D;
       return e4m3_to_float(q_row[d]);
@@ -1599,7 +1599,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
     if (range.tiles > 0) {
       roles::mbarrier_wait(qk_ready(0), qk_phase(0));
       if constexpr (kQInRegisters) load_query_fragments();
-      if constexpr (kPersistent && kFp8Q) {
+      if constexpr (Shape::kQSentPerItem) {
         roles::mbarrier_arrive(smem_address(&q_free_bar));
         // The last item's epilogue places, just before this item's tile 0 (see the copying loop).
         if (ring_base > 0) {

@@ -95,6 +95,9 @@ struct WgmmaShape {
   // for the epilogue in a part of their own (no epilogue places in the rings). Its computing
   // warpgroups stage each item's 16-bit q themselves (one Q buffer) once their last item is done.
   static constexpr bool kPersistent = (kFp8Q && (D == 128 || (D == 64 && kPagedKeys && !kFp8Pv))) || kKV16Copied;
+  // The copying warpgroup sends each item's Q (FP8) while the item before runs, into a buffer the
+  // computing warpgroups release (q_free_bar); a 16-bit q they stage themselves.
+  static constexpr bool kQSentPerItem = kPersistent && kFp8Q;
   static constexpr int kEpiloguePlaces = kFp8Pv || kKV16Copied ? 0 : (kComputeGroups + 1) / 2 * 2;
   static constexpr bool kValueRing = kFp8Pv && D == 128 && !kPagedKeys;
   static constexpr int kStages = kPersistent && kFp8Q && !kFp8Pv ? kEpiloguePlaces + 2
@@ -154,9 +157,9 @@ struct WgmmaShape {
   // its 6 KB a k-step): +1% contiguous and over block_wise_fp8 at 8 x 4096. Not over cache_fp8,
   // whose computing warpgroups then spilled and ran 0-1.5% slower.
   static constexpr bool kQInRegisters = kFp8Q && D == 128 && (!kPagedKeys || kTokenScales);
-  // kPersistent: where Q sits in registers its buffer takes the next item's Q while the item
+  // kQSentPerItem: where Q sits in registers its buffer takes the next item's Q while the item
   // runs; where every Q K^T reads it from shared memory, two buffers take the items in turn.
-  static constexpr int kQBuffers = kPersistent && kFp8Q && !kQInRegisters ? 2 : 1;
+  static constexpr int kQBuffers = kQSentPerItem && !kQInRegisters ? 2 : 1;
   static constexpr int kQOffset = 0;
   static constexpr int kStagesOffset = kQOffset + kQBuffers * kQBytes;
   static constexpr int kValuesOffset = kStagesOffset + kStages * kStageStride;

@@ -530,7 +530,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
     // The computing threads arrive once they have taken the item's Q: held in registers, its buffer
     // may take the next item's; read from shared memory (two buffers), every computing thread is
     // done with the item before, and the next item's Q goes to that one's buffer.
-    if (threadIdx.x == 0) roles::mbarrier_init(smem_address(&q_free_bar), kComputeThreads);
+    if (Shape::kQSentPerItem && threadIdx.x == 0) roles::mbarrier_init(smem_address(&q_free_bar), kComputeThreads);
   }
   if constexpr (Shape::kRowSumsByMma) {  // the ones after each buffer's V
     constexpr int kBlockChunks = Shape::kOnesBytes / 16;

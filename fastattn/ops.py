@@ -487,11 +487,12 @@ def flash_attn_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seq
                       num_splits=None, fp8_pv=False, validate=None, check_inputs=True):
     """Attention over packed variable-length sequences, with FP8 inputs.
 
-    On the GPU, FP8 k/v at head_dim 128 (fp8_pv off) in a batch of 64 row tiles a sequence or more
-    on average (a row tile: 128 query rows, counted per q head; 2048 queries a sequence with 4 q
-    heads a kv head) are widened to fp16 once per call rather than in every CTA of the sm_90a
-    kernel: V with an FP8 q (4-7% faster on an H200), K and V with a bf16/fp16 q (11-14%), each
-    into a temporary (Tk + 128 batch) x Hkv x D fp16 buffer. The results are the same.
+    On the GPU, FP8 k/v (fp8_pv off) in a batch of 64 row tiles a sequence or more on average (a
+    row tile: 128 query rows, 192 at head_dim 64, counted per q head; 2048 queries a sequence with
+    4 q heads a kv head at head_dim 128) are widened to fp16 once per call rather than in every CTA
+    of the sm_90a kernel: V with an FP8 q at head_dim 128 (4-7% faster on an H200), K and V with a
+    bf16/fp16 q at every head_dim (11-14% at 128, 11-35% at 64 and 256), each into a temporary
+    (Tk + 128 batch) x Hkv x D fp16 buffer. The results are the same.
     FASTATTN_WIDENED_KV=always / never overrides that choice (here and in paged_attention).
 
     Args:
@@ -579,13 +580,15 @@ def paged_attention(q, key_cache, value_cache, block_tables, seq_lens_kv, cu_seq
             cache_fp8 or block_wise_fp8 cache).
         max_seqlen_kv: optional host int, at least every queried sequence's seq_lens_kv (checked with
             validate; where it applies, a longer sequence's output rows come out NaN, with a bf16/fp16 q
-            its lse too). With it, the sm_90a prefill kernel at head_dim 128 (fp8_pv off) takes V (FP8 q
-            over block_wise_fp8) or K and V (a bf16/fp16 q over cache_fp8 or block_wise_fp8) widened to
-            fp16 once per call, rather than in every CTA, where the batch averages 64 row tiles a
-            sequence or more (as flash_attn_varlen; FASTATTN_WIDENED_KV overrides): the same results,
-            faster. Each buffer, batch x (max_seqlen_kv + 135 at most) x Hkv x D fp16, is sized by the
-            longest sequence for every one (each sequence's keys, up to its last tile, are written).
-            Elsewhere it changes nothing.
+            its lse too). With it, the sm_90a prefill kernel (fp8_pv off) takes V (FP8 q at head_dim
+            128, over block_wise_fp8) or K and V (a bf16/fp16 q over cache_fp8 or block_wise_fp8, every
+            head_dim) widened to fp16 once per call, rather than in every CTA, where the batch averages
+            64 row tiles a sequence or more (as flash_attn_varlen; FASTATTN_WIDENED_KV overrides): the
+            same results, faster. A bf16/fp16 q over block_wise_fp8 at head_dim 256 runs on the sm_90a
+            kernel only so (3.1-3.3x faster than on its mma.sync kernel, on an H200). Each buffer,
+            batch x (max_seqlen_kv + 135 at most) x Hkv x D fp16, is sized by the longest sequence for
+            every one (each sequence's keys, up to its last tile, are written). Elsewhere it changes
+            nothing.
         validate: check the offsets, seq_lens_kv and the block tables over each queried
             sequence's keys on the host first (see the module docstring).
         check_inputs: False skips the Python checks (see the module docstring).

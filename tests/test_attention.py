@@ -298,12 +298,13 @@ class TestFlashAttnVarlen(PlacedCase):
         kernel copies such a tile row by row with zeros past the end, or (at head_dim 128) copies V,
         with a bf16 q K too, as widened before it, with a tile's room of zeros after each
         sequence's keys. The other sequences' rows are bit for bit those of clean keys, and within
-        the reference's bound. Both ways at head_dim 128 (FASTATTN_WIDENED_KV)."""
+        the reference's bound. Both ways (FASTATTN_WIDENED_KV) at head_dim 128, and with a bf16 q
+        at 64 and 256."""
         lens_q, lens_k = [70, 0, 150], [70, 90, 200]
         fp8 = fp8_dtype_name()
         cases = [(dim, heads, "auto", None) for dim in (64, 256) for heads in ((8, 2), (8, 1))]
         cases += [(128, heads, mode, None) for heads in ((8, 2), (8, 1)) for mode in ("always", "never")]
-        cases += [(128, (8, 2), mode, "bfloat16") for mode in ("always", "never")]
+        cases += [(dim, (8, 2), mode, "bfloat16") for dim in (64, 128, 256) for mode in ("always", "never")]
         for dim, (hq, hkv), mode, q_dtype in cases:
             with self.subTest(dim=dim, hq=hq, hkv=hkv, mode=mode, q_dtype=q_dtype), widened_kv(mode):
                 rng = seeded_rng(self, dim, hq, hkv, q_dtype)
@@ -323,8 +324,8 @@ class TestFlashAttnVarlen(PlacedCase):
 
     @placed
     def test_widened_kv_contiguous(self):
-        """FP8 k/v at head_dim 128: the sm_90a kernel copies V (FP8 q), or K and V (a bf16 or fp16
-        q), widened once per call (each sequence's keys, then a tile's room of zeros), or widens
+        """FP8 k/v: the sm_90a kernel copies V (FP8 q at head_dim 128), or K and V (a bf16 or fp16
+        q at every head_dim), widened once per call (each sequence's keys, then a tile's room of zeros), or widens
         each tile itself (FASTATTN_WIDENED_KV=always / never): the same results, bit for bit, and
         within the reference's bound. Sequences without queries or keys, a chunk with more queries
         than keys, more row tiles than multiprocessors, causal and not, key splits, GQA 1, 4 and 8,
@@ -332,16 +333,19 @@ class TestFlashAttnVarlen(PlacedCase):
         few = ([1030, 1, 17, 6, 0], [1030, 1, 1100, 2, 3])
         many = ([400, 0, 1, 300, 17, 250, 0, 120, 600, 33, 5, 380, 64, 129, 200, 90],
                 [400, 3, 1, 40, 17, 700, 9, 120, 600, 33, 1029, 380, 64, 129, 200, 90])
-        cases = [(few, heads, causal, splits, "float32", q_dtype) for heads in ((8, 2), (2, 2), (8, 1))
+        cases = [(few, heads, causal, splits, "float32", q_dtype, 128) for heads in ((8, 2), (2, 2), (8, 1))
                  for causal, splits in ((True, None), (False, 3)) for q_dtype in (None, "bfloat16")]
-        cases += [(many, (8, 2), True, None, "float32", q_dtype) for q_dtype in (None, "float16")]
-        cases += [(many, (8, 2), True, 3, "float32", None), (many, (8, 2), False, None, "bfloat16", None),
-                  (many, (8, 2), False, None, "bfloat16", "bfloat16")]
-        for (lens_q, lens_k), (hq, hkv), causal, splits, out_dtype, q_dtype in cases:
+        cases += [(many, (8, 2), True, None, "float32", q_dtype, 128) for q_dtype in (None, "float16")]
+        cases += [(many, (8, 2), True, 3, "float32", None, 128), (many, (8, 2), False, None, "bfloat16", None, 128),
+                  (many, (8, 2), False, None, "bfloat16", "bfloat16", 128)]
+        cases += [(few, heads, causal, splits, "float32", "bfloat16", dim) for dim in (64, 256)
+                  for heads, causal, splits in (((8, 2), True, None), ((8, 1), False, 3))]
+        cases += [(many, (8, 2), True, None, "bfloat16", "float16", dim) for dim in (64, 256)]
+        for (lens_q, lens_k), (hq, hkv), causal, splits, out_dtype, q_dtype, dim in cases:
             with self.subTest(rows=len(lens_q), hq=hq, hkv=hkv, causal=causal, splits=splits, out_dtype=out_dtype,
-                              q_dtype=q_dtype):
-                rng = seeded_rng(self, len(lens_q), hq, hkv, causal, splits, out_dtype, q_dtype)
-                codes, descales = prefill_codes(rng, lens_q, lens_k, hq, hkv, 128, q_dtype)
+                              q_dtype=q_dtype, dim=dim):
+                rng = seeded_rng(self, len(lens_q), hq, hkv, causal, splits, out_dtype, q_dtype, dim)
+                codes, descales = prefill_codes(rng, lens_q, lens_k, hq, hkv, dim, q_dtype)
                 runs = []
                 for mode in ("always", "never") if self.place == "gpu" else ("always",):  # (the CPU has one way)
                     with widened_kv(mode):
@@ -356,17 +360,18 @@ class TestFlashAttnVarlen(PlacedCase):
         """A bf16 q goes to fp16 times a power of two of its row tile's largest element. Here kv
         head 1's q heads are 2^-30 times kv head 0's, and the softmax scale 2^30 times the usual
         (kv head 0's rows are then one-hot), with more row tiles than multiprocessors: with K and
-        V widened before the sm_90a kernel (head_dim 128) its CTAs take row tile after row tile,
+        V widened before the sm_90a kernel its CTAs take row tile after row tile,
         and a power carried from one of kv head 0 to one of kv head 1 would leave the latter's q
-        in fp16's subnormals."""
+        in fp16's subnormals. Every head_dim."""
         lens_q = [400, 0, 1, 300, 17, 250, 0, 120, 600, 33, 5, 380, 64, 129, 200, 90]
         lens_k = [400, 3, 1, 40, 17, 700, 9, 120, 600, 33, 1029, 380, 64, 129, 200, 90]
-        for mode in ("always", "never") if self.place == "gpu" else ("always",):
-            with self.subTest(mode=mode):
-                codes, descales = prefill_codes(seeded_rng(self, mode), lens_q, lens_k, 8, 2, 128, "bfloat16")
+        modes = ("always", "never") if self.place == "gpu" else ("always",)
+        for dim, mode in itertools.product((64, 128, 256), modes):
+            with self.subTest(dim=dim, mode=mode):
+                codes, descales = prefill_codes(seeded_rng(self, dim, mode), lens_q, lens_k, 8, 2, dim, "bfloat16")
                 codes[0][:, 4:] *= np.float32(2.0 ** -30)
                 with widened_kv(mode):
-                    self.check_fp8(codes, descales, lens_q, lens_k, True, None, "bfloat16", 128 ** -0.5 * 2.0 ** 30)
+                    self.check_fp8(codes, descales, lens_q, lens_k, True, None, "bfloat16", dim ** -0.5 * 2.0 ** 30)
 
     @placed
     def test_fp8_prefill_output_dtypes(self):
@@ -930,46 +935,56 @@ class TestPagedAttention(PlacedCase):
 
     @placed
     def test_widened_kv(self):
-        """max_seqlen_kv: at head_dim 128 the sm_90a kernel can then copy V (FP8 q over
-        block_wise_fp8), or K and V (a bf16 q over either cache), widened once per call (zeros
+        """max_seqlen_kv: the sm_90a kernel can then copy V (FP8 q over block_wise_fp8 at head_dim
+        128), or K and V (a bf16 q over either cache, every head_dim), widened once per call (zeros
         past each sequence and at unmapped blocks) instead of widening them per tile (FP8 q over
         cache_fp8: nothing changes); forced here (FASTATTN_WIDENED_KV=always). The same results as
         without it, bit for bit, in every block size (a bf16 q: 16 and 64), with forced splits,
         kv_end cuts, NaN in the slots without a key, and more row tiles than multiprocessors (CTAs
         then take item after item: with FP8 q the stage ring turns over between them, with a bf16 q
-        the fp16 K and V rings). A bound equal to the longest sequence and one past it."""
+        the fp16 K and V rings). A bound equal to the longest sequence and one past it. (Without a
+        bound a bf16 q over block_wise_fp8 at head_dim 256 takes the mma.sync kernel: there both
+        are held to the reference only.)"""
         short = ([1000, 77, 9], [130, 1, 9], [0, 7, 130], [(0, 0), (0, 2)])
         many = ([400, 3, 1, 700, 17, 250, 9, 120, 600, 33, 1029, 380, 64, 129, 200, 90],
                 [400, 0, 1, 300, 17, 250, 0, 120, 600, 33, 5, 380, 64, 129, 200, 90], [0, 700, 1500], [(3, 1), (10, 5)])
-        cases = [(True, *case) for case in itertools.product(("cache_fp8", "block_wise_fp8"), (16, 32, 64, 128))]
-        cases += [(False, *case) for case in itertools.product(("cache_fp8", "block_wise_fp8"), (16, 64))]
-        for (fp8_q, quant, block_size), splits, (lens, q_lens, cut, unmap) in itertools.product(cases, (None, 3),
-                                                                                                (short, many)):
+        quants = ("cache_fp8", "block_wise_fp8")
+        cases = [(True, quant, block_size, 128) for quant in quants for block_size in (16, 32, 64, 128)]
+        cases += [(False, quant, block_size, 128) for quant in quants for block_size in (16, 64)]
+        cases += [(False, quant, 64, dim) for quant in quants for dim in (64, 256)]
+        for (fp8_q, quant, block_size, dim), splits, (lens, q_lens, cut, unmap) in itertools.product(
+                cases, (None, 3), (short, many)):
             extra = 0 if splits is None else 333
-            with self.subTest(fp8_q=fp8_q, quant=quant, block_size=block_size, splits=splits, rows=len(lens), extra=extra):
+            with self.subTest(fp8_q=fp8_q, quant=quant, block_size=block_size, dim=dim, splits=splits, rows=len(lens),
+                              extra=extra):
                 kv_end = np.full(sum(q_lens), 10 ** 6, np.int32)
                 kv_end[cut] = 0, 90, 0
                 with widened_kv("always"):
-                    runs = [self.run_paged(seeded_rng(self, fp8_q, quant, block_size, splits, len(lens)), quant, lens,
-                                           q_lens, 8, 2, 128, block_size, kv_end=kv_end, unmap=unmap, poison=True,
+                    runs = [self.run_paged(seeded_rng(self, fp8_q, quant, block_size, dim, splits, len(lens)), quant,
+                                           lens, q_lens, 8, 2, dim, block_size, kv_end=kv_end, unmap=unmap, poison=True,
                                            fp8_q=fp8_q, num_splits=splits, **bound)
                             for bound in ({}, {"max_seqlen_kv": max(lens) + extra})]
                 self.check(runs[1], "float16")
+                if dim == 256 and quant == "block_wise_fp8" and not fp8_q:
+                    self.check(runs[0], "float16")
+                    continue
                 np.testing.assert_array_equal(runs[1].got, runs[0].got)
                 np.testing.assert_array_equal(runs[1].lse, runs[0].lse)
 
     @placed
     def test_widened_kv_bound_below_a_sequence(self):
         """Without validate, a max_seqlen_kv below a sequence's keys: where the GPU widens K / V
-        before the sm_90a kernel (head_dim 128: FP8 q over block_wise_fp8, a bf16 q over either
+        before the sm_90a kernel (FP8 q over block_wise_fp8 at head_dim 128, a bf16 q over either
         cache) that sequence's rows come out NaN, not silently wrong, and the others stay right;
         the CPU ignores the bound."""
         lens, q_lens = [1000, 300], [130, 140]
-        for fp8_q, quant in ((True, "block_wise_fp8"), (False, "cache_fp8"), (False, "block_wise_fp8")):
-            with self.subTest(fp8_q=fp8_q, quant=quant):
+        cases = ((True, "block_wise_fp8", 128), (False, "cache_fp8", 128), (False, "block_wise_fp8", 128),
+                 (False, "cache_fp8", 64), (False, "block_wise_fp8", 256))
+        for fp8_q, quant, dim in cases:
+            with self.subTest(fp8_q=fp8_q, quant=quant, dim=dim):
                 with widened_kv("always"):
-                    run = self.run_paged(seeded_rng(self, fp8_q), quant, lens, q_lens, 8, 2, 128, 64, fp8_q=fp8_q,
-                                         max_seqlen_kv=700, validate=False)
+                    run = self.run_paged(seeded_rng(self, fp8_q, quant, dim), quant, lens, q_lens, 8, 2, dim, 64,
+                                         fp8_q=fp8_q, max_seqlen_kv=700, validate=False)
                 if self.place == "gpu" and sm90_gpu():
                     self.assertTrue(np.isnan(run.got[:130]).all())
                     rest = PagedRun(run.got[130:], run.lse[:, 130:], run.want[130:], run.want_lse[:, 130:],
@@ -980,23 +995,30 @@ class TestPagedAttention(PlacedCase):
 
     @placed
     def test_widened_kv_rows_left_unwritten(self):
-        """Where the GPU widens K / V before the sm_90a kernel (head_dim 128: FP8 q over
-        block_wise_fp8, a bf16 q over either cache) it writes each sequence's keys up to its last
+        """Where the GPU widens K / V before the sm_90a kernel (FP8 q over block_wise_fp8 at
+        head_dim 128, a bf16 q over either cache) it writes each sequence's keys up to its last
         tile, not the bound's: the rows it leaves must never be read. Freed memory of the buffer's
         size, filled with NaN, goes back to the allocator first, so that the buffers likely get it;
         the bound is far past every sequence (none a whole number of tiles). The same results as
-        without the bound, bit for bit."""
+        without the bound, bit for bit (held to the reference only where that takes another kernel:
+        a bf16 q over block_wise_fp8 at head_dim 256)."""
         lens, q_lens, max_seqlen_kv, heads_kv = [700, 77, 9, 300], [130, 1, 9, 64], 3000, 2
         buffer_keys = (max_seqlen_kv + 7) // 8 * 8 + 128  # (the buffer's rows per sequence)
-        nan_fill = np.full((len(lens) * buffer_keys, heads_kv, 128), np.nan, np.float16)
-        for fp8_q, quant in ((True, "block_wise_fp8"), (False, "cache_fp8"), (False, "block_wise_fp8")):
-            with self.subTest(fp8_q=fp8_q, quant=quant):
+        cases = ((True, "block_wise_fp8", 128), (False, "cache_fp8", 128), (False, "block_wise_fp8", 128),
+                 (False, "cache_fp8", 64), (False, "block_wise_fp8", 256))
+        for fp8_q, quant, dim in cases:
+            with self.subTest(fp8_q=fp8_q, quant=quant, dim=dim):
+                nan_fill = np.full((len(lens) * buffer_keys, heads_kv, dim), np.nan, np.float16)
                 freed = [self.t(nan_fill, "float16") for _ in range(8)]
                 del freed
                 with widened_kv("always"):
-                    runs = [self.run_paged(seeded_rng(self, fp8_q), quant, lens, q_lens, 8, heads_kv, 128, 64,
-                                           fp8_q=fp8_q, **bound) for bound in ({"max_seqlen_kv": max_seqlen_kv}, {})]
+                    runs = [self.run_paged(seeded_rng(self, fp8_q, quant, dim), quant, lens, q_lens, 8, heads_kv, dim,
+                                           64, fp8_q=fp8_q, **bound)
+                            for bound in ({"max_seqlen_kv": max_seqlen_kv}, {})]
                 self.check(runs[0], "float16")
+                if dim == 256 and quant == "block_wise_fp8":
+                    self.check(runs[1], "float16")
+                    continue
                 np.testing.assert_array_equal(runs[0].got, runs[1].got)
                 np.testing.assert_array_equal(runs[0].lse, runs[1].lse)
 

@@ -14,9 +14,9 @@ from setup_ops import HERE as ROOT, find_cuda_home, include_dirs, nvcc_flags
 # (head_dim, paged, FP8 q, per-token scales, FP8 P V, small blocks, widened before): FP8 and 16-bit q at
 # every head_dim, and over a block_wise_fp8 cache (paged) but for a 16-bit q at head_dim 256; in blocks of
 # a quarter tile FP8 q over block_wise_fp8 at head_dim 128 and over cache_fp8 at 256; FP8 P V (fp8_pv) at
-# head_dim 64 and 128 with FP8 q, contiguous and over both caches; at head_dim 128 with K / V widened
-# before the kernel: FP8 q over contiguous keys and over block_wise_fp8 (max_seqlen_kv), in blocks of a
-# quarter tile too, and a 16-bit q over contiguous keys and both caches.
+# head_dim 64 and 128 with FP8 q, contiguous and over both caches; with K / V widened before the kernel:
+# FP8 q at head_dim 128 over contiguous keys and over block_wise_fp8 (max_seqlen_kv), in blocks of a
+# quarter tile too, and a 16-bit q at every head_dim over contiguous keys and both caches.
 KERNELS = [(d, paged, fp8_q, "false", "false", "false", "false") for d in (64, 128, 256) for paged in ("false", "true")
            for fp8_q in ("true", "false")]
 KERNELS += [(d, "true", fp8_q, "true", "false", "false", "false") for d in (64, 128, 256) for fp8_q in ("true", "false")
@@ -26,7 +26,7 @@ KERNELS += [(d, paged, "true", scales, "true", "false", "false") for d in (64, 1
             for paged, scales in (("false", "false"), ("true", "false"), ("true", "true"))]
 KERNELS += [(128, "true", "true", "true", "false", small, "true") for small in ("false", "true")]
 KERNELS += [(128, "false", "true", "false", "false", "false", "true")]
-KERNELS += [(128, paged, "false", scales, "false", "false", "true")
+KERNELS += [(d, paged, "false", scales, "false", "false", "true") for d in (64, 128, 256)
             for paged, scales in (("false", "false"), ("true", "false"), ("true", "true"))]
 CUDA_HOME = find_cuda_home()
 

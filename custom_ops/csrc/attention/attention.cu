@@ -46,9 +46,38 @@ auto with_head_dim(int head_dim, Fn&& fn) {
   }
 }
 
-// FP8 k/v: contiguous, or a cache_fp8 or block_wise_fp8 cache (but for a 16-bit q at head_dim 256,
-// whose shared memory has no room for per-token scales).
-bool wgmma_prefill_applies(const AttentionParams& p) {
+// Whether the sm_90a kernel would take V (and with a 16-bit q K) widened before it: by the formats,
+// FASTATTN_WIDENED_KV, and the batch's row tiles.
+bool widening_pays(const AttentionParams& p) {
+  // The sm_90a kernel with P V in fp16: there the copying warpgroup widens every tile in every CTA
+  // (each of the 128 row tiles of a kv head's 4096-token prefill widens the same tiles). With FP8
+  // q at head_dim 128 it widens V, 7-8% of the kernel's time over contiguous keys and
+  // block_wise_fp8 (perf notes v82, v83); over cache_fp8 the kernel gained 3%, which the widening
+  // before it took back. With a 16-bit q it widens K too, up to 12% (v83), over contiguous keys
+  // and either cache, at every head_dim (v88). At head_dim 256 only K and V widened before leave
+  // a 16-bit q's kernel room for per-token scales (wgmma_prefill_applies).
+  const bool q_16bit = p.q_type != ElementType::kFp8;
+  const bool keys_apply = p.paged ? p.quant == CacheQuant::kBlockWiseFp8 || (p.quant == CacheQuant::kFp8 && q_16bit)
+                                  : p.kv_type == ElementType::kFp8;
+  if ((p.head_dim != 128 && !q_16bit) || p.fp8_pv || !keys_apply) return false;
+  // FASTATTN_WIDENED_KV=always / never overrides the choice below (the tests run both paths).
+  const char* choice = std::getenv("FASTATTN_WIDENED_KV");
+  if (choice != nullptr && std::strcmp(choice, "always") == 0) return true;
+  if (choice != nullptr && std::strcmp(choice, "never") == 0) return false;
+  // Widening before the kernel reads each key once and writes it twice as wide; it pays where the
+  // kernel reads each key in many row tiles. The host knows only the batch's totals: take it where
+  // a sequence has kWidenedRowTiles row tiles or more on average. Uniform causal prefills at head_dim
+  // 128, 4 q heads a kv head, widened (16 / 32 / 64 / 128 row tiles a sequence at 512 / 1024 / 2048
+  // / 4096 tokens): 4-6% / 1-3% slower, 1.5% / 4-7% faster (perf notes v83); a batch of decodes
+  // beside a long chunk has about 1 row tile a sequence, and there it ran 44% slower.
+  constexpr int64_t kWidenedRowTiles = 64;
+  const int64_t row_tiles = int64_t(p.tokens_q) * (p.heads_q / p.heads_kv) / wgmma_rows(p.head_dim);
+  return row_tiles >= kWidenedRowTiles * p.batch;
+}
+
+// FP8 k/v: contiguous, or a cache_fp8 or block_wise_fp8 cache (but for a 16-bit q at head_dim 256
+// that widens K and V in the kernel, whose shared memory then has no room for per-token scales).
+bool wgmma_prefill_applies(const AttentionParams& p, bool widened) {
   const bool q_16bit = p.q_type == ElementType::kBf16 || p.q_type == ElementType::kFp16;
   // Per-token scales: room for them, and tables aligned to a lane's copy of its keys' scales; the
   // other kernels copy pairs (the op checks the tables for those).
@@ -56,7 +85,7 @@ bool wgmma_prefill_applies(const AttentionParams& p) {
     const uintptr_t bytes = uintptr_t(wgmma_scale_keys(p.head_dim) * (table.is_bf16 ? 2 : 4));
     return reinterpret_cast<uintptr_t>(table.data) % bytes == 0;
   };
-  const bool token_scales_fit = !(q_16bit && p.head_dim == 256) && lane_copy_aligned(p.k_scale) &&
+  const bool token_scales_fit = !(q_16bit && p.head_dim == 256 && !widened) && lane_copy_aligned(p.k_scale) &&
                                 lane_copy_aligned(p.v_scale);
   const bool fp8_kv = p.paged ? p.quant == CacheQuant::kFp8 || (p.quant == CacheQuant::kBlockWiseFp8 && token_scales_fit)
                               : p.kv_type == ElementType::kFp8;
@@ -66,13 +95,14 @@ bool wgmma_prefill_applies(const AttentionParams& p) {
 
 }  // namespace
 
-AttentionPlan plan_attention(const AttentionParams& p, int64_t max_keys, int requested_splits) {
+AttentionPlan plan_attention(const AttentionParams& p, int64_t max_keys, int requested_splits, bool keys_bounded) {
   const int group = p.heads_q / p.heads_kv;
   const int64_t rows = int64_t(p.tokens_q) * group;
   // Decode-like batches (16 rows or less per sequence) take the decode kernel's CTAs of 8 or 16
   // rows: a prefill tile of 64 or 128 rows would be mostly padding.
   const int warps_m = rows <= int64_t(16) * std::max(p.batch, 1) ? 1 : 4;
-  const bool wgmma = warps_m == 4 && wgmma_prefill_applies(p);
+  const bool widened = warps_m == 4 && keys_bounded && p.batch > 0 && widening_pays(p);
+  const bool wgmma = warps_m == 4 && wgmma_prefill_applies(p, widened);
   const int row_blocks = warps_m == 1 ? 1 : prefill_row_blocks(p.head_dim);
   const int rows_per_cta = wgmma          ? wgmma_rows(p.head_dim)
                            : warps_m == 1 ? decode_rows_per_cta(rows, p.batch)
@@ -106,33 +136,7 @@ AttentionPlan plan_attention(const AttentionParams& p, int64_t max_keys, int req
     const int64_t ctas = (row_tiles + p.batch) * p.heads_kv;
     splits = int(std::clamp<int64_t>(std::min<int64_t>(multiprocessor_count() / ctas, max_keys / 2048), 1, 64));
   }
-  return {warps_m, std::max(splits, 1), wgmma};
-}
-
-bool widening_applies(const AttentionParams& p) {
-  // The sm_90a kernel at head_dim 128 with P V in fp16: there the copying warpgroup widens every
-  // tile in every CTA (each of the 128 row tiles of a kv head's 4096-token prefill widens the same
-  // tiles). With FP8 q it widens V, 7-8% of the kernel's time over contiguous keys and
-  // block_wise_fp8 (perf notes v82, v83); over cache_fp8 the kernel gained 3%, which the widening
-  // before it took back. With a 16-bit q it widens K too, up to 12% (v83), over contiguous keys
-  // and either cache.
-  const bool keys_apply = p.paged ? p.quant == CacheQuant::kBlockWiseFp8 ||
-                                        (p.quant == CacheQuant::kFp8 && p.q_type != ElementType::kFp8)
-                                  : p.kv_type == ElementType::kFp8;
-  if (!p.wgmma || p.head_dim != 128 || p.fp8_pv || !keys_apply) return false;
-  // FASTATTN_WIDENED_KV=always / never overrides the choice below (the tests run both paths).
-  const char* choice = std::getenv("FASTATTN_WIDENED_KV");
-  if (choice != nullptr && std::strcmp(choice, "always") == 0) return true;
-  if (choice != nullptr && std::strcmp(choice, "never") == 0) return false;
-  // Widening before the kernel reads each key once and writes it twice as wide; it pays where the
-  // kernel reads each key in many row tiles. The host knows only the batch's totals: take it where
-  // a sequence has kWidenedRowTiles row tiles or more on average. Uniform causal prefills at head_dim
-  // 128, 4 q heads a kv head, widened (16 / 32 / 64 / 128 row tiles a sequence at 512 / 1024 / 2048
-  // / 4096 tokens): 4-6% / 1-3% slower, 1.5% / 4-7% faster (perf notes v83); a batch of decodes
-  // beside a long chunk has about 1 row tile a sequence, and there it ran 44% slower.
-  constexpr int64_t kWidenedRowTiles = 64;
-  const int64_t row_tiles = int64_t(p.tokens_q) * (p.heads_q / p.heads_kv) / wgmma_rows(128);
-  return row_tiles >= kWidenedRowTiles * p.batch;
+  return {warps_m, std::max(splits, 1), wgmma, wgmma && widened};
 }
 
 // A tile past the bound stays inside its sequence's keys (a tile starts before the bound).

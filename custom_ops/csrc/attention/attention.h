@@ -61,8 +61,8 @@ struct AttentionParams {
   float* partial_lse = nullptr;
   // The persistent prefill kernel's queue of row tiles: a counter the launch zeroes (one int).
   int* item_counter = nullptr;
-  // At head_dim 128 over contiguous FP8 keys, or over a cache given a bound on the keys, where
-  // widening_applies: V (and with a 16-bit q K) widened to fp16 before the prefill kernel, which
+  // Over contiguous FP8 keys, or over a cache given a bound on the keys, where the plan says so
+  // (AttentionPlan::widened): V (and with a 16-bit q K) widened to fp16 before the prefill kernel, which
   // copies them as they are instead of widening every tile in every CTA; [widened_rows, heads_kv,
   // head_dim] each, zeros past each sequence's keys. Paged: widened_keys rows a sequence (the
   // bound rounded up to 8, plus a tile); contiguous: a tile's room after each sequence's keys.
@@ -78,16 +78,16 @@ void attention_cpu(const AttentionParams& p);
 // kernel with warps_m warps of 16-row blocks per CTA) and key splits. Needs only host-side shapes
 // (never the device's lengths, so it is safe under CUDA-graph capture); max_keys bounds any
 // sequence's key count.
+// widened: the sm_90a kernel takes V (and with a 16-bit q K) widened before it
+// (AttentionParams::values_fp16, keys_fp16), which keys_bounded allows (contiguous keys, or a bound
+// on a cache's keys to size the buffers by).
 struct AttentionPlan {
   int warps_m, num_splits;
-  bool wgmma;
+  bool wgmma, widened;
 };
-AttentionPlan plan_attention(const AttentionParams& p, int64_t max_keys, int requested_splits);
+AttentionPlan plan_attention(const AttentionParams& p, int64_t max_keys, int requested_splits, bool keys_bounded);
 
-// Whether the planned launch takes V (and with a 16-bit q K) widened before it
-// (AttentionParams::values_fp16, keys_fp16; paged: given a bound on the keys), the keys per
-// sequence those buffers then hold over a cache, and their rows.
-bool widening_applies(const AttentionParams& p);
+// The keys per sequence the widened buffers hold over a cache, and their rows.
 int64_t widened_keys_for(int64_t max_keys);
 int64_t widened_rows(const AttentionParams& p);
 

@@ -166,9 +166,9 @@ void with_wgmma_kernel(const AttentionParams& p, Fn&& fn) {
   }
   auto with = [&](auto paged, auto small_blocks) {
     constexpr bool kPaged = decltype(paged)::value, kSmall = decltype(small_blocks)::value;
-    // (widening_applies: FP8 q over contiguous keys and block_wise_fp8, a 16-bit q over contiguous
-    // keys and either cache.)
-    if constexpr (D == 128 && !kFp8Pv && (!kFp8Q || !kPaged || kTokenScales)) {
+    // (widening_pays: FP8 q at head_dim 128 over contiguous keys and block_wise_fp8, a 16-bit q
+    // over contiguous keys and either cache.)
+    if constexpr (!kFp8Pv && (kFp8Q ? D == 128 && (!kPaged || kTokenScales) : true)) {
       if (p.values_fp16 != nullptr) {
         // (maps.k holds the widened keys where given: the kernel reads them with a 16-bit q only.)
         if ((p.keys_fp16 != nullptr) == kFp8Q) throw std::logic_error("fastattn: widened keys go with a 16-bit q, and only there");
@@ -178,11 +178,15 @@ void with_wgmma_kernel(const AttentionParams& p, Fn&& fn) {
     }
     // (maps.v then holds the fp16 buffer, which this kernel would read as FP8 V.)
     if (p.values_fp16 != nullptr) throw std::logic_error("fastattn: widened values for a kernel that widens its own");
-    fn(KernelChoice<WgmmaShape<D, kFp8Q, kTokenScales, kFp8Pv, kPaged, kSmall>,
-                    attention_wgmma_kernel<D, kPaged, kFp8Q, kTokenScales, kFp8Pv, kSmall>, true>{});
+    if constexpr (D == 256 && !kFp8Q && kTokenScales) {  // (see wgmma_prefill_applies)
+      throw std::logic_error("fastattn: a 16-bit q over per-token scales at head_dim 256 needs K and V widened");
+    } else {
+      fn(KernelChoice<WgmmaShape<D, kFp8Q, kTokenScales, kFp8Pv, kPaged, kSmall>,
+                      attention_wgmma_kernel<D, kPaged, kFp8Q, kTokenScales, kFp8Pv, kSmall>, true>{});
+    }
   };
-  using PagedShape = WgmmaShape<D, kFp8Q, kTokenScales, kFp8Pv, true>;  // (kSmallBlocks: a quarter tile or less)
-  const bool small_blocks = p.paged && PagedShape::small_boxes(PagedShape::box_rows(true, p.layout.block_size));
+  using Tiles = WgmmaShape<D>;  // (kSmallBlocks: a quarter tile or less; the tile's keys are the head_dim's)
+  const bool small_blocks = p.paged && Tiles::small_boxes(Tiles::box_rows(true, p.layout.block_size));
   if constexpr (kTokenScales) {  // (a cache's)
     // Over per-token scales with FP8 q at head_dim 128, cache blocks of 16 and 32 keys split the
     // hand-over (perf notes v64): a kernel of their own, so that larger blocks pay no branch for it.
@@ -211,9 +215,7 @@ void with_kernel(const AttentionParams& p, Fn&& fn) {
       if (token_scales) return with_wgmma_kernel<D, true, true>(p, fn);
       return with_wgmma_kernel<D, true, false>(p, fn);
     }
-    if constexpr (D != 256) {  // (see wgmma_prefill_applies)
-      if (token_scales) return with_wgmma_kernel<D, false, true>(p, fn);
-    }
+    if (token_scales) return with_wgmma_kernel<D, false, true>(p, fn);
     return with_wgmma_kernel<D, false, false>(p, fn);
   }
   if (!p.paged) {

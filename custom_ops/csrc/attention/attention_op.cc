@@ -54,7 +54,7 @@ void run(AttentionParams& p, const paddle::Tensor& q, int64_t max_keys, int num_
   PD_CHECK(p.kv_type == ElementType::kFp8 || p.q_type == p.kv_type, op,
            ": on the GPU a bf16/fp16 q needs k/v (or a cache) of the same dtype, or FP8/INT8");
   p.stream = stream_of(q);
-  const AttentionPlan plan = plan_attention(p, max_keys, num_splits);
+  const AttentionPlan plan = plan_attention(p, max_keys, num_splits, key_bound > 0 || !p.paged);
   p.warps_m = plan.warps_m;
   p.num_splits = plan.num_splits;
   p.wgmma = plan.wgmma;
@@ -69,7 +69,7 @@ void run(AttentionParams& p, const paddle::Tensor& q, int64_t max_keys, int num_
     item_counter = paddle::empty({1}, paddle::DataType::INT32, q.place());
     p.item_counter = item_counter.data<int32_t>();
   }
-  if ((key_bound > 0 || !p.paged) && p.batch > 0 && widening_applies(p)) {
+  if (plan.widened) {
     if (p.paged) p.widened_keys = int(widened_keys_for(std::min(key_bound, max_keys)));
     values_fp16 = paddle::empty({widened_rows(p), p.heads_kv, p.head_dim}, paddle::DataType::FLOAT16, q.place());
     p.values_fp16 = values_fp16.data();

@@ -46,11 +46,11 @@
 // first tile is copied; the copying warpgroup widens K to fp16 as it does V. S = Q K^T then runs
 // on the fp16 tensor cores (m64nKk16, both operands K-major in shared memory) with the mma.sync
 // kernel's products. The copying warpgroup frees a stage itself once it has widened it; fp16 Q and
-// K leave room for two of the four FP8 stages at head_dim 128 and for one at 256. At head_dim 128
-// over contiguous FP8 keys, and over either cache given a bound on the keys, K and V come widened
-// once per call instead (kWidenedBefore, kKV16Copied): one copying warp sends them straight into
-// the fp16 buffers by tensor copies; the FP8 stages hold no tile (the epilogue may stage its rows
-// there).
+// K leave room for two of the four FP8 stages at head_dim 128 and for one at 256. Over contiguous
+// FP8 keys, and over either cache given a bound on the keys, K and V come widened once per call
+// instead (kWidenedBefore, kKV16Copied): one copying warp sends them straight into the fp16
+// buffers by tensor copies; the FP8 stages hold no tile (the epilogue may stage its rows there;
+// at head_dim 256 they take no room, which leaves room for per-token scales).
 #pragma once
 
 #include <type_traits>
@@ -352,14 +352,15 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
   // each warpgroup takes its own fp32 sums, read into o by then (kOutputInSums): the stage ring
   // stays the copying warpgroup's, which sends a persistent CTA's next tiles there meanwhile.
   // kKV16Copied copies no tile into the stages: each warpgroup keeps an equal part of them for its
-  // rows, item after item (with one stage, over per-token scales, rows of 16-bit elements fit;
-  // fp32 rows go out a pair at a time).
+  // rows, item after item, whole kilobytes (the tensor copies' swizzle), where they fit (with one
+  // stage, over per-token scales at head_dim 128, rows of 16-bit elements do; fp32 rows, and any
+  // at head_dim 256, whose stages have no bytes, go out a pair at a time).
   constexpr bool kOutputInSums = Shape::kFp8Pv;
   constexpr bool kOutputInStages = !kOutputInSums && (kKV16Copied || kGroups + int(kFp8Q) <= kStages);
   static_assert(kOutputInSums || kOutputInStages || (!kFp8Q && kGroups <= kK16Buffers),
                 "a buffer per computing warpgroup at the end");
   constexpr int kOutputBufferBytes = kOutputInSums     ? Shape::kOutSumsBytes / kGroups
-                                     : kKV16Copied     ? kStages * Shape::kStageBytes / kGroups
+                                     : kKV16Copied     ? kStages * Shape::kStageBytes / kGroups / 1024 * 1024
                                      : kOutputInStages ? Shape::kStageBytes
                                                        : Shape::kK16Bytes;
   constexpr bool kSplitHandOver =
@@ -912,6 +913,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
       if (!copies_tiles && !(kTokenScales && copies_scales)) return;
       for (int i = 0; take_item(i); ++i) {
         value_ref = value_inv = 0.0f;
+        fold_key_scale();
         if (copies_tiles) {
           copy_item_tiles();
           post_item(i + 1, claim_item());

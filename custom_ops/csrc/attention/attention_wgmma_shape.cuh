@@ -24,8 +24,7 @@ constexpr int wgmma_compute_groups(int head_dim) { return head_dim == 64 ? 3 : 2
 // Rows per CTA (the plan sizes its grid and key splits by it).
 constexpr int wgmma_rows(int head_dim) { return 64 * wgmma_compute_groups(head_dim); }
 
-// K and V widened before the kernel (AttentionParams::values_fp16, keys_fp16; head_dim 128): the
-// row of sequence `seq`'s key `key`. Over a cache `widened_keys` rows a sequence. Contiguous keys
+// K and V widened before the kernel (AttentionParams::values_fp16, keys_fp16): the row of sequence `seq`'s key `key`. Over a cache `widened_keys` rows a sequence. Contiguous keys
 // keep their order with a tile's room after each sequence, so that a tile that starts inside a
 // sequence ends inside its rows: the sequence's first key `first_key` (its cu_seqlens_k) plus a
 // tile for each sequence before it.
@@ -41,16 +40,18 @@ FA_HD int64_t widened_row(bool paged, int widened_keys, int seq, int64_t first_k
 // kWidenedBefore: K and V were widened to fp16 once per call, before the kernel (widen_kv_kernel,
 // widen_cached_kv_kernel), and arrive by tensor copies rather than widened by the copying
 // warpgroup: with FP8 q only V (into the stages, kV16InStage), with a 16-bit q both (straight into
-// the fp16 K and V buffers the computing warpgroups read, kKV16Copied). Head_dim 128.
+// the fp16 K and V buffers the computing warpgroups read, kKV16Copied). FP8 q at head_dim 128, a
+// 16-bit q at every head_dim.
 template <int D, bool kFp8Query = true, bool kPerTokenScales = false, bool kFp8Values = false, bool kPagedKeys = false,
           bool kSmallBlocks = false, bool kWidenedBefore = false>
 struct WgmmaShape {
   static_assert(D == 64 || D == 128 || D == 256, "head_dim 64, 128 or 256");
-  static_assert(!(kPerTokenScales && !kFp8Query && D == 256), "no room for per-token scales");
+  static_assert(!(kPerTokenScales && !kFp8Query && D == 256 && !kWidenedBefore), "no room for per-token scales");
   static_assert(!kFp8Values || (D <= 128 && kFp8Query), "FP8 P V at head_dim 64 and 128 with FP8 q");
   static constexpr int kHeadDim = D;
-  static_assert(!kWidenedBefore || (D == 128 && !kFp8Values), "K and V widened before the kernel: head_dim 128");
-  // (The kernel takes it where widening_applies says so.)
+  static_assert(!kWidenedBefore || ((D == 128 || !kFp8Query) && !kFp8Values),
+                "V widened before the kernel: FP8 q at head_dim 128, a 16-bit q at every head_dim");
+  // (The kernel takes it where the plan says so: attention.cu's widening_pays.)
   static constexpr bool kFp8Q = kFp8Query, kTokenScales = kPerTokenScales, kFp8Pv = kFp8Values;
   static constexpr bool kV16InStage = kWidenedBefore && kFp8Query, kKV16Copied = kWidenedBefore && !kFp8Query;
   static constexpr int kComputeGroups = wgmma_compute_groups(D);
@@ -67,9 +68,11 @@ struct WgmmaShape {
   // kStages - 1 tiles ahead of the widening: 4 stages at head_dim 64, 2 at 128, and at 256 (fp16
   // Q alone takes 64 KB) one: the next tile's copies wait for the widening of the last (225 KB).
   // kKV16Copied keeps that layout: its tensor copies go to the fp16 buffers, and the stages hold
-  // no tile (at most the epilogue's rows).
+  // no tile (at most the epilogue's rows; at head_dim 256 nothing: a warpgroup's 16-bit rows
+  // would need 32 KB, and its rows go out from registers).
   // Per-token scales (kTokenScales: a block_wise_fp8 cache) take a stage's room at head_dim 256
-  // with FP8 q and at 128 with a 16-bit q; a 16-bit q at 256 leaves no room for them.
+  // with FP8 q and at 128 with a 16-bit q; a 16-bit q at 256 that widens in the kernel leaves no
+  // room for them (kKV16Copied, whose stages take none, does).
   // FP8 P V (P in e4m3, V^T in place of fp16 V) takes a stage's room for its fp32 sums at head_dim
   // 128; at 64 fp16 V's room holds them. With contiguous keys at 128 (kValueRing) V as copied
   // takes a ring of its own, one slot shorter than K's: the copying warpgroup frees a V slot as
@@ -112,7 +115,8 @@ struct WgmmaShape {
   static constexpr int kKBytes = kColumnTiles * kKTileBytes;  // K of a stage; V (same layout) follows
   // A tile's K and V as copied; with kV16InStage V as fp16 (twice FP8 V's bytes), which P V reads
   // there: the stage then holds both until the tile's P V is done, and no fp16 V buffers follow.
-  static constexpr int kStageBytes = (kV16InStage ? 3 : 2) * kKBytes;
+  // (kKV16Copied: the epilogue's rows, none at head_dim 256.)
+  static constexpr int kStageBytes = kKV16Copied && D == 256 ? 0 : (kV16InStage ? 3 : 2) * kKBytes;
   // kValueRing: the stage ring holds K alone, kValueSlots slots of V follow it.
   static constexpr int kValueSlots = kValueRing ? kStages - 1 : 0;
   static constexpr int kStageStride = kValueRing ? kKBytes : kStageBytes;

@@ -583,11 +583,12 @@ def bench_block_sizes(rng, args):
 def bench_head_layouts(rng, args):
     """FP8 decode and prefill at the other head dims and GQA ratios (HEAD_LAYOUTS): the prefill
     with FP8 q/k/v (also with fp8_pv where the kernel takes it: head_dim 64 and 128), and as a
-    server runs it, bf16 q over a cache_fp8 cache."""
+    server runs it, bf16 q over a cache_fp8 and a block_wise_fp8 cache."""
     rows = []
     for hq, hkv, dim in HEAD_LAYOUTS:
         rows += decode_rows(rng, args, *HEAD_LAYOUT_DECODE, hq, hkv, dim, ("cache_fp8",))
-        variants = ("fp8 q/k/v",) + (("fp8 q/k/v, fp8_pv",) if dim <= 128 else ()) + ("bf16 q, paged cache_fp8",)
+        variants = ("fp8 q/k/v",) + (("fp8 q/k/v, fp8_pv",) if dim <= 128 else ())
+        variants += ("bf16 q, paged cache_fp8", "bf16 q, paged block_wise_fp8")
         rows += [prefill_row(rng, args, *HEAD_LAYOUT_PREFILL, hq, hkv, dim, variant) for variant in variants]
     return rows
 

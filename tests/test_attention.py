@@ -886,25 +886,30 @@ class TestPagedAttention(PlacedCase):
     @placed
     def test_block_wise_chunked_prefill(self):
         """Chunks over a block_wise_fp8 cache long enough for the prefill kernels (the sm_90a one
-        stages each tile's per-token scales beside its keys, except for a 16-bit q at head_dim
-        256): FP8 and bf16 q at every head_dim, block sizes against the tiles (FP8 q at head_dim 128
-        has a kernel of its own for blocks of 16 and 32 keys), fp32 and bf16 scale
-        tables, forced splits, kv_end cuts and unmapped blocks, NaN in every slot and scale that
-        holds no key (the odd lengths leave one beside a sequence's last scale). Every 61st value
-        is larger by a gain rising along the sequence: most tiles raise the largest value scale
-        so far, and what the tiles before them added must follow."""
+        stages each tile's per-token scales beside its keys, except for a 16-bit q at head_dim 256
+        that widens K and V itself): FP8 and bf16 q at every head_dim, block sizes against the
+        tiles (FP8 q at head_dim 128 has a kernel of its own for blocks of 16 and 32 keys), fp32
+        and bf16 scale tables, forced splits, kv_end cuts and unmapped blocks, NaN in every slot
+        and scale that holds no key (the odd lengths leave one beside a sequence's last scale).
+        Every 61st value is larger by a gain rising along the sequence: most tiles raise the
+        largest value scale so far, and what the tiles before them added must follow. A bf16 q
+        also with K and V widened before the kernel (max_seqlen_kv, FASTATTN_WIDENED_KV=always)."""
         lens, q_lens = [1000, 77, 9], [130, 1, 9]
         gain = np.ones(sum(lens))
         gain[::61] = 2.0 ** (np.arange(sum(lens))[::61] / 200.0)
-        cases = itertools.product((64, 128, 256), (True, False), (16, 32, 64, 128), (("float32", None), ("bfloat16", 3)))
-        for dim, fp8_q, block_size, (scale_dtype, splits) in cases:
-            with self.subTest(dim=dim, fp8_q=fp8_q, block_size=block_size, scale_dtype=scale_dtype, splits=splits):
-                rng = seeded_rng(self, dim, fp8_q, block_size, splits)
+        cases = [(*case, {}) for case in itertools.product((64, 128, 256), (True, False), (16, 32, 64, 128),
+                                                             (("float32", None), ("bfloat16", 3)))]
+        cases += [(dim, False, block_size, tables, {"max_seqlen_kv": max(lens)}) for dim in (64, 128, 256)
+                  for block_size in (16, 64) for tables in (("float32", None), ("bfloat16", 3))]
+        for dim, fp8_q, block_size, (scale_dtype, splits), bound in cases:
+            with self.subTest(dim=dim, fp8_q=fp8_q, block_size=block_size, scale_dtype=scale_dtype, splits=splits,
+                              bound=bool(bound)), widened_kv("always" if bound else "never"):
+                rng = seeded_rng(self, dim, fp8_q, block_size, splits, bool(bound))
                 kv_end = np.full(sum(q_lens), 10 ** 6, np.int32)
                 kv_end[[0, 7, 130]] = 0, 200, 0  # rows with no key, a cut mid-tile, a decode with none
                 run = self.run_paged(rng, "block_wise_fp8", lens, q_lens, 8, 2, dim, block_size, kv_end=kv_end,
                                      unmap=[(0, 0), (0, 2), (0, 700 // block_size)], poison=True, fp8_q=fp8_q,
-                                     num_splits=splits, value_gain=gain, scale_dtype=scale_dtype)
+                                     num_splits=splits, value_gain=gain, scale_dtype=scale_dtype, **bound)
                 self.assertTrue((run.got[[0, 130]] == 0).all() and np.isneginf(run.lse[:, [0, 130]]).all())
                 self.check(run, "float16")
 
@@ -1061,15 +1066,16 @@ class TestPagedAttention(PlacedCase):
         sliced from a larger buffer would be. The GPU kernels copy scales in pairs: a table that
         starts on a pair gives the right result, on the sm_90a kernel where a lane's copy of 4
         keys' scales (2 at head_dim 256) is aligned and on the mma.sync kernel otherwise; one that
-        does not is refused on the GPU. The CPU takes any."""
+        does not is refused on the GPU. The CPU takes any. (A bf16 q at head_dim 256 has an sm_90a
+        kernel over per-token scales only with K and V widened before it: max_seqlen_kv, forced.)"""
         for dim, fp8_q, scale_dtype, offset in itertools.product((128, 256), (True, False), ("float32", "bfloat16"),
                                                                  (1, 2)):
-            if dim == 256 and not fp8_q:
-                continue  # no sm_90a kernel over per-token scales there
-            with self.subTest(dim=dim, fp8_q=fp8_q, scale_dtype=scale_dtype, offset=offset):
+            bound = {"max_seqlen_kv": 1000} if dim == 256 and not fp8_q else {}
+            with self.subTest(dim=dim, fp8_q=fp8_q, scale_dtype=scale_dtype, offset=offset), \
+                    widened_kv("always" if bound else "never"):
                 rng = seeded_rng(self, dim, fp8_q, scale_dtype, offset)
                 run = functools.partial(self.run_paged, rng, "block_wise_fp8", [1000, 77], [130, 1], 8, 2, dim, 64,
-                                        fp8_q=fp8_q, scale_dtype=scale_dtype, scale_offset=offset)
+                                        fp8_q=fp8_q, scale_dtype=scale_dtype, scale_offset=offset, **bound)
                 if self.place == "gpu" and offset % 2:
                     with self.assertRaisesRegex(Exception, "k_scale: the GPU kernels read scales in pairs"):
                         run()

@@ -333,6 +333,7 @@ class TestFlashAttnVarlen(PlacedCase):
         few = ([1030, 1, 17, 6, 0], [1030, 1, 1100, 2, 3])
         many = ([400, 0, 1, 300, 17, 250, 0, 120, 600, 33, 5, 380, 64, 129, 200, 90],
                 [400, 3, 1, 40, 17, 700, 9, 120, 600, 33, 1029, 380, 64, 129, 200, 90])
+        twice_many = (many[0] * 2, many[1] * 2)
         cases = [(few, heads, causal, splits, "float32", q_dtype, 128) for heads in ((8, 2), (2, 2), (8, 1))
                  for causal, splits in ((True, None), (False, 3)) for q_dtype in (None, "bfloat16")]
         cases += [(many, (8, 2), True, None, "float32", q_dtype, 128) for q_dtype in (None, "float16")]
@@ -341,6 +342,10 @@ class TestFlashAttnVarlen(PlacedCase):
         cases += [(few, heads, causal, splits, "float32", "bfloat16", dim) for dim in (64, 256)
                   for heads, causal, splits in (((8, 2), True, None), ((8, 1), False, 3))]
         cases += [(many, (8, 2), True, None, "bfloat16", "float16", dim) for dim in (64, 256)]
+        # (an fp16 output, and a group of 3 whose rows leave a chunk at a time; at head_dim 64 twice
+        # the sequences, whose row tiles outnumber the multiprocessors)
+        cases += [(few, (6, 2), True, None, "float16", "bfloat16", dim) for dim in (64, 256)]
+        cases += [(twice_many, (8, 2), True, None, "bfloat16", "bfloat16", 64)]
         for (lens_q, lens_k), (hq, hkv), causal, splits, out_dtype, q_dtype, dim in cases:
             with self.subTest(rows=len(lens_q), hq=hq, hkv=hkv, causal=causal, splits=splits, out_dtype=out_dtype,
                               q_dtype=q_dtype, dim=dim):
@@ -362,11 +367,13 @@ class TestFlashAttnVarlen(PlacedCase):
         (kv head 0's rows are then one-hot), with more row tiles than multiprocessors: with K and
         V widened before the sm_90a kernel its CTAs take row tile after row tile,
         and a power carried from one of kv head 0 to one of kv head 1 would leave the latter's q
-        in fp16's subnormals. Every head_dim."""
-        lens_q = [400, 0, 1, 300, 17, 250, 0, 120, 600, 33, 5, 380, 64, 129, 200, 90]
-        lens_k = [400, 3, 1, 40, 17, 700, 9, 120, 600, 33, 1029, 380, 64, 129, 200, 90]
+        in fp16's subnormals. Every head_dim (at 64, whose row tiles are 192 rows, the sequences
+        twice over, so that the row tiles still outnumber the multiprocessors)."""
         modes = ("always", "never") if self.place == "gpu" else ("always",)
         for dim, mode in itertools.product((64, 128, 256), modes):
+            repeat = 2 if dim == 64 else 1
+            lens_q = [400, 0, 1, 300, 17, 250, 0, 120, 600, 33, 5, 380, 64, 129, 200, 90] * repeat
+            lens_k = [400, 3, 1, 40, 17, 700, 9, 120, 600, 33, 1029, 380, 64, 129, 200, 90] * repeat
             with self.subTest(dim=dim, mode=mode):
                 codes, descales = prefill_codes(seeded_rng(self, dim, mode), lens_q, lens_k, 8, 2, dim, "bfloat16")
                 codes[0][:, 4:] *= np.float32(2.0 ** -30)

@@ -62,9 +62,9 @@ struct AttentionParams {
   // The persistent prefill kernel's queue of row tiles: a counter the launch zeroes (one int).
   int* item_counter = nullptr;
   // Over contiguous FP8 keys, or over a cache given a bound on the keys, where the plan says so
-  // (AttentionPlan::widened): V (and with a 16-bit q K) widened to fp16 before the prefill kernel, which
-  // copies them as they are instead of widening every tile in every CTA; [widened_rows, heads_kv,
-  // head_dim] each, zeros past each sequence's keys. Paged: widened_keys rows a sequence (the
+  // (AttentionPlan::widened): V (and with a 16-bit q K) widened to fp16 before the prefill kernel,
+  // which copies them as they are instead of widening every tile in every CTA; [widened_rows,
+  // heads_kv, head_dim] each, zeros past each sequence's keys. Paged: widened_keys rows a sequence (the
   // bound rounded up to 8, plus a tile); contiguous: a tile's room after each sequence's keys.
   // nullptr: the kernel widens.
   void* values_fp16 = nullptr;

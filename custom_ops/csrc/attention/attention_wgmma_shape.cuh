@@ -24,10 +24,11 @@ constexpr int wgmma_compute_groups(int head_dim) { return head_dim == 64 ? 3 : 2
 // Rows per CTA (the plan sizes its grid and key splits by it).
 constexpr int wgmma_rows(int head_dim) { return 64 * wgmma_compute_groups(head_dim); }
 
-// K and V widened before the kernel (AttentionParams::values_fp16, keys_fp16): the row of sequence `seq`'s key `key`. Over a cache `widened_keys` rows a sequence. Contiguous keys
-// keep their order with a tile's room after each sequence, so that a tile that starts inside a
-// sequence ends inside its rows: the sequence's first key `first_key` (its cu_seqlens_k) plus a
-// tile for each sequence before it.
+// K and V widened before the kernel (AttentionParams::values_fp16, keys_fp16): the row of sequence
+// `seq`'s key `key`. Over a cache `widened_keys` rows a sequence. Contiguous keys keep their order
+// with a tile's room after each sequence, so that a tile that starts inside a sequence ends inside
+// its rows: the sequence's first key `first_key` (its cu_seqlens_k) plus a tile for each sequence
+// before it. (The room is head_dim 128's tile, the largest: head_dim 256's are 64 keys.)
 constexpr int kWidenedTileKeys = wgmma_tile_keys(128);
 FA_HD int64_t widened_row(bool paged, int widened_keys, int seq, int64_t first_key, int key) {
   return paged ? int64_t(seq) * widened_keys + key : first_key + int64_t(kWidenedTileKeys) * seq + key;

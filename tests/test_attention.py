@@ -97,10 +97,22 @@ class PlacedCase(unittest.TestCase):
 
 def widened_kv(mode):
     """FASTATTN_WIDENED_KV for the calls inside: "always" widens V (with a 16-bit q K too) before
-    the sm_90a kernel wherever that kernel can take it (head_dim 128 over contiguous FP8 keys; given
-    max_seqlen_kv, FP8 q over block_wise_fp8 and a 16-bit q over either cache), "never" nowhere;
-    otherwise the op chooses by the batch."""
+    the sm_90a kernel wherever that kernel can take it (over contiguous FP8 keys: FP8 q at head_dim
+    128, a 16-bit q at every head_dim; given max_seqlen_kv, FP8 q over block_wise_fp8 at 128 and a
+    16-bit q over either cache), "never" nowhere; otherwise the op chooses by the batch."""
     return mock.patch.dict(os.environ, {"FASTATTN_WIDENED_KV": mode})
+
+
+# (FP8 q, quant, head_dim) of the paged calls whose K / V the GPU widens before the sm_90a kernel
+# given max_seqlen_kv (and FASTATTN_WIDENED_KV=always).
+WIDENED_PAGED = ((True, "block_wise_fp8", 128), (False, "cache_fp8", 128), (False, "block_wise_fp8", 128),
+                 (False, "cache_fp8", 64), (False, "block_wise_fp8", 256))
+
+
+def widened_kernel_only(fp8_q, quant, dim):
+    """A bf16 q over block_wise_fp8 at head_dim 256 has an sm_90a kernel only over K and V widened
+    before it: without the bound it runs another kernel, whose results differ in their rounding."""
+    return not fp8_q and quant == "block_wise_fp8" and dim == 256
 
 
 def placed(test):
@@ -977,7 +989,7 @@ class TestPagedAttention(PlacedCase):
                                            fp8_q=fp8_q, num_splits=splits, **bound)
                             for bound in ({}, {"max_seqlen_kv": max(lens) + extra})]
                 self.check(runs[1], "float16")
-                if dim == 256 and quant == "block_wise_fp8" and not fp8_q:
+                if widened_kernel_only(fp8_q, quant, dim):
                     self.check(runs[0], "float16")
                     continue
                 np.testing.assert_array_equal(runs[1].got, runs[0].got)
@@ -990,9 +1002,7 @@ class TestPagedAttention(PlacedCase):
         cache) that sequence's rows come out NaN, not silently wrong, and the others stay right;
         the CPU ignores the bound."""
         lens, q_lens = [1000, 300], [130, 140]
-        cases = ((True, "block_wise_fp8", 128), (False, "cache_fp8", 128), (False, "block_wise_fp8", 128),
-                 (False, "cache_fp8", 64), (False, "block_wise_fp8", 256))
-        for fp8_q, quant, dim in cases:
+        for fp8_q, quant, dim in WIDENED_PAGED:
             with self.subTest(fp8_q=fp8_q, quant=quant, dim=dim):
                 with widened_kv("always"):
                     run = self.run_paged(seeded_rng(self, fp8_q, quant, dim), quant, lens, q_lens, 8, 2, dim, 64,
@@ -1016,9 +1026,7 @@ class TestPagedAttention(PlacedCase):
         a bf16 q over block_wise_fp8 at head_dim 256)."""
         lens, q_lens, max_seqlen_kv, heads_kv = [700, 77, 9, 300], [130, 1, 9, 64], 3000, 2
         buffer_keys = (max_seqlen_kv + 7) // 8 * 8 + 128  # (the buffer's rows per sequence)
-        cases = ((True, "block_wise_fp8", 128), (False, "cache_fp8", 128), (False, "block_wise_fp8", 128),
-                 (False, "cache_fp8", 64), (False, "block_wise_fp8", 256))
-        for fp8_q, quant, dim in cases:
+        for fp8_q, quant, dim in WIDENED_PAGED:
             with self.subTest(fp8_q=fp8_q, quant=quant, dim=dim):
                 nan_fill = np.full((len(lens) * buffer_keys, heads_kv, dim), np.nan, np.float16)
                 freed = [self.t(nan_fill, "float16") for _ in range(8)]
@@ -1028,7 +1036,7 @@ class TestPagedAttention(PlacedCase):
                                            64, fp8_q=fp8_q, **bound)
                             for bound in ({"max_seqlen_kv": max_seqlen_kv}, {})]
                 self.check(runs[0], "float16")
-                if dim == 256 and quant == "block_wise_fp8":
+                if widened_kernel_only(fp8_q, quant, dim):
                     self.check(runs[1], "float16")
                     continue
                 np.testing.assert_array_equal(runs[0].got, runs[1].got)
@@ -1077,7 +1085,7 @@ class TestPagedAttention(PlacedCase):
         kernel over per-token scales only with K and V widened before it: max_seqlen_kv, forced.)"""
         for dim, fp8_q, scale_dtype, offset in itertools.product((128, 256), (True, False), ("float32", "bfloat16"),
                                                                  (1, 2)):
-            bound = {"max_seqlen_kv": 1000} if dim == 256 and not fp8_q else {}
+            bound = {"max_seqlen_kv": 1000} if widened_kernel_only(fp8_q, "block_wise_fp8", dim) else {}
             with self.subTest(dim=dim, fp8_q=fp8_q, scale_dtype=scale_dtype, offset=offset), \
                     widened_kv("always" if bound else "never"):
                 rng = seeded_rng(self, dim, fp8_q, scale_dtype, offset)

@@ -171,7 +171,7 @@ __global__ void widen_cached_kv_kernel(const AttentionParams p) {
   for (int64_t g = blockIdx.x; g < int64_t(p.batch) * groups_per_seq; g += gridDim.x) {
     const int seq = int(g / groups_per_seq), key0 = int(g % groups_per_seq) * kGroupKeys;
     const int keys = p.seq_lens_kv[seq];
-    const bool past_bound = keys > p.widened_keys - kKeys;
+    const bool past_bound = keys > p.widened_keys - kWidenedTileKeys;  // (widened_keys_for's room)
     if (key0 >= (past_bound ? p.widened_keys : (keys + kKeys - 1) / kKeys * kKeys)) continue;
     for (int i = threadIdx.x; i < group_chunks; i += blockDim.x) {
       const int c = i % kChunks, head = i / kChunks % p.heads_kv, key = key0 + i / (kChunks * p.heads_kv);

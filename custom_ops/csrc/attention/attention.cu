@@ -66,13 +66,17 @@ bool widening_pays(const AttentionParams& p) {
   if (choice != nullptr && std::strcmp(choice, "never") == 0) return false;
   // Widening before the kernel reads each key once and writes it twice as wide; it pays where the
   // kernel reads each key in many row tiles. The host knows only the batch's totals: take it where
-  // a sequence has kWidenedRowTiles row tiles or more on average. Uniform causal prefills at head_dim
+  // a sequence has 64 row tiles or more on average. Uniform causal prefills at head_dim
   // 128, 4 q heads a kv head, widened (16 / 32 / 64 / 128 row tiles a sequence at 512 / 1024 / 2048
   // / 4096 tokens): 4-6% / 1-3% slower, 1.5% / 4-7% faster (perf notes v83); a batch of decodes
   // beside a long chunk has about 1 row tile a sequence, and there it ran 44% slower.
-  constexpr int64_t kWidenedRowTiles = 64;
+  // Over block_wise_fp8 at head_dim 256 a 16-bit q has no sm_90a kernel without the widening; the
+  // mma.sync kernel it would take instead ran 1.4x slower at 1 row tile a sequence (32-token chunks
+  // over 4096 keys) and 2.2-3x at 4 to 512 (v89): there it pays from a row tile a sequence.
+  const bool only_kernel = q_16bit && p.head_dim == 256 && p.paged && p.quant == CacheQuant::kBlockWiseFp8;
+  const int64_t min_row_tiles = only_kernel ? 1 : 64;
   const int64_t row_tiles = int64_t(p.tokens_q) * (p.heads_q / p.heads_kv) / wgmma_rows(p.head_dim);
-  return row_tiles >= kWidenedRowTiles * p.batch;
+  return row_tiles >= min_row_tiles * p.batch;
 }
 
 // FP8 k/v: contiguous, or a cache_fp8 or block_wise_fp8 cache (but for a 16-bit q at head_dim 256

@@ -593,6 +593,65 @@ def bench_head_layouts(rng, args):
     return rows
 
 
+# A server's mixed step (the backends' "paged" path): one sequence's chunk of new tokens after its
+# cached prefix beside decodes (one query each), in one paged_attention call with a bf16 q and no
+# max_seqlen_kv (the backends pass none beside decodes). (decodes, their keys, chunk tokens, prefix)
+MIXED_SHAPES = ((64, 8192, 2048, 6144), (16, 4096, 4096, 0))
+MIXED_QUANTS = ("cache_fp8", "block_wise_fp8")
+MIXED_DIMS = (128, 256)
+
+
+def mixed_rows(rng, args, decodes, decode_keys, chunk, prefix, hq, hkv, dim, quant):
+    """One mixed call, and its two parts each alone as a server that split them would run them:
+    the chunk with max_seqlen_kv (TFLOP/s, causal bottom-right) and the decodes (GB/s of their
+    cache). The mixed call's time against the parts' sum is what mixing costs."""
+    ops = ops_module()
+    per_block = PREFILL_BLOCK
+    chunk_blocks, decode_blocks = -(-(prefix + chunk) // per_block), -(-decode_keys // per_block)
+    blocks = chunk_blocks + decodes * decode_blocks
+    order = rng.permutation(blocks).astype(np.int32)
+    width = max(chunk_blocks, decode_blocks)
+    tables = np.zeros((1 + decodes, width), np.int32)  # (columns past a sequence's blocks are never read)
+    tables[0, :chunk_blocks] = order[:chunk_blocks]
+    tables[1:, :decode_blocks] = order[chunk_blocks:].reshape(decodes, decode_blocks)
+    cache, scales = zip(*(quantized_normal_gpu(rng, (blocks, hkv, per_block, dim)) for _ in range(2)))
+    if quant == "block_wise_fp8":
+        scales = [s * rng.uniform(0.5, 1.0, (blocks, hkv, per_block)).astype(np.float32) for s in scales]
+    else:
+        scales = [np.full(hkv, s, np.float32) for s in scales]
+    scales = [from_numpy(s, "float32", "gpu") for s in scales]
+    q = rng.standard_normal((chunk + decodes, hq, dim), dtype=np.float32)
+    q = (q.view(np.uint32) >> 16).astype(np.uint16)  # bf16 bit patterns
+    lens = np.array([prefix + chunk] + [decode_keys] * decodes, np.int32)
+    cu = np.concatenate([[0], chunk + np.arange(decodes + 1)]).astype(np.int32)
+    gpu = lambda a, dtype=None: from_numpy(np.ascontiguousarray(a), dtype, "gpu")
+
+    def call(rows, seqs, cu_q, bound):
+        args_ = (gpu(q[rows], "bfloat16"), *cache, gpu(tables[seqs]), gpu(lens[seqs]), gpu(cu_q), *scales, None,
+                 None, quant, dim ** -0.5, True, "bfloat16", 0, False, bound)
+        return time_gpu(lambda: ops.fastattn_paged_attention(*args_), reps=max(args.reps // 3, 5), inner=3)
+
+    shape = (f"{decodes} decodes x {decode_keys} keys + a {chunk}-token chunk after {prefix}, {hq}/{hkv} heads, "
+             f"D {dim}")
+    chunk_flops = 4 * hq * dim * chunk * (prefix + (chunk + 1) / 2)
+    decode_bytes = 2 * decodes * decode_keys * hkv * cache_row_bytes(quant, dim)
+    rows = [dict(op="paged_attention mixed", variant=f"bf16 q, {quant}: one call", shape=shape,
+                 **timing_fields(call(slice(None), slice(None), cu, 0)))]
+    rows.append(dict(op="paged_attention mixed", variant=f"bf16 q, {quant}: the chunk alone", shape=shape,
+                     flops=chunk_flops, layout=f"{hq}/{hkv}/{dim}",
+                     **timing_fields(call(slice(0, chunk), slice(0, 1), cu[:2], prefix + chunk))))
+    rows.append(dict(op="paged_attention mixed", variant=f"bf16 q, {quant}: the decodes alone", shape=shape,
+                     bytes=decode_bytes,
+                     **timing_fields(call(slice(chunk, None), slice(1, None), cu[1:] - chunk, 0))))
+    return rows
+
+
+@case("mixed")
+def bench_mixed(rng, args):
+    return [row for dim in MIXED_DIMS for shape in MIXED_SHAPES for quant in MIXED_QUANTS
+            for row in mixed_rows(rng, args, *shape, PREFILL_HQ, PREFILL_HKV, dim, quant)]
+
+
 # ---------------------------------------------------------------------------------------------
 
 

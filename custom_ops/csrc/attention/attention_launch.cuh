@@ -17,6 +17,7 @@
 #include "attention_kernel.cuh"
 #include "attention_launch.h"
 #include "attention_wgmma.cuh"
+#include "attention_widen.cuh"
 #include "fastattn/device_property.h"
 #include "fastattn/launch.h"
 

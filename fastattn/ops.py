@@ -492,8 +492,9 @@ def flash_attn_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seq
     4 q heads a kv head at head_dim 128) are widened to fp16 once per call rather than in every CTA
     of the sm_90a kernel: V with an FP8 q at head_dim 128 (4-7% faster on an H200), K and V with a
     bf16/fp16 q at every head_dim (11-14% at 128, 11-35% at 64 and 256), each into a temporary
-    (Tk + 128 batch) x Hkv x D fp16 buffer. The results are the same.
-    FASTATTN_WIDENED_KV=always / never overrides that choice (here and in paged_attention).
+    (Tk + 128 batch) x Hkv x D fp16 buffer, 2 GiB at most for both (else the kernel widens for
+    itself). The results are the same. FASTATTN_WIDENED_KV=always / never overrides that choice,
+    but not the 2 GiB (here and in paged_attention).
 
     Args:
         q: [Tq, Hq, D]; k, v: [Tk, Hkv, D], Hq a multiple of Hkv (grouped-query); D in 64/128/256.
@@ -579,8 +580,8 @@ def paged_attention(q, key_cache, value_cache, block_tables, seq_lens_kv, cu_seq
         out_dtype, num_splits, fp8_pv: as for flash_attn_varlen (fp8_pv: an FP8 q over a
             cache_fp8 or block_wise_fp8 cache).
         max_seqlen_kv: optional host int, at least every queried sequence's seq_lens_kv (checked with
-            validate; where it applies, a longer sequence's output rows come out NaN, with a bf16/fp16 q
-            its lse too). With it, the sm_90a prefill kernel (fp8_pv off) takes V (FP8 q at head_dim
+            validate; where it applies, the output rows of a sequence longer than it rounded up to 8
+            come out NaN, with a bf16/fp16 q its lse too). With it, the sm_90a prefill kernel (fp8_pv off) takes V (FP8 q at head_dim
             128, over block_wise_fp8) or K and V (a bf16/fp16 q over cache_fp8 or block_wise_fp8, every
             head_dim) widened to fp16 once per call, rather than in every CTA, where the batch averages
             64 row tiles a sequence or more (as flash_attn_varlen; FASTATTN_WIDENED_KV overrides): the
@@ -588,7 +589,9 @@ def paged_attention(q, key_cache, value_cache, block_tables, seq_lens_kv, cu_seq
             kernel only so, and is widened from 1 row tile a sequence (1.4-3.3x faster than on its
             mma.sync kernel, on an H200). Each buffer,
             batch x (max_seqlen_kv + 135 at most) x Hkv x D fp16, is sized by the longest sequence for
-            every one (each sequence's keys, up to its last tile, are written). Elsewhere it changes
+            every one (each sequence's keys, up to its last tile, are written); where the two would
+            pass 2 GiB (many sequences under a long bound) the kernel widens for itself, and a
+            bf16/fp16 q over block_wise_fp8 at head_dim 256 runs on mma.sync. Elsewhere it changes
             nothing.
         validate: check the offsets, seq_lens_kv and the block tables over each queried
             sequence's keys on the host first (see the module docstring).

@@ -769,12 +769,13 @@ class TestPagedAttention(PlacedCase):
 
     def run_paged(self, rng, quant, lens, q_lens, heads_q, heads_kv, dim, block_size, dtype="bfloat16",
                   kv_end=None, unmap=(), fp8_q=False, poison=False, value_gain=None, scale_dtype="float32",
-                  scale_offset=0, q_spread=64.0, **kwargs):
+                  scale_offset=0, q_spread=64.0, table_width=None, **kwargs):
         """Writes `lens` tokens per sequence (see make_cache), optionally unmaps (sequence, logical
         block) entries of the table and fills the slots left without a key with NaN (poison),
         attends with `q_lens` queries per sequence (FP8 codes of standard normal values times
-        q_spread, with a q_descale, if fp8_q; softmax_scale 1/sqrt(dim) unless given); returns
-        (got, lse, want, want_lse)."""
+        q_spread, with a q_descale, if fp8_q; softmax_scale 1/sqrt(dim) unless given), the block
+        tables padded with block 0 to `table_width` columns where given; returns (got, lse, want,
+        want_lse)."""
         scale = kwargs.setdefault("softmax_scale", dim ** -0.5)
         batch, lc, tables, (k_real, v_real) = self.make_cache(rng, quant, lens, heads_kv, dim, block_size, dtype,
                                                               value_gain, scale_dtype, scale_offset)
@@ -782,6 +783,10 @@ class TestPagedAttention(PlacedCase):
             batch.block_tables[seq, logical] = -1
         if unmap:
             tables = self.t(batch.block_tables)
+        if table_width is not None:
+            padded = np.zeros((len(lens), table_width), np.int32)
+            padded[:, :batch.block_tables.shape[1]] = batch.block_tables
+            tables = self.t(padded)
         if poison:
             self.poison_unwritten(lc, batch.block_tables, lens)
         if fp8_q:
@@ -1061,6 +1066,23 @@ class TestPagedAttention(PlacedCase):
                 if widened_kernel_only(fp8_q, quant, dim):
                     self.check(runs[1], "float16")
                     continue
+                np.testing.assert_array_equal(runs[0].got, runs[1].got)
+                np.testing.assert_array_equal(runs[0].lse, runs[1].lse)
+
+    @placed
+    def test_widened_kv_buffers_capped(self):
+        """A bound whose widened buffers would pass 2 GiB (two sequences under a bound of 2^31 - 1,
+        block tables 2^20 blocks wide: some 270 GB): K and V are not widened, even with
+        FASTATTN_WIDENED_KV=always (the kernel widens for itself; a bf16 q over block_wise_fp8 at
+        head_dim 256 runs on mma.sync), and the results are those without the bound, bit for bit."""
+        lens, q_lens = [300, 77], [130, 64]
+        for fp8_q, quant, dim in WIDENED_PAGED:
+            with self.subTest(fp8_q=fp8_q, quant=quant, dim=dim):
+                with widened_kv("always"):
+                    runs = [self.run_paged(seeded_rng(self, fp8_q, quant, dim), quant, lens, q_lens, 8, 2, dim, 64,
+                                           fp8_q=fp8_q, table_width=1 << 20, **bound)
+                            for bound in ({"max_seqlen_kv": 2 ** 31 - 1}, {})]
+                self.check(runs[0], "float16")
                 np.testing.assert_array_equal(runs[0].got, runs[1].got)
                 np.testing.assert_array_equal(runs[0].lse, runs[1].lse)
 

@@ -47,8 +47,8 @@ auto with_head_dim(int head_dim, Fn&& fn) {
 }
 
 // Whether the sm_90a kernel would take V (and with a 16-bit q K) widened before it: by the formats,
-// FASTATTN_WIDENED_KV, and the batch's row tiles.
-bool widening_pays(const AttentionParams& p) {
+// FASTATTN_WIDENED_KV, the buffers' bytes and the batch's row tiles.
+bool widening_pays(const AttentionParams& p, double widened_bytes) {
   // The sm_90a kernel with P V in fp16: there the copying warpgroup widens every tile in every CTA
   // (each of the 128 row tiles of a kv head's 4096-token prefill widens the same tiles). With FP8
   // q at head_dim 128 it widens V, 7-8% of the kernel's time over contiguous keys and
@@ -60,6 +60,11 @@ bool widening_pays(const AttentionParams& p) {
   const bool keys_apply = p.paged ? p.quant == CacheQuant::kBlockWiseFp8 || (p.quant == CacheQuant::kFp8 && q_16bit)
                                   : p.kv_type == ElementType::kFp8;
   if ((p.head_dim != 128 && !q_16bit) || p.fp8_pv || !keys_apply) return false;
+  // Over a cache every sequence takes the bound's rows, however few keys it has: a step of short
+  // chunks after long prefixes would ask for tens of gigabytes. Past 2 GiB the kernel widens for
+  // itself (mma.sync for a 16-bit q over block_wise_fp8 at head_dim 256), whatever the override.
+  constexpr double kMaxWidenedBytes = double(int64_t(1) << 31);
+  if (widened_bytes > kMaxWidenedBytes) return false;
   // FASTATTN_WIDENED_KV=always / never overrides the choice below (the tests run both paths).
   const char* choice = std::getenv("FASTATTN_WIDENED_KV");
   if (choice != nullptr && std::strcmp(choice, "always") == 0) return true;
@@ -72,7 +77,7 @@ bool widening_pays(const AttentionParams& p) {
   // beside a long chunk has about 1 row tile a sequence, and there it ran 44% slower.
   // Over block_wise_fp8 at head_dim 256 a 16-bit q has no sm_90a kernel without the widening; the
   // mma.sync kernel it would take instead ran 1.4x slower at 1 row tile a sequence (32-token chunks
-  // over 4096 keys) and 2.2-3x at 4 to 512 (v89): there it pays from a row tile a sequence.
+  // over 4096 keys) and 2.0-3.0x at 2 to 32 (v89): there it pays from a row tile a sequence.
   const bool only_kernel = q_16bit && p.head_dim == 256 && p.paged && p.quant == CacheQuant::kBlockWiseFp8;
   const int64_t min_row_tiles = only_kernel ? 1 : 64;
   const int64_t row_tiles = int64_t(p.tokens_q) * (p.heads_q / p.heads_kv) / wgmma_rows(p.head_dim);
@@ -99,13 +104,20 @@ bool wgmma_prefill_applies(const AttentionParams& p, bool widened) {
 
 }  // namespace
 
-AttentionPlan plan_attention(const AttentionParams& p, int64_t max_keys, int requested_splits, bool keys_bounded) {
+AttentionPlan plan_attention(const AttentionParams& p, int64_t max_keys, int requested_splits, int64_t key_bound) {
   const int group = p.heads_q / p.heads_kv;
   const int64_t rows = int64_t(p.tokens_q) * group;
   // Decode-like batches (16 rows or less per sequence) take the decode kernel's CTAs of 8 or 16
   // rows: a prefill tile of 64 or 128 rows would be mostly padding.
   const int warps_m = rows <= int64_t(16) * std::max(p.batch, 1) ? 1 : 4;
-  const bool widened = warps_m == 4 && keys_bounded && p.batch > 0 && widening_pays(p);
+  // The widened buffers (widened_rows): contiguous keys take their own rows and a tile's room
+  // after each sequence; a cache's every sequence the bound's (without one, none).
+  const bool keys_bounded = !p.paged || key_bound > 0;
+  const int64_t widened_keys = p.paged && key_bound > 0 ? widened_keys_for(std::min(key_bound, max_keys)) : 0;
+  const double buffer_rows = p.paged ? double(p.batch) * double(widened_keys)
+                                     : double(p.tokens_k) + double(kWidenedTileKeys) * p.batch;
+  const double widened_bytes = buffer_rows * p.heads_kv * p.head_dim * (p.q_type == ElementType::kFp8 ? 2 : 4);
+  const bool widened = warps_m == 4 && keys_bounded && p.batch > 0 && widening_pays(p, widened_bytes);
   const bool wgmma = warps_m == 4 && wgmma_prefill_applies(p, widened);
   const int row_blocks = warps_m == 1 ? 1 : prefill_row_blocks(p.head_dim);
   const int rows_per_cta = wgmma          ? wgmma_rows(p.head_dim)
@@ -140,7 +152,8 @@ AttentionPlan plan_attention(const AttentionParams& p, int64_t max_keys, int req
     const int64_t ctas = (row_tiles + p.batch) * p.heads_kv;
     splits = int(std::clamp<int64_t>(std::min<int64_t>(multiprocessor_count() / ctas, max_keys / 2048), 1, 64));
   }
-  return {warps_m, std::max(splits, 1), wgmma, wgmma && widened};
+  // (widened: the buffers within widening_pays' 2 GiB, so widened_keys fits an int.)
+  return {warps_m, std::max(splits, 1), wgmma, wgmma && widened, wgmma && widened ? int(widened_keys) : 0};
 }
 
 // A tile past the bound stays inside its sequence's keys (a tile starts before the bound).

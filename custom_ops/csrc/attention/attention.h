@@ -65,7 +65,8 @@ struct AttentionParams {
   // (AttentionPlan::widened): V (and with a 16-bit q K) widened to fp16 before the prefill kernel,
   // which copies them as they are instead of widening every tile in every CTA; [widened_rows,
   // heads_kv, head_dim] each, zeros past each sequence's keys. Paged: widened_keys rows a sequence (the
-  // bound rounded up to 8, plus a tile); contiguous: a tile's room after each sequence's keys.
+  // bound rounded up to 8, plus 128 keys: the largest tile's room); contiguous: that room after
+  // each sequence's keys.
   // nullptr: the kernel widens.
   void* values_fp16 = nullptr;
   void* keys_fp16 = nullptr;
@@ -79,13 +80,15 @@ void attention_cpu(const AttentionParams& p);
 // (never the device's lengths, so it is safe under CUDA-graph capture); max_keys bounds any
 // sequence's key count.
 // widened: the sm_90a kernel takes V (and with a 16-bit q K) widened before it
-// (AttentionParams::values_fp16, keys_fp16), which keys_bounded allows (contiguous keys, or a bound
-// on a cache's keys to size the buffers by).
+// (AttentionParams::values_fp16, keys_fp16), over contiguous keys or over a cache given key_bound
+// (> 0: the caller's bound on a sequence's keys, which sizes the buffers; widened_keys their rows
+// a sequence).
 struct AttentionPlan {
   int warps_m, num_splits;
   bool wgmma, widened;
+  int widened_keys;
 };
-AttentionPlan plan_attention(const AttentionParams& p, int64_t max_keys, int requested_splits, bool keys_bounded);
+AttentionPlan plan_attention(const AttentionParams& p, int64_t max_keys, int requested_splits, int64_t key_bound);
 
 // The keys per sequence the widened buffers hold over a cache, and their rows.
 int64_t widened_keys_for(int64_t max_keys);

@@ -54,7 +54,7 @@ void run(AttentionParams& p, const paddle::Tensor& q, int64_t max_keys, int num_
   PD_CHECK(p.kv_type == ElementType::kFp8 || p.q_type == p.kv_type, op,
            ": on the GPU a bf16/fp16 q needs k/v (or a cache) of the same dtype, or FP8/INT8");
   p.stream = stream_of(q);
-  const AttentionPlan plan = plan_attention(p, max_keys, num_splits, key_bound > 0 || !p.paged);
+  const AttentionPlan plan = plan_attention(p, max_keys, num_splits, key_bound);
   p.warps_m = plan.warps_m;
   p.num_splits = plan.num_splits;
   p.wgmma = plan.wgmma;
@@ -70,7 +70,7 @@ void run(AttentionParams& p, const paddle::Tensor& q, int64_t max_keys, int num_
     p.item_counter = item_counter.data<int32_t>();
   }
   if (plan.widened) {
-    if (p.paged) p.widened_keys = int(widened_keys_for(std::min(key_bound, max_keys)));
+    p.widened_keys = plan.widened_keys;
     values_fp16 = paddle::empty({widened_rows(p), p.heads_kv, p.head_dim}, paddle::DataType::FLOAT16, q.place());
     p.values_fp16 = values_fp16.data();
     if (p.q_type != ElementType::kFp8) {  // (a 16-bit q's K too)

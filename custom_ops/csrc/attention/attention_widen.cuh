@@ -45,8 +45,8 @@ FA_DEVICE void widened_tensor(const AttentionParams& p, const void*& from, uint1
 // they were (a batch of short sequences beside a long one writes its own keys, not the bound's).
 // A block per 8 keys of a sequence at a time, a thread per 16 columns of a row. Launched
 // overlapping the kernel before it (which may write the cache). A sequence longer than the bound
-// the buffer was sized by (its tiles would run into the next sequence's rows) gets NaN in all its
-// rows, so that its rows come out NaN rather than silently wrong.
+// the buffer was sized by, rounded up to 8 (past that its tiles might run into the next sequence's
+// rows), gets NaN in all its rows, so that its rows come out NaN rather than silently wrong.
 template <int D>
 __global__ void widen_cached_kv_kernel(const AttentionParams p) {
   wait_then_allow_next_grid();
@@ -54,7 +54,7 @@ __global__ void widen_cached_kv_kernel(const AttentionParams p) {
   const void* source;
   uint16_t* widened;
   widened_tensor(p, source, widened);
-  const int groups_per_seq = p.widened_keys / kGroupKeys;  // (the bound rounded up to 8, plus a tile)
+  const int groups_per_seq = p.widened_keys / kGroupKeys;  // (the bound rounded up to 8, plus 128 keys)
   const int group_chunks = kGroupKeys * p.heads_kv * kChunks;
   for (int64_t g = blockIdx.x; g < int64_t(p.batch) * groups_per_seq; g += gridDim.x) {
     const int seq = int(g / groups_per_seq), key0 = int(g % groups_per_seq) * kGroupKeys;

@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <climits>
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
@@ -111,12 +112,12 @@ AttentionPlan plan_attention(const AttentionParams& p, int64_t max_keys, int req
   // rows: a prefill tile of 64 or 128 rows would be mostly padding.
   const int warps_m = rows <= int64_t(16) * std::max(p.batch, 1) ? 1 : 4;
   // The widened buffers (widened_rows): contiguous keys take their own rows and a tile's room
-  // after each sequence; a cache's every sequence the bound's (without one, none).
+  // after each sequence; a cache's every sequence the bound's (without one, none). A bound past
+  // an int is past the 2 GiB too: counted as INT_MAX keys.
   const bool keys_bounded = !p.paged || key_bound > 0;
   const int64_t widened_keys = p.paged && key_bound > 0 ? widened_keys_for(std::min(key_bound, max_keys)) : 0;
-  const double buffer_rows = p.paged ? double(p.batch) * double(widened_keys)
-                                     : double(p.tokens_k) + double(kWidenedTileKeys) * p.batch;
-  const double widened_bytes = buffer_rows * p.heads_kv * p.head_dim * (p.q_type == ElementType::kFp8 ? 2 : 4);
+  const int64_t buffer_rows = widened_row(p.paged, int(std::min<int64_t>(widened_keys, INT_MAX)), p.batch, p.tokens_k, 0);
+  const double widened_bytes = double(buffer_rows) * p.heads_kv * p.head_dim * (p.q_type == ElementType::kFp8 ? 2 : 4);
   const bool widened = warps_m == 4 && keys_bounded && p.batch > 0 && widening_pays(p, widened_bytes);
   const bool wgmma = warps_m == 4 && wgmma_prefill_applies(p, widened);
   const int row_blocks = warps_m == 1 ? 1 : prefill_row_blocks(p.head_dim);

@@ -816,6 +816,16 @@ class TestPagedAttention(PlacedCase):
         self.assertLess(rel_err(run.got, run.want), bound(self.place, "float32", p_dtype) + run.score_error)
         self.check_lse(run.lse, run.want_lse, run.score_error, p_dtype)
 
+    def check_bound_changes_nothing(self, bounded, unbounded, other_kernel=False):
+        """A run given max_seqlen_kv against the same run without it: right, and bit for bit the
+        same (where the bound takes another kernel, other_kernel: both held to the reference)."""
+        self.check(bounded, "float16")
+        if other_kernel:
+            self.check(unbounded, "float16")
+            return
+        np.testing.assert_array_equal(bounded.got, unbounded.got)
+        np.testing.assert_array_equal(bounded.lse, unbounded.lse)
+
     @placed
     def test_every_quant_type_decode_and_chunked_prefill(self):
         lens, heads_kv, heads_q = [70, 1, 0, 33], 2, 8
@@ -1014,12 +1024,7 @@ class TestPagedAttention(PlacedCase):
                                            lens, q_lens, 8, 2, dim, block_size, kv_end=kv_end, unmap=unmap, poison=True,
                                            fp8_q=fp8_q, num_splits=splits, **bound)
                             for bound in ({}, {"max_seqlen_kv": max(lens) + extra})]
-                self.check(runs[1], "float16")
-                if widened_kernel_only(fp8_q, quant, dim):
-                    self.check(runs[0], "float16")
-                    continue
-                np.testing.assert_array_equal(runs[1].got, runs[0].got)
-                np.testing.assert_array_equal(runs[1].lse, runs[0].lse)
+                self.check_bound_changes_nothing(runs[1], runs[0], widened_kernel_only(fp8_q, quant, dim))
 
     @placed
     def test_widened_kv_bound_below_a_sequence(self):
@@ -1062,12 +1067,7 @@ class TestPagedAttention(PlacedCase):
                     runs = [self.run_paged(seeded_rng(self, fp8_q, quant, dim), quant, lens, q_lens, 8, heads_kv, dim,
                                            64, fp8_q=fp8_q, **bound)
                             for bound in ({"max_seqlen_kv": max_seqlen_kv}, {})]
-                self.check(runs[0], "float16")
-                if widened_kernel_only(fp8_q, quant, dim):
-                    self.check(runs[1], "float16")
-                    continue
-                np.testing.assert_array_equal(runs[0].got, runs[1].got)
-                np.testing.assert_array_equal(runs[0].lse, runs[1].lse)
+                self.check_bound_changes_nothing(runs[0], runs[1], widened_kernel_only(fp8_q, quant, dim))
 
     @placed
     def test_widened_kv_buffers_capped(self):
@@ -1082,9 +1082,7 @@ class TestPagedAttention(PlacedCase):
                     runs = [self.run_paged(seeded_rng(self, fp8_q, quant, dim), quant, lens, q_lens, 8, 2, dim, 64,
                                            fp8_q=fp8_q, table_width=1 << 20, **bound)
                             for bound in ({"max_seqlen_kv": 2 ** 31 - 1}, {})]
-                self.check(runs[0], "float16")
-                np.testing.assert_array_equal(runs[0].got, runs[1].got)
-                np.testing.assert_array_equal(runs[0].lse, runs[1].lse)
+                self.check_bound_changes_nothing(runs[0], runs[1])
 
     def test_widened_kv_bound_checked(self):
         """max_seqlen_kv must be a positive host int, and (with validate) no queried sequence longer."""

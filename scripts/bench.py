@@ -620,15 +620,13 @@ def mixed_rows(rng, args, decodes, decode_keys, chunk, prefix, hq, hkv, dim, qua
     else:
         scales = [np.full(hkv, s, np.float32) for s in scales]
     scales = [from_numpy(s, "float32", "gpu") for s in scales]
-    q = rng.standard_normal((chunk + decodes, hq, dim), dtype=np.float32)
-    q = (q.view(np.uint32) >> 16).astype(np.uint16)  # bf16 bit patterns
     lens = np.array([prefix + chunk] + [decode_keys] * decodes, np.int32)
     cu = np.concatenate([[0], chunk + np.arange(decodes + 1)]).astype(np.int32)
     gpu = lambda a, dtype=None: from_numpy(np.ascontiguousarray(a), dtype, "gpu")
 
-    def call(rows, seqs, cu_q, bound):
-        args_ = (gpu(q[rows], "bfloat16"), *cache, gpu(tables[seqs]), gpu(lens[seqs]), gpu(cu_q), *scales, None,
-                 None, quant, dim ** -0.5, True, "bfloat16", 0, False, bound)
+    def call(seqs, cu_q, bound):  # (q: fresh normal values for the sequences' queries)
+        args_ = (random_gpu(rng, (int(cu_q[-1]), hq, dim)), *cache, gpu(tables[seqs]), gpu(lens[seqs]), gpu(cu_q),
+                 *scales, None, None, quant, dim ** -0.5, True, "bfloat16", 0, False, bound)
         return time_gpu(lambda: ops.fastattn_paged_attention(*args_), reps=max(args.reps // 3, 5), inner=3)
 
     shape = (f"{decodes} decodes x {decode_keys} keys + a {chunk}-token chunk after {prefix}, {hq}/{hkv} heads, "
@@ -636,13 +634,13 @@ def mixed_rows(rng, args, decodes, decode_keys, chunk, prefix, hq, hkv, dim, qua
     chunk_flops = 4 * hq * dim * chunk * (prefix + (chunk + 1) / 2)
     decode_bytes = 2 * decodes * decode_keys * hkv * cache_row_bytes(quant, dim)
     rows = [dict(op="paged_attention mixed", variant=f"bf16 q, {quant}: one call", shape=shape,
-                 **timing_fields(call(slice(None), slice(None), cu, 0)))]
+                 **timing_fields(call(slice(None), cu, 0)))]
     rows.append(dict(op="paged_attention mixed", variant=f"bf16 q, {quant}: the chunk alone", shape=shape,
                      flops=chunk_flops, layout=f"{hq}/{hkv}/{dim}",
-                     **timing_fields(call(slice(0, chunk), slice(0, 1), cu[:2], prefix + chunk))))
+                     **timing_fields(call(slice(0, 1), cu[:2], prefix + chunk))))
     rows.append(dict(op="paged_attention mixed", variant=f"bf16 q, {quant}: the decodes alone", shape=shape,
                      bytes=decode_bytes,
-                     **timing_fields(call(slice(chunk, None), slice(1, None), cu[1:] - chunk, 0))))
+                     **timing_fields(call(slice(1, None), cu[1:] - chunk, 0))))
     return rows
 
 

@@ -209,6 +209,29 @@ class TestFlashAttnVarlen(PlacedCase):
                 self.check_lse(lse, want_lse)
 
     @placed
+    def test_mixed_long_and_short_sequences(self):
+        """Decodes and speculative tokens beside chunks, over bf16 and FP8 keys (FP8 q, and a bf16
+        q), GQA groups 4, 16 and 32, with and without key splits: on the GPU the short sequences
+        run in a launch of their own (see TestPagedAttention's test of the same name)."""
+        groups = {(8, 2): ([1, 300, 2, 0, 3, 1, 1, 90], [900, 300, 40, 5, 700, 1, 2000, 1000]),
+                  (16, 1): ([1, 100, 1, 2], [1500, 100, 33, 600]),
+                  (32, 1): ([1, 50, 1], [400, 90, 1000])}
+        for (hq, hkv), kv, splits in itertools.product(groups, ("bfloat16", "fp8", "fp8 q"), (None, 3)):
+            with self.subTest(hq=hq, hkv=hkv, kv=kv, splits=splits):
+                rng = seeded_rng(self, hq, kv, splits)
+                lens_q, lens_k = groups[(hq, hkv)]
+                if kv == "bfloat16":
+                    got, lse, want, want_lse = self.run_case(rng, lens_q, lens_k, hq, hkv, 128, True,
+                                                             out_dtype="float32", num_splits=splits)
+                    self.assertLess(rel_err(got, want), bound(self.place, "float32", "bfloat16"))
+                    self.check_lse(lse, want_lse)
+                    continue
+                codes, descales = prefill_codes(rng, lens_q, lens_k, hq, hkv, 128,
+                                                None if kv == "fp8 q" else "bfloat16")
+                self.check_fp8(codes, descales, lens_q, lens_k, True, splits,
+                               None if kv == "fp8 q" else "bfloat16")
+
+    @placed
     def test_fp8_inputs_with_descales(self):
         """FP8 q/k/v, and bf16 q over FP8 k/v, with per-(batch, kv head) and broadcast descales;
         the reference runs on the FP8 values times their descales."""
@@ -849,6 +872,27 @@ class TestPagedAttention(PlacedCase):
             with self.subTest(quant=quant, heads_q=heads_q, heads_kv=heads_kv, q_lens=q_lens):
                 rng = seeded_rng(self, quant, heads_q, q_lens[0])
                 run = self.run_paged(rng, quant, [300, 77, 1000], q_lens, heads_q, heads_kv, 128, 64)
+                self.check(run, p_dtype_of("bfloat16", "bfloat16" if quant == "none" else "fp8"))
+
+    @placed
+    def test_mixed_long_and_short_sequences(self):
+        """A server's mixed step: chunks of prompts beside decodes, speculative tokens and an empty
+        sequence. On the GPU the sequences of one decode CTA's rows or fewer (8 at a GQA group of
+        4, 16 at 16; none at 32) run in a launch of their own beside the prefill kernel's, with and
+        without key splits; each launch must write all of its rows and none of the other's."""
+        groups = {(8, 2): ([1, 200, 2, 0, 3, 1, 130], [900, 1300, 40, 5, 700, 1, 130]),
+                  (16, 1): ([1, 100, 1, 2], [1500, 100, 33, 600]),
+                  (32, 1): ([1, 50, 1], [400, 90, 1000])}
+        cases = [(quant, heads, splits, 128, False) for quant, heads, splits in
+                 itertools.product(ref.QUANT_TYPES, groups, (None, 3))]
+        cases += [(quant, (8, 2), None, dim, fp8_q) for quant, dim, fp8_q in
+                  itertools.product(("cache_fp8", "block_wise_fp8"), (64, 256), (False, True))]
+        for quant, (heads_q, heads_kv), splits, dim, fp8_q in cases:
+            with self.subTest(quant=quant, heads_q=heads_q, heads_kv=heads_kv, splits=splits, dim=dim, fp8_q=fp8_q):
+                rng = seeded_rng(self, quant, heads_q, splits, dim, fp8_q)
+                q_lens, lens = groups[(heads_q, heads_kv)]
+                run = self.run_paged(rng, quant, lens, q_lens, heads_q, heads_kv, dim, 64, fp8_q=fp8_q,
+                                     num_splits=splits)
                 self.check(run, p_dtype_of("bfloat16", "bfloat16" if quant == "none" else "fp8"))
 
     @placed

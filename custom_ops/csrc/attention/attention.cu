@@ -105,6 +105,32 @@ bool wgmma_prefill_applies(const AttentionParams& p, bool widened) {
 
 }  // namespace
 
+namespace {
+
+// Key splits of the decode kernel: every sequence takes a CTA per kv head (tiles never span
+// sequences), `ctas` in all. Models the time in key tiles: waves of CTAs over the SMs' slots (as
+// many per SM as the kernel's registers and shared memory let reside), each wave as long as a
+// split's tiles plus a CTA's fixed cost (its start, the last tile's wait, the epilogue, the
+// split's share of the combine), about 6 tiles (fitted to a sweep of splits on an H200,
+// docs/perf-notes.md). Few splits leave slots empty or a wave mostly idle; many multiply the fixed
+// cost.
+int decode_splits(const AttentionParams& p, int64_t ctas, int64_t max_keys) {
+  constexpr int64_t kCtaCostTiles = 6;
+  const int keys_per_tile = tile_keys(p.head_dim, 1);
+  const int64_t max_tiles = std::max<int64_t>((max_keys + keys_per_tile - 1) / keys_per_tile, 1);
+  const int ctas_per_sm = with_head_dim(p.head_dim, [&](auto d) { return decode_ctas_per_sm<decltype(d)::value>(p); });
+  const int64_t slots = int64_t(multiprocessor_count()) * ctas_per_sm;
+  int64_t best_time = INT64_MAX;
+  int splits = 1;
+  for (int64_t s = 1; s <= std::min<int64_t>(max_tiles, 64); ++s) {
+    const int64_t time = (ctas * s + slots - 1) / slots * ((max_tiles + s - 1) / s + kCtaCostTiles);
+    if (time < best_time) best_time = time, splits = int(s);
+  }
+  return splits;
+}
+
+}  // namespace
+
 AttentionPlan plan_attention(const AttentionParams& p, int64_t max_keys, int requested_splits, int64_t key_bound) {
   const int group = p.heads_q / p.heads_kv;
   const int64_t rows = int64_t(p.tokens_q) * group;
@@ -120,30 +146,25 @@ AttentionPlan plan_attention(const AttentionParams& p, int64_t max_keys, int req
   const double widened_bytes = double(buffer_rows) * p.heads_kv * p.head_dim * (p.q_type == ElementType::kFp8 ? 2 : 4);
   const bool widened = warps_m == 4 && keys_bounded && p.batch > 0 && widening_pays(p, widened_bytes);
   const bool wgmma = warps_m == 4 && wgmma_prefill_applies(p, widened);
+  // A prefill batch of several sequences may hold short ones too (a server's step: decodes beside
+  // a chunk of a prompt). In a prefill tile each would cost a tile's work over its keys for a few
+  // rows: the sequences of one decode CTA's rows or fewer (the GQA group of one token) go to the
+  // decode kernel, a launch of their own. 64 decodes of 8192 keys beside a 2048-token chunk at
+  // head_dim 128 took the call 1.34x the time of the two parts alone, now 1.09x (perf notes v90).
+  const int short_rows = warps_m == 4 && p.batch > 1 && group <= 16 ? (group <= 8 ? 8 : 16) : 0;
+  AttentionParams short_part = p;
+  short_part.select = SeqSelect::kShort;
+  short_part.short_rows = short_rows;
+  const int short_splits =
+      short_rows == 0 ? 0 : requested_splits > 0 ? requested_splits : decode_splits(short_part, int64_t(p.batch) * p.heads_kv, max_keys);
   const int row_blocks = warps_m == 1 ? 1 : prefill_row_blocks(p.head_dim);
   const int rows_per_cta = wgmma          ? wgmma_rows(p.head_dim)
-                           : warps_m == 1 ? decode_rows_per_cta(rows, p.batch)
+                           : warps_m == 1 ? decode_rows_per_cta(p)
                                           : 16 * warps_m * row_blocks;
-  const int keys_per_tile = wgmma ? wgmma_tile_keys(p.head_dim) : tile_keys(p.head_dim, row_blocks);
-  const int64_t max_tiles = std::max<int64_t>((max_keys + keys_per_tile - 1) / keys_per_tile, 1);
   int splits = requested_splits;
   const int64_t row_tiles = std::max<int64_t>((rows + rows_per_cta - 1) / rows_per_cta, 1);
   if (splits <= 0 && warps_m == 1) {
-    // Decode: every sequence takes a CTA per kv head (tiles never span sequences). Model the time
-    // in key tiles: waves of CTAs over the SMs' slots (as many per SM as the kernel's registers
-    // and shared memory let reside), each wave as long as a split's tiles plus
-    // a CTA's fixed cost (its start, the last tile's wait, the epilogue, the split's share of the
-    // combine), about 6 tiles (fitted to a sweep of splits on an H200, docs/perf-notes.md). Few
-    // splits leave slots empty or a wave mostly idle; many multiply the fixed cost.
-    constexpr int64_t kCtaCostTiles = 6;
-    const int64_t ctas = std::max<int64_t>(row_tiles, p.batch) * p.heads_kv;
-    const int ctas_per_sm = with_head_dim(p.head_dim, [&](auto d) { return decode_ctas_per_sm<decltype(d)::value>(p); });
-    const int64_t slots = int64_t(multiprocessor_count()) * ctas_per_sm;
-    int64_t best_time = INT64_MAX;
-    for (int64_t s = 1; s <= std::min<int64_t>(max_tiles, 64); ++s) {
-      const int64_t time = (ctas * s + slots - 1) / slots * ((max_tiles + s - 1) / s + kCtaCostTiles);
-      if (time < best_time) best_time = time, splits = int(s);
-    }
+    splits = decode_splits(p, std::max<int64_t>(row_tiles, p.batch) * p.heads_kv, max_keys);
   } else if (splits <= 0) {
     // Prefill: split the keys only where the CTAs leave multiprocessors idle, into no more CTAs
     // than there are multiprocessors, and only where each split keeps at least 2048 keys: a
@@ -154,7 +175,8 @@ AttentionPlan plan_attention(const AttentionParams& p, int64_t max_keys, int req
     splits = int(std::clamp<int64_t>(std::min<int64_t>(multiprocessor_count() / ctas, max_keys / 2048), 1, 64));
   }
   // (widened: the buffers within widening_pays' 2 GiB, so widened_keys fits an int.)
-  return {warps_m, std::max(splits, 1), wgmma, wgmma && widened, wgmma && widened ? int(widened_keys) : 0};
+  return {warps_m, std::max(splits, 1), wgmma, wgmma && widened, wgmma && widened ? int(widened_keys) : 0,
+          short_rows, short_splits};
 }
 
 // A tile past the bound stays inside its sequence's keys (a tile starts before the bound).

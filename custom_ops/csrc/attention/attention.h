@@ -18,6 +18,12 @@ struct Descale {
   }
 };
 
+// Which of a batch's sequences a launch takes. A batch mixing long sequences with short ones (a
+// server's step: a chunk of a prompt beside decodes) runs in two launches (plan_attention): the
+// prefill kernel over those of more than short_rows rows (query x q head of a kv head's group),
+// then the decode kernel over the others, a CTA per sequence.
+enum class SeqSelect : uint8_t { kAll, kLong, kShort };
+
 struct AttentionParams {
   const void* q;  // [tokens_q, heads_q, head_dim]
   ElementType q_type;
@@ -56,6 +62,8 @@ struct AttentionParams {
   // [num_splits, tokens_q, heads_q, head_dim] and log-sum-exps [num_splits, heads_q, tokens_q].
   int num_splits = 1;
   int warps_m = 4;
+  SeqSelect select = SeqSelect::kAll;
+  int short_rows = 0;  // the most rows a short sequence has (kAll: 0)
   bool wgmma = false;  // the sm_90a prefill kernel (attention_wgmma.cuh)
   float* partial_out = nullptr;
   float* partial_lse = nullptr;
@@ -73,6 +81,13 @@ struct AttentionParams {
   int widened_keys = 0;
 };
 
+// A mixed batch's short sequences (SeqSelect::kShort) keep their split results in rows of their
+// own, short_rows per (sequence, kv head): [num_splits, short_partial_rows] rows of head_dim floats
+// and LSEs, which then need not span the long sequences' tokens too.
+FA_HD int64_t short_partial_rows(const AttentionParams& p) {
+  return int64_t(p.batch) * p.heads_kv * p.short_rows;
+}
+
 void attention_cpu(const AttentionParams& p);
 
 // How the CUDA kernels cover a batch: which kernel (the sm_90a prefill kernel, or the mma.sync
@@ -82,11 +97,13 @@ void attention_cpu(const AttentionParams& p);
 // widened: the sm_90a kernel takes V (and with a 16-bit q K) widened before it
 // (AttentionParams::values_fp16, keys_fp16), over contiguous keys or over a cache given key_bound
 // (> 0: the caller's bound on a sequence's keys, which sizes the buffers; widened_keys their rows
-// a sequence).
+// a sequence). short_rows > 0: the sequences of at most that many rows go to a second launch, of
+// the decode kernel with short_splits key splits (SeqSelect).
 struct AttentionPlan {
   int warps_m, num_splits;
   bool wgmma, widened;
   int widened_keys;
+  int short_rows, short_splits;
 };
 AttentionPlan plan_attention(const AttentionParams& p, int64_t max_keys, int requested_splits, int64_t key_bound);
 

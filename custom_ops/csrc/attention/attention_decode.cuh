@@ -35,10 +35,15 @@ struct DecodeShape : KvTileLayout<D, Kv, tile_keys(D, 1)> {
   static_assert(kMergeBytes <= kStages * Layout::kStageBytes, "the warps' merge reuses the stages");
   static constexpr int kSmemBytes = kQBytes + kStages * Layout::kStageBytes;
   static constexpr bool kQInRegisters = D / 32 * kNTiles <= 8;
+  static constexpr bool kTakesShort = true;  // a mixed batch's short sequences (SeqSelect::kShort)
 };
 
-// Query rows per decode CTA: 16 where the batch averages more than 8 rows per sequence.
-inline int decode_rows_per_cta(int64_t rows, int batch) { return rows > int64_t(8) * batch ? 16 : 8; }
+// Query rows per decode CTA: a mixed batch's short sequences' short_rows (a CTA each); otherwise
+// 16 where the batch averages more than 8 rows per sequence.
+inline int decode_rows_per_cta(const AttentionParams& p) {
+  if (p.select == SeqSelect::kShort) return p.short_rows;
+  return int64_t(p.tokens_q) * (p.heads_q / p.heads_kv) > int64_t(8) * p.batch ? 16 : 8;
+}
 
 // A column's weights are taken against its running max while no score of the warp's tile exceeds
 // that max by more than this (base 2): weights up to 2^8, far inside fp16, and no max reduction
@@ -335,7 +340,7 @@ __global__ void __launch_bounds__(Shape::kThreads, kDecodeCtasPerSm) attention_d
       SoftmaxState2::Step steps[kWarps];
 #pragma unroll
       for (int w = 1; w < kWarps; ++w) steps[w] = merged.add(SoftmaxState2{shared_m[state_slot(w, nt, c)], shared_d[state_slot(w, nt, c)]});
-      const int token = cta.token(r), head = cta.head(r, kv_head);
+      const RowPlace place = row_place(p, split, cta, r, kv_head);
       const float mult = merged.inv_sum() * start.out_scale;
 #pragma unroll
       for (int mt = warp * kWarpTiles; mt < (warp + 1) * kWarpTiles; ++mt)
@@ -345,9 +350,9 @@ __global__ void __launch_bounds__(Shape::kThreads, kDecodeCtasPerSm) attention_d
 #pragma unroll
           for (int w = 1; w < kWarps; ++w) o = steps[w].fold(o, shared_acc[acc_slot(w, mt, nt, 2 * h + c)]);
           const int d = k8Bit ? 16 * mt + 2 * g + h : 16 * mt + g + 8 * h;
-          store_output(p, split, token, head, d, o * mult);
+          store_output(p, place.out + d, o * mult);
         }
-      if (warp == 0 && g == 0) store_lse(p, split, token, head, merged.lse());
+      if (warp == 0 && g == 0) store_lse(p, place.lse, merged.lse());
     }
 }
 

@@ -92,6 +92,7 @@ struct TileShape : KvTileLayout<D, Kv, tile_keys(D, kRowBlocksPerWarp)> {
   static constexpr int kQStride = q_stride(D, kFp8QK);
   static constexpr int kQBytes = kRows * kQStride;
   static constexpr int kSmemBytes = kQBytes + kStages * Layout::kStageBytes;
+  static constexpr bool kTakesShort = false;  // (SeqSelect::kShort: the decode kernel only)
 };
 
 // The first virtual tile of sequence b is floor(cu_q[b] * group / rows) + b: sequences never
@@ -105,23 +106,40 @@ struct TileOrigin {
   int local_tile;  // tile index inside the sequence's rows
 };
 
-// The largest b in [0, batch] with first_tile_of(b) <= tile, by each warp (all 32 lanes): every
-// round its lanes test 32 evenly spaced candidates at once, so a batch of up to 32^k sequences
-// takes k dependent reads, where a binary search took log2(batch). Those reads come before
-// everything else a CTA does (the first key tile's copies included), and a decode CTA's start is
-// a measurable part of its time (batch 64: 7 reads in series became 2; 8 x 1024 keys 0.6 us faster).
-FA_DEVICE TileOrigin find_tile(const AttentionParams& p, int64_t tile, int group, int rows) {
+// The largest b in [0, batch] with key(b) <= x, key non-decreasing, by each warp (all 32 lanes):
+// every round its lanes test 32 evenly spaced candidates at once, so a batch of up to 32^k
+// sequences takes k dependent reads, where a binary search took log2(batch). In find_tile those
+// reads come before everything else a CTA does (the first key tile's copies included), and a
+// decode CTA's start is a measurable part of its time (batch 64: 7 reads in series became 2;
+// 8 x 1024 keys 0.6 us faster).
+template <class Key>
+FA_DEVICE int warp_search(int batch, int64_t x, const Key& key) {
   const int lane = threadIdx.x % 32;
-  int lo = 0, hi = p.batch;  // the answer lies in [lo, hi]; first_tile_of is strictly increasing
+  int lo = 0, hi = batch;  // the answer lies in [lo, hi]
   while (lo < hi) {
     const int step = (hi - lo + 31) / 32;
     const int candidate = min(lo + step * (lane + 1), hi);
-    const bool at_or_before = first_tile_of(p.cu_seqlens_q, candidate, group, rows) <= tile;
+    const bool at_or_before = key(candidate) <= x;
     const int passed = __popc(__ballot_sync(0xffffffffu, at_or_before));  // a prefix of the lanes
     hi = min(lo + step * (passed + 1) - 1, hi);
     lo = min(lo + step * passed, hi);
   }
-  return {lo, int(tile - first_tile_of(p.cu_seqlens_q, lo, group, rows))};
+  return lo;
+}
+
+FA_DEVICE TileOrigin find_tile(const AttentionParams& p, int64_t tile, int group, int rows) {
+  const int seq = warp_search(p.batch, tile, [&](int b) { return first_tile_of(p.cu_seqlens_q, b, group, rows); });
+  return {seq, int(tile - first_tile_of(p.cu_seqlens_q, seq, group, rows))};
+}
+
+// The sequence of a token before cu_seqlens_q[batch], by each warp (all 32 lanes).
+FA_DEVICE int sequence_of_token(const AttentionParams& p, int token) {
+  return warp_search(p.batch, token, [&](int b) { return int64_t(p.cu_seqlens_q[b]); });
+}
+
+// Whether a launch takes a sequence of `rows` rows (query x q head of a kv head's group).
+FA_HD bool selects(const AttentionParams& p, int rows) {
+  return p.select == SeqSelect::kAll || (rows <= p.short_rows) == (p.select == SeqSelect::kShort);
 }
 
 // Queries past cu_seqlens_q[batch] belong to no sequence: zeros and lse -inf.
@@ -163,9 +181,14 @@ struct CtaRows {
 };
 
 // Virtual row tiles of a kv head: every sequence's rows start a fresh tile, and the rows past the
-// last sequence get tiles of their own (see first_tile_of).
+// last sequence get tiles of their own (see first_tile_of). A mixed batch's short sequences
+// (SeqSelect::kShort, the decode kernel's) take a tile each instead, the rows past the last one
+// none: launch_row_tiles.
 FA_HD int64_t virtual_row_tiles(const AttentionParams& p, int rows_per_tile) {
   return int64_t(p.tokens_q) * (p.heads_q / p.heads_kv) / rows_per_tile + p.batch + 2;
+}
+inline int64_t launch_row_tiles(const AttentionParams& p, int rows_per_tile) {
+  return p.select == SeqSelect::kShort ? p.batch : virtual_row_tiles(p, rows_per_tile);
 }
 
 // The rows of virtual tile `tile` (of virtual_row_tiles), by each warp that calls it (all 32
@@ -175,7 +198,12 @@ template <class Shape, bool kPaged>
 FA_DEVICE bool locate_tile_rows(const AttentionParams& p, int64_t tile, int kv_head, int split, CtaRows& c, int thread,
                                 int threads) {
   c.group = p.heads_q / p.heads_kv;
-  const TileOrigin origin = find_tile(p, tile, c.group, Shape::kRows);
+  TileOrigin origin;
+  if constexpr (Shape::kTakesShort) {
+    origin = p.select == SeqSelect::kShort ? TileOrigin{int(tile), 0} : find_tile(p, tile, c.group, Shape::kRows);
+  } else {
+    origin = find_tile(p, tile, c.group, Shape::kRows);
+  }
   if (origin.seq == p.batch) {
     if (split == 0) write_tail_rows<Shape>(p, origin.local_tile, c.group, kv_head, thread, threads);
     return false;
@@ -187,7 +215,11 @@ FA_DEVICE bool locate_tile_rows(const AttentionParams& p, int64_t tile, int kv_h
   c.row0 = origin.local_tile * Shape::kRows;
   c.k_first = kPaged ? 0 : p.cu_seqlens_k[c.seq];
   c.k_len = max(kPaged ? p.seq_lens_kv[c.seq] : p.cu_seqlens_k[c.seq + 1] - c.k_first, 0);
-  return c.row0 < c.rows;
+  // A mixed batch's launches each take their own sequences (short_rows is 0 for SeqSelect::kAll).
+  if constexpr (Shape::kTakesShort) {
+    if (p.select == SeqSelect::kShort) return c.row0 < c.rows && c.rows <= p.short_rows;
+  }
+  return c.row0 < c.rows && c.rows > p.short_rows;
 }
 // The CTA's rows, from its block index taken in reverse (the longest causal tiles start first).
 template <class Shape, bool kPaged>
@@ -360,6 +392,31 @@ FA_DEVICE void store_output(const AttentionParams& p, int split, int token, int 
 FA_DEVICE void store_lse(const AttentionParams& p, int split, int token, int head, float lse) {
   if (p.num_splits > 1) p.partial_lse[(int64_t(split) * p.heads_q + head) * p.tokens_q + token] = lse;
   else p.lse[int64_t(head) * p.tokens_q + token] = lse;
+}
+// A short sequence's row r's split results (short_partial_rows).
+FA_DEVICE int64_t short_partial_row(const AttentionParams& p, int split, int seq, int kv_head, int r) {
+  return split * short_partial_rows(p) + (int64_t(seq) * p.heads_kv + kv_head) * p.short_rows + r;
+}
+// The same places as element indices, worked out once for a row's stores: its column 0's and its
+// LSE's, in out and lse or in the partial results.
+struct RowPlace {
+  int64_t out, lse;
+};
+FA_DEVICE RowPlace row_place(const AttentionParams& p, int split, const CtaRows& c, int r, int kv_head) {
+  const int token = c.token(r), head = c.head(r, kv_head);
+  if (p.num_splits > 1 && p.select == SeqSelect::kShort) {
+    const int64_t row = short_partial_row(p, split, c.seq, kv_head, r);
+    return {row * p.head_dim, row};
+  }
+  const int64_t lse_split = p.num_splits > 1 ? int64_t(split) * p.heads_q : 0;
+  return {output_row_index(p, split, token, head), (lse_split + head) * p.tokens_q + token};
+}
+FA_DEVICE void store_output(const AttentionParams& p, int64_t element, float x) {
+  if (p.num_splits > 1) p.partial_out[element] = x;
+  else store_element(p.out, element, p.out_type, x);
+}
+FA_DEVICE void store_lse(const AttentionParams& p, int64_t element, float lse) {
+  (p.num_splits > 1 ? p.partial_lse : p.lse)[element] = lse;
 }
 
 // Every element of a (multi-dimensional) register array set to v, or multiplied by f.
@@ -726,22 +783,16 @@ __global__ void __launch_bounds__(Shape::kThreads, 1) attention_kernel(const Att
     }
 }
 
-// Merges the splits' normalized partial results of one (token, head) row per warp through the
-// shared softmax state. The splits' log-sum-exps are folded across the warp first (lane i takes
-// splits i, i + 32, ...), so the partial rows are then read with no dependence between splits:
-// one split after another, each waiting on its load, took 11 us at 16 splits.
-template <int D>
-__global__ void combine_splits_kernel(const AttentionParams p) {
+// Merges the splits' normalized partial results of one (token, head) row, by a warp, through the
+// shared softmax state: split s's LSE at partial_lse[lse_at(s)], its row at partial_out +
+// row_at(s). The splits' log-sum-exps are folded across the warp first (lane i takes splits i,
+// i + 32, ...), so the partial rows are then read with no dependence between splits: one split
+// after another, each waiting on its load, took 11 us at 16 splits.
+template <int D, class LseAt, class RowAt>
+FA_DEVICE void combine_row(const AttentionParams& p, int token, int head, const LseAt& lse_at, const RowAt& row_at) {
   constexpr int kPerLane = D / 32, kUnroll = 4;
-  wait_then_allow_next_grid();  // the splits' results come from the kernel just before
-  const int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
-  if (row >= int64_t(p.tokens_q) * p.heads_q) return;
-  const int token = int(row / p.heads_q), head = int(row % p.heads_q);
-  if (token >= p.cu_seqlens_q[p.batch]) return;  // written by the main kernel
-  auto split_state = [&](int s) {
-    return SoftmaxState::from_lse(p.partial_lse[(int64_t(s) * p.heads_q + head) * p.tokens_q + token]);
-  };
+  auto split_state = [&](int s) { return SoftmaxState::from_lse(p.partial_lse[lse_at(s)]); };
   SoftmaxState state = SoftmaxState::empty();
   for (int s = lane; s < p.num_splits; s += 32) state.add(split_state(s));
 #pragma unroll
@@ -760,7 +811,7 @@ __global__ void combine_splits_kernel(const AttentionParams p) {
       for (int u = 0; u < kUnroll; ++u) {  // all loads first
         w[u] = __shfl_sync(0xffffffffu, lane_weight, (k0 + u) & 31);
         if (k0 + u >= count) w[u] = 0.0f;
-        const float* src = p.partial_out + ((int64_t(s0 + k0 + u) * p.tokens_q + token) * p.heads_q + head) * D;
+        const float* src = p.partial_out + row_at(s0 + k0 + u);
 #pragma unroll
         for (int i = 0; i < kPerLane; ++i) x[u][i] = w[u] != 0.0f ? src[lane + 32 * i] : 0.0f;
       }
@@ -770,9 +821,47 @@ __global__ void combine_splits_kernel(const AttentionParams p) {
         for (int i = 0; i < kPerLane; ++i) acc[i] += w[u] * x[u][i];
     }
   }
+  const int64_t row = int64_t(token) * p.heads_q + head;
 #pragma unroll
   for (int i = 0; i < kPerLane; ++i) store_element(p.out, row * D + lane + 32 * i, p.out_type, acc[i]);
   if (lane == 0) p.lse[int64_t(head) * p.tokens_q + token] = state.lse();
+}
+
+// The split results of every (token, head) row, a warp each; kLongOnly: but the short sequences'
+// of a mixed batch (SeqSelect::kLong; the kShort launch writes those). kLongOnly is a kernel of
+// its own: a first build with the search for a row's sequence in the one kernel, behind a branch
+// that a batch of decodes never takes (and the indices written another way), measured that
+// batch's combine at twice the time (8 x 1024 keys, 6 splits: 5.8 to 11 us). Without it the
+// kernel takes the registers it took before the mixed launches.
+template <int D, bool kLongOnly>
+__global__ void combine_splits_kernel(const AttentionParams p) {
+  wait_then_allow_next_grid();  // the splits' results come from the kernel just before
+  const int64_t row = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  if (row >= int64_t(p.tokens_q) * p.heads_q) return;
+  const int token = int(row / p.heads_q), head = int(row % p.heads_q);
+  if (token >= p.cu_seqlens_q[p.batch]) return;  // written by the main kernel
+  if constexpr (kLongOnly) {
+    const int seq = sequence_of_token(p, token);
+    if (!selects(p, (p.cu_seqlens_q[seq + 1] - p.cu_seqlens_q[seq]) * (p.heads_q / p.heads_kv))) return;
+  }
+  combine_row<D>(
+      p, token, head, [&](int s) { return (int64_t(s) * p.heads_q + head) * p.tokens_q + token; },
+      [&](int s) { return ((int64_t(s) * p.tokens_q + token) * p.heads_q + head) * D; });
+}
+
+// The split results of a mixed batch's short sequences (SeqSelect::kShort): a CTA per (sequence,
+// kv head), a warp per row.
+template <int D>
+__global__ void combine_short_splits_kernel(const AttentionParams p) {
+  wait_then_allow_next_grid();
+  const int seq = blockIdx.x, kv_head = blockIdx.y, group = p.heads_q / p.heads_kv;
+  const int q_first = p.cu_seqlens_q[seq];
+  const int rows = (p.cu_seqlens_q[seq + 1] - q_first) * group;
+  if (!selects(p, rows)) return;
+  for (int r = threadIdx.x / 32; r < rows; r += blockDim.x / 32) {
+    auto partial = [&](int s) { return short_partial_row(p, s, seq, kv_head, r); };
+    combine_row<D>(p, q_first + r / group, kv_head * group + r % group, partial, [&](int s) { return partial(s) * D; });
+  }
 }
 
 }  // namespace attention_gpu

@@ -71,7 +71,7 @@ template <class Choice, class... Extra>
 void launch_kernel(const AttentionParams& p, const Extra&... extra) {
   using Shape = typename Choice::Shape;
   if (!configure<Choice>()) throw std::runtime_error("fastattn: attention kernel needs more shared memory");
-  const int64_t tiles = virtual_row_tiles(p, Shape::kRows);
+  const int64_t tiles = launch_row_tiles(p, Shape::kRows);
   dim3 grid(unsigned(tiles), unsigned(p.heads_kv), unsigned(p.num_splits));
   if constexpr (Choice::kTensorMaps) {  // the sm_90a kernel, whose shape says whether its CTAs persist
     if constexpr (Shape::kPersistent) {
@@ -86,17 +86,16 @@ void launch_kernel(const AttentionParams& p, const Extra&... extra) {
                                                             static_cast<cudaStream_t>(p.stream), p, extra...));
 }
 
-// Prefill: 4 warps over 128 rows (64 for head_dim 256). Decode: 8 rows per CTA (16 where the batch
-// averages more than 8 per sequence) whose key tiles 4 warps share (2 for head_dim 256, whose tiles
-// have 32 keys). FP8 q over FP8 keys multiplies Q.K^T in FP8.
+// Prefill: 4 warps over 128 rows (64 for head_dim 256). Decode: 8 or 16 rows per CTA
+// (decode_rows_per_cta) whose key tiles 4 warps share (2 for head_dim 256, whose tiles have 32
+// keys). FP8 q over FP8 keys multiplies Q.K^T in FP8.
 template <int D, class Kv, bool kPaged, bool kTokenScales, bool kFp8QK = false, class Fn>
 void with_shape(const AttentionParams& p, Fn&& fn) {
   if constexpr (std::is_same_v<Kv, KvFp8> && !kFp8QK) {
     if (p.q_type == ElementType::kFp8) return with_shape<D, Kv, kPaged, kTokenScales, true>(p, fn);
   }
   if (p.warps_m == 1) {
-    const int64_t rows = int64_t(p.tokens_q) * (p.heads_q / p.heads_kv);
-    if (decode_rows_per_cta(rows, p.batch) == 8) {
+    if (decode_rows_per_cta(p) == 8) {
       using Shape = DecodeShape<D, Kv, kFp8QK, 1>;
       return fn(KernelChoice<Shape, attention_decode_kernel<Shape, Kv, kPaged, kTokenScales>>{});
     }
@@ -280,10 +279,15 @@ void run_attention(const AttentionParams& p) {
       launch_kernel<Choice>(p);
     }
   });
-  if (p.num_splits > 1 && p.tokens_q > 0) {
+  if (p.num_splits > 1 && p.select == SeqSelect::kShort) {
+    check_launch("split combine launch",
+                 launch_overlapping(combine_short_splits_kernel<D>, dim3(unsigned(p.batch), unsigned(p.heads_kv)), dim3(128), 0,
+                                    static_cast<cudaStream_t>(p.stream), p));
+  } else if (p.num_splits > 1 && p.tokens_q > 0) {
     constexpr int kRowsPerBlock = 4;
     const int64_t blocks = (int64_t(p.tokens_q) * p.heads_q + kRowsPerBlock - 1) / kRowsPerBlock;
-    check_launch("split combine launch", launch_overlapping(combine_splits_kernel<D>, dim3(unsigned(blocks)), dim3(32 * kRowsPerBlock), 0,
+    const auto kernel = p.select == SeqSelect::kLong ? combine_splits_kernel<D, true> : combine_splits_kernel<D, false>;
+    check_launch("split combine launch", launch_overlapping(kernel, dim3(unsigned(blocks)), dim3(32 * kRowsPerBlock), 0,
                                                             static_cast<cudaStream_t>(p.stream), p));
   }
 }

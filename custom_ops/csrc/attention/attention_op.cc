@@ -55,10 +55,20 @@ void run(AttentionParams& p, const paddle::Tensor& q, int64_t max_keys, int num_
            ": on the GPU a bf16/fp16 q needs k/v (or a cache) of the same dtype, or FP8/INT8");
   p.stream = stream_of(q);
   const AttentionPlan plan = plan_attention(p, max_keys, num_splits, key_bound);
+  // A batch mixing long and short sequences: the short ones in a second launch (SeqSelect).
+  AttentionParams short_part = p;
+  if (plan.short_rows > 0) {
+    p.select = SeqSelect::kLong;
+    p.short_rows = short_part.short_rows = plan.short_rows;
+    short_part.select = SeqSelect::kShort;
+    short_part.warps_m = 1;
+    short_part.num_splits = plan.short_splits;
+  }
   p.warps_m = plan.warps_m;
   p.num_splits = plan.num_splits;
   p.wgmma = plan.wgmma;
   paddle::Tensor partial_out, partial_lse, item_counter, values_fp16, keys_fp16;  // freed after the launch: Paddle's allocator is stream-ordered
+  paddle::Tensor short_partial_out, short_partial_lse;
   if (p.num_splits > 1) {
     partial_out = paddle::empty({p.num_splits, p.tokens_q, p.heads_q, p.head_dim}, paddle::DataType::FLOAT32, q.place());
     partial_lse = paddle::empty({p.num_splits, p.heads_q, p.tokens_q}, paddle::DataType::FLOAT32, q.place());
@@ -79,6 +89,16 @@ void run(AttentionParams& p, const paddle::Tensor& q, int64_t max_keys, int num_
     }
   }
   attention_cuda(p);
+  if (plan.short_rows > 0) {
+    if (short_part.num_splits > 1) {
+      const int64_t rows = short_partial_rows(short_part);
+      short_partial_out = paddle::empty({short_part.num_splits, rows, p.head_dim}, paddle::DataType::FLOAT32, q.place());
+      short_partial_lse = paddle::empty({short_part.num_splits, rows}, paddle::DataType::FLOAT32, q.place());
+      short_part.partial_out = short_partial_out.data<float>();
+      short_part.partial_lse = short_partial_lse.data<float>();
+    }
+    attention_cuda(short_part);
+  }
 #else
   PD_THROW(op, ": this build of fastattn has no CUDA kernels (nvcc was not found at build time)");
 #endif

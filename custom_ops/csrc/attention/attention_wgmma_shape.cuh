@@ -63,6 +63,7 @@ struct WgmmaShape {
   static constexpr int kCopyGroups = D == 256 && kFp8Query ? 2 : 1;
   static constexpr int kThreads = 128 * (kCopyGroups + kComputeGroups);  // the copying warpgroups first
   static constexpr int kRows = wgmma_rows(D), kKeys = wgmma_tile_keys(D);
+  static constexpr bool kTakesShort = false;  // (SeqSelect::kShort: the decode kernel only)
   // Copies run two tiles ahead of the widening, which runs one ahead of the consumers: 4 stages
   // of K and V as copied, 2 of fp16 V (with kV16InStage fp16 V in the stages and none apart). With
   // a 16-bit q 2 of fp16 K too, and the copies run

@@ -142,8 +142,10 @@ def placed(test):
 
 
 class TestFlashAttnVarlen(PlacedCase):
-    def run_case(self, rng, lens_q, lens_k, hq, hkv, dim, causal, dtype="bfloat16", out_dtype=None, **kwargs):
-        tq, tk = sum(lens_q), sum(lens_k)
+    def run_case(self, rng, lens_q, lens_k, hq, hkv, dim, causal, dtype="bfloat16", out_dtype=None, tail=0,
+                 **kwargs):
+        """`tail` more query tokens after the last sequence's, which belong to none."""
+        tq, tk = sum(lens_q) + tail, sum(lens_k)
         q, _ = ref.random_half(rng, (tq, hq, dim), dtype)
         k, _ = ref.random_half(rng, (tk, hkv, dim), dtype)
         v, _ = ref.random_half(rng, (tk, hkv, dim), dtype)
@@ -212,7 +214,10 @@ class TestFlashAttnVarlen(PlacedCase):
     def test_mixed_long_and_short_sequences(self):
         """Decodes and speculative tokens beside chunks, over bf16 and FP8 keys (FP8 q, and a bf16
         q), GQA groups 4, 16 and 32, with and without key splits: on the GPU the short sequences
-        run in a launch of their own (see TestPagedAttention's test of the same name)."""
+        run in a launch of their own (see TestPagedAttention's test of the same name). Five query
+        tokens past the last sequence belong to none: zeros and LSE -inf, written by the prefill
+        launch alone."""
+        tail = 5
         groups = {(8, 2): ([1, 300, 2, 0, 3, 1, 1, 90], [900, 300, 40, 5, 700, 1, 2000, 1000]),
                   (16, 1): ([1, 100, 1, 2], [1500, 100, 33, 600]),
                   (32, 1): ([1, 50, 1], [400, 90, 1000])}
@@ -222,14 +227,14 @@ class TestFlashAttnVarlen(PlacedCase):
                 lens_q, lens_k = groups[(hq, hkv)]
                 if kv == "bfloat16":
                     got, lse, want, want_lse = self.run_case(rng, lens_q, lens_k, hq, hkv, 128, True,
-                                                             out_dtype="float32", num_splits=splits)
+                                                             out_dtype="float32", num_splits=splits, tail=tail)
                     self.assertLess(rel_err(got, want), bound(self.place, "float32", "bfloat16"))
                     self.check_lse(lse, want_lse)
-                    continue
-                codes, descales = prefill_codes(rng, lens_q, lens_k, hq, hkv, 128,
-                                                None if kv == "fp8 q" else "bfloat16")
-                self.check_fp8(codes, descales, lens_q, lens_k, True, splits,
-                               None if kv == "fp8 q" else "bfloat16")
+                else:
+                    q_dtype = None if kv == "fp8 q" else "bfloat16"
+                    codes, descales = prefill_codes(rng, lens_q + [tail], lens_k + [0], hq, hkv, 128, q_dtype)
+                    got, lse, _ = self.check_fp8(codes, descales, lens_q, lens_k, True, splits, q_dtype)
+                self.assertTrue((got[-tail:] == 0).all() and np.isneginf(lse[:, -tail:]).all())
 
     @placed
     def test_fp8_inputs_with_descales(self):

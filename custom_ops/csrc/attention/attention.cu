@@ -148,8 +148,8 @@ AttentionPlan plan_attention(const AttentionParams& p, int64_t max_keys, int req
   const bool wgmma = warps_m == 4 && wgmma_prefill_applies(p, widened);
   // A prefill batch of several sequences may hold short ones too (a server's step: decodes beside
   // a chunk of a prompt). In a prefill tile each would cost a tile's work over its keys for a few
-  // rows: the sequences of one decode CTA's rows or fewer (the GQA group of one token) go to the
-  // decode kernel, a launch of their own. 64 decodes of 8192 keys beside a 2048-token chunk at
+  // rows: the sequences of one decode CTA's rows or fewer (8, or 16 for groups of 9 to 16: a
+  // decode's group of one token) go to the decode kernel, a launch of their own. 64 decodes of 8192 keys beside a 2048-token chunk at
   // head_dim 128 took the call 1.34x the time of the two parts alone, now 1.09x (perf notes v90).
   const int short_rows = warps_m == 4 && p.batch > 1 && group <= 16 ? (group <= 8 ? 8 : 16) : 0;
   AttentionParams short_part = p;

@@ -21,7 +21,7 @@ struct Descale {
 // Which of a batch's sequences a launch takes. A batch mixing long sequences with short ones (a
 // server's step: a chunk of a prompt beside decodes) runs in two launches (plan_attention): the
 // prefill kernel over those of more than short_rows rows (query x q head of a kv head's group),
-// then the decode kernel over the others, a CTA per sequence.
+// then the decode kernel over the others, a CTA per (sequence, kv head, split).
 enum class SeqSelect : uint8_t { kAll, kLong, kShort };
 
 struct AttentionParams {
@@ -59,7 +59,8 @@ struct AttentionParams {
   bool fp8_pv;
 
   // CUDA only (see plan_attention): key splits and their normalized partial results
-  // [num_splits, tokens_q, heads_q, head_dim] and log-sum-exps [num_splits, heads_q, tokens_q].
+  // [num_splits, tokens_q, heads_q, head_dim] and log-sum-exps [num_splits, heads_q, tokens_q]
+  // (SeqSelect::kShort: short_partial_rows' layout).
   int num_splits = 1;
   int warps_m = 4;
   SeqSelect select = SeqSelect::kAll;

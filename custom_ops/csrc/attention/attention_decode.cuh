@@ -1,6 +1,6 @@
 // The decode main loop (mma.sync, sm_80 and newer): a few query rows per (sequence, kv head) over
 // many keys. paged_attention and flash_attn_varlen take it when their batch has at most 16 rows
-// of query x q head per sequence on average.
+// of query x q head per sequence on average, and for a mixed batch's short sequences (SeqSelect).
 //
 // The tensor cores take the keys as the matrix rows and the CTA's query rows as the 8 columns
 // (two column tiles for 16 rows): S^T = K Q^T, then O^T = V^T P^T. A GQA group of 4 q heads fills

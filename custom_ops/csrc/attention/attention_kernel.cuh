@@ -191,9 +191,9 @@ inline int64_t launch_row_tiles(const AttentionParams& p, int rows_per_tile) {
   return p.select == SeqSelect::kShort ? p.batch : virtual_row_tiles(p, rows_per_tile);
 }
 
-// The rows of virtual tile `tile` (of virtual_row_tiles), by each warp that calls it (all 32
-// lanes). False when it has no rows of a sequence: the tail rows it owns, if any, are written by
-// `thread` of `threads`.
+// The rows of virtual tile `tile` (of launch_row_tiles: with SeqSelect::kShort a sequence), by
+// each warp that calls it (all 32 lanes). False when it has no rows of a sequence this launch
+// takes: the tail rows it owns, if any, are written by `thread` of `threads`.
 template <class Shape, bool kPaged>
 FA_DEVICE bool locate_tile_rows(const AttentionParams& p, int64_t tile, int kv_head, int split, CtaRows& c, int thread,
                                 int threads) {
@@ -379,7 +379,8 @@ FA_DEVICE KeyRange split_key_range(const AttentionParams& p, int k_len, int limi
 }
 
 // Where a finished row goes: out / lse, or with key splits its split's partial results (merged
-// by combine_splits_kernel). output_row_index is the element index of the row's column 0.
+// by combine_splits_kernel). output_row_index is the element index of the row's column 0. (Not
+// for SeqSelect::kShort's split results: row_place below.)
 FA_DEVICE int64_t output_row_index(const AttentionParams& p, int split, int token, int head) {
   const int64_t row = int64_t(token) * p.heads_q + head;
   return (p.num_splits > 1 ? int64_t(split) * p.tokens_q * p.heads_q + row : row) * p.head_dim;

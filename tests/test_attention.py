@@ -134,6 +134,11 @@ def widened_kernel_only(fp8_q, quant, dim):
     return not fp8_q and quant == "block_wise_fp8" and dim == 256
 
 
+# The mixed-batch tests' wide GQA groups: (q heads, kv heads) -> (queries, keys) per sequence. At 16
+# a decode's 16 rows are short; at 32 no sequence is.
+MIXED_WIDE_GROUPS = {(16, 1): ([1, 100, 1, 2], [1500, 100, 33, 600]), (32, 1): ([1, 50, 1], [400, 90, 1000])}
+
+
 def placed(test):
     @functools.wraps(test)
     def wrapper(self):
@@ -218,9 +223,7 @@ class TestFlashAttnVarlen(PlacedCase):
         tokens past the last sequence belong to none: zeros and LSE -inf, written by the prefill
         launch alone."""
         tail = 5
-        groups = {(8, 2): ([1, 300, 2, 0, 3, 1, 1, 90], [900, 300, 40, 5, 700, 1, 2000, 1000]),
-                  (16, 1): ([1, 100, 1, 2], [1500, 100, 33, 600]),
-                  (32, 1): ([1, 50, 1], [400, 90, 1000])}
+        groups = {(8, 2): ([1, 300, 2, 0, 3, 1, 1, 90], [900, 300, 40, 5, 700, 1, 2000, 1000]), **MIXED_WIDE_GROUPS}
         for (hq, hkv), kv, splits in itertools.product(groups, ("bfloat16", "fp8", "fp8 q"), (None, 3)):
             with self.subTest(hq=hq, hkv=hkv, kv=kv, splits=splits):
                 rng = seeded_rng(self, hq, kv, splits)
@@ -885,9 +888,7 @@ class TestPagedAttention(PlacedCase):
         sequence. On the GPU the sequences of one decode CTA's rows or fewer (8 at a GQA group of
         4, 16 at 16; none at 32) run in a launch of their own beside the prefill kernel's, with and
         without key splits; each launch must write all of its rows and none of the other's."""
-        groups = {(8, 2): ([1, 200, 2, 0, 3, 1, 130], [900, 1300, 40, 5, 700, 1, 130]),
-                  (16, 1): ([1, 100, 1, 2], [1500, 100, 33, 600]),
-                  (32, 1): ([1, 50, 1], [400, 90, 1000])}
+        groups = {(8, 2): ([1, 200, 2, 0, 3, 1, 130], [900, 1300, 40, 5, 700, 1, 130]), **MIXED_WIDE_GROUPS}
         cases = [(quant, heads, splits, 128, False) for quant, heads, splits in
                  itertools.product(ref.QUANT_TYPES, groups, (None, 3))]
         cases += [(quant, (8, 2), None, dim, fp8_q) for quant, dim, fp8_q in

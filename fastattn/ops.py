@@ -560,7 +560,7 @@ def flash_attn_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seq
 def paged_attention(q, key_cache, value_cache, block_tables, seq_lens_kv, cu_seqlens_q, cache_quant_type="none",
                     k_dequant_scale=None, v_dequant_scale=None, k_scale_cache=None, v_scale_cache=None,
                     softmax_scale=None, causal=True, q_descale=None, kv_end=None, out_dtype=None, num_splits=None,
-                    fp8_pv=False, max_seqlen_kv=None, validate=None, check_inputs=True):
+                    fp8_pv=False, max_seqlen_kv=None, max_multi_token_seqs=None, validate=None, check_inputs=True):
     """Attention that reads a paged KV cache as write_cache_kv left it (decode and chunked prefill).
 
     Args:
@@ -579,20 +579,27 @@ def paged_attention(q, key_cache, value_cache, block_tables, seq_lens_kv, cu_seq
             (flash-mask style limits; 0 gives a row with no visible key).
         out_dtype, num_splits, fp8_pv: as for flash_attn_varlen (fp8_pv: an FP8 q over a
             cache_fp8 or block_wise_fp8 cache).
-        max_seqlen_kv: optional host int, at least every queried sequence's seq_lens_kv (checked with
-            validate; where it applies, the output rows of a sequence longer than it rounded up to 8
-            come out NaN, with a bf16/fp16 q its lse too). With it, the sm_90a prefill kernel (fp8_pv off) takes V (FP8 q at head_dim
-            128, over block_wise_fp8) or K and V (a bf16/fp16 q over cache_fp8 or block_wise_fp8, every
-            head_dim) widened to fp16 once per call, rather than in every CTA, where the batch averages
-            64 row tiles a sequence or more (as flash_attn_varlen; FASTATTN_WIDENED_KV overrides): the
-            same results, faster. A bf16/fp16 q over block_wise_fp8 at head_dim 256 runs on the sm_90a
-            kernel only so, and is widened from 1 row tile a sequence (1.4-3.3x faster than on its
-            mma.sync kernel, on an H200). Each buffer,
-            batch x (max_seqlen_kv + 135 at most) x Hkv x D fp16, is sized by the longest sequence for
-            every one (each sequence's keys, up to its last tile, are written); where the two would
-            pass 2 GiB (many sequences under a long bound) the kernel widens for itself, and a
-            bf16/fp16 q over block_wise_fp8 at head_dim 256 runs on mma.sync. Elsewhere it changes
-            nothing.
+        max_seqlen_kv: optional host int, at least every queried sequence's seq_lens_kv (checked
+            with validate; where it applies, the output rows of a sequence longer than it rounded
+            up to 8 come out NaN, with a bf16/fp16 q its lse too). With it, the sm_90a prefill
+            kernel (fp8_pv off) takes V (FP8 q at head_dim 128, over block_wise_fp8) or K and V (a
+            bf16/fp16 q over cache_fp8 or block_wise_fp8, every head_dim) widened to fp16 once per
+            call, rather than in every CTA, where the batch averages 64 row tiles a sequence or
+            more (as flash_attn_varlen; FASTATTN_WIDENED_KV overrides): the same results, faster.
+            A bf16/fp16 q over block_wise_fp8 at head_dim 256 runs on the sm_90a kernel only so,
+            and is widened from 1 row tile a sequence (1.4-3.3x faster than on its mma.sync
+            kernel, on an H200). Each buffer, sequences x (max_seqlen_kv + 135 at most) x Hkv x D
+            fp16, gives every sequence the longest one's rows (each sequence's keys, up to its last
+            tile, are written); where the two would pass 2 GiB (many sequences under a long bound)
+            the kernel widens for itself, and a bf16/fp16 q over block_wise_fp8 at head_dim 256
+            runs on mma.sync. Elsewhere it changes nothing.
+        max_multi_token_seqs: optional host int, at least the number of sequences with two queries
+            or more (checked with validate). With max_seqlen_kv, in a batch of several sequences at
+            a GQA group of 16 or less, the buffers then hold that many sequences (and one more)
+            rather than the batch, and the row tiles are averaged over them: a server's step of
+            decodes beside a chunk of a prompt widens the chunk's keys alone (a one-query decode
+            runs on the decode kernel, which reads the cache itself). Where the batch has more such
+            sequences than it says, the output rows of those past its count come out NaN as above.
         validate: check the offsets, seq_lens_kv and the block tables over each queried
             sequence's keys on the host first (see the module docstring).
         check_inputs: False skips the Python checks (see the module docstring).
@@ -623,6 +630,8 @@ def paged_attention(q, key_cache, value_cache, block_tables, seq_lens_kv, cu_seq
                            q_descale=q_descale, kv_end=kv_end)
     cu = _check_offsets(validate, check_inputs, q, cu_seqlens_q)
     value_keys = 0 if max_seqlen_kv is None else _checks.int32("max_seqlen_kv", max_seqlen_kv, 1, "None or a positive int")
+    multi_token = -1 if max_multi_token_seqs is None else _checks.int32(
+        "max_multi_token_seqs", max_multi_token_seqs, 0, "None or a non-negative int")
     if _checks.validation_enabled(validate, q):
         queried, keys = np.diff(cu) > 0, _checks.host(seq_lens_kv)
         _checks.non_negative("seq_lens_kv", np.where(queried, keys, 0))
@@ -630,6 +639,10 @@ def paged_attention(q, key_cache, value_cache, block_tables, seq_lens_kv, cu_seq
         if value_keys and queried.any() and int(keys[queried].max()) > value_keys:
             raise ValueError(f"max_seqlen_kv: {value_keys} is below a queried sequence's seq_lens_kv "
                              f"({int(keys[queried].max())})")
+        multi_token_seqs = int(np.count_nonzero(np.diff(cu) > 1))
+        if 0 <= multi_token < multi_token_seqs:
+            raise ValueError(f"max_multi_token_seqs: {multi_token} is below the batch's {multi_token_seqs} "
+                             "sequences of two queries or more")
         _checks.block_table_entries(block_tables, key_cache.shape[0], key_cache.shape[2], spans)
     splits = _check_num_splits(num_splits)
     scale = float(softmax_scale) if softmax_scale is not None else key_cache.shape[3] ** -0.5
@@ -637,5 +650,5 @@ def paged_attention(q, key_cache, value_cache, block_tables, seq_lens_kv, cu_seq
     scale_v = v_scale_cache if cache_quant_type == "block_wise_fp8" else v_dequant_scale
     out, lse = _run("paged_attention", q, key_cache, value_cache, block_tables, seq_lens_kv, cu_seqlens_q, scale_k,
                     scale_v, q_descale, kv_end, cache_quant_type, scale, bool(causal),
-                    _attention_out_dtype(q, out_dtype), splits, bool(fp8_pv), value_keys)
+                    _attention_out_dtype(q, out_dtype), splits, bool(fp8_pv), value_keys, multi_token)
     return out, lse

@@ -1134,14 +1134,67 @@ class TestPagedAttention(PlacedCase):
                             for bound in ({"max_seqlen_kv": 2 ** 31 - 1}, {})]
                 self.check_bound_changes_nothing(runs[0], runs[1])
 
+    @placed
+    def test_widened_kv_mixed_step(self):
+        """A server's mixed step given max_seqlen_kv and max_multi_token_seqs, as the backends call
+        it: where the GPU widens K / V before the sm_90a kernel (forced here) only the prefill
+        launch's sequences get rows in the buffers, in batch order, so that decodes beside a chunk
+        widen nothing of theirs. Chunks, 2- and 3-token speculative sequences (8 and 12 rows at a
+        group of 4: short and long), an empty sequence, a group of 16; the count exact and past
+        the batch's; forced splits. The same results as without the bounds, bit for bit (held to
+        the reference only where that takes another kernel: a bf16 q over block_wise_fp8 at
+        head_dim 256)."""
+        groups = {(8, 2): ([1, 200, 2, 0, 3, 1, 130], [900, 1300, 40, 5, 700, 1, 130]),
+                  (16, 1): MIXED_WIDE_GROUPS[(16, 1)]}
+        for (fp8_q, quant, dim), (heads_q, heads_kv), splits, spare in itertools.product(
+                WIDENED_PAGED, groups, (None, 3), (0, 2)):
+            with self.subTest(fp8_q=fp8_q, quant=quant, dim=dim, heads_q=heads_q, splits=splits, spare=spare):
+                q_lens, lens = groups[(heads_q, heads_kv)]
+                bounds = {"max_seqlen_kv": max(lens), "max_multi_token_seqs": sum(n > 1 for n in q_lens) + spare}
+                with widened_kv("always"):
+                    runs = [self.run_paged(seeded_rng(self, fp8_q, quant, dim, heads_q, splits), quant, lens, q_lens,
+                                           heads_q, heads_kv, dim, 64, fp8_q=fp8_q, num_splits=splits, **bound)
+                            for bound in (bounds, {})]
+                self.check_bound_changes_nothing(runs[0], runs[1], widened_kernel_only(fp8_q, quant, dim))
+
+    @placed
+    def test_widened_kv_multi_token_count_below(self):
+        """Without validate, a max_multi_token_seqs below the batch's count: where the GPU widens
+        K / V before the sm_90a kernel, the prefill launch's sequences past the count (in batch
+        order) share one more slot of the buffers, NaN throughout, so that their rows come out
+        NaN, not silently wrong; the others, the decodes among them, stay right. The CPU ignores
+        it."""
+        lens, q_lens = [900, 300, 700, 50, 400], [130, 1, 70, 1, 40]
+        nan_tokens = np.r_[131:201, 202:242]  # the third and fifth sequences' (past the first)
+        for fp8_q, quant, dim in WIDENED_PAGED:
+            with self.subTest(fp8_q=fp8_q, quant=quant, dim=dim):
+                with widened_kv("always"):
+                    run = self.run_paged(seeded_rng(self, fp8_q, quant, dim), quant, lens, q_lens, 8, 2, dim, 64,
+                                         fp8_q=fp8_q, max_seqlen_kv=max(lens), max_multi_token_seqs=1, validate=False)
+                if self.place == "gpu" and sm90_gpu():
+                    self.assertTrue(np.isnan(run.got[nan_tokens]).all())
+                    rest = np.setdiff1d(np.arange(sum(q_lens)), nan_tokens)
+                    self.check(PagedRun(run.got[rest], run.lse[:, rest], run.want[rest], run.want_lse[:, rest],
+                                        run.score_error), "float16")
+                else:
+                    self.check(run, "float16")
+
     def test_widened_kv_bound_checked(self):
-        """max_seqlen_kv must be a positive host int, and (with validate) no queried sequence longer."""
+        """max_seqlen_kv must be a positive host int, and (with validate) no queried sequence longer;
+        max_multi_token_seqs a non-negative host int, and (with validate) no fewer than the batch's
+        sequences of two queries or more."""
         rng = seeded_rng(self)
         for bad in (0, -5, 2.5, True):
             with self.subTest(bad=bad), self.assertRaisesRegex(ValueError, "max_seqlen_kv"):
                 self.run_paged(rng, "cache_fp8", [300, 77], [5, 1], 8, 2, 128, 64, fp8_q=True, max_seqlen_kv=bad)
         with self.assertRaisesRegex(ValueError, "max_seqlen_kv: 299 is below"):
             self.run_paged(rng, "cache_fp8", [300, 77], [5, 1], 8, 2, 128, 64, fp8_q=True, max_seqlen_kv=299,
+                           validate=True)
+        for bad in (-1, 2.5, True):
+            with self.subTest(bad=bad), self.assertRaisesRegex(ValueError, "max_multi_token_seqs"):
+                self.run_paged(rng, "cache_fp8", [300, 77], [5, 1], 8, 2, 128, 64, max_multi_token_seqs=bad)
+        with self.assertRaisesRegex(ValueError, "max_multi_token_seqs: 1 is below the batch's 2"):
+            self.run_paged(rng, "cache_fp8", [300, 77, 9], [5, 1, 2], 8, 2, 128, 64, max_multi_token_seqs=1,
                            validate=True)
 
     @placed

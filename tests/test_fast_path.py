@@ -49,7 +49,7 @@ class TestFastPath(unittest.TestCase):
                 tables = from_numpy(batch.block_tables, None, place)
                 seq_lens = from_numpy(np.int32(lens), None, place)
                 kv_end = from_numpy(np.int32(rng.integers(0, 40, tokens)), None, place)
-                args = (q, *caches, tables, seq_lens, cu, *scales, None, kv_end, "cache_fp8", 0.1, True, "float32", 0, False, 0)
+                args = (q, *caches, tables, seq_lens, cu, *scales, None, kv_end, "cache_fp8", 0.1, True, "float32", 0, False, 0, -1)
                 same(self, self.fast.paged_attention(*args), self.ops.fastattn_paged_attention(*args),
                      "paged_attention")
 

@@ -6,7 +6,6 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <climits>
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
@@ -49,7 +48,7 @@ auto with_head_dim(int head_dim, Fn&& fn) {
 
 // Whether the sm_90a kernel would take V (and with a 16-bit q K) widened before it: by the formats,
 // FASTATTN_WIDENED_KV, the buffers' bytes and the batch's row tiles.
-bool widening_pays(const AttentionParams& p, double widened_bytes) {
+bool widening_pays(const AttentionParams& p, double widened_bytes, int64_t widened_seqs) {
   // The sm_90a kernel with P V in fp16: there the copying warpgroup widens every tile in every CTA
   // (each of the 128 row tiles of a kv head's 4096-token prefill widens the same tiles). With FP8
   // q at head_dim 128 it widens V, 7-8% of the kernel's time over contiguous keys and
@@ -72,7 +71,8 @@ bool widening_pays(const AttentionParams& p, double widened_bytes) {
   if (choice != nullptr && std::strcmp(choice, "never") == 0) return false;
   // Widening before the kernel reads each key once and writes it twice as wide; it pays where the
   // kernel reads each key in many row tiles. The host knows only the batch's totals: take it where
-  // a sequence has 64 row tiles or more on average. Uniform causal prefills at head_dim
+  // a sequence widened (with a slot, widened_seqs) has 64 row tiles or more on average. Uniform
+  // causal prefills at head_dim
   // 128, 4 q heads a kv head, widened (16 / 32 / 64 / 128 row tiles a sequence at 512 / 1024 / 2048
   // / 4096 tokens): 4-6% / 1-3% slower, 1.5% / 4-7% faster (perf notes v83); a batch of decodes
   // beside a long chunk has about 1 row tile a sequence, and there it ran 44% slower.
@@ -82,7 +82,7 @@ bool widening_pays(const AttentionParams& p, double widened_bytes) {
   const bool only_kernel = q_16bit && p.head_dim == 256 && p.paged && p.quant == CacheQuant::kBlockWiseFp8;
   const int64_t min_row_tiles = only_kernel ? 1 : 64;
   const int64_t row_tiles = int64_t(p.tokens_q) * (p.heads_q / p.heads_kv) / wgmma_rows(p.head_dim);
-  return row_tiles >= min_row_tiles * p.batch;
+  return row_tiles >= min_row_tiles * widened_seqs;
 }
 
 // FP8 k/v: contiguous, or a cache_fp8 or block_wise_fp8 cache (but for a 16-bit q at head_dim 256
@@ -131,32 +131,37 @@ int decode_splits(const AttentionParams& p, int64_t ctas, int64_t max_keys) {
 
 }  // namespace
 
-AttentionPlan plan_attention(const AttentionParams& p, int64_t max_keys, int requested_splits, int64_t key_bound) {
+AttentionPlan plan_attention(const AttentionParams& p, const HostBounds& bounds, int requested_splits) {
   const int group = p.heads_q / p.heads_kv;
   const int64_t rows = int64_t(p.tokens_q) * group;
   // Decode-like batches (16 rows or less per sequence) take the decode kernel's CTAs of 8 or 16
   // rows: a prefill tile of 64 or 128 rows would be mostly padding.
   const int warps_m = rows <= int64_t(16) * std::max(p.batch, 1) ? 1 : 4;
-  // The widened buffers (widened_rows): contiguous keys take their own rows and a tile's room
-  // after each sequence; a cache's every sequence the bound's (without one, none). A bound past
-  // an int is past the 2 GiB too: counted as INT_MAX keys.
-  const bool keys_bounded = !p.paged || key_bound > 0;
-  const int64_t widened_keys = p.paged && key_bound > 0 ? widened_keys_for(std::min(key_bound, max_keys)) : 0;
-  const int64_t buffer_rows = widened_row(p.paged, int(std::min<int64_t>(widened_keys, INT_MAX)), p.batch, p.tokens_k, 0);
-  const double widened_bytes = double(buffer_rows) * p.heads_kv * p.head_dim * (p.q_type == ElementType::kFp8 ? 2 : 4);
-  const bool widened = warps_m == 4 && keys_bounded && p.batch > 0 && widening_pays(p, widened_bytes);
-  const bool wgmma = warps_m == 4 && wgmma_prefill_applies(p, widened);
   // A prefill batch of several sequences may hold short ones too (a server's step: decodes beside
   // a chunk of a prompt). In a prefill tile each would cost a tile's work over its keys for a few
   // rows: the sequences of one decode CTA's rows or fewer (8, or 16 for groups of 9 to 16: a
   // decode's group of one token) go to the decode kernel, a launch of their own. 64 decodes of 8192 keys beside a 2048-token chunk at
   // head_dim 128 took the call 1.34x the time of the two parts alone, now 1.09x (perf notes v90).
   const int short_rows = warps_m == 4 && p.batch > 1 && group <= 16 ? (group <= 8 ? 8 : 16) : 0;
+  // The widened buffers (widened_rows): contiguous keys take their own rows and a tile's room
+  // after each sequence; over a cache each sequence of the launch a slot of the bound's rows
+  // (without a bound, none). Where short sequences have a launch of their own, the prefill
+  // launch's have two queries or more each (short_rows is at least the group): the caller's
+  // count of those bounds the slots (one more for any past it).
+  const bool keys_bounded = !p.paged || bounds.key_bound > 0;
+  const int64_t widened_keys = p.paged && bounds.key_bound > 0 ? widened_keys_for(std::min(bounds.key_bound, bounds.keys)) : 0;
+  const int64_t widened_seqs =
+      p.paged && short_rows > 0 && bounds.multi_token_seqs >= 0 ? std::min<int64_t>(bounds.multi_token_seqs, p.batch) : p.batch;
+  const int64_t buffer_rows = p.paged ? widened_slots(p.batch, int(widened_seqs)) * widened_keys : widened_row(false, p.batch, p.tokens_k, 0);
+  const double widened_bytes = double(buffer_rows) * p.heads_kv * p.head_dim * (p.q_type == ElementType::kFp8 ? 2 : 4);
+  const bool widened = warps_m == 4 && keys_bounded && p.batch > 0 && widening_pays(p, widened_bytes, widened_seqs);
+  const bool wgmma = warps_m == 4 && wgmma_prefill_applies(p, widened);
   AttentionParams short_part = p;
   short_part.select = SeqSelect::kShort;
   short_part.short_rows = short_rows;
-  const int short_splits =
-      short_rows == 0 ? 0 : requested_splits > 0 ? requested_splits : decode_splits(short_part, int64_t(p.batch) * p.heads_kv, max_keys);
+  const int short_splits = short_rows == 0          ? 0
+                           : requested_splits > 0 ? requested_splits
+                                                  : decode_splits(short_part, int64_t(p.batch) * p.heads_kv, bounds.keys);
   const int row_blocks = warps_m == 1 ? 1 : prefill_row_blocks(p.head_dim);
   const int rows_per_cta = wgmma          ? wgmma_rows(p.head_dim)
                            : warps_m == 1 ? decode_rows_per_cta(p)
@@ -164,7 +169,7 @@ AttentionPlan plan_attention(const AttentionParams& p, int64_t max_keys, int req
   int splits = requested_splits;
   const int64_t row_tiles = std::max<int64_t>((rows + rows_per_cta - 1) / rows_per_cta, 1);
   if (splits <= 0 && warps_m == 1) {
-    splits = decode_splits(p, std::max<int64_t>(row_tiles, p.batch) * p.heads_kv, max_keys);
+    splits = decode_splits(p, std::max<int64_t>(row_tiles, p.batch) * p.heads_kv, bounds.keys);
   } else if (splits <= 0) {
     // Prefill: split the keys only where the CTAs leave multiprocessors idle, into no more CTAs
     // than there are multiprocessors, and only where each split keeps at least 2048 keys: a
@@ -172,18 +177,22 @@ AttentionPlan plan_attention(const AttentionParams& p, int64_t max_keys, int req
     // key tiles (CTAs of 1k to 4k keys ran 1.5 to 2.6x slower with 2 splits than with none).
     // Every sequence starts a row tile of its own: at most row_tiles + batch of them.
     const int64_t ctas = (row_tiles + p.batch) * p.heads_kv;
-    splits = int(std::clamp<int64_t>(std::min<int64_t>(multiprocessor_count() / ctas, max_keys / 2048), 1, 64));
+    splits = int(std::clamp<int64_t>(std::min<int64_t>(multiprocessor_count() / ctas, bounds.keys / 2048), 1, 64));
   }
   // (widened: the buffers within widening_pays' 2 GiB, so widened_keys fits an int.)
-  return {warps_m, std::max(splits, 1), wgmma, wgmma && widened, wgmma && widened ? int(widened_keys) : 0,
-          short_rows, short_splits};
+  const bool takes_widened = wgmma && widened;
+  return {warps_m, std::max(splits, 1), wgmma, takes_widened, takes_widened ? int(widened_keys) : 0,
+          takes_widened ? int(widened_seqs) : 0, short_rows, short_splits};
 }
 
 // A tile past the bound stays inside its sequence's keys (a tile starts before the bound).
 int64_t widened_keys_for(int64_t max_keys) { return (max_keys + 7) / 8 * 8 + kWidenedTileKeys; }
 
-// Every sequence's rows (widen_kv_kernel, widen_cached_kv_kernel): the next sequence's first row.
-int64_t widened_rows(const AttentionParams& p) { return widened_row(p.paged, p.widened_keys, p.batch, p.tokens_k, 0); }
+// The buffers' rows (widen_kv_kernel, widen_cached_kv_kernel): every slot's, or every
+// sequence's (the next sequence's first row).
+int64_t widened_rows(const AttentionParams& p) {
+  return p.paged ? widened_slots(p.batch, p.widened_seqs) * p.widened_keys : widened_row(false, p.batch, p.tokens_k, 0);
+}
 
 void attention_cuda(const AttentionParams& p) {
   with_head_dim(p.head_dim, [&](auto d) { run_attention<decltype(d)::value>(p); });

@@ -73,13 +73,16 @@ struct AttentionParams {
   // Over contiguous FP8 keys, or over a cache given a bound on the keys, where the plan says so
   // (AttentionPlan::widened): V (and with a 16-bit q K) widened to fp16 before the prefill kernel,
   // which copies them as they are instead of widening every tile in every CTA; [widened_rows,
-  // heads_kv, head_dim] each, zeros past each sequence's keys. Paged: widened_keys rows a sequence (the
-  // bound rounded up to 8, plus 128 keys: the largest tile's room); contiguous: that room after
-  // each sequence's keys.
+  // heads_kv, head_dim] each, zeros past each sequence's keys. Paged: a slot of widened_keys rows
+  // (the bound rounded up to 8, plus 128 keys: the largest tile's room) for each sequence the
+  // launch takes, in batch order (widened_slot), up to widened_seqs of them; past those, when the
+  // caller's bound on them was too low, one slot more, NaN throughout, which the rest share.
+  // Contiguous: that room after each sequence's keys.
   // nullptr: the kernel widens.
   void* values_fp16 = nullptr;
   void* keys_fp16 = nullptr;
   int widened_keys = 0;
+  int widened_seqs = 0;
 };
 
 // A mixed batch's short sequences (SeqSelect::kShort) keep their split results in rows of their
@@ -96,17 +99,25 @@ void attention_cpu(const AttentionParams& p);
 // (never the device's lengths, so it is safe under CUDA-graph capture); max_keys bounds any
 // sequence's key count.
 // widened: the sm_90a kernel takes V (and with a 16-bit q K) widened before it
-// (AttentionParams::values_fp16, keys_fp16), over contiguous keys or over a cache given key_bound
-// (> 0: the caller's bound on a sequence's keys, which sizes the buffers; widened_keys their rows
-// a sequence). short_rows > 0: the sequences of at most that many rows go to a second launch, of
-// the decode kernel with short_splits key splits (SeqSelect).
+// (AttentionParams::values_fp16, keys_fp16), over contiguous keys or over a cache given
+// bounds.keys; widened_keys and widened_seqs size the buffers (AttentionParams). short_rows > 0:
+// the sequences of at most that many rows go to a second launch, of the decode kernel with
+// short_splits key splits (SeqSelect).
 struct AttentionPlan {
   int warps_m, num_splits;
   bool wgmma, widened;
-  int widened_keys;
+  int widened_keys, widened_seqs;
   int short_rows, short_splits;
 };
-AttentionPlan plan_attention(const AttentionParams& p, int64_t max_keys, int requested_splits, int64_t key_bound);
+// What the caller knows on the host. keys bounds every sequence's key count (a cache: its block
+// tables' width); key_bound > 0 and multi_token_seqs >= 0 are the caller's tighter bounds (paged:
+// max_seqlen_kv, and the sequences of two queries or more), which may size the widened buffers.
+struct HostBounds {
+  int64_t keys;
+  int64_t key_bound = 0;
+  int64_t multi_token_seqs = -1;
+};
+AttentionPlan plan_attention(const AttentionParams& p, const HostBounds& bounds, int requested_splits);
 
 // The keys per sequence the widened buffers hold over a cache, and their rows.
 int64_t widened_keys_for(int64_t max_keys);

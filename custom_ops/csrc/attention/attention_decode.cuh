@@ -36,6 +36,7 @@ struct DecodeShape : KvTileLayout<D, Kv, tile_keys(D, 1)> {
   static constexpr int kSmemBytes = kQBytes + kStages * Layout::kStageBytes;
   static constexpr bool kQInRegisters = D / 32 * kNTiles <= 8;
   static constexpr bool kTakesShort = true;  // a mixed batch's short sequences (SeqSelect::kShort)
+  static constexpr bool kWidened = false;
 };
 
 // Query rows per decode CTA: a mixed batch's short sequences' short_rows (a CTA each); otherwise

@@ -93,6 +93,7 @@ struct TileShape : KvTileLayout<D, Kv, tile_keys(D, kRowBlocksPerWarp)> {
   static constexpr int kQBytes = kRows * kQStride;
   static constexpr int kSmemBytes = kQBytes + kStages * Layout::kStageBytes;
   static constexpr bool kTakesShort = false;  // (SeqSelect::kShort: the decode kernel only)
+  static constexpr bool kWidened = false;     // (K / V widened before it: the sm_90a kernel only)
 };
 
 // The first virtual tile of sequence b is floor(cu_q[b] * group / rows) + b: sequences never
@@ -142,6 +143,20 @@ FA_HD bool selects(const AttentionParams& p, int rows) {
   return p.select == SeqSelect::kAll || (rows <= p.short_rows) == (p.select == SeqSelect::kShort);
 }
 
+// Over a cache widened before the kernel: the slot of sequence `seq` (which the launch takes),
+// the count of those before it that it takes too, by each warp (all 32 lanes); widened_seqs for
+// every one past those (AttentionParams::widened_seqs).
+FA_DEVICE int widened_slot(const AttentionParams& p, int seq) {
+  const int lane = threadIdx.x % 32, group = p.heads_q / p.heads_kv;
+  int before = 0;
+  for (int b0 = 0; b0 < seq && before < p.widened_seqs; b0 += 32) {
+    const int b = b0 + lane;
+    const int rows = b < seq ? (p.cu_seqlens_q[b + 1] - p.cu_seqlens_q[b]) * group : 0;
+    before += __popc(__ballot_sync(0xffffffffu, rows > p.short_rows));  // (a launch's, as locate_tile_rows)
+  }
+  return min(before, p.widened_seqs);
+}
+
 // Queries past cu_seqlens_q[batch] belong to no sequence: zeros and lse -inf.
 // `thread` of `threads` writes its share.
 template <class Shape>
@@ -164,7 +179,8 @@ struct CtaRows {
   int group;                         // q heads per kv head
   int seq, q_first, q_len, rows;     // rows = q_len * group
   int row0;                          // the CTA's first row
-  int k_first, k_len;                // the sequence's keys (k_first: contiguous keys only)
+  int k_first, k_len;                // the sequence's keys (k_first: contiguous keys; a cache's
+                                     // widened before the kernel: its slot's first row)
 
   FA_DEVICE int token(int r) const { return q_first + r / group; }
   FA_DEVICE int head(int r, int kv_head) const { return kv_head * group + r % group; }
@@ -219,7 +235,11 @@ FA_DEVICE bool locate_tile_rows(const AttentionParams& p, int64_t tile, int kv_h
   if constexpr (Shape::kTakesShort) {
     if (p.select == SeqSelect::kShort) return c.row0 < c.rows && c.rows <= p.short_rows;
   }
-  return c.row0 < c.rows && c.rows > p.short_rows;
+  const bool takes = c.row0 < c.rows && c.rows > p.short_rows;
+  if constexpr (kPaged && Shape::kWidened) {
+    if (takes) c.k_first = widened_slot(p, c.seq) * p.widened_keys;
+  }
+  return takes;
 }
 // The CTA's rows, from its block index taken in reverse (the longest causal tiles start first).
 template <class Shape, bool kPaged>

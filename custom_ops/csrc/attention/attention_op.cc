@@ -40,11 +40,8 @@ void check_offsets(const paddle::Tensor& cu, int64_t total, bool from_zero, cons
 }
 
 // Runs the CPU kernel, or plans and launches the CUDA one (with its split workspace, and K / V
-// widened to fp16 where that applies). max_keys bounds every sequence's key count; num_splits <= 0
-// lets the plan choose; key_bound > 0 (paged: the caller's max_seqlen_kv) bounds them too,
-// tightly enough to size the widened buffers by.
-void run(AttentionParams& p, const paddle::Tensor& q, int64_t max_keys, int num_splits, const char* op,
-         int64_t key_bound = 0) {
+// widened to fp16 where that applies). num_splits <= 0 lets the plan choose.
+void run(AttentionParams& p, const paddle::Tensor& q, const HostBounds& bounds, int num_splits, const char* op) {
   if (!q.is_gpu()) {
     PD_CHECK(q.is_cpu(), op, ": tensors must be on the CPU or a CUDA GPU");
     attention_cpu(p);
@@ -54,7 +51,7 @@ void run(AttentionParams& p, const paddle::Tensor& q, int64_t max_keys, int num_
   PD_CHECK(p.kv_type == ElementType::kFp8 || p.q_type == p.kv_type, op,
            ": on the GPU a bf16/fp16 q needs k/v (or a cache) of the same dtype, or FP8/INT8");
   p.stream = stream_of(q);
-  const AttentionPlan plan = plan_attention(p, max_keys, num_splits, key_bound);
+  const AttentionPlan plan = plan_attention(p, bounds, num_splits);
   // A batch mixing long and short sequences: the short ones in a second launch (SeqSelect).
   AttentionParams short_part = p;
   if (plan.short_rows > 0) {
@@ -81,6 +78,7 @@ void run(AttentionParams& p, const paddle::Tensor& q, int64_t max_keys, int num_
   }
   if (plan.widened) {
     p.widened_keys = plan.widened_keys;
+    p.widened_seqs = plan.widened_seqs;
     values_fp16 = paddle::empty({widened_rows(p), p.heads_kv, p.head_dim}, paddle::DataType::FLOAT16, q.place());
     p.values_fp16 = values_fp16.data();
     if (p.q_type != ElementType::kFp8) {  // (a 16-bit q's K too)
@@ -175,7 +173,7 @@ std::vector<paddle::Tensor> FlashAttnVarlen(const paddle::Tensor& q, const paddl
   p.k_descale = descale_of(k_descale, q, p.batch, p.heads_kv, "k_descale");
   p.v_descale = descale_of(v_descale, q, p.batch, p.heads_kv, "v_descale");
   p.fp8_pv = fp8_pv;
-  run(p, q, std::max(max_seqlen_k, 0), num_splits, "flash_attn_varlen");
+  run(p, q, HostBounds{std::max(max_seqlen_k, 0)}, num_splits, "flash_attn_varlen");
   return outs;
 }
 
@@ -188,7 +186,7 @@ std::vector<paddle::Tensor> PagedAttention(const paddle::Tensor& q, const paddle
                                            const paddle::optional<paddle::Tensor>& kv_end,
                                            const std::string& cache_quant_type, float softmax_scale, bool causal,
                                            const std::string& out_dtype, int num_splits, bool fp8_pv,
-                                           int max_seqlen_kv) {
+                                           int max_seqlen_kv, int max_multi_token_seqs) {
   check_query(q);
   PD_CHECK(key_cache.shape().size() == 4, "key_cache: expected [num_blocks, kv_heads, block_size, head_dim]");
   check_shape(value_cache, key_cache.shape(), "value_cache");
@@ -241,7 +239,9 @@ std::vector<paddle::Tensor> PagedAttention(const paddle::Tensor& q, const paddle
     p.kv_end = kv_end->data<int32_t>();
   }
   p.fp8_pv = fp8_pv;
-  run(p, q, int64_t(p.layout.max_blocks_per_seq) * p.layout.block_size, num_splits, "paged_attention", max_seqlen_kv);
+  const HostBounds bounds{int64_t(p.layout.max_blocks_per_seq) * p.layout.block_size, max_seqlen_kv,
+                          max_multi_token_seqs};
+  run(p, q, bounds, num_splits, "paged_attention");
   return outs;
 }
 
@@ -270,7 +270,7 @@ std::vector<paddle::DataType> FlashAttnVarlenDtype(const paddle::DataType&, cons
 std::vector<Shape> PagedAttentionShape(const Shape& q, const Shape&, const Shape&, const Shape&, const Shape&,
                                        const Shape&, const OptShape&, const OptShape&, const OptShape&,
                                        const OptShape&, const std::string&, float, bool, const std::string&, int,
-                                       bool, int) {
+                                       bool, int, int) {
   return {q, {q[1], q[0]}};
 }
 
@@ -279,7 +279,7 @@ std::vector<paddle::DataType> PagedAttentionDtype(const paddle::DataType&, const
                                                   const paddle::DataType&, const paddle::DataType&, const OptDtype&,
                                                   const OptDtype&, const OptDtype&, const OptDtype&,
                                                   const std::string&, float, bool, const std::string& out_dtype,
-                                                  int, bool, int) {
+                                                  int, bool, int, int) {
   return {parse_dtype(out_dtype, "out_dtype"), paddle::DataType::FLOAT32};
 }
 
@@ -301,7 +301,8 @@ PD_BUILD_OP(fastattn_paged_attention)
              paddle::Optional("v_scale"), paddle::Optional("q_descale"), paddle::Optional("kv_end")})
     .Outputs({"out", "lse"})
     .Attrs({"cache_quant_type: std::string", "softmax_scale: float", "causal: bool", "out_dtype: std::string",
-            "num_splits: int", "fp8_pv: bool", "max_seqlen_kv: int"})
+            "num_splits: int", "fp8_pv: bool", "max_seqlen_kv: int",
+            "max_multi_token_seqs: int"})
     .SetKernelFn(PD_KERNEL(fastattn::PagedAttention))
     .SetInferShapeFn(PD_INFER_SHAPE(fastattn::PagedAttentionShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(fastattn::PagedAttentionDtype));

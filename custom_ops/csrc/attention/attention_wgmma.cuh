@@ -695,7 +695,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
         // sequence's keys, so that every tile is one box per 64 columns), after K in the stage.
         if (thread == 0) {
           tma::expect_bytes(k_ready(tile), by_tma ? Shape::kStageBytes : Shape::kStageBytes - Shape::kKBytes);
-          const int token = int(widened_row(kPaged, p.widened_keys, cta.seq, cta.k_first, key0));
+          const int token = int(widened_row(kPaged, cta.seq, cta.k_first, key0));
 #pragma unroll
           for (int c = 0; c < D / 64; ++c) {
             tma::load_3d(stage + Shape::kKBytes + c * Shape::kV16BlockBytes, &maps.v, k_ready(tile), c * 128, kv_head, token);
@@ -804,7 +804,7 @@ __global__ void __launch_bounds__(WgmmaShape<D, kFp8Q, kTokenScales, kFp8Values,
             unmapped = key < key0 + kKeys && key < cta.k_len && p.layout.block(cta.seq, key) < 0;
           }
           unmapped = __any_sync(0xffffffffu, unmapped);
-          const int token = int(widened_row(kPaged, p.widened_keys, cta.seq, cta.k_first, key0));
+          const int token = int(widened_row(kPaged, cta.seq, cta.k_first, key0));
           await_k16_buffer(tile);
           // (The note's slot was tile j - kNotes's, whose softmax is done once K of j - kK16Buffers is free.)
           if (unmapped && lane == 0) unmapped_tile[stage_index(tile) % kNotes] = stage_index(tile);

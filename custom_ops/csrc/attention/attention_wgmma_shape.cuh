@@ -25,14 +25,18 @@ constexpr int wgmma_compute_groups(int head_dim) { return head_dim == 64 ? 3 : 2
 constexpr int wgmma_rows(int head_dim) { return 64 * wgmma_compute_groups(head_dim); }
 
 // K and V widened before the kernel (AttentionParams::values_fp16, keys_fp16): the row of sequence
-// `seq`'s key `key`. Over a cache `widened_keys` rows a sequence. Contiguous keys keep their order
-// with a tile's room after each sequence, so that a tile that starts inside a sequence ends inside
-// its rows: the sequence's first key `first_key` (its cu_seqlens_k) plus a tile for each sequence
-// before it. (The room is head_dim 128's tile, the largest: head_dim 256's are 64 keys.)
+// `seq`'s key `key`. Over a cache `first_row` is the first of the sequence's slot (widened_slot),
+// widened_keys rows each. Contiguous keys keep their order with a tile's room after each
+// sequence, so that a tile that starts inside a sequence ends inside its rows: `first_row` is the
+// sequence's first key (its cu_seqlens_k), and a tile for each sequence before it follows. (The
+// room is head_dim 128's tile, the largest: head_dim 256's are 64 keys.)
 constexpr int kWidenedTileKeys = wgmma_tile_keys(128);
-FA_HD int64_t widened_row(bool paged, int widened_keys, int seq, int64_t first_key, int key) {
-  return paged ? int64_t(seq) * widened_keys + key : first_key + int64_t(kWidenedTileKeys) * seq + key;
+FA_HD int64_t widened_row(bool paged, int seq, int64_t first_row, int key) {
+  return first_row + (paged ? 0 : int64_t(kWidenedTileKeys) * seq) + key;
 }
+// Over a cache: the slots of the widened buffers, widened_seqs and, where the batch has more
+// sequences, one more for those past them (AttentionParams::widened_seqs).
+FA_HD int64_t widened_slots(int batch, int widened_seqs) { return widened_seqs + (widened_seqs < batch ? 1 : 0); }
 
 // kFp8Values: P V on the FP8 tensor cores (the ops' fp8_pv), at head_dim 64 and 128 with FP8 q only.
 // kPagedKeys: the paged kernel's (a cache's keys), which sets the softmax's order (and at head_dim 64
@@ -64,6 +68,7 @@ struct WgmmaShape {
   static constexpr int kThreads = 128 * (kCopyGroups + kComputeGroups);  // the copying warpgroups first
   static constexpr int kRows = wgmma_rows(D), kKeys = wgmma_tile_keys(D);
   static constexpr bool kTakesShort = false;  // (SeqSelect::kShort: the decode kernel only)
+  static constexpr bool kWidened = kWidenedBefore;
   // Copies run two tiles ahead of the widening, which runs one ahead of the consumers: 4 stages
   // of K and V as copied, 2 of fp16 V (with kV16InStage fp16 V in the stages and none apart). With
   // a 16-bit q 2 of fp16 K too, and the copies run

@@ -38,15 +38,17 @@ FA_DEVICE void widened_tensor(const AttentionParams& p, const void*& from, uint1
   to = static_cast<uint16_t*>(keys ? p.keys_fp16 : p.values_fp16);
 }
 
-// The cache's V (and K) of every sequence's first `widened_keys` keys -> fp16 ([batch x
-// widened_keys, heads_kv, D]), zeros past the sequence and at unmapped blocks: the paged kernel's
-// kWidenedBefore input. Only the rows the kernel can read are written: its tiles start at
-// multiples of a tile below the sequence's keys, so rows past the sequence's last tile are left as
-// they were (a batch of short sequences beside a long one writes its own keys, not the bound's).
-// A block per 8 keys of a sequence at a time, a thread per 16 columns of a row. Launched
-// overlapping the kernel before it (which may write the cache). A sequence longer than the bound
-// the buffer was sized by, rounded up to 8 (past that its tiles might run into the next sequence's
-// rows), gets NaN in all its rows, so that its rows come out NaN rather than silently wrong.
+// The cache's V (and K) of the first `widened_keys` keys of every sequence the prefill launch
+// takes -> fp16, into its slot (widened_slot; [slots x widened_keys, heads_kv, D]), zeros past the
+// sequence and at unmapped blocks: the paged kernel's kWidenedBefore input. Only the rows the
+// kernel can read are written: its tiles start at multiples of a tile below the sequence's keys,
+// so rows past the sequence's last tile are left as they were (a batch of short sequences beside a
+// long one writes its own keys, not the bound's). A block per 8 keys of a sequence at a time, a
+// thread per 16 columns of a row. Launched overlapping the kernel before it (which may write the
+// cache). A sequence longer than the bound the buffer was sized by, rounded up to 8 (past that its
+// tiles might run into the next slot's rows), gets NaN in all its slot's rows, and so do the
+// sequences past the caller's count that share the last slot: their rows come out NaN rather than
+// silently wrong.
 template <int D>
 __global__ void widen_cached_kv_kernel(const AttentionParams p) {
   wait_then_allow_next_grid();
@@ -55,18 +57,22 @@ __global__ void widen_cached_kv_kernel(const AttentionParams p) {
   uint16_t* widened;
   widened_tensor(p, source, widened);
   const int groups_per_seq = p.widened_keys / kGroupKeys;  // (the bound rounded up to 8, plus 128 keys)
-  const int group_chunks = kGroupKeys * p.heads_kv * kChunks;
+  const int group_chunks = kGroupKeys * p.heads_kv * kChunks, group = p.heads_q / p.heads_kv;
+  int slot_seq = -1, slot = 0;  // the last sequence's slot
   for (int64_t g = blockIdx.x; g < int64_t(p.batch) * groups_per_seq; g += gridDim.x) {
     const int seq = int(g / groups_per_seq), key0 = int(g % groups_per_seq) * kGroupKeys;
+    if ((p.cu_seqlens_q[seq + 1] - p.cu_seqlens_q[seq]) * group <= p.short_rows) continue;  // (not the launch's)
+    if (seq != slot_seq) slot = widened_slot(p, seq), slot_seq = seq;
     const int keys = p.seq_lens_kv[seq];
-    const bool past_bound = keys > p.widened_keys - kWidenedTileKeys;  // (widened_keys_for's room)
-    if (key0 >= (past_bound ? p.widened_keys : (keys + kKeys - 1) / kKeys * kKeys)) continue;
+    // (widened_keys_for's room)
+    const bool nan = keys > p.widened_keys - kWidenedTileKeys || slot == p.widened_seqs;
+    if (key0 >= (nan ? p.widened_keys : (keys + kKeys - 1) / kKeys * kKeys)) continue;
     for (int i = threadIdx.x; i < group_chunks; i += blockDim.x) {
       const int c = i % kChunks, head = i / kChunks % p.heads_kv, key = key0 + i / (kChunks * p.heads_kv);
       const int64_t row = key < keys ? p.layout.row(seq, key, head) : -1;
-      const int64_t r = widened_row(true, p.widened_keys, seq, 0, key) * p.heads_kv + head;
+      const int64_t r = widened_row(true, seq, int64_t(slot) * p.widened_keys, key) * p.heads_kv + head;
       widen_chunk(row >= 0 ? static_cast<const uint8_t*>(source) + row * D + c * 16 : nullptr, widened + r * D + c * 16,
-                  past_bound);
+                  nan);
     }
   }
 }
@@ -83,18 +89,18 @@ __global__ void widen_kv_kernel(const AttentionParams p) {
   uint16_t* widened;
   widened_tensor(p, source, widened);
   const int64_t row_chunks = int64_t(p.heads_kv) * kChunks;
-  const int64_t chunks = widened_row(false, 0, p.batch, p.tokens_k, 0) * row_chunks;
+  const int64_t chunks = widened_row(false, p.batch, p.tokens_k, 0) * row_chunks;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < chunks; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = i / row_chunks;
     const int rest = int(i % row_chunks), head = rest / kChunks, c = rest % kChunks;
     int lo = 0, hi = p.batch - 1;  // the last sequence whose rows start at or before r
     while (lo < hi) {
       const int mid = (lo + hi + 1) / 2;
-      if (widened_row(false, 0, mid, p.cu_seqlens_k[mid], 0) <= r) lo = mid;
+      if (widened_row(false, mid, p.cu_seqlens_k[mid], 0) <= r) lo = mid;
       else hi = mid - 1;
     }
     const int first = p.cu_seqlens_k[lo], keys = p.cu_seqlens_k[lo + 1] - first;
-    const int key = int(r - widened_row(false, 0, lo, first, 0));
+    const int key = int(r - widened_row(false, lo, first, 0));
     if (key < 0 || key >= (keys + kKeys - 1) / kKeys * kKeys) continue;  // (rows before cu_seqlens_k[0])
     const int64_t row = (int64_t(first) + key) * p.heads_kv + head;
     widen_chunk(key < keys ? static_cast<const uint8_t*>(source) + row * D + c * 16 : nullptr,

@@ -45,7 +45,7 @@ std::vector<paddle::Tensor> PagedAttention(const paddle::Tensor& q, const paddle
                                            const paddle::optional<paddle::Tensor>& kv_end,
                                            const std::string& cache_quant_type, float softmax_scale, bool causal,
                                            const std::string& out_dtype, int num_splits, bool fp8_pv,
-                                           int max_seqlen_kv);
+                                           int max_seqlen_kv, int max_multi_token_seqs);
 
 std::vector<paddle::Tensor> MergeAttnStates(const paddle::Tensor& prefix_output, const paddle::Tensor& prefix_lse,
                                             const paddle::Tensor& suffix_output, const paddle::Tensor& suffix_lse,

@@ -232,12 +232,12 @@ PyObject* paged_attention(PyObject*, PyObject* const* items, Py_ssize_t count) {
     static const char* const kNames[] = {"q", "key_cache", "value_cache", "block_tables", "seq_lens_kv", "cu_seqlens_q",
                                          "k_scale", "v_scale", "q_descale", "kv_end", "cache_quant_type",
                                          "softmax_scale", "causal", "out_dtype", "num_splits", "fp8_pv",
-                                         "max_seqlen_kv"};
+                                         "max_seqlen_kv", "max_multi_token_seqs"};
     const Args a("paged_attention", items, count, kNames);
     return to_python(PagedAttention(a.tensor(0), a.tensor(1), a.tensor(2), a.tensor(3), a.tensor(4), a.tensor(5),
                                     a.optional_tensor(6), a.optional_tensor(7), a.optional_tensor(8),
                                     a.optional_tensor(9), a.string(10), float(a.number(11)), a.boolean(12),
-                                    a.string(13), a.integer(14), a.boolean(15), a.integer(16)));
+                                    a.string(13), a.integer(14), a.boolean(15), a.integer(16), a.integer(17)));
   });
 }
 

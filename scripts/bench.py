@@ -479,7 +479,7 @@ def decode_rows(rng, args, batch, keys, hq, hkv, dim, quants):
             scales = [from_numpy(np.full(hkv, 0.02, np.float32), "float32", "gpu") for _ in range(2)]
         else:
             scales = [None, None]
-        call = (q, *cache, tables, lens, cu, *scales, None, None, quant, dim ** -0.5, True, "bfloat16", 0, False, 0)
+        call = (q, *cache, tables, lens, cu, *scales, None, None, quant, dim ** -0.5, True, "bfloat16", 0, False, 0, -1)
         read = 2 * batch * keys * hkv * cache_row_bytes(quant, dim)
         timing = time_gpu(lambda: ops.fastattn_paged_attention(*call), reps=args.reps)
         rows.append(dict(op="paged_attention decode", variant=quant, bytes=read, **timing_fields(timing),
@@ -541,7 +541,7 @@ def prefill_row(rng, args, seqs, length, hq, hkv, dim, variant, block_size=PREFI
         scales = [from_numpy(s, "float32", "gpu") for s in scales]
         lens = from_numpy(np.full(seqs, length, np.int32), None, "gpu")
         fn = lambda: ops.fastattn_paged_attention(q, *cache, tables, lens, cu, *scales, q_descale, None,
-                                                  quant, dim ** -0.5, True, "bfloat16", 0, fp8_pv, length)
+                                                  quant, dim ** -0.5, True, "bfloat16", 0, fp8_pv, length, -1)
     else:
         if fp8_kv:
             kv, kv_descales = zip(*(quantized_normal_gpu(rng, (tokens, hkv, dim)) for _ in range(2)))
@@ -594,8 +594,9 @@ def bench_head_layouts(rng, args):
 
 
 # A server's mixed step (the backends' "paged" path): one sequence's chunk of new tokens after its
-# cached prefix beside decodes (one query each), in one paged_attention call with a bf16 q and no
-# max_seqlen_kv (the backends pass none beside decodes). (decodes, their keys, chunk tokens, prefix)
+# cached prefix beside decodes (one query each), in one paged_attention call with a bf16 q, as the
+# backends call it (max_seqlen_kv and max_multi_token_seqs given) and without those bounds.
+# (decodes, their keys, chunk tokens, prefix)
 MIXED_SHAPES = ((64, 8192, 2048, 6144), (16, 4096, 4096, 0))
 MIXED_QUANTS = ("cache_fp8", "block_wise_fp8")
 MIXED_DIMS = (128, 256)
@@ -624,9 +625,10 @@ def mixed_rows(rng, args, decodes, decode_keys, chunk, prefix, hq, hkv, dim, qua
     cu = np.concatenate([[0], chunk + np.arange(decodes + 1)]).astype(np.int32)
     gpu = lambda a, dtype=None: from_numpy(np.ascontiguousarray(a), dtype, "gpu")
 
-    def call(seqs, cu_q, bound):  # (q: fresh normal values for the sequences' queries)
+    def call(seqs, cu_q, bounded):  # (q: fresh normal values for the sequences' queries)
+        bounds = (int(lens[seqs].max()), int(np.count_nonzero(np.diff(cu_q) > 1))) if bounded else (0, -1)
         args_ = (random_gpu(rng, (int(cu_q[-1]), hq, dim)), *cache, gpu(tables[seqs]), gpu(lens[seqs]), gpu(cu_q),
-                 *scales, None, None, quant, dim ** -0.5, True, "bfloat16", 0, False, bound)
+                 *scales, None, None, quant, dim ** -0.5, True, "bfloat16", 0, False, *bounds)
         return time_gpu(lambda: ops.fastattn_paged_attention(*args_), reps=max(args.reps // 3, 5), inner=3)
 
     shape = (f"{decodes} decodes x {decode_keys} keys + a {chunk}-token chunk after {prefix}, {hq}/{hkv} heads, "
@@ -634,13 +636,15 @@ def mixed_rows(rng, args, decodes, decode_keys, chunk, prefix, hq, hkv, dim, qua
     chunk_flops = 4 * hq * dim * chunk * (prefix + (chunk + 1) / 2)
     decode_bytes = 2 * decodes * decode_keys * hkv * cache_row_bytes(quant, dim)
     rows = [dict(op="paged_attention mixed", variant=f"bf16 q, {quant}: one call", shape=shape,
-                 **timing_fields(call(slice(None), cu, 0)))]
+                 **timing_fields(call(slice(None), cu, True))),
+            dict(op="paged_attention mixed", variant=f"bf16 q, {quant}: one call without bounds", shape=shape,
+                 **timing_fields(call(slice(None), cu, False)))]
     rows.append(dict(op="paged_attention mixed", variant=f"bf16 q, {quant}: the chunk alone", shape=shape,
                      flops=chunk_flops, layout=f"{hq}/{hkv}/{dim}",
-                     **timing_fields(call(slice(0, 1), cu[:2], prefix + chunk))))
+                     **timing_fields(call(slice(0, 1), cu[:2], True))))
     rows.append(dict(op="paged_attention mixed", variant=f"bf16 q, {quant}: the decodes alone", shape=shape,
                      bytes=decode_bytes,
-                     **timing_fields(call(slice(1, None), cu[1:] - chunk, 0))))
+                     **timing_fields(call(slice(1, None), cu[1:] - chunk, False))))
     return rows
 
 

@@ -246,6 +246,11 @@ class TestBadInput(unittest.TestCase):
                 with self.assertRaisesRegex(ValueError, message):
                     self.build(**override)
 
+    def test_host_values(self):
+        meta = self.build()  # a 3-token prompt beside a decode after 5 tokens
+        self.assertEqual((meta.num_tokens, meta.max_seqlen_q, meta.max_seqlen_kv, meta.multi_token_seqs),
+                         (4, 3, 6, 1))
+
     def test_idle_slots_need_no_blocks(self):
         meta = self.build(block_tables=np.int32([[0, 1], [-1, -1]]), seq_lens_this_time=np.int32([3, 0]),
                           seq_lens_decoder=np.int32([0, 5]), seq_lens_encoder=np.int32([3, 0]))

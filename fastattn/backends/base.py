@@ -63,11 +63,11 @@ class AttentionBackend:
         """paged_attention of q over `seq_lens_kv` keys per sequence (none above the step's
         max_seqlen_kv where a sequence has queries); returns (out, lse).
 
-        The step's max_seqlen_kv goes with a batch of prompt-phase sequences only: it sizes the
-        K / V buffers the sm_90a prefill kernel may take widened once per call (batch x the bound)
-        and has every sequence's keys widened, which decodes beside a prefill (a long cache read
-        by one query row) would pay for without gain."""
-        bound = None if forward_meta.has_decode else forward_meta.max_seqlen_kv or None
+        The step's max_seqlen_kv and count of sequences with two new tokens or more size the K / V
+        buffers the sm_90a prefill kernel may take widened once per call: beside decodes (a long
+        cache read by one query row, on the decode kernel) only the chunks' keys are widened."""
         return ops.paged_attention(q, caches.key_cache, caches.value_cache, forward_meta.block_tables, seq_lens_kv,
                                    forward_meta.cu_seqlens_q, softmax_scale=softmax_scale, kv_end=kv_end,
-                                   max_seqlen_kv=bound, check_inputs=False, **caches.read_args())
+                                   max_seqlen_kv=forward_meta.max_seqlen_kv or None,
+                                   max_multi_token_seqs=forward_meta.multi_token_seqs, check_inputs=False,
+                                   **caches.read_args())

@@ -36,7 +36,8 @@ class ForwardMeta:
         decode_seq_lens_kv [batch]: seq_lens_kv of decoding sequences, 0 elsewhere;
         kv_end [num_tokens] or None: flash-mask key limits, query i sees keys j < kv_end[i].
     Host values: num_tokens, max_seqlen_q, max_seqlen_kv, num_prefill_keys (rows of the gathered
-        key buffer), max_prefill_seqlen_kv, has_prefill, has_decode.
+        key buffer), max_prefill_seqlen_kv, multi_token_seqs (sequences with two new tokens or
+        more), has_prefill, has_decode.
     """
     caches: List[Any]
     block_tables: Any
@@ -53,6 +54,7 @@ class ForwardMeta:
     max_seqlen_kv: int
     num_prefill_keys: int
     max_prefill_seqlen_kv: int
+    multi_token_seqs: int
     has_prefill: bool
     has_decode: bool
     kv_end: Optional[Any] = None
@@ -123,6 +125,7 @@ class ForwardMeta:
             num_tokens=num_tokens, max_seqlen_q=int(new.max(initial=0)),
             max_seqlen_kv=int(np.where(new > 0, seq_lens_kv, 0).max(initial=0)),
             num_prefill_keys=int(prefill_kv.sum()), max_prefill_seqlen_kv=int(prefill_kv.max(initial=0)),
+            multi_token_seqs=int(np.count_nonzero(new > 1)),
             has_prefill=bool(prefill.any()), has_decode=bool(decode.any()),
             kv_end=None if kv_end is None else device(kv_end))
 

@@ -588,18 +588,20 @@ def paged_attention(q, key_cache, value_cache, block_tables, seq_lens_kv, cu_seq
             more (as flash_attn_varlen; FASTATTN_WIDENED_KV overrides): the same results, faster.
             A bf16/fp16 q over block_wise_fp8 at head_dim 256 runs on the sm_90a kernel only so,
             and is widened from 1 row tile a sequence (1.4-3.3x faster than on its mma.sync
-            kernel, on an H200). Each buffer, sequences x (max_seqlen_kv + 135 at most) x Hkv x D
+            kernel, on an H200). Each buffer, batch x (max_seqlen_kv + 135 at most) x Hkv x D
             fp16, gives every sequence the longest one's rows (each sequence's keys, up to its last
             tile, are written); where the two would pass 2 GiB (many sequences under a long bound)
             the kernel widens for itself, and a bf16/fp16 q over block_wise_fp8 at head_dim 256
             runs on mma.sync. Elsewhere it changes nothing.
         max_multi_token_seqs: optional host int, at least the number of sequences with two queries
             or more (checked with validate). With max_seqlen_kv, in a batch of several sequences at
-            a GQA group of 16 or less, the buffers then hold that many sequences (and one more)
-            rather than the batch, and the row tiles are averaged over them: a server's step of
-            decodes beside a chunk of a prompt widens the chunk's keys alone (a one-query decode
-            runs on the decode kernel, which reads the cache itself). Where the batch has more such
-            sequences than it says, the output rows of those past its count come out NaN as above.
+            a GQA group of 16 or less, where the sequences of one query run on the decode kernel
+            (which reads the cache itself): the buffers hold rows for that many sequences rather
+            than the batch (plus one more sequence's, NaN, where it is below the batch), and the
+            row tiles are averaged over them. A server's step of decodes beside a chunk of a
+            prompt then widens the chunk's keys alone. Where more of the prefill kernel's
+            sequences than it says come, in batch order, those past its count give NaN rows as
+            above.
         validate: check the offsets, seq_lens_kv and the block tables over each queried
             sequence's keys on the host first (see the module docstring).
         check_inputs: False skips the Python checks (see the module docstring).

@@ -137,6 +137,9 @@ def widened_kernel_only(fp8_q, quant, dim):
 # The mixed-batch tests' wide GQA groups: (q heads, kv heads) -> (queries, keys) per sequence. At 16
 # a decode's 16 rows are short; at 32 no sequence is.
 MIXED_WIDE_GROUPS = {(16, 1): ([1, 100, 1, 2], [1500, 100, 33, 600]), (32, 1): ([1, 50, 1], [400, 90, 1000])}
+# (queries, keys) of 40 sequences: chunks at 0, 33 and 39 among decodes (more than a warp's 32).
+MANY_DECODES_AND_CHUNKS = ([50] + [1] * 32 + [70] + [1] * 5 + [40],
+                           [300] + [60 + 23 * i for i in range(32)] + [500] + [90, 7, 400, 1, 260] + [170])
 
 
 def placed(test):
@@ -1140,20 +1143,21 @@ class TestPagedAttention(PlacedCase):
         it: where the GPU widens K / V before the sm_90a kernel (forced here) only the prefill
         launch's sequences get rows in the buffers, in batch order, so that decodes beside a chunk
         widen nothing of theirs. Chunks, 2- and 3-token speculative sequences (8 and 12 rows at a
-        group of 4: short and long), an empty sequence, a group of 16; the count exact and past
-        the batch's; forced splits. The same results as without the bounds, bit for bit (held to
-        the reference only where that takes another kernel: a bf16 q over block_wise_fp8 at
-        head_dim 256)."""
-        groups = {(8, 2): ([1, 200, 2, 0, 3, 1, 130], [900, 1300, 40, 5, 700, 1, 130]),
-                  (16, 1): MIXED_WIDE_GROUPS[(16, 1)]}
-        for (fp8_q, quant, dim), (heads_q, heads_kv), splits, spare in itertools.product(
-                WIDENED_PAGED, groups, (None, 3), (0, 2)):
-            with self.subTest(fp8_q=fp8_q, quant=quant, dim=dim, heads_q=heads_q, splits=splits, spare=spare):
-                q_lens, lens = groups[(heads_q, heads_kv)]
+        group of 4: short and long), an empty sequence, a group of 16, 40 sequences (a warp counts
+        the prefill launch's sequences before one 32 at a time); the count exact and past the
+        batch's; forced splits. The same results as without the bounds, bit for bit (held to the
+        reference only where that takes another kernel: a bf16 q over block_wise_fp8 at head_dim
+        256)."""
+        layouts = [((8, 2), [1, 200, 2, 0, 3, 1, 130], [900, 1300, 40, 5, 700, 1, 130]),
+                   ((16, 1), *MIXED_WIDE_GROUPS[(16, 1)]), ((8, 2), *MANY_DECODES_AND_CHUNKS)]
+        for (fp8_q, quant, dim), ((heads_q, heads_kv), q_lens, lens), splits, spare in itertools.product(
+                WIDENED_PAGED, layouts, (None, 3), (0, 2)):
+            with self.subTest(fp8_q=fp8_q, quant=quant, dim=dim, heads_q=heads_q, seqs=len(lens), splits=splits,
+                              spare=spare):
                 bounds = {"max_seqlen_kv": max(lens), "max_multi_token_seqs": sum(n > 1 for n in q_lens) + spare}
                 with widened_kv("always"):
-                    runs = [self.run_paged(seeded_rng(self, fp8_q, quant, dim, heads_q, splits), quant, lens, q_lens,
-                                           heads_q, heads_kv, dim, 64, fp8_q=fp8_q, num_splits=splits, **bound)
+                    runs = [self.run_paged(seeded_rng(self, fp8_q, quant, dim, len(lens), splits), quant, lens,
+                                           q_lens, heads_q, heads_kv, dim, 64, fp8_q=fp8_q, num_splits=splits, **bound)
                             for bound in (bounds, {})]
                 self.check_bound_changes_nothing(runs[0], runs[1], widened_kernel_only(fp8_q, quant, dim))
 
@@ -1163,15 +1167,19 @@ class TestPagedAttention(PlacedCase):
         K / V before the sm_90a kernel, the prefill launch's sequences past the count (in batch
         order) share one more slot of the buffers, NaN throughout, so that their rows come out
         NaN, not silently wrong; the others, the decodes among them, stay right. The CPU ignores
-        it."""
-        lens, q_lens = [900, 300, 700, 50, 400], [130, 1, 70, 1, 40]
-        nan_tokens = np.r_[131:201, 202:242]  # the third and fifth sequences' (past the first)
-        for fp8_q, quant, dim in WIDENED_PAGED:
-            with self.subTest(fp8_q=fp8_q, quant=quant, dim=dim):
+        it. Five sequences under a count of 1, and 40 under a count of 2 (the last chunk past it)."""
+        many_q_lens, many_lens = MANY_DECODES_AND_CHUNKS
+        few = ([900, 300, 700, 50, 400], [130, 1, 70, 1, 40], 1, (2, 4))
+        many = (many_lens, many_q_lens, 2, (39,))
+        for (fp8_q, quant, dim), (lens, q_lens, count, nan_seqs) in itertools.product(WIDENED_PAGED, (few, many)):
+            with self.subTest(fp8_q=fp8_q, quant=quant, dim=dim, seqs=len(lens)):
                 with widened_kv("always"):
-                    run = self.run_paged(seeded_rng(self, fp8_q, quant, dim), quant, lens, q_lens, 8, 2, dim, 64,
-                                         fp8_q=fp8_q, max_seqlen_kv=max(lens), max_multi_token_seqs=1, validate=False)
+                    run = self.run_paged(seeded_rng(self, fp8_q, quant, dim, len(lens)), quant, lens, q_lens, 8, 2,
+                                         dim, 64, fp8_q=fp8_q, max_seqlen_kv=max(lens), max_multi_token_seqs=count,
+                                         validate=False)
                 if self.place == "gpu" and sm90_gpu():
+                    cu = cu_seqlens(q_lens)
+                    nan_tokens = np.concatenate([np.arange(cu[b], cu[b + 1]) for b in nan_seqs])
                     self.assertTrue(np.isnan(run.got[nan_tokens]).all())
                     rest = np.setdiff1d(np.arange(sum(q_lens)), nan_tokens)
                     self.check(PagedRun(run.got[rest], run.lse[:, rest], run.want[rest], run.want_lse[:, rest],

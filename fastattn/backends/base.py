@@ -59,15 +59,17 @@ class AttentionBackend:
         raise NotImplementedError
 
     @staticmethod
-    def paged(q, caches, softmax_scale, forward_meta, seq_lens_kv, kv_end=None):
+    def paged(q, caches, softmax_scale, forward_meta, seq_lens_kv, kv_end=None, widened=True):
         """paged_attention of q over `seq_lens_kv` keys per sequence (none above the step's
         max_seqlen_kv where a sequence has queries); returns (out, lse).
 
-        The step's max_seqlen_kv and count of sequences with two new tokens or more size the K / V
-        buffers the sm_90a prefill kernel may take widened once per call: beside decodes (a long
-        cache read by one query row, on the decode kernel) only the chunks' keys are widened."""
+        With `widened`, the step's max_seqlen_kv and count of sequences with two new tokens or
+        more size the K / V buffers the sm_90a prefill kernel may take widened once per call:
+        beside decodes (a long cache read by one query row, on the decode kernel at GQA groups of
+        16 or less) only the chunks' keys are widened. A call that reads no prompt-phase keys
+        gains nothing from them."""
+        bounds = dict(max_seqlen_kv=forward_meta.max_seqlen_kv or None,
+                      max_multi_token_seqs=forward_meta.multi_token_seqs) if widened else {}
         return ops.paged_attention(q, caches.key_cache, caches.value_cache, forward_meta.block_tables, seq_lens_kv,
                                    forward_meta.cu_seqlens_q, softmax_scale=softmax_scale, kv_end=kv_end,
-                                   max_seqlen_kv=forward_meta.max_seqlen_kv or None,
-                                   max_multi_token_seqs=forward_meta.multi_token_seqs, check_inputs=False,
-                                   **caches.read_args())
+                                   check_inputs=False, **bounds, **caches.read_args())

@@ -59,6 +59,6 @@ class FlashAttentionBackend(AttentionBackend):
                                          check_inputs=False)
         if not meta.has_decode:
             return out
-        decode_out, decode_lse = self.paged(q, caches, softmax_scale, meta, meta.decode_seq_lens_kv)
+        decode_out, decode_lse = self.paged(q, caches, softmax_scale, meta, meta.decode_seq_lens_kv, widened=False)
         out, _ = ops.merge_attn_states(decode_out, decode_lse, out, lse, check_inputs=False)
         return out

@@ -60,8 +60,8 @@ bool widening_pays(const AttentionParams& p, double widened_bytes, int64_t widen
   const bool keys_apply = p.paged ? p.quant == CacheQuant::kBlockWiseFp8 || (p.quant == CacheQuant::kFp8 && q_16bit)
                                   : p.kv_type == ElementType::kFp8;
   if ((p.head_dim != 128 && !q_16bit) || p.fp8_pv || !keys_apply) return false;
-  // Over a cache every sequence takes the bound's rows, however few keys it has: a step of short
-  // chunks after long prefixes would ask for tens of gigabytes. Past 2 GiB the kernel widens for
+  // Over a cache every sequence of the launch takes the bound's rows, however few keys it has: a
+  // step of short chunks after long prefixes would ask for tens of gigabytes. Past 2 GiB the kernel widens for
   // itself (mma.sync for a 16-bit q over block_wise_fp8 at head_dim 256), whatever the override.
   constexpr double kMaxWidenedBytes = double(int64_t(1) << 31);
   if (widened_bytes > kMaxWidenedBytes) return false;
@@ -154,7 +154,7 @@ AttentionPlan plan_attention(const AttentionParams& p, const HostBounds& bounds,
       p.paged && short_rows > 0 && bounds.multi_token_seqs >= 0 ? std::min<int64_t>(bounds.multi_token_seqs, p.batch) : p.batch;
   const int64_t buffer_rows = p.paged ? widened_slots(p.batch, int(widened_seqs)) * widened_keys : widened_row(false, p.batch, p.tokens_k, 0);
   const double widened_bytes = double(buffer_rows) * p.heads_kv * p.head_dim * (p.q_type == ElementType::kFp8 ? 2 : 4);
-  const bool widened = warps_m == 4 && keys_bounded && p.batch > 0 && widening_pays(p, widened_bytes, widened_seqs);
+  const bool widened = warps_m == 4 && keys_bounded && widened_seqs > 0 && widening_pays(p, widened_bytes, widened_seqs);
   const bool wgmma = warps_m == 4 && wgmma_prefill_applies(p, widened);
   AttentionParams short_part = p;
   short_part.select = SeqSelect::kShort;

@@ -96,11 +96,10 @@ void attention_cpu(const AttentionParams& p);
 
 // How the CUDA kernels cover a batch: which kernel (the sm_90a prefill kernel, or the mma.sync
 // kernel with warps_m warps of 16-row blocks per CTA) and key splits. Needs only host-side shapes
-// (never the device's lengths, so it is safe under CUDA-graph capture); max_keys bounds any
-// sequence's key count.
-// widened: the sm_90a kernel takes V (and with a 16-bit q K) widened before it
+// (never the device's lengths, so it is safe under CUDA-graph capture: the caller's bounds are
+// frozen with it). widened: the sm_90a kernel takes V (and with a 16-bit q K) widened before it
 // (AttentionParams::values_fp16, keys_fp16), over contiguous keys or over a cache given
-// bounds.keys; widened_keys and widened_seqs size the buffers (AttentionParams). short_rows > 0:
+// HostBounds::key_bound; widened_keys and widened_seqs size the buffers (AttentionParams). short_rows > 0:
 // the sequences of at most that many rows go to a second launch, of the decode kernel with
 // short_splits key splits (SeqSelect).
 struct AttentionPlan {

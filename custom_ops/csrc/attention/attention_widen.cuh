@@ -42,7 +42,7 @@ FA_DEVICE void widened_tensor(const AttentionParams& p, const void*& from, uint1
 // takes -> fp16, into its slot (widened_slot; [slots x widened_keys, heads_kv, D]), zeros past the
 // sequence and at unmapped blocks: the paged kernel's kWidenedBefore input. Only the rows the
 // kernel can read are written: its tiles start at multiples of a tile below the sequence's keys,
-// so rows past the sequence's last tile are left as they were (a batch of short sequences beside a
+// so rows past the sequence's last tile are left as they were (a sequence of few keys beside a
 // long one writes its own keys, not the bound's). A block per 8 keys of a sequence at a time, a
 // thread per 16 columns of a row. Launched overlapping the kernel before it (which may write the
 // cache). A sequence longer than the bound the buffer was sized by, rounded up to 8 (past that its

@@ -596,8 +596,9 @@ def bench_head_layouts(rng, args):
 # A server's mixed step (the backends' "paged" path): one sequence's chunk of new tokens after its
 # cached prefix beside decodes (one query each), in one paged_attention call with a bf16 q, as the
 # backends call it (max_seqlen_kv and max_multi_token_seqs given) and without those bounds.
-# (decodes, their keys, chunk tokens, prefix)
-MIXED_SHAPES = ((64, 8192, 2048, 6144), (16, 4096, 4096, 0))
+# (decodes, their keys, chunk tokens, prefix). The third averages 12 rows a sequence (at a group of
+# 4), where the plan gives the whole batch, the chunk too, to the decode kernel.
+MIXED_SHAPES = ((64, 8192, 2048, 6144), (16, 4096, 4096, 0), (256, 2048, 512, 1536))
 MIXED_QUANTS = ("cache_fp8", "block_wise_fp8")
 MIXED_DIMS = (128, 256)
 

@@ -61,8 +61,9 @@ bool widening_pays(const AttentionParams& p, double widened_bytes, int64_t widen
                                   : p.kv_type == ElementType::kFp8;
   if ((p.head_dim != 128 && !q_16bit) || p.fp8_pv || !keys_apply) return false;
   // Over a cache every sequence of the launch takes the bound's rows, however few keys it has: a
-  // step of short chunks after long prefixes would ask for tens of gigabytes. Past 2 GiB the kernel widens for
-  // itself (mma.sync for a 16-bit q over block_wise_fp8 at head_dim 256), whatever the override.
+  // step of short chunks after long prefixes would ask for tens of gigabytes. Past 2 GiB the
+  // kernel widens for itself (mma.sync for a 16-bit q over block_wise_fp8 at head_dim 256),
+  // whatever the override.
   constexpr double kMaxWidenedBytes = double(int64_t(1) << 31);
   if (widened_bytes > kMaxWidenedBytes) return false;
   // FASTATTN_WIDENED_KV=always / never overrides the choice below (the tests run both paths).
@@ -71,11 +72,11 @@ bool widening_pays(const AttentionParams& p, double widened_bytes, int64_t widen
   if (choice != nullptr && std::strcmp(choice, "never") == 0) return false;
   // Widening before the kernel reads each key once and writes it twice as wide; it pays where the
   // kernel reads each key in many row tiles. The host knows only the batch's totals: take it where
-  // a sequence widened (with a slot, widened_seqs) has 64 row tiles or more on average. Uniform
-  // causal prefills at head_dim
-  // 128, 4 q heads a kv head, widened (16 / 32 / 64 / 128 row tiles a sequence at 512 / 1024 / 2048
-  // / 4096 tokens): 4-6% / 1-3% slower, 1.5% / 4-7% faster (perf notes v83); a batch of decodes
-  // beside a long chunk has about 1 row tile a sequence, and there it ran 44% slower.
+  // a sequence with a slot (widened_seqs of them) has 64 row tiles or more on average. Uniform
+  // causal prefills at head_dim 128, 4 q heads a kv head, widened (16 / 32 / 64 / 128 row tiles a
+  // sequence at 512 / 1024 / 2048 / 4096 tokens): 4-6% / 1-3% slower, 1.5% / 4-7% faster (perf
+  // notes v83); a batch of decodes beside a long chunk has about 1 row tile a sequence, and there
+  // it ran 44% slower.
   // Over block_wise_fp8 at head_dim 256 a 16-bit q has no sm_90a kernel without the widening; the
   // mma.sync kernel it would take instead ran 1.4x slower at 1 row tile a sequence (32-token chunks
   // over 4096 keys) and 2.0-3.0x at 2 to 32 (v89): there it pays from a row tile a sequence.
@@ -140,8 +141,9 @@ AttentionPlan plan_attention(const AttentionParams& p, const HostBounds& bounds,
   // A prefill batch of several sequences may hold short ones too (a server's step: decodes beside
   // a chunk of a prompt). In a prefill tile each would cost a tile's work over its keys for a few
   // rows: the sequences of one decode CTA's rows or fewer (8, or 16 for groups of 9 to 16: a
-  // decode's group of one token) go to the decode kernel, a launch of their own. 64 decodes of 8192 keys beside a 2048-token chunk at
-  // head_dim 128 took the call 1.34x the time of the two parts alone, now 1.09x (perf notes v90).
+  // decode's group of one token) go to the decode kernel, a launch of their own. 64 decodes of
+  // 8192 keys beside a 2048-token chunk at head_dim 128 took the call 1.34x the time of the two
+  // parts alone, now 1.09x (perf notes v90).
   const int short_rows = warps_m == 4 && p.batch > 1 && group <= 16 ? (group <= 8 ? 8 : 16) : 0;
   // The widened buffers (widened_rows): contiguous keys take their own rows and a tile's room
   // after each sequence; over a cache each sequence of the launch a slot of the bound's rows
@@ -149,19 +151,20 @@ AttentionPlan plan_attention(const AttentionParams& p, const HostBounds& bounds,
   // launch's have two queries or more each (short_rows is at least the group): the caller's
   // count of those bounds the slots (one more for any past it).
   const bool keys_bounded = !p.paged || bounds.key_bound > 0;
-  const int64_t widened_keys = p.paged && bounds.key_bound > 0 ? widened_keys_for(std::min(bounds.key_bound, bounds.keys)) : 0;
-  const int64_t widened_seqs =
-      p.paged && short_rows > 0 && bounds.multi_token_seqs >= 0 ? std::min<int64_t>(bounds.multi_token_seqs, p.batch) : p.batch;
-  const int64_t buffer_rows = p.paged ? widened_slots(p.batch, int(widened_seqs)) * widened_keys : widened_row(false, p.batch, p.tokens_k, 0);
-  const double widened_bytes = double(buffer_rows) * p.heads_kv * p.head_dim * (p.q_type == ElementType::kFp8 ? 2 : 4);
-  const bool widened = warps_m == 4 && keys_bounded && widened_seqs > 0 && widening_pays(p, widened_bytes, widened_seqs);
+  const int64_t widened_keys =
+      p.paged && bounds.key_bound > 0 ? widened_keys_for(std::min(bounds.key_bound, bounds.keys)) : 0;
+  const int64_t widened_seqs = p.paged && short_rows > 0 && bounds.multi_token_seqs >= 0
+                                   ? std::min<int64_t>(bounds.multi_token_seqs, p.batch)
+                                   : p.batch;
+  const double widened_bytes = double(widened_rows(p, widened_keys, int(widened_seqs))) * p.heads_kv * p.head_dim *
+                               (p.q_type == ElementType::kFp8 ? 2 : 4);
+  const bool widened =
+      warps_m == 4 && keys_bounded && widened_seqs > 0 && widening_pays(p, widened_bytes, widened_seqs);
   const bool wgmma = warps_m == 4 && wgmma_prefill_applies(p, widened);
-  AttentionParams short_part = p;
-  short_part.select = SeqSelect::kShort;
-  short_part.short_rows = short_rows;
-  const int short_splits = short_rows == 0          ? 0
-                           : requested_splits > 0 ? requested_splits
-                                                  : decode_splits(short_part, int64_t(p.batch) * p.heads_kv, bounds.keys);
+  const int short_splits =
+      short_rows == 0        ? 0
+      : requested_splits > 0 ? requested_splits
+                             : decode_splits(short_launch(p, short_rows, 1), int64_t(p.batch) * p.heads_kv, bounds.keys);
   const int row_blocks = warps_m == 1 ? 1 : prefill_row_blocks(p.head_dim);
   const int rows_per_cta = wgmma          ? wgmma_rows(p.head_dim)
                            : warps_m == 1 ? decode_rows_per_cta(p)
@@ -188,11 +191,12 @@ AttentionPlan plan_attention(const AttentionParams& p, const HostBounds& bounds,
 // A tile past the bound stays inside its sequence's keys (a tile starts before the bound).
 int64_t widened_keys_for(int64_t max_keys) { return (max_keys + 7) / 8 * 8 + kWidenedTileKeys; }
 
-// The buffers' rows (widen_kv_kernel, widen_cached_kv_kernel): every slot's, or every
-// sequence's (the next sequence's first row).
-int64_t widened_rows(const AttentionParams& p) {
-  return p.paged ? widened_slots(p.batch, p.widened_seqs) * p.widened_keys : widened_row(false, p.batch, p.tokens_k, 0);
+// The buffers' rows (widen_kv_kernel, widen_cached_kv_kernel): over a cache every slot's,
+// contiguous every sequence's (the next sequence's first row).
+int64_t widened_rows(const AttentionParams& p, int64_t widened_keys, int widened_seqs) {
+  return p.paged ? widened_slots(p.batch, widened_seqs) * widened_keys : widened_row(false, p.batch, p.tokens_k, 0);
 }
+int64_t widened_rows(const AttentionParams& p) { return widened_rows(p, p.widened_keys, p.widened_seqs); }
 
 void attention_cuda(const AttentionParams& p) {
   with_head_dim(p.head_dim, [&](auto d) { run_attention<decltype(d)::value>(p); });

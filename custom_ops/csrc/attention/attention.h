@@ -92,6 +92,17 @@ FA_HD int64_t short_partial_rows(const AttentionParams& p) {
   return int64_t(p.batch) * p.heads_kv * p.short_rows;
 }
 
+// A mixed batch's second launch (AttentionPlan::short_rows > 0): the decode kernel over the
+// sequences of at most short_rows rows, in `splits` key splits.
+inline AttentionParams short_launch(const AttentionParams& p, int short_rows, int splits) {
+  AttentionParams s = p;
+  s.select = SeqSelect::kShort;
+  s.short_rows = short_rows;
+  s.warps_m = 1;
+  s.num_splits = splits;
+  return s;
+}
+
 void attention_cpu(const AttentionParams& p);
 
 // How the CUDA kernels cover a batch: which kernel (the sm_90a prefill kernel, or the mma.sync
@@ -99,9 +110,9 @@ void attention_cpu(const AttentionParams& p);
 // (never the device's lengths, so it is safe under CUDA-graph capture: the caller's bounds are
 // frozen with it). widened: the sm_90a kernel takes V (and with a 16-bit q K) widened before it
 // (AttentionParams::values_fp16, keys_fp16), over contiguous keys or over a cache given
-// HostBounds::key_bound; widened_keys and widened_seqs size the buffers (AttentionParams). short_rows > 0:
-// the sequences of at most that many rows go to a second launch, of the decode kernel with
-// short_splits key splits (SeqSelect).
+// HostBounds::key_bound; widened_keys and widened_seqs size the buffers (AttentionParams).
+// short_rows > 0: the sequences of at most that many rows go to a second launch, of the decode
+// kernel with short_splits key splits (SeqSelect).
 struct AttentionPlan {
   int warps_m, num_splits;
   bool wgmma, widened;
@@ -118,8 +129,10 @@ struct HostBounds {
 };
 AttentionPlan plan_attention(const AttentionParams& p, const HostBounds& bounds, int requested_splits);
 
-// The keys per sequence the widened buffers hold over a cache, and their rows.
+// The keys per sequence the widened buffers hold over a cache, and their rows (as p sets them, or
+// for the keys and sequences given).
 int64_t widened_keys_for(int64_t max_keys);
+int64_t widened_rows(const AttentionParams& p, int64_t widened_keys, int widened_seqs);
 int64_t widened_rows(const AttentionParams& p);
 
 void attention_cuda(const AttentionParams& p);

@@ -53,13 +53,10 @@ void run(AttentionParams& p, const paddle::Tensor& q, const HostBounds& bounds, 
   p.stream = stream_of(q);
   const AttentionPlan plan = plan_attention(p, bounds, num_splits);
   // A batch mixing long and short sequences: the short ones in a second launch (SeqSelect).
-  AttentionParams short_part = p;
+  AttentionParams short_part = short_launch(p, plan.short_rows, plan.short_splits);
   if (plan.short_rows > 0) {
     p.select = SeqSelect::kLong;
-    p.short_rows = short_part.short_rows = plan.short_rows;
-    short_part.select = SeqSelect::kShort;
-    short_part.warps_m = 1;
-    short_part.num_splits = plan.short_splits;
+    p.short_rows = plan.short_rows;
   }
   p.warps_m = plan.warps_m;
   p.num_splits = plan.num_splits;
